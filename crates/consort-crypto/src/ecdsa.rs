@@ -1,0 +1,371 @@
+//! ECDSA over P-256 and P-384: key generation, PEM/DER import and export, signing and verification.
+//!
+//! Signatures are produced over a digest chosen by the caller ([`HashAlg`]), because CCF mixes them: Merkle roots
+//! are signed as SHA-256 pre-hashed digests with P-384 node keys, COSE ES384 hashes with SHA-384, and X.509
+//! signatures use the hash named by the certificate's algorithm.
+
+use crate::{sha256, sha384, CryptoError};
+use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+
+/// The elliptic curves Consort signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    P256,
+    P384,
+}
+
+/// Digest algorithms used before ECDSA signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlg {
+    Sha256,
+    Sha384,
+}
+
+impl HashAlg {
+    pub fn digest(self, msg: &[u8]) -> Vec<u8> {
+        match self {
+            HashAlg::Sha256 => sha256(msg).to_vec(),
+            HashAlg::Sha384 => sha384(msg).to_vec(),
+        }
+    }
+}
+
+impl Curve {
+    /// The hash conventionally paired with the curve (ES256 / ES384, ecdsa-with-SHA256 / SHA384).
+    pub fn default_hash(self) -> HashAlg {
+        match self {
+            Curve::P256 => HashAlg::Sha256,
+            Curve::P384 => HashAlg::Sha384,
+        }
+    }
+    /// Size in bytes of a raw (r||s) signature on this curve.
+    pub fn raw_signature_size(self) -> usize {
+        match self {
+            Curve::P256 => 64,
+            Curve::P384 => 96,
+        }
+    }
+}
+
+/// An ECDSA private key.
+#[derive(Clone)]
+pub enum SigningKey {
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({:?})", self.curve())
+    }
+}
+
+/// An ECDSA public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyingKey {
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+fn key_err(e: impl std::fmt::Display) -> CryptoError {
+    CryptoError::Key(e.to_string())
+}
+
+impl SigningKey {
+    pub fn generate(curve: Curve) -> Self {
+        match curve {
+            Curve::P256 => SigningKey::P256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng)),
+            Curve::P384 => SigningKey::P384(p384::ecdsa::SigningKey::random(&mut rand_core::OsRng)),
+        }
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self {
+            SigningKey::P256(_) => Curve::P256,
+            SigningKey::P384(_) => Curve::P384,
+        }
+    }
+
+    /// Reads a PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`, as `openssl ecparam -genkey` writes, possibly after
+    /// an `EC PARAMETERS` block) PEM private key on P-256 or P-384.
+    pub fn from_pem(pem_text: &str) -> Result<Self, CryptoError> {
+        let blocks = pem::parse_many(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        for block in blocks {
+            match block.tag() {
+                "PRIVATE KEY" => return Self::from_pkcs8_der(block.contents()),
+                "EC PRIVATE KEY" => return Self::from_sec1_der(block.contents()),
+                _ => continue,
+            }
+        }
+        Err(CryptoError::Pem(
+            "no PRIVATE KEY or EC PRIVATE KEY block".into(),
+        ))
+    }
+
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
+        if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+            return Ok(SigningKey::P384(k.into()));
+        }
+        p256::SecretKey::from_pkcs8_der(der)
+            .map(|k| SigningKey::P256(k.into()))
+            .map_err(key_err)
+    }
+
+    pub fn from_sec1_der(der: &[u8]) -> Result<Self, CryptoError> {
+        if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+            return Ok(SigningKey::P384(k.into()));
+        }
+        p256::SecretKey::from_sec1_der(der)
+            .map(|k| SigningKey::P256(k.into()))
+            .map_err(key_err)
+    }
+
+    /// PKCS#8 PEM encoding of the private key.
+    pub fn to_pkcs8_pem(&self) -> String {
+        let pem = match self {
+            SigningKey::P256(k) => p256::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF),
+            SigningKey::P384(k) => p384::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF),
+        };
+        pem.expect("encoding a valid key cannot fail").to_string()
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),
+            SigningKey::P384(k) => VerifyingKey::P384(*k.verifying_key()),
+        }
+    }
+
+    /// Signs an already computed digest; returns a DER signature.
+    pub fn sign_prehash_der(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        Ok(match self {
+            SigningKey::P256(k) => {
+                let s: p256::ecdsa::Signature = k
+                    .sign_prehash(digest)
+                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                s.to_der().as_bytes().to_vec()
+            }
+            SigningKey::P384(k) => {
+                let s: p384::ecdsa::Signature = k
+                    .sign_prehash(digest)
+                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                s.to_der().as_bytes().to_vec()
+            }
+        })
+    }
+
+    /// Signs an already computed digest; returns a raw r||s signature (as COSE uses).
+    pub fn sign_prehash_raw(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        Ok(match self {
+            SigningKey::P256(k) => {
+                let s: p256::ecdsa::Signature = k
+                    .sign_prehash(digest)
+                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                s.to_bytes().to_vec()
+            }
+            SigningKey::P384(k) => {
+                let s: p384::ecdsa::Signature = k
+                    .sign_prehash(digest)
+                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                s.to_bytes().to_vec()
+            }
+        })
+    }
+
+    /// Hashes `msg` with `hash` and signs; DER signature.
+    pub fn sign_der(&self, msg: &[u8], hash: HashAlg) -> Vec<u8> {
+        self.sign_prehash_der(&hash.digest(msg))
+            .expect("digests of 32 or 48 bytes are always signable")
+    }
+
+    /// Hashes `msg` with `hash` and signs; raw r||s signature.
+    pub fn sign_raw(&self, msg: &[u8], hash: HashAlg) -> Vec<u8> {
+        self.sign_prehash_raw(&hash.digest(msg))
+            .expect("digests of 32 or 48 bytes are always signable")
+    }
+}
+
+impl VerifyingKey {
+    /// Reads a DER SubjectPublicKeyInfo on P-256 or P-384.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, CryptoError> {
+        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Ok(VerifyingKey::P384(k));
+        }
+        p256::ecdsa::VerifyingKey::from_public_key_der(der)
+            .map(VerifyingKey::P256)
+            .map_err(key_err)
+    }
+
+    /// Reads a PEM `PUBLIC KEY`.
+    pub fn from_pem(pem_text: &str) -> Result<Self, CryptoError> {
+        let block = pem::parse(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        if block.tag() != "PUBLIC KEY" {
+            return Err(CryptoError::Pem(format!(
+                "expected PUBLIC KEY, found {}",
+                block.tag()
+            )));
+        }
+        Self::from_spki_der(block.contents())
+    }
+
+    pub fn curve(&self) -> Curve {
+        match self {
+            VerifyingKey::P256(_) => Curve::P256,
+            VerifyingKey::P384(_) => Curve::P384,
+        }
+    }
+
+    /// DER SubjectPublicKeyInfo.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let doc = match self {
+            VerifyingKey::P256(k) => k.to_public_key_der(),
+            VerifyingKey::P384(k) => k.to_public_key_der(),
+        };
+        doc.expect("encoding a valid key cannot fail")
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// PEM `PUBLIC KEY`.
+    pub fn to_pem(&self) -> String {
+        let pem = match self {
+            VerifyingKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
+            VerifyingKey::P384(k) => k.to_public_key_pem(LineEnding::LF),
+        };
+        pem.expect("encoding a valid key cannot fail")
+    }
+
+    /// Verifies a DER signature over a digest.
+    pub fn verify_prehash_der(&self, digest: &[u8], sig_der: &[u8]) -> Result<(), CryptoError> {
+        let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
+        match self {
+            VerifyingKey::P256(k) => {
+                let s = p256::ecdsa::Signature::from_der(sig_der).map_err(sig_err)?;
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
+            }
+            VerifyingKey::P384(k) => {
+                let s = p384::ecdsa::Signature::from_der(sig_der).map_err(sig_err)?;
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
+            }
+        }
+    }
+
+    /// Verifies a raw r||s signature over a digest.
+    pub fn verify_prehash_raw(&self, digest: &[u8], sig_raw: &[u8]) -> Result<(), CryptoError> {
+        let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
+        match self {
+            VerifyingKey::P256(k) => {
+                let s = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
+            }
+            VerifyingKey::P384(k) => {
+                let s = p384::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
+            }
+        }
+    }
+
+    /// Hashes `msg` with `hash` and verifies a DER signature.
+    pub fn verify_der(&self, msg: &[u8], hash: HashAlg, sig_der: &[u8]) -> Result<(), CryptoError> {
+        self.verify_prehash_der(&hash.digest(msg), sig_der)
+    }
+
+    /// Hashes `msg` with `hash` and verifies a raw r||s signature.
+    pub fn verify_raw(&self, msg: &[u8], hash: HashAlg, sig_raw: &[u8]) -> Result<(), CryptoError> {
+        self.verify_prehash_raw(&hash.digest(msg), sig_raw)
+    }
+}
+
+mod ecdsa_sig_error {
+    pub type E = p256::ecdsa::Error;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_both_curves_both_encodings() {
+        for curve in [Curve::P256, Curve::P384] {
+            let sk = SigningKey::generate(curve);
+            let vk = sk.verifying_key();
+            for hash in [HashAlg::Sha256, HashAlg::Sha384] {
+                let der = sk.sign_der(b"msg", hash);
+                vk.verify_der(b"msg", hash, &der).unwrap();
+                assert_eq!(
+                    vk.verify_der(b"msh", hash, &der),
+                    Err(CryptoError::BadSignature)
+                );
+                let raw = sk.sign_raw(b"msg", hash);
+                assert_eq!(raw.len(), curve.raw_signature_size());
+                vk.verify_raw(b"msg", hash, &raw).unwrap();
+                assert_eq!(
+                    vk.verify_raw(b"msh", hash, &raw),
+                    Err(CryptoError::BadSignature)
+                );
+            }
+            // A key of the other curve does not verify.
+            let other = SigningKey::generate(curve).verifying_key();
+            let der = sk.sign_der(b"msg", HashAlg::Sha256);
+            assert!(other.verify_der(b"msg", HashAlg::Sha256, &der).is_err());
+            // Garbage signatures are a typed error, not a panic.
+            assert!(matches!(
+                vk.verify_der(b"msg", HashAlg::Sha256, b"\x30\x01"),
+                Err(CryptoError::SignatureFormat(_))
+            ));
+            assert!(vk.verify_raw(b"msg", HashAlg::Sha256, &[0u8; 3]).is_err());
+        }
+    }
+
+    #[test]
+    fn pem_round_trips() {
+        for curve in [Curve::P256, Curve::P384] {
+            let sk = SigningKey::generate(curve);
+            let pem = sk.to_pkcs8_pem();
+            let back = SigningKey::from_pem(&pem).unwrap();
+            assert_eq!(back.curve(), curve);
+            assert_eq!(back.verifying_key(), sk.verifying_key());
+            let vk = sk.verifying_key();
+            assert_eq!(VerifyingKey::from_pem(&vk.to_pem()).unwrap(), vk);
+            assert_eq!(VerifyingKey::from_spki_der(&vk.to_spki_der()).unwrap(), vk);
+        }
+    }
+
+    #[test]
+    fn reads_openssl_sec1_key_with_parameters_block() {
+        // Made with `openssl ecparam -name secp384r1 -genkey`, as CCF's keygenerator.sh does.
+        let pem = "-----BEGIN EC PARAMETERS-----
+BgUrgQQAIg==
+-----END EC PARAMETERS-----
+-----BEGIN EC PRIVATE KEY-----
+MIGkAgEBBDCj+/4duBy2zYGyl2hrYa6paEA/XND+nj7c/3GYOLTH9tnz4jQNXSnv
+MbdOFSoUqyegBwYFK4EEACKhZANiAAQU6d9CxRfvDgfokZ1njI9XVHjiaDkuJp7R
+6wGEWB7jqYDTyRbU1fcT1mq5UYi1+9JJHsTrXB2mNOtqbIagzs/tH6Oa3k/1Yrxc
+l5PNtzYrf8+OfULaY5k2RACrkxT1cRE=
+-----END EC PRIVATE KEY-----
+";
+        let k = SigningKey::from_pem(pem).unwrap();
+        assert_eq!(k.curve(), Curve::P384);
+        let sig = k.sign_der(b"x", HashAlg::Sha384);
+        k.verifying_key()
+            .verify_der(b"x", HashAlg::Sha384, &sig)
+            .unwrap();
+    }
+
+    #[test]
+    fn malformed_keys_are_errors() {
+        assert!(SigningKey::from_pem("not pem").is_err());
+        assert!(SigningKey::from_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        )
+        .is_err());
+        assert!(VerifyingKey::from_spki_der(&[0x30, 0x00]).is_err());
+    }
+}

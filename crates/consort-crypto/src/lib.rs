@@ -1,0 +1,59 @@
+//! Consort's cryptographic toolbox: hashes, ECDSA, AES-GCM, X.509 and identities behind a byte-level API.
+//!
+//! Every other crate reaches cryptography through this one, so there is one line of RustCrypto versions in the
+//! workspace and one place to audit. Nothing here is hand-written cryptography: it wraps RustCrypto (sha2, hmac,
+//! p256, p384, ecdsa, aes-gcm), rcgen and x509-parser.
+#![forbid(unsafe_code)]
+
+pub mod aead;
+pub mod ecdsa;
+pub mod hash;
+pub mod x509;
+
+pub use aead::{AeadError, Aes256GcmKey, GCM_IV_SIZE, GCM_TAG_SIZE};
+pub use ecdsa::{Curve, HashAlg, SigningKey, VerifyingKey};
+pub use hash::{hmac_sha256, sha256, sha384, Sha256Hasher, SHA256_SIZE};
+pub use x509::{CertParams, ParsedCert};
+
+/// Errors from this crate. Every malformed input (PEM, DER, signature, key) maps to one of these; nothing panics.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("malformed PEM: {0}")]
+    Pem(String),
+    #[error("malformed or unsupported key: {0}")]
+    Key(String),
+    #[error("malformed signature: {0}")]
+    SignatureFormat(String),
+    #[error("signature verification failed")]
+    BadSignature,
+    #[error("malformed certificate: {0}")]
+    Certificate(String),
+    #[error("certificate generation failed: {0}")]
+    CertGen(String),
+}
+
+/// Fills a fresh buffer with `n` bytes from the operating system's CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    use rand_core::RngCore;
+    let mut out = vec![0u8; n];
+    rand_core::OsRng.fill_bytes(&mut out);
+    out
+}
+
+/// Fills a fixed-size array with bytes from the operating system's CSPRNG.
+pub fn random_array<const N: usize>() -> [u8; N] {
+    use rand_core::RngCore;
+    let mut out = [0u8; N];
+    rand_core::OsRng.fill_bytes(&mut out);
+    out
+}
+
+/// CCF's identity of a certificate holder (members, users): hex SHA-256 of the certificate's DER.
+pub fn cert_id(cert_der: &[u8]) -> String {
+    hex::encode(sha256(cert_der))
+}
+
+/// CCF's identity of a node: hex SHA-256 of its public key's DER (SubjectPublicKeyInfo).
+pub fn key_id(spki_der: &[u8]) -> String {
+    hex::encode(sha256(spki_der))
+}
