@@ -41,12 +41,7 @@ impl Aes256GcmKey {
     }
 
     /// Encrypts `plaintext` in place of a copy; returns (ciphertext, tag). `aad` is authenticated, not encrypted.
-    pub fn encrypt(
-        &self,
-        iv: &[u8; GCM_IV_SIZE],
-        plaintext: &[u8],
-        aad: &[u8],
-    ) -> (Vec<u8>, [u8; GCM_TAG_SIZE]) {
+    pub fn encrypt(&self, iv: &[u8; GCM_IV_SIZE], plaintext: &[u8], aad: &[u8]) -> (Vec<u8>, [u8; GCM_TAG_SIZE]) {
         let mut buf = plaintext.to_vec();
         let tag = self
             .cipher
@@ -81,31 +76,16 @@ mod tests {
         let iv = [7u8; 12];
         let (ct, tag) = key.encrypt(&iv, b"secret orders", b"public header");
         assert_ne!(ct, b"secret orders");
-        assert_eq!(
-            key.decrypt(&iv, &ct, &tag, b"public header").unwrap(),
-            b"secret orders"
-        );
+        assert_eq!(key.decrypt(&iv, &ct, &tag, b"public header").unwrap(), b"secret orders");
         // Tampered additional data, ciphertext, tag, IV or key all fail.
-        assert_eq!(
-            key.decrypt(&iv, &ct, &tag, b"public headeR"),
-            Err(AeadError)
-        );
+        assert_eq!(key.decrypt(&iv, &ct, &tag, b"public headeR"), Err(AeadError));
         let mut bad = ct.clone();
         bad[0] ^= 1;
-        assert_eq!(
-            key.decrypt(&iv, &bad, &tag, b"public header"),
-            Err(AeadError)
-        );
+        assert_eq!(key.decrypt(&iv, &bad, &tag, b"public header"), Err(AeadError));
         let mut bad_tag = tag;
         bad_tag[15] ^= 1;
-        assert_eq!(
-            key.decrypt(&iv, &ct, &bad_tag, b"public header"),
-            Err(AeadError)
-        );
-        assert_eq!(
-            key.decrypt(&[8u8; 12], &ct, &tag, b"public header"),
-            Err(AeadError)
-        );
+        assert_eq!(key.decrypt(&iv, &ct, &bad_tag, b"public header"), Err(AeadError));
+        assert_eq!(key.decrypt(&[8u8; 12], &ct, &tag, b"public header"), Err(AeadError));
         assert_eq!(
             Aes256GcmKey::generate().decrypt(&iv, &ct, &tag, b"public header"),
             Err(AeadError)

@@ -6,9 +6,7 @@
 
 use crate::{sha256, sha384, CryptoError};
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use p256::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 
 /// The elliptic curves Consort signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +98,7 @@ impl SigningKey {
                 _ => continue,
             }
         }
-        Err(CryptoError::Pem(
-            "no PRIVATE KEY or EC PRIVATE KEY block".into(),
-        ))
+        Err(CryptoError::Pem("no PRIVATE KEY or EC PRIVATE KEY block".into()))
     }
 
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
@@ -143,15 +139,11 @@ impl SigningKey {
     pub fn sign_prehash_der(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(match self {
             SigningKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k
-                    .sign_prehash(digest)
-                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
                 s.to_der().as_bytes().to_vec()
             }
             SigningKey::P384(k) => {
-                let s: p384::ecdsa::Signature = k
-                    .sign_prehash(digest)
-                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
                 s.to_der().as_bytes().to_vec()
             }
         })
@@ -161,15 +153,11 @@ impl SigningKey {
     pub fn sign_prehash_raw(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(match self {
             SigningKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k
-                    .sign_prehash(digest)
-                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
                 s.to_bytes().to_vec()
             }
             SigningKey::P384(k) => {
-                let s: p384::ecdsa::Signature = k
-                    .sign_prehash(digest)
-                    .map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
                 s.to_bytes().to_vec()
             }
         })
@@ -203,10 +191,7 @@ impl VerifyingKey {
     pub fn from_pem(pem_text: &str) -> Result<Self, CryptoError> {
         let block = pem::parse(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
         if block.tag() != "PUBLIC KEY" {
-            return Err(CryptoError::Pem(format!(
-                "expected PUBLIC KEY, found {}",
-                block.tag()
-            )));
+            return Err(CryptoError::Pem(format!("expected PUBLIC KEY, found {}", block.tag())));
         }
         Self::from_spki_der(block.contents())
     }
@@ -224,9 +209,7 @@ impl VerifyingKey {
             VerifyingKey::P256(k) => k.to_public_key_der(),
             VerifyingKey::P384(k) => k.to_public_key_der(),
         };
-        doc.expect("encoding a valid key cannot fail")
-            .as_bytes()
-            .to_vec()
+        doc.expect("encoding a valid key cannot fail").as_bytes().to_vec()
     }
 
     /// PEM `PUBLIC KEY`.
@@ -244,13 +227,11 @@ impl VerifyingKey {
         match self {
             VerifyingKey::P256(k) => {
                 let s = p256::ecdsa::Signature::from_der(sig_der).map_err(sig_err)?;
-                k.verify_prehash(digest, &s)
-                    .map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
             }
             VerifyingKey::P384(k) => {
                 let s = p384::ecdsa::Signature::from_der(sig_der).map_err(sig_err)?;
-                k.verify_prehash(digest, &s)
-                    .map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
             }
         }
     }
@@ -261,13 +242,11 @@ impl VerifyingKey {
         match self {
             VerifyingKey::P256(k) => {
                 let s = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
-                k.verify_prehash(digest, &s)
-                    .map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
             }
             VerifyingKey::P384(k) => {
                 let s = p384::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
-                k.verify_prehash(digest, &s)
-                    .map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
             }
         }
     }
@@ -299,17 +278,11 @@ mod tests {
             for hash in [HashAlg::Sha256, HashAlg::Sha384] {
                 let der = sk.sign_der(b"msg", hash);
                 vk.verify_der(b"msg", hash, &der).unwrap();
-                assert_eq!(
-                    vk.verify_der(b"msh", hash, &der),
-                    Err(CryptoError::BadSignature)
-                );
+                assert_eq!(vk.verify_der(b"msh", hash, &der), Err(CryptoError::BadSignature));
                 let raw = sk.sign_raw(b"msg", hash);
                 assert_eq!(raw.len(), curve.raw_signature_size());
                 vk.verify_raw(b"msg", hash, &raw).unwrap();
-                assert_eq!(
-                    vk.verify_raw(b"msh", hash, &raw),
-                    Err(CryptoError::BadSignature)
-                );
+                assert_eq!(vk.verify_raw(b"msh", hash, &raw), Err(CryptoError::BadSignature));
             }
             // A key of the other curve does not verify.
             let other = SigningKey::generate(curve).verifying_key();
@@ -354,18 +327,13 @@ l5PNtzYrf8+OfULaY5k2RACrkxT1cRE=
         let k = SigningKey::from_pem(pem).unwrap();
         assert_eq!(k.curve(), Curve::P384);
         let sig = k.sign_der(b"x", HashAlg::Sha384);
-        k.verifying_key()
-            .verify_der(b"x", HashAlg::Sha384, &sig)
-            .unwrap();
+        k.verifying_key().verify_der(b"x", HashAlg::Sha384, &sig).unwrap();
     }
 
     #[test]
     fn malformed_keys_are_errors() {
         assert!(SigningKey::from_pem("not pem").is_err());
-        assert!(SigningKey::from_pem(
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
-        )
-        .is_err());
+        assert!(SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
         assert!(VerifyingKey::from_spki_der(&[0x30, 0x00]).is_err());
     }
 }

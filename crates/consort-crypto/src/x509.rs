@@ -56,9 +56,7 @@ fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError>
     let day = std::time::Duration::from_secs(86_400);
     params.not_before = (now - day).into();
     params.not_after = (now + day * p.validity_days).into();
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(
-        &crate::random_array::<16>()[..15],
-    ));
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&crate::random_array::<16>()[..15]));
     Ok(params)
 }
 
@@ -104,8 +102,7 @@ pub fn issue(
 ) -> Result<GeneratedCert, CryptoError> {
     let issuer_kp = rcgen_key(issuer_key)?;
     let issuer_params =
-        rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into())
-            .map_err(gen_err)?;
+        rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into()).map_err(gen_err)?;
     let issuer = issuer_params.self_signed(&issuer_kp).map_err(gen_err)?;
     let spki = subject_key.to_spki_der();
     let parsed = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki)
@@ -250,9 +247,7 @@ mod tests {
         let service_parsed = ParsedCert::from_pem(&service.pem).unwrap();
         assert!(service_parsed.is_ca);
         assert_eq!(service_parsed.subject_cn.as_deref(), Some("CCF Service"));
-        service_parsed
-            .verify_signed_by(&service_key.verifying_key())
-            .unwrap();
+        service_parsed.verify_signed_by(&service_key.verifying_key()).unwrap();
 
         let node_key = SigningKey::generate(Curve::P384);
         let mut np = CertParams::new("CCF Node");
@@ -262,17 +257,13 @@ mod tests {
         assert!(!node_parsed.is_ca);
         assert_eq!(node_parsed.issuer_cn.as_deref(), Some("CCF Service"));
         assert_eq!(node_parsed.public_key().unwrap(), node_key.verifying_key());
-        node_parsed
-            .verify_signed_by(&service_key.verifying_key())
-            .unwrap();
+        node_parsed.verify_signed_by(&service_key.verifying_key()).unwrap();
         // Not endorsed by another key, nor by itself.
         assert_eq!(
             node_parsed.verify_signed_by(&SigningKey::generate(Curve::P384).verifying_key()),
             Err(CryptoError::BadSignature)
         );
-        assert!(node_parsed
-            .verify_signed_by(&node_key.verifying_key())
-            .is_err());
+        assert!(node_parsed.verify_signed_by(&node_key.verifying_key()).is_err());
         assert_eq!(
             node_parsed.key_id(),
             crate::key_id(&node_key.verifying_key().to_spki_der())
@@ -283,10 +274,7 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         assert!(node_parsed.is_valid_at(now));
-        assert_eq!(
-            ParsedCert::from_pem(&node_parsed.to_pem()).unwrap(),
-            node_parsed
-        );
+        assert_eq!(ParsedCert::from_pem(&node_parsed.to_pem()).unwrap(), node_parsed);
     }
 
     #[test]
