@@ -1,14 +1,39 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Consort's ledger: CCF entry framing, the Merkle tree, signature transactions, chunk files and the offline audit.
+//!
+//! Everything here is sans-IO. Bytes come in and go out as values; the only way to the disk is the
+//! [`LedgerStorage`] trait, which the node implements with real files and tests implement with [`MemStorage`].
+//! There is no clock, no thread and no socket in this crate.
+//!
+//! ```text
+//! entry       = header(version 1, flags, u48 size) ‖ gcm tag ‖ iv(seqno, view) ‖ u64 public size ‖ public ‖ private
+//! leaf        = SHA-256(SHA-256(entry) ‖ SHA-256(commit evidence) ‖ claims digest)
+//! root at s   = Merkle root over leaves 0..s-1 (leaf 0 is 32 zero bytes), signed by signature transaction s
+//! chunk file  = u64 position-table offset ‖ entries ‖ u32 position table (complete chunks only)
+//! ```
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod audit;
+pub mod chunk;
+pub mod entry;
+mod error;
+pub mod limits;
+pub mod merkle;
+pub mod public_domain;
+mod reader;
+pub mod signature;
+pub mod testing;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use audit::{audit_chunks, AuditError, AuditReport};
+pub use chunk::{
+    chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, storage_conformance, ChunkName,
+    Ledger, LedgerStorage, MemStorage,
+};
+pub use entry::{encode_entry, leaf_digest, parse_entry, try_encode_entry, EntryView, LedgerSecret, ENTRY_HEADER_SIZE};
+pub use error::{LedgerError, StorageError};
+pub use limits::*;
+pub use merkle::{MerkleTree, ProofStep};
+pub use public_domain::{PublicDomain, TableWrites};
+pub use signature::{
+    sign_root, verify_root, PrimarySignature, ENDORSED_CERTS_TABLE, MEMBERS_CERTS_TABLE, NODES_INFO_TABLE,
+    SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE, USERS_CERTS_TABLE,
+};

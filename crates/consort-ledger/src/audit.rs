@@ -1,0 +1,442 @@
+//! The offline auditor behind `consort ledger audit`: replays committed chunk files and checks framing, seqnos,
+//! Merkle roots, root signatures, node trust and endorsement, and service status transitions, as CCF's
+//! `ledger.py` `LedgerValidator` does, plus stricter framing checks of its own.
+
+use crate::chunk::{complete_chunk_entries, parse_chunk_name, ChunkName, CHUNK_HEADER_SIZE};
+use crate::entry::{leaf_digest, parse_entry};
+use crate::limits::MAX_JSON_VALUE_SIZE;
+use crate::merkle::MerkleTree;
+use crate::public_domain::PublicDomain;
+use crate::signature::{
+    verify_root, ENDORSED_CERTS_TABLE, HASHING_ALGORITHM, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE,
+    SIGNATURE_ALGORITHM, SINGLETON_KEY, TREE_TABLE,
+};
+use consort_crypto::{sha256, ParsedCert};
+use std::collections::BTreeMap;
+
+/// What a successful audit saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Transactions read (all of them, signed or not).
+    pub transactions: u64,
+    /// Signature transactions verified.
+    pub signatures: u64,
+    /// (view, seqno) of the last verified signature transaction; (0, 0) if none.
+    pub last_verified: (u64, u64),
+    /// Service status after the last transaction (service.info "status").
+    pub service_status: Option<String>,
+    /// Nodes in nodes.info after the last transaction.
+    pub nodes: usize,
+    /// Transactions after the last signature: present but not covered by any signed root.
+    pub trailing_unsigned: u64,
+    /// Chunk files read.
+    pub chunks: usize,
+}
+
+/// Why an audit failed, naming the first bad transaction ("view.seqno") and file when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditError {
+    pub seqno: Option<u64>,
+    pub view: Option<u64>,
+    pub file: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for AuditError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.view, self.seqno) {
+            (Some(v), Some(s)) => write!(f, "transaction {v}.{s}")?,
+            (None, Some(s)) => write!(f, "transaction at seqno {s}")?,
+            _ => write!(f, "ledger")?,
+        }
+        if let Some(file) = &self.file {
+            write!(f, " in {file}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for AuditError {}
+
+fn file_error(file: &str, reason: impl Into<String>) -> AuditError {
+    AuditError {
+        seqno: None,
+        view: None,
+        file: Some(file.to_string()),
+        reason: reason.into(),
+    }
+}
+
+/// Node status as recorded in nodes.info.
+#[derive(Debug, Clone)]
+struct NodeInfo {
+    status: String,
+}
+
+/// Replay state: the mirror of `LedgerValidator`.
+struct Validator {
+    tree: MerkleTree,
+    nodes: BTreeMap<String, NodeInfo>,
+    node_certs: BTreeMap<String, String>,
+    service_status: Option<String>,
+    service_cert: Option<String>,
+    signatures: u64,
+    last_verified: (u64, u64),
+    last_view: u64,
+}
+
+fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, String> {
+    if bytes.len() > MAX_JSON_VALUE_SIZE {
+        return Err(format!(
+            "{what} value of {} bytes exceeds {MAX_JSON_VALUE_SIZE}",
+            bytes.len()
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("{what} is not JSON: {e}"))
+}
+
+fn utf8_key(key: &[u8], table: &str) -> Result<String, String> {
+    String::from_utf8(key.to_vec()).map_err(|_| format!("{table}: key is not UTF-8"))
+}
+
+fn spki_of(pem: &str, what: &str) -> Result<Vec<u8>, String> {
+    ParsedCert::from_pem(pem)
+        .map(|c| c.spki_der)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+impl Validator {
+    fn new() -> Self {
+        Validator {
+            tree: MerkleTree::new(),
+            nodes: BTreeMap::new(),
+            node_certs: BTreeMap::new(),
+            service_status: None,
+            service_cert: None,
+            signatures: 0,
+            last_verified: (0, 0),
+            last_view: 0,
+        }
+    }
+
+    /// Checks one transaction and adds its leaf. Errors are reasons; the caller attaches the txid and file.
+    fn add(&mut self, view: u64, seqno: u64, write_set_digest: [u8; 32], pd: &PublicDomain) -> Result<(), String> {
+        if view < self.last_view {
+            return Err(format!("view goes back from {} to {view}", self.last_view));
+        }
+        self.last_view = view;
+        if pd.version != seqno as i64 {
+            return Err(format!(
+                "public domain version {} differs from seqno {seqno}",
+                pd.version
+            ));
+        }
+        let mut certs_in_nodes_info = Vec::new();
+        if let Some(t) = pd.table(NODES_INFO_TABLE) {
+            for (key, value) in &t.writes {
+                let id = utf8_key(key, NODES_INFO_TABLE)?;
+                let info = json_value(value, "nodes.info")?;
+                let status = info
+                    .get("status")
+                    .and_then(|s| s.as_str())
+                    .ok_or_else(|| format!("nodes.info {id}: no status"))?
+                    .to_string();
+                // CCF 1.x recorded a self-signed node certificate here; later versions use endorsed certificates.
+                if let Some(cert) = info.get("cert").and_then(|c| c.as_str()) {
+                    self.node_certs.insert(id.clone(), cert.to_string());
+                    certs_in_nodes_info.push(id.clone());
+                }
+                self.nodes.insert(id, NodeInfo { status });
+            }
+            for key in &t.removes {
+                self.nodes.remove(&utf8_key(key, NODES_INFO_TABLE)?);
+            }
+        }
+        if let Some(t) = pd.table(ENDORSED_CERTS_TABLE) {
+            for (key, value) in &t.writes {
+                let id = utf8_key(key, ENDORSED_CERTS_TABLE)?;
+                if certs_in_nodes_info.contains(&id) {
+                    return Err(format!("node {id} has both a self-signed and an endorsed certificate"));
+                }
+                let pem =
+                    String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
+                self.node_certs.insert(id, pem);
+            }
+            for key in &t.removes {
+                self.node_certs.remove(&utf8_key(key, ENDORSED_CERTS_TABLE)?);
+            }
+        }
+        if let Some(t) = pd.table(SIGNATURES_TABLE) {
+            let value = t
+                .get(&SINGLETON_KEY)
+                .ok_or("signatures table without the singleton key")?;
+            self.check_signature(view, seqno, value, pd)?;
+        }
+        if let Some(t) = pd.table(SERVICE_INFO_TABLE) {
+            if let Some(value) = t.get(&SINGLETON_KEY) {
+                self.update_service(value)?;
+            }
+        }
+        let commit_evidence = pd.commit_evidence_digest;
+        let leaf = match (pd.claims_digest, commit_evidence) {
+            (None, None) => write_set_digest,
+            (None, Some(ce)) => {
+                let mut both = write_set_digest.to_vec();
+                both.extend_from_slice(&ce);
+                sha256(&both)
+            }
+            (Some(claims), Some(ce)) => leaf_digest(&write_set_digest, &ce, &claims),
+            (Some(_), None) => return Err("claims digest without commit evidence".into()),
+        };
+        self.tree.append(leaf);
+        Ok(())
+    }
+
+    fn check_signature(&mut self, view: u64, seqno: u64, value: &[u8], pd: &PublicDomain) -> Result<(), String> {
+        let sig = json_value(value, "signature")?;
+        let field_u64 = |k: &str| {
+            sig.get(k)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| format!("signature: no {k}"))
+        };
+        let field_str = |k: &str| {
+            sig.get(k)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("signature: no {k}"))
+        };
+        let (sig_seqno, sig_view) = (field_u64("seqno")?, field_u64("view")?);
+        if (sig_view, sig_seqno) != (view, seqno) {
+            return Err(format!("signature claims {sig_view}.{sig_seqno}"));
+        }
+        for (k, expected) in [
+            ("hashing_algorithm", HASHING_ALGORITHM),
+            ("signature_algorithm", SIGNATURE_ALGORITHM),
+        ] {
+            if let Some(v) = sig.get(k) {
+                if v.as_str() != Some(expected) {
+                    return Err(format!("signature: unsupported {k} {v}"));
+                }
+            }
+        }
+        let node = field_str("node")?;
+        // 1. The signer is a known node that is not Pending. Retired nodes may still sign while their
+        //    retirement commits (CCF keeps the primary live through reconfiguration), so they are accepted.
+        let info = self
+            .nodes
+            .get(node)
+            .ok_or_else(|| format!("signing node {node} is not in nodes.info"))?;
+        if info.status != "Trusted" && info.status != "Retired" {
+            return Err(format!("signing node {node} has status {}", info.status));
+        }
+        let cert_pem = self
+            .node_certs
+            .get(node)
+            .ok_or_else(|| format!("no certificate for signing node {node}"))?;
+        let cert = ParsedCert::from_pem(cert_pem).map_err(|e| format!("certificate of node {node}: {e}"))?;
+        if cert.key_id() != node {
+            return Err(format!("node id {node} is not the key id of its certificate"));
+        }
+        if let Some(sig_cert) = sig.get("cert").and_then(|c| c.as_str()) {
+            if spki_of(sig_cert, "signature cert")? != cert.spki_der {
+                return Err(format!(
+                    "signature cert key differs from node {node}'s endorsed certificate"
+                ));
+            }
+        }
+        // 2. The node certificate is endorsed by the current service certificate.
+        let service_pem = self
+            .service_cert
+            .as_deref()
+            .ok_or("signature before any service certificate")?;
+        let service = ParsedCert::from_pem(service_pem).map_err(|e| format!("service certificate: {e}"))?;
+        let service_key = service.public_key().map_err(|e| format!("service key: {e}"))?;
+        cert.verify_signed_by(&service_key)
+            .map_err(|_| format!("certificate of node {node} is not endorsed by the service certificate"))?;
+        // 3. The root signature verifies with the node's key.
+        let root_hex = field_str("root")?;
+        let root: [u8; 32] = hex::decode(root_hex)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or("signature root is not 32 hex bytes")?;
+        let sig_der = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(field_str("sig")?)
+                .map_err(|_| "signature sig is not base64")?
+        };
+        verify_root(cert_pem, &root, &sig_der).map_err(|e| format!("node {node}: {e}"))?;
+        // 4. The signed root is the root of every transaction before this one.
+        let computed = self.tree.root();
+        if computed != root {
+            return Err(format!(
+                "merkle root mismatch: computed {}, signed {root_hex}",
+                hex::encode(computed)
+            ));
+        }
+        // A Consort-format tree in the tree table must agree too (CCF's own format is not checked).
+        if let Some(tree_bytes) = pd.table(TREE_TABLE).and_then(|t| t.get(&SINGLETON_KEY)) {
+            if tree_bytes.starts_with(b"CMT1") {
+                let tree = MerkleTree::deserialise(tree_bytes).map_err(|e| format!("tree table: {e}"))?;
+                if tree.len() != seqno || tree.try_root_at(seqno).ok() != Some(root) {
+                    return Err(format!(
+                        "tree table ({} leaves) does not match the signed root",
+                        tree.len()
+                    ));
+                }
+            }
+        }
+        self.signatures += 1;
+        self.last_verified = (view, seqno);
+        Ok(())
+    }
+
+    fn update_service(&mut self, value: &[u8]) -> Result<(), String> {
+        let info = json_value(value, "service.info")?;
+        let status = info
+            .get("status")
+            .and_then(|s| s.as_str())
+            .ok_or("service.info without status")?;
+        let allowed = match (self.service_status.as_deref(), status) {
+            // Disaster recovery can start at any point.
+            (_, "Opening") => true,
+            (Some(old), new) if old == new => true,
+            (Some("Opening"), new) => matches!(new, "Open" | "WaitingForRecoveryShares"),
+            (Some("Recovering"), new) => new == "WaitingForRecoveryShares",
+            (Some("WaitingForRecoveryShares"), new) => new == "Open",
+            (Some("Open"), new) => new == "Recovering",
+            (None, _) => true,
+            (Some(_), _) => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "invalid service status transition {} -> {status}",
+                self.service_status.as_deref().unwrap_or("none")
+            ));
+        }
+        let cert = info
+            .get("cert")
+            .and_then(|c| c.as_str())
+            .ok_or("service.info without cert")?;
+        self.service_status = Some(status.to_string());
+        self.service_cert = Some(cert.to_string());
+        Ok(())
+    }
+}
+
+/// Audits a ledger given as chunk files `(name, bytes)` in any order. Fails on the first problem, naming the
+/// transaction and file; trailing transactions after the last signature are reported, not failed.
+pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditError> {
+    let mut named: Vec<(ChunkName, &String, &Vec<u8>)> = Vec::with_capacity(chunks.len());
+    for (name, bytes) in chunks {
+        let cname = parse_chunk_name(name).ok_or_else(|| file_error(name, "not a ledger chunk file name"))?;
+        named.push((cname, name, bytes));
+    }
+    named.sort_by_key(|(c, _, _)| c.start);
+    let mut validator = Validator::new();
+    let mut expected_seqno = 1u64;
+    let mut transactions = 0u64;
+    let count = named.len();
+    for (i, (cname, name, bytes)) in named.into_iter().enumerate() {
+        if cname.start != expected_seqno {
+            return Err(file_error(
+                name,
+                format!("starts at seqno {}, expected {expected_seqno}", cname.start),
+            ));
+        }
+        let (offsets, entries_end) = match cname.end {
+            Some(end) => complete_chunk_entries(name, bytes, cname.start, Some(end)).map_err(|e| {
+                first_bad_entry(name, bytes, cname.start).unwrap_or_else(|| file_error(name, e.to_string()))
+            })?,
+            None if i + 1 == count => open_chunk_entries(name, bytes, cname.start)?,
+            None => return Err(file_error(name, "an open chunk must be the last file")),
+        };
+        for (j, &offset) in offsets.iter().enumerate() {
+            let seqno = cname.start + j as u64;
+            let end = offsets.get(j + 1).copied().unwrap_or(entries_end);
+            let raw = &bytes[offset as usize..end as usize];
+            let at = |view: Option<u64>, reason: String| AuditError {
+                seqno: Some(seqno),
+                view,
+                file: Some(name.clone()),
+                reason,
+            };
+            let (entry, _) = parse_entry(raw).map_err(|e| at(None, e.to_string()))?;
+            let view = Some(entry.view);
+            if entry.seqno != seqno || entry.is_snapshot {
+                return Err(at(view, format!("entry header says seqno {}", entry.seqno)));
+            }
+            let pd = PublicDomain::parse(entry.public_domain).map_err(|e| at(view, e.to_string()))?;
+            validator
+                .add(entry.view, seqno, entry.write_set_digest(), &pd)
+                .map_err(|r| at(view, r))?;
+            transactions += 1;
+        }
+        expected_seqno = cname.start + offsets.len() as u64;
+    }
+    Ok(AuditReport {
+        transactions,
+        signatures: validator.signatures,
+        last_verified: validator.last_verified,
+        service_status: validator.service_status,
+        nodes: validator.nodes.len(),
+        trailing_unsigned: transactions - validator.last_verified.1,
+        chunks: count,
+    })
+}
+
+/// When a complete chunk's table does not validate, name the first entry that does not parse in sequence, if
+/// that is the cause (a framing error inside an entry rather than in the table).
+fn first_bad_entry(name: &str, bytes: &[u8], start: u64) -> Option<AuditError> {
+    let mut pos = CHUNK_HEADER_SIZE as usize;
+    let mut seqno = start;
+    let table_at = bytes
+        .get(..8)
+        .map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; 8])) as usize)?;
+    let limit = table_at.min(bytes.len());
+    while pos < limit {
+        match parse_entry(&bytes[pos..limit]) {
+            Ok((e, used)) if e.seqno == seqno => {
+                pos += used;
+                seqno += 1;
+            }
+            Ok((e, _)) => {
+                return Some(AuditError {
+                    seqno: Some(seqno),
+                    view: Some(e.view),
+                    file: Some(name.to_string()),
+                    reason: format!("entry header says seqno {}", e.seqno),
+                })
+            }
+            Err(e) => {
+                return Some(AuditError {
+                    seqno: Some(seqno),
+                    view: None,
+                    file: Some(name.to_string()),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    None
+}
+
+/// Entries of an open (last) chunk: scanned from the header; a torn or malformed tail is an error for an audit.
+fn open_chunk_entries(name: &str, bytes: &[u8], start: u64) -> Result<(Vec<u64>, u64), AuditError> {
+    if bytes.len() < CHUNK_HEADER_SIZE as usize {
+        return Err(file_error(name, "shorter than the chunk header"));
+    }
+    let mut offsets = Vec::new();
+    let mut pos = CHUNK_HEADER_SIZE as usize;
+    while pos < bytes.len() {
+        let seqno = start + offsets.len() as u64;
+        let (_, used) = parse_entry(&bytes[pos..]).map_err(|e| AuditError {
+            seqno: Some(seqno),
+            view: None,
+            file: Some(name.to_string()),
+            reason: e.to_string(),
+        })?;
+        offsets.push(pos as u64);
+        pos += used;
+    }
+    Ok((offsets, pos as u64))
+}

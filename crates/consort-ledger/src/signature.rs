@@ -1,0 +1,129 @@
+//! Signature transactions: the JSON a primary writes to `public:ccf.internal.signatures`, the internal table
+//! names, and signing/verifying a Merkle root (ECDSA over the 32-byte root taken as a prehashed SHA-256 digest).
+
+use crate::LedgerError;
+use consort_crypto::{ParsedCert, SigningKey};
+use serde::{Deserialize, Serialize};
+
+pub const SIGNATURES_TABLE: &str = "public:ccf.internal.signatures";
+pub const TREE_TABLE: &str = "public:ccf.internal.tree";
+pub const SERVICE_INFO_TABLE: &str = "public:ccf.gov.service.info";
+pub const NODES_INFO_TABLE: &str = "public:ccf.gov.nodes.info";
+pub const ENDORSED_CERTS_TABLE: &str = "public:ccf.gov.nodes.endorsed_certificates";
+pub const USERS_CERTS_TABLE: &str = "public:ccf.gov.users.certs";
+pub const MEMBERS_CERTS_TABLE: &str = "public:ccf.gov.members.certs";
+/// CCF 6.x also writes a COSE signature of the root; Consort does not (yet), the auditor ignores it.
+pub const COSE_SIGNATURES_TABLE: &str = "public:ccf.internal.cose_signatures";
+/// Key of single-entry tables (signatures, tree, service info).
+pub const SINGLETON_KEY: [u8; 8] = [0; 8];
+
+pub const HASHING_ALGORITHM: &str = "SHA256";
+pub const SIGNATURE_ALGORITHM: &str = "ECDSA";
+
+/// The value of the signatures table: the primary's signature over the Merkle root of leaves `0..seqno`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PrimarySignature {
+    pub seqno: u64,
+    pub view: u64,
+    pub commit_seqno: u64,
+    pub commit_view: u64,
+    /// Hex of the 32-byte Merkle root.
+    pub root: String,
+    /// Base64 of the DER ECDSA signature.
+    pub sig: String,
+    /// Node id (hex SHA-256 of the node's public key DER).
+    pub node: String,
+    /// The signing node's certificate (PEM).
+    pub cert: String,
+    pub hashing_algorithm: String,
+    pub signature_algorithm: String,
+}
+
+impl PrimarySignature {
+    /// Signs `root` and fills in the JSON fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: &SigningKey,
+        node_id: &str,
+        node_cert_pem: &str,
+        view: u64,
+        seqno: u64,
+        commit_view: u64,
+        commit_seqno: u64,
+        root: &[u8; 32],
+    ) -> Self {
+        use base64::Engine;
+        PrimarySignature {
+            seqno,
+            view,
+            commit_seqno,
+            commit_view,
+            root: hex::encode(root),
+            sig: base64::engine::general_purpose::STANDARD.encode(sign_root(key, root)),
+            node: node_id.to_string(),
+            cert: node_cert_pem.to_string(),
+            hashing_algorithm: HASHING_ALGORITHM.to_string(),
+            signature_algorithm: SIGNATURE_ALGORITHM.to_string(),
+        }
+    }
+
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialising a plain struct to JSON cannot fail")
+    }
+
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
+        serde_json::from_slice(bytes).map_err(|e| LedgerError::Signature(format!("malformed signature JSON: {e}")))
+    }
+
+    /// The root as bytes.
+    pub fn root_bytes(&self) -> Result<[u8; 32], LedgerError> {
+        let v = hex::decode(&self.root).map_err(|_| LedgerError::Signature("root is not hex".into()))?;
+        v.try_into()
+            .map_err(|_| LedgerError::Signature("root is not 32 bytes".into()))
+    }
+
+    /// The DER signature as bytes.
+    pub fn sig_bytes(&self) -> Result<Vec<u8>, LedgerError> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.sig)
+            .map_err(|_| LedgerError::Signature("sig is not base64".into()))
+    }
+}
+
+/// DER ECDSA signature over `root`, treated as an already computed SHA-256 digest (as CCF does).
+pub fn sign_root(key: &SigningKey, root: &[u8; 32]) -> Vec<u8> {
+    key.sign_prehash_der(root)
+        .expect("signing a 32-byte digest with a P-256/P-384 key cannot fail")
+}
+
+/// Verifies a root signature with the public key of `cert_pem`.
+pub fn verify_root(cert_pem: &str, root: &[u8; 32], sig_der: &[u8]) -> Result<(), LedgerError> {
+    let cert = ParsedCert::from_pem(cert_pem).map_err(|e| LedgerError::Signature(format!("node certificate: {e}")))?;
+    let key = cert
+        .public_key()
+        .map_err(|e| LedgerError::Signature(format!("node key: {e}")))?;
+    key.verify_prehash_der(root, sig_der)
+        .map_err(|_| LedgerError::Signature("root signature does not verify".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use consort_crypto::{x509, CertParams, Curve};
+
+    #[test]
+    fn sign_and_verify_root() {
+        for curve in [Curve::P256, Curve::P384] {
+            let key = SigningKey::generate(curve);
+            let cert = x509::self_signed(&key, &CertParams::new("CCF Node")).unwrap();
+            let root = [42u8; 32];
+            let sig = PrimarySignature::new(&key, "n", &cert.pem, 2, 10, 2, 5, &root);
+            let back = PrimarySignature::from_json_bytes(&sig.to_json_bytes()).unwrap();
+            assert_eq!(back, sig);
+            verify_root(&cert.pem, &back.root_bytes().unwrap(), &back.sig_bytes().unwrap()).unwrap();
+            assert!(verify_root(&cert.pem, &[43u8; 32], &back.sig_bytes().unwrap()).is_err());
+            assert!(verify_root("not a cert", &root, &back.sig_bytes().unwrap()).is_err());
+        }
+    }
+}

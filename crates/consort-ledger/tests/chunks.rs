@@ -1,0 +1,331 @@
+//! Ledger over MemStorage: append, close, commit, read, truncate, reopen and crash recovery.
+
+use consort_ledger::chunk::{entry_is_signature, CHUNK_HEADER_SIZE};
+use consort_ledger::testing::{sample_ledger, LedgerBuilder, TestService};
+use consort_ledger::*;
+
+fn open(storage: MemStorage, threshold: u64) -> (Ledger<MemStorage>, Vec<Vec<u8>>) {
+    Ledger::open(storage, threshold).unwrap()
+}
+
+fn names(l: &Ledger<MemStorage>) -> Vec<String> {
+    l.chunk_names()
+}
+
+#[test]
+fn mem_storage_conformance() {
+    storage_conformance(|| Box::new(MemStorage::new()));
+}
+
+#[test]
+fn chunk_names_parse() {
+    assert_eq!(
+        parse_chunk_name("ledger_1"),
+        Some(ChunkName {
+            start: 1,
+            end: None,
+            committed: false
+        })
+    );
+    assert_eq!(
+        parse_chunk_name("ledger_1-9"),
+        Some(ChunkName {
+            start: 1,
+            end: Some(9),
+            committed: false
+        })
+    );
+    assert_eq!(
+        parse_chunk_name("ledger_10-19.committed"),
+        Some(ChunkName {
+            start: 10,
+            end: Some(19),
+            committed: true
+        })
+    );
+    for bad in [
+        "ledger_",
+        "ledger_0",
+        "ledger_5-4",
+        "ledger_1.committed",
+        "ledger_1-2.recovery",
+        "ledger_1-2.ignored",
+        "snapshot_1_2",
+        "ledger_+1",
+        "ledger_1-2-3",
+        "ledger_a",
+    ] {
+        assert_eq!(parse_chunk_name(bad), None, "{bad}");
+    }
+    let c = parse_chunk_name("ledger_10-19.committed").unwrap();
+    assert_eq!(c.file_name(), chunk_name_committed(10, 19));
+    assert_eq!(chunk_name_complete(3, 4), "ledger_3-4");
+    assert_eq!(chunk_name_open(3), "ledger_3");
+}
+
+#[test]
+fn append_close_commit_read() {
+    let b = sample_ledger(4, 3);
+    let (mut l, entries) = open(MemStorage::new(), 1);
+    assert!(entries.is_empty());
+    assert_eq!(l.last_seqno(), 0);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    // Threshold 1 byte: every signature closes a chunk. Sigs at 2, 7, 11, 15, 19.
+    assert_eq!(
+        names(&l),
+        vec![
+            "ledger_1-2",
+            "ledger_3-7",
+            "ledger_8-11",
+            "ledger_12-15",
+            "ledger_16-19"
+        ]
+    );
+    l.commit(9).unwrap();
+    assert_eq!(
+        names(&l),
+        vec![
+            "ledger_1-2.committed",
+            "ledger_3-7.committed",
+            "ledger_8-11",
+            "ledger_12-15",
+            "ledger_16-19"
+        ]
+    );
+    assert_eq!(l.committed_seqno(), 9);
+    for e in b.entries() {
+        assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);
+    }
+    assert_eq!(l.read_entry(0), Err(LedgerError::NotFound(0)));
+    assert_eq!(l.read_entry(20), Err(LedgerError::NotFound(20)));
+    assert_eq!(l.read_entries(3, 5).unwrap().len(), 3);
+    l.flush().unwrap();
+    // Out-of-order and mismatched appends are rejected.
+    let next = &b.entries()[0].bytes;
+    assert!(matches!(l.append(21, next, false), Err(LedgerError::MalformedEntry(_))));
+    assert!(matches!(l.append(1, next, false), Err(LedgerError::OutOfOrder { .. })));
+    // Committed chunks end on signatures and the files have the documented layout.
+    for (name, bytes) in l.storage().files() {
+        let c = parse_chunk_name(name).unwrap();
+        let table_at = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let count = (bytes.len() as u64 - table_at) / 4;
+        assert_eq!(count, c.end.unwrap() - c.start + 1);
+        assert_eq!(
+            u32::from_le_bytes(bytes[table_at as usize..table_at as usize + 4].try_into().unwrap()),
+            8
+        );
+        let last = l.read_entry(c.end.unwrap()).unwrap();
+        assert!(entry_is_signature(&last));
+    }
+}
+
+#[test]
+fn threshold_groups_signatures_and_open_chunk_stays_open() {
+    let mut b = sample_ledger(6, 2);
+    b.log_tx(100, "unsigned");
+    let (mut l, _) = open(MemStorage::new(), 4000);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    let ns = names(&l);
+    assert!(ns.len() >= 2, "{ns:?}");
+    assert!(
+        ns.last().unwrap().starts_with("ledger_") && !ns.last().unwrap().contains('-'),
+        "{ns:?}"
+    );
+    for n in &ns[..ns.len() - 1] {
+        let c = parse_chunk_name(n).unwrap();
+        assert!(entry_is_signature(&l.read_entry(c.end.unwrap()).unwrap()));
+    }
+}
+
+#[test]
+fn reopen_rebuilds_index_and_entries() {
+    let mut b = sample_ledger(5, 2);
+    b.log_tx(50, "tail 1");
+    b.log_tx(51, "tail 2");
+    let (mut l, _) = open(MemStorage::new(), 1);
+    b.write_to(&mut l).unwrap();
+    let before = names(&l);
+    let (l2, entries) = open(l.into_storage(), 1);
+    assert_eq!(names(&l2), before);
+    assert_eq!(entries.len(), b.entries().len());
+    for (e, got) in b.entries().iter().zip(&entries) {
+        assert_eq!(&e.bytes, got);
+        assert_eq!(l2.read_entry(e.seqno).unwrap(), e.bytes);
+    }
+    assert_eq!(l2.committed_seqno(), b.last_signature_seqno());
+    assert_eq!(l2.first_seqno(), Some(1));
+}
+
+#[test]
+fn truncate_open_and_complete_chunks_then_continue() {
+    let b = sample_ledger(4, 3); // sigs at 2, 7, 11, 15, 19
+    for cut in [18, 15, 13, 11, 8, 7, 3, 2] {
+        let (mut l, _) = open(MemStorage::new(), 1);
+        for e in b.entries() {
+            l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+        }
+        l.commit(2).unwrap();
+        l.truncate(cut).unwrap();
+        assert_eq!(l.last_seqno(), cut, "cut {cut}");
+        assert!(l.read_entry(cut + 1).is_err());
+        assert_eq!(l.read_entry(cut).unwrap(), b.entries()[cut as usize - 1].bytes);
+        // The same ledger after reopening.
+        let (mut l, entries) = open(l.into_storage(), 1);
+        assert_eq!(entries.len() as u64, cut);
+        // Re-append the rest: the files end up identical to an uninterrupted run.
+        for e in &b.entries()[cut as usize..] {
+            l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+        }
+        let (mut reference, _) = open(MemStorage::new(), 1);
+        for e in b.entries() {
+            reference.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+        }
+        reference.commit(2).unwrap();
+        assert_eq!(l.storage(), reference.storage(), "cut {cut}");
+    }
+    // Committed entries cannot be truncated away; truncating to 0 empties the ledger.
+    let (mut l, _) = open(MemStorage::new(), 1);
+    b.write_to(&mut l).unwrap();
+    assert!(matches!(l.truncate(3), Err(LedgerError::TruncateCommitted { .. })));
+    let (mut l, _) = open(MemStorage::new(), 1);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    l.truncate(0).unwrap();
+    assert_eq!(l.last_seqno(), 0);
+    assert!(l.storage().files().is_empty());
+}
+
+#[test]
+fn torn_final_entry_is_truncated_on_open() {
+    let b = sample_ledger(2, 3);
+    let (mut l, _) = open(MemStorage::new(), 1 << 20);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    let mut storage = l.into_storage();
+    let full = storage.files()["ledger_1"].clone();
+    for cut in [
+        full.len() - 1,
+        full.len() - 40,
+        full.len() - b.entries().last().unwrap().bytes.len() + 3,
+    ] {
+        let mut s = storage.clone();
+        s.files_mut().insert("ledger_1".into(), full[..cut].to_vec());
+        let (l, entries) = open(s, 1 << 20);
+        assert_eq!(entries.len(), b.entries().len() - 1);
+        assert_eq!(l.last_seqno(), b.entries().len() as u64 - 1);
+        assert_eq!(
+            l.storage().files()["ledger_1"].len(),
+            full.len() - b.entries().last().unwrap().bytes.len()
+        );
+    }
+    // A chunk torn inside its header holds nothing and is removed.
+    storage.files_mut().insert("ledger_1".into(), vec![0, 0, 0]);
+    let (l, entries) = open(storage, 1 << 20);
+    assert!(entries.is_empty() && l.storage().files().is_empty());
+}
+
+#[test]
+fn interrupted_close_and_reopen_are_recovered() {
+    let b = sample_ledger(1, 2); // 1..=6, sigs at 2 and 6
+    let (mut l, _) = open(MemStorage::new(), 1 << 20);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    let open_file = l.storage().files()["ledger_1"].clone();
+    let entries_len = open_file.len() as u64;
+    // Crash after appending the position table, before writing the header: reopened as an open chunk.
+    let mut table = Vec::new();
+    let (mut reference, _) = open(MemStorage::new(), 1);
+    for e in b.entries() {
+        reference.append(e.seqno, &e.bytes, false).unwrap();
+    }
+    let mut pos = CHUNK_HEADER_SIZE as u32;
+    for e in b.entries() {
+        table.extend_from_slice(&pos.to_le_bytes());
+        pos += e.bytes.len() as u32;
+    }
+    let mut s = MemStorage::new();
+    s.files_mut()
+        .insert("ledger_1".into(), [&open_file[..], &table[..]].concat());
+    let (l2, entries) = open(s, 1 << 20);
+    assert_eq!(entries.len(), 6);
+    assert_eq!(l2.chunk_names(), vec!["ledger_1"]);
+    assert_eq!(l2.storage().files()["ledger_1"], open_file);
+    // Crash after writing the header, before the rename: the close is finished.
+    let mut closed = [&open_file[..], &table[..]].concat();
+    closed[..8].copy_from_slice(&entries_len.to_le_bytes());
+    let mut s = MemStorage::new();
+    s.files_mut().insert("ledger_1".into(), closed.clone());
+    let (l3, entries) = open(s, 1 << 20);
+    assert_eq!(entries.len(), 6);
+    assert_eq!(l3.chunk_names(), vec!["ledger_1-6"]);
+    // Crash while reopening a complete chunk (table truncated, header stale): reopened as open.
+    let mut s = MemStorage::new();
+    let mut torn = closed.clone();
+    torn.truncate(open_file.len() - b.entries()[5].bytes.len());
+    s.files_mut().insert("ledger_1-6".into(), torn);
+    let (l4, entries) = open(s, 1 << 20);
+    assert_eq!(entries.len(), 5);
+    assert_eq!(l4.chunk_names(), vec!["ledger_1"]);
+    assert_eq!(&l4.storage().files()["ledger_1"][..8], &[0u8; 8]);
+    // A damaged committed chunk is an error, not silently truncated.
+    let mut s = MemStorage::new();
+    let mut bad = closed;
+    bad.pop();
+    s.files_mut().insert("ledger_1-6.committed".into(), bad);
+    assert!(Ledger::open(s, 1).is_err());
+}
+
+#[test]
+fn gaps_and_misplaced_open_chunks_are_rejected() {
+    let files = sample_ledger(3, 2).chunk_files(1);
+    let mut s = MemStorage::new();
+    for (n, b) in &files {
+        s.files_mut().insert(n.clone(), b.clone());
+    }
+    let mut gap = s.clone();
+    gap.files_mut().remove("ledger_3-6.committed").unwrap();
+    assert!(Ledger::open(gap, 1).is_err());
+    let mut open_in_middle = s.clone();
+    let mut b = open_in_middle.files_mut().remove("ledger_3-6.committed").unwrap();
+    let table_at = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    b.truncate(table_at);
+    b[..8].copy_from_slice(&[0u8; 8]);
+    open_in_middle.files_mut().insert("ledger_3".into(), b);
+    assert!(Ledger::open(open_in_middle, 1).is_err());
+    assert!(Ledger::open(s, 1).is_ok());
+}
+
+#[test]
+fn ledger_may_start_after_a_snapshot_and_force_flags_are_honoured() {
+    let service = TestService::generate();
+    let mut b = LedgerBuilder::new(service);
+    b.genesis("Open");
+    b.signature();
+    for i in 0..5 {
+        b.log_tx(i, "x");
+    }
+    b.signature(); // seqno 8
+    let (mut l, _) = open(MemStorage::new(), 1 << 30);
+    for e in &b.entries()[4..] {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    assert_eq!(l.first_seqno(), Some(5));
+    assert_eq!(l.chunk_names(), vec!["ledger_5"]);
+    // Header flag bit 0 on a signature closes the chunk regardless of the threshold.
+    let e = b.entries().last().unwrap();
+    let mut flagged = e.bytes.clone();
+    flagged[1] = 0x01;
+    let (mut l, _) = open(MemStorage::new(), 1 << 30);
+    for e in &b.entries()[..7] {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    l.append(8, &flagged, true).unwrap();
+    assert_eq!(l.chunk_names(), vec!["ledger_1-8"]);
+}
