@@ -1,14 +1,68 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Consort's transactional key-value store: maps, transactions with optimistic concurrency, write sets and
+//! snapshots in CCF's byte format.
+//!
+//! This crate is a sans-IO core: no files, sockets, clocks or threads. Bytes come in and go out as values; the
+//! node decides where they are stored and sent.
+//!
+//! - [`Store`]: all maps of one node, thread-safe. Transactions ([`Tx`]) read the latest committed state, buffer
+//!   their writes, and commit with [`Store::commit`], which validates the read set and applies the writes at the
+//!   next version (= seqno) while holding the commit lock, so the caller can append to its ledger in order.
+//! - [`WriteSet`]: the writes of one transaction, (de)serialised as CCF's public domain (`public:` maps, with a
+//!   header) and private domain plaintext (all other maps).
+//! - Snapshots: [`Store::snapshot`] / [`Store::from_snapshot`] in CCF's snapshot public-domain format.
+//! - Undo for Raft: versions above [`Store::set_committed`] can be rolled back with [`Store::rollback`].
+#![forbid(unsafe_code)]
+
+mod snapshot;
+mod store;
+mod tx;
+mod wire;
+mod write_set;
+
+pub use snapshot::SnapshotHeader;
+pub use store::Store;
+pub use tx::{CommitOutcome, ExecuteError, ReadTx, Tx};
+pub use write_set::{
+    DomainHeader, MapWrites, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET, ENTRY_TYPE_WRITE_SET_WITH_CE,
+    ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS, ENTRY_TYPE_WRITE_SET_WITH_CLAIMS,
+};
+
+/// A transaction's version in the store; equal to its seqno in the ledger. 0 means "before any transaction".
+pub type Version = u64;
+pub type Key = Vec<u8>;
+pub type Value = Vec<u8>;
+
+/// Prefix of the maps stored in the clear in the ledger; every other map is encrypted.
+pub const PUBLIC_MAP_PREFIX: &str = "public:";
+
+/// How many times [`Store::execute`] runs a transaction body that keeps conflicting before giving up.
+pub const DEFAULT_MAX_OCC_ATTEMPTS: usize = 16;
+
+/// True for maps whose writes go in the public (cleartext) domain of a ledger entry.
+pub fn is_public_map(name: &str) -> bool {
+    name.starts_with(PUBLIC_MAP_PREFIX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+/// Errors from this crate. Malformed bytes from peers or disk are `Malformed`; the rest are conditions the
+/// caller handles (retry on `Conflict`, resynchronise on `VersionMismatch`, ...).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum KvError {
+    #[error("malformed serialised data: {0}")]
+    Malformed(String),
+    #[error("transaction conflict: a key or map it read has changed since")]
+    Conflict,
+    #[error("transaction still conflicting after {attempts} attempts")]
+    ConflictRetriesExhausted { attempts: usize },
+    #[error("write set for version {got} cannot be applied: the next version is {expected}")]
+    VersionMismatch { expected: Version, got: Version },
+    #[error("cannot roll back to {to}: version {committed} is committed")]
+    RollbackBelowCommitted { to: Version, committed: Version },
+    #[error("cannot roll back to {to}: the store is only at version {current}")]
+    RollbackBeyondCurrent { to: Version, current: Version },
+    #[error("state at version {requested} is unavailable (committed {committed}, current {current})")]
+    VersionUnavailable {
+        requested: Version,
+        committed: Version,
+        current: Version,
+    },
 }
