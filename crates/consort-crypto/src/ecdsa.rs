@@ -128,6 +128,15 @@ impl SigningKey {
         pem.expect("encoding a valid key cannot fail").to_string()
     }
 
+    /// PKCS#8 DER encoding of the private key.
+    pub fn to_pkcs8_der(&self) -> Vec<u8> {
+        let doc = match self {
+            SigningKey::P256(k) => p256::SecretKey::from(k).to_pkcs8_der(),
+            SigningKey::P384(k) => p384::SecretKey::from(k).to_pkcs8_der(),
+        };
+        doc.expect("encoding a valid key cannot fail").as_bytes().to_vec()
+    }
+
     pub fn verifying_key(&self) -> VerifyingKey {
         match self {
             SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),

@@ -1,14 +1,118 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! A Consort node: the only crate with server IO (tokio, TLS, HTTP, files, timers); it drives the sans-IO cores.
+#![forbid(unsafe_code)]
+
+pub mod apps;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod openapi;
+pub mod service;
+pub mod storage;
+pub mod tls;
+
+use crate::config::NodeConfig;
+use crate::identity::Identities;
+use crate::service::Service;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Io(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Subject alternative names for the node certificate: the RPC host plus any configured extras.
+fn subject_alt_names(cfg: &NodeConfig) -> Vec<String> {
+    let mut sans = cfg.network.subject_alt_names.clone();
+    if let Ok(addr) = cfg.network.rpc_address.parse::<std::net::SocketAddr>() {
+        sans.push(addr.ip().to_string());
+    }
+    if !sans.iter().any(|s| s == "localhost") {
+        sans.push("localhost".into());
+    }
+    sans.dedup();
+    sans
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Loads (restart) or creates (genesis) the node's identity and opens its service engine.
+pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
+    let dir = cfg.storage.secrets_dir.clone();
+    let ids = if Identities::exist(&dir) {
+        Identities::load(&dir)?
+    } else {
+        let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if ledger_has_files {
+            return Err(NodeError::Io(format!(
+                "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
+                cfg.storage.ledger_dir.display(),
+                dir.display()
+            )));
+        }
+        Identities::generate(&dir, &subject_alt_names(&cfg))?
+    };
+    Ok(Service::open(cfg, ids, Box::new(apps::logging::LoggingApp))?)
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    let svc = open_service(cfg)?;
+    let addr = svc.cfg.network.rpc_address.clone();
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| NodeError::Io(format!("bind {addr}: {e}")))?;
+    let tls = tls::server_config(vec![svc.ids.node_cert_der.clone()], &svc.ids.node_key)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // The commit loop runs on its own thread: it takes the pipeline lock and fsyncs, which must not stall the
+    // async workers serving requests.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let svc = svc.clone();
+        let stopping = stopping.clone();
+        let period = Duration::from_millis(svc.cfg.ledger.signature_interval_ms.clamp(1, 5));
+        std::thread::Builder::new()
+            .name("commit-loop".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    std::thread::sleep(period);
+                    svc.tick();
+                }
+                svc.sign_and_commit_now();
+            })
+            .map_err(|e| NodeError::Io(e.to_string()))?
+    };
+
+    tracing::info!(node_id = %svc.ids.node_id, %addr, "node listening");
+    println!("node {} listening on https://{addr}", svc.ids.node_id);
+    let server = tokio::spawn(http::serve(svc.clone(), listener, tls, stop_rx));
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    stopping.store(true, Ordering::Release);
+    let _ = ticker.join();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,0 +1,202 @@
+//! `consort sandbox`: a local network for development: identities, node configs, node processes, open service.
+
+use consort_crypto::x509::{self, CertParams};
+use consort_crypto::{Curve, SigningKey};
+use consort_node::client::{Connection, Protocol};
+use consort_node::config::{IdentityConfig, NodeConfig};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the sandbox waits for its service to open.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest network the sandbox starts (replication will allow up to 7).
+pub const MAX_SANDBOX_NODES: usize = 1;
+
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    /// Number of nodes (only 1 until replication lands).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Directory for certificates, keys, configs and node state (wiped if it holds an earlier sandbox).
+    #[arg(long, default_value = "workspace/sandbox")]
+    pub workspace: PathBuf,
+    /// Node i serves clients on port P+i.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Signature interval in transactions.
+    #[arg(long, default_value_t = 5000)]
+    pub signature_interval_tx: u64,
+    /// Signature interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub signature_interval_ms: u64,
+    /// Exit once the service is open, leaving the nodes running (for scripts and tests).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Generates `<name>_privk.pem` and `<name>_cert.pem` (P-384, self-signed), as CCF's keygenerator.sh does.
+fn keygen(dir: &Path, name: &str) -> Result<(), String> {
+    let key = SigningKey::generate(Curve::P384);
+    let cert = x509::self_signed(&key, &CertParams::new(name)).map_err(|e| e.to_string())?;
+    identity_write(&dir.join(format!("{name}_privk.pem")), &key.to_pkcs8_pem())?;
+    write(&dir.join(format!("{name}_cert.pem")), &cert.pem)
+}
+
+fn identity_write(path: &Path, text: &str) -> Result<(), String> {
+    consort_node::identity::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.0 {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn run(args: SandboxArgs) -> Result<(), String> {
+    if args.nodes == 0 || args.nodes > MAX_SANDBOX_NODES {
+        return Err(format!(
+            "--nodes must be between 1 and {MAX_SANDBOX_NODES} (multi-node networks arrive with replication)"
+        ));
+    }
+    let ws = &args.workspace;
+    if ws.join("sandbox.json").exists() {
+        std::fs::remove_dir_all(ws).map_err(|e| format!("clearing {}: {e}", ws.display()))?;
+    }
+    std::fs::create_dir_all(ws).map_err(|e| format!("{}: {e}", ws.display()))?;
+    let ws = std::fs::canonicalize(ws).map_err(|e| e.to_string())?;
+
+    keygen(&ws, "member0")?;
+    let (enc_priv, enc_pub) = consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)
+        .map_err(|e| e.to_string())?;
+    identity_write(&ws.join("member0_enc_privk.pem"), &enc_priv)?;
+    write(&ws.join("member0_enc_pubk.pem"), &enc_pub)?;
+    keygen(&ws, "user0")?;
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut children = Children(vec![]);
+    let mut nodes_json = vec![];
+    for i in 0..args.nodes {
+        let dir = ws.join("nodes").join(i.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut cfg = NodeConfig::default();
+        cfg.network.rpc_address = format!("127.0.0.1:{}", args.port as usize + i);
+        cfg.ledger.signature_interval_tx = args.signature_interval_tx;
+        cfg.ledger.signature_interval_ms = args.signature_interval_ms;
+        cfg.start.members = vec![IdentityConfig {
+            cert: ws.join("member0_cert.pem"),
+            encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
+            data: None,
+        }];
+        cfg.start.users = vec![IdentityConfig { cert: ws.join("user0_cert.pem"), encryption_public_key: None, data: None }];
+        cfg.start.open_at_genesis = true;
+        let cfg_path = dir.join("node.toml");
+        write(&cfg_path, &cfg.to_toml())?;
+        let out = std::fs::File::create(dir.join("out.log")).map_err(|e| e.to_string())?;
+        let err = std::fs::File::create(dir.join("err.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&exe)
+            .args(["node", "start", "--config"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting node {i}: {e}"))?;
+        nodes_json.push(serde_json::json!({
+            "node_id": serde_json::Value::Null,
+            "rpc_address": cfg.network.rpc_address,
+            "pid": child.id(),
+            "dir": dir,
+        }));
+        children.0.push(child);
+    }
+
+    // Wait for node 0 to write its service certificate and open the service.
+    let node0 = ws.join("nodes/0");
+    let address = nodes_json[0]["rpc_address"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + OPEN_TIMEOUT;
+    let (service_cert, node_id) = loop {
+        if Instant::now() > deadline {
+            return Err(format!("service did not open within {OPEN_TIMEOUT:?}; see {}/err.log", node0.display()));
+        }
+        if let Some(Ok(Some(status))) = children.0.first_mut().map(|c| c.try_wait()) {
+            let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
+            return Err(format!("node 0 exited with {status}:\n{log}"));
+        }
+        if let Some(found) = poll_open(&node0, &address).await {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    write(&ws.join("service_cert.pem"), &service_cert)?;
+    nodes_json[0]["node_id"] = serde_json::Value::String(node_id);
+    write(&ws.join("sandbox.json"), &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json})).map_err(|e| e.to_string())?)?;
+
+    println!("Service is open. Primary: https://{address}");
+    println!("Workspace: {}", ws.display());
+    println!(
+        "Try: curl --cacert {0}/service_cert.pem --cert {0}/user0_cert.pem --key {0}/user0_privk.pem https://{address}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'",
+        ws.display()
+    );
+    if args.detach {
+        // Leave the nodes running: forget the children so Drop does not stop them.
+        std::mem::forget(children);
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop.");
+    wait_until_stopped(&mut children).await;
+    println!("Stopping nodes.");
+    Ok(())
+}
+
+/// Returns (service certificate PEM, primary node id) once node 0 reports the service Open.
+async fn poll_open(node_dir: &Path, address: &str) -> Option<(String, String)> {
+    let cert = std::fs::read_to_string(node_dir.join("service_cert.pem")).ok()?;
+    let tls = consort_node::tls::client_config(&cert, None).ok()?;
+    let conn = Connection::connect(address, tls, Protocol::Http1).await.ok()?;
+    let net = conn.get("/node/network").await.ok()?.json().ok()?;
+    if net["service_status"] == "Open" {
+        Some((cert, net["primary_id"].as_str()?.to_string()))
+    } else {
+        None
+    }
+}
+
+/// Runs until SIGINT/SIGTERM, or until every node has exited.
+async fn wait_until_stopped(children: &mut Children) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if children.0.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                    eprintln!("all nodes have exited");
+                    return;
+                }
+            }
+        }
+    }
+}

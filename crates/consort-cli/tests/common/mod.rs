@@ -1,0 +1,194 @@
+//! Test harness: starts real `consort` node processes on 127.0.0.1 with free ports, bounded waits, and kills them
+//! on drop.
+#![allow(dead_code)]
+
+use consort_crypto::x509::{self, CertParams};
+use consort_crypto::{Curve, SigningKey};
+use consort_node::client::{Connection, Protocol};
+use consort_node::config::{IdentityConfig, NodeConfig};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a node may take to start and open its service.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn consort_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_consort")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `ccf==6.0.28` virtualenv, if any. Under CI (CI=true) its absence is a failure, not a skip.
+pub fn ccf_venv() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var("CCF_VENV").unwrap_or_else(|_| "/opt/ccfvenv".into()));
+    if p.join("bin/python").exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CCF_VENV ({}) is missing under CI", p.display());
+    }
+    eprintln!("skipping CCF interop checks: no venv at {}", p.display());
+    None
+}
+
+/// Writes `<name>_privk.pem` / `<name>_cert.pem` (P-384 self-signed) into `dir`.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = SigningKey::generate(Curve::P384);
+    let cert = x509::self_signed(&key, &CertParams::new(name)).unwrap();
+    let k = dir.join(format!("{name}_privk.pem"));
+    let c = dir.join(format!("{name}_cert.pem"));
+    std::fs::write(&k, key.to_pkcs8_pem()).unwrap();
+    std::fs::write(&c, cert.pem).unwrap();
+    (c, k)
+}
+
+/// One node process with its own directory, plus the user0 identity to call it with.
+pub struct TestNode {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub address: String,
+    pub child: Option<Child>,
+    pub user_cert: PathBuf,
+    pub user_key: PathBuf,
+}
+
+impl TestNode {
+    /// Configures a node in `dir` (created) with user0 and member0; does not start it.
+    pub fn configure(dir: &Path, tune: impl FnOnce(&mut NodeConfig)) -> TestNode {
+        std::fs::create_dir_all(dir).unwrap();
+        let (user_cert, user_key) = keygen(dir, "user0");
+        let (member_cert, _) = keygen(dir, "member0");
+        let mut cfg = NodeConfig::default();
+        let address = format!("127.0.0.1:{}", free_port());
+        cfg.network.rpc_address = address.clone();
+        cfg.start.users = vec![IdentityConfig { cert: user_cert.clone(), encryption_public_key: None, data: None }];
+        cfg.start.members = vec![IdentityConfig { cert: member_cert, encryption_public_key: None, data: None }];
+        cfg.start.open_at_genesis = true;
+        cfg.ledger.signature_interval_ms = 20;
+        tune(&mut cfg);
+        let config = dir.join("node.toml");
+        std::fs::write(&config, cfg.to_toml()).unwrap();
+        TestNode { dir: dir.to_path_buf(), config, address, child: None, user_cert, user_key }
+    }
+
+    /// Starts the process and waits until the service is open.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let out = std::fs::File::create(self.dir.join("out.log")).unwrap();
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("err.log")).unwrap();
+        let child = Command::new(consort_bin())
+            .args(["node", "start", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("node exited with {status}: {}", std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default());
+            }
+            if self.service_open().await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node did not open within {START_TIMEOUT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn service_open(&self) -> bool {
+        let Ok(cert) = std::fs::read_to_string(self.dir.join("service_cert.pem")) else { return false };
+        let Ok(tls) = consort_node::tls::client_config(&cert, None) else { return false };
+        let Ok(conn) = Connection::connect(&self.address, tls, Protocol::Http1).await else { return false };
+        match conn.get("/node/network").await.ok().and_then(|r| r.json().ok()) {
+            Some(v) => v["service_status"] == "Open",
+            None => false,
+        }
+    }
+
+    pub fn service_cert(&self) -> String {
+        std::fs::read_to_string(self.dir.join("service_cert.pem")).unwrap()
+    }
+
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.dir.join("ledger")
+    }
+
+    /// A connection authenticated as user0 (or anonymous).
+    pub async fn connect(&self, as_user: bool) -> Connection {
+        self.connect_with(as_user, Protocol::Http1).await
+    }
+
+    /// A connection speaking `protocol`, authenticated as user0 (or anonymous).
+    pub async fn connect_with(&self, as_user: bool, protocol: Protocol) -> Connection {
+        let cert = std::fs::read_to_string(&self.user_cert).unwrap();
+        let key = std::fs::read_to_string(&self.user_key).unwrap();
+        let tls = consort_node::tls::client_config(&self.service_cert(), as_user.then_some((&*cert, &*key))).unwrap();
+        // Retry briefly: a connection closed a moment ago may still hold one of the node's connection slots.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Connection::connect(&self.address, tls.clone(), protocol).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("connect {}: {e}", self.address),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Graceful stop (SIGTERM), bounded; falls back to SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Crash stop (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Polls until `txid` is Committed (bounded).
+    pub async fn wait_committed(&self, conn: &Connection, txid: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = conn.get(&format!("/app/tx?transaction_id={txid}")).await.unwrap();
+            let status = r.json().unwrap()["status"].as_str().unwrap().to_string();
+            if status == "Committed" {
+                return;
+            }
+            assert_ne!(status, "Invalid", "{txid} became Invalid");
+            assert!(Instant::now() < deadline, "{txid} not committed in time (status {status})");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the `consort` binary with `args`; returns (success, stdout+stderr).
+pub fn run_consort(args: &[&str]) -> (bool, String) {
+    let out = Command::new(consort_bin()).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}

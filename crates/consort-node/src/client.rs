@@ -1,0 +1,128 @@
+//! A small HTTPS client for Consort's own tools and tests (sandbox, bench, CLI): hyper over tokio-rustls,
+//! HTTP/1.1 or HTTP/2 (for many requests in flight on one connection).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+
+/// Which HTTP version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// A client-side error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(pub String);
+
+fn cerr(e: impl std::fmt::Display) -> ClientError {
+    ClientError(e.to_string())
+}
+
+#[derive(Clone)]
+enum Sender {
+    H1(Arc<tokio::sync::Mutex<http1::SendRequest<Full<Bytes>>>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// One TLS connection to a node. Cloning shares the connection (HTTP/2 multiplexes the clones' requests).
+#[derive(Clone)]
+pub struct Connection {
+    sender: Sender,
+    authority: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("authority", &self.authority).finish()
+    }
+}
+
+/// A response: status, transaction id header (if any) and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub txid: Option<String>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<serde_json::Value, ClientError> {
+        serde_json::from_slice(&self.body).map_err(cerr)
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` ("127.0.0.1:8000") with `tls`.
+    pub async fn connect(addr: &str, tls: Arc<rustls::ClientConfig>, protocol: Protocol) -> Result<Self, ClientError> {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = match protocol {
+            Protocol::Http1 => vec![b"http/1.1".to_vec()],
+            Protocol::Http2 => vec![b"h2".to_vec()],
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(cerr)?;
+        let _ = tcp.set_nodelay(true);
+        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(cerr)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(server_name, tcp).await.map_err(cerr)?;
+        let io = TokioIo::new(stream);
+        let sender = match protocol {
+            Protocol::Http1 => {
+                let (s, conn) = http1::handshake(io).await.map_err(cerr)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H1(Arc::new(tokio::sync::Mutex::new(s)))
+            }
+            Protocol::Http2 => {
+                let (s, conn) = http2::handshake(TokioExecutor::new(), io).await.map_err(cerr)?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Sender::H2(s)
+            }
+        };
+        Ok(Connection { sender, authority: addr.to_string() })
+    }
+
+    /// Sends one request and reads the whole response.
+    pub async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, ClientError> {
+        let mut b = hyper::Request::builder().method(method).uri(path).header("host", &self.authority);
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(cerr)?;
+        let resp = match &self.sender {
+            Sender::H1(s) => {
+                let mut s = s.lock().await;
+                s.ready().await.map_err(cerr)?;
+                s.send_request(req).await.map_err(cerr)?
+            }
+            Sender::H2(s) => {
+                let mut s = s.clone();
+                s.ready().await.map_err(cerr)?;
+                s.send_request(req).await.map_err(cerr)?
+            }
+        };
+        let status = resp.status().as_u16();
+        let txid = resp
+            .headers()
+            .get(crate::http::TXID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.into_body().collect().await.map_err(cerr)?.to_bytes();
+        Ok(Reply { status, txid, body })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
+        self.request("GET", path, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<Reply, ClientError> {
+        self.request("POST", path, Some(body.to_string().into_bytes())).await
+    }
+}

@@ -1,0 +1,228 @@
+//! The node's TOML configuration: where it listens, where it keeps its files, its limits and its genesis set-up.
+//!
+//! Every field has a default so that a minimal file (`[network] rpc_address = "127.0.0.1:8000"`) is valid.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Genesis parameters, read only when the node starts a new service (its ledger directory is empty).
+    #[serde(default)]
+    pub start: StartConfig,
+}
+
+/// Addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Address of the HTTPS endpoint for users and members, e.g. "127.0.0.1:8000".
+    pub rpc_address: String,
+    /// Extra subject alternative names for the node certificate (the rpc_address host is always included).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self { rpc_address: "127.0.0.1:8000".into(), subject_alt_names: vec![] }
+    }
+}
+
+/// Directories. Relative paths are resolved against the directory holding the configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Ledger chunk files (`ledger_<start>-<end>[.committed]`).
+    pub ledger_dir: PathBuf,
+    /// Snapshot files (`snapshot_<seqno>_<evidence>.committed`).
+    pub snapshots_dir: PathBuf,
+    /// Node identity (`node_privk.pem`, `node_cert.pem`), `service_cert.pem`, and the sealed secrets
+    /// (`service_privk.pem`, `ledger_secret`), readable only by the node's user: the virtual platform's stand-in
+    /// for TEE sealing.
+    pub secrets_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { ledger_dir: "ledger".into(), snapshots_dir: "snapshots".into(), secrets_dir: ".".into() }
+    }
+}
+
+/// Ledger behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Emit a signature transaction after this many transactions...
+    pub signature_interval_tx: u64,
+    /// ...or after this many milliseconds, whichever comes first (only if there is something to sign).
+    pub signature_interval_ms: u64,
+    /// Start a new chunk file after a signature once the current one holds this many bytes.
+    pub chunk_threshold_bytes: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { signature_interval_tx: 5_000, signature_interval_ms: 100, chunk_threshold_bytes: 5 * 1024 * 1024 }
+    }
+}
+
+/// Named resource limits; each is enforced where the resource is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Largest accepted request head (request line plus headers); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Client connections served at once; further connections are closed at accept.
+    pub max_open_connections: usize,
+    /// Times a transaction is re-executed after an optimistic-concurrency conflict before the request fails.
+    pub max_occ_attempts: usize,
+    /// TLS handshake must finish within this many milliseconds.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_open_connections: 1024,
+            max_occ_attempts: 16,
+            tls_handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A member or user listed at genesis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Path to the PEM certificate.
+    pub cert: PathBuf,
+    /// Path to the member's PEM RSA public encryption key (members only; used for recovery shares).
+    #[serde(default)]
+    pub encryption_public_key: Option<PathBuf>,
+    /// Free-form JSON data attached to the identity.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// Genesis configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StartConfig {
+    #[serde(default)]
+    pub members: Vec<IdentityConfig>,
+    #[serde(default)]
+    pub users: Vec<IdentityConfig>,
+    /// Open the service at genesis. Stand-in until governance opens services by proposal.
+    #[serde(default)]
+    pub open_at_genesis: bool,
+}
+
+/// A configuration error: unreadable file, bad TOML, or an invalid value.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML configuration file, resolving relative paths against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.storage.ledger_dir);
+        fix(&mut self.storage.snapshots_dir);
+        fix(&mut self.storage.secrets_dir);
+        for id in self.start.members.iter_mut().chain(self.start.users.iter_mut()) {
+            fix(&mut id.cert);
+            if let Some(p) = id.encryption_public_key.as_mut() {
+                fix(p);
+            }
+        }
+    }
+
+    /// Checks values that would otherwise fail later in confusing ways.
+    pub fn validate(&self) -> Result<(), String> {
+        self.network
+            .rpc_address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("network.rpc_address {:?}: {e}", self.network.rpc_address))?;
+        if self.ledger.signature_interval_tx == 0 {
+            return Err("ledger.signature_interval_tx must be at least 1".into());
+        }
+        if self.ledger.signature_interval_ms == 0 {
+            return Err("ledger.signature_interval_ms must be at least 1".into());
+        }
+        if self.limits.max_header_bytes < 8192 {
+            return Err("limits.max_header_bytes must be at least 8192".into());
+        }
+        if self.limits.max_open_connections == 0 || self.limits.max_occ_attempts == 0 {
+            return Err("limits.max_open_connections and limits.max_occ_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_uses_defaults_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[network]\nrpc_address = \"127.0.0.1:9000\"\n").unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.storage.ledger_dir, dir.path().join("ledger"));
+        assert_eq!(cfg.ledger.signature_interval_tx, 5_000);
+        let back: NodeConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back.network.rpc_address, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        for bad in [
+            "[network]\nrpc_address = \"nowhere\"\n",
+            "[ledger]\nsignature_interval_tx = 0\nsignature_interval_ms = 5\nchunk_threshold_bytes = 1\n",
+            "unknown_field = 1\n",
+            "not toml at all [",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(NodeConfig::load(&path).is_err(), "{bad}");
+        }
+    }
+}

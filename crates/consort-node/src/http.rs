@@ -1,0 +1,225 @@
+//! The HTTPS front end: accepts TLS connections (bounded), parses HTTP/1.1 and HTTP/2 with hyper, enforces the
+//! body limit, routes to node endpoints or the app, and answers every error with CCF's JSON error shape.
+
+use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller};
+use crate::metrics::RequestLabels;
+use crate::service::{Service, TxId};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Header carrying the transaction id on every response.
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
+type Resp = Response<Full<Bytes>>;
+
+fn json_response(status: u16, body: &serde_json::Value, txid: Option<TxId>) -> Resp {
+    let mut b = Response::builder().status(status).header("content-type", "application/json");
+    if let Some(t) = txid {
+        b = b.header(TXID_HEADER, t.to_string());
+    }
+    b.body(Full::new(Bytes::from(body.to_string()))).expect("static headers are valid")
+}
+
+fn error_response(status: u16, code: &str, message: impl Into<String>, txid: Option<TxId>) -> Resp {
+    json_response(status, &AppResponse::error(status, code, message).body, txid)
+}
+
+/// Serves HTTPS on `listener` until `shutdown` fires.
+pub async fn serve(
+    svc: Arc<Service>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limits = svc.cfg.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_open_connections));
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(10)).await; continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        tracing::debug!(available = slots.available_permits(), "accepted a connection");
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            svc.metrics.rejected_connections.inc();
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = svc.clone();
+        let acceptor = acceptor.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms);
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!("TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            svc.metrics.open_connections.inc();
+            tracing::debug!("handshake done");
+            let peer_cert: Option<Arc<Vec<u8>>> =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
+            let svc2 = svc.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let svc = svc2.clone();
+                let peer = peer_cert.clone();
+                async move { Ok::<_, Infallible>(handle(&svc, peer.as_deref().map(|v| v.as_slice()), req).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(limits.max_header_bytes).timer(hyper_util::rt::TokioTimer::new());
+            builder.http2().max_header_list_size(limits.max_header_bytes as u32).max_concurrent_streams(256);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+                tracing::debug!("connection ended: {e}");
+            }
+            svc.metrics.open_connections.dec();
+            tracing::debug!("connection closed");
+        });
+    }
+}
+
+/// Handles one request; never panics on client input.
+pub async fn handle(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+    let method = req.method().as_str().to_string();
+    let resp = route(svc, peer_cert, req).await;
+    svc.metrics.requests.get_or_create(&RequestLabels { method, status: resp.status().as_u16() }).inc();
+    resp
+}
+
+async fn read_body(svc: &Service, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let max = svc.cfg.limits.max_body_bytes;
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        svc.metrics.rejected_requests.inc();
+        return Err(error_response(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"), None));
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            svc.metrics.rejected_requests.inc();
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(error_response(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"), None))
+            } else {
+                Err(error_response(400, "InvalidBody", format!("could not read body: {e}"), None))
+            }
+        }
+    }
+}
+
+fn txid_param(svc: &Service, query: &str) -> Result<TxId, Resp> {
+    let raw = crate::apps::query_param(query, "transaction_id").ok_or_else(|| {
+        error_response(400, "InvalidQueryParameterValue", "missing query parameter transaction_id", None)
+    })?;
+    raw.parse::<TxId>().map_err(|e| {
+        svc.metrics.rejected_requests.inc();
+        error_response(400, "InvalidQueryParameterValue", e, None)
+    })
+}
+
+async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = match read_body(svc, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let current = svc.current_txid();
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/node/commit") | ("GET", "/app/commit") => {
+            json_response(200, &serde_json::json!({"transaction_id": svc.committed_txid().to_string()}), Some(current))
+        }
+        ("GET", "/node/tx") | ("GET", "/app/tx") => match txid_param(svc, &query) {
+            Ok(id) => json_response(
+                200,
+                &serde_json::json!({"status": svc.tx_status(id).as_str(), "transaction_id": id.to_string()}),
+                Some(current),
+            ),
+            Err(r) => r,
+        },
+        ("GET", "/app/receipt") | ("GET", "/node/receipt") => match txid_param(svc, &query) {
+            Ok(id) => match svc.receipt(id) {
+                Ok(r) => json_response(200, &r, Some(id)),
+                Err((status, code, msg)) => error_response(status, code, msg, Some(current)),
+            },
+            Err(r) => r,
+        },
+        ("GET", "/node/network") => json_response(200, &network_info(svc), Some(current)),
+        ("GET", "/node/network/nodes") => json_response(200, &nodes_info(svc), Some(current)),
+        ("GET", "/node/state") => json_response(
+            200,
+            &serde_json::json!({
+                "node_id": svc.ids.node_id,
+                "state": "PartOfNetwork",
+                "last_signed_seqno": svc.last_signature_seqno(),
+                "startup_seqno": 0,
+            }),
+            Some(current),
+        ),
+        ("GET", "/node/metrics") => Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4")
+            .header(TXID_HEADER, current.to_string())
+            .body(Full::new(Bytes::from(svc.metrics.render())))
+            .expect("static headers are valid"),
+        ("GET", "/node/api") => json_response(200, &crate::openapi::node_api(), Some(current)),
+        ("GET", "/app/api") => json_response(200, &crate::openapi::app_api(svc.app()), Some(current)),
+        (_, p) if p.starts_with("/app/") => app_request(svc, peer_cert, &method, &p[4..], &query, &body),
+        _ => error_response(404, "ResourceNotFound", format!("Unknown path: {path}."), Some(current)),
+    }
+}
+
+fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str, query: &str, body: &[u8]) -> Resp {
+    let Some(info) = svc.app().endpoint(method, sub) else {
+        return error_response(404, "ResourceNotFound", format!("Unknown path: /app{sub} for {method}."), None);
+    };
+    let caller = svc.caller_of(peer_cert);
+    if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
+        let msg = if peer_cert.is_some() {
+            "Could not find matching user certificate"
+        } else {
+            "Missing client certificate: this endpoint requires a user TLS certificate"
+        };
+        return error_response(401, "InvalidAuthenticationInfo", msg, Some(svc.current_txid()));
+    }
+    let req = AppRequest { method, path: sub, query, body, caller: &caller };
+    let (resp, txid) = svc.execute_app(&req, info.read_only);
+    json_response(resp.status, &resp.body, Some(txid))
+}
+
+fn network_info(svc: &Service) -> serde_json::Value {
+    serde_json::json!({
+        "service_status": svc.service_status(),
+        "service_certificate": svc.ids.service_cert_pem,
+        "current_view": svc.current_view(),
+        "primary_id": svc.ids.node_id,
+        "current_service_create_txid": "1.1",
+    })
+}
+
+fn nodes_info(svc: &Service) -> serde_json::Value {
+    serde_json::json!({
+        "nodes": [{
+            "node_id": svc.ids.node_id,
+            "status": "Trusted",
+            "primary": true,
+            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": svc.cfg.network.rpc_address}},
+            "last_written": svc.current_txid().seqno,
+        }]
+    })
+}

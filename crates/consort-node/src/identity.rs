@@ -1,0 +1,177 @@
+//! Node and service identities and the sealed secrets, kept in the node's secrets directory.
+//!
+//! Until attestation and secret sharing land, the virtual platform "seals" secrets by writing them to files
+//! readable only by the node's user (mode 0600). A restarted node reloads the same identity and secrets.
+
+use consort_crypto::x509::{self, CertParams};
+use consort_crypto::{Curve, ParsedCert, SigningKey};
+use consort_ledger::LedgerSecret;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// File names inside the secrets directory.
+pub const NODE_KEY_FILE: &str = "node_privk.pem";
+pub const NODE_CERT_FILE: &str = "node_cert.pem";
+pub const SERVICE_KEY_FILE: &str = "service_privk.pem";
+pub const SERVICE_CERT_FILE: &str = "service_cert.pem";
+pub const LEDGER_SECRET_FILE: &str = "ledger_secret";
+
+/// Validity of generated service and node certificates.
+pub const CERT_VALIDITY_DAYS: u32 = 365;
+
+/// Everything a node needs to sign and to serve TLS.
+#[derive(Clone)]
+pub struct Identities {
+    pub node_key: SigningKey,
+    pub node_cert_pem: String,
+    pub node_cert_der: Vec<u8>,
+    pub node_id: String,
+    pub service_key: SigningKey,
+    pub service_cert_pem: String,
+    pub ledger_secret: LedgerSecret,
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identities").field("node_id", &self.node_id).finish_non_exhaustive()
+    }
+}
+
+/// Error reading or writing identity files.
+#[derive(Debug, thiserror::Error)]
+#[error("identity {path}: {message}")]
+pub struct IdentityError {
+    pub path: String,
+    pub message: String,
+}
+
+fn ierr(path: &Path, e: impl std::fmt::Display) -> IdentityError {
+    IdentityError { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// Writes `bytes` to `path` with mode 0600, durably.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ierr(path, e))?;
+    f.write_all(bytes).map_err(|e| ierr(path, e))?;
+    f.sync_all().map_err(|e| ierr(path, e))
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    std::fs::write(path, bytes).map_err(|e| ierr(path, e))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
+    std::fs::read(path).map_err(|e| ierr(path, e))
+}
+
+fn read_text(path: &Path) -> Result<String, IdentityError> {
+    String::from_utf8(read(path)?).map_err(|e| ierr(path, e))
+}
+
+impl Identities {
+    /// Whether the secrets directory already holds a complete identity.
+    pub fn exist(dir: &Path) -> bool {
+        [NODE_KEY_FILE, NODE_CERT_FILE, SERVICE_KEY_FILE, SERVICE_CERT_FILE, LEDGER_SECRET_FILE]
+            .iter()
+            .all(|f| dir.join(f).exists())
+    }
+
+    /// Creates a new service (key, self-signed CA certificate, ledger secret) and a node endorsed by it.
+    pub fn generate(dir: &Path, subject_alt_names: &[String]) -> Result<Self, IdentityError> {
+        std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
+        let service_key = SigningKey::generate(Curve::P384);
+        let mut sp = CertParams::new("CCF Service");
+        sp.is_ca = true;
+        sp.validity_days = CERT_VALIDITY_DAYS;
+        let service = x509::self_signed(&service_key, &sp).map_err(|e| ierr(dir, e))?;
+
+        let node_key = SigningKey::generate(Curve::P384);
+        let mut np = CertParams::new("CCF Node");
+        np.subject_alt_names = subject_alt_names.to_vec();
+        np.validity_days = CERT_VALIDITY_DAYS;
+        let node = x509::issue(&node_key.verifying_key(), &np, &service_key, &service.der).map_err(|e| ierr(dir, e))?;
+        let ledger_secret = LedgerSecret::generate();
+
+        write_private(&dir.join(SERVICE_KEY_FILE), service_key.to_pkcs8_pem().as_bytes())?;
+        write_private(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_private(&dir.join(LEDGER_SECRET_FILE), hex::encode(ledger_secret.raw()).as_bytes())?;
+        write_public(&dir.join(SERVICE_CERT_FILE), service.pem.as_bytes())?;
+        write_public(&dir.join(NODE_CERT_FILE), node.pem.as_bytes())?;
+        Self::load(dir)
+    }
+
+    /// Loads an identity written by [`Identities::generate`].
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let p = |f: &str| -> PathBuf { dir.join(f) };
+        let node_key = SigningKey::from_pem(&read_text(&p(NODE_KEY_FILE))?).map_err(|e| ierr(&p(NODE_KEY_FILE), e))?;
+        let service_key =
+            SigningKey::from_pem(&read_text(&p(SERVICE_KEY_FILE))?).map_err(|e| ierr(&p(SERVICE_KEY_FILE), e))?;
+        let node_cert_pem = read_text(&p(NODE_CERT_FILE))?;
+        let node_cert = ParsedCert::from_pem(&node_cert_pem).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
+        let service_cert_pem = read_text(&p(SERVICE_CERT_FILE))?;
+        let service_cert = ParsedCert::from_pem(&service_cert_pem).map_err(|e| ierr(&p(SERVICE_CERT_FILE), e))?;
+        if node_cert.public_key().ok() != Some(node_key.verifying_key()) {
+            return Err(ierr(&p(NODE_CERT_FILE), "certificate does not match node_privk.pem"));
+        }
+        if service_cert.public_key().ok() != Some(service_key.verifying_key()) {
+            return Err(ierr(&p(SERVICE_CERT_FILE), "certificate does not match service_privk.pem"));
+        }
+        node_cert
+            .verify_signed_by(&service_key.verifying_key())
+            .map_err(|e| ierr(&p(NODE_CERT_FILE), format!("not endorsed by the service: {e}")))?;
+        let secret_hex = read_text(&p(LEDGER_SECRET_FILE))?;
+        let raw: [u8; 32] = hex::decode(secret_hex.trim())
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| ierr(&p(LEDGER_SECRET_FILE), "expected 64 hex characters"))?;
+        Ok(Identities {
+            node_id: node_cert.key_id(),
+            node_key,
+            node_cert_der: node_cert.der.clone(),
+            node_cert_pem,
+            service_key,
+            service_cert_pem,
+            ledger_secret: LedgerSecret::from_bytes(raw),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generate_then_load_gives_same_identity_and_private_files_are_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!Identities::exist(dir.path()));
+        let a = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+        assert!(Identities::exist(dir.path()));
+        let b = Identities::load(dir.path()).unwrap();
+        assert_eq!(a.node_id, b.node_id);
+        assert_eq!(a.ledger_secret.raw(), b.ledger_secret.raw());
+        for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+
+    #[test]
+    fn mismatched_files_are_refused() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        Identities::generate(a.path(), &[]).unwrap();
+        Identities::generate(b.path(), &[]).unwrap();
+        std::fs::copy(b.path().join(NODE_CERT_FILE), a.path().join(NODE_CERT_FILE)).unwrap();
+        assert!(Identities::load(a.path()).is_err());
+        std::fs::write(b.path().join(LEDGER_SECRET_FILE), "zz").unwrap();
+        assert!(Identities::load(b.path()).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! File-backed [`LedgerStorage`]: the ledger crate's storage trait implemented with real files in one directory.
+
+use consort_ledger::{LedgerStorage, StorageError};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Ledger files in a directory. Appends go through a buffered writer kept open per file; `sync` flushes the
+/// buffer and fdatasyncs, which is the only durability point.
+pub struct FsStorage {
+    dir: PathBuf,
+    open: HashMap<String, std::io::BufWriter<File>>,
+}
+
+impl std::fmt::Debug for FsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorage").field("dir", &self.dir).finish()
+    }
+}
+
+fn serr(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+/// Size of the user-space write buffer per open file.
+pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+impl FsStorage {
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self { dir: dir.to_path_buf(), open: HashMap::new() })
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
+        if name.is_empty() || name.contains('/') || name.contains("..") {
+            return Err(StorageError::Io(format!("invalid file name {name:?}")));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    fn writer(&mut self, name: &str) -> Result<&mut std::io::BufWriter<File>, StorageError> {
+        if !self.open.contains_key(name) {
+            let path = self.path(name)?;
+            let mut f = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path).map_err(serr)?;
+            f.seek(SeekFrom::End(0)).map_err(serr)?;
+            self.open.insert(name.to_string(), std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, f));
+        }
+        Ok(self.open.get_mut(name).expect("inserted above"))
+    }
+
+    /// Flushes the buffer of `name` (if open) so that reads see every append.
+    fn flush_buffer(&mut self, name: &str) -> Result<(), StorageError> {
+        if let Some(w) = self.open.get_mut(name) {
+            w.flush().map_err(serr)?;
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(serr)
+    }
+}
+
+impl LedgerStorage for FsStorage {
+    fn list(&self) -> Result<Vec<String>, StorageError> {
+        let mut names = vec![];
+        for e in std::fs::read_dir(&self.dir).map_err(serr)? {
+            let e = e.map_err(serr)?;
+            if e.file_type().map_err(serr)?.is_file() {
+                if let Some(n) = e.file_name().to_str() {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(name)?;
+        // Reads of a file being appended must see buffered bytes: callers flush through `sync` or the ledger
+        // reads closed files. To be safe for open files, read what is on disk plus what is buffered.
+        let mut bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
+            _ => serr(e),
+        })?;
+        if let Some(w) = self.open.get(name) {
+            bytes.extend_from_slice(w.buffer());
+        }
+        Ok(bytes)
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.writer(name)?.write_all(bytes).map_err(serr)
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        self.flush_buffer(name)?;
+        let path = self.path(name)?;
+        let f = OpenOptions::new().write(true).open(path).map_err(serr)?;
+        f.write_all_at(bytes, offset).map_err(serr)
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), StorageError> {
+        self.flush_buffer(name)?;
+        self.open.remove(name);
+        let path = self.path(name)?;
+        let f = OpenOptions::new().write(true).open(path).map_err(serr)?;
+        f.set_len(len).map_err(serr)?;
+        f.sync_data().map_err(serr)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
+        self.flush_buffer(from)?;
+        if let Some(w) = self.open.remove(from) {
+            w.into_inner().map_err(serr)?.sync_data().map_err(serr)?;
+        }
+        std::fs::rename(self.path(from)?, self.path(to)?).map_err(serr)?;
+        self.sync_dir()
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), StorageError> {
+        self.open.remove(name);
+        std::fs::remove_file(self.path(name)?).map_err(serr)?;
+        self.sync_dir()
+    }
+
+    fn sync(&mut self, name: &str) -> Result<(), StorageError> {
+        match self.open.get_mut(name) {
+            Some(w) => {
+                w.flush().map_err(serr)?;
+                w.get_ref().sync_data().map_err(serr)
+            }
+            None => {
+                let path = self.path(name)?;
+                File::open(path).and_then(|f| f.sync_data()).map_err(serr)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_storage_passes_the_ledger_storage_conformance_suite() {
+        let root = tempfile::tempdir().unwrap();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        consort_ledger::storage_conformance(|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::new(FsStorage::new(&root.path().join(n.to_string())).unwrap())
+        });
+    }
+
+    #[test]
+    fn rejects_path_traversal() {
+        let root = tempfile::tempdir().unwrap();
+        let mut s = FsStorage::new(root.path()).unwrap();
+        assert!(s.append("../escape", b"x").is_err());
+        assert!(s.append("a/b", b"x").is_err());
+    }
+}
