@@ -6,12 +6,12 @@ use crate::chunk::{complete_chunk_entries, parse_chunk_name, ChunkName, CHUNK_HE
 use crate::entry::{leaf_digest, parse_entry};
 use crate::limits::MAX_JSON_VALUE_SIZE;
 use crate::merkle::MerkleTree;
-use crate::public_domain::PublicDomain;
 use crate::signature::{
     verify_root, ENDORSED_CERTS_TABLE, HASHING_ALGORITHM, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE,
     SIGNATURE_ALGORITHM, SINGLETON_KEY, TREE_TABLE,
 };
 use consort_crypto::{sha256, ParsedCert};
+use consort_kv::{DomainHeader, Key, Value, WriteSet};
 use std::collections::BTreeMap;
 
 /// What a successful audit saw.
@@ -99,6 +99,15 @@ fn utf8_key(key: &[u8], table: &str) -> Result<String, String> {
     String::from_utf8(key.to_vec()).map_err(|_| format!("{table}: key is not UTF-8"))
 }
 
+fn table<'a>(ws: &'a WriteSet, name: &str) -> Option<&'a BTreeMap<Key, Option<Value>>> {
+    ws.maps.get(name).map(|m| &m.writes)
+}
+
+/// The value written at [`SINGLETON_KEY`] of a single-entry table, if this transaction wrote one.
+fn singleton<'a>(ws: &'a WriteSet, name: &str) -> Option<&'a [u8]> {
+    table(ws, name)?.get(&SINGLETON_KEY[..])?.as_deref()
+}
+
 fn spki_of(pem: &str, what: &str) -> Result<Vec<u8>, String> {
     ParsedCert::from_pem(pem)
         .map(|c| c.spki_der)
@@ -120,65 +129,64 @@ impl Validator {
     }
 
     /// Checks one transaction and adds its leaf. Errors are reasons; the caller attaches the txid and file.
-    fn add(&mut self, view: u64, seqno: u64, write_set_digest: [u8; 32], pd: &PublicDomain) -> Result<(), String> {
+    fn add(
+        &mut self,
+        view: u64,
+        seqno: u64,
+        write_set_digest: [u8; 32],
+        hdr: &DomainHeader,
+        ws: &WriteSet,
+    ) -> Result<(), String> {
         if view < self.last_view {
             return Err(format!("view goes back from {} to {view}", self.last_view));
         }
         self.last_view = view;
-        if pd.version != seqno as i64 {
+        if hdr.version != seqno {
             return Err(format!(
                 "public domain version {} differs from seqno {seqno}",
-                pd.version
+                hdr.version
             ));
         }
         let mut certs_in_nodes_info = Vec::new();
-        if let Some(t) = pd.table(NODES_INFO_TABLE) {
-            for (key, value) in &t.writes {
-                let id = utf8_key(key, NODES_INFO_TABLE)?;
-                let info = json_value(value, "nodes.info")?;
-                let status = info
-                    .get("status")
-                    .and_then(|s| s.as_str())
-                    .ok_or_else(|| format!("nodes.info {id}: no status"))?
-                    .to_string();
-                // CCF 1.x recorded a self-signed node certificate here; later versions use endorsed certificates.
-                if let Some(cert) = info.get("cert").and_then(|c| c.as_str()) {
-                    self.node_certs.insert(id.clone(), cert.to_string());
-                    certs_in_nodes_info.push(id.clone());
-                }
-                self.nodes.insert(id, NodeInfo { status });
+        for (key, value) in table(ws, NODES_INFO_TABLE).into_iter().flatten() {
+            let id = utf8_key(key, NODES_INFO_TABLE)?;
+            let Some(value) = value else {
+                self.nodes.remove(&id);
+                continue;
+            };
+            let info = json_value(value, "nodes.info")?;
+            let status = info
+                .get("status")
+                .and_then(|s| s.as_str())
+                .ok_or_else(|| format!("nodes.info {id}: no status"))?
+                .to_string();
+            // CCF 1.x recorded a self-signed node certificate here; later versions use endorsed certificates.
+            if let Some(cert) = info.get("cert").and_then(|c| c.as_str()) {
+                self.node_certs.insert(id.clone(), cert.to_string());
+                certs_in_nodes_info.push(id.clone());
             }
-            for key in &t.removes {
-                self.nodes.remove(&utf8_key(key, NODES_INFO_TABLE)?);
-            }
+            self.nodes.insert(id, NodeInfo { status });
         }
-        if let Some(t) = pd.table(ENDORSED_CERTS_TABLE) {
-            for (key, value) in &t.writes {
-                let id = utf8_key(key, ENDORSED_CERTS_TABLE)?;
-                if certs_in_nodes_info.contains(&id) {
-                    return Err(format!("node {id} has both a self-signed and an endorsed certificate"));
-                }
-                let pem =
-                    String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
-                self.node_certs.insert(id, pem);
+        for (key, value) in table(ws, ENDORSED_CERTS_TABLE).into_iter().flatten() {
+            let id = utf8_key(key, ENDORSED_CERTS_TABLE)?;
+            let Some(value) = value else {
+                self.node_certs.remove(&id);
+                continue;
+            };
+            if certs_in_nodes_info.contains(&id) {
+                return Err(format!("node {id} has both a self-signed and an endorsed certificate"));
             }
-            for key in &t.removes {
-                self.node_certs.remove(&utf8_key(key, ENDORSED_CERTS_TABLE)?);
-            }
+            let pem = String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
+            self.node_certs.insert(id, pem);
         }
-        if let Some(t) = pd.table(SIGNATURES_TABLE) {
-            let value = t
-                .get(&SINGLETON_KEY)
-                .ok_or("signatures table without the singleton key")?;
-            self.check_signature(view, seqno, value, pd)?;
+        if table(ws, SIGNATURES_TABLE).is_some() {
+            let value = singleton(ws, SIGNATURES_TABLE).ok_or("signatures table without the singleton key")?;
+            self.check_signature(view, seqno, value, ws)?;
         }
-        if let Some(t) = pd.table(SERVICE_INFO_TABLE) {
-            if let Some(value) = t.get(&SINGLETON_KEY) {
-                self.update_service(value)?;
-            }
+        if let Some(value) = singleton(ws, SERVICE_INFO_TABLE) {
+            self.update_service(value)?;
         }
-        let commit_evidence = pd.commit_evidence_digest;
-        let leaf = match (pd.claims_digest, commit_evidence) {
+        let leaf = match (hdr.claims_digest, hdr.commit_evidence_digest) {
             (None, None) => write_set_digest,
             (None, Some(ce)) => {
                 let mut both = write_set_digest.to_vec();
@@ -192,7 +200,7 @@ impl Validator {
         Ok(())
     }
 
-    fn check_signature(&mut self, view: u64, seqno: u64, value: &[u8], pd: &PublicDomain) -> Result<(), String> {
+    fn check_signature(&mut self, view: u64, seqno: u64, value: &[u8], ws: &WriteSet) -> Result<(), String> {
         let sig = json_value(value, "signature")?;
         let field_u64 = |k: &str| {
             sig.get(k)
@@ -274,7 +282,7 @@ impl Validator {
             ));
         }
         // A Consort-format tree in the tree table must agree too (CCF's own format is not checked).
-        if let Some(tree_bytes) = pd.table(TREE_TABLE).and_then(|t| t.get(&SINGLETON_KEY)) {
+        if let Some(tree_bytes) = singleton(ws, TREE_TABLE) {
             if tree_bytes.starts_with(b"CMT1") {
                 let tree = MerkleTree::deserialise(tree_bytes).map_err(|e| format!("tree table: {e}"))?;
                 if tree.len() != seqno || tree.try_root_at(seqno).ok() != Some(root) {
@@ -365,9 +373,9 @@ pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditEr
             if entry.seqno != seqno || entry.is_snapshot {
                 return Err(at(view, format!("entry header says seqno {}", entry.seqno)));
             }
-            let pd = PublicDomain::parse(entry.public_domain).map_err(|e| at(view, e.to_string()))?;
+            let (hdr, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| at(view, e.to_string()))?;
             validator
-                .add(entry.view, seqno, entry.write_set_digest(), &pd)
+                .add(entry.view, seqno, entry.write_set_digest(), &hdr, &ws)
                 .map_err(|r| at(view, r))?;
             transactions += 1;
         }

@@ -12,7 +12,6 @@
 
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER, FLAG_FORCE_CHUNK_BEFORE};
 use crate::limits::{MAX_CHUNK_SIZE, MAX_ENTRIES_PER_CHUNK};
-use crate::public_domain::PublicDomain;
 use crate::signature::SIGNATURES_TABLE;
 use crate::{LedgerError, StorageError};
 use std::collections::BTreeMap;
@@ -344,8 +343,8 @@ impl Chunk {
 pub fn entry_is_signature(entry: &[u8]) -> bool {
     parse_entry(entry)
         .ok()
-        .and_then(|(e, _)| PublicDomain::parse(e.public_domain).ok())
-        .is_some_and(|pd| pd.table(SIGNATURES_TABLE).is_some())
+        .and_then(|(e, _)| consort_kv::WriteSet::deserialise_public(e.public_domain).ok())
+        .is_some_and(|(_, ws)| ws.maps.contains_key(SIGNATURES_TABLE))
 }
 
 /// Entries of a chunk's bytes, found by scanning from the header. Returns the offsets and the end of the last

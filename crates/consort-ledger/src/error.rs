@@ -24,8 +24,6 @@ pub enum LedgerError {
     TooLarge { what: &'static str, size: u64, limit: u64 },
     #[error("malformed entry: {0}")]
     MalformedEntry(String),
-    #[error("malformed public domain: {0}")]
-    MalformedPublicDomain(String),
     #[error("private domain decryption failed (wrong secret or tampered entry)")]
     Decrypt,
     #[error("merkle tree: {0}")]

@@ -18,8 +18,8 @@ pub mod entry;
 mod error;
 pub mod limits;
 pub mod merkle;
-pub mod public_domain;
 mod reader;
+pub mod receipt;
 pub mod signature;
 pub mod testing;
 
@@ -32,7 +32,7 @@ pub use entry::{encode_entry, leaf_digest, parse_entry, try_encode_entry, EntryV
 pub use error::{LedgerError, StorageError};
 pub use limits::*;
 pub use merkle::{MerkleTree, ProofStep};
-pub use public_domain::{PublicDomain, TableWrites};
+pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};
 pub use signature::{
     sign_root, verify_root, PrimarySignature, ENDORSED_CERTS_TABLE, MEMBERS_CERTS_TABLE, NODES_INFO_TABLE,
     SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE, USERS_CERTS_TABLE,

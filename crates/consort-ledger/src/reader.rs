@@ -17,10 +17,6 @@ impl<'a> Reader<'a> {
         self.bytes.len() - self.pos
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.remaining() == 0
-    }
-
     /// Takes `n` bytes; `n` comes from untrusted data, so it is checked against what is left before slicing.
     pub(crate) fn take(&mut self, n: u64) -> Result<&'a [u8], LedgerError> {
         let have = self.remaining() as u64;
@@ -42,21 +38,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, LedgerError> {
-        Ok(self.array::<1>()?[0])
-    }
-
     pub(crate) fn u64(&mut self) -> Result<u64, LedgerError> {
         Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    pub(crate) fn i64(&mut self) -> Result<i64, LedgerError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    /// A u64 length prefix followed by that many bytes.
-    pub(crate) fn sized(&mut self) -> Result<&'a [u8], LedgerError> {
-        let n = self.u64()?;
-        self.take(n)
     }
 }

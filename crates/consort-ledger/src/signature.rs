@@ -75,6 +75,21 @@ impl PrimarySignature {
         serde_json::from_slice(bytes).map_err(|e| LedgerError::Signature(format!("malformed signature JSON: {e}")))
     }
 
+    /// The signature recorded by an entry, if it is a signature transaction.
+    pub fn from_entry(entry: &crate::EntryView<'_>) -> Result<Option<Self>, LedgerError> {
+        let (_, ws) = consort_kv::WriteSet::deserialise_public(entry.public_domain)
+            .map_err(|e| LedgerError::MalformedEntry(format!("public domain: {e}")))?;
+        let Some(map) = ws.maps.get(SIGNATURES_TABLE) else {
+            return Ok(None);
+        };
+        match map.writes.get(&SINGLETON_KEY[..]) {
+            Some(Some(value)) => Self::from_json_bytes(value).map(Some),
+            _ => Err(LedgerError::Signature(
+                "signatures table without a value at the singleton key".into(),
+            )),
+        }
+    }
+
     /// The root as bytes.
     pub fn root_bytes(&self) -> Result<[u8; 32], LedgerError> {
         let v = hex::decode(&self.root).map_err(|_| LedgerError::Signature("root is not hex".into()))?;

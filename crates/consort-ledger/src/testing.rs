@@ -4,13 +4,13 @@
 use crate::chunk::{Ledger, LedgerStorage, MemStorage};
 use crate::entry::{encode_entry, leaf_digest, LedgerSecret};
 use crate::merkle::MerkleTree;
-use crate::public_domain::{PublicDomain, TableWrites};
 use crate::signature::{
     PrimarySignature, ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY,
     TREE_TABLE,
 };
 use crate::LedgerError;
 use consort_crypto::{key_id, sha256, x509, CertParams, Curve, SigningKey};
+use consort_kv::{DomainHeader, WriteSet};
 
 /// A service identity and one node endorsed by it, with a ledger secret.
 #[derive(Debug, Clone)]
@@ -50,16 +50,6 @@ impl TestService {
             node_id,
         }
     }
-}
-
-/// Serialises private maps as CCF's private domain plaintext (the per-map sequence, no header).
-pub fn serialise_private_tables(tables: &[TableWrites]) -> Vec<u8> {
-    let pd = PublicDomain {
-        tables: tables.to_vec(),
-        ..PublicDomain::new(0, [0u8; 32], vec![])
-    };
-    // Same map encoding as the public domain, minus its header (1 + 8 + 32 + 32 + 8 bytes).
-    pd.serialise()[81..].to_vec()
 }
 
 /// One encoded transaction the builder produced.
@@ -105,27 +95,25 @@ impl LedgerBuilder {
         &self.tree
     }
 
-    /// Appends a transaction with these public and private writes; returns its seqno.
-    pub fn tx(&mut self, public: Vec<TableWrites>, private: Vec<TableWrites>) -> u64 {
-        self.tx_with_flags(public, private, 0, false)
+    /// Appends a transaction with these writes (`public:` maps in the clear, the others encrypted); returns its
+    /// seqno.
+    pub fn tx(&mut self, ws: &WriteSet) -> u64 {
+        self.tx_with_flags(ws, 0, false)
     }
 
-    fn tx_with_flags(&mut self, public: Vec<TableWrites>, private: Vec<TableWrites>, flags: u8, sig: bool) -> u64 {
+    fn tx_with_flags(&mut self, ws: &WriteSet, flags: u8, is_signature: bool) -> u64 {
         let seqno = self.next_seqno();
         let ce_digest = self.service.secret.commit_evidence_digest(self.view, seqno);
-        let pd = PublicDomain::new(seqno, ce_digest, public).serialise();
-        let private = if private.is_empty() {
-            Vec::new()
-        } else {
-            serialise_private_tables(&private)
-        };
-        let bytes = encode_entry(&self.service.secret, self.view, seqno, flags, &pd, &private);
+        let header = DomainHeader::write_set(seqno, [0u8; 32], ce_digest, seqno as i64 - 1);
+        let public = ws.serialise_public(&header);
+        let private = ws.serialise_private();
+        let bytes = encode_entry(&self.service.secret, self.view, seqno, flags, &public, &private);
         self.tree.append(leaf_digest(&sha256(&bytes), &ce_digest, &[0u8; 32]));
         self.entries.push(BuiltEntry {
             view: self.view,
             seqno,
             bytes,
-            is_signature: sig,
+            is_signature,
         });
         seqno
     }
@@ -142,30 +130,28 @@ impl LedgerBuilder {
             "ledger_secret_seqno": 0,
             "public_key": s.node_key.verifying_key().to_pem(),
         });
-        let public = vec![
-            TableWrites::new(SERVICE_INFO_TABLE).write(SINGLETON_KEY.to_vec(), service_info.to_string()),
-            TableWrites::new(NODES_INFO_TABLE).write(s.node_id.clone(), node_info.to_string()),
-            TableWrites::new(ENDORSED_CERTS_TABLE).write(s.node_id.clone(), s.node_cert_pem.clone()),
-        ];
-        self.tx(public, vec![])
+        let mut ws = WriteSet::default();
+        ws.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service_info.to_string().as_bytes());
+        ws.put(NODES_INFO_TABLE, s.node_id.as_bytes(), node_info.to_string().as_bytes());
+        ws.put(ENDORSED_CERTS_TABLE, s.node_id.as_bytes(), s.node_cert_pem.as_bytes());
+        self.tx(&ws)
     }
 
     /// A transaction changing the service status.
     pub fn set_service_status(&mut self, status: &str) -> u64 {
         let info = serde_json::json!({ "cert": self.service.service_cert_pem, "status": status });
-        self.tx(
-            vec![TableWrites::new(SERVICE_INFO_TABLE).write(SINGLETON_KEY.to_vec(), info.to_string())],
-            vec![],
-        )
+        let mut ws = WriteSet::default();
+        ws.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, info.to_string().as_bytes());
+        self.tx(&ws)
     }
 
     /// A user transaction like the logging app's: one public and one private write.
     pub fn log_tx(&mut self, id: u64, msg: &str) -> u64 {
-        let key = id.to_le_bytes().to_vec();
-        self.tx(
-            vec![TableWrites::new("public:records").write(key.clone(), msg.as_bytes().to_vec())],
-            vec![TableWrites::new("records").write(key, format!("secret {msg}").into_bytes())],
-        )
+        let key = id.to_le_bytes();
+        let mut ws = WriteSet::default();
+        ws.put("public:records", &key, msg.as_bytes());
+        ws.put("records", &key, format!("secret {msg}").as_bytes());
+        self.tx(&ws)
     }
 
     /// A signature transaction over the root of every transaction so far.
@@ -186,11 +172,10 @@ impl LedgerBuilder {
         // The tree table holds the tree of leaves 0..seqno-1, flushed up to the previous signature.
         let mut tree = self.tree.clone();
         tree.flush_to(self.last_signature.1);
-        let public = vec![
-            TableWrites::new(SIGNATURES_TABLE).write(SINGLETON_KEY.to_vec(), sig.to_json_bytes()),
-            TableWrites::new(TREE_TABLE).write(SINGLETON_KEY.to_vec(), tree.serialise()),
-        ];
-        let seqno = self.tx_with_flags(public, vec![], 0, true);
+        let mut ws = WriteSet::default();
+        ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
+        ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
+        let seqno = self.tx_with_flags(&ws, 0, true);
         self.last_signature = (self.view, seqno);
         seqno
     }

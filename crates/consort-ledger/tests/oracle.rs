@@ -1,6 +1,7 @@
 //! Byte-level checks against the `ccf` Python package (the oracle): Merkle roots and receipt paths, and whole
 //! ledger directories read by `read_ledger.py`. Each check is skipped, with a message, if the venv is missing.
 
+use consort_kv::WriteSet;
 use consort_ledger::testing::{sample_ledger, LedgerBuilder, TestService};
 use consort_ledger::*;
 use std::path::PathBuf;
@@ -112,15 +113,13 @@ fn read_ledger(python: &PathBuf, dir: &std::path::Path) -> (bool, String) {
 fn ledger_directory_passes_read_ledger_py_and_audit() {
     let mut b = sample_ledger(4, 3);
     // A transaction removing a key, one with only private writes, and an empty one.
-    b.tx(
-        vec![TableWrites::new("public:records").remove(1u64.to_le_bytes().to_vec())],
-        vec![],
-    );
-    b.tx(
-        vec![],
-        vec![TableWrites::new("records").write(b"k".to_vec(), b"v".to_vec())],
-    );
-    b.tx(vec![], vec![]);
+    let mut ws = WriteSet::default();
+    ws.remove("public:records", &1u64.to_le_bytes());
+    b.tx(&ws);
+    let mut ws = WriteSet::default();
+    ws.put("records", b"k", b"v");
+    b.tx(&ws);
+    b.tx(&WriteSet::default());
     b.signature();
     b.log_tx(99, "after the last signature");
     let files = b.chunk_files(2000);
@@ -225,7 +224,9 @@ fn audit_rejects_bad_histories() {
     b.genesis("Open");
     let pending = serde_json::json!({ "status": "Pending" }).to_string();
     let id = b.service.node_id.clone();
-    b.tx(vec![TableWrites::new(NODES_INFO_TABLE).write(id, pending)], vec![]);
+    let mut ws = WriteSet::default();
+    ws.put(NODES_INFO_TABLE, id.as_bytes(), pending.as_bytes());
+    b.tx(&ws);
     b.signature();
     let err = audit_chunks(&b.committed_chunk_files(1)).unwrap_err();
     assert_eq!(err.seqno, Some(3));
@@ -273,4 +274,61 @@ fn read_ledger_py_rejects_tampered_ledger_like_audit() {
     let dir = write_dir(&files);
     let (ok, text) = read_ledger(&python, dir.path());
     assert!(!ok && !text.contains("Ledger verification complete"), "{text}");
+}
+
+const RECEIPT_SCRIPT: &str = r#"
+import json, sys
+import ccf.receipt
+from hashlib import sha256
+from cryptography.x509 import load_pem_x509_certificate
+req = json.load(sys.stdin)
+service = load_pem_x509_certificate(req["service_cert"].encode())
+for r in req["receipts"]:
+    if "leaf_components" in r:
+        lc = r["leaf_components"]
+        leaf = sha256(bytes.fromhex(lc["write_set_digest"]) + sha256(lc["commit_evidence"].encode()).digest()
+                      + bytes.fromhex(lc["claims_digest"])).hexdigest()
+    else:
+        leaf = r["leaf"]
+    root = ccf.receipt.root(leaf, r["proof"])
+    node_cert = load_pem_x509_certificate(r["cert"].encode())
+    ccf.receipt.verify(root, r["signature"], node_cert)
+    ccf.receipt.check_endorsements(node_cert, service, [])
+print("ok", len(req["receipts"]))
+"#;
+
+#[test]
+fn receipts_verify_with_consort_receipt_and_python() {
+    let b = sample_ledger(3, 4);
+    let s = b.last_signature_seqno();
+    let sig_entry = &b.entries()[s as usize - 1];
+    let (sig_view, _) = parse_entry(&sig_entry.bytes).unwrap();
+    let signature = PrimarySignature::from_entry(&sig_view).unwrap().unwrap();
+    assert_eq!(signature.seqno, s);
+    let mut receipts = Vec::new();
+    // Leaves 0..s-1 are under the root signed at s (a signature transaction's own leaf is under later roots).
+    for e in &b.entries()[..s as usize - 1] {
+        let (view, _) = parse_entry(&e.bytes).unwrap();
+        let proof = b.tree().path(e.seqno, s).unwrap();
+        let receipt = if e.is_signature {
+            signature_receipt_json(&signature, &proof, &b.tree().leaf(e.seqno).unwrap(), &[])
+        } else {
+            let components = LeafComponents::of_entry(&view, &b.service.secret);
+            assert_eq!(components.leaf(), b.tree().leaf(e.seqno).unwrap());
+            receipt_json(&signature, &proof, &components, &[])
+        };
+        let verified =
+            consort_receipt::verify_json(receipt.to_string().as_bytes(), &b.service.service_cert_pem).unwrap();
+        assert_eq!(verified.node_id, b.service.node_id);
+        receipts.push(receipt);
+    }
+    // A tampered proof fails.
+    let mut bad = receipts[3].clone();
+    bad["proof"][0] = serde_json::json!({ "left": hex::encode([1u8; 32]) });
+    assert!(consort_receipt::verify_json(bad.to_string().as_bytes(), &b.service.service_cert_pem).is_err());
+    if let Some(python) = ccf_python() {
+        let req = serde_json::json!({ "service_cert": b.service.service_cert_pem, "receipts": receipts });
+        let out = run_python(&python, RECEIPT_SCRIPT, &req.to_string());
+        assert_eq!(out.trim(), format!("ok {}", receipts.len()));
+    }
 }
