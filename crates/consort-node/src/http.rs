@@ -50,7 +50,6 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        tracing::debug!(available = slots.available_permits(), "accepted a connection");
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             svc.metrics.rejected_connections.inc();
             drop(tcp);
@@ -66,13 +65,12 @@ pub async fn serve(
             let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::info!("TLS handshake failed: {e}");
+                    tracing::debug!("TLS handshake failed: {e}");
                     return;
                 }
                 Err(_) => return,
             };
             svc.metrics.open_connections.inc();
-            tracing::debug!("handshake done");
             let peer_cert: Option<Arc<Vec<u8>>> =
                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
             let svc2 = svc.clone();
@@ -88,7 +86,6 @@ pub async fn serve(
                 tracing::debug!("connection ended: {e}");
             }
             svc.metrics.open_connections.dec();
-            tracing::debug!("connection closed");
         });
     }
 }
