@@ -55,7 +55,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         Some(a) => a.clone(),
         None => {
             let sb: serde_json::Value = serde_json::from_str(&read("sandbox.json")?).map_err(|e| e.to_string())?;
-            sb["nodes"][0]["rpc_address"].as_str().ok_or("sandbox.json has no nodes")?.to_string()
+            sb["nodes"][0]["rpc_address"]
+                .as_str()
+                .ok_or("sandbox.json has no nodes")?
+                .to_string()
         }
     };
     let path = match args.workload.as_str() {
@@ -69,7 +72,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let tls = consort_node::tls::client_config(&ca, Some((&cert, &key))).map_err(|e| e.to_string())?;
     let mut conns = vec![];
     for _ in 0..args.connections {
-        conns.push(Connection::connect(&address, tls.clone(), Protocol::Http2).await.map_err(|e| e.to_string())?);
+        conns.push(
+            Connection::connect(&address, tls.clone(), Protocol::Http2)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
 
     let next = Arc::new(AtomicU64::new(0));
@@ -129,8 +136,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if let Some((v, s)) = last {
         let deadline = Instant::now() + COMMIT_WAIT;
         while Instant::now() < deadline {
-            let r = conns[0].get(&format!("/app/tx?transaction_id={v}.{s}")).await.map_err(|e| e.to_string())?;
-            let status = r.json().ok().and_then(|j| j["status"].as_str().map(str::to_string)).unwrap_or_default();
+            let r = conns[0]
+                .get(&format!("/app/tx?transaction_id={v}.{s}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r
+                .json()
+                .ok()
+                .and_then(|j| j["status"].as_str().map(str::to_string))
+                .unwrap_or_default();
             if status == "Committed" {
                 committed_elapsed = Some(started.elapsed());
                 break;
@@ -180,7 +194,10 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             None => println!("committed:    (last write not committed within {COMMIT_WAIT:?})"),
         }
         let l = &report["latency_ms"];
-        println!("latency ms:   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l["p50"], l["p90"], l["p99"], l["max"]);
+        println!(
+            "latency ms:   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            l["p50"], l["p90"], l["p99"], l["max"]
+        );
     }
     Ok(())
 }

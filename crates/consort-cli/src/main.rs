@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "consort", version, about = "Consort: a confidential consortium framework compatible with CCF")]
+#[command(
+    name = "consort",
+    version,
+    about = "Consort: a confidential consortium framework compatible with CCF"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -70,11 +74,17 @@ enum ReceiptCmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONSORT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn main() -> ExitCode {
@@ -82,9 +92,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Command::Sandbox(args) => runtime().block_on(sandbox::run(args)),
-        Command::Node { cmd: NodeCmd::Start { config } } => node_start(&config),
-        Command::Ledger { cmd: LedgerCmd::Audit { paths } } => ledger_audit(&paths),
-        Command::Receipt { cmd: ReceiptCmd::Verify { file, service_cert } } => receipt_verify(&file, &service_cert),
+        Command::Node {
+            cmd: NodeCmd::Start { config },
+        } => node_start(&config),
+        Command::Ledger {
+            cmd: LedgerCmd::Audit { paths },
+        } => ledger_audit(&paths),
+        Command::Receipt {
+            cmd: ReceiptCmd::Verify { file, service_cert },
+        } => receipt_verify(&file, &service_cert),
         Command::Bench(args) => runtime().block_on(bench::run(args)),
     };
     match result {
@@ -120,16 +136,28 @@ fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, String>
         }
     }
     let start_of = |p: &PathBuf| -> u64 {
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        name.trim_start_matches("ledger_").split(['-', '.']).next().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        name.trim_start_matches("ledger_")
+            .split(['-', '.'])
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX)
     };
     files.sort_by_key(start_of);
     files.dedup_by_key(|p| p.file_name().map(|n| n.to_owned()));
     files
         .into_iter()
         .map(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            std::fs::read(&p).map(|b| (name, b)).map_err(|e| format!("{}: {e}", p.display()))
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            std::fs::read(&p)
+                .map(|b| (name, b))
+                .map_err(|e| format!("{}: {e}", p.display()))
         })
         .collect()
 }

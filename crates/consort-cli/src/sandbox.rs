@@ -56,7 +56,10 @@ struct Children(Vec<Child>);
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.0 {
@@ -86,8 +89,9 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     let ws = std::fs::canonicalize(ws).map_err(|e| e.to_string())?;
 
     keygen(&ws, "member0")?;
-    let (enc_priv, enc_pub) = consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)
-        .map_err(|e| e.to_string())?;
+    let (enc_priv, enc_pub) =
+        consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)
+            .map_err(|e| e.to_string())?;
     identity_write(&ws.join("member0_enc_privk.pem"), &enc_priv)?;
     write(&ws.join("member0_enc_pubk.pem"), &enc_pub)?;
     keygen(&ws, "user0")?;
@@ -107,7 +111,11 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
             data: None,
         }];
-        cfg.start.users = vec![IdentityConfig { cert: ws.join("user0_cert.pem"), encryption_public_key: None, data: None }];
+        cfg.start.users = vec![IdentityConfig {
+            cert: ws.join("user0_cert.pem"),
+            encryption_public_key: None,
+            data: None,
+        }];
         cfg.start.open_at_genesis = true;
         let cfg_path = dir.join("node.toml");
         write(&cfg_path, &cfg.to_toml())?;
@@ -136,7 +144,10 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     let deadline = Instant::now() + OPEN_TIMEOUT;
     let (service_cert, node_id) = loop {
         if Instant::now() > deadline {
-            return Err(format!("service did not open within {OPEN_TIMEOUT:?}; see {}/err.log", node0.display()));
+            return Err(format!(
+                "service did not open within {OPEN_TIMEOUT:?}; see {}/err.log",
+                node0.display()
+            ));
         }
         if let Some(Ok(Some(status))) = children.0.first_mut().map(|c| c.try_wait()) {
             let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
@@ -149,7 +160,10 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     };
     write(&ws.join("service_cert.pem"), &service_cert)?;
     nodes_json[0]["node_id"] = serde_json::Value::String(node_id);
-    write(&ws.join("sandbox.json"), &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json})).map_err(|e| e.to_string())?)?;
+    write(
+        &ws.join("sandbox.json"),
+        &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json})).map_err(|e| e.to_string())?,
+    )?;
 
     println!("Service is open. Primary: https://{address}");
     println!("Workspace: {}", ws.display());

@@ -13,7 +13,14 @@ fn read_ledger(venv: &Path, dir: &Path) -> (bool, String) {
         .arg(dir)
         .output()
         .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,8 +35,18 @@ async fn read_ledger_py_and_ccf_receipt_accept_our_output_and_reject_tampering()
     let user = node.connect(true).await;
     let mut txids = vec![];
     for i in 0..300u64 {
-        let path = if i % 3 == 0 { "/app/log/public" } else { "/app/log/private" };
-        let r = user.post_json(path, &serde_json::json!({"id": i, "msg": format!("entry {i} {}", "z".repeat((i % 17) as usize))})).await.unwrap();
+        let path = if i % 3 == 0 {
+            "/app/log/public"
+        } else {
+            "/app/log/private"
+        };
+        let r = user
+            .post_json(
+                path,
+                &serde_json::json!({"id": i, "msg": format!("entry {i} {}", "z".repeat((i % 17) as usize))}),
+            )
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         txids.push(r.txid.unwrap());
     }
@@ -57,9 +74,25 @@ ccf.receipt.check_endorsements(node_cert, service, [load_pem_x509_certificate(e.
 print("python receipt OK", root)
 "#;
     let cert_path = node.dir.join("service_cert.pem");
-    let out = Command::new(venv.join("bin/python")).arg("-c").arg(script).arg(&receipt_path).arg(&cert_path).output().unwrap();
-    assert!(out.status.success(), "ccf.receipt rejected our receipt: {}", String::from_utf8_lossy(&out.stderr));
-    let (ok, msg) = run_consort(&["receipt", "verify", receipt_path.to_str().unwrap(), "--service-cert", cert_path.to_str().unwrap()]);
+    let out = Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&receipt_path)
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ccf.receipt rejected our receipt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, msg) = run_consort(&[
+        "receipt",
+        "verify",
+        receipt_path.to_str().unwrap(),
+        "--service-cert",
+        cert_path.to_str().unwrap(),
+    ]);
     assert!(ok, "{msg}");
 
     drop(user);
@@ -70,10 +103,16 @@ print("python receipt OK", root)
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(".committed"))
         .collect();
-    assert!(committed.len() >= 2, "expected several committed chunks, got {committed:?}");
+    assert!(
+        committed.len() >= 2,
+        "expected several committed chunks, got {committed:?}"
+    );
 
     let (ok, out) = read_ledger(&venv, &ledger);
-    assert!(ok && out.contains("Ledger verification complete"), "read_ledger.py failed:\n{out}");
+    assert!(
+        ok && out.contains("Ledger verification complete"),
+        "read_ledger.py failed:\n{out}"
+    );
     let (ok, out) = run_consort(&["ledger", "audit", ledger.to_str().unwrap()]);
     assert!(ok, "consort ledger audit failed: {out}");
 
@@ -86,7 +125,10 @@ print("python receipt OK", root)
     bytes[at] ^= 0x01;
     std::fs::write(victim, &bytes).unwrap();
     let (ok, out) = read_ledger(&venv, &ledger);
-    assert!(!ok || !out.contains("Ledger verification complete"), "read_ledger.py accepted a tampered ledger:\n{out}");
+    assert!(
+        !ok || !out.contains("Ledger verification complete"),
+        "read_ledger.py accepted a tampered ledger:\n{out}"
+    );
     let (ok, out) = run_consort(&["ledger", "audit", ledger.to_str().unwrap()]);
     assert!(!ok, "consort ledger audit accepted a tampered ledger: {out}");
     assert!(out.contains("INVALID"), "{out}");
@@ -106,7 +148,15 @@ async fn curl_with_client_certificate_writes_and_reads_and_without_it_gets_401()
     let url = format!("https://{}/app/log/private", node.address);
     let curl = |extra: &[&str]| {
         let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--max-time", "20", "--cacert", ca.to_str().unwrap()])
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "--max-time",
+                "20",
+                "--cacert",
+                ca.to_str().unwrap(),
+            ])
             .args(extra)
             .output()
             .unwrap();
@@ -114,8 +164,16 @@ async fn curl_with_client_certificate_writes_and_reads_and_without_it_gets_401()
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().to_string(), body.to_string())
     };
-    let (cert, key) = (node.user_cert.to_str().unwrap().to_string(), node.user_key.to_str().unwrap().to_string());
-    let post = ["-H", "content-type: application/json", "-d", r#"{"id": 42, "msg": "hello from curl"}"#];
+    let (cert, key) = (
+        node.user_cert.to_str().unwrap().to_string(),
+        node.user_key.to_str().unwrap().to_string(),
+    );
+    let post = [
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"id": 42, "msg": "hello from curl"}"#,
+    ];
     let (code, body) = curl(&[&["--cert", &cert, "--key", &key], &post[..], &[&url]].concat());
     assert_eq!(code, "200", "{body}");
     let (code, body) = curl(&["--cert", &cert, "--key", &key, &format!("{url}?id=42")]);

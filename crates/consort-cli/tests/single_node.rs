@@ -18,7 +18,10 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     let anon = node.connect(false).await;
 
     // Writes need a registered user certificate.
-    let r = anon.post_json("/app/log/private", &serde_json::json!({"id": 1, "msg": "x"})).await.unwrap();
+    let r = anon
+        .post_json("/app/log/private", &serde_json::json!({"id": 1, "msg": "x"}))
+        .await
+        .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json().unwrap()["error"]["code"], "InvalidAuthenticationInfo");
     assert!(r.txid.is_some());
@@ -26,8 +29,15 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     // Write and read private and public messages.
     let mut last = String::new();
     for i in 0..50u64 {
-        let path = if i % 2 == 0 { "/app/log/private" } else { "/app/log/public" };
-        let r = user.post_json(path, &serde_json::json!({"id": i, "msg": format!("message {i}")})).await.unwrap();
+        let path = if i % 2 == 0 {
+            "/app/log/private"
+        } else {
+            "/app/log/public"
+        };
+        let r = user
+            .post_json(path, &serde_json::json!({"id": i, "msg": format!("message {i}")}))
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{:?}", r.body);
         last = txid_of(&r);
     }
@@ -54,8 +64,16 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
         assert_eq!(r.status, status, "{:?}", r.body);
         assert!(r.json().unwrap_or_else(|_| panic!("not JSON: {:?}", r.body))["error"]["code"].is_string());
     }
-    assert_eq!(user.get("/app/log/private?id=1").await.unwrap().status, 404, "rejected writes left no trace");
-    for (path, status) in [("/app/log/private?id=abc", 400), ("/app/nowhere", 404), ("/node/tx?transaction_id=x", 400)] {
+    assert_eq!(
+        user.get("/app/log/private?id=1").await.unwrap().status,
+        404,
+        "rejected writes left no trace"
+    );
+    for (path, status) in [
+        ("/app/log/private?id=abc", 400),
+        ("/app/nowhere", 404),
+        ("/node/tx?transaction_id=x", 400),
+    ] {
         let r = user.get(path).await.unwrap();
         assert_eq!(r.status, status, "{path}");
         assert!(r.json().unwrap()["error"]["message"].is_string());
@@ -72,12 +90,24 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     let receipt_path = tmp.path().join("receipt.json");
     std::fs::write(&receipt_path, &r.body).unwrap();
     let cert_path = node.dir.join("service_cert.pem");
-    let (ok, out) = run_consort(&["receipt", "verify", receipt_path.to_str().unwrap(), "--service-cert", cert_path.to_str().unwrap()]);
+    let (ok, out) = run_consort(&[
+        "receipt",
+        "verify",
+        receipt_path.to_str().unwrap(),
+        "--service-cert",
+        cert_path.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}");
     let mut tampered: serde_json::Value = r.json().unwrap();
     tampered["leaf_components"]["write_set_digest"] = serde_json::Value::String("00".repeat(32));
     std::fs::write(&receipt_path, tampered.to_string()).unwrap();
-    let (ok, _) = run_consort(&["receipt", "verify", receipt_path.to_str().unwrap(), "--service-cert", cert_path.to_str().unwrap()]);
+    let (ok, _) = run_consort(&[
+        "receipt",
+        "verify",
+        receipt_path.to_str().unwrap(),
+        "--service-cert",
+        cert_path.to_str().unwrap(),
+    ]);
     assert!(!ok, "a tampered receipt must not verify");
     let (lview, lseq) = last.split_once('.').unwrap();
     let future = format!("{lview}.{}", lseq.parse::<u64>().unwrap() + 1000);
@@ -89,7 +119,13 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     let text = String::from_utf8_lossy(&m.body).to_string();
     assert!(text.contains("consort_transactions_total"), "{text}");
     assert!(text.contains("consort_http_requests_total"), "{text}");
-    for path in ["/node/state", "/node/network/nodes", "/app/api", "/node/api", "/node/network"] {
+    for path in [
+        "/node/state",
+        "/node/network/nodes",
+        "/app/api",
+        "/node/api",
+        "/node/network",
+    ] {
         let r = user.get(path).await.unwrap();
         assert_eq!(r.status, 200, "{path}");
         r.json().unwrap();
@@ -102,15 +138,27 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     node.stop();
     node.start().await;
     let user = node.connect(true).await;
-    assert_eq!(user.get("/app/log/private?id=4").await.unwrap().json().unwrap()["msg"], "message 4");
+    assert_eq!(
+        user.get("/app/log/private?id=4").await.unwrap().json().unwrap()["msg"],
+        "message 4"
+    );
     let r = user.get(&format!("/app/receipt?transaction_id={last}")).await.unwrap();
     assert_eq!(r.status, 200);
     let again = consort_receipt::verify_json(&r.body, &node.service_cert()).unwrap();
     assert_eq!(again.root, verified.root, "restart must rebuild the same Merkle tree");
-    let r = user.post_json("/app/log/private", &serde_json::json!({"id": 1000, "msg": "after restart"})).await.unwrap();
+    let r = user
+        .post_json(
+            "/app/log/private",
+            &serde_json::json!({"id": 1000, "msg": "after restart"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     let after = txid_of(&r);
-    assert!(after.split_once('.').unwrap().0.parse::<u64>().unwrap() > lview.parse::<u64>().unwrap(), "new view after restart");
+    assert!(
+        after.split_once('.').unwrap().0.parse::<u64>().unwrap() > lview.parse::<u64>().unwrap(),
+        "new view after restart"
+    );
     node.wait_committed(&user, &after).await;
 
     // Crash (SIGKILL) after commit: committed data survives.
@@ -118,8 +166,18 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     node.kill();
     node.start().await;
     let user = node.connect(true).await;
-    assert_eq!(user.get("/app/log/private?id=1000").await.unwrap().json().unwrap()["msg"], "after restart");
-    assert_eq!(user.get(&format!("/app/tx?transaction_id={after}")).await.unwrap().json().unwrap()["status"], "Committed");
+    assert_eq!(
+        user.get("/app/log/private?id=1000").await.unwrap().json().unwrap()["msg"],
+        "after restart"
+    );
+    assert_eq!(
+        user.get(&format!("/app/tx?transaction_id={after}"))
+            .await
+            .unwrap()
+            .json()
+            .unwrap()["status"],
+        "Committed"
+    );
     node.stop();
 }
 
@@ -153,7 +211,10 @@ async fn header_limit_and_connection_limit_are_enforced() {
     // Oversized headers: the connection is refused with 431 or closed, and the node keeps serving.
     let big = "x".repeat(64 * 1024);
     let r = a.request("GET", &format!("/node/commit?pad={big}"), None).await;
-    assert!(r.map(|r| r.status == 431).unwrap_or(true), "oversized head must get 431 or a closed connection");
+    assert!(
+        r.map(|r| r.status == 431).unwrap_or(true),
+        "oversized head must get 431 or a closed connection"
+    );
     // Once a slot frees up, new connections are served again.
     drop(b);
     let c = node.connect(true).await;

@@ -67,8 +67,11 @@ pub mod rsa_keys {
 
     /// Generates an RSA key pair; returns (PKCS#8 private key PEM, SubjectPublicKeyInfo public key PEM).
     pub fn generate_pem(bits: usize) -> Result<(String, String), crate::CryptoError> {
-        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| crate::CryptoError::Key(e.to_string()))?;
-        let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| crate::CryptoError::Key(e.to_string()))?;
+        let key =
+            rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| crate::CryptoError::Key(e.to_string()))?;
+        let private = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| crate::CryptoError::Key(e.to_string()))?;
         let public = key
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)

@@ -38,7 +38,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("authority", &self.authority).finish()
+        f.debug_struct("Connection")
+            .field("authority", &self.authority)
+            .finish()
     }
 }
 
@@ -68,7 +70,10 @@ impl Connection {
         let _ = tcp.set_nodelay(true);
         let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
         let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(cerr)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(server_name, tcp).await.map_err(cerr)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(server_name, tcp)
+            .await
+            .map_err(cerr)?;
         let io = TokioIo::new(stream);
         let sender = match protocol {
             Protocol::Http1 => {
@@ -86,12 +91,18 @@ impl Connection {
                 Sender::H2(s)
             }
         };
-        Ok(Connection { sender, authority: addr.to_string() })
+        Ok(Connection {
+            sender,
+            authority: addr.to_string(),
+        })
     }
 
     /// Sends one request and reads the whole response.
     pub async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, ClientError> {
-        let mut b = hyper::Request::builder().method(method).uri(path).header("host", &self.authority);
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority);
         if body.is_some() {
             b = b.header("content-type", "application/json");
         }

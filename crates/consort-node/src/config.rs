@@ -35,7 +35,10 @@ pub struct NetworkConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        Self { rpc_address: "127.0.0.1:8000".into(), subject_alt_names: vec![] }
+        Self {
+            rpc_address: "127.0.0.1:8000".into(),
+            subject_alt_names: vec![],
+        }
     }
 }
 
@@ -55,7 +58,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { ledger_dir: "ledger".into(), snapshots_dir: "snapshots".into(), secrets_dir: ".".into() }
+        Self {
+            ledger_dir: "ledger".into(),
+            snapshots_dir: "snapshots".into(),
+            secrets_dir: ".".into(),
+        }
     }
 }
 
@@ -73,7 +80,11 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        Self { signature_interval_tx: 5_000, signature_interval_ms: 100, chunk_threshold_bytes: 5 * 1024 * 1024 }
+        Self {
+            signature_interval_tx: 5_000,
+            signature_interval_ms: 100,
+            chunk_threshold_bytes: 5 * 1024 * 1024,
+        }
     }
 }
 
@@ -143,7 +154,10 @@ pub struct ConfigError {
 impl NodeConfig {
     /// Reads and validates a TOML configuration file, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError { path: path.display().to_string(), message };
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();

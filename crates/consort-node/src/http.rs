@@ -21,11 +21,14 @@ pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
 type Resp = Response<Full<Bytes>>;
 
 fn json_response(status: u16, body: &serde_json::Value, txid: Option<TxId>) -> Resp {
-    let mut b = Response::builder().status(status).header("content-type", "application/json");
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
     if let Some(t) = txid {
         b = b.header(TXID_HEADER, t.to_string());
     }
-    b.body(Full::new(Bytes::from(body.to_string()))).expect("static headers are valid")
+    b.body(Full::new(Bytes::from(body.to_string())))
+        .expect("static headers are valid")
 }
 
 fn error_response(status: u16, code: &str, message: impl Into<String>, txid: Option<TxId>) -> Resp {
@@ -71,8 +74,12 @@ pub async fn serve(
                 Err(_) => return,
             };
             svc.metrics.open_connections.inc();
-            let peer_cert: Option<Arc<Vec<u8>>> =
-                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.to_vec()));
+            let peer_cert: Option<Arc<Vec<u8>>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.to_vec()));
             let svc2 = svc.clone();
             let service = hyper::service::service_fn(move |req| {
                 let svc = svc2.clone();
@@ -80,8 +87,14 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&svc, peer.as_deref().map(|v| v.as_slice()), req).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(limits.max_header_bytes).timer(hyper_util::rt::TokioTimer::new());
-            builder.http2().max_header_list_size(limits.max_header_bytes as u32).max_concurrent_streams(256);
+            builder
+                .http1()
+                .max_buf_size(limits.max_header_bytes)
+                .timer(hyper_util::rt::TokioTimer::new());
+            builder
+                .http2()
+                .max_header_list_size(limits.max_header_bytes as u32)
+                .max_concurrent_streams(256);
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!("connection ended: {e}");
             }
@@ -94,33 +107,65 @@ pub async fn serve(
 pub async fn handle(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
     let resp = route(svc, peer_cert, req).await;
-    svc.metrics.requests.get_or_create(&RequestLabels { method, status: resp.status().as_u16() }).inc();
+    svc.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
     resp
 }
 
+#[allow(clippy::result_large_err)]
 async fn read_body(svc: &Service, req: Request<Incoming>) -> Result<Bytes, Resp> {
     let max = svc.cfg.limits.max_body_bytes;
-    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         svc.metrics.rejected_requests.inc();
-        return Err(error_response(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"), None));
+        return Err(error_response(
+            413,
+            "RequestBodyTooLarge",
+            format!("body larger than {max} bytes"),
+            None,
+        ));
     }
     match Limited::new(req.into_body(), max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             svc.metrics.rejected_requests.inc();
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(error_response(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"), None))
+                Err(error_response(
+                    413,
+                    "RequestBodyTooLarge",
+                    format!("body larger than {max} bytes"),
+                    None,
+                ))
             } else {
-                Err(error_response(400, "InvalidBody", format!("could not read body: {e}"), None))
+                Err(error_response(
+                    400,
+                    "InvalidBody",
+                    format!("could not read body: {e}"),
+                    None,
+                ))
             }
         }
     }
 }
 
+// The error is the finished response: it is returned straight to hyper, so boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn txid_param(svc: &Service, query: &str) -> Result<TxId, Resp> {
     let raw = crate::apps::query_param(query, "transaction_id").ok_or_else(|| {
-        error_response(400, "InvalidQueryParameterValue", "missing query parameter transaction_id", None)
+        error_response(
+            400,
+            "InvalidQueryParameterValue",
+            "missing query parameter transaction_id",
+            None,
+        )
     })?;
     raw.parse::<TxId>().map_err(|e| {
         svc.metrics.rejected_requests.inc();
@@ -138,9 +183,11 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
     };
     let current = svc.current_txid();
     match (method.as_str(), path.as_str()) {
-        ("GET", "/node/commit") | ("GET", "/app/commit") => {
-            json_response(200, &serde_json::json!({"transaction_id": svc.committed_txid().to_string()}), Some(current))
-        }
+        ("GET", "/node/commit") | ("GET", "/app/commit") => json_response(
+            200,
+            &serde_json::json!({"transaction_id": svc.committed_txid().to_string()}),
+            Some(current),
+        ),
         ("GET", "/node/tx") | ("GET", "/app/tx") => match txid_param(svc, &query) {
             Ok(id) => json_response(
                 200,
@@ -183,7 +230,12 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
 
 fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str, query: &str, body: &[u8]) -> Resp {
     let Some(info) = svc.app().endpoint(method, sub) else {
-        return error_response(404, "ResourceNotFound", format!("Unknown path: /app{sub} for {method}."), None);
+        return error_response(
+            404,
+            "ResourceNotFound",
+            format!("Unknown path: /app{sub} for {method}."),
+            None,
+        );
     };
     let caller = svc.caller_of(peer_cert);
     if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
@@ -194,7 +246,13 @@ fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str,
         };
         return error_response(401, "InvalidAuthenticationInfo", msg, Some(svc.current_txid()));
     }
-    let req = AppRequest { method, path: sub, query, body, caller: &caller };
+    let req = AppRequest {
+        method,
+        path: sub,
+        query,
+        body,
+        caller: &caller,
+    };
     let (resp, txid) = svc.execute_app(&req, info.read_only);
     json_response(resp.status, &resp.body, Some(txid))
 }

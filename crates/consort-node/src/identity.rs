@@ -34,7 +34,9 @@ pub struct Identities {
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identities").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("Identities")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +49,10 @@ pub struct IdentityError {
 }
 
 fn ierr(path: &Path, e: impl std::fmt::Display) -> IdentityError {
-    IdentityError { path: path.display().to_string(), message: e.to_string() }
+    IdentityError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Writes `bytes` to `path` with mode 0600, durably.
@@ -78,9 +83,15 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
 impl Identities {
     /// Whether the secrets directory already holds a complete identity.
     pub fn exist(dir: &Path) -> bool {
-        [NODE_KEY_FILE, NODE_CERT_FILE, SERVICE_KEY_FILE, SERVICE_CERT_FILE, LEDGER_SECRET_FILE]
-            .iter()
-            .all(|f| dir.join(f).exists())
+        [
+            NODE_KEY_FILE,
+            NODE_CERT_FILE,
+            SERVICE_KEY_FILE,
+            SERVICE_CERT_FILE,
+            LEDGER_SECRET_FILE,
+        ]
+        .iter()
+        .all(|f| dir.join(f).exists())
     }
 
     /// Creates a new service (key, self-signed CA certificate, ledger secret) and a node endorsed by it.
@@ -101,7 +112,10 @@ impl Identities {
 
         write_private(&dir.join(SERVICE_KEY_FILE), service_key.to_pkcs8_pem().as_bytes())?;
         write_private(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_private(&dir.join(LEDGER_SECRET_FILE), hex::encode(ledger_secret.raw()).as_bytes())?;
+        write_private(
+            &dir.join(LEDGER_SECRET_FILE),
+            hex::encode(ledger_secret.raw()).as_bytes(),
+        )?;
         write_public(&dir.join(SERVICE_CERT_FILE), service.pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node.pem.as_bytes())?;
         Self::load(dir)
@@ -121,7 +135,10 @@ impl Identities {
             return Err(ierr(&p(NODE_CERT_FILE), "certificate does not match node_privk.pem"));
         }
         if service_cert.public_key().ok() != Some(service_key.verifying_key()) {
-            return Err(ierr(&p(SERVICE_CERT_FILE), "certificate does not match service_privk.pem"));
+            return Err(ierr(
+                &p(SERVICE_CERT_FILE),
+                "certificate does not match service_privk.pem",
+            ));
         }
         node_cert
             .verify_signed_by(&service_key.verifying_key())

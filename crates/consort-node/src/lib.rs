@@ -53,7 +53,9 @@ pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
     let ids = if Identities::exist(&dir) {
         Identities::load(&dir)?
     } else {
-        let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+        let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
         if ledger_has_files {
             return Err(NodeError::Io(format!(
                 "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
@@ -70,7 +72,9 @@ pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
 pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let svc = open_service(cfg)?;
     let addr = svc.cfg.network.rpc_address.clone();
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| NodeError::Io(format!("bind {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| NodeError::Io(format!("bind {addr}: {e}")))?;
     let tls = tls::server_config(vec![svc.ids.node_cert_der.clone()], &svc.ids.node_key)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 

@@ -52,12 +52,32 @@ impl Metrics {
             rejected_requests: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("http_requests", "HTTP requests answered, by method and status", m.requests.clone());
-        registry.register("transactions", "Write transactions committed to the store", m.transactions.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Write transactions committed to the store",
+            m.transactions.clone(),
+        );
         registry.register("signatures", "Signature transactions emitted", m.signatures.clone());
-        registry.register("occ_conflicts", "Transactions re-executed after a conflict", m.occ_conflicts.clone());
-        registry.register("committed_seqno", "Seqno of the commit point", m.committed_seqno.clone());
-        registry.register("open_connections", "Client connections open now", m.open_connections.clone());
+        registry.register(
+            "occ_conflicts",
+            "Transactions re-executed after a conflict",
+            m.occ_conflicts.clone(),
+        );
+        registry.register(
+            "committed_seqno",
+            "Seqno of the commit point",
+            m.committed_seqno.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
         registry.register(
             "rejected_connections",
             "Connections closed at accept because max_open_connections was reached",

@@ -50,7 +50,9 @@ impl std::fmt::Display for TxId {
 impl std::str::FromStr for TxId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (v, n) = s.split_once('.').ok_or_else(|| format!("{s:?} is not of the form <view>.<seqno>"))?;
+        let (v, n) = s
+            .split_once('.')
+            .ok_or_else(|| format!("{s:?} is not of the form <view>.<seqno>"))?;
         let view = v.parse().map_err(|_| format!("bad view in {s:?}"))?;
         let seqno = n.parse().map_err(|_| format!("bad seqno in {s:?}"))?;
         Ok(TxId { view, seqno })
@@ -114,7 +116,11 @@ struct Pipeline {
 
 impl Pipeline {
     fn view_of(&self, seqno: u64) -> Option<u64> {
-        self.view_history.iter().rev().find(|(_, start)| *start <= seqno).map(|(v, _)| *v)
+        self.view_history
+            .iter()
+            .rev()
+            .find(|(_, start)| *start <= seqno)
+            .map(|(v, _)| *v)
     }
 
     fn note_view(&mut self, view: u64, seqno: u64) {
@@ -139,7 +145,9 @@ pub struct Service {
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Service").field("node_id", &self.ids.node_id).finish_non_exhaustive()
+        f.debug_struct("Service")
+            .field("node_id", &self.ids.node_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -197,7 +205,9 @@ impl Service {
 
     fn lock(&self) -> MutexGuard<'_, Pipeline> {
         // A poisoned lock means a thread panicked mid-commit; the state may be torn, so stop.
-        self.pipeline.lock().unwrap_or_else(|e| fatal("pipeline lock poisoned", e))
+        self.pipeline
+            .lock()
+            .unwrap_or_else(|e| fatal("pipeline lock poisoned", e))
     }
 
     /// Genesis: service info, this node, initial members and users; optionally open; then sign and commit.
@@ -219,8 +229,16 @@ impl Service {
             "ledger_secret_seqno": 0,
             "retired_committed": false,
         });
-        tx.put(NODES_INFO_TABLE, self.ids.node_id.as_bytes(), node_info.to_string().as_bytes());
-        tx.put(ENDORSED_CERTS_TABLE, self.ids.node_id.as_bytes(), self.ids.node_cert_pem.as_bytes());
+        tx.put(
+            NODES_INFO_TABLE,
+            self.ids.node_id.as_bytes(),
+            node_info.to_string().as_bytes(),
+        );
+        tx.put(
+            ENDORSED_CERTS_TABLE,
+            self.ids.node_id.as_bytes(),
+            self.ids.node_cert_pem.as_bytes(),
+        );
         for m in &start.members {
             let pem = std::fs::read_to_string(&m.cert)
                 .map_err(|e| ServiceError::Genesis(format!("member cert {}: {e}", m.cert.display())))?;
@@ -243,7 +261,11 @@ impl Service {
                 .map_err(|e| ServiceError::Genesis(format!("user cert {}: {e}", u.cert.display())))?;
             let id = cert.cert_id();
             tx.put(USERS_CERTS_TABLE, id.as_bytes(), cert.to_pem().as_bytes());
-            tx.put(USERS_INFO_TABLE, id.as_bytes(), serde_json::json!({"user_data": u.data}).to_string().as_bytes());
+            tx.put(
+                USERS_INFO_TABLE,
+                id.as_bytes(),
+                serde_json::json!({"user_data": u.data}).to_string().as_bytes(),
+            );
         }
         self.commit_internal(tx).map_err(ServiceError::Genesis)?;
         if start.open_at_genesis {
@@ -275,7 +297,9 @@ impl Service {
     /// except governance, which goes through the same path).
     fn commit_internal(&self, tx: Tx<'_>) -> Result<Option<TxId>, String> {
         let mut p = self.lock();
-        let outcome = self.store.commit(tx, |version, ws| append(&mut p, &self.ids, version, ws));
+        let outcome = self
+            .store
+            .commit(tx, |version, ws| append(&mut p, &self.ids, version, ws));
         match outcome {
             Ok(CommitOutcome::Committed { version, .. }) => {
                 let view = p.view;
@@ -327,7 +351,11 @@ impl Service {
                 p.txs_since_signature = 0;
                 p.signatures.insert(
                     seqno,
-                    SignatureRecord { sig_b64: ps.sig, node_id: ps.node, cert_pem: ps.cert },
+                    SignatureRecord {
+                        sig_b64: ps.sig,
+                        node_id: ps.node,
+                        cert_pem: ps.cert,
+                    },
                 );
                 self.metrics.signatures.inc();
             }
@@ -393,13 +421,27 @@ impl Service {
                 return (AppResponse::error(403, "ReservedMap", msg), self.current_txid());
             }
             let mut p = self.lock();
-            match self.store.commit(tx, |version, ws| append(&mut p, &self.ids, version, ws)) {
+            match self
+                .store
+                .commit(tx, |version, ws| append(&mut p, &self.ids, version, ws))
+            {
                 Ok(CommitOutcome::Committed { version, .. }) => {
-                    let txid = TxId { view: p.view, seqno: version };
+                    let txid = TxId {
+                        view: p.view,
+                        seqno: version,
+                    };
                     self.after_commit(&mut p);
                     return (resp, txid);
                 }
-                Ok(CommitOutcome::ReadOnly) => return (resp, TxId { view: p.view, seqno: version_of(&self.store) }),
+                Ok(CommitOutcome::ReadOnly) => {
+                    return (
+                        resp,
+                        TxId {
+                            view: p.view,
+                            seqno: version_of(&self.store),
+                        },
+                    )
+                }
                 Err(_) => {
                     drop(p);
                     self.metrics.occ_conflicts.inc();
@@ -408,7 +450,11 @@ impl Service {
             }
         }
         (
-            AppResponse::error(409, "TransactionConflict", "too many concurrent conflicting transactions; retry"),
+            AppResponse::error(
+                409,
+                "TransactionConflict",
+                "too many concurrent conflicting transactions; retry",
+            ),
             self.current_txid(),
         )
     }
@@ -427,7 +473,10 @@ impl Service {
     /// TxID of the latest transaction in the store.
     pub fn current_txid(&self) -> TxId {
         let p = self.lock();
-        TxId { view: p.view, seqno: self.store.current_version() }
+        TxId {
+            view: p.view,
+            seqno: self.store.current_version(),
+        }
     }
 
     /// TxID of the commit point (the latest committed signature transaction).
@@ -443,7 +492,11 @@ impl Service {
         let p = self.lock();
         let current = self.store.current_version();
         if id.seqno == 0 || id.seqno > current {
-            return if id.view < p.view && id.seqno > 0 { TxStatus::Invalid } else { TxStatus::Unknown };
+            return if id.view < p.view && id.seqno > 0 {
+                TxStatus::Invalid
+            } else {
+                TxStatus::Unknown
+            };
         }
         match p.view_of(id.seqno) {
             Some(v) if v == id.view => {
@@ -462,19 +515,29 @@ impl Service {
         match self.tx_status(id) {
             TxStatus::Committed => {}
             TxStatus::Pending | TxStatus::Unknown => {
-                return Err((202, "TransactionPendingOrUnknown", format!("transaction {id} is not committed yet")))
+                return Err((
+                    202,
+                    "TransactionPendingOrUnknown",
+                    format!("transaction {id} is not committed yet"),
+                ))
             }
             TxStatus::Invalid => return Err((404, "TransactionInvalid", format!("transaction {id} is invalid"))),
         }
         let p = self.lock();
-        let (&sig_seqno, record) = p
-            .signatures
-            .range(id.seqno + 1..)
-            .next()
-            .ok_or((202, "TransactionPendingOrUnknown", format!("no signature covers {id} yet")))?;
-        let entry = p.ledger.read_entry(id.seqno).map_err(|e| (500, "InternalError", e.to_string()))?;
+        let (&sig_seqno, record) = p.signatures.range(id.seqno + 1..).next().ok_or((
+            202,
+            "TransactionPendingOrUnknown",
+            format!("no signature covers {id} yet"),
+        ))?;
+        let entry = p
+            .ledger
+            .read_entry(id.seqno)
+            .map_err(|e| (500, "InternalError", e.to_string()))?;
         let ws_digest = sha256(&entry);
-        let proof = p.tree.path(id.seqno, sig_seqno).map_err(|e| (500, "InternalError", e.to_string()))?;
+        let proof = p
+            .tree
+            .path(id.seqno, sig_seqno)
+            .map_err(|e| (500, "InternalError", e.to_string()))?;
         let commit_evidence = self.ids.ledger_secret.commit_evidence(id.view, id.seqno);
         let proof: Vec<serde_json::Value> = proof
             .iter()
@@ -562,12 +625,20 @@ fn replay(store: &Store, p: &mut Pipeline, ids: &Identities, entries: &[Vec<u8>]
     let mut last_sig = 0u64;
     for (i, raw) in entries.iter().enumerate() {
         let seqno = i as u64 + 1;
-        let (entry, _) = parse_entry(raw).map_err(|e| ServiceError::Replay { seqno, reason: e.to_string() })?;
+        let (entry, _) = parse_entry(raw).map_err(|e| ServiceError::Replay {
+            seqno,
+            reason: e.to_string(),
+        })?;
         if entry.seqno != seqno {
-            return Err(ServiceError::Replay { seqno, reason: format!("entry claims seqno {}", entry.seqno) });
+            return Err(ServiceError::Replay {
+                seqno,
+                reason: format!("entry claims seqno {}", entry.seqno),
+            });
         }
-        let (_, ws) = WriteSet::deserialise_public(entry.public_domain)
-            .map_err(|e| ServiceError::Replay { seqno, reason: e.to_string() })?;
+        let (_, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| ServiceError::Replay {
+            seqno,
+            reason: e.to_string(),
+        })?;
         if ws.maps.contains_key(SIGNATURES_TABLE) {
             last_sig = seqno;
         }
@@ -578,23 +649,41 @@ fn replay(store: &Store, p: &mut Pipeline, ids: &Identities, entries: &[Vec<u8>]
         let rerr = |reason: String| ServiceError::Replay { seqno, reason };
         let (entry, _) = parse_entry(raw).map_err(|e| rerr(e.to_string()))?;
         let (header, mut ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| rerr(e.to_string()))?;
-        let private = entry.decrypt_private(&ids.ledger_secret).map_err(|e| rerr(e.to_string()))?;
+        let private = entry
+            .decrypt_private(&ids.ledger_secret)
+            .map_err(|e| rerr(e.to_string()))?;
         ws.merge(WriteSet::deserialise_private(&private).map_err(|e| rerr(e.to_string()))?);
-        if let Some(raw_sig) = ws.maps.get(SIGNATURES_TABLE).and_then(|m| m.writes.get(&SINGLETON_KEY.to_vec())) {
+        if let Some(raw_sig) = ws
+            .maps
+            .get(SIGNATURES_TABLE)
+            .and_then(|m| m.writes.get(SINGLETON_KEY.as_slice()))
+        {
             let raw_sig = raw_sig.as_ref().ok_or_else(|| rerr("signature removed".into()))?;
             let ps: PrimarySignature = serde_json::from_slice(raw_sig).map_err(|e| rerr(e.to_string()))?;
             let root = p.tree.root();
             if hex::encode(root) != ps.root {
-                return Err(rerr(format!("Merkle root mismatch: ledger says {}, computed {}", ps.root, hex::encode(root))));
+                return Err(rerr(format!(
+                    "Merkle root mismatch: ledger says {}, computed {}",
+                    ps.root,
+                    hex::encode(root)
+                )));
             }
             consort_ledger::verify_root(&ps.cert, &root, &base64_decode(&ps.sig).map_err(rerr)?)
                 .map_err(|e| rerr(e.to_string()))?;
-            p.signatures.insert(seqno, SignatureRecord { sig_b64: ps.sig, node_id: ps.node, cert_pem: ps.cert });
+            p.signatures.insert(
+                seqno,
+                SignatureRecord {
+                    sig_b64: ps.sig,
+                    node_id: ps.node,
+                    cert_pem: ps.cert,
+                },
+            );
         }
         store.apply(seqno, &ws).map_err(|e| rerr(e.to_string()))?;
         let ce_digest = header.commit_evidence_digest.unwrap_or([0u8; 32]);
         let claims = header.claims_digest.unwrap_or([0u8; 32]);
-        p.tree.append(leaf_digest(&entry.write_set_digest(), &ce_digest, &claims));
+        p.tree
+            .append(leaf_digest(&entry.write_set_digest(), &ce_digest, &claims));
         p.note_view(entry.view, seqno);
         max_view = max_view.max(entry.view);
     }
@@ -603,11 +692,18 @@ fn replay(store: &Store, p: &mut Pipeline, ids: &Identities, entries: &[Vec<u8>]
     store.set_committed(last_sig);
     p.last_signature_seqno = last_sig;
     p.view = max_view + 1;
-    tracing::info!(seqno = last_sig, view = p.view, dropped = entries.len() as u64 - last_sig, "ledger replayed");
+    tracing::info!(
+        seqno = last_sig,
+        view = p.view,
+        dropped = entries.len() as u64 - last_sig,
+        "ledger replayed"
+    );
     Ok(())
 }
 
 fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| e.to_string())
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| e.to_string())
 }

@@ -30,7 +30,10 @@ pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
 impl FsStorage {
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), open: HashMap::new() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            open: HashMap::new(),
+        })
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
@@ -43,9 +46,18 @@ impl FsStorage {
     fn writer(&mut self, name: &str) -> Result<&mut std::io::BufWriter<File>, StorageError> {
         if !self.open.contains_key(name) {
             let path = self.path(name)?;
-            let mut f = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path).map_err(serr)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .open(path)
+                .map_err(serr)?;
             f.seek(SeekFrom::End(0)).map_err(serr)?;
-            self.open.insert(name.to_string(), std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, f));
+            self.open.insert(
+                name.to_string(),
+                std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, f),
+            );
         }
         Ok(self.open.get_mut(name).expect("inserted above"))
     }

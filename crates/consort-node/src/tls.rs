@@ -81,7 +81,9 @@ fn tls_err(e: impl std::fmt::Display) -> TlsError {
 /// Server configuration presenting `cert_chain_der` (node certificate first) with `key`.
 pub fn server_config(cert_chain_der: Vec<Vec<u8>>, key: &SigningKey) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(SelfSignedClientCerts { provider: provider.clone() });
+    let verifier = Arc::new(SelfSignedClientCerts {
+        provider: provider.clone(),
+    });
     let chain = cert_chain_der.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)

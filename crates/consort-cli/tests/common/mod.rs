@@ -19,7 +19,11 @@ pub fn consort_bin() -> &'static str {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The `ccf==6.0.28` virtualenv, if any. Under CI (CI=true) its absence is a failure, not a skip.
@@ -65,21 +69,40 @@ impl TestNode {
         let mut cfg = NodeConfig::default();
         let address = format!("127.0.0.1:{}", free_port());
         cfg.network.rpc_address = address.clone();
-        cfg.start.users = vec![IdentityConfig { cert: user_cert.clone(), encryption_public_key: None, data: None }];
-        cfg.start.members = vec![IdentityConfig { cert: member_cert, encryption_public_key: None, data: None }];
+        cfg.start.users = vec![IdentityConfig {
+            cert: user_cert.clone(),
+            encryption_public_key: None,
+            data: None,
+        }];
+        cfg.start.members = vec![IdentityConfig {
+            cert: member_cert,
+            encryption_public_key: None,
+            data: None,
+        }];
         cfg.start.open_at_genesis = true;
         cfg.ledger.signature_interval_ms = 20;
         tune(&mut cfg);
         let config = dir.join("node.toml");
         std::fs::write(&config, cfg.to_toml()).unwrap();
-        TestNode { dir: dir.to_path_buf(), config, address, child: None, user_cert, user_key }
+        TestNode {
+            dir: dir.to_path_buf(),
+            config,
+            address,
+            child: None,
+            user_cert,
+            user_key,
+        }
     }
 
     /// Starts the process and waits until the service is open.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let out = std::fs::File::create(self.dir.join("out.log")).unwrap();
-        let err = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("err.log")).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("err.log"))
+            .unwrap();
         let child = Command::new(consort_bin())
             .args(["node", "start", "--config"])
             .arg(&self.config)
@@ -92,7 +115,10 @@ impl TestNode {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("node exited with {status}: {}", std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default());
+                panic!(
+                    "node exited with {status}: {}",
+                    std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default()
+                );
             }
             if self.service_open().await {
                 return;
@@ -103,9 +129,15 @@ impl TestNode {
     }
 
     async fn service_open(&self) -> bool {
-        let Ok(cert) = std::fs::read_to_string(self.dir.join("service_cert.pem")) else { return false };
-        let Ok(tls) = consort_node::tls::client_config(&cert, None) else { return false };
-        let Ok(conn) = Connection::connect(&self.address, tls, Protocol::Http1).await else { return false };
+        let Ok(cert) = std::fs::read_to_string(self.dir.join("service_cert.pem")) else {
+            return false;
+        };
+        let Ok(tls) = consort_node::tls::client_config(&cert, None) else {
+            return false;
+        };
+        let Ok(conn) = Connection::connect(&self.address, tls, Protocol::Http1).await else {
+            return false;
+        };
         match conn.get("/node/network").await.ok().and_then(|r| r.json().ok()) {
             Some(v) => v["service_status"] == "Open",
             None => false,
@@ -144,7 +176,10 @@ impl TestNode {
     /// Graceful stop (SIGTERM), bounded; falls back to SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -175,7 +210,10 @@ impl TestNode {
                 return;
             }
             assert_ne!(status, "Invalid", "{txid} became Invalid");
-            assert!(Instant::now() < deadline, "{txid} not committed in time (status {status})");
+            assert!(
+                Instant::now() < deadline,
+                "{txid} not committed in time (status {status})"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -190,5 +228,12 @@ impl Drop for TestNode {
 /// Runs the `consort` binary with `args`; returns (success, stdout+stderr).
 pub fn run_consort(args: &[&str]) -> (bool, String) {
     let out = Command::new(consort_bin()).args(args).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

@@ -34,8 +34,14 @@ impl App for LoggingApp {
     fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo> {
         map_for(path)?;
         match method {
-            "POST" => Some(EndpointInfo { auth: AuthPolicy::UserCert, read_only: false }),
-            "GET" => Some(EndpointInfo { auth: AuthPolicy::UserCert, read_only: true }),
+            "POST" => Some(EndpointInfo {
+                auth: AuthPolicy::UserCert,
+                read_only: false,
+            }),
+            "GET" => Some(EndpointInfo {
+                auth: AuthPolicy::UserCert,
+                read_only: true,
+            }),
             _ => None,
         }
     }
@@ -48,7 +54,13 @@ impl App for LoggingApp {
             "POST" => {
                 let entry: LogEntry = match serde_json::from_slice(req.body) {
                     Ok(e) => e,
-                    Err(e) => return AppResponse::error(400, "InvalidInput", format!("expected {{\"id\": u64, \"msg\": string}}: {e}")),
+                    Err(e) => {
+                        return AppResponse::error(
+                            400,
+                            "InvalidInput",
+                            format!("expected {{\"id\": u64, \"msg\": string}}: {e}"),
+                        )
+                    }
                 };
                 if entry.msg.len() > MAX_MSG_BYTES {
                     return AppResponse::error(400, "InvalidInput", format!("msg longer than {MAX_MSG_BYTES} bytes"));

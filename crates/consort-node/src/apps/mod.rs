@@ -45,7 +45,10 @@ impl AppResponse {
         Self { status: 200, body }
     }
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: serde_json::json!({"error": {"code": code, "message": message.into()}}) }
+        Self {
+            status,
+            body: serde_json::json!({"error": {"code": code, "message": message.into()}}),
+        }
     }
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
