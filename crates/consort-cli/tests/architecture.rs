@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Which workspace crates each crate may depend on (normal dependencies).
@@ -15,8 +18,22 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("consort-receipt", ["consort-crypto"].into());
     m.insert("consort-kv", ["consort-crypto"].into());
     m.insert("consort-ledger", ["consort-crypto", "consort-kv"].into());
-    m.insert("consort-node", ["consort-crypto", "consort-kv", "consort-ledger", "consort-receipt"].into());
-    m.insert("consort-cli", ["consort-crypto", "consort-kv", "consort-ledger", "consort-receipt", "consort-node"].into());
+    m.insert("consort-gov", ["consort-crypto", "consort-kv"].into());
+    m.insert(
+        "consort-node",
+        ["consort-crypto", "consort-kv", "consort-ledger", "consort-receipt"].into(),
+    );
+    m.insert(
+        "consort-cli",
+        [
+            "consort-crypto",
+            "consort-kv",
+            "consort-ledger",
+            "consort-receipt",
+            "consort-node",
+        ]
+        .into(),
+    );
     m
 }
 
@@ -62,8 +79,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn cores_do_no_io_and_touch_no_clock() {
     let root = workspace_root();
-    let forbidden = ["std::fs", "std::net", "tokio", "SystemTime", "Instant::now", "std::thread::spawn", "hyper", "rustls"];
-    for core in ["consort-kv", "consort-ledger", "consort-receipt"] {
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "tokio",
+        "SystemTime",
+        "Instant::now",
+        "std::thread::spawn",
+        "hyper",
+        "rustls",
+    ];
+    for core in ["consort-kv", "consort-ledger", "consort-receipt", "consort-gov"] {
         let mut files = vec![];
         rust_files(&root.join("crates").join(core).join("src"), &mut files);
         for f in files {
@@ -71,7 +97,11 @@ fn cores_do_no_io_and_touch_no_clock() {
             // Test modules may use the file system (temp dirs for interop checks); production code may not.
             let production = text.split("#[cfg(test)]").next().unwrap_or("");
             for word in forbidden {
-                assert!(!production.contains(word), "{} uses {word}: cores are sans-IO", f.display());
+                assert!(
+                    !production.contains(word),
+                    "{} uses {word}: cores are sans-IO",
+                    f.display()
+                );
             }
         }
     }
@@ -85,11 +115,23 @@ fn every_module_starts_with_a_doc_line_and_no_unsafe() {
     assert!(files.len() > 20);
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        assert!(text.starts_with("//!"), "{} must start with a //! line saying what it is for", f.display());
+        assert!(
+            text.starts_with("//!"),
+            "{} must start with a //! line saying what it is for",
+            f.display()
+        );
         let (block, func) = (concat!("unsafe", " {"), concat!("unsafe", " fn"));
-        assert!(!text.contains(block) && !text.contains(func), "{} contains unsafe code", f.display());
+        assert!(
+            !text.contains(block) && !text.contains(func),
+            "{} contains unsafe code",
+            f.display()
+        );
         if f.ends_with("src/lib.rs") || f.ends_with("src/main.rs") {
-            assert!(text.contains("#![forbid(unsafe_code)]"), "{} must forbid unsafe code", f.display());
+            assert!(
+                text.contains("#![forbid(unsafe_code)]"),
+                "{} must forbid unsafe code",
+                f.display()
+            );
         }
     }
 }

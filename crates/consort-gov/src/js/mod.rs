@@ -1,0 +1,216 @@
+//! The constitution runtime: runs one exported function of a JS module (the constitution, or a ballot) in a
+//! fresh QuickJS runtime with a heap limit, a stack limit and a deterministic time budget, against a view of
+//! the KV.
+//!
+//! KV access without sharing the transaction with the engine: the engine's callbacks must be `'static`, so
+//! they cannot borrow the [`Tx`]. Instead each call runs against an in-memory copy of the maps it touches.
+//! When a call touches a map that is not loaded yet, the host records its name, makes every further host call
+//! throw, and — once the call has returned — loads the map from the transaction and runs the call again from
+//! the start in a fresh runtime. The call is deterministic (no clock, no `Date`, seeded `Math.random`, a
+//! time budget counted in interrupt polls), so the rerun takes the same path and gets further. Writes (only in
+//! `apply`, only to `public:ccf.gov.*` maps) are buffered and applied to the transaction when the call
+//! succeeds; a failed call writes nothing.
+
+mod host;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use consort_kv::Tx;
+use rquickjs::context::intrinsic;
+use rquickjs::{CatchResultExt, CaughtError, Context, Function, Module, Object, Runtime, Value};
+
+use crate::limits::{JsLimits, MAX_JS_MAPS_PER_CALL};
+use crate::model::Failure;
+
+pub use host::HostAction;
+
+/// Reason CCF gives when a call exceeds its time budget.
+pub const TIMEOUT_REASON: &str = "Operation took too long to complete.";
+
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// What a JS call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// validate, resolve and ballots: read `public:` maps only; no writes, no host actions.
+    ReadOnly,
+    /// apply: also write `public:ccf.gov.*` maps and record host actions.
+    Apply,
+}
+
+/// One call: `function(...args)` exported by the module `source`.
+pub(crate) struct JsCall<'a> {
+    pub source: &'a str,
+    pub module_name: &'a str,
+    pub function: &'a str,
+    pub args: serde_json::Value,
+    pub access: Access,
+}
+
+/// What a successful call returned and did.
+#[derive(Debug, Default)]
+pub(crate) struct JsOutput {
+    /// The return value as JSON (`None` for `undefined`).
+    pub result: Option<serde_json::Value>,
+    pub actions: Vec<HostAction>,
+    pub logs: Vec<String>,
+}
+
+/// Host facts a constitution may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsEnv {
+    pub limits: JsLimits,
+    /// Answer of `ccf.network.getLatestLedgerSecretSeqno()`.
+    pub latest_ledger_secret_seqno: u64,
+}
+
+type MapData = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Runs `call` against `tx`; on success applies its buffered writes to `tx`.
+pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &JsEnv) -> Result<JsOutput, Failure> {
+    let args_json = serde_json::to_string(&call.args).map_err(|e| Failure {
+        reason: format!("arguments do not serialise: {e}"),
+        trace: None,
+    })?;
+    let seed = {
+        let mut h = consort_crypto::Sha256Hasher::new();
+        h.update(call.source.as_bytes());
+        h.update(call.function.as_bytes());
+        h.update(args_json.as_bytes());
+        let d = h.finish();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) | 1
+    };
+    let mut loaded: HashMap<String, MapData> = HashMap::new();
+    for _ in 0..=MAX_JS_MAPS_PER_CALL {
+        let host = Rc::new(RefCell::new(host::Host::new(call.access, loaded.clone(), seed, env)));
+        let outcome = run_once(call, &args_json, &host, env);
+        let mut host = Rc::try_unwrap(host)
+            .map(RefCell::into_inner)
+            .map_err(|_| Failure {
+                reason: "internal error: JS runtime outlived its call".into(),
+                trace: None,
+            })?;
+        if let Some(map) = host.missing.take() {
+            let mut data = MapData::new();
+            tx.foreach(&map, |k, v| {
+                data.insert(k.to_vec(), v.to_vec());
+                true
+            });
+            loaded.insert(map, data);
+            continue;
+        }
+        let result = outcome?;
+        for (map, key, value) in host.writes {
+            match value {
+                Some(v) => tx.put(&map, &key, &v),
+                None => tx.remove(&map, &key),
+            }
+        }
+        return Ok(JsOutput {
+            result,
+            actions: host.actions,
+            logs: host.logs,
+        });
+    }
+    Err(Failure {
+        reason: format!("the call touched more than {MAX_JS_MAPS_PER_CALL} KV maps"),
+        trace: None,
+    })
+}
+
+fn failure(reason: impl Into<String>) -> Failure {
+    Failure {
+        reason: reason.into(),
+        trace: None,
+    }
+}
+
+/// Deterministic intrinsics only: no `Date`, `performance` or `WeakRef` (their results depend on the clock or
+/// the garbage collector).
+type Intrinsics = (
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::Proxy,
+    intrinsic::MapSet,
+    intrinsic::TypedArrays,
+    intrinsic::Promise,
+);
+
+fn run_once(
+    call: &JsCall<'_>,
+    args_json: &str,
+    host: &Rc<RefCell<host::Host>>,
+    env: &JsEnv,
+) -> Result<Option<serde_json::Value>, Failure> {
+    let runtime = Runtime::new().map_err(|e| failure(format!("cannot create a JS runtime: {e}")))?;
+    runtime.set_memory_limit(env.limits.max_heap_bytes);
+    runtime.set_max_stack_size(env.limits.max_stack_bytes);
+    let polls = Rc::new(Cell::new(0u64));
+    {
+        let polls = polls.clone();
+        let max = env.limits.max_interrupt_polls;
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            polls.set(polls.get().saturating_add(1));
+            polls.get() > max
+        })));
+    }
+    let context =
+        Context::custom::<Intrinsics>(&runtime).map_err(|e| failure(format!("cannot create a JS context: {e}")))?;
+    let result = context.with(|ctx| -> Result<Option<String>, Failure> {
+        let describe = |e: CaughtError<'_>| -> Failure {
+            match e {
+                CaughtError::Exception(ex) => Failure {
+                    reason: ex.message().unwrap_or_else(|| "exception without a message".into()),
+                    trace: ex.stack().filter(|s| !s.is_empty()),
+                },
+                CaughtError::Value(v) => {
+                    let text = v
+                        .as_string()
+                        .and_then(|s| s.to_string().ok())
+                        .unwrap_or_else(|| format!("{:?}", v.type_of()));
+                    failure(format!("uncaught value: {text}"))
+                }
+                CaughtError::Error(e) => failure(e.to_string()),
+            }
+        };
+        let host_obj: Object<'_> = host::install(&ctx, host).catch(&ctx).map_err(describe)?;
+        let prelude: Function<'_> = ctx.eval(PRELUDE).catch(&ctx).map_err(describe)?;
+        let call_helper: Function<'_> = prelude.call((host_obj,)).catch(&ctx).map_err(describe)?;
+        let declared = Module::declare(ctx.clone(), call.module_name, call.source)
+            .catch(&ctx)
+            .map_err(describe)?;
+        let (module, promise) = declared.eval().catch(&ctx).map_err(describe)?;
+        promise.finish::<()>().catch(&ctx).map_err(describe)?;
+        let namespace = module.namespace().catch(&ctx).map_err(describe)?;
+        let export: Value<'_> = namespace.get(call.function).catch(&ctx).map_err(describe)?;
+        let Some(function) = export.as_function().cloned() else {
+            return Err(failure(format!("{} does not export a function {}", call.module_name, call.function)));
+        };
+        call_helper
+            .call::<_, Option<String>>((function, args_json))
+            .catch(&ctx)
+            .map_err(describe)
+    });
+    let timed_out = polls.get() > env.limits.max_interrupt_polls;
+    drop(context);
+    drop(runtime);
+    match result {
+        Err(mut f) => {
+            if timed_out {
+                f = Failure {
+                    reason: TIMEOUT_REASON.into(),
+                    trace: None,
+                };
+            }
+            Err(f)
+        }
+        Ok(None) => Ok(None),
+        Ok(Some(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| failure(format!("{} returned a value that is not JSON: {e}", call.function))),
+    }
+}
