@@ -831,6 +831,22 @@ impl<S: LedgerStorage> Ledger<S> {
         Ok(())
     }
 
+    /// Removes every chunk, committed ones included, leaving an empty ledger whose next append may start at any
+    /// seqno. For a replica that installs a snapshot past its own ledger: the snapshot replaces the history.
+    /// Chunks are removed last one first, so a crash leaves a contiguous prefix.
+    pub fn clear(&mut self) -> Result<(), LedgerError> {
+        *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        while let Some(c) = self.chunks.last() {
+            let name = c.name();
+            self.storage.remove(&name)?;
+            self.chunks.pop();
+        }
+        self.open_bytes = Vec::new();
+        self.last_is_signature = true;
+        self.committed_seqno = 0;
+        Ok(())
+    }
+
     fn entry_at_is_signature(&self, seqno: u64) -> Result<bool, LedgerError> {
         Ok(entry_is_signature(&self.read_entry(seqno)?))
     }

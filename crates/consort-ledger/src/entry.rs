@@ -92,6 +92,18 @@ pub fn try_encode_entry(
     public_domain: &[u8],
     private_plain: &[u8],
 ) -> Result<Vec<u8>, LedgerError> {
+    encode_with_iv(secret, view, seqno, flags, public_domain, private_plain, false)
+}
+
+fn encode_with_iv(
+    secret: &LedgerSecret,
+    view: u64,
+    seqno: u64,
+    flags: u8,
+    public_domain: &[u8],
+    private_plain: &[u8],
+    is_snapshot: bool,
+) -> Result<Vec<u8>, LedgerError> {
     if view > u64::from(!IV_SNAPSHOT_BIT) {
         return Err(LedgerError::MalformedEntry(format!(
             "view {view} does not fit in 31 bits"
@@ -105,7 +117,7 @@ pub fn try_encode_entry(
             limit: MAX_ENTRY_SIZE as u64,
         });
     }
-    let iv = iv_bytes(view, seqno, false);
+    let iv = iv_bytes(view, seqno, is_snapshot);
     // The tag is computed even for an empty private domain: it still authenticates the public domain.
     let (cipher, tag) = secret.key.encrypt(&iv, private_plain, public_domain);
     let size = total - ENTRY_HEADER_SIZE as u64;
@@ -119,6 +131,18 @@ pub fn try_encode_entry(
     out.extend_from_slice(public_domain);
     out.extend_from_slice(&cipher);
     Ok(out)
+}
+
+/// Encodes a snapshot the way [`try_encode_entry`] encodes a transaction, but with the IV's snapshot bit set, so
+/// a snapshot at seqno s never reuses the AES-GCM IV of the transaction at s.
+pub fn try_encode_snapshot(
+    secret: &LedgerSecret,
+    view: u64,
+    seqno: u64,
+    public_domain: &[u8],
+    private_plain: &[u8],
+) -> Result<Vec<u8>, LedgerError> {
+    encode_with_iv(secret, view, seqno, 0, public_domain, private_plain, true)
 }
 
 /// Encodes one transaction entry: header(version 1, flags, size) ‖ GCM tag ‖ IV(seqno, view) ‖ public size ‖
@@ -372,6 +396,17 @@ mod tests {
         bad[36..44].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(parse_entry(&bad), Err(LedgerError::MalformedEntry(_))));
         assert!(try_encode_entry(&secret, 1 << 31, 1, 0, b"", b"").is_err());
+    }
+
+    #[test]
+    fn snapshot_iv_differs_from_the_transaction_iv() {
+        let secret = LedgerSecret::from_bytes([4u8; 32]);
+        let snap = try_encode_snapshot(&secret, 3, 42, b"pub", b"private").unwrap();
+        let tx = encode_entry(&secret, 3, 42, 0, b"pub", b"private");
+        let (s, _) = parse_entry(&snap).unwrap();
+        assert!(s.is_snapshot && s.view == 3 && s.seqno == 42);
+        assert_ne!(s.iv, parse_entry(&tx).unwrap().0.iv);
+        assert_eq!(s.decrypt_private(&secret).unwrap(), b"private");
     }
 
     #[test]

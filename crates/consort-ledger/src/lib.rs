@@ -28,7 +28,10 @@ pub use chunk::{
     chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, storage_conformance, ChunkName,
     Ledger, LedgerStorage, MemStorage,
 };
-pub use entry::{encode_entry, leaf_digest, parse_entry, try_encode_entry, EntryView, LedgerSecret, ENTRY_HEADER_SIZE};
+pub use entry::{
+    encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
+    ENTRY_HEADER_SIZE,
+};
 pub use error::{LedgerError, StorageError};
 pub use limits::*;
 pub use merkle::{MerkleTree, ProofStep};

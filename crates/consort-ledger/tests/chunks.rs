@@ -329,3 +329,22 @@ fn ledger_may_start_after_a_snapshot_and_force_flags_are_honoured() {
     l.append(8, &flagged, true).unwrap();
     assert_eq!(l.chunk_names(), vec!["ledger_1-8"]);
 }
+
+#[test]
+fn clear_removes_every_chunk_and_restarts_anywhere() {
+    let b = sample_ledger(3, 4);
+    let (mut ledger, _) = open(MemStorage::new(), 256);
+    b.write_to(&mut ledger).unwrap();
+    assert!(ledger.committed_seqno() > 0 && ledger.chunk_names().len() > 1);
+    ledger.clear().unwrap();
+    assert_eq!(
+        (ledger.last_seqno(), ledger.committed_seqno(), ledger.first_seqno()),
+        (0, 0, None)
+    );
+    assert!(ledger.storage().files().is_empty());
+    // A snapshot at seqno 7 was installed: the ledger resumes at 8.
+    let e = &b.entries()[7];
+    ledger.append(8, &e.bytes, e.is_signature).unwrap();
+    let (reopened, entries) = open(ledger.into_storage(), 256);
+    assert_eq!((reopened.first_seqno(), entries.len()), (Some(8), 1));
+}

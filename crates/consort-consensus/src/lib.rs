@@ -1,0 +1,44 @@
+//! Consort's replication core: tikv's raft-rs driven as a pure step function, with the CCF ledger as the Raft log.
+//!
+//! This crate is sans-IO: no files, sockets, clocks or threads. Time comes in as [`Event::Tick`], peer messages
+//! come in and go out as bytes, and the disk is reached only through [`consort_ledger::LedgerStorage`] (ledger
+//! chunks) and [`Action::Persist`] (hard state and installed snapshots, which the node stores).
+//!
+//! ```text
+//!             Event::{Tick, Receive, Propose, ProposeConfChange, Persisted}
+//!   node ─────────────────────────────────────────────────────────────▶ Replica::step ──▶ Vec<Action>
+//!          Action::{Send, Persist, Committed, RolledBack, Proposed, ...} ◀──────────────────┘
+//! ```
+//!
+//! Mapping between Raft and CCF (see ARCHITECTURE.md and docs/formats.md):
+//! - view = Raft term, seqno = Raft index; every Raft entry is exactly one CCF ledger entry (one copy, in the
+//!   chunk files of [`consort_ledger::Ledger`]); [`raft::Storage`] is implemented over that ledger.
+//! - A normal entry's Raft data is the encoded CCF entry. An entry Raft creates itself with empty data (a new
+//!   leader's empty entry, or a refused conf change) is the canonical empty write set entry for its view and
+//!   seqno, which every replica derives identically from the ledger secret ([`codec::empty_entry`]).
+//! - A membership change is a write to [`CONF_CHANGE_TABLE`]; its Raft entry has type `EntryConfChangeV2`, data =
+//!   the `ConfChangeV2` protobuf and context = the CCF entry.
+//! - The primary executes; backups deserialise, decrypt and [`consort_kv::Store::apply`] the write sets as
+//!   entries arrive, and verify every signature transaction before going past it.
+//! - A transaction is Committed once a signature transaction at or below Raft's commit index covers it (CCF's
+//!   commit rule on top of Raft's).
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+mod history;
+pub mod limits;
+mod log;
+mod replica;
+pub mod snapshot;
+
+pub use codec::CONF_CHANGE_TABLE;
+pub use error::{ConsensusError, ProposeError};
+pub use history::ViewHistory;
+pub use replica::{
+    decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, Role,
+    TxId, TxStatus,
+};
+
+/// Raft's protobuf types the node needs (hard state, conf state, conf changes, snapshots).
+pub use raft::eraftpb;

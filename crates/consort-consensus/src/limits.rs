@@ -1,0 +1,19 @@
+//! Named limits on what this crate accepts from peers, in one place.
+
+/// Largest encoded Raft message accepted from a peer (an append carries at most a few entries).
+pub const MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// Most entries one append message may carry.
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 64 * 1024;
+
+/// Largest snapshot accepted in a Raft snapshot message or at start-up.
+pub const MAX_SNAPSHOT_SIZE: usize = 1024 * 1024 * 1024;
+
+/// Most single changes in one membership change.
+pub const MAX_CONF_CHANGES: usize = 64;
+
+/// Default upper bound on the bytes of entries in one append message (raft-rs `max_size_per_msg`).
+pub const DEFAULT_MAX_APPEND_BYTES: u64 = 1024 * 1024;
+
+/// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`).
+pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 256;

@@ -1,0 +1,146 @@
+//! The Raft log as raft-rs sees it ([`raft::Storage`]), implemented over the CCF ledger: entries are read back
+//! from the ledger's chunks (one copy of each entry), terms and membership changes are indexed in memory.
+
+use crate::codec::raft_entry;
+use crate::history::ViewHistory;
+use crate::replica::TxId;
+use crate::snapshot;
+use consort_kv::Store;
+use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Everything raft-rs reads through [`raft::Storage`], plus what a snapshot needs.
+pub(crate) struct Log<S: LedgerStorage> {
+    pub ledger: Ledger<S>,
+    /// Seqno and view of the snapshot the log starts after ((0, 0) without one).
+    pub base_index: u64,
+    pub base_term: u64,
+    /// The encoded bundle of that snapshot, served again until a later signature commits.
+    pub base_bundle: Option<Vec<u8>>,
+    /// `terms[i]` is the view of seqno `base_index + 1 + i`.
+    pub terms: Vec<u64>,
+    /// Membership changes in the log, by seqno.
+    pub conf_changes: BTreeMap<u64, ConfChangeV2>,
+    pub hard_state: HardState,
+    /// The membership at `base_index`, and after each applied change: (seqno, membership).
+    pub conf_history: Vec<(u64, ConfState)>,
+    pub store: Arc<Store>,
+    pub secret: LedgerSecret,
+    pub views: ViewHistory,
+    /// CCF commit point: the last committed signature transaction.
+    pub commit: TxId,
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl<S: LedgerStorage> Log<S> {
+    pub fn last_index(&self) -> u64 {
+        self.base_index + self.terms.len() as u64
+    }
+
+    pub fn term_of(&self, seqno: u64) -> Option<u64> {
+        if seqno == self.base_index {
+            return Some(self.base_term);
+        }
+        let i = seqno.checked_sub(self.base_index + 1)?;
+        self.terms.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// The membership in force at `seqno` (for a snapshot taken there).
+    pub fn conf_state_at(&self, seqno: u64) -> ConfState {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= seqno)
+            .or(self.conf_history.first())
+            .map(|(_, cs)| cs.clone())
+            .unwrap_or_default()
+    }
+
+    /// A Raft snapshot of the state at the commit point.
+    pub fn snapshot_at_commit(&self) -> Result<Snapshot, crate::ConsensusError> {
+        let TxId { view, seqno } = self.commit;
+        let data = if seqno == self.base_index {
+            self.base_bundle
+                .clone()
+                .ok_or_else(|| crate::ConsensusError::InvalidSnapshot("nothing committed to snapshot yet".into()))?
+        } else {
+            let entry = self.ledger.read_entry(seqno)?;
+            snapshot::build(&self.store, &self.secret, &entry, view, seqno, self.views.up_to(seqno))?
+        };
+        let mut snap = Snapshot::default();
+        snap.data = data.into();
+        let meta = snap.mut_metadata();
+        meta.index = seqno;
+        meta.term = view;
+        meta.set_conf_state(self.conf_state_at(seqno));
+        Ok(snap)
+    }
+}
+
+impl<S: LedgerStorage> raft::Storage for Log<S> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state_at(self.base_index),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.base_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for seqno in low..high {
+            let bytes = self.ledger.read_entry(seqno).map_err(other)?;
+            size += bytes.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            let term = self
+                .term_of(seqno)
+                .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+            out.push(raft_entry(term, seqno, bytes, self.conf_changes.get(&seqno)));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.base_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_of(idx).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.base_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.commit.seqno < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        self.snapshot_at_commit()
+            .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}

@@ -1,0 +1,1027 @@
+//! The replica: raft-rs's `RawNode` over the ledger, driven as a step function from [`Event`]s to [`Action`]s,
+//! with CCF's execution model (primary executes, backups apply), signature transactions and commit rule.
+
+use crate::codec::{conf_change_entry, encode_write_set_entry, full_write_set, inspect, normalise};
+use crate::error::{ConsensusError, ProposeError};
+use crate::history::ViewHistory;
+use crate::limits::{
+    DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE,
+};
+use crate::log::Log;
+use crate::snapshot;
+use consort_crypto::SigningKey;
+use consort_kv::{Store, Version, WriteSet};
+use consort_ledger::{
+    parse_entry, verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
+    SINGLETON_KEY, TREE_TABLE,
+};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, ConfState, EntryType, HardState, Message, MessageType, Snapshot};
+use raft::{RawNode, StateRole};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A transaction id: view (Raft term) and seqno (Raft index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TxId {
+    pub view: u64,
+    pub seqno: u64,
+}
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.view, self.seqno)
+    }
+}
+
+/// CCF's transaction status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxStatus {
+    /// This replica cannot tell yet (it has not seen the seqno, or seen it in another view without a later commit).
+    Unknown,
+    /// In this replica's log, not yet covered by a committed signature.
+    Pending,
+    /// Covered by a committed signature transaction: final.
+    Committed,
+    /// Can never be committed: another transaction holds its seqno for good. Final.
+    Invalid,
+}
+
+/// Raft role of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(r: StateRole) -> Self {
+        match r {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// This node's signing identity: signature transactions carry its certificate and node id.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub key: SigningKey,
+    pub cert_pem: String,
+    /// CCF node id (hex SHA-256 of the public key DER).
+    pub node_id: String,
+}
+
+/// Tunables of one replica. Time is in ticks: the node decides how long a tick is.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Raft id of this replica (non-zero).
+    pub id: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// The primary signs after this many transactions...
+    pub signature_interval_tx: u64,
+    /// ...or this many ticks after the first unsigned one, whichever comes first.
+    pub signature_interval_ticks: u64,
+    pub max_append_bytes: u64,
+    pub max_inflight_appends: usize,
+    /// Ledger chunks are closed at the first signature after they reach this size.
+    pub chunk_threshold_bytes: u64,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64) -> Self {
+        ReplicaConfig {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            signature_interval_tx: 100,
+            signature_interval_ticks: 5,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
+            max_inflight_appends: DEFAULT_MAX_INFLIGHT_APPENDS,
+            chunk_threshold_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the node kept on disk besides the ledger chunks, handed back at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct PersistedState {
+    /// The last hard state from an [`Action::Persist`] that completed.
+    pub hard_state: Option<HardState>,
+    /// The last snapshot from an [`Action::Persist`] that completed, or the snapshot a joiner was given
+    /// ([`Replica::snapshot`] on a member), as an encoded Raft `Snapshot`.
+    pub snapshot: Option<Vec<u8>>,
+    /// The first membership of the service (used only when there is no snapshot).
+    pub voters: Vec<u64>,
+}
+
+/// An input to [`Replica::step`].
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// One unit of time passed.
+    Tick,
+    /// A Raft message from peer `from` (authenticated by the node-to-node channel).
+    Receive { from: u64, message: Vec<u8> },
+    /// The primary executed a transaction and committed it locally to [`Replica::store`] at `version` (the
+    /// store's current version, which must be [`Replica::last_seqno`] + 1). Answered by [`Action::Proposed`]
+    /// or, after the replica rolled the store back to `version - 1`, [`Action::ProposalRejected`].
+    Propose { version: Version, write_set: WriteSet },
+    /// Change the membership (add a learner, promote it to voter, remove a node).
+    ProposeConfChange { change: ConfChangeV2 },
+    /// The [`Action::Persist`] with this number (and every earlier one) is durable.
+    Persisted { number: u64 },
+    /// Start an election now.
+    Campaign,
+}
+
+/// An output of [`Replica::step`], in the order the node must carry them out.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send an encoded Raft message to a peer (best effort: Raft retries).
+    Send {
+        to: u64,
+        message: Vec<u8>,
+    },
+    /// Make the ledger durable ([`Replica::sync_ledger`]), then durably store `hard_state` (if any, replacing the
+    /// previous one) and `snapshot` (if any: an installed snapshot, which the ledger now starts after), in that
+    /// order, then report [`Event::Persisted`]. Persist in order; completing number n completes all before it.
+    /// Messages that depend on this durability are held back until then.
+    Persist {
+        number: u64,
+        hard_state: Option<HardState>,
+        snapshot: Option<Vec<u8>>,
+    },
+    /// The CCF commit point advanced: every transaction up to this signature transaction is Committed.
+    Committed(TxId),
+    /// Entries from the primary were appended and their write sets applied to the store (not yet committed).
+    Applied {
+        first: u64,
+        last: u64,
+    },
+    /// Uncommitted transactions after `to` were dropped from the ledger, the Merkle tree and the store; they will
+    /// never be Committed in their view.
+    RolledBack {
+        to: u64,
+    },
+    /// A snapshot from the primary replaced this replica's state (store, ledger, tree).
+    SnapshotInstalled(TxId),
+    /// The client proposal is in the log at this transaction id.
+    Proposed(TxId),
+    /// The proposal of `version` was refused; for client proposals the store was rolled back to `version - 1`.
+    ProposalRejected {
+        version: Version,
+        error: ProposeError,
+    },
+    /// A membership change committed and took effect.
+    ConfChanged {
+        seqno: u64,
+        conf_state: ConfState,
+    },
+    RoleChanged {
+        role: Role,
+        view: u64,
+        leader: Option<u64>,
+    },
+    /// An input was refused and ignored (malformed or invalid message from a peer, unknown persist number).
+    Dropped {
+        from: Option<u64>,
+        error: ConsensusError,
+    },
+    /// The replica found something it must not go past (a bad signature transaction, an entry that does not
+    /// decrypt, a disk error) and stopped: it ignores every further event.
+    Halted {
+        error: ConsensusError,
+    },
+}
+
+/// Encodes a hard state for the node's disk.
+pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
+    hs.write_to_bytes()
+        .expect("encoding a protobuf message to a Vec cannot fail")
+}
+
+/// Decodes what [`encode_hard_state`] wrote.
+pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, ConsensusError> {
+    HardState::parse_from_bytes(bytes).map_err(|e| ConsensusError::Inconsistent(format!("hard state: {e}")))
+}
+
+/// One replica of the service. See the crate documentation for the model.
+pub struct Replica<S: LedgerStorage> {
+    cfg: ReplicaConfig,
+    identity: NodeIdentity,
+    /// Certificates of the nodes whose signature transactions this replica accepts, by Raft id.
+    trusted: BTreeMap<u64, String>,
+    node: RawNode<Log<S>>,
+    /// Leaves 0..=last seqno.
+    tree: MerkleTree,
+    /// Seqnos of the signature transactions in the log (and the snapshot base).
+    signatures: BTreeSet<u64>,
+    txs_since_signature: u64,
+    ticks_since_signature: u64,
+    sign_asap: bool,
+    /// Persist numbers handed out and not yet reported durable.
+    outstanding: VecDeque<u64>,
+    /// Messages waiting for a persist number to become durable.
+    held: VecDeque<(u64, Vec<Message>)>,
+    halted: Option<ConsensusError>,
+}
+
+impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.cfg.id)
+            .field("role", &self.role())
+            .field("view", &self.view())
+            .field("last_seqno", &self.last_seqno())
+            .field("commit", &self.commit_point())
+            .finish_non_exhaustive()
+    }
+}
+
+fn send(msgs: Vec<Message>, out: &mut Vec<Action>) {
+    for m in msgs {
+        let message = m
+            .write_to_bytes()
+            .expect("encoding a protobuf message to a Vec cannot fail");
+        out.push(Action::Send { to: m.to, message });
+    }
+}
+
+impl<S: LedgerStorage> Replica<S> {
+    /// Opens a replica over `storage` (its ledger chunks) and what the node persisted. A fresh member passes an
+    /// empty storage and `voters`; a joiner passes an empty storage and a snapshot from a member; a restarting
+    /// node passes what it kept. Every entry is replayed: write sets applied, signatures verified.
+    pub fn open(
+        cfg: ReplicaConfig,
+        identity: NodeIdentity,
+        trusted: BTreeMap<u64, String>,
+        secret: LedgerSecret,
+        storage: S,
+        persisted: PersistedState,
+    ) -> Result<Self, ConsensusError> {
+        let (ledger, entries) = Ledger::open(storage, cfg.chunk_threshold_bytes)?;
+        let is_trusted = |pem: &str| trusted.values().any(|c| c == pem);
+        let mut tree = MerkleTree::new();
+        let mut signatures = BTreeSet::new();
+        let (store, base, views, base_conf, base_bundle) = match &persisted.snapshot {
+            Some(bytes) => {
+                let snap = Snapshot::parse_from_bytes(bytes)
+                    .map_err(|e| ConsensusError::InvalidSnapshot(format!("protobuf: {e}")))?;
+                let v = snapshot::open(&snap.data, &secret, is_trusted)?;
+                let meta = snap.get_metadata();
+                if (meta.index, meta.term) != (v.seqno, v.view) {
+                    return Err(ConsensusError::InvalidSnapshot(
+                        "metadata does not match the bundle".into(),
+                    ));
+                }
+                tree = v.tree;
+                signatures.insert(v.seqno);
+                let base = TxId {
+                    view: v.view,
+                    seqno: v.seqno,
+                };
+                (
+                    v.store,
+                    base,
+                    v.view_history,
+                    meta.get_conf_state().clone(),
+                    Some(snap.data.to_vec()),
+                )
+            }
+            None => {
+                let mut cs = ConfState::default();
+                cs.voters = persisted.voters.clone();
+                (Store::new(), TxId::default(), ViewHistory::default(), cs, None)
+            }
+        };
+        let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
+        if first > base.seqno + 1 {
+            return Err(ConsensusError::Inconsistent(format!(
+                "the ledger starts at {first}, after the snapshot at {}",
+                base.seqno
+            )));
+        }
+        let log = Log {
+            ledger,
+            base_index: base.seqno,
+            base_term: base.view,
+            base_bundle,
+            terms: Vec::new(),
+            conf_changes: BTreeMap::new(),
+            hard_state: persisted.hard_state.clone().unwrap_or_default(),
+            conf_history: vec![(base.seqno, base_conf)],
+            store: Arc::new(store),
+            secret,
+            views,
+            commit: base,
+        };
+        // RawNode reads the log at creation, so replay into a Log first, then build the node around it.
+        let mut replica = PartialReplica {
+            log,
+            tree,
+            signatures,
+            trusted: &trusted,
+        };
+        for (i, bytes) in entries.into_iter().enumerate() {
+            let seqno = first + i as u64;
+            if seqno <= base.seqno {
+                continue;
+            }
+            let (entry, _) = parse_entry(&bytes).map_err(|e| ConsensusError::entry(seqno, e.to_string()))?;
+            replica.accept(entry.view, seqno, bytes, false)?;
+        }
+        let PartialReplica {
+            mut log,
+            tree,
+            signatures,
+            ..
+        } = replica;
+        let last = log.last_index();
+        let hs = &mut log.hard_state;
+        if hs.commit > last {
+            return Err(ConsensusError::Inconsistent(format!(
+                "hard state commits {} but the ledger ends at {last}",
+                hs.commit
+            )));
+        }
+        hs.commit = hs.commit.max(base.seqno);
+        hs.term = hs.term.max(base.view);
+        let commit_seqno = signatures
+            .range(..=hs.commit)
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(base.seqno);
+        log.commit = TxId {
+            view: log.views.view_of(commit_seqno).unwrap_or(0),
+            seqno: commit_seqno,
+        };
+        log.store.set_committed(commit_seqno);
+        log.ledger.commit(commit_seqno)?;
+
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: base.seqno,
+            max_size_per_msg: cfg.max_append_bytes,
+            max_inflight_msgs: cfg.max_inflight_appends,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate().map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        Ok(Replica {
+            cfg,
+            identity,
+            trusted,
+            node,
+            tree,
+            signatures,
+            txs_since_signature: 0,
+            ticks_since_signature: 0,
+            sign_asap: false,
+            outstanding: VecDeque::new(),
+            held: VecDeque::new(),
+            halted: None,
+        })
+    }
+
+    // ----- queries -----
+
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// The key-value store, holding every transaction in the log (committed or not). Replaced by a snapshot
+    /// install: fetch it again after [`Action::SnapshotInstalled`].
+    pub fn store(&self) -> &Arc<Store> {
+        &self.node.store().store
+    }
+
+    pub fn ledger(&self) -> &Ledger<S> {
+        &self.node.store().ledger
+    }
+
+    pub fn role(&self) -> Role {
+        self.node.raft.state.into()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The current view (Raft term).
+    pub fn view(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.node.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    pub fn last_seqno(&self) -> u64 {
+        self.node.store().last_index()
+    }
+
+    /// The CCF commit point: the last committed signature transaction.
+    pub fn commit_point(&self) -> TxId {
+        self.node.store().commit
+    }
+
+    /// Raft's commit index (may be past the commit point, up to the next signature).
+    pub fn raft_commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// Seqno of the snapshot this replica's log starts after (0 if none).
+    pub fn base_seqno(&self) -> u64 {
+        self.node.store().base_index
+    }
+
+    pub fn is_signature(&self, seqno: u64) -> bool {
+        self.signatures.contains(&seqno)
+    }
+
+    /// The view of `seqno` in this replica's log.
+    pub fn view_of(&self, seqno: u64) -> Option<u64> {
+        if seqno > self.last_seqno() {
+            return None;
+        }
+        self.node.store().views.view_of(seqno)
+    }
+
+    pub fn halted(&self) -> Option<&ConsensusError> {
+        self.halted.as_ref()
+    }
+
+    /// Membership currently in force.
+    pub fn conf_state(&self) -> ConfState {
+        self.node.raft.prs().conf().to_conf_state()
+    }
+
+    /// On the primary: the highest seqno known to be replicated on `peer`.
+    pub fn matched(&self, peer: u64) -> Option<u64> {
+        self.node.raft.prs().get(peer).map(|p| p.matched)
+    }
+
+    /// CCF's status of a transaction id, from this replica's point of view.
+    pub fn tx_status(&self, tx: TxId) -> TxStatus {
+        let commit = self.commit_point();
+        if tx.seqno == 0 {
+            return TxStatus::Unknown;
+        }
+        let local_view = self.view_of(tx.seqno);
+        let views_match = local_view == Some(tx.view);
+        if commit.seqno >= tx.seqno {
+            if views_match {
+                TxStatus::Committed
+            } else {
+                TxStatus::Invalid
+            }
+        } else if views_match {
+            TxStatus::Pending
+        } else if commit.view > tx.view {
+            // Every seqno past the commit point belongs to a view at least the commit point's.
+            TxStatus::Invalid
+        } else {
+            TxStatus::Unknown
+        }
+    }
+
+    /// Trusts signature transactions signed with `cert_pem` (a node that joined).
+    pub fn trust_node(&mut self, id: u64, cert_pem: String) {
+        self.trusted.insert(id, cert_pem);
+    }
+
+    /// A snapshot at the commit point (an encoded Raft `Snapshot`), for the snapshots directory and for joiners.
+    pub fn snapshot(&self) -> Result<Vec<u8>, ConsensusError> {
+        let snap = self.node.store().snapshot_at_commit()?;
+        Ok(snap
+            .write_to_bytes()
+            .expect("encoding a protobuf message to a Vec cannot fail"))
+    }
+
+    /// Makes every appended ledger entry durable (called for [`Action::Persist`]).
+    pub fn sync_ledger(&mut self) -> Result<(), ConsensusError> {
+        Ok(self.node.mut_store().ledger.flush()?)
+    }
+
+    // ----- the step function -----
+
+    /// Feeds one event and returns what the node must do, in order.
+    pub fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(error) = &self.halted {
+            if let Event::Propose { version, .. } = event {
+                let error = ProposeError::Halted(error.to_string());
+                self.reject_client_proposal(version, error, &mut out);
+            }
+            return out;
+        }
+        match event {
+            Event::Tick => {
+                self.node.tick();
+                self.ticks_since_signature += 1;
+            }
+            Event::Receive { from, message } => {
+                if let Err(error) = self.receive(from, &message) {
+                    out.push(Action::Dropped {
+                        from: Some(from),
+                        error,
+                    });
+                }
+            }
+            Event::Propose { version, write_set } => match self.propose(version, &write_set) {
+                Ok(tx) => {
+                    self.txs_since_signature += 1;
+                    out.push(Action::Proposed(tx));
+                }
+                Err(error) => self.reject_client_proposal(version, error, &mut out),
+            },
+            Event::ProposeConfChange { change } => {
+                let version = self.last_seqno() + 1;
+                match self.propose_conf_change(change) {
+                    Ok(tx) => out.push(Action::Proposed(tx)),
+                    Err(error) => out.push(Action::ProposalRejected { version, error }),
+                }
+            }
+            Event::Persisted { number } => self.persisted(number, &mut out),
+            Event::Campaign => {
+                if let Err(e) = self.node.campaign() {
+                    out.push(Action::Dropped {
+                        from: None,
+                        error: ConsensusError::Raft(e.to_string()),
+                    });
+                }
+            }
+        }
+        self.drain(&mut out);
+        if self.halted.is_none() && self.is_leader() && self.node.raft.lead_transferee.is_none() {
+            let unsigned = self.signatures.range(..).next_back().copied().unwrap_or(0) < self.last_seqno();
+            let due = self.sign_asap
+                || self.txs_since_signature >= self.cfg.signature_interval_tx
+                || (unsigned && self.ticks_since_signature >= self.cfg.signature_interval_ticks);
+            if due {
+                if let Err(error) = self.emit_signature() {
+                    self.halt(error, &mut out);
+                }
+                self.drain(&mut out);
+            }
+        }
+        out
+    }
+
+    fn halt(&mut self, error: ConsensusError, out: &mut Vec<Action>) {
+        if self.halted.is_none() {
+            self.halted = Some(error.clone());
+            out.push(Action::Halted { error });
+        }
+    }
+
+    fn reject_client_proposal(&mut self, version: Version, error: ProposeError, out: &mut Vec<Action>) {
+        let store = self.store().clone();
+        if store.current_version() == version {
+            if let Err(e) = store.rollback(version.saturating_sub(1)) {
+                self.halt(ConsensusError::Kv(e), out);
+            }
+        }
+        out.push(Action::ProposalRejected { version, error });
+    }
+
+    fn receive(&mut self, from: u64, bytes: &[u8]) -> Result<(), ConsensusError> {
+        if bytes.len() > MAX_MESSAGE_SIZE {
+            return Err(ConsensusError::TooLarge {
+                what: "message",
+                size: bytes.len() as u64,
+                limit: MAX_MESSAGE_SIZE as u64,
+            });
+        }
+        let mut m = Message::parse_from_bytes(bytes).map_err(|e| ConsensusError::MalformedMessage(e.to_string()))?;
+        if m.from != from || m.to != self.cfg.id {
+            return Err(ConsensusError::MalformedMessage(format!(
+                "message from {} to {} on the channel from {from} to {}",
+                m.from, m.to, self.cfg.id
+            )));
+        }
+        if m.get_msg_type() == MessageType::MsgPropose {
+            return Err(ConsensusError::MalformedMessage("peers may not propose".into()));
+        }
+        if m.entries.len() > MAX_ENTRIES_PER_MESSAGE {
+            return Err(ConsensusError::TooLarge {
+                what: "entries in a message",
+                size: m.entries.len() as u64,
+                limit: MAX_ENTRIES_PER_MESSAGE as u64,
+            });
+        }
+        let secret = self.node.store().secret.clone();
+        for e in m.mut_entries().iter_mut() {
+            normalise(&secret, e)?;
+        }
+        self.node.step(m).map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    fn check_can_propose(&self, version: Version) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader { leader: self.leader() });
+        }
+        let expected = self.last_seqno() + 1;
+        if version != expected {
+            return Err(ProposeError::VersionMismatch { expected, got: version });
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, version: Version, ws: &WriteSet) -> Result<TxId, ProposeError> {
+        self.check_can_propose(version)?;
+        let current = self.store().current_version();
+        if current != version {
+            return Err(ProposeError::VersionMismatch {
+                expected: current,
+                got: version,
+            });
+        }
+        let view = self.view();
+        let bytes = encode_write_set_entry(&self.node.store().secret, view, version, ws)
+            .map_err(|e| ProposeError::Encode(e.to_string()))?;
+        self.node
+            .propose(Vec::new(), bytes)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        if self.node.raft.raft_log.last_index() != version {
+            return Err(ProposeError::Dropped("raft did not append the entry".into()));
+        }
+        Ok(TxId { view, seqno: version })
+    }
+
+    fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<TxId, ProposeError> {
+        let version = self.last_seqno() + 1;
+        self.check_can_propose(version)?;
+        let view = self.view();
+        let bytes = conf_change_entry(&self.node.store().secret, view, version, &cc)
+            .map_err(|e| ProposeError::Encode(e.to_string()))?;
+        self.node
+            .propose_conf_change(bytes, cc)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        if self.node.raft.raft_log.last_index() != version || self.node.raft.pending_conf_index != version {
+            // Raft appended an empty entry instead (another change is pending or the change is invalid now).
+            return Err(ProposeError::Dropped("raft refused the membership change".into()));
+        }
+        Ok(TxId { view, seqno: version })
+    }
+
+    /// Appends a signature transaction over the Merkle root of every entry so far (leaves 0..s-1).
+    fn emit_signature(&mut self) -> Result<(), ConsensusError> {
+        self.sign_asap = false;
+        self.txs_since_signature = 0;
+        self.ticks_since_signature = 0;
+        let seqno = self.last_seqno() + 1;
+        if self.tree.len() != seqno || self.store().current_version() != seqno - 1 {
+            return Err(ConsensusError::Inconsistent(format!(
+                "signing at {seqno} with {} leaves and store version {}",
+                self.tree.len(),
+                self.store().current_version()
+            )));
+        }
+        let view = self.view();
+        let commit = self.commit_point();
+        let root = self.tree.root();
+        let id = &self.identity;
+        let sig = PrimarySignature::new(
+            &id.key,
+            &id.node_id,
+            &id.cert_pem,
+            view,
+            seqno,
+            commit.view,
+            commit.seqno,
+            &root,
+        );
+        // The stored tree keeps only what roots after the commit point need, so it stays small.
+        let mut tree = self.tree.clone();
+        tree.flush_to(commit.seqno);
+        let mut ws = WriteSet::default();
+        ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
+        ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
+        let bytes = encode_write_set_entry(&self.node.store().secret, view, seqno, &ws)?;
+        let store = self.store().clone();
+        store.apply(seqno, &ws)?;
+        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
+        if !appended {
+            store.rollback(seqno - 1)?;
+        }
+        Ok(())
+    }
+
+    fn persisted(&mut self, number: u64, out: &mut Vec<Action>) {
+        if !self.outstanding.contains(&number) {
+            let error = ConsensusError::Inconsistent(format!("persist number {number} is not outstanding"));
+            out.push(Action::Dropped { from: None, error });
+            return;
+        }
+        self.outstanding.retain(|&n| n > number);
+        self.node.on_persist_ready(number);
+        while self.held.front().is_some_and(|(n, _)| *n <= number) {
+            if let Some((_, msgs)) = self.held.pop_front() {
+                send(msgs, out);
+            }
+        }
+    }
+
+    /// Handles every pending Ready: send, install, commit, append, persist.
+    fn drain(&mut self, out: &mut Vec<Action>) {
+        while self.halted.is_none() && self.node.has_ready() {
+            let mut rd = self.node.ready();
+            // The leader sends appends before its own disk write (Raft thesis 10.2.1).
+            send(rd.take_messages(), out);
+            if let Some(ss) = rd.ss() {
+                let role = Role::from(ss.raft_state);
+                if role == Role::Leader {
+                    self.sign_asap = true;
+                    self.txs_since_signature = 0;
+                    self.ticks_since_signature = 0;
+                }
+                let leader = Some(ss.leader_id).filter(|&l| l != raft::INVALID_ID);
+                out.push(Action::RoleChanged {
+                    role,
+                    view: self.node.raft.term,
+                    leader,
+                });
+            }
+            let mut snapshot = None;
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                if let Err(e) = self.install_snapshot(&snap, out) {
+                    return self.halt(e, out);
+                }
+                snapshot = Some(
+                    snap.write_to_bytes()
+                        .expect("encoding a protobuf message to a Vec cannot fail"),
+                );
+            }
+            let committed = rd.take_committed_entries();
+            if let Err(e) = self.handle_committed(&committed, out) {
+                return self.halt(e, out);
+            }
+            let entries = rd.take_entries();
+            if let Err(e) = self.append(&entries, out) {
+                return self.halt(e, out);
+            }
+            let hard_state = rd.hs().cloned();
+            if let Some(hs) = &hard_state {
+                self.node.mut_store().hard_state = hs.clone();
+            }
+            let held = rd.take_persisted_messages();
+            let number = rd.number();
+            let must_persist = rd.must_sync() || !entries.is_empty() || hard_state.is_some() || snapshot.is_some();
+            self.node.advance_append_async(rd);
+            if let Some(last) = committed.last() {
+                self.node.advance_apply_to(last.index);
+            }
+            if must_persist {
+                self.outstanding.push_back(number);
+                out.push(Action::Persist {
+                    number,
+                    hard_state,
+                    snapshot,
+                });
+                if !held.is_empty() {
+                    self.held.push_back((number, held));
+                }
+            } else if let Some(&pending) = self.outstanding.back() {
+                if !held.is_empty() {
+                    self.held.push_back((pending, held));
+                }
+            } else {
+                send(held, out);
+            }
+        }
+    }
+
+    fn handle_committed(
+        &mut self,
+        entries: &[raft::eraftpb::Entry],
+        out: &mut Vec<Action>,
+    ) -> Result<(), ConsensusError> {
+        let mut new_commit = None;
+        for e in entries {
+            if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+                let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                    .map_err(|err| ConsensusError::entry(e.index, format!("conf change: {err}")))?;
+                // Raft refuses changes that became invalid (e.g. removing the last voter): the entry stays in the
+                // ledger, the membership does not change.
+                if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                    self.node.mut_store().conf_history.push((e.index, cs.clone()));
+                    out.push(Action::ConfChanged {
+                        seqno: e.index,
+                        conf_state: cs,
+                    });
+                }
+            }
+            if self.signatures.contains(&e.index) {
+                new_commit = Some(TxId {
+                    view: e.term,
+                    seqno: e.index,
+                });
+            }
+        }
+        if let Some(c) = new_commit.filter(|c| c.seqno > self.commit_point().seqno) {
+            let log = self.node.mut_store();
+            log.commit = c;
+            log.store.set_committed(c.seqno);
+            log.ledger.commit(c.seqno)?;
+            out.push(Action::Committed(c));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[raft::eraftpb::Entry], out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(());
+        };
+        if first <= self.last_seqno() {
+            self.truncate(first - 1, out)?;
+        }
+        let secret = self.node.store().secret.clone();
+        let before = self.store().current_version();
+        for e in entries {
+            let mut e = e.clone();
+            normalise(&secret, &mut e)?;
+            let bytes = crate::codec::ledger_bytes(&e).to_vec();
+            self.with_partial(|p| p.accept(e.term, e.index, bytes, true))?;
+        }
+        let now = self.store().current_version();
+        if now > before {
+            out.push(Action::Applied {
+                first: before + 1,
+                last: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops every entry after `to` (a new primary's log replaces an uncommitted suffix).
+    fn truncate(&mut self, to: u64, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let commit = self.commit_point().seqno;
+        if to < commit {
+            return Err(ConsensusError::Inconsistent(format!(
+                "rollback to {to} below the commit point {commit}"
+            )));
+        }
+        let log = self.node.mut_store();
+        log.ledger.truncate(to)?;
+        log.store.rollback(to)?;
+        log.terms.truncate((to - log.base_index) as usize);
+        log.views.truncate(to);
+        log.conf_changes.split_off(&(to + 1));
+        self.tree.truncate(to + 1);
+        self.signatures.split_off(&(to + 1));
+        out.push(Action::RolledBack { to });
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let trusted = &self.trusted;
+        let secret = self.node.store().secret.clone();
+        let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
+        let meta = snap.get_metadata();
+        if (meta.index, meta.term) != (v.seqno, v.view) {
+            return Err(ConsensusError::InvalidSnapshot(
+                "metadata does not match the bundle".into(),
+            ));
+        }
+        let base = TxId {
+            view: v.view,
+            seqno: v.seqno,
+        };
+        let log = self.node.mut_store();
+        log.ledger.clear()?;
+        log.store = Arc::new(v.store);
+        log.base_index = base.seqno;
+        log.base_term = base.view;
+        log.base_bundle = Some(snap.data.to_vec());
+        log.terms.clear();
+        log.conf_changes.clear();
+        log.conf_history = vec![(base.seqno, meta.get_conf_state().clone())];
+        log.views = v.view_history;
+        log.commit = base;
+        self.tree = v.tree;
+        self.signatures = [base.seqno].into();
+        out.push(Action::SnapshotInstalled(base));
+        out.push(Action::Committed(base));
+        Ok(())
+    }
+
+    fn with_partial<R>(&mut self, f: impl FnOnce(&mut PartialReplicaRef<'_, S>) -> R) -> R {
+        let mut p = PartialReplicaRef {
+            log: self.node.mut_store(),
+            tree: &mut self.tree,
+            signatures: &mut self.signatures,
+            trusted: &self.trusted,
+        };
+        f(&mut p)
+    }
+}
+
+/// The replica's state before its `RawNode` exists (replay at start-up).
+struct PartialReplica<'a, S: LedgerStorage> {
+    log: Log<S>,
+    tree: MerkleTree,
+    signatures: BTreeSet<u64>,
+    trusted: &'a BTreeMap<u64, String>,
+}
+
+impl<S: LedgerStorage> PartialReplica<'_, S> {
+    fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
+        PartialReplicaRef {
+            log: &mut self.log,
+            tree: &mut self.tree,
+            signatures: &mut self.signatures,
+            trusted: self.trusted,
+        }
+        .accept(view, seqno, bytes, append)
+    }
+}
+
+/// Borrowed view of the state one entry changes.
+struct PartialReplicaRef<'a, S: LedgerStorage> {
+    log: &'a mut Log<S>,
+    tree: &'a mut MerkleTree,
+    signatures: &'a mut BTreeSet<u64>,
+    trusted: &'a BTreeMap<u64, String>,
+}
+
+impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
+    /// Takes entry `(view, seqno)` into the log: checks it, applies its write set to the store unless the store
+    /// already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
+    /// appends it to the ledger (unless replaying the ledger) and to the Merkle tree.
+    fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
+        if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
+            return Err(ConsensusError::Inconsistent(format!(
+                "entry {seqno} after {} with {} Merkle leaves",
+                self.log.last_index(),
+                self.tree.len()
+            )));
+        }
+        if self.log.terms.last().is_some_and(|&t| t > view) || view < self.log.base_term {
+            return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
+        }
+        let info = inspect(&bytes, view, seqno)?;
+        let store = self.log.store.clone();
+        if seqno > store.current_version() {
+            let ws = full_write_set(&self.log.secret, &bytes, &info)?;
+            if info.is_signature {
+                self.verify_signature(view, seqno, &ws)?;
+            }
+            store.apply(seqno, &ws)?;
+        }
+        if append {
+            self.log.ledger.append(seqno, &bytes, info.is_signature)?;
+        }
+        self.tree.append(info.leaf);
+        self.log.terms.push(view);
+        self.log.views.note(view, seqno);
+        if let Some(cc) = info.conf_change {
+            self.log.conf_changes.insert(seqno, cc);
+        }
+        if info.is_signature {
+            self.signatures.insert(seqno);
+        }
+        Ok(())
+    }
+
+    fn verify_signature(&self, view: u64, seqno: u64, ws: &WriteSet) -> Result<(), ConsensusError> {
+        let bad = |reason: String| ConsensusError::BadSignature { seqno, reason };
+        let value = match ws
+            .maps
+            .get(SIGNATURES_TABLE)
+            .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
+        {
+            Some(Some(v)) => v,
+            _ => return Err(bad("no signature at the singleton key".into())),
+        };
+        let sig = PrimarySignature::from_json_bytes(value).map_err(|e| bad(e.to_string()))?;
+        if sig.seqno != seqno || sig.view != view {
+            return Err(bad(format!("signature claims {}.{}", sig.view, sig.seqno)));
+        }
+        let root = self.tree.try_root_at(seqno).map_err(|e| bad(e.to_string()))?;
+        if sig.root_bytes().map_err(|e| bad(e.to_string()))? != root {
+            return Err(bad(format!(
+                "signed root {} is not the Merkle root {}",
+                sig.root,
+                hex::encode(root)
+            )));
+        }
+        if !self.trusted.values().any(|c| *c == sig.cert) {
+            return Err(bad(format!("signer {} is not a trusted node", sig.node)));
+        }
+        let der = sig.sig_bytes().map_err(|e| bad(e.to_string()))?;
+        verify_root(&sig.cert, &root, &der).map_err(|e| bad(e.to_string()))
+    }
+}

@@ -1,0 +1,148 @@
+//! Snapshots for Raft and for joiners: the state at a committed signature transaction, in CCF's snapshot format,
+//! bundled with that signature transaction so the receiver can check it before trusting it.
+//!
+//! Bundle (the `data` of a Raft `Snapshot`): `"CSB1" ‖ u64 length ‖ signature entry ‖ snapshot entry`, where
+//! the signature entry is the ledger entry at the snapshot's seqno s (a signature transaction) and the snapshot
+//! entry is CCF's snapshot framing (IV snapshot bit set) of [`consort_kv::Store::snapshot`] at s, whose header's
+//! `hash_at_snapshot` is SHA-256 of the signature entry. The receiver checks the signature over the Merkle root
+//! stored with it (`public:ccf.internal.tree`, leaves 0..s-1), the hash, and that the state's signature matches.
+
+use crate::codec::{full_write_set, inspect};
+use crate::history::ViewHistory;
+use crate::limits::MAX_SNAPSHOT_SIZE;
+use crate::ConsensusError;
+use consort_crypto::sha256;
+use consort_kv::{SnapshotHeader, Store};
+use consort_ledger::{
+    parse_entry, try_encode_snapshot, verify_root, LedgerSecret, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
+    SINGLETON_KEY, TREE_TABLE,
+};
+
+const MAGIC: [u8; 4] = *b"CSB1";
+
+/// A snapshot that passed every check, ready to become a replica's state.
+#[derive(Debug)]
+pub struct VerifiedSnapshot {
+    pub view: u64,
+    pub seqno: u64,
+    pub store: Store,
+    pub view_history: ViewHistory,
+    /// The Merkle tree over leaves 0..=seqno (the signature transaction's own leaf included).
+    pub tree: MerkleTree,
+    pub signature: PrimarySignature,
+}
+
+/// Builds the bundle at `seqno`, which must be a signature transaction at or above the store's committed version.
+pub fn build(
+    store: &Store,
+    secret: &LedgerSecret,
+    signature_entry: &[u8],
+    view: u64,
+    seqno: u64,
+    view_history: Vec<u64>,
+) -> Result<Vec<u8>, ConsensusError> {
+    let header = SnapshotHeader {
+        version: seqno,
+        hash_at_snapshot: sha256(signature_entry).to_vec(),
+        view_history,
+    };
+    let (public, private) = store.try_snapshot(&header)?;
+    let snapshot_entry = try_encode_snapshot(secret, view, seqno, &public, &private)?;
+    let mut out = Vec::with_capacity(12 + signature_entry.len() + snapshot_entry.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&(signature_entry.len() as u64).to_le_bytes());
+    out.extend_from_slice(signature_entry);
+    out.extend_from_slice(&snapshot_entry);
+    Ok(out)
+}
+
+fn bad(m: impl Into<String>) -> ConsensusError {
+    ConsensusError::InvalidSnapshot(m.into())
+}
+
+/// Checks a bundle and rebuilds the state it carries. `trusted` says whether a node certificate (PEM) may sign.
+pub fn open(
+    data: &[u8],
+    secret: &LedgerSecret,
+    trusted: impl Fn(&str) -> bool,
+) -> Result<VerifiedSnapshot, ConsensusError> {
+    if data.len() > MAX_SNAPSHOT_SIZE {
+        return Err(ConsensusError::TooLarge {
+            what: "snapshot",
+            size: data.len() as u64,
+            limit: MAX_SNAPSHOT_SIZE as u64,
+        });
+    }
+    if data.len() < 12 || data[..4] != MAGIC {
+        return Err(bad("not a Consort snapshot bundle"));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&data[4..12]);
+    let sig_len = u64::from_le_bytes(len);
+    if sig_len > (data.len() - 12) as u64 {
+        return Err(bad("signature entry length exceeds the bundle"));
+    }
+    let (sig_bytes, snap_bytes) = data[12..].split_at(sig_len as usize);
+
+    // The signature transaction at s, and the tree it signs.
+    let (sig_entry, _) = parse_entry(sig_bytes).map_err(|e| bad(format!("signature entry: {e}")))?;
+    let (view, seqno) = (sig_entry.view, sig_entry.seqno);
+    let info = inspect(sig_bytes, view, seqno)?;
+    if !info.is_signature {
+        return Err(bad(format!("entry {view}.{seqno} is not a signature transaction")));
+    }
+    let ws = full_write_set(secret, sig_bytes, &info)?;
+    let value = |table: &str| match ws.maps.get(table).and_then(|m| m.writes.get(&SINGLETON_KEY[..])) {
+        Some(Some(v)) => Ok(v.clone()),
+        _ => Err(bad(format!("signature transaction without {table}"))),
+    };
+    let sig_json = value(SIGNATURES_TABLE)?;
+    let signature = PrimarySignature::from_json_bytes(&sig_json).map_err(|e| bad(e.to_string()))?;
+    let mut tree = MerkleTree::deserialise(&value(TREE_TABLE)?).map_err(|e| bad(format!("tree: {e}")))?;
+    if tree.len() != seqno || signature.seqno != seqno || signature.view != view {
+        return Err(bad(format!(
+            "signature {}.{} with a tree of {} leaves at {view}.{seqno}",
+            signature.view,
+            signature.seqno,
+            tree.len()
+        )));
+    }
+    let root = tree.try_root_at(seqno).map_err(|e| bad(e.to_string()))?;
+    if signature.root_bytes().map_err(|e| bad(e.to_string()))? != root {
+        return Err(bad("signed root is not the root of the stored tree"));
+    }
+    if !trusted(&signature.cert) {
+        return Err(bad(format!("signer {} is not a trusted node", signature.node)));
+    }
+    let sig_der = signature.sig_bytes().map_err(|e| bad(e.to_string()))?;
+    verify_root(&signature.cert, &root, &sig_der).map_err(|e| bad(e.to_string()))?;
+    tree.append(info.leaf);
+
+    // The state at s.
+    let (snap, used) = parse_entry(snap_bytes).map_err(|e| bad(format!("snapshot entry: {e}")))?;
+    if used != snap_bytes.len() || !snap.is_snapshot || snap.seqno != seqno || snap.view != view {
+        return Err(bad("snapshot entry does not match the signature transaction"));
+    }
+    let private = snap.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
+    let (store, header) = Store::from_snapshot(snap.public_domain, &private).map_err(|e| bad(e.to_string()))?;
+    if header.version != seqno || header.hash_at_snapshot != sha256(sig_bytes) {
+        return Err(bad("snapshot header does not match the signature transaction"));
+    }
+    if store.read_only().get(SIGNATURES_TABLE, &SINGLETON_KEY) != Some(sig_json) {
+        return Err(bad(
+            "snapshot state does not hold the signature transaction's signature",
+        ));
+    }
+    let view_history = ViewHistory::from_starts(header.view_history);
+    if view_history.view_of(seqno) != Some(view) {
+        return Err(bad("view history does not place the snapshot in its view"));
+    }
+    Ok(VerifiedSnapshot {
+        view,
+        seqno,
+        store,
+        view_history,
+        tree,
+        signature,
+    })
+}
