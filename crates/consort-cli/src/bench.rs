@@ -193,10 +193,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             Some(c) => println!("committed:    {c:.0} tx/s"),
             None => println!("committed:    (last write not committed within {COMMIT_WAIT:?})"),
         }
-        let l = &report["latency_ms"];
+        let f = |k: &str| report["latency_ms"][k].as_f64().unwrap_or(0.0);
         println!(
             "latency ms:   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            l["p50"], l["p90"], l["p99"], l["max"]
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("max")
         );
     }
     Ok(())

@@ -140,6 +140,8 @@ pub struct Service {
     pipeline: Mutex<Pipeline>,
     committed_seqno: AtomicU64,
     committed_view: AtomicU64,
+    /// Mirror of the pipeline's view, so that stamping a response with a TxID does not take the pipeline lock.
+    view: AtomicU64,
     started: Instant,
 }
 
@@ -186,6 +188,7 @@ impl Service {
         }
         let committed = pipeline.last_signature_seqno;
         let committed_view = pipeline.view_of(committed).unwrap_or(0);
+        let view = pipeline.view;
         let svc = Arc::new(Service {
             cfg,
             ids,
@@ -195,6 +198,7 @@ impl Service {
             pipeline: Mutex::new(pipeline),
             committed_seqno: AtomicU64::new(committed),
             committed_view: AtomicU64::new(committed_view),
+            view: AtomicU64::new(view),
             started: Instant::now(),
         });
         if fresh {
@@ -472,9 +476,8 @@ impl Service {
 
     /// TxID of the latest transaction in the store.
     pub fn current_txid(&self) -> TxId {
-        let p = self.lock();
         TxId {
-            view: p.view,
+            view: self.view.load(Ordering::Acquire),
             seqno: self.store.current_version(),
         }
     }
@@ -567,7 +570,7 @@ impl Service {
     }
 
     pub fn current_view(&self) -> u64 {
-        self.lock().view
+        self.view.load(Ordering::Acquire)
     }
 
     pub fn last_signature_seqno(&self) -> u64 {
