@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod channels;
 pub mod client;
 pub mod config;
 pub mod http;
