@@ -1,16 +1,93 @@
-//! Consort governance core.
+//! Consort's governance core: members, users and nodes tables, signed governance requests, proposals and
+//! ballots, and the JavaScript constitution runtime (QuickJS via rquickjs) with heap, stack and time limits.
+//!
+//! This crate is sans-IO: no sockets, files, clocks or threads. The node passes in the transaction, the
+//! request bytes, the time (`now_seconds`) and the Merkle root; it gets back typed results, typed errors
+//! ([`GovError::code`], [`GovError::http_status`], [`GovError::to_json`]) and the host actions to perform.
+//!
+//! # Handling the `/gov` endpoints (api-version 2024-07-01)
+//!
+//! Signed endpoints take a `Content-Type: application/cose` body. For each, in one [`consort_kv::Tx`]:
+//! 1. `let req = verify_gov_request(&mut tx, body, MsgType::X, path_proposal_id, now_seconds)?;`
+//! 2. call the operation below with `&mut tx` and `&req`;
+//! 3. on `Ok`, perform the outcome's [`HostAction`]s (they may write to `tx`), commit `tx` and answer;
+//!    on `Err(e)`, **drop `tx`** and answer `e.http_status()` with `e.to_json()`.
+//!
+//! | endpoint | type | call | answer |
+//! |---|---|---|---|
+//! | `POST /gov/members/proposals:create` | `Proposal` | [`create_proposal`]`(tx, &req, &merkle_root_at_read, &env)` | 200 [`ProposalOutcome::to_api_json`] |
+//! | `POST /gov/members/proposals/{id}/ballots/{memberId}:submit` | `Ballot` | [`submit_ballot`]`(tx, &req, id, member_id, &env)` | 200 `to_api_json` |
+//! | `POST /gov/members/proposals/{id}:withdraw` | `Withdrawal` | [`withdraw_proposal`]`(tx, &req, id)` | 200 `to_api_json`, or 204 on `Ok(None)` |
+//! | `POST /gov/members/state-digests/{memberId}:update` | `StateDigest` | [`update_state_digest`]`(tx, &req, member_id, Some(root_hex))` | 200 [`StateDigest`] JSON |
+//! | `POST /gov/members/state-digests/{memberId}:ack` | `Ack` | [`ack_state_digest`]`(tx, &req, member_id)` | 204 |
+//! | `GET /gov/members/state-digests/{memberId}` | — | [`get_state_digest`]`(kv, member_id)` | 200 JSON |
+//! | `GET /gov/members/proposals` | — | [`list_proposals_json`]`(kv)` | 200 |
+//! | `GET /gov/members/proposals/{id}` | — | [`get_proposal`]`(kv, id)?.to_api_json(id)` | 200 |
+//! | `GET /gov/members/proposals/{id}/actions` | — | [`get_proposal_actions`]`(kv, id)` | 200 raw JSON body |
+//! | `GET /gov/members/proposals/{id}/ballots/{memberId}` | — | [`get_ballot`]`(kv, id, member_id)` | 200 `text/javascript` |
+//!
+//! Reads take any [`KvRead`] (a [`consort_kv::ReadTx`] or a `Tx`). `GET /gov/service/constitution` is
+//! [`constitution`]; members, users and nodes are plain reads of the tables in [`tables`].
+//!
+//! # Host actions
+//!
+//! The constitution's `apply` reaches the node only through recorded [`HostAction`]s (`ccf.node.*`):
+//! `TransitionServiceToOpen` (without recovery: [`open_service`]), `EndorseNodeCertificate` (sign the node's
+//! certificate into `public:ccf.gov.nodes.endorsed_certificates`), and, for machinery that does not exist yet,
+//! `TriggerLedgerRekey`, `TriggerRecoverySharesRefresh`, `TriggerSnapshot`, `TriggerLedgerChunk`, which the
+//! node may log and ignore until recovery, rekeying and snapshots land. Attestation actions
+//! (`add_node_code`, `add_snp_measurement`, `add_snp_host_data` and their removals) only write their tables,
+//! which the join protocol will read.
+//!
+//! # Determinism
+//!
+//! Every JS call runs in a fresh QuickJS runtime without `Date`, `performance` or `WeakRef`, with a seeded
+//! `Math.random` and a time budget counted in interrupt polls ([`limits::JsLimits`]), so the same inputs give
+//! the same outputs and KV writes on every node. A call that loops or allocates without bound fails with a
+//! clear reason ([`TIMEOUT_REASON`], "out of memory") and leaves the host healthy.
+//!
+//! # Ids
+//!
+//! Member and user ids are hex SHA-256 of the certificate DER. A proposal id is hex SHA-256 of (the Merkle
+//! root at the transaction's read version ‖ SHA-256 of the request signature), as CCF computes it
+//! ([`proposal_id`]).
 #![forbid(unsafe_code)]
 
 pub mod cose;
-mod js;
 mod error;
+mod js;
 pub mod kv;
 pub mod limits;
+mod members;
 mod model;
+mod proposals;
 pub mod tables;
 
 pub use cose::{sign_gov_request, verify_gov_request, MsgType, VerifiedRequest};
 pub use error::GovError;
+pub use js::{GovEnv, HostAction, TIMEOUT_REASON};
 pub use kv::KvRead;
-pub use model::*;
-pub use js::{HostAction, JsEnv, TIMEOUT_REASON};
+pub use members::{
+    ack_state_digest, activate_member, active_members, genesis, get_state_digest, open_service, update_state_digest,
+    MemberSpec, StateDigest, UserSpec,
+};
+pub use model::{
+    constitution, is_hex_id, member_info, proposal_info, Failure, MemberAck, MemberInfo, MemberStatus, ProposalInfo,
+    ProposalState, UserInfo,
+};
+pub use proposals::{
+    create_proposal, get_ballot, get_proposal, get_proposal_actions, list_proposals, list_proposals_json, proposal_id,
+    submit_ballot, withdraw_proposal, ProposalOutcome,
+};
+
+/// Consort's default constitution: one JS module exporting `validate`, `resolve` (majority of Active members)
+/// and `apply`, built from the files in `constitution/`.
+pub const DEFAULT_CONSTITUTION: &str = concat!(
+    include_str!("../constitution/actions.js"),
+    "\n",
+    include_str!("../constitution/validate.js"),
+    "\n",
+    include_str!("../constitution/resolve.js"),
+    "\n",
+    include_str!("../constitution/apply.js"),
+);

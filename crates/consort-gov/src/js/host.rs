@@ -7,7 +7,7 @@ use std::rc::Rc;
 use rquickjs::{Array, ArrayBuffer, Ctx, Exception, Function, Object, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{Access, JsEnv, MapData};
+use super::{Access, GovEnv, MapData};
 use crate::limits::{MAX_JS_LOG_LINES, MAX_JS_LOG_LINE_BYTES};
 use crate::tables::GOV_MAP_PREFIX;
 
@@ -67,7 +67,7 @@ pub(super) struct Host {
 }
 
 impl Host {
-    pub(super) fn new(access: Access, maps: HashMap<String, MapData>, seed: u64, env: &JsEnv) -> Self {
+    pub(super) fn new(access: Access, maps: HashMap<String, MapData>, seed: u64, env: &GovEnv) -> Self {
         Host {
             access,
             maps,

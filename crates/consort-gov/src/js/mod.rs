@@ -58,18 +58,29 @@ pub(crate) struct JsOutput {
     pub logs: Vec<String>,
 }
 
-/// Host facts a constitution may ask for.
+/// What the node passes with every governance operation that runs JavaScript: the limits of each JS call and
+/// the host facts a constitution may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsEnv {
+pub struct GovEnv {
+    /// Limits of each JS call (each ballot, validate, resolve and apply is one call).
     pub limits: JsLimits,
     /// Answer of `ccf.network.getLatestLedgerSecretSeqno()`.
     pub latest_ledger_secret_seqno: u64,
 }
 
+impl Default for GovEnv {
+    fn default() -> Self {
+        GovEnv {
+            limits: crate::limits::DEFAULT_JS_LIMITS,
+            latest_ledger_secret_seqno: 0,
+        }
+    }
+}
+
 type MapData = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Runs `call` against `tx`; on success applies its buffered writes to `tx`.
-pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &JsEnv) -> Result<JsOutput, Failure> {
+pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv) -> Result<JsOutput, Failure> {
     let args_json = serde_json::to_string(&call.args).map_err(|e| Failure {
         reason: format!("arguments do not serialise: {e}"),
         trace: None,
@@ -144,7 +155,7 @@ fn run_once(
     call: &JsCall<'_>,
     args_json: &str,
     host: &Rc<RefCell<host::Host>>,
-    env: &JsEnv,
+    env: &GovEnv,
 ) -> Result<Option<serde_json::Value>, Failure> {
     let runtime = Runtime::new().map_err(|e| failure(format!("cannot create a JS runtime: {e}")))?;
     runtime.set_memory_limit(env.limits.max_heap_bytes);

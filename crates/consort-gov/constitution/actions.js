@@ -1,0 +1,412 @@
+// Consort's default constitution, part 1 of 4: argument checks, KV helpers and the actions table.
+// The four files are concatenated into one JS module (see consort_gov::DEFAULT_CONSTITUTION).
+
+const SINGLETON = () => new ArrayBuffer(8);
+const T = {
+  memberCerts: "public:ccf.gov.members.certs",
+  memberInfo: "public:ccf.gov.members.info",
+  memberKeys: "public:ccf.gov.members.encryption_public_keys",
+  memberAcks: "public:ccf.gov.members.acks",
+  userCerts: "public:ccf.gov.users.certs",
+  userInfo: "public:ccf.gov.users.info",
+  nodeInfo: "public:ccf.gov.nodes.info",
+  nodeCerts: "public:ccf.gov.nodes.endorsed_certificates",
+  codeIds: "public:ccf.gov.nodes.code_ids",
+  snpMeasurements: "public:ccf.gov.nodes.snp.measurements",
+  snpHostData: "public:ccf.gov.nodes.snp.host_data",
+  constitution: "public:ccf.gov.constitution",
+  proposalsInfo: "public:ccf.gov.proposals_info",
+  serviceInfo: "public:ccf.gov.service.info",
+  serviceConfig: "public:ccf.gov.service.config",
+  history: "public:ccf.gov.cose_history",
+  signatures: "public:ccf.internal.signatures",
+};
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function expectType(value, type, field) {
+  const optional = type.endsWith("?");
+  const base = optional ? type.slice(0, -1) : type;
+  if (optional && (value === undefined || value === null)) return;
+  const ok =
+    base === "array"
+      ? Array.isArray(value)
+      : base === "integer"
+        ? Number.isInteger(value)
+        : base === "object"
+          ? typeof value === "object" && value !== null && !Array.isArray(value)
+          : typeof value === base;
+  if (!ok) fail(`${field} must be of type ${type}, not ${JSON.stringify(value)}`);
+}
+
+function expectNoArgs(args) {
+  if (args !== undefined && args !== null) fail("this action takes no arguments");
+}
+
+function expectId(value, field) {
+  expectType(value, "string", field);
+  if (!/^[0-9a-fA-F]{64}$/.test(value)) fail(`${field} must be 64 hexadecimal characters`);
+}
+
+function expectHex(value, field) {
+  expectType(value, "string", field);
+  if (value.length === 0 || value.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(value)) {
+    fail(`${field} must be a non-empty even-length hexadecimal string`);
+  }
+}
+
+function expectCerts(value, field) {
+  expectType(value, "string", field);
+  if (!ccf.crypto.isValidX509CertBundle(value)) fail(`${field} must be valid PEM X.509 certificate(s)`);
+}
+
+function getJson(table, key) {
+  const raw = ccf.kv[table].get(key);
+  return raw === undefined ? undefined : ccf.bufToJsonCompatible(raw);
+}
+
+function setJson(table, key, value) {
+  ccf.kv[table].set(key, ccf.jsonCompatibleToBuf(value));
+}
+
+function activeRecoveryMemberCount() {
+  let count = 0;
+  ccf.kv[T.memberKeys].forEach((_, id) => {
+    const info = getJson(T.memberInfo, id);
+    if (info !== undefined && info.status === "Active") count++;
+  });
+  return count;
+}
+
+function serviceConfig() {
+  return getJson(T.serviceConfig, SINGLETON()) ?? {};
+}
+
+function updateServiceConfig(changes) {
+  const config = serviceConfig();
+  let refreshShares = false;
+  if (changes.recovery_threshold !== undefined && changes.recovery_threshold !== config.recovery_threshold) {
+    const service = getJson(T.serviceInfo, SINGLETON());
+    if (service !== undefined && service.status === "WaitingForRecoveryShares") {
+      fail("cannot change the recovery threshold while the service waits for recovery shares");
+    }
+    if (service !== undefined && service.status === "Open") {
+      const members = activeRecoveryMemberCount();
+      if (changes.recovery_threshold > members) {
+        fail(`recovery threshold ${changes.recovery_threshold} exceeds the ${members} active recovery members`);
+      }
+    }
+    config.recovery_threshold = changes.recovery_threshold;
+    refreshShares = true;
+  }
+  if (changes.reconfiguration_type !== undefined) config.reconfiguration_type = changes.reconfiguration_type;
+  if (changes.recent_cose_proposals_window_size !== undefined) {
+    config.recent_cose_proposals_window_size = changes.recent_cose_proposals_window_size;
+  }
+  if (changes.maximum_node_certificate_validity_days !== undefined) {
+    config.maximum_node_certificate_validity_days = changes.maximum_node_certificate_validity_days;
+  }
+  if (changes.maximum_service_certificate_validity_days !== undefined) {
+    config.maximum_service_certificate_validity_days = changes.maximum_service_certificate_validity_days;
+  }
+  setJson(T.serviceConfig, SINGLETON(), config);
+  if (refreshShares) ccf.node.triggerRecoverySharesRefresh();
+}
+
+function setUserInfo(id, userData) {
+  if (userData === undefined || userData === null) {
+    ccf.kv[T.userInfo].delete(id);
+  } else {
+    setJson(T.userInfo, id, { user_data: userData });
+  }
+}
+
+// Mark every other Open proposal Dropped: a new constitution changes what their votes mean.
+function dropOtherOpenProposals(keepId) {
+  const table = ccf.kv[T.proposalsInfo];
+  table.forEach((raw, key) => {
+    if (ccf.bufToStr(key) === keepId) return;
+    const info = ccf.bufToJsonCompatible(raw);
+    if (info.state === "Open") {
+      info.state = "Dropped";
+      table.set(key, ccf.jsonCompatibleToBuf(info));
+    }
+  });
+}
+
+function allowedToJoin(table, field) {
+  return {
+    validate: (args) => expectHex(args[field], field),
+    apply: (args) => setJson(table, ccf.strToBuf(args[field].toLowerCase()), "AllowedToJoin"),
+  };
+}
+
+function disallow(table, field) {
+  return {
+    validate: (args) => expectHex(args[field], field),
+    apply: (args) => ccf.kv[table].delete(ccf.strToBuf(args[field].toLowerCase())),
+  };
+}
+
+function nodeAction(validate, apply) {
+  return { validate, apply };
+}
+
+const actions = new Map([
+  [
+    "set_constitution",
+    {
+      validate: (args) => expectType(args.constitution, "string", "constitution"),
+      apply: (args, proposalId) => {
+        setJson(T.constitution, SINGLETON(), args.constitution);
+        dropOtherOpenProposals(proposalId);
+      },
+    },
+  ],
+  [
+    "set_member",
+    {
+      validate: (args) => {
+        expectCerts(args.cert, "cert");
+        expectType(args.encryption_pub_key, "string?", "encryption_pub_key");
+        expectType(args.member_data, "object?", "member_data");
+        if (args.recovery_role !== undefined && args.recovery_role !== null) {
+          if (!["NonParticipant", "Participant", "Owner"].includes(args.recovery_role)) {
+            fail("recovery_role must be NonParticipant, Participant or Owner");
+          }
+          if (args.encryption_pub_key === undefined || args.encryption_pub_key === null) {
+            fail("recovery_role needs an encryption_pub_key");
+          }
+        }
+      },
+      apply: (args) => {
+        const id = ccf.strToBuf(ccf.pemToId(args.cert));
+        ccf.kv[T.memberCerts].set(id, ccf.strToBuf(args.cert));
+        if (args.encryption_pub_key === undefined || args.encryption_pub_key === null) {
+          ccf.kv[T.memberKeys].delete(id);
+        } else {
+          ccf.kv[T.memberKeys].set(id, ccf.strToBuf(args.encryption_pub_key));
+        }
+        const info = { status: "Accepted" };
+        if (args.member_data !== undefined && args.member_data !== null) info.member_data = args.member_data;
+        if (args.encryption_pub_key !== undefined && args.encryption_pub_key !== null) {
+          info.recovery_role = args.recovery_role ?? "Participant";
+        }
+        setJson(T.memberInfo, id, info);
+        const signature = getJson(T.signatures, SINGLETON());
+        setJson(T.memberAcks, id, { state_digest: signature === undefined ? "" : signature.root });
+      },
+    },
+  ],
+  [
+    "remove_member",
+    {
+      validate: (args) => expectId(args.member_id, "member_id"),
+      apply: (args) => {
+        const id = ccf.strToBuf(args.member_id);
+        const info = getJson(T.memberInfo, id);
+        if (info === undefined) return;
+        const activeRecovery = info.status === "Active" && ccf.kv[T.memberKeys].has(id);
+        if (activeRecovery) {
+          const threshold = serviceConfig().recovery_threshold ?? 0;
+          const remaining = activeRecoveryMemberCount() - 1;
+          if (remaining < threshold) {
+            fail(`removing the member would leave ${remaining} recovery members, below the threshold ${threshold}`);
+          }
+        }
+        for (const table of [T.memberInfo, T.memberKeys, T.memberCerts, T.memberAcks, T.history]) {
+          ccf.kv[table].delete(id);
+        }
+        if (activeRecovery) ccf.node.triggerLedgerRekey();
+      },
+    },
+  ],
+  [
+    "set_member_data",
+    {
+      validate: (args) => {
+        expectId(args.member_id, "member_id");
+        expectType(args.member_data, "object", "member_data");
+      },
+      apply: (args) => {
+        const id = ccf.strToBuf(args.member_id);
+        const info = getJson(T.memberInfo, id) ?? fail(`member ${args.member_id} does not exist`);
+        info.member_data = args.member_data;
+        setJson(T.memberInfo, id, info);
+      },
+    },
+  ],
+  [
+    "set_user",
+    {
+      validate: (args) => {
+        expectCerts(args.cert, "cert");
+        expectType(args.user_data, "object?", "user_data");
+      },
+      apply: (args) => {
+        const id = ccf.strToBuf(ccf.pemToId(args.cert));
+        ccf.kv[T.userCerts].set(id, ccf.strToBuf(args.cert));
+        setUserInfo(id, args.user_data);
+      },
+    },
+  ],
+  [
+    "remove_user",
+    {
+      validate: (args) => expectId(args.user_id, "user_id"),
+      apply: (args) => {
+        const id = ccf.strToBuf(args.user_id);
+        ccf.kv[T.userCerts].delete(id);
+        ccf.kv[T.userInfo].delete(id);
+      },
+    },
+  ],
+  [
+    "set_user_data",
+    {
+      validate: (args) => {
+        expectId(args.user_id, "user_id");
+        expectType(args.user_data, "object?", "user_data");
+      },
+      apply: (args) => {
+        const id = ccf.strToBuf(args.user_id);
+        if (!ccf.kv[T.userCerts].has(id)) fail(`user ${args.user_id} does not exist`);
+        setUserInfo(id, args.user_data);
+      },
+    },
+  ],
+  [
+    "set_recovery_threshold",
+    {
+      validate: (args) => {
+        expectType(args.recovery_threshold, "integer", "recovery_threshold");
+        if (args.recovery_threshold < 1 || args.recovery_threshold > 254) {
+          fail("recovery_threshold must be between 1 and 254");
+        }
+      },
+      apply: (args) => updateServiceConfig({ recovery_threshold: args.recovery_threshold }),
+    },
+  ],
+  [
+    "set_service_configuration",
+    {
+      validate: (args) => {
+        expectType(args, "object", "args");
+        expectType(args.recovery_threshold, "integer?", "recovery_threshold");
+        expectType(args.recent_cose_proposals_window_size, "integer?", "recent_cose_proposals_window_size");
+        if (args.recent_cose_proposals_window_size !== undefined && args.recent_cose_proposals_window_size < 1) {
+          fail("recent_cose_proposals_window_size must be at least 1");
+        }
+        expectType(args.reconfiguration_type, "string?", "reconfiguration_type");
+        expectType(args.maximum_node_certificate_validity_days, "integer?", "maximum_node_certificate_validity_days");
+        expectType(
+          args.maximum_service_certificate_validity_days,
+          "integer?",
+          "maximum_service_certificate_validity_days",
+        );
+      },
+      apply: (args) => updateServiceConfig(args),
+    },
+  ],
+  [
+    "trigger_recovery_shares_refresh",
+    { validate: expectNoArgs, apply: () => ccf.node.triggerRecoverySharesRefresh() },
+  ],
+  ["trigger_ledger_rekey", { validate: expectNoArgs, apply: () => ccf.node.triggerLedgerRekey() }],
+  ["trigger_snapshot", { validate: expectNoArgs, apply: () => ccf.node.triggerSnapshot() }],
+  ["trigger_ledger_chunk", { validate: expectNoArgs, apply: () => ccf.node.triggerLedgerChunk() }],
+  [
+    "transition_service_to_open",
+    {
+      validate: (args) => {
+        expectCerts(args.next_service_identity, "next_service_identity");
+        if (args.previous_service_identity !== undefined && args.previous_service_identity !== null) {
+          expectCerts(args.previous_service_identity, "previous_service_identity");
+        }
+      },
+      apply: (args) => {
+        const service = getJson(T.serviceInfo, SINGLETON()) ?? fail("service information could not be found");
+        const previous = args.previous_service_identity ?? undefined;
+        if (service.status === "Recovering" && previous === undefined) {
+          fail("opening a recovering service needs both the previous and the next service identity");
+        }
+        ccf.node.transitionServiceToOpen(
+          previous === undefined ? undefined : ccf.strToBuf(previous),
+          ccf.strToBuf(args.next_service_identity),
+        );
+      },
+    },
+  ],
+  [
+    "transition_node_to_trusted",
+    nodeAction(
+      (args) => {
+        expectId(args.node_id, "node_id");
+        expectType(args.valid_from, "string?", "valid_from");
+        expectType(args.validity_period_days, "integer?", "validity_period_days");
+      },
+      (args) => {
+        const id = ccf.strToBuf(args.node_id);
+        const info = getJson(T.nodeInfo, id) ?? fail(`node ${args.node_id} does not exist`);
+        if (info.status === "Pending") {
+          const max = serviceConfig().maximum_node_certificate_validity_days ?? 365;
+          if (args.validity_period_days !== undefined && args.validity_period_days > max) {
+            fail(`validity period ${args.validity_period_days} days exceeds the service maximum of ${max}`);
+          }
+          info.status = "Trusted";
+          info.ledger_secret_seqno = ccf.network.getLatestLedgerSecretSeqno();
+          setJson(T.nodeInfo, id, info);
+          ccf.node.endorseNodeCertificate(args.node_id, args.valid_from, args.validity_period_days ?? max);
+        }
+      },
+    ),
+  ],
+  [
+    "remove_node",
+    nodeAction(
+      (args) => expectId(args.node_id, "node_id"),
+      (args) => {
+        const id = ccf.strToBuf(args.node_id);
+        const info = getJson(T.nodeInfo, id);
+        if (info === undefined) return;
+        if (info.status === "Pending") {
+          ccf.kv[T.nodeInfo].delete(id);
+          ccf.kv[T.nodeCerts].delete(id);
+        } else {
+          info.status = "Retired";
+          setJson(T.nodeInfo, id, info);
+        }
+      },
+    ),
+  ],
+  [
+    "set_node_data",
+    nodeAction(
+      (args) => expectId(args.node_id, "node_id"),
+      (args) => {
+        const id = ccf.strToBuf(args.node_id);
+        const info = getJson(T.nodeInfo, id) ?? fail(`node ${args.node_id} does not exist`);
+        info.node_data = args.node_data;
+        setJson(T.nodeInfo, id, info);
+      },
+    ),
+  ],
+  ["add_node_code", allowedToJoin(T.codeIds, "code_id")],
+  ["remove_node_code", disallow(T.codeIds, "code_id")],
+  ["add_snp_measurement", allowedToJoin(T.snpMeasurements, "measurement")],
+  ["remove_snp_measurement", disallow(T.snpMeasurements, "measurement")],
+  [
+    "add_snp_host_data",
+    {
+      validate: (args) => {
+        expectHex(args.host_data, "host_data");
+        expectType(args.security_policy, "string?", "security_policy");
+      },
+      apply: (args) =>
+        setJson(T.snpHostData, ccf.strToBuf(args.host_data.toLowerCase()), args.security_policy ?? ""),
+    },
+  ],
+  ["remove_snp_host_data", disallow(T.snpHostData, "host_data")],
+]);

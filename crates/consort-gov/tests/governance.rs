@@ -1,0 +1,406 @@
+//! Governance scenarios over an in-memory store: signed requests, the proposal lifecycle under the default
+//! constitution, constitution changes, JS limits and determinism.
+
+use consort_crypto::x509::self_signed;
+use consort_crypto::{CertParams, Curve, SigningKey};
+use consort_gov::*;
+use consort_kv::Store;
+use serde_json::json;
+
+const NOW: i64 = 1_700_000_000;
+const ROOT: [u8; 32] = [7u8; 32];
+
+struct Member {
+    key: SigningKey,
+    cert_pem: String,
+    id: String,
+}
+
+fn member(curve: Curve, name: &str) -> Member {
+    let key = SigningKey::generate(curve);
+    let cert = self_signed(&key, &CertParams::new(name)).unwrap();
+    Member {
+        id: consort_crypto::cert_id(&cert.der),
+        key,
+        cert_pem: cert.pem,
+    }
+}
+
+fn spec(m: &Member) -> MemberSpec {
+    MemberSpec {
+        cert_pem: m.cert_pem.clone(),
+        encryption_public_key_pem: None,
+        member_data: None,
+        recovery_role: None,
+    }
+}
+
+fn setup(members: &[&Member], constitution: &str) -> Store {
+    let store = Store::new();
+    let mut tx = store.begin();
+    let specs: Vec<_> = members.iter().map(|m| spec(m)).collect();
+    genesis(&mut tx, &specs, &[], constitution, 1).unwrap();
+    store.commit(tx, |_, _| ()).unwrap();
+    store
+}
+
+/// Sends a signed request through verification and `op` in one transaction, committing only on success.
+fn run<T>(
+    store: &Store,
+    body: &[u8],
+    ty: MsgType,
+    pid: Option<&str>,
+    op: impl FnOnce(&mut consort_kv::Tx<'_>, &VerifiedRequest) -> Result<T, GovError>,
+) -> Result<T, GovError> {
+    let mut tx = store.begin();
+    let req = verify_gov_request(&mut tx, body, ty, pid, NOW)?;
+    let out = op(&mut tx, &req)?;
+    store.commit(tx, |_, _| ()).unwrap();
+    Ok(out)
+}
+
+fn propose_at(store: &Store, m: &Member, proposal: &serde_json::Value, created_at: i64) -> Result<ProposalOutcome, GovError> {
+    let body = sign_gov_request(&m.key, &m.id, MsgType::Proposal, created_at, None, proposal.to_string().as_bytes());
+    run(store, &body, MsgType::Proposal, None, |tx, req| create_proposal(tx, req, &ROOT, &GovEnv::default()))
+}
+
+fn propose(store: &Store, m: &Member, proposal: &serde_json::Value) -> Result<ProposalOutcome, GovError> {
+    propose_at(store, m, proposal, NOW)
+}
+
+fn vote_with(store: &Store, m: &Member, pid: &str, ballot: &str, env: &GovEnv) -> Result<ProposalOutcome, GovError> {
+    let payload = json!({ "ballot": ballot }).to_string();
+    let body = sign_gov_request(&m.key, &m.id, MsgType::Ballot, NOW, Some(pid), payload.as_bytes());
+    run(store, &body, MsgType::Ballot, Some(pid), |tx, req| submit_ballot(tx, req, pid, &m.id, env))
+}
+
+fn vote(store: &Store, m: &Member, pid: &str, yes: bool) -> Result<ProposalOutcome, GovError> {
+    let ballot = format!("export function vote(proposal, proposerId) {{ return {yes}; }}");
+    vote_with(store, m, pid, &ballot, &GovEnv::default())
+}
+
+fn set_user_proposal(user: &Member) -> serde_json::Value {
+    json!({"actions": [{"name": "set_user", "args": {"cert": user.cert_pem, "user_data": {"role": "tester"}}}]})
+}
+
+fn has_user(store: &Store, id: &str) -> bool {
+    store.read_only().has(tables::USERS_CERTS, id.as_bytes())
+}
+
+fn three() -> (Member, Member, Member) {
+    (member(Curve::P384, "m0"), member(Curve::P256, "m1"), member(Curve::P384, "m2"))
+}
+
+#[test]
+fn one_member_consortium_acts_alone() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let user = member(Curve::P256, "user");
+    let out = propose(&store, &m, &set_user_proposal(&user)).unwrap();
+    assert_eq!(out.info.state, ProposalState::Open, "no ballot yet");
+    let out = vote(&store, &m, &out.proposal_id, true).unwrap();
+    assert_eq!(out.info.state, ProposalState::Accepted);
+    assert!(has_user(&store, &user.id));
+    let info: serde_json::Value =
+        serde_json::from_slice(&store.read_only().get(tables::USERS_INFO, user.id.as_bytes()).unwrap()).unwrap();
+    assert_eq!(info, json!({"user_data": {"role": "tester"}}));
+}
+
+#[test]
+fn set_user_needs_a_majority_of_three() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    let user = member(Curve::P256, "user");
+    let created = propose(&store, &a, &set_user_proposal(&user)).unwrap();
+    let pid = created.proposal_id.clone();
+    // The id binds the state root and the request's signature (ECDSA signing here is deterministic, RFC 6979).
+    let body = sign_gov_request(&a.key, &a.id, MsgType::Proposal, NOW, None, set_user_proposal(&user).to_string().as_bytes());
+    let again = verify_gov_request(&mut store.begin(), &body, MsgType::Proposal, None, NOW).unwrap();
+    assert_eq!(pid, proposal_id(&ROOT, &again));
+    let after_one = vote(&store, &a, &pid, true).unwrap();
+    assert_eq!(after_one.info.state, ProposalState::Open);
+    assert!(!has_user(&store, &user.id));
+    let api = get_proposal(&mut store.read_only(), &pid).unwrap().to_api_json(&pid);
+    assert_eq!(api["proposalState"], "Open");
+    assert_eq!(api["ballotCount"], 1);
+    let after_two = vote(&store, &b, &pid, true).unwrap();
+    assert_eq!(after_two.info.state, ProposalState::Accepted);
+    assert_eq!(after_two.to_api_json()["finalVotes"], json!({ a.id.clone(): true, b.id.clone(): true }));
+    assert!(has_user(&store, &user.id));
+    // Closed proposals take no more ballots.
+    let err = vote(&store, &c, &pid, true).unwrap_err();
+    assert_eq!(err.code(), "ProposalNotOpen");
+    // The read endpoints.
+    let list = list_proposals_json(&mut store.read_only()).unwrap();
+    assert_eq!(list["value"][0]["proposalId"], pid);
+    let actions = get_proposal_actions(&mut store.read_only(), &pid).unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&actions).unwrap(), set_user_proposal(&user));
+    assert!(get_ballot(&mut store.read_only(), &pid, &a.id).unwrap().contains("return true"));
+    assert_eq!(get_ballot(&mut store.read_only(), &pid, &c.id).unwrap_err().code(), "VoteNotFound");
+}
+
+#[test]
+fn remove_user_rejected_by_majority_leaves_the_user() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    let user = member(Curve::P256, "user");
+    let pid = propose(&store, &a, &set_user_proposal(&user)).unwrap().proposal_id;
+    vote(&store, &a, &pid, true).unwrap();
+    vote(&store, &b, &pid, true).unwrap();
+    assert!(has_user(&store, &user.id));
+
+    let remove = json!({"actions": [{"name": "remove_user", "args": {"user_id": user.id}}]});
+    let pid = propose_at(&store, &a, &remove, NOW + 1).unwrap().proposal_id;
+    assert_eq!(vote(&store, &b, &pid, false).unwrap().info.state, ProposalState::Open);
+    assert_eq!(vote(&store, &c, &pid, false).unwrap().info.state, ProposalState::Rejected);
+    assert!(has_user(&store, &user.id));
+}
+
+#[test]
+fn same_ballot_is_idempotent_and_a_different_one_refused() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    vote(&store, &a, &pid, true).unwrap();
+    assert_eq!(vote(&store, &a, &pid, true).unwrap().info.ballots.len(), 1);
+    assert_eq!(vote(&store, &a, &pid, false).unwrap_err().code(), "VoteAlreadyExists");
+}
+
+#[test]
+fn withdraw_only_by_proposer() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let withdraw = |m: &Member| {
+        let body = sign_gov_request(&m.key, &m.id, MsgType::Withdrawal, NOW, Some(&pid), b"");
+        run(&store, &body, MsgType::Withdrawal, Some(&pid), |tx, req| withdraw_proposal(tx, req, &pid))
+    };
+    let err = withdraw(&b).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("AuthorizationFailed", 403));
+    let out = withdraw(&a).unwrap().unwrap();
+    assert_eq!(out.info.state, ProposalState::Withdrawn);
+    assert_eq!(vote(&store, &b, &pid, true).unwrap_err().code(), "ProposalNotOpen");
+    // Withdrawing an unknown proposal is idempotent (204).
+    let other = "ab".repeat(32);
+    let body = sign_gov_request(&a.key, &a.id, MsgType::Withdrawal, NOW, Some(&other), b"");
+    let none = run(&store, &body, MsgType::Withdrawal, Some(&other), |tx, req| withdraw_proposal(tx, req, &other));
+    assert!(none.unwrap().is_none());
+}
+
+#[test]
+fn invalid_proposals_are_refused_by_validate() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let bad = json!({"actions": [{"name": "remove_user", "args": {"user_id": "nothex"}}]});
+    let err = propose(&store, &m, &bad).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("ProposalFailedToValidate", 400));
+    assert!(err.to_string().contains("user_id"), "{err}");
+    let unknown = json!({"actions": [{"name": "make_coffee"}]});
+    assert!(propose_at(&store, &m, &unknown, NOW + 1).unwrap_err().to_string().contains("no such action"));
+    // Nothing was recorded.
+    assert!(list_proposals(&mut store.read_only()).unwrap().is_empty());
+}
+
+#[test]
+fn constitution_change_with_a_veto_takes_effect_for_the_next_proposal() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    // A pending proposal is dropped when the constitution changes.
+    let pending = propose(&store, &b, &set_user_proposal(&member(Curve::P256, "pending"))).unwrap().proposal_id;
+    let veto_resolve = format!(
+        r#"
+export function resolve(proposal, proposerId, votes, proposalId) {{
+  if (votes.some((v) => v.member_id === "{}" && !v.vote)) return "Rejected";
+  return resolveByMajority(proposal, proposerId, votes, proposalId);
+}}
+"#,
+        c.id
+    );
+    let new_constitution = DEFAULT_CONSTITUTION.replace("export function resolve(", "function resolveByMajority(")
+        + &veto_resolve;
+    let change = json!({"actions": [{"name": "set_constitution", "args": {"constitution": new_constitution}}]});
+    let pid = propose_at(&store, &a, &change, NOW + 1).unwrap().proposal_id;
+    vote(&store, &a, &pid, true).unwrap();
+    assert_eq!(vote(&store, &b, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert_eq!(constitution(&mut store.read_only()).unwrap(), new_constitution);
+    assert_eq!(get_proposal(&mut store.read_only(), &pending).unwrap().state, ProposalState::Dropped);
+
+    let user = member(Curve::P256, "user");
+    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 2).unwrap().proposal_id;
+    vote(&store, &a, &pid, true).unwrap();
+    assert_eq!(vote(&store, &c, &pid, false).unwrap().info.state, ProposalState::Rejected);
+    assert!(!has_user(&store, &user.id));
+}
+
+fn small_limits() -> GovEnv {
+    GovEnv {
+        limits: limits::JsLimits {
+            max_heap_bytes: 16 * 1024 * 1024,
+            max_stack_bytes: 256 * 1024,
+            max_interrupt_polls: 200,
+        },
+        latest_ledger_secret_seqno: 0,
+    }
+}
+
+#[test]
+fn runaway_ballots_fail_with_a_clear_reason_and_the_host_stays_healthy() {
+    let (a, b, c) = three();
+    let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let env = small_limits();
+    let looping = vote_with(&store, &a, &pid, "export function vote() { while (true) {} }", &env).unwrap();
+    assert_eq!(looping.info.state, ProposalState::Open);
+    assert_eq!(looping.vote_failures[&a.id].reason, TIMEOUT_REASON);
+    assert!(looping.to_api_json()["voteFailures"][&a.id]["reason"].is_string());
+    let hog = "export function vote() { const a = []; while (true) { a.push(new Array(100000).fill(1)); } }";
+    let hogging = vote_with(&store, &b, &pid, hog, &env).unwrap();
+    let reason = &hogging.vote_failures[&b.id].reason;
+    assert!(reason.contains("out of memory") || reason == TIMEOUT_REASON, "{reason}");
+    let deep = "function f(n) { return f(n + 1) + 1; } export function vote() { return f(0); }";
+    let overflowing = vote_with(&store, &c, &pid, deep, &env).unwrap();
+    assert!(overflowing.vote_failures[&c.id].reason.to_lowercase().contains("stack"), "{overflowing:?}");
+
+    // A normal proposal still works.
+    let user = member(Curve::P256, "user");
+    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 1).unwrap().proposal_id;
+    vote(&store, &a, &pid, true).unwrap();
+    assert_eq!(vote(&store, &b, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert!(has_user(&store, &user.id));
+}
+
+#[test]
+fn runaway_constitution_fails_the_proposal() {
+    let m = member(Curve::P256, "solo");
+    let looping = DEFAULT_CONSTITUTION.replace(
+        "export function resolve(proposal, proposerId, votes, proposalId) {",
+        "export function resolve(proposal, proposerId, votes, proposalId) { if (votes.length > 0) while (true) {}",
+    );
+    let store = setup(&[&m], &looping);
+    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let err = vote_with(&store, &m, &pid, "export function vote() { return true; }", &small_limits()).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("InternalError", 500));
+    assert!(err.to_string().contains(TIMEOUT_REASON), "{err}");
+    // The failed ballot's transaction was dropped: the proposal is still Open without ballots.
+    let info = get_proposal(&mut store.read_only(), &pid).unwrap();
+    assert_eq!((info.state, info.ballots.len()), (ProposalState::Open, 0));
+
+    let hog = DEFAULT_CONSTITUTION.replace(
+        "export function apply(input, proposalId) {",
+        "export function apply(input, proposalId) { let s = 'x'; while (true) { s = s + s; }",
+    );
+    let store = setup(&[&m], &hog);
+    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let err = vote_with(&store, &m, &pid, "export function vote() { return true; }", &small_limits()).unwrap_err();
+    assert!(err.to_string().starts_with("Failed to apply():"), "{err}");
+}
+
+#[test]
+fn governance_js_is_deterministic() {
+    let script = r#"
+export function vote() {
+  return typeof Date === "undefined" && Math.random() === Math.random() - 0 + 0 && ccf.crypto.sha256(ccf.strToBuf("x")).byteLength === 32;
+}"#;
+    let (a, b, c) = three();
+    let user = member(Curve::P256, "user");
+    let proposal = set_user_proposal(&user).to_string();
+    let create = sign_gov_request(&a.key, &a.id, MsgType::Proposal, NOW, None, proposal.as_bytes());
+    let run_all = || {
+        let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
+        let out = run(&store, &create, MsgType::Proposal, None, |tx, req| create_proposal(tx, req, &ROOT, &GovEnv::default())).unwrap();
+        let pid = out.proposal_id.clone();
+        let mut results = vec![out.to_api_json()];
+        let ballots = [
+            (&a, script),
+            (&b, "export function vote() { return Math.random() < 2; }"),
+            (&c, "export function vote() { console.log('yes', 1); return true; }"),
+        ];
+        for (m, ballot) in ballots {
+            let payload = json!({ "ballot": ballot }).to_string();
+            let body = sign_gov_request(&m.key, &m.id, MsgType::Ballot, NOW, Some(&pid), payload.as_bytes());
+            let out = run(&store, &body, MsgType::Ballot, Some(&pid), |tx, req| submit_ballot(tx, req, &pid, &m.id, &GovEnv::default())).unwrap();
+            results.push(out.to_api_json());
+        }
+        (results, store.digest())
+    };
+    let (first, digest1) = run_all();
+    let (second, digest2) = run_all();
+    assert_eq!(first, second);
+    assert_eq!(digest1, digest2);
+    assert_eq!(first[3]["proposalState"], "Accepted", "{first:?}");
+    assert_eq!(first[3]["finalVotes"][&a.id], false, "Math.random() === Math.random() is false: {first:?}");
+}
+
+#[test]
+fn member_activation_by_state_digest_ack() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let newcomer = member(Curve::P384, "new");
+    let add = json!({"actions": [{"name": "set_member", "args": {"cert": newcomer.cert_pem, "member_data": {"k": 1}}}]});
+    let pid = propose(&store, &m, &add).unwrap().proposal_id;
+    assert_eq!(vote(&store, &m, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    let info = member_info(&mut store.read_only(), &newcomer.id).unwrap().unwrap();
+    assert_eq!(info.status, MemberStatus::Accepted);
+
+    // An Accepted member may not propose yet.
+    let err = propose_at(&store, &newcomer, &set_user_proposal(&member(Curve::P256, "u")), NOW + 1).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("AuthorizationFailed", 403));
+
+    let root = "cd".repeat(32);
+    let body = sign_gov_request(&newcomer.key, &newcomer.id, MsgType::StateDigest, NOW, None, b"");
+    let digest = run(&store, &body, MsgType::StateDigest, None, |tx, req| {
+        update_state_digest(tx, req, &newcomer.id, Some(&root))
+    })
+    .unwrap();
+    assert_eq!(digest.state_digest, root);
+    assert_eq!(get_state_digest(&mut store.read_only(), &newcomer.id).unwrap(), digest);
+
+    let wrong = json!({"stateDigest": "00".repeat(32)}).to_string();
+    let body = sign_gov_request(&newcomer.key, &newcomer.id, MsgType::Ack, NOW, None, wrong.as_bytes());
+    let err = run(&store, &body, MsgType::Ack, None, |tx, req| ack_state_digest(tx, req, &newcomer.id)).unwrap_err();
+    assert_eq!(err.code(), "StateDigestMismatch");
+
+    let right = serde_json::to_vec(&digest).unwrap();
+    let body = sign_gov_request(&newcomer.key, &newcomer.id, MsgType::Ack, NOW, None, &right);
+    let newly = run(&store, &body, MsgType::Ack, None, |tx, req| ack_state_digest(tx, req, &newcomer.id)).unwrap();
+    assert!(newly);
+    assert_eq!(active_members(&mut store.read_only()).unwrap().len(), 2);
+
+    // Two active members now: one vote is no longer a majority.
+    let user = member(Curve::P256, "user");
+    let pid = propose_at(&store, &newcomer, &set_user_proposal(&user), NOW + 2).unwrap().proposal_id;
+    assert_eq!(vote(&store, &m, &pid, true).unwrap().info.state, ProposalState::Open);
+    assert_eq!(vote(&store, &newcomer, &pid, true).unwrap().info.state, ProposalState::Accepted);
+}
+
+#[test]
+fn host_actions_are_recorded_for_the_node() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    {
+        let mut tx = store.begin();
+        tx.put(tables::SERVICE_INFO, &tables::SINGLETON_KEY, br#"{"status":"Opening","cert":"x"}"#);
+        store.commit(tx, |_, _| ()).unwrap();
+    }
+    let service = member(Curve::P384, "service");
+    let p = json!({"actions": [
+        {"name": "transition_service_to_open", "args": {"next_service_identity": service.cert_pem}},
+        {"name": "trigger_snapshot"},
+        {"name": "add_snp_measurement", "args": {"measurement": "AB01"}},
+    ]});
+    let pid = propose(&store, &m, &p).unwrap().proposal_id;
+    let out = vote(&store, &m, &pid, true).unwrap();
+    assert_eq!(out.actions.len(), 2);
+    assert!(matches!(&out.actions[0], HostAction::TransitionServiceToOpen { next_service_identity: Some(c), previous_service_identity: None } if *c == service.cert_pem));
+    assert_eq!(out.actions[1], HostAction::TriggerSnapshot);
+    assert_eq!(
+        store.read_only().get(tables::NODES_SNP_MEASUREMENTS, b"ab01").as_deref(),
+        Some(&b"\"AllowedToJoin\""[..])
+    );
+    let mut tx = store.begin();
+    open_service(&mut tx).unwrap();
+    store.commit(tx, |_, _| ()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&store.read_only().get(tables::SERVICE_INFO, &tables::SINGLETON_KEY).unwrap()).unwrap();
+    assert_eq!(info, json!({"status": "Open", "cert": "x"}));
+}
