@@ -9,8 +9,8 @@
 
 use coset::cbor::value::Value;
 use coset::iana::{self, EnumI64};
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, Label, RegisteredLabelWithPrivate};
 use coset::TaggedCborSerializable;
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, Label, RegisteredLabelWithPrivate};
 
 use consort_crypto::{Curve, HashAlg, ParsedCert, SigningKey};
 
@@ -96,7 +96,9 @@ fn alg_for_curve(curve: Curve) -> (iana::Algorithm, HashAlg) {
 }
 
 fn text_header<'a>(rest: &'a [(Label, Value)], name: &str) -> Option<&'a Value> {
-    rest.iter().find(|(l, _)| matches!(l, Label::Text(t) if t == name)).map(|(_, v)| v)
+    rest.iter()
+        .find(|(l, _)| matches!(l, Label::Text(t) if t == name))
+        .map(|(_, v)| v)
 }
 
 /// Verifies a governance request: parses the tagged COSE Sign1 `body`, finds the member named by `kid`
@@ -138,18 +140,30 @@ pub fn verify_gov_request(
 
     let msg_type = match text_header(&header.rest, HEADER_MSG_TYPE) {
         Some(Value::Text(t)) => t.clone(),
-        Some(_) => return Err(GovError::InvalidHeader(format!("{HEADER_MSG_TYPE} is not a text string"))),
+        Some(_) => {
+            return Err(GovError::InvalidHeader(format!(
+                "{HEADER_MSG_TYPE} is not a text string"
+            )))
+        }
         None => return Err(GovError::InvalidHeader(format!("missing {HEADER_MSG_TYPE}"))),
     };
     let created_at = match text_header(&header.rest, HEADER_CREATED_AT) {
         Some(Value::Integer(i)) => i64::try_from(i128::from(*i))
             .map_err(|_| GovError::InvalidCreatedAt(format!("{HEADER_CREATED_AT} is out of range")))?,
-        Some(_) => return Err(GovError::InvalidHeader(format!("{HEADER_CREATED_AT} is not an integer"))),
+        Some(_) => {
+            return Err(GovError::InvalidHeader(format!(
+                "{HEADER_CREATED_AT} is not an integer"
+            )))
+        }
         None => return Err(GovError::InvalidHeader(format!("missing {HEADER_CREATED_AT}"))),
     };
     let proposal_id = match text_header(&header.rest, HEADER_PROPOSAL_ID) {
         Some(Value::Text(t)) => Some(t.clone()),
-        Some(_) => return Err(GovError::InvalidHeader(format!("{HEADER_PROPOSAL_ID} is not a text string"))),
+        Some(_) => {
+            return Err(GovError::InvalidHeader(format!(
+                "{HEADER_PROPOSAL_ID} is not a text string"
+            )))
+        }
         None => None,
     };
     let payload = sign1
@@ -191,11 +205,15 @@ pub fn verify_gov_request(
             return Err(GovError::InvalidHeader(format!("missing {HEADER_PROPOSAL_ID}")));
         };
         if expected_proposal_id.is_some_and(|p| p != signed) {
-            return Err(GovError::InvalidResourceName("authenticated proposal id does not match URL".into()));
+            return Err(GovError::InvalidResourceName(
+                "authenticated proposal id does not match URL".into(),
+            ));
         }
     }
-    if created_at > MAX_CREATED_AT_SECONDS || created_at < 0 {
-        return Err(GovError::InvalidCreatedAt(format!("created_at {created_at} is out of range")));
+    if !(0..=MAX_CREATED_AT_SECONDS).contains(&created_at) {
+        return Err(GovError::InvalidCreatedAt(format!(
+            "created_at {created_at} is out of range"
+        )));
     }
     if created_at > now_seconds.saturating_add(MAX_CREATED_AT_FUTURE_SKEW_SECONDS) {
         return Err(GovError::InvalidCreatedAt(format!(

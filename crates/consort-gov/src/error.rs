@@ -36,7 +36,11 @@ pub enum GovError {
     ProposalTooOld(String),
     /// A request or proposal exceeds a named limit of `limits`.
     #[error("{what} is {size} bytes, more than the limit of {limit}")]
-    TooLarge { what: &'static str, size: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// A path parameter does not parse, or does not match the signed one.
     #[error("{0}")]
     InvalidResourceName(String),
@@ -57,7 +61,11 @@ pub enum GovError {
     VoteNotFound { member_id: String, proposal_id: String },
     /// Only the proposer may withdraw a proposal.
     #[error("proposal {proposal_id} can only be withdrawn by proposer {proposer_id}, not caller {caller_id}")]
-    NotProposer { proposal_id: String, proposer_id: String, caller_id: String },
+    NotProposer {
+        proposal_id: String,
+        proposer_id: String,
+        caller_id: String,
+    },
     /// The constitution's `validate` rejected the proposal.
     #[error("proposal failed to validate: {0}")]
     ProposalFailedToValidate(String),

@@ -22,7 +22,9 @@ pub struct StateDigest {
 
 fn check_member_path(request: &VerifiedRequest, member_id: &str) -> Result<(), GovError> {
     if !is_hex_id(member_id) {
-        return Err(GovError::InvalidResourceName(format!("'{member_id}' is not a valid hex-encoded member ID")));
+        return Err(GovError::InvalidResourceName(format!(
+            "'{member_id}' is not a valid hex-encoded member ID"
+        )));
     }
     if request.member_id != member_id {
         return Err(GovError::InvalidResourceName(format!(
@@ -182,7 +184,11 @@ pub fn genesis(
             recovery_role,
         };
         tx.put(tables::MEMBERS_INFO, id.as_bytes(), &to_json_bytes(&info));
-        tx.put(tables::MEMBERS_ACKS, id.as_bytes(), &to_json_bytes(&MemberAck::default()));
+        tx.put(
+            tables::MEMBERS_ACKS,
+            id.as_bytes(),
+            &to_json_bytes(&MemberAck::default()),
+        );
         ids.push(id);
     }
     for u in users {
@@ -197,7 +203,11 @@ pub fn genesis(
             tx.put(tables::USERS_INFO, id.as_bytes(), &to_json_bytes(&info));
         }
     }
-    tx.put(tables::CONSTITUTION, &tables::SINGLETON_KEY, &to_json_bytes(&constitution));
+    tx.put(
+        tables::CONSTITUTION,
+        &tables::SINGLETON_KEY,
+        &to_json_bytes(&constitution),
+    );
     if !tx.has(tables::SERVICE_CONFIG, &tables::SINGLETON_KEY) {
         let config = serde_json::json!({
             "recovery_threshold": recovery_threshold,

@@ -57,7 +57,9 @@ fn check_path_id(id: &str, what: &str) -> Result<(), GovError> {
     if is_hex_id(id) {
         Ok(())
     } else {
-        Err(GovError::InvalidResourceName(format!("'{id}' is not a valid hex-encoded {what} ID")))
+        Err(GovError::InvalidResourceName(format!(
+            "'{id}' is not a valid hex-encoded {what} ID"
+        )))
     }
 }
 
@@ -99,14 +101,23 @@ fn check_and_record_submission(tx: &mut Tx<'_>, req: &VerifiedRequest, proposal_
         let existing: String = serde_json::from_slice(&existing).unwrap_or_default();
         return Err(GovError::ProposalReplay(existing));
     }
-    let keys: Vec<Vec<u8>> = entries(tx, tables::COSE_RECENT_PROPOSALS).into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<Vec<u8>> = entries(tx, tables::COSE_RECENT_PROPOSALS)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     if let Some(median) = keys.get(keys.len() / 2) {
         let median_created_at = median.split(|b| *b == b':').next().unwrap_or_default();
         if created_at.as_bytes() < median_created_at {
-            return Err(GovError::ProposalTooOld(String::from_utf8_lossy(median_created_at).into_owned()));
+            return Err(GovError::ProposalTooOld(
+                String::from_utf8_lossy(median_created_at).into_owned(),
+            ));
         }
     }
-    tx.put(tables::COSE_RECENT_PROPOSALS, key.as_bytes(), &to_json_bytes(&proposal_id));
+    tx.put(
+        tables::COSE_RECENT_PROPOSALS,
+        key.as_bytes(),
+        &to_json_bytes(&proposal_id),
+    );
     let window = replay_window_size(tx);
     let excess = (keys.len() + 1).saturating_sub(window);
     for old in keys.iter().take(excess) {
@@ -156,7 +167,11 @@ pub fn create_proposal(
         env,
     )
     .map_err(|f| {
-        GovError::ProposalFailed(format!("Failed to execute validation: {} {}", f.reason, f.trace.unwrap_or_default()))
+        GovError::ProposalFailed(format!(
+            "Failed to execute validation: {} {}",
+            f.reason,
+            f.trace.unwrap_or_default()
+        ))
     })?;
     logs.extend(validation.logs);
     let Some(serde_json::Value::Object(result)) = validation.result else {
@@ -203,10 +218,14 @@ pub fn submit_ballot(
     check_path_id(proposal_id, "proposal")?;
     check_path_id(member_id, "member")?;
     if request.proposal_id.as_deref() != Some(proposal_id) {
-        return Err(GovError::InvalidResourceName("authenticated proposal id does not match URL".into()));
+        return Err(GovError::InvalidResourceName(
+            "authenticated proposal id does not match URL".into(),
+        ));
     }
     if request.member_id != member_id {
-        return Err(GovError::InvalidResourceName("authenticated member id does not match URL".into()));
+        return Err(GovError::InvalidResourceName(
+            "authenticated member id does not match URL".into(),
+        ));
     }
     let mut info = proposal_info(tx, proposal_id)?.ok_or_else(|| GovError::ProposalNotFound(proposal_id.into()))?;
     if info.state != ProposalState::Open {
@@ -266,7 +285,9 @@ pub fn withdraw_proposal(
     check_type(request, MsgType::Withdrawal)?;
     check_path_id(proposal_id, "proposal")?;
     if request.proposal_id.as_deref() != Some(proposal_id) {
-        return Err(GovError::InvalidResourceName("authenticated proposal id does not match URL".into()));
+        return Err(GovError::InvalidResourceName(
+            "authenticated proposal id does not match URL".into(),
+        ));
     }
     let Some(mut info) = proposal_info(tx, proposal_id)? else {
         return Ok(None);
@@ -351,8 +372,7 @@ fn resolve(
         }
     }
 
-    let votes_arg: Vec<serde_json::Value> =
-        votes.iter().map(|(m, v)| json!({"member_id": m, "vote": v})).collect();
+    let votes_arg: Vec<serde_json::Value> = votes.iter().map(|(m, v)| json!({"member_id": m, "vote": v})).collect();
     let call = JsCall {
         source: constitution,
         module_name: "constitution",
@@ -450,10 +470,13 @@ pub fn get_ballot(kv: &mut dyn KvRead, proposal_id: &str, member_id: &str) -> Re
     check_path_id(proposal_id, "proposal")?;
     check_path_id(member_id, "member")?;
     let info = proposal_info(kv, proposal_id)?.ok_or_else(|| GovError::ProposalNotFound(proposal_id.into()))?;
-    info.ballots.get(member_id).cloned().ok_or_else(|| GovError::VoteNotFound {
-        member_id: member_id.into(),
-        proposal_id: proposal_id.into(),
-    })
+    info.ballots
+        .get(member_id)
+        .cloned()
+        .ok_or_else(|| GovError::VoteNotFound {
+            member_id: member_id.into(),
+            proposal_id: proposal_id.into(),
+        })
 }
 
 /// All proposals in the tables, by id.
@@ -470,7 +493,9 @@ pub fn list_proposals(kv: &mut dyn KvRead) -> Result<Vec<(String, ProposalInfo)>
 
 /// `GET /gov/members/proposals`: `{"value": [proposal, ...]}` in CCF's format.
 pub fn list_proposals_json(kv: &mut dyn KvRead) -> Result<serde_json::Value, GovError> {
-    let value: Vec<serde_json::Value> =
-        list_proposals(kv)?.iter().map(|(id, info)| info.to_api_json(id)).collect();
+    let value: Vec<serde_json::Value> = list_proposals(kv)?
+        .iter()
+        .map(|(id, info)| info.to_api_json(id))
+        .collect();
     Ok(json!({ "value": value }))
 }

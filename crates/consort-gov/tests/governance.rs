@@ -59,9 +59,23 @@ fn run<T>(
     Ok(out)
 }
 
-fn propose_at(store: &Store, m: &Member, proposal: &serde_json::Value, created_at: i64) -> Result<ProposalOutcome, GovError> {
-    let body = sign_gov_request(&m.key, &m.id, MsgType::Proposal, created_at, None, proposal.to_string().as_bytes());
-    run(store, &body, MsgType::Proposal, None, |tx, req| create_proposal(tx, req, &ROOT, &GovEnv::default()))
+fn propose_at(
+    store: &Store,
+    m: &Member,
+    proposal: &serde_json::Value,
+    created_at: i64,
+) -> Result<ProposalOutcome, GovError> {
+    let body = sign_gov_request(
+        &m.key,
+        &m.id,
+        MsgType::Proposal,
+        created_at,
+        None,
+        proposal.to_string().as_bytes(),
+    );
+    run(store, &body, MsgType::Proposal, None, |tx, req| {
+        create_proposal(tx, req, &ROOT, &GovEnv::default())
+    })
 }
 
 fn propose(store: &Store, m: &Member, proposal: &serde_json::Value) -> Result<ProposalOutcome, GovError> {
@@ -71,7 +85,9 @@ fn propose(store: &Store, m: &Member, proposal: &serde_json::Value) -> Result<Pr
 fn vote_with(store: &Store, m: &Member, pid: &str, ballot: &str, env: &GovEnv) -> Result<ProposalOutcome, GovError> {
     let payload = json!({ "ballot": ballot }).to_string();
     let body = sign_gov_request(&m.key, &m.id, MsgType::Ballot, NOW, Some(pid), payload.as_bytes());
-    run(store, &body, MsgType::Ballot, Some(pid), |tx, req| submit_ballot(tx, req, pid, &m.id, env))
+    run(store, &body, MsgType::Ballot, Some(pid), |tx, req| {
+        submit_ballot(tx, req, pid, &m.id, env)
+    })
 }
 
 fn vote(store: &Store, m: &Member, pid: &str, yes: bool) -> Result<ProposalOutcome, GovError> {
@@ -88,7 +104,11 @@ fn has_user(store: &Store, id: &str) -> bool {
 }
 
 fn three() -> (Member, Member, Member) {
-    (member(Curve::P384, "m0"), member(Curve::P256, "m1"), member(Curve::P384, "m2"))
+    (
+        member(Curve::P384, "m0"),
+        member(Curve::P256, "m1"),
+        member(Curve::P384, "m2"),
+    )
 }
 
 #[test]
@@ -114,7 +134,14 @@ fn set_user_needs_a_majority_of_three() {
     let created = propose(&store, &a, &set_user_proposal(&user)).unwrap();
     let pid = created.proposal_id.clone();
     // The id binds the state root and the request's signature (ECDSA signing here is deterministic, RFC 6979).
-    let body = sign_gov_request(&a.key, &a.id, MsgType::Proposal, NOW, None, set_user_proposal(&user).to_string().as_bytes());
+    let body = sign_gov_request(
+        &a.key,
+        &a.id,
+        MsgType::Proposal,
+        NOW,
+        None,
+        set_user_proposal(&user).to_string().as_bytes(),
+    );
     let again = verify_gov_request(&mut store.begin(), &body, MsgType::Proposal, None, NOW).unwrap();
     assert_eq!(pid, proposal_id(&ROOT, &again));
     let after_one = vote(&store, &a, &pid, true).unwrap();
@@ -125,7 +152,10 @@ fn set_user_needs_a_majority_of_three() {
     assert_eq!(api["ballotCount"], 1);
     let after_two = vote(&store, &b, &pid, true).unwrap();
     assert_eq!(after_two.info.state, ProposalState::Accepted);
-    assert_eq!(after_two.to_api_json()["finalVotes"], json!({ a.id.clone(): true, b.id.clone(): true }));
+    assert_eq!(
+        after_two.to_api_json()["finalVotes"],
+        json!({ a.id.clone(): true, b.id.clone(): true })
+    );
     assert!(has_user(&store, &user.id));
     // Closed proposals take no more ballots.
     let err = vote(&store, &c, &pid, true).unwrap_err();
@@ -134,9 +164,17 @@ fn set_user_needs_a_majority_of_three() {
     let list = list_proposals_json(&mut store.read_only()).unwrap();
     assert_eq!(list["value"][0]["proposalId"], pid);
     let actions = get_proposal_actions(&mut store.read_only(), &pid).unwrap();
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&actions).unwrap(), set_user_proposal(&user));
-    assert!(get_ballot(&mut store.read_only(), &pid, &a.id).unwrap().contains("return true"));
-    assert_eq!(get_ballot(&mut store.read_only(), &pid, &c.id).unwrap_err().code(), "VoteNotFound");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&actions).unwrap(),
+        set_user_proposal(&user)
+    );
+    assert!(get_ballot(&mut store.read_only(), &pid, &a.id)
+        .unwrap()
+        .contains("return true"));
+    assert_eq!(
+        get_ballot(&mut store.read_only(), &pid, &c.id).unwrap_err().code(),
+        "VoteNotFound"
+    );
 }
 
 #[test]
@@ -152,7 +190,10 @@ fn remove_user_rejected_by_majority_leaves_the_user() {
     let remove = json!({"actions": [{"name": "remove_user", "args": {"user_id": user.id}}]});
     let pid = propose_at(&store, &a, &remove, NOW + 1).unwrap().proposal_id;
     assert_eq!(vote(&store, &b, &pid, false).unwrap().info.state, ProposalState::Open);
-    assert_eq!(vote(&store, &c, &pid, false).unwrap().info.state, ProposalState::Rejected);
+    assert_eq!(
+        vote(&store, &c, &pid, false).unwrap().info.state,
+        ProposalState::Rejected
+    );
     assert!(has_user(&store, &user.id));
 }
 
@@ -160,7 +201,9 @@ fn remove_user_rejected_by_majority_leaves_the_user() {
 fn same_ballot_is_idempotent_and_a_different_one_refused() {
     let (a, b, c) = three();
     let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
-    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u")))
+        .unwrap()
+        .proposal_id;
     vote(&store, &a, &pid, true).unwrap();
     assert_eq!(vote(&store, &a, &pid, true).unwrap().info.ballots.len(), 1);
     assert_eq!(vote(&store, &a, &pid, false).unwrap_err().code(), "VoteAlreadyExists");
@@ -170,10 +213,14 @@ fn same_ballot_is_idempotent_and_a_different_one_refused() {
 fn withdraw_only_by_proposer() {
     let (a, b, c) = three();
     let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
-    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u")))
+        .unwrap()
+        .proposal_id;
     let withdraw = |m: &Member| {
         let body = sign_gov_request(&m.key, &m.id, MsgType::Withdrawal, NOW, Some(&pid), b"");
-        run(&store, &body, MsgType::Withdrawal, Some(&pid), |tx, req| withdraw_proposal(tx, req, &pid))
+        run(&store, &body, MsgType::Withdrawal, Some(&pid), |tx, req| {
+            withdraw_proposal(tx, req, &pid)
+        })
     };
     let err = withdraw(&b).unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("AuthorizationFailed", 403));
@@ -183,7 +230,9 @@ fn withdraw_only_by_proposer() {
     // Withdrawing an unknown proposal is idempotent (204).
     let other = "ab".repeat(32);
     let body = sign_gov_request(&a.key, &a.id, MsgType::Withdrawal, NOW, Some(&other), b"");
-    let none = run(&store, &body, MsgType::Withdrawal, Some(&other), |tx, req| withdraw_proposal(tx, req, &other));
+    let none = run(&store, &body, MsgType::Withdrawal, Some(&other), |tx, req| {
+        withdraw_proposal(tx, req, &other)
+    });
     assert!(none.unwrap().is_none());
 }
 
@@ -196,7 +245,10 @@ fn invalid_proposals_are_refused_by_validate() {
     assert_eq!((err.code(), err.http_status()), ("ProposalFailedToValidate", 400));
     assert!(err.to_string().contains("user_id"), "{err}");
     let unknown = json!({"actions": [{"name": "make_coffee"}]});
-    assert!(propose_at(&store, &m, &unknown, NOW + 1).unwrap_err().to_string().contains("no such action"));
+    assert!(propose_at(&store, &m, &unknown, NOW + 1)
+        .unwrap_err()
+        .to_string()
+        .contains("no such action"));
     // Nothing was recorded.
     assert!(list_proposals(&mut store.read_only()).unwrap().is_empty());
 }
@@ -206,7 +258,9 @@ fn constitution_change_with_a_veto_takes_effect_for_the_next_proposal() {
     let (a, b, c) = three();
     let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
     // A pending proposal is dropped when the constitution changes.
-    let pending = propose(&store, &b, &set_user_proposal(&member(Curve::P256, "pending"))).unwrap().proposal_id;
+    let pending = propose(&store, &b, &set_user_proposal(&member(Curve::P256, "pending")))
+        .unwrap()
+        .proposal_id;
     let veto_resolve = format!(
         r#"
 export function resolve(proposal, proposerId, votes, proposalId) {{
@@ -216,19 +270,30 @@ export function resolve(proposal, proposerId, votes, proposalId) {{
 "#,
         c.id
     );
-    let new_constitution = DEFAULT_CONSTITUTION.replace("export function resolve(", "function resolveByMajority(")
-        + &veto_resolve;
+    let new_constitution =
+        DEFAULT_CONSTITUTION.replace("export function resolve(", "function resolveByMajority(") + &veto_resolve;
     let change = json!({"actions": [{"name": "set_constitution", "args": {"constitution": new_constitution}}]});
     let pid = propose_at(&store, &a, &change, NOW + 1).unwrap().proposal_id;
     vote(&store, &a, &pid, true).unwrap();
-    assert_eq!(vote(&store, &b, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert_eq!(
+        vote(&store, &b, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
     assert_eq!(constitution(&mut store.read_only()).unwrap(), new_constitution);
-    assert_eq!(get_proposal(&mut store.read_only(), &pending).unwrap().state, ProposalState::Dropped);
+    assert_eq!(
+        get_proposal(&mut store.read_only(), &pending).unwrap().state,
+        ProposalState::Dropped
+    );
 
     let user = member(Curve::P256, "user");
-    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 2).unwrap().proposal_id;
+    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 2)
+        .unwrap()
+        .proposal_id;
     vote(&store, &a, &pid, true).unwrap();
-    assert_eq!(vote(&store, &c, &pid, false).unwrap().info.state, ProposalState::Rejected);
+    assert_eq!(
+        vote(&store, &c, &pid, false).unwrap().info.state,
+        ProposalState::Rejected
+    );
     assert!(!has_user(&store, &user.id));
 }
 
@@ -247,7 +312,9 @@ fn small_limits() -> GovEnv {
 fn runaway_ballots_fail_with_a_clear_reason_and_the_host_stays_healthy() {
     let (a, b, c) = three();
     let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
-    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
+    let pid = propose(&store, &a, &set_user_proposal(&member(Curve::P256, "u")))
+        .unwrap()
+        .proposal_id;
     let env = small_limits();
     let looping = vote_with(&store, &a, &pid, "export function vote() { while (true) {} }", &env).unwrap();
     assert_eq!(looping.info.state, ProposalState::Open);
@@ -259,13 +326,21 @@ fn runaway_ballots_fail_with_a_clear_reason_and_the_host_stays_healthy() {
     assert!(reason.contains("out of memory") || reason == TIMEOUT_REASON, "{reason}");
     let deep = "function f(n) { return f(n + 1) + 1; } export function vote() { return f(0); }";
     let overflowing = vote_with(&store, &c, &pid, deep, &env).unwrap();
-    assert!(overflowing.vote_failures[&c.id].reason.to_lowercase().contains("stack"), "{overflowing:?}");
+    assert!(
+        overflowing.vote_failures[&c.id].reason.to_lowercase().contains("stack"),
+        "{overflowing:?}"
+    );
 
     // A normal proposal still works.
     let user = member(Curve::P256, "user");
-    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 1).unwrap().proposal_id;
+    let pid = propose_at(&store, &a, &set_user_proposal(&user), NOW + 1)
+        .unwrap()
+        .proposal_id;
     vote(&store, &a, &pid, true).unwrap();
-    assert_eq!(vote(&store, &b, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert_eq!(
+        vote(&store, &b, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
     assert!(has_user(&store, &user.id));
 }
 
@@ -277,8 +352,17 @@ fn runaway_constitution_fails_the_proposal() {
         "export function resolve(proposal, proposerId, votes, proposalId) { if (votes.length > 0) while (true) {}",
     );
     let store = setup(&[&m], &looping);
-    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
-    let err = vote_with(&store, &m, &pid, "export function vote() { return true; }", &small_limits()).unwrap_err();
+    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u")))
+        .unwrap()
+        .proposal_id;
+    let err = vote_with(
+        &store,
+        &m,
+        &pid,
+        "export function vote() { return true; }",
+        &small_limits(),
+    )
+    .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("InternalError", 500));
     assert!(err.to_string().contains(TIMEOUT_REASON), "{err}");
     // The failed ballot's transaction was dropped: the proposal is still Open without ballots.
@@ -290,8 +374,17 @@ fn runaway_constitution_fails_the_proposal() {
         "export function apply(input, proposalId) { let s = 'x'; while (true) { s = s + s; }",
     );
     let store = setup(&[&m], &hog);
-    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u"))).unwrap().proposal_id;
-    let err = vote_with(&store, &m, &pid, "export function vote() { return true; }", &small_limits()).unwrap_err();
+    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u")))
+        .unwrap()
+        .proposal_id;
+    let err = vote_with(
+        &store,
+        &m,
+        &pid,
+        "export function vote() { return true; }",
+        &small_limits(),
+    )
+    .unwrap_err();
     assert!(err.to_string().starts_with("Failed to apply():"), "{err}");
 }
 
@@ -307,7 +400,10 @@ export function vote() {
     let create = sign_gov_request(&a.key, &a.id, MsgType::Proposal, NOW, None, proposal.as_bytes());
     let run_all = || {
         let store = setup(&[&a, &b, &c], DEFAULT_CONSTITUTION);
-        let out = run(&store, &create, MsgType::Proposal, None, |tx, req| create_proposal(tx, req, &ROOT, &GovEnv::default())).unwrap();
+        let out = run(&store, &create, MsgType::Proposal, None, |tx, req| {
+            create_proposal(tx, req, &ROOT, &GovEnv::default())
+        })
+        .unwrap();
         let pid = out.proposal_id.clone();
         let mut results = vec![out.to_api_json()];
         let ballots = [
@@ -318,7 +414,10 @@ export function vote() {
         for (m, ballot) in ballots {
             let payload = json!({ "ballot": ballot }).to_string();
             let body = sign_gov_request(&m.key, &m.id, MsgType::Ballot, NOW, Some(&pid), payload.as_bytes());
-            let out = run(&store, &body, MsgType::Ballot, Some(&pid), |tx, req| submit_ballot(tx, req, &pid, &m.id, &GovEnv::default())).unwrap();
+            let out = run(&store, &body, MsgType::Ballot, Some(&pid), |tx, req| {
+                submit_ballot(tx, req, &pid, &m.id, &GovEnv::default())
+            })
+            .unwrap();
             results.push(out.to_api_json());
         }
         (results, store.digest())
@@ -328,7 +427,10 @@ export function vote() {
     assert_eq!(first, second);
     assert_eq!(digest1, digest2);
     assert_eq!(first[3]["proposalState"], "Accepted", "{first:?}");
-    assert_eq!(first[3]["finalVotes"][&a.id], false, "Math.random() === Math.random() is false: {first:?}");
+    assert_eq!(
+        first[3]["finalVotes"][&a.id], false,
+        "Math.random() === Math.random() is false: {first:?}"
+    );
 }
 
 #[test]
@@ -336,14 +438,24 @@ fn member_activation_by_state_digest_ack() {
     let m = member(Curve::P256, "solo");
     let store = setup(&[&m], DEFAULT_CONSTITUTION);
     let newcomer = member(Curve::P384, "new");
-    let add = json!({"actions": [{"name": "set_member", "args": {"cert": newcomer.cert_pem, "member_data": {"k": 1}}}]});
+    let add =
+        json!({"actions": [{"name": "set_member", "args": {"cert": newcomer.cert_pem, "member_data": {"k": 1}}}]});
     let pid = propose(&store, &m, &add).unwrap().proposal_id;
-    assert_eq!(vote(&store, &m, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert_eq!(
+        vote(&store, &m, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
     let info = member_info(&mut store.read_only(), &newcomer.id).unwrap().unwrap();
     assert_eq!(info.status, MemberStatus::Accepted);
 
     // An Accepted member may not propose yet.
-    let err = propose_at(&store, &newcomer, &set_user_proposal(&member(Curve::P256, "u")), NOW + 1).unwrap_err();
+    let err = propose_at(
+        &store,
+        &newcomer,
+        &set_user_proposal(&member(Curve::P256, "u")),
+        NOW + 1,
+    )
+    .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("AuthorizationFailed", 403));
 
     let root = "cd".repeat(32);
@@ -357,20 +469,31 @@ fn member_activation_by_state_digest_ack() {
 
     let wrong = json!({"stateDigest": "00".repeat(32)}).to_string();
     let body = sign_gov_request(&newcomer.key, &newcomer.id, MsgType::Ack, NOW, None, wrong.as_bytes());
-    let err = run(&store, &body, MsgType::Ack, None, |tx, req| ack_state_digest(tx, req, &newcomer.id)).unwrap_err();
+    let err = run(&store, &body, MsgType::Ack, None, |tx, req| {
+        ack_state_digest(tx, req, &newcomer.id)
+    })
+    .unwrap_err();
     assert_eq!(err.code(), "StateDigestMismatch");
 
     let right = serde_json::to_vec(&digest).unwrap();
     let body = sign_gov_request(&newcomer.key, &newcomer.id, MsgType::Ack, NOW, None, &right);
-    let newly = run(&store, &body, MsgType::Ack, None, |tx, req| ack_state_digest(tx, req, &newcomer.id)).unwrap();
+    let newly = run(&store, &body, MsgType::Ack, None, |tx, req| {
+        ack_state_digest(tx, req, &newcomer.id)
+    })
+    .unwrap();
     assert!(newly);
     assert_eq!(active_members(&mut store.read_only()).unwrap().len(), 2);
 
     // Two active members now: one vote is no longer a majority.
     let user = member(Curve::P256, "user");
-    let pid = propose_at(&store, &newcomer, &set_user_proposal(&user), NOW + 2).unwrap().proposal_id;
+    let pid = propose_at(&store, &newcomer, &set_user_proposal(&user), NOW + 2)
+        .unwrap()
+        .proposal_id;
     assert_eq!(vote(&store, &m, &pid, true).unwrap().info.state, ProposalState::Open);
-    assert_eq!(vote(&store, &newcomer, &pid, true).unwrap().info.state, ProposalState::Accepted);
+    assert_eq!(
+        vote(&store, &newcomer, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
 }
 
 #[test]
@@ -379,7 +502,11 @@ fn host_actions_are_recorded_for_the_node() {
     let store = setup(&[&m], DEFAULT_CONSTITUTION);
     {
         let mut tx = store.begin();
-        tx.put(tables::SERVICE_INFO, &tables::SINGLETON_KEY, br#"{"status":"Opening","cert":"x"}"#);
+        tx.put(
+            tables::SERVICE_INFO,
+            &tables::SINGLETON_KEY,
+            br#"{"status":"Opening","cert":"x"}"#,
+        );
         store.commit(tx, |_, _| ()).unwrap();
     }
     let service = member(Curve::P384, "service");
@@ -391,16 +518,26 @@ fn host_actions_are_recorded_for_the_node() {
     let pid = propose(&store, &m, &p).unwrap().proposal_id;
     let out = vote(&store, &m, &pid, true).unwrap();
     assert_eq!(out.actions.len(), 2);
-    assert!(matches!(&out.actions[0], HostAction::TransitionServiceToOpen { next_service_identity: Some(c), previous_service_identity: None } if *c == service.cert_pem));
+    assert!(
+        matches!(&out.actions[0], HostAction::TransitionServiceToOpen { next_service_identity: Some(c), previous_service_identity: None } if *c == service.cert_pem)
+    );
     assert_eq!(out.actions[1], HostAction::TriggerSnapshot);
     assert_eq!(
-        store.read_only().get(tables::NODES_SNP_MEASUREMENTS, b"ab01").as_deref(),
+        store
+            .read_only()
+            .get(tables::NODES_SNP_MEASUREMENTS, b"ab01")
+            .as_deref(),
         Some(&b"\"AllowedToJoin\""[..])
     );
     let mut tx = store.begin();
     open_service(&mut tx).unwrap();
     store.commit(tx, |_, _| ()).unwrap();
-    let info: serde_json::Value =
-        serde_json::from_slice(&store.read_only().get(tables::SERVICE_INFO, &tables::SINGLETON_KEY).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(
+        &store
+            .read_only()
+            .get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(info, json!({"status": "Open", "cert": "x"}));
 }

@@ -82,7 +82,9 @@ impl Host {
 
     fn map(&mut self, name: &str) -> Result<&mut MapData, String> {
         if !consort_kv::is_public_map(name) {
-            return Err(format!("map {name} is not accessible to governance: only public maps are"));
+            return Err(format!(
+                "map {name} is not accessible to governance: only public maps are"
+            ));
         }
         if !self.maps.contains_key(name) {
             if self.missing.is_none() {
@@ -98,7 +100,9 @@ impl Host {
             return Err(format!("map {name} is read-only here: only apply may write"));
         }
         if !name.starts_with(GOV_MAP_PREFIX) {
-            return Err(format!("map {name} is not writable by governance: only {GOV_MAP_PREFIX}* maps are"));
+            return Err(format!(
+                "map {name} is not writable by governance: only {GOV_MAP_PREFIX}* maps are"
+            ));
         }
         self.map(name)
     }
@@ -207,25 +211,31 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     let obj = Object::new(ctx.clone())?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Value<'js>> {
-        let value = with_host(&ctx, &h, |host| {
-            let key = bin(&key)?;
-            Ok(host.map(&map)?.get(&key).cloned())
-        })?;
-        match value {
-            Some(v) => buffer(&ctx, v),
-            None => Ok(Value::new_undefined(ctx.clone())),
-        }
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Value<'js>> {
+            let value = with_host(&ctx, &h, |host| {
+                let key = bin(&key)?;
+                Ok(host.map(&map)?.get(&key).cloned())
+            })?;
+            match value {
+                Some(v) => buffer(&ctx, v),
+                None => Ok(Value::new_undefined(ctx.clone())),
+            }
+        },
+    )?;
     obj.set("kvGet", f)?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
-        with_host(&ctx, &h, |host| {
-            let key = bin(&key)?;
-            Ok(host.map(&map)?.contains_key(&key))
-        })
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
+            with_host(&ctx, &h, |host| {
+                let key = bin(&key)?;
+                Ok(host.map(&map)?.contains_key(&key))
+            })
+        },
+    )?;
     obj.set("kvHas", f)?;
 
     let h = host.clone();
@@ -243,14 +253,17 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     obj.set("kvSet", f)?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
-        with_host(&ctx, &h, |host| {
-            let key = bin(&key)?;
-            let existed = host.writable(&map)?.remove(&key).is_some();
-            host.writes.push((map, key, None));
-            Ok(existed)
-        })
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
+            with_host(&ctx, &h, |host| {
+                let key = bin(&key)?;
+                let existed = host.writable(&map)?.remove(&key).is_some();
+                host.writes.push((map, key, None));
+                Ok(existed)
+            })
+        },
+    )?;
     obj.set("kvDelete", f)?;
 
     let h = host.clone();
@@ -266,46 +279,59 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     obj.set("kvClear", f)?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<f64> {
-        with_host(&ctx, &h, |host| Ok(host.map(&map)?.len() as f64))
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<f64> {
+            with_host(&ctx, &h, |host| Ok(host.map(&map)?.len() as f64))
+        },
+    )?;
     obj.set("kvSize", f)?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<Array<'js>> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = with_host(&ctx, &h, |host| {
-            Ok(host.map(&map)?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        })?;
-        let out = Array::new(ctx.clone())?;
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            let pair = Array::new(ctx.clone())?;
-            pair.set(0, buffer(&ctx, k)?)?;
-            pair.set(1, buffer(&ctx, v)?)?;
-            out.set(i, pair)?;
-        }
-        Ok(out)
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<Array<'js>> {
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = with_host(&ctx, &h, |host| {
+                Ok(host.map(&map)?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            })?;
+            let out = Array::new(ctx.clone())?;
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                let pair = Array::new(ctx.clone())?;
+                pair.set(0, buffer(&ctx, k)?)?;
+                pair.set(1, buffer(&ctx, v)?)?;
+                out.set(i, pair)?;
+            }
+            Ok(out)
+        },
+    )?;
     obj.set("kvEntries", f)?;
 
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, s: String| -> rquickjs::Result<Value<'js>> {
-        buffer(&ctx, s.into_bytes())
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, s: String| -> rquickjs::Result<Value<'js>> { buffer(&ctx, s.into_bytes()) },
+    )?;
     obj.set("strToBuf", f)?;
 
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, b: String| -> rquickjs::Result<String> {
-        let bytes = bin(&b).map_err(|e| throw(&ctx, &e))?;
-        String::from_utf8(bytes).map_err(|_| throw(&ctx, "buffer is not valid UTF-8"))
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, b: String| -> rquickjs::Result<String> {
+            let bytes = bin(&b).map_err(|e| throw(&ctx, &e))?;
+            String::from_utf8(bytes).map_err(|_| throw(&ctx, "buffer is not valid UTF-8"))
+        },
+    )?;
     obj.set("bufToStr", f)?;
 
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, alg: String, b: String| -> rquickjs::Result<Value<'js>> {
-        let bytes = bin(&b).map_err(|e| throw(&ctx, &e))?;
-        match alg.as_str() {
-            "SHA-256" => buffer(&ctx, consort_crypto::sha256(&bytes).to_vec()),
-            "SHA-384" => buffer(&ctx, consort_crypto::sha384(&bytes).to_vec()),
-            other => Err(throw(&ctx, &format!("unsupported digest algorithm {other}"))),
-        }
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, alg: String, b: String| -> rquickjs::Result<Value<'js>> {
+            let bytes = bin(&b).map_err(|e| throw(&ctx, &e))?;
+            match alg.as_str() {
+                "SHA-256" => buffer(&ctx, consort_crypto::sha256(&bytes).to_vec()),
+                "SHA-384" => buffer(&ctx, consort_crypto::sha384(&bytes).to_vec()),
+                other => Err(throw(&ctx, &format!("unsupported digest algorithm {other}"))),
+            }
+        },
+    )?;
     obj.set("digest", f)?;
 
     let f = Function::new(ctx.clone(), move |pem: String| -> bool { is_valid_cert_bundle(&pem) })?;
@@ -316,29 +342,40 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     })?;
     obj.set("isValidX509CertChain", f)?;
 
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, pem: String| -> rquickjs::Result<String> {
-        consort_crypto::ParsedCert::from_pem(&pem)
-            .map(|c| c.cert_id())
-            .map_err(|e| throw(&ctx, &format!("invalid certificate: {e}")))
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, pem: String| -> rquickjs::Result<String> {
+            consort_crypto::ParsedCert::from_pem(&pem)
+                .map(|c| c.cert_id())
+                .map_err(|e| throw(&ctx, &format!("invalid certificate: {e}")))
+        },
+    )?;
     obj.set("pemToId", f)?;
 
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, pem: String, kid: String| -> rquickjs::Result<String> {
-        pub_pem_to_jwk(&pem, &kid).map_err(|e| throw(&ctx, &format!("invalid public key: {e}")))
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, pem: String, kid: String| -> rquickjs::Result<String> {
+            pub_pem_to_jwk(&pem, &kid).map_err(|e| throw(&ctx, &format!("invalid public key: {e}")))
+        },
+    )?;
     obj.set("pubPemToJwk", f)?;
 
     let h = host.clone();
-    let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, name: String, args: String| -> rquickjs::Result<()> {
-        with_host(&ctx, &h, |host| {
-            if host.access != Access::Apply {
-                return Err(format!("ccf.node actions are only available in apply, not here ({name})"));
-            }
-            let action = HostAction::parse(&name, &args)?;
-            host.actions.push(action);
-            Ok(())
-        })
-    })?;
+    let f = Function::new(
+        ctx.clone(),
+        move |ctx: Ctx<'js>, name: String, args: String| -> rquickjs::Result<()> {
+            with_host(&ctx, &h, |host| {
+                if host.access != Access::Apply {
+                    return Err(format!(
+                        "ccf.node actions are only available in apply, not here ({name})"
+                    ));
+                }
+                let action = HostAction::parse(&name, &args)?;
+                host.actions.push(action);
+                Ok(())
+            })
+        },
+    )?;
     obj.set("action", f)?;
 
     let h = host.clone();

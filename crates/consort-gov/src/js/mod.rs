@@ -97,12 +97,10 @@ pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv) -> Result<Js
     for _ in 0..=MAX_JS_MAPS_PER_CALL {
         let host = Rc::new(RefCell::new(host::Host::new(call.access, loaded.clone(), seed, env)));
         let outcome = run_once(call, &args_json, &host, env);
-        let mut host = Rc::try_unwrap(host)
-            .map(RefCell::into_inner)
-            .map_err(|_| Failure {
-                reason: "internal error: JS runtime outlived its call".into(),
-                trace: None,
-            })?;
+        let mut host = Rc::try_unwrap(host).map(RefCell::into_inner).map_err(|_| Failure {
+            reason: "internal error: JS runtime outlived its call".into(),
+            trace: None,
+        })?;
         if let Some(map) = host.missing.take() {
             let mut data = MapData::new();
             tx.foreach(&map, |k, v| {
@@ -199,7 +197,10 @@ fn run_once(
         let namespace = module.namespace().catch(&ctx).map_err(describe)?;
         let export: Value<'_> = namespace.get(call.function).catch(&ctx).map_err(describe)?;
         let Some(function) = export.as_function().cloned() else {
-            return Err(failure(format!("{} does not export a function {}", call.module_name, call.function)));
+            return Err(failure(format!(
+                "{} does not export a function {}",
+                call.module_name, call.function
+            )));
         };
         call_helper
             .call::<_, Option<String>>((function, args_json))
