@@ -31,6 +31,7 @@ pub mod limits;
 mod log;
 mod replica;
 pub mod snapshot;
+pub mod testing;
 
 pub use codec::CONF_CHANGE_TABLE;
 pub use error::{ConsensusError, ProposeError};

@@ -91,6 +91,9 @@ pub struct ReplicaConfig {
     pub max_inflight_appends: usize,
     /// Ledger chunks are closed at the first signature after they reach this size.
     pub chunk_threshold_bytes: u64,
+    /// Seed of the generator that draws election timeouts in [election_ticks, 2 * election_ticks) (randomness is
+    /// injected: pass a random seed in production, a fixed one in simulation).
+    pub random_seed: u64,
 }
 
 impl ReplicaConfig {
@@ -104,6 +107,7 @@ impl ReplicaConfig {
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_inflight_appends: DEFAULT_MAX_INFLIGHT_APPENDS,
             chunk_threshold_bytes: 5 * 1024 * 1024,
+            random_seed: id,
         }
     }
 }
@@ -229,6 +233,8 @@ pub struct Replica<S: LedgerStorage> {
     /// Messages waiting for a persist number to become durable.
     held: VecDeque<(u64, Vec<Message>)>,
     halted: Option<ConsensusError>,
+    /// State of the election-timeout generator (splitmix64).
+    random_state: u64,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
@@ -378,7 +384,8 @@ impl<S: LedgerStorage> Replica<S> {
         raft_cfg.validate().map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
-        Ok(Replica {
+        let random_state = cfg.random_seed;
+        let mut replica = Replica {
             cfg,
             identity,
             trusted,
@@ -391,7 +398,27 @@ impl<S: LedgerStorage> Replica<S> {
             outstanding: VecDeque::new(),
             held: VecDeque::new(),
             halted: None,
-        })
+            random_state,
+        };
+        replica.draw_election_timeout();
+        Ok(replica)
+    }
+
+    /// raft-rs draws election timeouts from the thread's RNG, which a simulation cannot replay; whenever the
+    /// election clock restarts, this replaces the draw with one from the injected seed.
+    fn draw_election_timeout(&mut self) {
+        if self.node.raft.election_elapsed != 0 {
+            return;
+        }
+        self.random_state = self.random_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let base = self.cfg.election_ticks;
+        self.node
+            .raft
+            .set_randomized_election_timeout(base + (z % base as u64) as usize);
     }
 
     // ----- queries -----
@@ -576,6 +603,7 @@ impl<S: LedgerStorage> Replica<S> {
                 self.drain(&mut out);
             }
         }
+        self.draw_election_timeout();
         out
     }
 

@@ -1,0 +1,155 @@
+//! A faulty in-memory disk for deterministic simulation: writes land in a volatile copy, `sync` makes a file's
+//! content durable, and [`FaultyDisk::crash`] throws away what was not synced (keeping a torn prefix of it).
+
+use consort_ledger::{LedgerStorage, StorageError};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Default)]
+struct File {
+    data: Vec<u8>,
+    /// Content as of the last sync; `None` if never synced.
+    durable: Option<Vec<u8>>,
+}
+
+/// Cloning shares the disk: the simulator keeps a handle across a replica's crash and restart.
+/// Renames and removals are durable at once (as with a journaled directory); file contents only on `sync`.
+#[derive(Debug, Clone, Default)]
+pub struct FaultyDisk {
+    files: Rc<RefCell<BTreeMap<String, File>>>,
+}
+
+impl FaultyDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses unsynced data. For each file with unsynced bytes appended after its durable content,
+    /// `torn(unsynced_len)` says how many of them survive (a torn write); a file rewritten in place since its
+    /// last sync goes back to its durable content; a never-synced file keeps `torn(len)` bytes.
+    pub fn crash(&self, mut torn: impl FnMut(usize) -> usize) {
+        for f in self.files.borrow_mut().values_mut() {
+            let durable = f.durable.clone().unwrap_or_default();
+            if f.data.starts_with(&durable) {
+                let extra = f.data.len() - durable.len();
+                let keep = torn(extra).min(extra);
+                f.data.truncate(durable.len() + keep);
+            } else {
+                f.data = durable;
+            }
+        }
+    }
+
+    /// Total bytes written but not yet synced, over all files.
+    pub fn unsynced_bytes(&self) -> usize {
+        self.files
+            .borrow()
+            .values()
+            .map(|f| f.data.len().abs_diff(f.durable.as_ref().map_or(0, Vec::len)))
+            .sum()
+    }
+}
+
+fn not_found(name: &str) -> StorageError {
+    StorageError::NotFound(name.to_string())
+}
+
+impl LedgerStorage for FaultyDisk {
+    fn list(&self) -> Result<Vec<String>, StorageError> {
+        Ok(self.files.borrow().keys().cloned().collect())
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
+        self.files
+            .borrow()
+            .get(name)
+            .map(|f| f.data.clone())
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.files
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .data
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        let mut files = self.files.borrow_mut();
+        let f = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        if offset > f.data.len() as u64 {
+            return Err(StorageError::OutOfRange(name.to_string()));
+        }
+        let offset = offset as usize;
+        let overlap = bytes.len().min(f.data.len() - offset);
+        f.data[offset..offset + overlap].copy_from_slice(&bytes[..overlap]);
+        f.data.extend_from_slice(&bytes[overlap..]);
+        Ok(())
+    }
+
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), StorageError> {
+        let mut files = self.files.borrow_mut();
+        let f = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        if len > f.data.len() as u64 {
+            return Err(StorageError::OutOfRange(name.to_string()));
+        }
+        f.data.truncate(len as usize);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
+        let mut files = self.files.borrow_mut();
+        let f = files.remove(from).ok_or_else(|| not_found(from))?;
+        files.insert(to.to_string(), f);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), StorageError> {
+        self.files
+            .borrow_mut()
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn sync(&mut self, name: &str) -> Result<(), StorageError> {
+        let mut files = self.files.borrow_mut();
+        let f = files.get_mut(name).ok_or_else(|| not_found(name))?;
+        f.durable = Some(f.data.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        consort_ledger::storage_conformance(|| Box::new(FaultyDisk::new()));
+    }
+
+    #[test]
+    fn crash_loses_unsynced_data() {
+        let mut d = FaultyDisk::new();
+        d.append("a", b"durable").unwrap();
+        d.sync("a").unwrap();
+        d.append("a", b" lost").unwrap();
+        d.append("b", b"never synced").unwrap();
+        assert_eq!(d.unsynced_bytes(), 5 + 12);
+        d.crash(|n| n.min(2));
+        assert_eq!(d.read("a").unwrap(), b"durable l");
+        assert_eq!(d.read("b").unwrap(), b"ne");
+        d.write_at("a", 0, b"D").unwrap();
+        d.crash(|_| 0);
+        assert_eq!(
+            d.read("a").unwrap(),
+            b"durable",
+            "an in-place rewrite reverts to the durable content"
+        );
+    }
+}

@@ -1,0 +1,723 @@
+//! Deterministic simulation of N replicas (consensus + kv + ledger on a faulty in-memory disk) on one thread:
+//! a seeded network that drops, delays, reorders and duplicates messages, partitions, crash-restarts that lose
+//! unsynced data, a joiner that starts from a snapshot as a learner and is promoted, and clients writing to the
+//! primary. Safety invariants are checked after every step; liveness once the faults stop.
+//!
+//! Replay one seed: `CONSORT_SIM_SEED=1234 CONSORT_SIM_NODES=3 cargo test -p consort-consensus --test sim -- replay`
+//! More seeds: `CONSORT_SIM_SEEDS=10000 cargo test -p consort-consensus --test sim`.
+
+use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState};
+use consort_consensus::testing::FaultyDisk;
+use consort_consensus::{
+    Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, TxId, TxStatus,
+};
+use consort_crypto::{key_id, sha256, x509, CertParams, Curve, SigningKey};
+use consort_kv::CommitOutcome;
+use consort_ledger::LedgerSecret;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::OnceLock;
+
+const MAX_NODES: usize = 6;
+const CHAOS_STEPS: usize = 1000;
+const CALM_ROUNDS: usize = 120;
+
+/// Fixed node identities (P-256 keys and self-signed certificates, generated once by
+/// `CONSORT_SIM_PRINT_IDENTITIES=1 cargo test -p consort-consensus --test sim -- print_identities --nocapture`),
+/// so that every run of a seed produces the same bytes, message sizes and schedule.
+fn identities() -> &'static Vec<NodeIdentity> {
+    static IDS: OnceLock<Vec<NodeIdentity>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        include_str!("fixtures/identities.txt")
+            .split("=====\n")
+            .filter(|s| !s.trim().is_empty())
+            .map(|block| {
+                let end = "-----END PRIVATE KEY-----\n";
+                let at = block.find(end).expect("fixture holds a key") + end.len();
+                let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
+                let node_id = key_id(&key.verifying_key().to_spki_der());
+                NodeIdentity {
+                    key,
+                    cert_pem: block[at..].to_string(),
+                    node_id,
+                }
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn print_identities() {
+    if std::env::var("CONSORT_SIM_PRINT_IDENTITIES").is_err() {
+        return;
+    }
+    for _ in 0..MAX_NODES {
+        let key = SigningKey::generate(Curve::P256);
+        let cert = x509::self_signed(&key, &CertParams::new("CCF Node")).expect("self-signed cert");
+        print!("{}{}=====\n", key.to_pkcs8_pem(), cert.pem);
+    }
+}
+
+fn trusted() -> BTreeMap<u64, String> {
+    identities()
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (i as u64 + 1, id.cert_pem.clone()))
+        .collect()
+}
+
+fn secret() -> LedgerSecret {
+    LedgerSecret::from_bytes([7u8; 32])
+}
+
+fn config(id: u64, seed: u64) -> ReplicaConfig {
+    let mut c = ReplicaConfig::new(id);
+    c.random_seed = seed.wrapping_mul(1000).wrapping_add(id);
+    c.election_ticks = 8;
+    c.heartbeat_ticks = 2;
+    c.signature_interval_tx = 4;
+    c.signature_interval_ticks = 3;
+    c.chunk_threshold_bytes = 4096;
+    c.max_append_bytes = 16 * 1024;
+    c
+}
+
+struct Node {
+    id: u64,
+    replica: Option<Replica<FaultyDisk>>,
+    disk: FaultyDisk,
+    /// Durable hard state and snapshot (what `Action::Persist` wrote once completed).
+    hard_state: Option<HardState>,
+    snapshot: Option<Vec<u8>>,
+    voters: Vec<u64>,
+    /// Persists handed out and not yet carried out.
+    pending: VecDeque<(u64, Option<HardState>, Option<Vec<u8>>)>,
+    /// Commit point seen since the last restart (must not go backwards while alive).
+    seen_commit: u64,
+    /// Committed entries already checked against the global record.
+    checked: u64,
+    started: bool,
+}
+
+struct Msg {
+    from: u64,
+    to: u64,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    rng: ChaCha8Rng,
+    nodes: Vec<Node>,
+    net: Vec<Msg>,
+    /// Nodes cut off from everyone else.
+    isolated: BTreeSet<u64>,
+    leaders: BTreeMap<u64, u64>,
+    committed: BTreeMap<u64, [u8; 32]>,
+    final_status: BTreeMap<TxId, TxStatus>,
+    proposals: Vec<TxId>,
+    next_key: u64,
+    joiner: Option<u64>,
+    joiner_added_at: Option<TxId>,
+    joiner_promoted: bool,
+    log: Vec<String>,
+    seed: u64,
+}
+
+fn fail(msg: String) -> ! {
+    panic!("{msg}")
+}
+
+impl Sim {
+    fn new(seed: u64, voters: usize, with_joiner: bool) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(seed);
+        let voter_ids: Vec<u64> = (1..=voters as u64).collect();
+        let total = voters + usize::from(with_joiner);
+        let mut nodes = Vec::new();
+        for id in 1..=total as u64 {
+            nodes.push(Node {
+                id,
+                replica: None,
+                disk: FaultyDisk::new(),
+                hard_state: None,
+                snapshot: None,
+                voters: voter_ids.clone(),
+                pending: VecDeque::new(),
+                seen_commit: 0,
+                checked: 0,
+                started: id <= voters as u64,
+            });
+        }
+        let mut sim = Sim {
+            rng,
+            nodes,
+            net: Vec::new(),
+            isolated: BTreeSet::new(),
+            leaders: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            final_status: BTreeMap::new(),
+            proposals: Vec::new(),
+            next_key: 0,
+            joiner: with_joiner.then_some(total as u64),
+            joiner_added_at: None,
+            joiner_promoted: false,
+            log: Vec::new(),
+            seed,
+        };
+        for i in 0..voters {
+            sim.start(i);
+        }
+        sim
+    }
+
+    fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let persisted = PersistedState {
+            hard_state: n.hard_state.clone(),
+            snapshot: n.snapshot.clone(),
+            voters: n.voters.clone(),
+        };
+        let identity = identities()[i].clone();
+        let seed = self.seed;
+        match Replica::open(
+            config(n.id, seed),
+            identity,
+            trusted(),
+            secret(),
+            n.disk.clone(),
+            persisted,
+        ) {
+            Ok(r) => {
+                n.seen_commit = r.commit_point().seqno;
+                n.checked = r.base_seqno();
+                n.replica = Some(r);
+            }
+            Err(e) => fail(format!("node {} failed to restart: {e}", n.id)),
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.replica = None;
+        n.pending.clear();
+        let rng = &mut self.rng;
+        n.disk.crash(|len| {
+            if len == 0 || rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(0..=len)
+            }
+        });
+        self.log.push(format!("crash {}", n.id));
+    }
+
+    fn step_node(&mut self, i: usize, event: Event) {
+        let Some(r) = self.nodes[i].replica.as_mut() else {
+            return;
+        };
+        let actions = r.step(event);
+        self.handle(i, actions);
+    }
+
+    fn handle(&mut self, i: usize, actions: Vec<Action>) {
+        let id = self.nodes[i].id;
+        for a in actions {
+            match a {
+                Action::Send { to, message } => {
+                    if !self.isolated.contains(&id) && !self.isolated.contains(&to) {
+                        self.net.push(Msg {
+                            from: id,
+                            to,
+                            bytes: message,
+                        });
+                    }
+                }
+                Action::Persist {
+                    number,
+                    hard_state,
+                    snapshot,
+                } => self.nodes[i].pending.push_back((number, hard_state, snapshot)),
+                Action::Halted { error } => fail(format!("node {id} halted: {error}")),
+                Action::Dropped {
+                    error: ConsensusError::Raft(_),
+                    ..
+                } => {}
+                Action::Dropped { from, error } => fail(format!("node {id} dropped input from {from:?}: {error}")),
+                Action::Proposed(tx) => self.log.push(format!("{id} proposed {tx}")),
+                Action::RoleChanged { role, view, .. } => self.log.push(format!("{id} {role:?} in view {view}")),
+                Action::RolledBack { to } => self.log.push(format!("{id} rolled back to {to}")),
+                Action::Committed(tx) => self.log.push(format!("{id} committed {tx}")),
+                Action::SnapshotInstalled(tx) => self.log.push(format!("{id} installed snapshot {tx}")),
+                Action::ConfChanged { seqno, conf_state } => self
+                    .log
+                    .push(format!("{id} conf change at {seqno}: {:?}", conf_state.voters)),
+                Action::Applied { .. } | Action::ProposalRejected { .. } => {}
+            }
+        }
+    }
+
+    /// Carries out the oldest `count` pending persists of node `i`: sync the ledger, store hard state and
+    /// snapshot, report completion.
+    fn persist(&mut self, i: usize, count: usize) {
+        let mut last = None;
+        for _ in 0..count {
+            let Some((number, hs, snap)) = self.nodes[i].pending.pop_front() else {
+                break;
+            };
+            let n = &mut self.nodes[i];
+            let Some(r) = n.replica.as_mut() else { return };
+            if let Err(e) = r.sync_ledger() {
+                fail(format!("sync: {e}"));
+            }
+            if let Some(hs) = hs {
+                n.hard_state = Some(hs);
+            }
+            if let Some(s) = snap {
+                n.snapshot = Some(s);
+            }
+            last = Some(number);
+        }
+        if let Some(number) = last {
+            self.step_node(i, Event::Persisted { number });
+        }
+    }
+
+    fn deliver(&mut self, k: usize, duplicate: bool) {
+        let m = if duplicate {
+            let m = &self.net[k];
+            Msg {
+                from: m.from,
+                to: m.to,
+                bytes: m.bytes.clone(),
+            }
+        } else {
+            self.net.swap_remove(k)
+        };
+        let Some(i) = self.nodes.iter().position(|n| n.id == m.to) else {
+            return;
+        };
+        if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
+            return;
+        }
+        self.step_node(
+            i,
+            Event::Receive {
+                from: m.from,
+                message: m.bytes,
+            },
+        );
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(r) = n
+                .replica
+                .as_ref()
+                .filter(|r| r.is_leader() && !self.isolated.contains(&n.id))
+            {
+                if best.is_none_or(|(v, _)| r.view() > v) {
+                    best = Some((r.view(), i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn propose(&mut self, i: usize) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let Some(r) = self.nodes[i].replica.as_mut() else {
+            return;
+        };
+        let store = r.store().clone();
+        let mut tx = store.begin();
+        tx.put("public:records", &key.to_le_bytes(), format!("public {key}").as_bytes());
+        tx.put("records", &key.to_le_bytes(), format!("private {key}").as_bytes());
+        let (version, ws) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+            Ok(CommitOutcome::Committed { result, .. }) => result,
+            other => fail(format!("local commit failed: {other:?}")),
+        };
+        let actions = r.step(Event::Propose { version, write_set: ws });
+        for a in &actions {
+            if let Action::Proposed(tx) = a {
+                self.proposals.push(*tx);
+            }
+        }
+        self.handle(i, actions);
+    }
+
+    fn conf_change(&mut self, i: usize, ty: ConfChangeType, node: u64) -> Option<TxId> {
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(ty);
+        single.node_id = node;
+        cc.mut_changes().push(single);
+        let r = self.nodes[i].replica.as_mut()?;
+        let actions = r.step(Event::ProposeConfChange { change: cc });
+        let at = actions.iter().find_map(|a| match a {
+            Action::Proposed(tx) => Some(*tx),
+            _ => None,
+        });
+        self.handle(i, actions);
+        at
+    }
+
+    /// The joiner: added as a learner, started from a snapshot once that is committed, promoted once caught up.
+    fn drive_joiner(&mut self) {
+        let Some(jid) = self.joiner else { return };
+        let Some(l) = self.leader() else { return };
+        let j = (jid - 1) as usize;
+        let r = self.nodes[l].replica.as_ref().expect("leader is alive");
+        let commit = r.commit_point().seqno;
+        match self.joiner_added_at {
+            None if commit > 0 => {
+                self.joiner_added_at = self.conf_change(l, ConfChangeType::AddLearnerNode, jid);
+            }
+            Some(at) if !self.nodes[j].started => match r.tx_status(at) {
+                TxStatus::Committed => {
+                    let snapshot = r.snapshot().unwrap_or_else(|e| fail(format!("snapshot: {e}")));
+                    self.nodes[j].snapshot = Some(snapshot);
+                    self.nodes[j].started = true;
+                    self.log.push(format!("start joiner {jid} from a snapshot at {commit}"));
+                    self.start(j);
+                }
+                // The change was lost in a leader change: propose it again.
+                TxStatus::Invalid => self.joiner_added_at = None,
+                TxStatus::Pending | TxStatus::Unknown => {}
+            },
+            Some(_) if !self.joiner_promoted => {
+                let learner = r.conf_state().learners.contains(&jid);
+                if learner && r.matched(jid).is_some_and(|m| m >= commit) {
+                    if self.conf_change(l, ConfChangeType::AddNode, jid).is_some() {
+                        self.joiner_promoted = true;
+                    }
+                } else if r.conf_state().voters.contains(&jid) {
+                    self.joiner_promoted = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check(&mut self) {
+        for n in self.nodes.iter_mut() {
+            let Some(r) = n.replica.as_ref() else { continue };
+            let id = n.id;
+            if r.is_leader() {
+                if let Some(other) = self.leaders.insert(r.view(), id).filter(|&o| o != id) {
+                    fail(format!("two leaders in view {}: {other} and {id}", r.view()));
+                }
+            }
+            let c = r.commit_point();
+            if c.seqno < n.seen_commit {
+                fail(format!(
+                    "node {id}: commit point went back from {} to {}",
+                    n.seen_commit, c.seqno
+                ));
+            }
+            n.seen_commit = c.seqno;
+            if c.seqno > 0 && !r.is_signature(c.seqno) {
+                fail(format!("node {id}: commit point {c} is not a signature transaction"));
+            }
+            if r.store().committed_version() != c.seqno {
+                fail(format!(
+                    "node {id}: store committed {} != commit point {c}",
+                    r.store().committed_version()
+                ));
+            }
+            if r.raft_commit_index() < c.seqno {
+                fail(format!("node {id}: commit point {c} past raft's commit index"));
+            }
+            for seqno in n.checked.max(r.base_seqno()) + 1..=c.seqno {
+                let bytes = r
+                    .ledger()
+                    .read_entry(seqno)
+                    .unwrap_or_else(|e| fail(format!("node {id} read {seqno}: {e}")));
+                let h = sha256(&bytes);
+                if let Some(prev) = self.committed.insert(seqno, h).filter(|p| *p != h) {
+                    let _ = prev;
+                    fail(format!(
+                        "node {id}: committed entry {seqno} differs from another replica's"
+                    ));
+                }
+            }
+            n.checked = n.checked.max(c.seqno);
+            for tx in &self.proposals {
+                let st = r.tx_status(*tx);
+                if matches!(st, TxStatus::Committed | TxStatus::Invalid) {
+                    if let Some(prev) = self.final_status.insert(*tx, st).filter(|p| *p != st) {
+                        fail(format!("node {id} says {tx} is {st:?}, earlier {prev:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].replica.is_some())
+            .collect()
+    }
+
+    fn chaos(&mut self, steps: usize) {
+        let voters = self.nodes.len() - usize::from(self.joiner.is_some());
+        for _ in 0..steps {
+            let roll = self.rng.gen_range(0..100);
+            match roll {
+                0..=34 => {
+                    for _ in 0..self.rng.gen_range(1..=4) {
+                        if self.net.is_empty() {
+                            break;
+                        }
+                        let k = self.rng.gen_range(0..self.net.len());
+                        match self.rng.gen_range(0..100) {
+                            0..=4 => {
+                                self.net.swap_remove(k);
+                            }
+                            5..=7 => self.deliver(k, true),
+                            _ => self.deliver(k, false),
+                        }
+                    }
+                }
+                35..=54 => {
+                    for i in self.alive() {
+                        self.step_node(i, Event::Tick);
+                    }
+                    if self.rng.gen_bool(0.3) {
+                        self.drive_joiner();
+                    }
+                }
+                55..=71 => {
+                    let alive = self.alive();
+                    if !alive.is_empty() {
+                        let i = alive[self.rng.gen_range(0..alive.len())];
+                        let count = self.rng.gen_range(1..=3);
+                        self.persist(i, count);
+                    }
+                }
+                72..=85 => {
+                    if let Some(l) = self.leader() {
+                        self.propose(l);
+                    }
+                }
+                86 => {
+                    let alive = self.alive();
+                    // Keep a majority of the voters up most of the time, but not always.
+                    if alive.len() * 2 > voters + 1 || self.rng.gen_bool(0.2) {
+                        if let Some(&i) = alive.get(self.rng.gen_range(0..alive.len().max(1))) {
+                            self.crash(i);
+                        }
+                    }
+                }
+                87..=88 => {
+                    let dead: Vec<usize> = (0..self.nodes.len())
+                        .filter(|&i| self.nodes[i].replica.is_none() && self.nodes[i].started)
+                        .collect();
+                    if !dead.is_empty() {
+                        let i = dead[self.rng.gen_range(0..dead.len())];
+                        self.log.push(format!("restart {}", self.nodes[i].id));
+                        self.start(i);
+                    }
+                }
+                89 => {
+                    if self.isolated.is_empty() {
+                        let id = self.rng.gen_range(1..=self.nodes.len() as u64);
+                        self.isolated.insert(id);
+                        self.log.push(format!("isolate {id}"));
+                    } else {
+                        self.isolated.clear();
+                        self.log.push("heal".into());
+                    }
+                }
+                90..=94 => {
+                    for i in self.alive() {
+                        self.step_node(i, Event::Tick);
+                    }
+                }
+                _ => {
+                    // A message stuck in the network for a long time: deliver the oldest.
+                    if !self.net.is_empty() {
+                        self.deliver(0, false);
+                    }
+                }
+            }
+            self.check();
+        }
+    }
+
+    /// No more faults: heal, restart everyone, deliver everything, and require the service to commit a new
+    /// transaction on every replica.
+    fn calm(&mut self) {
+        self.isolated.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].replica.is_none() && self.nodes[i].started {
+                self.start(i);
+            }
+        }
+        let mut target: Option<TxId> = None;
+        for _ in 0..CALM_ROUNDS {
+            while !self.net.is_empty() {
+                let k = self.rng.gen_range(0..self.net.len());
+                self.deliver(k, false);
+                self.check();
+            }
+            for i in self.alive() {
+                let n = self.nodes[i].pending.len();
+                self.persist(i, n);
+            }
+            for i in self.alive() {
+                self.step_node(i, Event::Tick);
+            }
+            self.drive_joiner();
+            self.check();
+            if target.is_none() {
+                if let Some(l) = self.leader() {
+                    self.propose(l);
+                    target = self.proposals.last().copied().filter(|t| {
+                        self.nodes[l]
+                            .replica
+                            .as_ref()
+                            .is_some_and(|r| r.view_of(t.seqno) == Some(t.view))
+                    });
+                }
+            }
+            if let Some(t) = target {
+                let all = self.alive().iter().all(|&i| {
+                    let r = self.nodes[i].replica.as_ref().expect("alive");
+                    r.tx_status(t) == TxStatus::Committed
+                });
+                let lost = self.alive().iter().any(|&i| {
+                    self.nodes[i]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.tx_status(t) == TxStatus::Invalid)
+                });
+                if lost {
+                    target = None;
+                } else if all {
+                    return;
+                }
+            }
+        }
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| {
+                format!(
+                    "{} {:?} view {} last {} raft commit {} commit {} conf {:?}/{:?} pending {}",
+                    r.id(),
+                    r.role(),
+                    r.view(),
+                    r.last_seqno(),
+                    r.raft_commit_index(),
+                    r.commit_point(),
+                    r.conf_state().voters,
+                    r.conf_state().learners,
+                    self.nodes[(r.id() - 1) as usize].pending.len()
+                )
+            })
+            .collect();
+        fail(format!(
+            "no progress after the faults stopped (target {target:?}): {states:#?}"
+        ));
+    }
+}
+
+fn run(seed: u64, voters: usize) {
+    let with_joiner = seed % 2 == 0;
+    let mut sim = Sim::new(seed, voters, with_joiner);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sim.chaos(CHAOS_STEPS);
+        sim.calm();
+    }));
+    if std::env::var("CONSORT_SIM_VERBOSE").is_ok() {
+        for line in &sim.log {
+            eprintln!("{line}");
+        }
+        let commits: Vec<String> = sim
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| r.commit_point().to_string())
+            .collect();
+        eprintln!(
+            "proposals {} final {} commits {commits:?} committed entries {}",
+            sim.proposals.len(),
+            sim.final_status.len(),
+            sim.committed.len()
+        );
+    }
+    if let Err(e) = outcome {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let tail: Vec<&String> = sim.log.iter().rev().take(40).collect();
+        panic!(
+            "simulation failed: {msg}\nlast events (newest first): {tail:#?}\nreplay: CONSORT_SIM_SEED={seed} \
+             CONSORT_SIM_NODES={voters} cargo test -p consort-consensus --test sim -- replay"
+        );
+    }
+}
+
+fn seeds(default: u64) -> u64 {
+    std::env::var("CONSORT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn run_many(voters: usize, count: u64) {
+    // Failures are reported below with their replay command; the default hook would print every nested panic.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failed = Vec::new();
+    for seed in 0..count {
+        let r = std::panic::catch_unwind(|| run(seed, voters));
+        if let Err(e) = r {
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            eprintln!("{msg}");
+            failed.push(seed);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {count} seeds failed with {voters} voters: {failed:?}",
+        failed.len()
+    );
+}
+
+#[test]
+fn a_seed_replays_identically() {
+    let events = |seed| {
+        let mut sim = Sim::new(seed, 3, true);
+        sim.chaos(400);
+        sim.log
+    };
+    assert_eq!(events(11), events(11));
+}
+
+#[test]
+fn three_replicas() {
+    run_many(3, seeds(600));
+}
+
+#[test]
+fn five_replicas() {
+    run_many(5, seeds(400));
+}
+
+/// Replays the seed in `CONSORT_SIM_SEED` (with `CONSORT_SIM_NODES` voters, default 3); does nothing without it.
+#[test]
+fn replay() {
+    let Some(seed) = std::env::var("CONSORT_SIM_SEED").ok().and_then(|s| s.parse().ok()) else {
+        return;
+    };
+    let voters = std::env::var("CONSORT_SIM_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    run(seed, voters);
+}
