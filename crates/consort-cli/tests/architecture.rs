@@ -20,6 +20,10 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("consort-ledger", ["consort-crypto", "consort-kv"].into());
     m.insert("consort-gov", ["consort-crypto", "consort-kv"].into());
     m.insert(
+        "consort-consensus",
+        ["consort-crypto", "consort-kv", "consort-ledger"].into(),
+    );
+    m.insert(
         "consort-node",
         ["consort-crypto", "consort-kv", "consort-ledger", "consort-receipt"].into(),
     );
@@ -89,7 +93,13 @@ fn cores_do_no_io_and_touch_no_clock() {
         "hyper",
         "rustls",
     ];
-    for core in ["consort-kv", "consort-ledger", "consort-receipt", "consort-gov"] {
+    for core in [
+        "consort-kv",
+        "consort-ledger",
+        "consort-receipt",
+        "consort-gov",
+        "consort-consensus",
+    ] {
         let mut files = vec![];
         rust_files(&root.join("crates").join(core).join("src"), &mut files);
         for f in files {

@@ -236,9 +236,11 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
 
 /// The Raft entry for CCF entry `bytes` at `(term, index)`, as [`crate::Replica`]'s Raft storage returns it.
 pub fn raft_entry(term: u64, index: u64, bytes: Vec<u8>, conf_change: Option<&ConfChangeV2>) -> Entry {
-    let mut e = Entry::default();
-    e.term = term;
-    e.index = index;
+    let mut e = Entry {
+        term,
+        index,
+        ..Default::default()
+    };
     match conf_change {
         Some(cc) => {
             e.set_entry_type(EntryType::EntryConfChangeV2);
@@ -264,9 +266,11 @@ mod tests {
 
     #[test]
     fn empty_data_becomes_the_canonical_empty_entry() {
-        let mut e = Entry::default();
-        e.term = 4;
-        e.index = 9;
+        let mut e = Entry {
+            term: 4,
+            index: 9,
+            ..Default::default()
+        };
         normalise(&secret(), &mut e).unwrap();
         assert_eq!(&e.data[..], &empty_entry(&secret(), 4, 9).unwrap()[..]);
         let info = inspect(&e.data, 4, 9).unwrap();
@@ -306,10 +310,12 @@ mod tests {
     #[test]
     fn garbage_is_refused_without_panicking() {
         for data in [&b"x"[..], &[1, 0, 0, 0, 0, 0, 0, 0][..], &[0u8; 64][..]] {
-            let mut e = Entry::default();
-            e.term = 1;
-            e.index = 1;
-            e.data = Bytes::copy_from_slice(data);
+            let mut e = Entry {
+                term: 1,
+                index: 1,
+                data: Bytes::copy_from_slice(data),
+                ..Default::default()
+            };
             assert!(normalise(&secret(), &mut e).is_err());
             e.set_entry_type(EntryType::EntryConfChangeV2);
             assert!(normalise(&secret(), &mut e).is_err());

@@ -73,8 +73,10 @@ impl<S: LedgerStorage> Log<S> {
             let entry = self.ledger.read_entry(seqno)?;
             snapshot::build(&self.store, &self.secret, &entry, view, seqno, self.views.up_to(seqno))?
         };
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = seqno;
         meta.term = view;

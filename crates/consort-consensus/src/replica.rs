@@ -300,8 +300,10 @@ impl<S: LedgerStorage> Replica<S> {
                 )
             }
             None => {
-                let mut cs = ConfState::default();
-                cs.voters = persisted.voters.clone();
+                let cs = ConfState {
+                    voters: persisted.voters.clone(),
+                    ..Default::default()
+                };
                 (Store::new(), TxId::default(), ViewHistory::default(), cs, None)
             }
         };

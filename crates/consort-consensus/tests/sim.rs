@@ -55,7 +55,7 @@ fn print_identities() {
     for _ in 0..MAX_NODES {
         let key = SigningKey::generate(Curve::P256);
         let cert = x509::self_signed(&key, &CertParams::new("CCF Node")).expect("self-signed cert");
-        print!("{}{}=====\n", key.to_pkcs8_pem(), cert.pem);
+        println!("{}{}=====", key.to_pkcs8_pem(), cert.pem);
     }
 }
 
@@ -626,12 +626,28 @@ impl Sim {
 }
 
 fn run(seed: u64, voters: usize) {
-    let with_joiner = seed % 2 == 0;
+    let with_joiner = seed.is_multiple_of(2);
     let mut sim = Sim::new(seed, voters, with_joiner);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         sim.chaos(CHAOS_STEPS);
         sim.calm();
     }));
+    if std::env::var("CONSORT_SIM_STATS").is_ok() {
+        let count = |w: &str| sim.log.iter().filter(|l| l.contains(w)).count();
+        let invalid = sim.final_status.values().filter(|s| **s == TxStatus::Invalid).count();
+        eprintln!(
+            "STATS seed {seed} voters {voters} proposals {} committed {} invalid {invalid} rollbacks {} raft-snapshots {} \
+             joined {} promoted {} crashes {} leaders {}",
+            sim.proposals.len(),
+            sim.committed.len(),
+            count("rolled back"),
+            count("installed snapshot"),
+            count("start joiner"),
+            sim.joiner_promoted,
+            count("crash"),
+            sim.leaders.len()
+        );
+    }
     if std::env::var("CONSORT_SIM_VERBOSE").is_ok() {
         for line in &sim.log {
             eprintln!("{line}");
