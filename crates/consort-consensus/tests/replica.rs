@@ -1,0 +1,343 @@
+//! Focused scenarios on a perfect network: the primary's proposals commit only behind a signature, a tampered or
+//! untrusted signature transaction halts a backup, bad bytes from peers are dropped, and proposals to a backup
+//! are refused with the store rolled back.
+
+use consort_consensus::codec::{encode_write_set_entry, inspect};
+use consort_consensus::eraftpb::Message;
+use consort_consensus::testing::FaultyDisk;
+use consort_consensus::{
+    Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, TxId, TxStatus,
+};
+use consort_crypto::{key_id, SigningKey};
+use consort_kv::{CommitOutcome, WriteSet};
+use consort_ledger::{LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
+use protobuf::Message as _;
+use std::collections::{BTreeMap, VecDeque};
+
+fn identities() -> Vec<NodeIdentity> {
+    include_str!("fixtures/identities.txt")
+        .split("=====\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|block| {
+            let end = "-----END PRIVATE KEY-----\n";
+            let at = block.find(end).expect("fixture holds a key") + end.len();
+            let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
+            let node_id = key_id(&key.verifying_key().to_spki_der());
+            NodeIdentity {
+                key,
+                cert_pem: block[at..].to_string(),
+                node_id,
+            }
+        })
+        .collect()
+}
+
+fn secret() -> LedgerSecret {
+    LedgerSecret::from_bytes([9u8; 32])
+}
+
+type Tamper = Box<dyn FnMut(u64, u64, Vec<u8>) -> Vec<u8>>;
+
+struct Cluster {
+    replicas: Vec<Replica<FaultyDisk>>,
+    net: VecDeque<(u64, u64, Vec<u8>)>,
+    halted: Vec<(u64, ConsensusError)>,
+    dropped: Vec<(u64, ConsensusError)>,
+    tamper: Option<Tamper>,
+}
+
+impl Cluster {
+    fn new(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>) -> Self {
+        let ids = identities();
+        let replicas = (1..=n)
+            .map(|id| {
+                let mut cfg = ReplicaConfig::new(id);
+                cfg.signature_interval_tx = 3;
+                let persisted = PersistedState {
+                    voters: (1..=n).collect(),
+                    ..Default::default()
+                };
+                Replica::open(
+                    cfg,
+                    ids[id as usize - 1].clone(),
+                    trusted_for(id),
+                    secret(),
+                    FaultyDisk::new(),
+                    persisted,
+                )
+                .expect("open")
+            })
+            .collect();
+        Cluster {
+            replicas,
+            net: VecDeque::new(),
+            halted: Vec::new(),
+            dropped: Vec::new(),
+            tamper: None,
+        }
+    }
+
+    fn step(&mut self, i: usize, event: Event) -> Vec<Action> {
+        let mut work = VecDeque::from([(i, event)]);
+        let mut first = None;
+        while let Some((i, event)) = work.pop_front() {
+            let id = self.replicas[i].id();
+            let actions = self.replicas[i].step(event);
+            for a in &actions {
+                match a {
+                    Action::Send { to, message } => self.net.push_back((id, *to, message.clone())),
+                    Action::Persist { number, .. } => {
+                        self.replicas[i].sync_ledger().expect("sync");
+                        work.push_back((i, Event::Persisted { number: *number }));
+                    }
+                    Action::Halted { error } => self.halted.push((id, error.clone())),
+                    Action::Dropped { error, .. } => self.dropped.push((id, error.clone())),
+                    _ => {}
+                }
+            }
+            first.get_or_insert(actions);
+        }
+        first.unwrap_or_default()
+    }
+
+    fn deliver_all(&mut self) {
+        for _ in 0..10_000 {
+            let Some((from, to, mut bytes)) = self.net.pop_front() else {
+                return;
+            };
+            if let Some(t) = self.tamper.as_mut() {
+                bytes = t(from, to, bytes);
+            }
+            self.step(to as usize - 1, Event::Receive { from, message: bytes });
+        }
+    }
+
+    fn settle(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            for i in 0..self.replicas.len() {
+                self.step(i, Event::Tick);
+            }
+            self.deliver_all();
+        }
+    }
+
+    fn elect(&mut self, i: usize) {
+        self.step(i, Event::Campaign);
+        self.deliver_all();
+        assert!(self.replicas[i].is_leader(), "replica {} did not win", i + 1);
+        self.deliver_all();
+    }
+
+    fn write(&mut self, i: usize, key: u64) -> Vec<Action> {
+        let store = self.replicas[i].store().clone();
+        let mut tx = store.begin();
+        tx.put("public:records", &key.to_le_bytes(), b"public");
+        tx.put("records", &key.to_le_bytes(), b"private");
+        let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+            Ok(CommitOutcome::Committed { result, .. }) => result,
+            other => panic!("{other:?}"),
+        };
+        self.step(i, Event::Propose { version, write_set })
+    }
+}
+
+fn all_trusted(_: u64) -> BTreeMap<u64, String> {
+    identities()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (i as u64 + 1, id.cert_pem))
+        .collect()
+}
+
+fn proposed(actions: &[Action]) -> TxId {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Proposed(tx) => Some(*tx),
+            _ => None,
+        })
+        .expect("proposed")
+}
+
+#[test]
+fn writes_commit_behind_signatures_on_every_replica() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    let txs: Vec<TxId> = (0..7).map(|k| proposed(&c.write(0, k))).collect();
+    c.deliver_all();
+    c.settle(10);
+    for r in &c.replicas {
+        let commit = r.commit_point();
+        assert!(r.is_signature(commit.seqno), "commit point {commit} is a signature");
+        assert_eq!(r.last_seqno(), commit.seqno, "everything got signed and committed");
+        for tx in &txs {
+            assert_eq!(r.tx_status(*tx), TxStatus::Committed);
+        }
+        assert_eq!(
+            r.store().read_only().get("records", &3u64.to_le_bytes()),
+            Some(b"private".to_vec())
+        );
+        assert_eq!(
+            r.tx_status(TxId {
+                view: txs[0].view + 1,
+                seqno: txs[0].seqno
+            }),
+            TxStatus::Invalid
+        );
+        assert_eq!(
+            r.tx_status(TxId {
+                view: txs[0].view,
+                seqno: 10_000
+            }),
+            TxStatus::Unknown
+        );
+    }
+    assert!(
+        c.halted.is_empty() && c.dropped.is_empty(),
+        "{:?} {:?}",
+        c.halted,
+        c.dropped
+    );
+}
+
+#[test]
+fn a_backup_refuses_a_proposal_and_rolls_its_store_back() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    let before = c.replicas[1].store().current_version();
+    let actions = c.write(1, 1);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::ProposalRejected {
+            error: ProposeError::NotLeader { leader: Some(1) },
+            ..
+        }
+    )));
+    assert_eq!(c.replicas[1].store().current_version(), before);
+}
+
+fn tamper_signatures(from: u64, _to: u64, bytes: Vec<u8>) -> Vec<u8> {
+    let Ok(mut m) = Message::parse_from_bytes(&bytes) else {
+        return bytes;
+    };
+    for e in m.mut_entries().iter_mut() {
+        let Ok(info) = inspect(&e.data, e.term, e.index) else {
+            continue;
+        };
+        if !info.is_signature {
+            continue;
+        }
+        let raw = match info
+            .public
+            .maps
+            .get(SIGNATURES_TABLE)
+            .and_then(|t| t.writes.get(&SINGLETON_KEY[..]))
+        {
+            Some(Some(v)) => v.clone(),
+            _ => continue,
+        };
+        let mut sig = PrimarySignature::from_json_bytes(&raw).expect("signature JSON");
+        sig.root = hex::encode([0xabu8; 32]);
+        let mut ws = WriteSet::default();
+        ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
+        e.data = encode_write_set_entry(&secret(), e.term, e.index, &ws)
+            .expect("encode")
+            .into();
+    }
+    let _ = from;
+    m.write_to_bytes().expect("encode")
+}
+
+#[test]
+fn a_tampered_signature_halts_the_backup_before_it() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    c.tamper = Some(Box::new(tamper_signatures));
+    for k in 0..3 {
+        c.write(0, k);
+    }
+    c.deliver_all();
+    assert!(!c.halted.is_empty(), "backups must halt");
+    for (id, e) in &c.halted {
+        assert!(matches!(e, ConsensusError::BadSignature { .. }), "{id}: {e}");
+        let r = &c.replicas[*id as usize - 1];
+        assert!(r.halted().is_some());
+        // Nothing at or after the bad signature was taken in.
+        assert!(r.last_seqno() < c.replicas[0].last_seqno());
+    }
+    // A halted replica ignores everything.
+    assert!(c.step(1, Event::Tick).is_empty());
+}
+
+#[test]
+fn a_signature_from_an_untrusted_node_halts_the_backup() {
+    let mut c = Cluster::new(3, |id| {
+        let mut t = all_trusted(id);
+        t.remove(&1);
+        t
+    });
+    c.elect(0);
+    c.write(0, 1);
+    c.deliver_all();
+    assert!(c
+        .halted
+        .iter()
+        .any(|(_, e)| matches!(e, ConsensusError::BadSignature { reason, .. } if reason.contains("trusted"))));
+}
+
+#[test]
+fn bad_bytes_from_peers_are_dropped() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    for bad in [vec![], vec![0xff; 10], b"\x0a\x05hello".to_vec()] {
+        let actions = c.step(1, Event::Receive { from: 1, message: bad });
+        let _ = actions;
+    }
+    // A message claiming another sender, and an append whose entry is not a CCF entry.
+    let mut m = Message::default();
+    m.set_msg_type(consort_consensus::eraftpb::MessageType::MsgAppend);
+    m.from = 3;
+    m.to = 2;
+    let actions = c.step(
+        1,
+        Event::Receive {
+            from: 1,
+            message: m.write_to_bytes().unwrap(),
+        },
+    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Dropped {
+            error: ConsensusError::MalformedMessage(_),
+            ..
+        }
+    )));
+    m.from = 1;
+    let mut e = consort_consensus::eraftpb::Entry {
+        term: 1,
+        index: 1,
+        ..Default::default()
+    };
+    e.data = b"not a ledger entry".to_vec().into();
+    m.mut_entries().push(e);
+    let actions = c.step(
+        1,
+        Event::Receive {
+            from: 1,
+            message: m.write_to_bytes().unwrap(),
+        },
+    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Dropped {
+            error: ConsensusError::InvalidEntry { .. },
+            ..
+        }
+    )));
+    assert!(c.halted.is_empty());
+    // The cluster still works.
+    let tx = proposed(&c.write(0, 5));
+    c.deliver_all();
+    c.settle(10);
+    assert_eq!(c.replicas[1].tx_status(tx), TxStatus::Committed);
+}
