@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod gov;
 mod sandbox;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         cmd: ReceiptCmd,
     },
+    /// Member tooling: sign and submit proposals, ballots, withdrawals and acks; list and show proposals.
+    Gov(gov::GovArgs),
     /// Load generator: pipelined HTTPS writes to the logging app, with throughput and latency percentiles.
     Bench(bench::BenchArgs),
 }
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             cmd: ReceiptCmd::Verify { file, service_cert },
         } => receipt_verify(&file, &service_cert),
         Command::Bench(args) => runtime().block_on(bench::run(args)),
+        Command::Gov(args) => runtime().block_on(gov::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,12 +111,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
             data: None,
         }];
-        cfg.start.users = vec![IdentityConfig {
-            cert: ws.join("user0_cert.pem"),
-            encryption_public_key: None,
-            data: None,
-        }];
-        cfg.start.open_at_genesis = true;
+        // user0 is added, and the service opened, by a proposal of member0 once the node runs.
         let cfg_path = dir.join("node.toml");
         write(&cfg_path, &cfg.to_toml())?;
         let out = std::fs::File::create(dir.join("out.log")).map_err(|e| e.to_string())?;
@@ -138,7 +133,8 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
         children.0.push(child);
     }
 
-    // Wait for node 0 to write its service certificate and open the service.
+    // Wait for node 0 to write its service certificate and listen; then member0 proposes to add user0 and open
+    // the service (one member: the proposal is accepted at once), and we wait until it is Open.
     let node0 = ws.join("nodes/0");
     let address = nodes_json[0]["rpc_address"].as_str().unwrap_or_default().to_string();
     let deadline = Instant::now() + OPEN_TIMEOUT;
@@ -153,7 +149,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
             return Err(format!("node 0 exited with {status}:\n{log}"));
         }
-        if let Some(found) = poll_open(&node0, &address).await {
+        if let Some(found) = poll_open(&node0, &address, &ws).await {
             break found;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -182,17 +178,51 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Returns (service certificate PEM, primary node id) once node 0 reports the service Open.
-async fn poll_open(node_dir: &Path, address: &str) -> Option<(String, String)> {
+/// Returns (service certificate PEM, primary node id) once node 0 reports the service Open; proposes to open it
+/// (and add user0) when it is still Opening.
+async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String, String)> {
     let cert = std::fs::read_to_string(node_dir.join("service_cert.pem")).ok()?;
     let tls = consort_node::tls::client_config(&cert, None).ok()?;
     let conn = Connection::connect(address, tls, Protocol::Http1).await.ok()?;
     let net = conn.get("/node/network").await.ok()?.json().ok()?;
-    if net["service_status"] == "Open" {
-        Some((cert, net["primary_id"].as_str()?.to_string()))
-    } else {
-        None
+    match net["service_status"].as_str() {
+        Some("Open") => Some((cert, net["primary_id"].as_str()?.to_string())),
+        Some("Opening") => {
+            if let Err(e) = open_by_proposal(&conn, ws, &cert).await {
+                eprintln!("opening the service: {e}");
+            }
+            None
+        }
+        _ => None,
     }
+}
+
+/// member0 proposes `set_user(user0)` and `transition_service_to_open`.
+async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> Result<(), String> {
+    let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(|e| format!("{f}: {e}"));
+    let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
+    let proposal = serde_json::json!({"actions": [
+        {"name": "set_user", "args": {"cert": read("user0_cert.pem")?}},
+        {"name": "transition_service_to_open", "args": {"next_service_identity": service_cert}},
+    ]});
+    let body = member.sign(consort_gov::MsgType::Proposal, None, proposal.to_string().as_bytes());
+    let r = crate::gov::post_cose(conn, "/gov/members/proposals:create", body).await?;
+    let mut v = r.json().map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("proposal refused: HTTP {} {v}", r.status));
+    }
+    if v["proposalState"] == "Open" {
+        let id = v["proposalId"].as_str().ok_or("no proposalId")?.to_string();
+        let ballot = serde_json::json!({"ballot": "export function vote (proposal, proposerId) { return true }"});
+        let body = member.sign(consort_gov::MsgType::Ballot, Some(&id), ballot.to_string().as_bytes());
+        let path = format!("/gov/members/proposals/{id}/ballots/{}:submit", member.id);
+        let r = crate::gov::post_cose(conn, &path, body).await?;
+        v = r.json().map_err(|e| e.to_string())?;
+    }
+    if v["proposalState"] != "Accepted" {
+        return Err(format!("proposal not accepted: {v}"));
+    }
+    Ok(())
 }
 
 /// Runs until SIGINT/SIGTERM, or until every node has exited.

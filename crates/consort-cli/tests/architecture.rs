@@ -23,21 +23,24 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "consort-consensus",
         ["consort-crypto", "consort-kv", "consort-ledger"].into(),
     );
-    m.insert(
+    let node = [
+        "consort-crypto",
+        "consort-kv",
+        "consort-ledger",
+        "consort-receipt",
+        "consort-gov",
+        "consort-consensus",
+    ];
+    m.insert("consort-node", node.into());
+    let cli = [
+        "consort-crypto",
+        "consort-kv",
+        "consort-ledger",
+        "consort-receipt",
+        "consort-gov",
         "consort-node",
-        ["consort-crypto", "consort-kv", "consort-ledger", "consort-receipt"].into(),
-    );
-    m.insert(
-        "consort-cli",
-        [
-            "consort-crypto",
-            "consort-kv",
-            "consort-ledger",
-            "consort-receipt",
-            "consort-node",
-        ]
-        .into(),
-    );
+    ];
+    m.insert("consort-cli", cli.into());
     m
 }
 

@@ -97,15 +97,30 @@ impl Connection {
         })
     }
 
-    /// Sends one request and reads the whole response.
+    /// Sends one request (a body is sent as JSON) and reads the whole response.
     pub async fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, ClientError> {
+        self.request_typed(method, path, body.map(|b| ("application/json", b)))
+            .await
+    }
+
+    /// Sends one request with a body of the given content type and reads the whole response.
+    pub async fn request_typed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Reply, ClientError> {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.authority);
-        if body.is_some() {
-            b = b.header("content-type", "application/json");
-        }
+        let body = match body {
+            Some((content_type, bytes)) => {
+                b = b.header("content-type", content_type);
+                Some(bytes)
+            }
+            None => None,
+        };
         let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(cerr)?;
         let resp = match &self.sender {
             Sender::H1(s) => {

@@ -131,16 +131,40 @@ pub struct IdentityConfig {
 }
 
 /// Genesis configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartConfig {
     #[serde(default)]
     pub members: Vec<IdentityConfig>,
     #[serde(default)]
     pub users: Vec<IdentityConfig>,
-    /// Open the service at genesis. Stand-in until governance opens services by proposal.
+    /// Open the service at genesis, without a proposal (for tests; services are normally opened by a
+    /// `transition_service_to_open` proposal).
     #[serde(default)]
     pub open_at_genesis: bool,
+    /// Constitution source files (JavaScript, concatenated into one module exporting validate, resolve, apply);
+    /// empty = Consort's default constitution (majority of active members).
+    #[serde(default)]
+    pub constitution_files: Vec<PathBuf>,
+    /// Number of recovery members' shares needed to recover the service.
+    #[serde(default = "default_recovery_threshold")]
+    pub recovery_threshold: u32,
+}
+
+fn default_recovery_threshold() -> u32 {
+    1
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        Self {
+            members: vec![],
+            users: vec![],
+            open_at_genesis: false,
+            constitution_files: vec![],
+            recovery_threshold: default_recovery_threshold(),
+        }
+    }
 }
 
 /// A configuration error: unreadable file, bad TOML, or an invalid value.
@@ -175,6 +199,9 @@ impl NodeConfig {
         fix(&mut self.storage.ledger_dir);
         fix(&mut self.storage.snapshots_dir);
         fix(&mut self.storage.secrets_dir);
+        for f in self.start.constitution_files.iter_mut() {
+            fix(f);
+        }
         for id in self.start.members.iter_mut().chain(self.start.users.iter_mut()) {
             fix(&mut id.cert);
             if let Some(p) = id.encryption_public_key.as_mut() {

@@ -224,6 +224,18 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
         ("GET", "/node/api") => json_response(200, &crate::openapi::node_api(), Some(current)),
         ("GET", "/app/api") => json_response(200, &crate::openapi::app_api(svc.app()), Some(current)),
         (_, p) if p.starts_with("/app/") => app_request(svc, peer_cert, &method, &p[4..], &query, &body),
+        (_, p) if p.starts_with("/gov/") => {
+            let r = crate::gov::route(svc, &method, p, &body);
+            let mut b = Response::builder()
+                .status(r.status)
+                .header("content-type", r.content_type)
+                .header(TXID_HEADER, r.txid.unwrap_or(current).to_string());
+            if r.status == 204 {
+                b = b.header("content-length", "0");
+            }
+            b.body(Full::new(Bytes::from(r.body)))
+                .expect("static headers are valid")
+        }
         _ => error_response(404, "ResourceNotFound", format!("Unknown path: {path}."), Some(current)),
     }
 }

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod channels;
 pub mod client;
 pub mod config;
+pub mod gov;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -21,16 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Members' certificates (member id -> PEM).
-pub const MEMBERS_CERTS_TABLE: &str = "public:ccf.gov.members.certs";
-/// Members' status and data (member id -> JSON).
-pub const MEMBERS_INFO_TABLE: &str = "public:ccf.gov.members.info";
-/// Members' recovery encryption keys (member id -> PEM).
-pub const MEMBERS_ENC_KEYS_TABLE: &str = "public:ccf.gov.members.encryption_public_keys";
 /// Users' certificates (user id -> PEM).
-pub const USERS_CERTS_TABLE: &str = "public:ccf.gov.users.certs";
-/// Users' data (user id -> JSON).
-pub const USERS_INFO_TABLE: &str = "public:ccf.gov.users.info";
+pub const USERS_CERTS_TABLE: &str = consort_gov::tables::USERS_CERTS;
 /// Prefix of the maps only the node itself and governance may write.
 pub const RESERVED_MAP_PREFIX: &str = "public:ccf.";
 
@@ -90,6 +82,15 @@ pub enum ServiceError {
     Identity(String),
     #[error("genesis: {0}")]
     Genesis(String),
+}
+
+/// Why [`Service::execute_write`] did not commit.
+#[derive(Debug)]
+pub enum WriteError<E> {
+    /// The transaction body refused (its writes were dropped).
+    Body(E),
+    /// Conflicts persisted through every re-execution.
+    Conflict,
 }
 
 /// A signature transaction's record, kept in memory to serve receipts.
@@ -243,34 +244,43 @@ impl Service {
             self.ids.node_id.as_bytes(),
             self.ids.node_cert_pem.as_bytes(),
         );
+        let gerr = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+            ServiceError::Genesis(format!("{what} {}: {e}", path.display()))
+        };
+        let mut members = vec![];
         for m in &start.members {
-            let pem = std::fs::read_to_string(&m.cert)
-                .map_err(|e| ServiceError::Genesis(format!("member cert {}: {e}", m.cert.display())))?;
-            let cert = consort_crypto::ParsedCert::from_pem(&pem)
-                .map_err(|e| ServiceError::Genesis(format!("member cert {}: {e}", m.cert.display())))?;
-            let id = cert.cert_id();
-            tx.put(MEMBERS_CERTS_TABLE, id.as_bytes(), cert.to_pem().as_bytes());
-            let info = serde_json::json!({"status": "Active", "member_data": m.data, "recovery_role": if m.encryption_public_key.is_some() {"Participant"} else {"NonParticipant"}});
-            tx.put(MEMBERS_INFO_TABLE, id.as_bytes(), info.to_string().as_bytes());
-            if let Some(k) = &m.encryption_public_key {
-                let key = std::fs::read_to_string(k)
-                    .map_err(|e| ServiceError::Genesis(format!("member key {}: {e}", k.display())))?;
-                tx.put(MEMBERS_ENC_KEYS_TABLE, id.as_bytes(), key.as_bytes());
-            }
+            let cert_pem = std::fs::read_to_string(&m.cert).map_err(|e| gerr("member cert", &m.cert, &e))?;
+            let encryption_public_key_pem = match &m.encryption_public_key {
+                Some(k) => Some(std::fs::read_to_string(k).map_err(|e| gerr("member key", k, &e))?),
+                None => None,
+            };
+            members.push(consort_gov::MemberSpec {
+                cert_pem,
+                encryption_public_key_pem,
+                member_data: m.data.clone(),
+                recovery_role: None,
+            });
         }
+        let mut users = vec![];
         for u in &start.users {
-            let pem = std::fs::read_to_string(&u.cert)
-                .map_err(|e| ServiceError::Genesis(format!("user cert {}: {e}", u.cert.display())))?;
-            let cert = consort_crypto::ParsedCert::from_pem(&pem)
-                .map_err(|e| ServiceError::Genesis(format!("user cert {}: {e}", u.cert.display())))?;
-            let id = cert.cert_id();
-            tx.put(USERS_CERTS_TABLE, id.as_bytes(), cert.to_pem().as_bytes());
-            tx.put(
-                USERS_INFO_TABLE,
-                id.as_bytes(),
-                serde_json::json!({"user_data": u.data}).to_string().as_bytes(),
-            );
+            let cert_pem = std::fs::read_to_string(&u.cert).map_err(|e| gerr("user cert", &u.cert, &e))?;
+            users.push(consort_gov::UserSpec {
+                cert_pem,
+                user_data: u.data.clone(),
+            });
         }
+        let constitution = if start.constitution_files.is_empty() {
+            consort_gov::DEFAULT_CONSTITUTION.to_string()
+        } else {
+            let mut text = String::new();
+            for f in &start.constitution_files {
+                text.push_str(&std::fs::read_to_string(f).map_err(|e| gerr("constitution", f, &e))?);
+                text.push('\n');
+            }
+            text
+        };
+        consort_gov::genesis(&mut tx, &members, &users, &constitution, start.recovery_threshold)
+            .map_err(|e| ServiceError::Genesis(e.to_string()))?;
         self.commit_internal(tx).map_err(ServiceError::Genesis)?;
         if start.open_at_genesis {
             self.set_service_status("Open").map_err(ServiceError::Genesis)?;
@@ -414,16 +424,45 @@ impl Service {
             let resp = self.app.handle(req, &mut tx);
             return (resp, self.current_txid());
         }
-        for _ in 0..self.cfg.limits.max_occ_attempts {
-            let mut tx = self.store.begin();
-            let resp = self.app.handle(req, &mut tx);
-            if !resp.is_success() || !tx.has_writes() {
-                return (resp, self.current_txid());
+        let outcome = self.execute_write(|tx, _| {
+            let resp = self.app.handle(req, tx);
+            if !resp.is_success() {
+                return Err(resp);
             }
             if let Some(bad) = tx.write_set().maps.keys().find(|m| m.starts_with(RESERVED_MAP_PREFIX)) {
-                let msg = format!("applications may not write the reserved map {bad}");
-                return (AppResponse::error(403, "ReservedMap", msg), self.current_txid());
+                return Err(AppResponse::error(
+                    403,
+                    "ReservedMap",
+                    format!("applications may not write the reserved map {bad}"),
+                ));
             }
+            Ok(resp)
+        });
+        match outcome {
+            Ok((resp, txid)) => (resp, txid),
+            Err(WriteError::Body(resp)) => (resp, self.current_txid()),
+            Err(WriteError::Conflict) => (
+                AppResponse::error(
+                    409,
+                    "TransactionConflict",
+                    "too many concurrent conflicting transactions; retry",
+                ),
+                self.current_txid(),
+            ),
+        }
+    }
+
+    /// Runs `body` in a transaction and commits it (ledger entry, Merkle leaf) if it returns Ok and wrote
+    /// something; re-executes on optimistic-concurrency conflicts up to `limits.max_occ_attempts` times. `body`
+    /// also gets the current Merkle root (the root at the transaction's read version). An Err drops the writes.
+    pub fn execute_write<T, E>(
+        &self,
+        mut body: impl FnMut(&mut Tx<'_>, &[u8; 32]) -> Result<T, E>,
+    ) -> Result<(T, TxId), WriteError<E>> {
+        for _ in 0..self.cfg.limits.max_occ_attempts {
+            let root = self.lock().tree.root();
+            let mut tx = self.store.begin();
+            let value = body(&mut tx, &root).map_err(WriteError::Body)?;
             let mut p = self.lock();
             match self
                 .store
@@ -435,32 +474,25 @@ impl Service {
                         seqno: version,
                     };
                     self.after_commit(&mut p);
-                    return (resp, txid);
+                    return Ok((value, txid));
                 }
                 Ok(CommitOutcome::ReadOnly) => {
-                    return (
-                        resp,
-                        TxId {
-                            view: p.view,
-                            seqno: version_of(&self.store),
-                        },
-                    )
+                    drop(p);
+                    return Ok((value, self.current_txid()));
                 }
                 Err(_) => {
                     drop(p);
                     self.metrics.occ_conflicts.inc();
-                    continue;
                 }
             }
         }
-        (
-            AppResponse::error(
-                409,
-                "TransactionConflict",
-                "too many concurrent conflicting transactions; retry",
-            ),
-            self.current_txid(),
-        )
+        Err(WriteError::Conflict)
+    }
+
+    /// Hex Merkle root signed by the latest signature transaction, if any.
+    pub fn last_signed_root(&self) -> Option<String> {
+        let p = self.lock();
+        (p.last_signature_seqno > 0).then(|| hex::encode(p.tree.root_at(p.last_signature_seqno)))
     }
 
     /// The identity of a caller presenting `cert_der`, per `public:ccf.gov.users.certs`.
@@ -580,10 +612,6 @@ impl Service {
     pub fn app(&self) -> &dyn App {
         self.app.as_ref()
     }
-}
-
-fn version_of(store: &Store) -> Version {
-    store.current_version()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -38,7 +38,7 @@ impl FsStorage {
 
     fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
         if name.is_empty() || name.contains('/') || name.contains("..") {
-            return Err(StorageError::Io(format!("invalid file name {name:?}")));
+            return Err(StorageError::InvalidName(name.to_string()));
         }
         Ok(self.dir.join(name))
     }
@@ -75,6 +75,21 @@ impl FsStorage {
     }
 }
 
+fn io_err(name: &str, e: std::io::Error) -> StorageError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
+        _ => StorageError::Io(format!("{name}: {e}")),
+    }
+}
+
+impl FsStorage {
+    /// Length of `name` as readers see it (on disk plus buffered appends).
+    fn len_of(&self, name: &str) -> Result<u64, StorageError> {
+        let on_disk = std::fs::metadata(self.path(name)?).map_err(|e| io_err(name, e))?.len();
+        Ok(on_disk + self.open.get(name).map_or(0, |w| w.buffer().len() as u64))
+    }
+}
+
 impl LedgerStorage for FsStorage {
     fn list(&self) -> Result<Vec<String>, StorageError> {
         let mut names = vec![];
@@ -91,13 +106,8 @@ impl LedgerStorage for FsStorage {
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
-        let path = self.path(name)?;
-        // Reads of a file being appended must see buffered bytes: callers flush through `sync` or the ledger
-        // reads closed files. To be safe for open files, read what is on disk plus what is buffered.
-        let mut bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
-            _ => serr(e),
-        })?;
+        // A file being appended to is read as on disk plus what is still buffered.
+        let mut bytes = std::fs::read(self.path(name)?).map_err(|e| io_err(name, e))?;
         if let Some(w) = self.open.get(name) {
             bytes.extend_from_slice(w.buffer());
         }
@@ -105,50 +115,58 @@ impl LedgerStorage for FsStorage {
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.writer(name)?.write_all(bytes).map_err(serr)
+        self.writer(name)?.write_all(bytes).map_err(|e| io_err(name, e))
     }
 
     fn write_at(&mut self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        let len = self.len_of(name)?;
+        if offset > len {
+            return Err(StorageError::OutOfRange(name.to_string()));
+        }
         self.flush_buffer(name)?;
-        let path = self.path(name)?;
-        let f = OpenOptions::new().write(true).open(path).map_err(serr)?;
-        f.write_all_at(bytes, offset).map_err(serr)
+        let f = OpenOptions::new().write(true).open(self.path(name)?).map_err(|e| io_err(name, e))?;
+        f.write_all_at(bytes, offset).map_err(|e| io_err(name, e))
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<(), StorageError> {
+        if len > self.len_of(name)? {
+            return Err(StorageError::OutOfRange(name.to_string()));
+        }
         self.flush_buffer(name)?;
+        // Drop the writer: its file position would be past the new end.
         self.open.remove(name);
-        let path = self.path(name)?;
-        let f = OpenOptions::new().write(true).open(path).map_err(serr)?;
-        f.set_len(len).map_err(serr)?;
-        f.sync_data().map_err(serr)
+        let f = OpenOptions::new().write(true).open(self.path(name)?).map_err(|e| io_err(name, e))?;
+        f.set_len(len).map_err(|e| io_err(name, e))?;
+        f.sync_data().map_err(|e| io_err(name, e))
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        if !src.exists() {
+            return Err(StorageError::NotFound(from.to_string()));
+        }
         self.flush_buffer(from)?;
         if let Some(w) = self.open.remove(from) {
-            w.into_inner().map_err(serr)?.sync_data().map_err(serr)?;
+            w.into_inner().map_err(serr)?.sync_data().map_err(|e| io_err(from, e))?;
         }
-        std::fs::rename(self.path(from)?, self.path(to)?).map_err(serr)?;
+        self.open.remove(to);
+        std::fs::rename(src, dst).map_err(|e| io_err(from, e))?;
         self.sync_dir()
     }
 
     fn remove(&mut self, name: &str) -> Result<(), StorageError> {
         self.open.remove(name);
-        std::fs::remove_file(self.path(name)?).map_err(serr)?;
+        std::fs::remove_file(self.path(name)?).map_err(|e| io_err(name, e))?;
         self.sync_dir()
     }
 
     fn sync(&mut self, name: &str) -> Result<(), StorageError> {
         match self.open.get_mut(name) {
             Some(w) => {
-                w.flush().map_err(serr)?;
-                w.get_ref().sync_data().map_err(serr)
+                w.flush().map_err(|e| io_err(name, e))?;
+                w.get_ref().sync_data().map_err(|e| io_err(name, e))
             }
-            None => {
-                let path = self.path(name)?;
-                File::open(path).and_then(|f| f.sync_data()).map_err(serr)
-            }
+            None => File::open(self.path(name)?).and_then(|f| f.sync_data()).map_err(|e| io_err(name, e)),
         }
     }
 }

@@ -1,0 +1,295 @@
+//! `/gov/*` endpoints (CCF's 2024-07-01 API): COSE-signed member requests run through consort-gov inside a node
+//! transaction, with the constitution's host actions performed before commit; plus the read-only views.
+
+use crate::service::{Service, TxId, WriteError};
+use consort_gov::{tables, GovEnv, GovError, HostAction, KvRead, MsgType, VerifiedRequest};
+use consort_kv::Tx;
+
+/// A finished governance answer: status, body, content type.
+#[derive(Debug)]
+pub struct GovReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub txid: Option<TxId>,
+}
+
+fn json(status: u16, v: serde_json::Value, txid: Option<TxId>) -> GovReply {
+    GovReply {
+        status,
+        body: v.to_string().into_bytes(),
+        content_type: "application/json",
+        txid,
+    }
+}
+
+fn err(e: &GovError) -> GovReply {
+    json(e.http_status(), e.to_json(), None)
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Performs the constitution's recorded node actions inside the proposal's transaction.
+fn perform(tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
+    for a in actions {
+        match a {
+            HostAction::TransitionServiceToOpen { .. } => consort_gov::open_service(tx)?,
+            other => {
+                tracing::info!(action = ?other, "governance action recorded; its machinery arrives with a later issue")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a signed endpoint does with its verified request.
+enum SignedOp<'a> {
+    Create,
+    Ballot { proposal_id: &'a str, member_id: &'a str },
+    Withdraw { proposal_id: &'a str },
+    UpdateDigest { member_id: &'a str },
+    Ack { member_id: &'a str },
+}
+
+impl SignedOp<'_> {
+    fn msg_type(&self) -> MsgType {
+        match self {
+            SignedOp::Create => MsgType::Proposal,
+            SignedOp::Ballot { .. } => MsgType::Ballot,
+            SignedOp::Withdraw { .. } => MsgType::Withdrawal,
+            SignedOp::UpdateDigest { .. } => MsgType::StateDigest,
+            SignedOp::Ack { .. } => MsgType::Ack,
+        }
+    }
+    fn proposal_id(&self) -> Option<&str> {
+        match self {
+            SignedOp::Ballot { proposal_id, .. } | SignedOp::Withdraw { proposal_id } => Some(proposal_id),
+            _ => None,
+        }
+    }
+}
+
+fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
+    let env = GovEnv::default();
+    let now = now_seconds();
+    let signed_root = svc.last_signed_root();
+    let outcome = svc.execute_write(|tx, root| -> Result<(u16, serde_json::Value), GovError> {
+        let req: VerifiedRequest = consort_gov::verify_gov_request(tx, body, op.msg_type(), op.proposal_id(), now)?;
+        match &op {
+            SignedOp::Create => {
+                let out = consort_gov::create_proposal(tx, &req, root, &env)?;
+                perform(tx, &out.actions)?;
+                Ok((200, out.to_api_json()))
+            }
+            SignedOp::Ballot { proposal_id, member_id } => {
+                let out = consort_gov::submit_ballot(tx, &req, proposal_id, member_id, &env)?;
+                perform(tx, &out.actions)?;
+                Ok((200, out.to_api_json()))
+            }
+            SignedOp::Withdraw { proposal_id } => match consort_gov::withdraw_proposal(tx, &req, proposal_id)? {
+                Some(out) => Ok((200, out.to_api_json())),
+                None => Ok((204, serde_json::Value::Null)),
+            },
+            SignedOp::UpdateDigest { member_id } => {
+                let d = consort_gov::update_state_digest(tx, &req, member_id, signed_root.as_deref())?;
+                Ok((200, serde_json::to_value(d).unwrap_or_default()))
+            }
+            SignedOp::Ack { member_id } => {
+                consort_gov::ack_state_digest(tx, &req, member_id)?;
+                Ok((204, serde_json::Value::Null))
+            }
+        }
+    });
+    match outcome {
+        Ok(((status, _), txid)) if status == 204 => GovReply {
+            status,
+            body: vec![],
+            content_type: "application/json",
+            txid: Some(txid),
+        },
+        Ok(((status, body), txid)) => json(status, body, Some(txid)),
+        Err(WriteError::Body(e)) => {
+            tracing::info!("governance request refused: {e}");
+            err(&e)
+        }
+        Err(WriteError::Conflict) => json(
+            409,
+            serde_json::json!({"error": {"code": "TransactionConflict", "message": "governance transaction kept conflicting; retry"}}),
+            None,
+        ),
+    }
+}
+
+fn read<T>(svc: &Service, f: impl FnOnce(&mut dyn KvRead) -> Result<T, GovError>) -> Result<T, GovError> {
+    let mut tx = svc.store.read_only();
+    f(&mut tx)
+}
+
+fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
+    let tx = svc.store.read_only();
+    let mut out = serde_json::Map::new();
+    tx.foreach(map, |k, v| {
+        let key = String::from_utf8_lossy(k).to_string();
+        let value = if raw_values {
+            serde_json::Value::String(String::from_utf8_lossy(v).to_string())
+        } else {
+            serde_json::from_slice(v).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(v).into()))
+        };
+        out.insert(key, value);
+        true
+    });
+    serde_json::Value::Object(out)
+}
+
+fn service_info(svc: &Service) -> serde_json::Value {
+    let tx = svc.store.read_only();
+    tx.get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn members(svc: &Service) -> serde_json::Value {
+    let certs = map_json(svc, tables::MEMBERS_CERTS, true);
+    let info = map_json(svc, tables::MEMBERS_INFO, false);
+    let keys = map_json(svc, tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS, true);
+    let value: Vec<serde_json::Value> = certs
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, cert)| {
+                    let mut v = serde_json::json!({"memberId": id, "certificate": cert});
+                    if let Some(i) = info.get(id) {
+                        v["status"] = i["status"].clone();
+                        v["memberData"] = i["member_data"].clone();
+                        v["recoveryRole"] = i["recovery_role"].clone();
+                    }
+                    if let Some(k) = keys.get(id) {
+                        v["publicEncryptionKey"] = k.clone();
+                    }
+                    v
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({ "value": value })
+}
+
+fn nodes(svc: &Service) -> serde_json::Value {
+    let info = map_json(svc, tables::NODES_INFO, false);
+    let certs = map_json(svc, tables::NODES_ENDORSED_CERTIFICATES, true);
+    let value: Vec<serde_json::Value> = info
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, i)| {
+                    serde_json::json!({"nodeId": id, "status": i["status"], "nodeData": i["node_data"], "certificate": certs.get(id)})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({ "value": value })
+}
+
+/// Routes a `/gov/...` request; `path` is the full path.
+pub fn route(svc: &Service, method: &str, path: &str, body: &[u8]) -> GovReply {
+    let Some(rest) = path.strip_prefix("/gov/") else {
+        return err(&GovError::InvalidResourceName(path.into()));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let reply = |r: Result<serde_json::Value, GovError>| match r {
+        Ok(v) => json(200, v, None),
+        Err(e) => err(&e),
+    };
+    match (method, parts.as_slice()) {
+        ("POST", ["members", "proposals:create"]) => signed(svc, SignedOp::Create, body),
+        ("POST", ["members", "proposals", p, "ballots", m]) if m.ends_with(":submit") => signed(
+            svc,
+            SignedOp::Ballot {
+                proposal_id: p,
+                member_id: m.trim_end_matches(":submit"),
+            },
+            body,
+        ),
+        ("POST", ["members", "proposals", p]) if p.ends_with(":withdraw") => signed(
+            svc,
+            SignedOp::Withdraw {
+                proposal_id: p.trim_end_matches(":withdraw"),
+            },
+            body,
+        ),
+        ("POST", ["members", "state-digests", m]) if m.ends_with(":update") => signed(
+            svc,
+            SignedOp::UpdateDigest {
+                member_id: m.trim_end_matches(":update"),
+            },
+            body,
+        ),
+        ("POST", ["members", "state-digests", m]) if m.ends_with(":ack") => signed(
+            svc,
+            SignedOp::Ack {
+                member_id: m.trim_end_matches(":ack"),
+            },
+            body,
+        ),
+        ("GET", ["members", "state-digests", m]) => reply(
+            read(svc, |kv| consort_gov::get_state_digest(kv, m)).map(|d| serde_json::to_value(d).unwrap_or_default()),
+        ),
+        ("GET", ["members", "proposals"]) => reply(read(svc, consort_gov::list_proposals_json)),
+        ("GET", ["members", "proposals", p]) => {
+            reply(read(svc, |kv| consort_gov::get_proposal(kv, p)).map(|i| i.to_api_json(p)))
+        }
+        ("GET", ["members", "proposals", p, "actions"]) => {
+            match read(svc, |kv| consort_gov::get_proposal_actions(kv, p)) {
+                Ok(bytes) => GovReply {
+                    status: 200,
+                    body: bytes,
+                    content_type: "application/json",
+                    txid: None,
+                },
+                Err(e) => err(&e),
+            }
+        }
+        ("GET", ["members", "proposals", p, "ballots", m]) => match read(svc, |kv| consort_gov::get_ballot(kv, p, m)) {
+            Ok(text) => GovReply {
+                status: 200,
+                body: text.into_bytes(),
+                content_type: "text/javascript",
+                txid: None,
+            },
+            Err(e) => err(&e),
+        },
+        ("GET", ["service", "info"]) => json(200, service_info(svc), None),
+        ("GET", ["service", "members"]) => json(200, members(svc), None),
+        ("GET", ["service", "nodes"]) => json(200, nodes(svc), None),
+        ("GET", ["service", "constitution"]) => match read(svc, consort_gov::constitution) {
+            Ok(text) => GovReply {
+                status: 200,
+                body: text.into_bytes(),
+                content_type: "text/javascript",
+                txid: None,
+            },
+            Err(e) => err(&e),
+        },
+        ("GET", ["service", "join-policy"]) => json(
+            200,
+            serde_json::json!({
+                "snp": {
+                    "measurements": map_json(svc, tables::NODES_SNP_MEASUREMENTS, false),
+                    "hostData": map_json(svc, tables::NODES_SNP_HOST_DATA, false),
+                },
+                "codeIds": map_json(svc, tables::NODES_CODE_IDS, false),
+            }),
+            None,
+        ),
+        _ => json(
+            404,
+            serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Unknown path: {path} for {method}.")}}),
+            None,
+        ),
+    }
+}
