@@ -138,8 +138,17 @@ impl<S: LedgerStorage> raft::Storage for Log<S> {
         Ok(self.last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.commit.seqno < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Raft refuses a snapshot whose membership does not name the receiver; wait until a signature commits
+        // after the change that added it (the primary signs right after a membership change).
+        let cs = self.conf_state_at(self.commit.seqno);
+        let named = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .chain(&cs.learners_next);
+        if self.commit.seqno < request_index || !named.into_iter().any(|&id| id == to) {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         self.snapshot_at_commit()

@@ -768,8 +768,15 @@ impl<S: LedgerStorage> Replica<S> {
     fn drain(&mut self, out: &mut Vec<Action>) {
         while self.halted.is_none() && self.node.has_ready() {
             let mut rd = self.node.ready();
-            // The leader sends appends before its own disk write (Raft thesis 10.2.1).
-            send(rd.take_messages(), out);
+            // The leader sends appends before its own disk write (Raft thesis 10.2.1). Snapshots are sent best
+            // effort like any message: report them finished so Raft goes back to probing (and resends if lost).
+            let messages = rd.take_messages();
+            let snapshots_to: Vec<u64> = messages
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
+            send(messages, out);
             if let Some(ss) = rd.ss() {
                 let role = Role::from(ss.raft_state);
                 if role == Role::Leader {
@@ -814,6 +821,9 @@ impl<S: LedgerStorage> Replica<S> {
             if let Some(last) = committed.last() {
                 self.node.advance_apply_to(last.index);
             }
+            for to in snapshots_to {
+                self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
             if must_persist {
                 self.outstanding.push_back(number);
                 out.push(Action::Persist {
@@ -847,6 +857,8 @@ impl<S: LedgerStorage> Replica<S> {
                 // Raft refuses changes that became invalid (e.g. removing the last voter): the entry stays in the
                 // ledger, the membership does not change.
                 if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                    // Sign soon, so that the commit point (and snapshots for joiners) move past the change.
+                    self.sign_asap = true;
                     self.node.mut_store().conf_history.push((e.index, cs.clone()));
                     out.push(Action::ConfChanged {
                         seqno: e.index,

@@ -3,14 +3,14 @@
 //! are refused with the store rolled back.
 
 use consort_consensus::codec::{encode_write_set_entry, inspect};
-use consort_consensus::eraftpb::Message;
+use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState, Message};
 use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, TxId, TxStatus,
 };
 use consort_crypto::{key_id, SigningKey};
 use consort_kv::{CommitOutcome, WriteSet};
-use consort_ledger::{LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
+use consort_ledger::{Ledger, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
 use protobuf::Message as _;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -43,6 +43,7 @@ struct Cluster {
     net: VecDeque<(u64, u64, Vec<u8>)>,
     halted: Vec<(u64, ConsensusError)>,
     dropped: Vec<(u64, ConsensusError)>,
+    installed: Vec<(u64, TxId)>,
     tamper: Option<Tamper>,
 }
 
@@ -73,6 +74,7 @@ impl Cluster {
             net: VecDeque::new(),
             halted: Vec::new(),
             dropped: Vec::new(),
+            installed: Vec::new(),
             tamper: None,
         }
     }
@@ -92,6 +94,7 @@ impl Cluster {
                     }
                     Action::Halted { error } => self.halted.push((id, error.clone())),
                     Action::Dropped { error, .. } => self.dropped.push((id, error.clone())),
+                    Action::SnapshotInstalled(tx) => self.installed.push((id, *tx)),
                     _ => {}
                 }
             }
@@ -340,4 +343,82 @@ fn bad_bytes_from_peers_are_dropped() {
     c.deliver_all();
     c.settle(10);
     assert_eq!(c.replicas[1].tx_status(tx), TxStatus::Committed);
+}
+
+fn open(id: u64, disk: FaultyDisk, persisted: PersistedState) -> Replica<FaultyDisk> {
+    let mut cfg = ReplicaConfig::new(id);
+    cfg.signature_interval_tx = 3;
+    Replica::open(
+        cfg,
+        identities()[id as usize - 1].clone(),
+        all_trusted(id),
+        secret(),
+        disk,
+        persisted,
+    )
+    .expect("open")
+}
+
+/// A primary whose ledger starts after a snapshot brings a fresh learner up with a Raft snapshot message; the
+/// learner installs it (checking the signature it carries) and then follows the ledger.
+#[test]
+fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
+    let mut c = Cluster::new(1, all_trusted);
+    c.elect(0);
+    for k in 0..5 {
+        c.write(0, k);
+    }
+    c.settle(5);
+    let snapshot = c.replicas[0].snapshot().expect("snapshot");
+    let s = c.replicas[0].commit_point().seqno;
+    for k in 5..9 {
+        c.write(0, k);
+    }
+    c.settle(5);
+    // Node 1 restarts from its snapshot and the ledger after it (as after moving to a new disk).
+    let r1 = &c.replicas[0];
+    let (mut ledger, _) = Ledger::open(FaultyDisk::new(), 1 << 20).expect("ledger");
+    for seqno in s + 1..=r1.last_seqno() {
+        let bytes = r1.ledger().read_entry(seqno).expect("entry");
+        ledger.append(seqno, &bytes, r1.is_signature(seqno)).expect("append");
+    }
+    ledger.flush().expect("flush");
+    let hs = HardState {
+        term: r1.view(),
+        vote: 1,
+        commit: r1.raft_commit_index(),
+        ..Default::default()
+    };
+    let last = TxId {
+        view: r1.view_of(r1.last_seqno()).expect("view"),
+        seqno: r1.last_seqno(),
+    };
+    let persisted = PersistedState {
+        hard_state: Some(hs),
+        snapshot: Some(snapshot),
+        voters: vec![1],
+    };
+    c.replicas[0] = open(1, ledger.into_storage(), persisted);
+    assert_eq!(c.replicas[0].base_seqno(), s);
+    assert_eq!(c.replicas[0].tx_status(last), TxStatus::Committed);
+    c.elect(0);
+    // A learner with nothing at all.
+    c.replicas.push(open(2, FaultyDisk::new(), PersistedState::default()));
+    let mut cc = ConfChangeV2::default();
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(ConfChangeType::AddLearnerNode);
+    single.node_id = 2;
+    cc.mut_changes().push(single);
+    c.step(0, Event::ProposeConfChange { change: cc });
+    c.settle(20);
+    assert!(
+        c.installed.iter().any(|(id, tx)| *id == 2 && tx.seqno >= s),
+        "{:?}",
+        c.installed
+    );
+    let learner = &c.replicas[1];
+    assert_eq!(learner.tx_status(last), TxStatus::Committed);
+    assert_eq!(learner.commit_point(), c.replicas[0].commit_point());
+    assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
 }

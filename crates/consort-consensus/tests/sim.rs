@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
 
 const MAX_NODES: usize = 6;
-const CHAOS_STEPS: usize = 1000;
+const CHAOS_STEPS: usize = 700;
 const CALM_ROUNDS: usize = 120;
 
 /// Fixed node identities (P-256 keys and self-signed certificates, generated once by
