@@ -124,7 +124,10 @@ impl LedgerStorage for FsStorage {
             return Err(StorageError::OutOfRange(name.to_string()));
         }
         self.flush_buffer(name)?;
-        let f = OpenOptions::new().write(true).open(self.path(name)?).map_err(|e| io_err(name, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.path(name)?)
+            .map_err(|e| io_err(name, e))?;
         f.write_all_at(bytes, offset).map_err(|e| io_err(name, e))
     }
 
@@ -135,7 +138,10 @@ impl LedgerStorage for FsStorage {
         self.flush_buffer(name)?;
         // Drop the writer: its file position would be past the new end.
         self.open.remove(name);
-        let f = OpenOptions::new().write(true).open(self.path(name)?).map_err(|e| io_err(name, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(self.path(name)?)
+            .map_err(|e| io_err(name, e))?;
         f.set_len(len).map_err(|e| io_err(name, e))?;
         f.sync_data().map_err(|e| io_err(name, e))
     }
@@ -166,7 +172,9 @@ impl LedgerStorage for FsStorage {
                 w.flush().map_err(|e| io_err(name, e))?;
                 w.get_ref().sync_data().map_err(|e| io_err(name, e))
             }
-            None => File::open(self.path(name)?).and_then(|f| f.sync_data()).map_err(|e| io_err(name, e)),
+            None => File::open(self.path(name)?)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| io_err(name, e)),
         }
     }
 }
