@@ -78,41 +78,48 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
     let env = GovEnv::default();
     let now = now_seconds();
     let signed_root = svc.last_signed_root();
-    let outcome = svc.execute_write(|tx, root| -> Result<(u16, serde_json::Value), GovError> {
+    // The constitution's and ballots' console.log lines travel out with the answer, so that they are logged once,
+    // for the execution that committed, not for every re-execution after a conflict.
+    let outcome = svc.execute_write(|tx, root| -> Result<(u16, serde_json::Value, Vec<String>), GovError> {
         let req: VerifiedRequest = consort_gov::verify_gov_request(tx, body, op.msg_type(), op.proposal_id(), now)?;
         match &op {
             SignedOp::Create => {
                 let out = consort_gov::create_proposal(tx, &req, root, &env)?;
                 perform(tx, &out.actions)?;
-                Ok((200, out.to_api_json()))
+                Ok((200, out.to_api_json(), out.logs))
             }
             SignedOp::Ballot { proposal_id, member_id } => {
                 let out = consort_gov::submit_ballot(tx, &req, proposal_id, member_id, &env)?;
                 perform(tx, &out.actions)?;
-                Ok((200, out.to_api_json()))
+                Ok((200, out.to_api_json(), out.logs))
             }
             SignedOp::Withdraw { proposal_id } => match consort_gov::withdraw_proposal(tx, &req, proposal_id)? {
-                Some(out) => Ok((200, out.to_api_json())),
-                None => Ok((204, serde_json::Value::Null)),
+                Some(out) => Ok((200, out.to_api_json(), out.logs)),
+                None => Ok((204, serde_json::Value::Null, vec![])),
             },
             SignedOp::UpdateDigest { member_id } => {
                 let d = consort_gov::update_state_digest(tx, &req, member_id, signed_root.as_deref())?;
-                Ok((200, serde_json::to_value(d).unwrap_or_default()))
+                Ok((200, serde_json::to_value(d).unwrap_or_default(), vec![]))
             }
             SignedOp::Ack { member_id } => {
                 consort_gov::ack_state_digest(tx, &req, member_id)?;
-                Ok((204, serde_json::Value::Null))
+                Ok((204, serde_json::Value::Null, vec![]))
             }
         }
     });
+    if let Ok(((_, _, logs), txid)) = &outcome {
+        for line in logs {
+            tracing::info!(%txid, "governance JS: {line}");
+        }
+    }
     match outcome {
-        Ok(((status, _), txid)) if status == 204 => GovReply {
+        Ok(((status, _, _), txid)) if status == 204 => GovReply {
             status,
             body: vec![],
             content_type: "application/json",
             txid: Some(txid),
         },
-        Ok(((status, body), txid)) => json(status, body, Some(txid)),
+        Ok(((status, body, _), txid)) => json(status, body, Some(txid)),
         Err(WriteError::Body(e)) => {
             tracing::info!("governance request refused: {e}");
             err(&e)
@@ -195,12 +202,65 @@ fn nodes(svc: &Service) -> serde_json::Value {
     serde_json::json!({ "value": value })
 }
 
-/// Routes a `/gov/...` request; `path` is the full path.
+/// Decodes `%XX` escapes (clients may send the `:` of `proposals:create` as `%3A`); anything else is kept as is.
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits make one byte: hi * 16 + lo <= 255.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The method a `/gov` endpoint answers (each path has exactly one), or `None` for an unknown path.
+fn endpoint_method(parts: &[&str]) -> Option<&'static str> {
+    match parts {
+        ["members", "proposals:create"] => Some("POST"),
+        ["members", "proposals", _, "ballots", m] if m.ends_with(":submit") => Some("POST"),
+        ["members", "proposals", p] if p.ends_with(":withdraw") => Some("POST"),
+        ["members", "state-digests", m] if m.ends_with(":update") || m.ends_with(":ack") => Some("POST"),
+        ["members", "state-digests", _]
+        | ["members", "proposals"]
+        | ["members", "proposals", _]
+        | ["members", "proposals", _, "actions"]
+        | ["members", "proposals", _, "ballots", _]
+        | ["service", "info" | "members" | "nodes" | "constitution" | "join-policy"] => Some("GET"),
+        _ => None,
+    }
+}
+
+/// Routes a `/gov/...` request; `path` is the full path (without the query).
 pub fn route(svc: &Service, method: &str, path: &str, body: &[u8]) -> GovReply {
+    let path = percent_decode(path);
     let Some(rest) = path.strip_prefix("/gov/") else {
-        return err(&GovError::InvalidResourceName(path.into()));
+        return err(&GovError::InvalidResourceName(path));
     };
     let parts: Vec<&str> = rest.split('/').collect();
+    if let Some(allowed) = endpoint_method(&parts) {
+        if allowed != method {
+            return json(
+                405,
+                serde_json::json!({"error": {"code": "UnsupportedHttpVerb", "message": format!("Allowed methods for '{path}' are: {allowed}.")}}),
+                None,
+            );
+        }
+    }
     let reply = |r: Result<serde_json::Value, GovError>| match r {
         Ok(v) => json(200, v, None),
         Err(e) => err(&e),
