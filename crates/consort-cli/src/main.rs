@@ -41,7 +41,7 @@ enum Command {
     },
     /// Member tooling: sign and submit proposals, ballots, withdrawals and acks; list and show proposals.
     Gov(gov::GovArgs),
-    /// Load generator: pipelined HTTPS writes to the logging app, with throughput and latency percentiles.
+    /// Load generator: pipelined HTTPS load on the logging or SmallBank app; throughput, latency, commit.
     Bench(bench::BenchArgs),
 }
 

@@ -7,6 +7,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 
+/// The TLS client configuration [`Connection::connect`] takes (see [`crate::tls::client_config`]).
+pub type TlsConfig = Arc<rustls::ClientConfig>;
+
 /// Which HTTP version to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -60,7 +63,7 @@ impl Reply {
 
 impl Connection {
     /// Connects to `addr` ("127.0.0.1:8000") with `tls`.
-    pub async fn connect(addr: &str, tls: Arc<rustls::ClientConfig>, protocol: Protocol) -> Result<Self, ClientError> {
+    pub async fn connect(addr: &str, tls: TlsConfig, protocol: Protocol) -> Result<Self, ClientError> {
         let mut tls = (*tls).clone();
         tls.alpn_protocols = match protocol {
             Protocol::Http1 => vec![b"http/1.1".to_vec()],

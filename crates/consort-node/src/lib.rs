@@ -67,7 +67,7 @@ pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
         }
         Identities::generate(&dir, &subject_alt_names(&cfg))?
     };
-    Ok(Service::open(cfg, ids, Box::new(apps::logging::LoggingApp))?)
+    Ok(Service::open(cfg, ids, Box::new(apps::Apps::builtin()))?)
 }
 
 /// Runs a node until SIGINT or SIGTERM.

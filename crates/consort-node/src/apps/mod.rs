@@ -1,9 +1,10 @@
 //! The application seam: built-in apps implement [`App`] and run inside a KV transaction the node provides.
 //!
-//! Later app kinds (JavaScript bundles, the EVM app, SmallBank) plug in here; the node owns authentication,
-//! transactions, commit and the ledger, the app owns its endpoints and maps.
+//! Later app kinds (JavaScript bundles, the EVM app) plug in here; the node owns authentication, transactions,
+//! commit and the ledger, the app owns its endpoints and maps. [`Apps`] composes several apps by path prefix.
 
 pub mod logging;
+pub mod smallbank;
 
 use consort_kv::Tx;
 
@@ -80,4 +81,102 @@ pub fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
         let (k, v) = kv.split_once('=')?;
         (k == name).then_some(v)
     })
+}
+
+/// Several apps behind one [`App`], each owning a path prefix (`/log` → logging, `/smallbank` → SmallBank).
+/// A request goes to the app whose prefix is the path's first segment; the app sees the full path.
+pub struct Apps {
+    routes: Vec<(&'static str, Box<dyn App>)>,
+}
+
+impl std::fmt::Debug for Apps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.routes.iter().map(|(p, _)| p)).finish()
+    }
+}
+
+impl Apps {
+    /// No apps yet: every path is unknown.
+    pub fn new() -> Self {
+        Apps { routes: vec![] }
+    }
+
+    /// Routes `prefix` (e.g. `/log`, no trailing slash) and everything under it to `app`.
+    pub fn with(mut self, prefix: &'static str, app: Box<dyn App>) -> Self {
+        self.routes.push((prefix, app));
+        self
+    }
+
+    /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`.
+    pub fn builtin() -> Self {
+        Apps::new()
+            .with("/log", Box::new(logging::LoggingApp))
+            .with(smallbank::PREFIX, Box::new(smallbank::SmallBankApp))
+    }
+
+    fn route(&self, path: &str) -> Option<&dyn App> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, app)| app.as_ref())
+    }
+}
+
+impl Default for Apps {
+    fn default() -> Self {
+        Apps::builtin()
+    }
+}
+
+impl App for Apps {
+    fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo> {
+        self.route(path)?.endpoint(method, path)
+    }
+
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+        match self.route(req.path) {
+            Some(app) => app.handle(req, tx),
+            None => AppResponse::error(404, "ResourceNotFound", format!("unknown path /app{}", req.path)),
+        }
+    }
+
+    fn openapi_paths(&self) -> serde_json::Value {
+        let mut all = serde_json::Map::new();
+        for (_, app) in &self.routes {
+            if let serde_json::Value::Object(paths) = app.openapi_paths() {
+                all.extend(paths);
+            }
+        }
+        serde_json::Value::Object(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_route_by_first_path_segment() {
+        let apps = Apps::builtin();
+        assert!(apps.endpoint("POST", "/log/private").is_some());
+        assert!(apps.endpoint("POST", "/smallbank/send_payment").is_some());
+        assert!(apps.endpoint("POST", "/logx/private").is_none());
+        assert!(apps.endpoint("POST", "/smallbankx/balance").is_none());
+        assert!(apps.endpoint("POST", "/other").is_none());
+        let paths = apps.openapi_paths();
+        assert!(paths.get("/app/log/private").is_some() && paths.get("/app/smallbank/amalgamate").is_some());
+
+        let store = consort_kv::Store::new();
+        let req = AppRequest {
+            method: "POST",
+            path: "/nowhere",
+            query: "",
+            body: b"",
+            caller: &Caller::Anonymous,
+        };
+        assert_eq!(apps.handle(&req, &mut store.begin()).status, 404);
+    }
 }
