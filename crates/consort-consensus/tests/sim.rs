@@ -24,7 +24,7 @@ const CHAOS_STEPS: usize = 700;
 const CALM_ROUNDS: usize = 120;
 
 /// Fixed node identities (P-256 keys and self-signed certificates, generated once by
-/// `CONSORT_SIM_PRINT_IDENTITIES=1 cargo test -p consort-consensus --test sim -- print_identities --nocapture`),
+/// `cargo run -p consort-consensus --example sim_identities`),
 /// so that every run of a seed produces the same bytes, message sizes and schedule.
 fn identities() -> &'static Vec<NodeIdentity> {
     static IDS: OnceLock<Vec<NodeIdentity>> = OnceLock::new();
@@ -45,18 +45,6 @@ fn identities() -> &'static Vec<NodeIdentity> {
             })
             .collect()
     })
-}
-
-#[test]
-fn print_identities() {
-    if std::env::var("CONSORT_SIM_PRINT_IDENTITIES").is_err() {
-        return;
-    }
-    for _ in 0..MAX_NODES {
-        let key = SigningKey::generate(Curve::P256);
-        let cert = x509::self_signed(&key, &CertParams::new("CCF Node")).expect("self-signed cert");
-        println!("{}{}=====", key.to_pkcs8_pem(), cert.pem);
-    }
 }
 
 fn trusted() -> BTreeMap<u64, String> {

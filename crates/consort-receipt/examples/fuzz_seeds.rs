@@ -1,15 +1,14 @@
 //! Writes the fuzz target's fixed service certificate and seed receipts; run by hand when they need renewing:
-//! `cargo test -p consort-receipt --test fuzz_seeds -- --ignored`.
+//! `cargo run -p consort-receipt --example fuzz_seeds`.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::*;
 use consort_crypto::Curve;
 use std::path::Path;
 
-#[test]
-#[ignore = "writes files under fuzz/; run by hand"]
-fn write_fuzz_seeds() {
+fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let seeds = fuzz.join("seeds/receipt_verify");
     std::fs::create_dir_all(&seeds).unwrap();
