@@ -11,7 +11,7 @@ use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, TxId, TxStatus,
 };
-use consort_crypto::{key_id, sha256, x509, CertParams, Curve, SigningKey};
+use consort_crypto::{key_id, sha256, SigningKey};
 use consort_kv::CommitOutcome;
 use consort_ledger::LedgerSecret;
 use rand::{Rng, SeedableRng};
@@ -19,7 +19,6 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::OnceLock;
 
-const MAX_NODES: usize = 6;
 const CHAOS_STEPS: usize = 700;
 const CALM_ROUNDS: usize = 120;
 
