@@ -1,0 +1,79 @@
+//! Applications cannot write the maps that belong to the node and governance (`public:ccf.*`): such a write is
+//! refused with 403 and leaves no trace in the store or the ledger.
+
+use consort_kv::Tx;
+use consort_node::apps::{App, AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
+use consort_node::config::NodeConfig;
+use consort_node::identity::Identities;
+use consort_node::service::Service;
+
+/// A hostile app that writes whatever map the request path names.
+struct MapWriter;
+
+impl App for MapWriter {
+    fn endpoint(&self, _method: &str, _path: &str) -> Option<EndpointInfo> {
+        Some(EndpointInfo {
+            auth: AuthPolicy::NoAuth,
+            read_only: false,
+        })
+    }
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+        tx.put(req.path.trim_start_matches('/'), b"key", req.body);
+        AppResponse::ok(serde_json::Value::Bool(true))
+    }
+    fn openapi_paths(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+#[test]
+fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::default();
+    cfg.storage.ledger_dir = dir.path().join("ledger");
+    cfg.storage.snapshots_dir = dir.path().join("snapshots");
+    cfg.storage.secrets_dir = dir.path().to_path_buf();
+    let member = dir.path().join("member0_cert.pem");
+    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("member0")).unwrap();
+    std::fs::write(&member, cert.pem).unwrap();
+    cfg.start.members = vec![consort_node::config::IdentityConfig {
+        cert: member,
+        encryption_public_key: None,
+        data: None,
+    }];
+    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+    let svc = Service::open(cfg, ids, Box::new(MapWriter)).unwrap();
+
+    for map in [
+        "public:ccf.gov.users.certs",
+        "public:ccf.gov.members.info",
+        "public:ccf.internal.signatures",
+    ] {
+        let before = svc.store.current_version();
+        let path = format!("/{map}");
+        let req = AppRequest {
+            method: "POST",
+            path: &path,
+            query: "",
+            body: b"evil",
+            caller: &Caller::Anonymous,
+        };
+        let (resp, _) = svc.execute_app(&req, false);
+        assert_eq!(resp.status, 403, "{map}");
+        assert_eq!(resp.body["error"]["code"], "ReservedMap");
+        assert_eq!(svc.store.current_version(), before, "a refused write must not commit");
+        assert!(!svc.store.read_only().has(map, b"key"));
+    }
+    // An ordinary application map is writable.
+    let req = AppRequest {
+        method: "POST",
+        path: "/public:app.data",
+        query: "",
+        body: b"ok",
+        caller: &Caller::Anonymous,
+    };
+    let (resp, txid) = svc.execute_app(&req, false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(txid.seqno, svc.store.current_version());
+}
