@@ -1026,3 +1026,17 @@ async fn gov_reads_unknown_paths_wrong_methods_and_encoded_paths() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_api_version_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut node = common::TestNode::configure(&tmp.path().join("n0"), |_| {});
+    node.start().await;
+    let conn = node.connect(false).await;
+    let r = conn.get("/gov/members/proposals?api-version=2024-07-01").await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = conn.get("/gov/members/proposals?api-version=1999-01-01").await.unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json().unwrap()["error"]["code"], "UnsupportedApiVersion");
+    node.stop();
+}

@@ -245,8 +245,20 @@ fn endpoint_method(parts: &[&str]) -> Option<&'static str> {
     }
 }
 
-/// Routes a `/gov/...` request; `path` is the full path (without the query).
-pub fn route(svc: &Service, method: &str, path: &str, body: &[u8]) -> GovReply {
+/// The governance API version this node implements (CCF's); requests naming another are refused.
+pub const API_VERSION: &str = "2024-07-01";
+
+/// Routes a `/gov/...` request. `query` may carry `api-version`: when present it must be [`API_VERSION`].
+pub fn route(svc: &Service, method: &str, path: &str, query: &str, body: &[u8]) -> GovReply {
+    if let Some(v) = crate::apps::query_param(query, "api-version") {
+        if v != API_VERSION {
+            return json(
+                400,
+                serde_json::json!({"error": {"code": "UnsupportedApiVersion", "message": format!("api-version {v} is not supported; use {API_VERSION}")}}),
+                None,
+            );
+        }
+    }
     let path = percent_decode(path);
     let Some(rest) = path.strip_prefix("/gov/") else {
         return err(&GovError::InvalidResourceName(path));

@@ -225,7 +225,7 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
         ("GET", "/app/api") => json_response(200, &crate::openapi::app_api(svc.app()), Some(current)),
         (_, p) if p.starts_with("/app/") => app_request(svc, peer_cert, &method, &p[4..], &query, &body),
         (_, p) if p.starts_with("/gov/") => {
-            let r = crate::gov::route(svc, &method, p, &body);
+            let r = crate::gov::route(svc, &method, p, &query, &body);
             let mut b = Response::builder()
                 .status(r.status)
                 .header("content-type", r.content_type)
