@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Longest one bench run may take before the test kills it.
 const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -13,36 +13,21 @@ const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs `consort bench` against `node` with `extra` arguments; kills it after [`BENCH_TIMEOUT`]. Returns (exit
 /// success, the JSON report from stdout, stderr).
 fn bench(node: &TestNode, extra: &[&str]) -> (bool, Option<serde_json::Value>, String) {
-    let out = node.dir.join("bench.out");
-    let err = node.dir.join("bench.err");
-    let mut child = Command::new(consort_bin())
-        .args(["bench", "--workspace"])
+    let mut cmd = Command::new(consort_bin());
+    cmd.args(["bench", "--workspace"])
         .arg(&node.dir)
         .args(["--address", &node.address, "--json", "--quiet", "--seed", "7"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + BENCH_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("consort bench {extra:?} did not finish within {BENCH_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = std::fs::read_to_string(&out).unwrap();
-    let stderr = std::fs::read_to_string(&err).unwrap();
+        .args(extra);
+    let out = run_bounded(cmd, BENCH_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let report = stdout
         .lines()
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-    (status.success(), report, stderr)
+    (
+        out.status.success(),
+        report,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 /// The checks every successful run must pass: everything sent was acknowledged, no errors, writes committed,

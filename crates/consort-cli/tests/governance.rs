@@ -12,15 +12,13 @@ use consort_node::client::{Connection, Protocol, Reply};
 use consort_node::config::IdentityConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// CCF's governance API version.
 const API: &str = "api-version=2024-07-01";
 /// Longest any one test may run: its nodes are dropped (killed) when it expires.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
-/// Longest a helper process (CCF's Python tools, the `consort` CLI) may run.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 const VOTE_YES: &str = "export function vote (proposal, proposerId) { return true }";
 const VOTE_NO: &str = "export function vote (proposal, proposerId) { return false }";
@@ -30,36 +28,6 @@ async fn bounded<F: std::future::Future<Output = ()>>(fut: F) {
     tokio::time::timeout(TEST_TIMEOUT, fut)
         .await
         .expect("test exceeded its time bound");
-}
-
-/// Runs `cmd` to completion within [`TOOL_TIMEOUT`] (killed beyond it); stdout and stderr go through files so
-/// a chatty child cannot block on a full pipe.
-fn run_bounded(mut cmd: Command) -> Output {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {TOOL_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read(&out_path).unwrap(),
-        stderr: std::fs::read(&err_path).unwrap(),
-    }
 }
 
 fn now_seconds() -> i64 {
@@ -246,7 +214,7 @@ fn ccf_keygen(venv: &Path, dir: &Path, name: &str, curve: Option<&str>) -> Membe
     if let Some(c) = curve {
         cmd.args(["--curve", c]);
     }
-    let out = run_bounded(cmd);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     assert!(
         out.status.success(),
         "keygenerator.sh: {}",
@@ -275,7 +243,7 @@ fn ccf_sign(venv: &Path, m: &Member, msg_type: &str, proposal_id: Option<&str>, 
     if let Some(p) = proposal_id {
         cmd.args(["--ccf-gov-msg-proposal_id", p]);
     }
-    let out = run_bounded(cmd);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     assert!(
         out.status.success(),
         "ccf_cose_sign1: {}",
@@ -394,7 +362,7 @@ fn with_veto(constitution: &str, member_id: &str) -> String {
 fn read_ledger_py(venv: &Path, dir: &Path) -> (bool, String) {
     let mut cmd = Command::new(venv.join("bin/python"));
     cmd.arg(venv.join("bin/read_ledger.py")).arg(dir);
-    let out = run_bounded(cmd);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     (
         out.status.success(),
         format!(
@@ -861,7 +829,7 @@ fn consort_gov(node: &TestNode, cert: &Path, key: &Path, args: &[&str]) -> (bool
         .arg("--key")
         .arg(key)
         .args(args);
-    let out = run_bounded(cmd);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),

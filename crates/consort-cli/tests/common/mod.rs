@@ -225,9 +225,44 @@ impl Drop for TestNode {
     }
 }
 
-/// Runs the `consort` binary with `args`; returns (success, stdout+stderr).
+/// Longest a tool run by a test (the `consort` CLI, CCF's Python tools) may take before it is killed.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to completion within `timeout` (killed beyond it, failing the test); stdout and stderr go through
+/// files so a chatty child cannot block on a full pipe.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
+}
+
+/// Runs the `consort` binary with `args` (bounded by [`TOOL_TIMEOUT`]); returns (success, stdout+stderr).
 pub fn run_consort(args: &[&str]) -> (bool, String) {
-    let out = Command::new(consort_bin()).args(args).output().unwrap();
+    let mut cmd = Command::new(consort_bin());
+    cmd.args(args);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     (
         out.status.success(),
         format!(
