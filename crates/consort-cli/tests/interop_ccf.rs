@@ -8,11 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 fn read_ledger(venv: &Path, dir: &Path) -> (bool, String) {
-    let out = Command::new(venv.join("bin/python"))
-        .arg(venv.join("bin/read_ledger.py"))
-        .arg(dir)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(venv.join("bin/read_ledger.py")).arg(dir);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     (
         out.status.success(),
         format!(
@@ -74,13 +72,9 @@ ccf.receipt.check_endorsements(node_cert, service, [load_pem_x509_certificate(e.
 print("python receipt OK", root)
 "#;
     let cert_path = node.dir.join("service_cert.pem");
-    let out = Command::new(venv.join("bin/python"))
-        .arg("-c")
-        .arg(script)
-        .arg(&receipt_path)
-        .arg(&cert_path)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg("-c").arg(script).arg(&receipt_path).arg(&cert_path);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
     assert!(
         out.status.success(),
         "ccf.receipt rejected our receipt: {}",
