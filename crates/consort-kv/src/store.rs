@@ -228,6 +228,10 @@ pub struct Store {
     state: RwLock<State>,
     /// Mirror of `state.version` so that `current_version` and `begin` take no lock.
     version: AtomicU64,
+    /// Number of rollbacks that undid at least one version. Rollback makes versions reusable, so a read validated
+    /// by version alone could match a different value written at the reused version; a transaction begun before a
+    /// rollback therefore conflicts. Changed only under the state write lock.
+    rollbacks: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +254,7 @@ impl Store {
             commit_lock: Mutex::new(()),
             state: RwLock::new(state),
             version,
+            rollbacks: AtomicU64::new(0),
         }
     }
 
@@ -282,7 +287,9 @@ impl Store {
     /// committed transactions are serialisable. A transaction that ends up conflicting may have seen a mix of
     /// versions, so bodies must not rely on cross-key invariants for anything but their writes.
     pub fn begin(&self) -> Tx<'_> {
-        Tx::new(self, self.current_version())
+        // Read before any read of the state, so a rollback in between makes the transaction conflict.
+        let rollbacks = self.rollbacks.load(Ordering::Acquire);
+        Tx::new(self, self.current_version(), rollbacks)
     }
 
     /// A read-only view: each call reads the latest committed state, records nothing and never conflicts.
@@ -297,8 +304,10 @@ impl Store {
     /// to the ledger there). The new state is visible to readers when `f` runs. `f` must not commit to, apply to,
     /// roll back or `set_committed` this store (that would deadlock).
     ///
-    /// Returns `Err(KvError::Conflict)` if a read went stale; nothing is applied then. A transaction without
-    /// writes gets no version and is not validated: `Ok(CommitOutcome::ReadOnly)`.
+    /// Returns `Err(KvError::Conflict)` if a read went stale, or if [`Store::rollback`] undid any version since
+    /// the transaction began (undone versions are reused, so versions alone no longer identify values); nothing
+    /// is applied then. A transaction without writes gets no version and is not validated:
+    /// `Ok(CommitOutcome::ReadOnly)`.
     ///
     /// Panics if `tx` was begun on another store (programmer error).
     pub fn commit<R>(&self, tx: Tx<'_>, f: impl FnOnce(Version, &WriteSet) -> R) -> Result<CommitOutcome<R>, KvError> {
@@ -309,8 +318,12 @@ impl Store {
         if !tx.has_writes() {
             return Ok(CommitOutcome::ReadOnly);
         }
-        let (reads, writes) = tx.into_parts();
+        let (rollbacks, reads, writes) = tx.into_parts();
         let _commits = self.lock_commits();
+        // Versions undone by a rollback since the transaction began may have been reused for other values.
+        if self.rollbacks.load(Ordering::Acquire) != rollbacks {
+            return Err(KvError::Conflict);
+        }
         // Only commit-lock holders mutate, so validating under the read lock is race-free and lets readers run.
         if !self.read_state().validate(&reads) {
             return Err(KvError::Conflict);
@@ -401,6 +414,9 @@ impl Store {
                 to,
                 current: state.version,
             });
+        }
+        if state.version > to {
+            self.rollbacks.fetch_add(1, Ordering::AcqRel);
         }
         while state.version > to {
             state.undo_last();
@@ -722,6 +738,36 @@ mod tests {
         assert_eq!(store.read_state().undo.len(), 0);
         // Versions are reused after a rollback.
         assert_eq!(put(&store, "m", b"c", b"1"), 3);
+    }
+
+    #[test]
+    fn reads_of_rolled_back_versions_conflict_even_when_versions_are_reused() {
+        // A key read at version 2 is rolled back and rewritten at the reused version 2 with another value: the
+        // per-key version matches again, but the transaction read a value that no longer exists.
+        let store = Store::new();
+        put(&store, "m", b"k", b"a");
+        put(&store, "m", b"k", b"x");
+        let mut tx = store.begin();
+        assert_eq!(tx.get("m", b"k"), Some(b"x".to_vec()));
+        tx.put("out", b"copy", b"x");
+        store.rollback(1).unwrap();
+        assert_eq!(put(&store, "m", b"k", b"y"), 2);
+        assert_eq!(store.commit(tx, |_, _| ()), Err(KvError::Conflict));
+
+        // The same through a map-level read (iteration).
+        let mut tx = store.begin();
+        tx.foreach("m", |_, _| true);
+        tx.put("out", b"n", b"1");
+        store.rollback(1).unwrap();
+        assert_eq!(put(&store, "m", b"k", b"z"), 2);
+        assert_eq!(store.commit(tx, |_, _| ()), Err(KvError::Conflict));
+
+        // A transaction begun after the rollback is unaffected, and a no-op rollback disturbs nothing.
+        let mut tx = store.begin();
+        assert_eq!(tx.get("m", b"k"), Some(b"z".to_vec()));
+        tx.put("out", b"n", b"2");
+        store.rollback(store.current_version()).unwrap();
+        assert!(store.commit(tx, |_, _| ()).is_ok());
     }
 
     #[test]

@@ -94,15 +94,18 @@ impl<E: std::error::Error + 'static> std::error::Error for ExecuteError<E> {
 pub struct Tx<'s> {
     store: &'s Store,
     start_version: Version,
+    /// The store's rollback count when the transaction began (see [`Store::commit`]).
+    rollbacks: u64,
     reads: ReadSet,
     writes: WriteSet,
 }
 
 impl<'s> Tx<'s> {
-    pub(crate) fn new(store: &'s Store, start_version: Version) -> Self {
+    pub(crate) fn new(store: &'s Store, start_version: Version, rollbacks: u64) -> Self {
         Tx {
             store,
             start_version,
+            rollbacks,
             reads: ReadSet::default(),
             writes: WriteSet::default(),
         }
@@ -112,8 +115,8 @@ impl<'s> Tx<'s> {
         self.store
     }
 
-    pub(crate) fn into_parts(self) -> (ReadSet, WriteSet) {
-        (self.reads, self.writes)
+    pub(crate) fn into_parts(self) -> (u64, ReadSet, WriteSet) {
+        (self.rollbacks, self.reads, self.writes)
     }
 
     /// The store version when the transaction began.
