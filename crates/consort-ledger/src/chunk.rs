@@ -560,7 +560,7 @@ impl<S: LedgerStorage> Ledger<S> {
             Some(c) if c.state == ChunkState::Open => entries.last().is_some_and(|e| entry_is_signature(e)),
             _ => true,
         };
-        let ledger = Ledger {
+        let mut ledger = Ledger {
             storage,
             chunk_threshold_bytes,
             chunks,
@@ -569,6 +569,17 @@ impl<S: LedgerStorage> Ledger<S> {
             committed_seqno,
             read_cache: Mutex::new(None),
         };
+        // A crash after appending a signature that should close the chunk, before the close itself, leaves the
+        // chunk open: finish the close as `append` would have, so the chunk can later become `.committed`.
+        let close_due = ledger.open_chunk().is_some()
+            && ledger.last_is_signature
+            && entries.last().is_some_and(|e| {
+                ledger.open_bytes.len() as u64 >= chunk_threshold_bytes
+                    || parse_entry(e).is_ok_and(|(e, _)| e.flags & FLAG_FORCE_CHUNK_AFTER != 0)
+            });
+        if close_due {
+            ledger.close_open_chunk()?;
+        }
         Ok((ledger, entries))
     }
 
