@@ -151,7 +151,10 @@ impl Validator {
         for (key, value) in table(ws, NODES_INFO_TABLE).into_iter().flatten() {
             let id = utf8_key(key, NODES_INFO_TABLE)?;
             let Some(value) = value else {
-                self.nodes.remove(&id);
+                // ledger.py pops the node, which fails for a node it never saw.
+                if self.nodes.remove(&id).is_none() {
+                    return Err(format!("nodes.info removes unknown node {id}"));
+                }
                 continue;
             };
             let info = json_value(value, "nodes.info")?;
@@ -170,7 +173,9 @@ impl Validator {
         for (key, value) in table(ws, ENDORSED_CERTS_TABLE).into_iter().flatten() {
             let id = utf8_key(key, ENDORSED_CERTS_TABLE)?;
             let Some(value) = value else {
-                self.node_certs.remove(&id);
+                if self.node_certs.remove(&id).is_none() {
+                    return Err(format!("endorsed certificates remove unknown node {id}"));
+                }
                 continue;
             };
             if certs_in_nodes_info.contains(&id) {
@@ -179,9 +184,17 @@ impl Validator {
             let pem = String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
             self.node_certs.insert(id, pem);
         }
-        if table(ws, SIGNATURES_TABLE).is_some() {
-            let value = singleton(ws, SIGNATURES_TABLE).ok_or("signatures table without the singleton key")?;
-            self.check_signature(view, seqno, value, ws)?;
+        if let Some(records) = table(ws, SIGNATURES_TABLE) {
+            // ledger.py verifies every record of the table, whatever its key.
+            if records.get(&SINGLETON_KEY[..]).is_none() {
+                return Err("signatures table without the singleton key".into());
+            }
+            for value in records.values() {
+                let value = value.as_deref().ok_or("signatures table removes a signature")?;
+                self.check_signature(view, seqno, value, ws)?;
+            }
+            self.signatures += 1;
+            self.last_verified = (view, seqno);
         }
         if let Some(value) = singleton(ws, SERVICE_INFO_TABLE) {
             self.update_service(value)?;
@@ -293,8 +306,6 @@ impl Validator {
                 }
             }
         }
-        self.signatures += 1;
-        self.last_verified = (view, seqno);
         Ok(())
     }
 
