@@ -93,13 +93,18 @@ impl rcgen::PublicKeyData for SubjectKey {
 }
 
 /// Issues a certificate for `subject_key`, signed by `issuer_key` whose certificate is `issuer_cert_der`
-/// (for example a node certificate endorsed by the service certificate).
+/// (for example a node certificate endorsed by the service certificate). Fails if `issuer_key` is not the key
+/// that certificate certifies: the result would name an issuer whose key never verifies it.
 pub fn issue(
     subject_key: &VerifyingKey,
     params: &CertParams,
     issuer_key: &SigningKey,
     issuer_cert_der: &[u8],
 ) -> Result<GeneratedCert, CryptoError> {
+    let certified = ParsedCert::from_der(issuer_cert_der)?.public_key()?;
+    if certified != issuer_key.verifying_key() {
+        return Err(gen_err("the issuer key is not the key of the issuer certificate"));
+    }
     let issuer_kp = rcgen_key(issuer_key)?;
     let issuer_params =
         rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into()).map_err(gen_err)?;
@@ -275,6 +280,27 @@ mod tests {
             .as_secs() as i64;
         assert!(node_parsed.is_valid_at(now));
         assert_eq!(ParsedCert::from_pem(&node_parsed.to_pem()).unwrap(), node_parsed);
+    }
+
+    #[test]
+    fn issuing_with_a_key_that_is_not_the_issuer_certificates_is_refused() {
+        // Such a certificate names the service as issuer but never verifies against the service key.
+        let service_key = SigningKey::generate(Curve::P384);
+        let mut sp = CertParams::new("CCF Service");
+        sp.is_ca = true;
+        let service = self_signed(&service_key, &sp).unwrap();
+        let node_key = SigningKey::generate(Curve::P384).verifying_key();
+        for wrong in [SigningKey::generate(Curve::P384), SigningKey::generate(Curve::P256)] {
+            let r = issue(&node_key, &CertParams::new("CCF Node"), &wrong, &service.der);
+            assert!(matches!(r, Err(CryptoError::CertGen(_))), "{r:?}");
+        }
+        assert!(issue(
+            &node_key,
+            &CertParams::new("CCF Node"),
+            &service_key,
+            b"not a certificate"
+        )
+        .is_err());
     }
 
     #[test]
