@@ -143,12 +143,10 @@ impl<'a> Reader<'a> {
         self.take(padding, what).map(|_| ())
     }
 
-    /// A map name: `u64 len ‖ UTF-8`, non-empty.
+    /// A map name: `u64 len ‖ UTF-8`. The empty name is accepted, as CCF's parser does: a transaction may write
+    /// to it, and what the store commits must replay.
     pub(crate) fn map_name(&mut self) -> Result<String, KvError> {
         let raw = self.sized("map name")?;
-        if raw.is_empty() {
-            return Err(KvError::Malformed("empty map name".into()));
-        }
         match std::str::from_utf8(raw) {
             Ok(s) => Ok(s.to_owned()),
             Err(_) => Err(KvError::Malformed("map name is not UTF-8".into())),
