@@ -196,7 +196,9 @@ impl Validator {
             self.signatures += 1;
             self.last_verified = (view, seqno);
         }
-        if let Some(value) = singleton(ws, SERVICE_INFO_TABLE) {
+        if table(ws, SERVICE_INFO_TABLE).is_some() {
+            // ledger.py parses the value at the well-known key whenever the table is written.
+            let value = singleton(ws, SERVICE_INFO_TABLE).ok_or("service.info written without a value at its key")?;
             self.update_service(value)?;
         }
         let leaf = match (hdr.claims_digest, hdr.commit_evidence_digest) {

@@ -76,3 +76,22 @@ fn every_value_in_the_signatures_table_is_verified() {
     let err = audit("signature-removed", &b).unwrap_err();
     assert_eq!(err.seqno, Some(seqno), "{err}");
 }
+
+#[test]
+fn service_info_without_its_singleton_value_is_refused() {
+    // ledger.py reads service.info at the well-known key and parses it as JSON: a write under another key
+    // only, or a removal, fails there.
+    for (name, remove) in [("service-info-other-key", false), ("service-info-removed", true)] {
+        let mut b = sample_ledger(1, 1);
+        let mut ws = WriteSet::default();
+        if remove {
+            ws.remove(SERVICE_INFO_TABLE, &SINGLETON_KEY);
+        } else {
+            ws.put(SERVICE_INFO_TABLE, b"another key", b"{\"status\": \"Open\"}");
+        }
+        let seqno = b.tx(&ws);
+        b.signature();
+        let err = audit(name, &b).unwrap_err();
+        assert_eq!(err.seqno, Some(seqno), "{name}: {err}");
+    }
+}
