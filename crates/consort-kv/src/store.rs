@@ -306,8 +306,9 @@ impl Store {
     ///
     /// Returns `Err(KvError::Conflict)` if a read went stale, or if [`Store::rollback`] undid any version since
     /// the transaction began (undone versions are reused, so versions alone no longer identify values); nothing
-    /// is applied then. A transaction without writes gets no version and is not validated:
-    /// `Ok(CommitOutcome::ReadOnly)`.
+    /// is applied then. A transaction without writes gets no version and calls nothing, but its reads are
+    /// validated all the same: `Ok(CommitOutcome::ReadOnly)` means they all still hold, so they are those of one
+    /// state (else `Err(KvError::Conflict)`, and [`Store::execute`] re-runs the body).
     ///
     /// Panics if `tx` was begun on another store (programmer error).
     pub fn commit<R>(&self, tx: Tx<'_>, f: impl FnOnce(Version, &WriteSet) -> R) -> Result<CommitOutcome<R>, KvError> {
@@ -315,10 +316,17 @@ impl Store {
             std::ptr::eq(tx.store(), self),
             "transaction committed to a store it was not begun on"
         );
-        if !tx.has_writes() {
+        let (rollbacks, reads, writes) = tx.into_parts();
+        if writes.is_empty() {
+            // Nothing to apply, but what the transaction read (and maybe returns to a client) must still be one
+            // consistent state. Rollbacks change the counter under the state write lock, so holding the read
+            // lock makes both checks one atomic observation.
+            let state = self.read_state();
+            if self.rollbacks.load(Ordering::Acquire) != rollbacks || !state.validate(&reads) {
+                return Err(KvError::Conflict);
+            }
             return Ok(CommitOutcome::ReadOnly);
         }
-        let (rollbacks, reads, writes) = tx.into_parts();
         let _commits = self.lock_commits();
         // Versions undone by a rollback since the transaction began may have been reused for other values.
         if self.rollbacks.load(Ordering::Acquire) != rollbacks {
@@ -768,6 +776,42 @@ mod tests {
         tx.put("out", b"n", b"2");
         store.rollback(store.current_version()).unwrap();
         assert!(store.commit(tx, |_, _| ()).is_ok());
+    }
+
+    #[test]
+    fn read_only_transaction_with_a_torn_view_conflicts() {
+        // A transfer moves 1 from a to b between the two reads: the reader saw a + b = 1, never a real state.
+        let store = Store::new();
+        let mut setup = store.begin();
+        setup.put("m", b"a", b"1");
+        setup.put("m", b"b", b"0");
+        store.commit(setup, |_, _| ()).unwrap();
+        let mut reader = store.begin();
+        assert_eq!(reader.get("m", b"a"), Some(b"1".to_vec()));
+        let mut transfer = store.begin();
+        transfer.put("m", b"a", b"0");
+        transfer.put("m", b"b", b"1");
+        store.commit(transfer, |_, _| ()).unwrap();
+        assert_eq!(reader.get("m", b"b"), Some(b"1".to_vec()));
+        assert_eq!(store.commit(reader, |_, _| ()), Err(KvError::Conflict));
+        // execute re-runs such a body and returns a consistent view.
+        let mut interloper = Some(());
+        let (sum, outcome) = store
+            .execute(
+                DEFAULT_MAX_OCC_ATTEMPTS,
+                |tx| {
+                    let a = tx.get("m", b"a").unwrap()[0] - b'0';
+                    if interloper.take().is_some() {
+                        put(&store, "m", b"a", b"1");
+                        put(&store, "m", b"b", b"0");
+                    }
+                    let b = tx.get("m", b"b").unwrap()[0] - b'0';
+                    Ok::<_, ()>(a + b)
+                },
+                |_, _| (),
+            )
+            .unwrap();
+        assert_eq!((sum, outcome), (1, CommitOutcome::ReadOnly));
     }
 
     #[test]
