@@ -46,6 +46,12 @@ fn check_endorsement(
 /// Checks, in order: the leaf and the proof are well-formed and give a root; the signature and all certificates
 /// parse; `node_id` is the key id of `cert`; the signature is `cert`'s key signing that root; and `cert` is endorsed
 /// by the service certificate, directly or through `service_endorsements` (nearest to the node first).
+///
+/// What is deliberately not checked, as CCF's own verifier (`ccf.receipt.verify` and `check_endorsements`) does
+/// not check it either, so that every receipt CCF accepts verifies here: certificate validity periods (a receipt
+/// stays verifiable after its node certificate expires), the CA flag and key usage of endorsers (an endorsement
+/// is a signature check), and low-S form of the ECDSA signature (OpenSSL, which CCF uses, accepts both). The
+/// `node_id` check is Consort's own addition: CCF's Python verifier ignores the field.
 pub fn verify(receipt: &Receipt, service_cert_pem: &str) -> Result<Verified, ReceiptError> {
     if receipt.service_endorsements.len() > limits::MAX_SERVICE_ENDORSEMENTS {
         return Err(ReceiptError::TooLarge {

@@ -100,6 +100,23 @@ fn endorsement_chain_through_previous_service_identity() {
 }
 
 #[test]
+fn endorsements_are_signature_checks_only_as_in_ccf() {
+    // ccf.receipt.check_endorsements checks that each certificate is signed by the next one's key and nothing
+    // else: no CA flag, no validity period, no key usage. Consort decides alike, so that every receipt CCF's
+    // own verifier accepts verifies here too; a client wanting time checks uses ParsedCert::is_valid_at.
+    let (service_key, service_cert) = service(Curve::P384);
+    let middle_key = SigningKey::generate(Curve::P384);
+    let not_a_ca = consort_crypto::CertParams::new("not a CA");
+    let middle =
+        consort_crypto::x509::issue(&middle_key.verifying_key(), &not_a_ca, &service_key, &service_cert.der).unwrap();
+    assert!(!consort_crypto::ParsedCert::from_pem(&middle.pem).unwrap().is_ca);
+    let mut f = fixture();
+    f.receipt.cert = node_cert(&f.node_key, &middle_key, &middle.der);
+    f.receipt.service_endorsements = vec![middle.pem];
+    verify(&f.receipt, &service_cert.pem).unwrap();
+}
+
+#[test]
 fn p256_node_and_service_keys() {
     let (service_key, service_cert) = service(Curve::P256);
     let node_key = SigningKey::generate(Curve::P256);
