@@ -307,6 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn high_s_signatures_verify_as_openssl_accepts_them() {
+        // CCF verifies with OpenSSL, which accepts both s and n - s; refusing high-S here would reject signatures
+        // CCF accepts. Low-S malleability does not matter to Consort: nothing is keyed by a signature's bytes.
+        let sk = SigningKey::generate(Curve::P256);
+        let digest = sha256(b"root");
+        let der = sk.sign_prehash_der(&digest).unwrap();
+        let low = p256::ecdsa::Signature::from_der(&der).unwrap();
+        let (r, s) = low.split_scalars();
+        let high = p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+        assert_ne!(high, low);
+        let vk = sk.verifying_key();
+        vk.verify_prehash_der(&digest, high.to_der().as_bytes()).unwrap();
+        vk.verify_prehash_raw(&digest, &high.to_bytes()).unwrap();
+        // A non-minimal (BER) encoding of the same signature is refused, as OpenSSL refuses it.
+        // Here: the SEQUENCE length in long form (0x81 L) although it is below 128.
+        assert!(der[1] < 0x80);
+        let ber = [&[0x30, 0x81, der[1]][..], &der[2..]].concat();
+        assert!(vk.verify_prehash_der(&digest, &ber).is_err());
+    }
+
+    #[test]
     fn pem_round_trips() {
         for curve in [Curve::P256, Curve::P384] {
             let sk = SigningKey::generate(curve);
