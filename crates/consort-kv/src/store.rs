@@ -151,6 +151,9 @@ impl State {
                 continue;
             };
             for (k, old) in mu.prev_entries.into_iter().rev() {
+                // A tombstone at or below the committed version can never be rolled back to a value again:
+                // set_committed has already dropped its undo record, so drop it here as that would have.
+                let old = old.filter(|e| e.value.is_some() || e.version > self.committed);
                 map.replace(k, old);
             }
             map.version = mu.prev_version;
@@ -812,6 +815,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!((sum, outcome), (1, CommitOutcome::ReadOnly));
+    }
+
+    #[test]
+    fn rollback_does_not_resurrect_committed_tombstones() {
+        let store = Store::new();
+        put(&store, "m", b"k", b"1");
+        let mut tx = store.begin();
+        tx.remove("m", b"k");
+        store.commit(tx, |_, _| ()).unwrap(); // tombstone at 2
+        put(&store, "m", b"k", b"3"); // overwrites it at 3, so set_committed(2) keeps the entry
+        store.set_committed(2);
+        store.rollback(2).unwrap();
+        assert_eq!(store.read_only().get("m", b"k"), None);
+        // Nothing can bring the value removed at 2 back: the tombstone is not kept forever.
+        assert!(store.read_state().maps["m"].entries.is_empty());
+        assert!(store.map_names().is_empty());
     }
 
     #[test]
