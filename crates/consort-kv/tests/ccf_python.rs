@@ -95,6 +95,9 @@ fn sample_write_set() -> WriteSet {
     ws.remove("public:records", b"gone");
     ws.put("records", b"secret", b"private value");
     ws.remove("records", b"old secret");
+    // Edge cases: the empty map name, and a map holding nothing but the removal of a never-present key.
+    ws.put("", b"k", b"in the map with the empty name");
+    ws.remove("public:only removes", b"never there");
     ws
 }
 
