@@ -696,13 +696,14 @@ impl<S: LedgerStorage> Ledger<S> {
         self.storage.append(&name, &table)?;
         self.storage.write_at(&name, 0, &entries_end.to_le_bytes())?;
         self.storage.sync(&name)?;
-        let chunk = self.chunks.last_mut().expect("checked above");
-        chunk.state = ChunkState::Complete;
-        if chunk.end() <= self.committed_seqno {
-            chunk.state = ChunkState::Committed;
-        }
-        let new_name = chunk.name();
+        let chunk = self.chunks.last().expect("checked above");
+        let (state, new_name) = if chunk.end() <= self.committed_seqno {
+            (ChunkState::Committed, chunk_name_committed(chunk.start, chunk.end()))
+        } else {
+            (ChunkState::Complete, chunk_name_complete(chunk.start, chunk.end()))
+        };
         self.storage.rename(&name, &new_name)?;
+        self.chunks.last_mut().expect("checked above").state = state;
         self.open_bytes = Vec::new();
         Ok(())
     }
@@ -714,16 +715,18 @@ impl<S: LedgerStorage> Ledger<S> {
         if seqno <= self.committed_seqno {
             return Ok(());
         }
-        self.committed_seqno = seqno;
+        // Each chunk's state changes only once its file is renamed, and the committed seqno once all are, so a
+        // failed rename leaves the index true to the disk and a retry finishes the job.
         for i in 0..self.chunks.len() {
             let c = &self.chunks[i];
             if c.state == ChunkState::Complete && c.end() <= seqno {
                 let from = c.name();
-                self.chunks[i].state = ChunkState::Committed;
-                let to = self.chunks[i].name();
+                let to = chunk_name_committed(c.start, c.end());
                 self.storage.rename(&from, &to)?;
+                self.chunks[i].state = ChunkState::Committed;
             }
         }
+        self.committed_seqno = seqno;
         Ok(())
     }
 

@@ -166,3 +166,71 @@ fn crash_at_every_storage_operation_of_append_commit_and_truncate() {
         }
     }
 }
+
+/// MemStorage whose renames fail while `fail_renames` is set (a transient error, not a crash).
+struct FlakyRenames {
+    inner: MemStorage,
+    fail_renames: Rc<std::cell::Cell<bool>>,
+}
+
+impl LedgerStorage for FlakyRenames {
+    fn list(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.list()
+    }
+    fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
+        self.inner.read(name)
+    }
+    fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.append(name, bytes)
+    }
+    fn write_at(&mut self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.write_at(name, offset, bytes)
+    }
+    fn truncate(&mut self, name: &str, len: u64) -> Result<(), StorageError> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
+        if self.fail_renames.get() {
+            return Err(StorageError::Io("rename refused".into()));
+        }
+        self.inner.rename(from, to)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), StorageError> {
+        self.inner.remove(name)
+    }
+    fn sync(&mut self, name: &str) -> Result<(), StorageError> {
+        self.inner.sync(name)
+    }
+}
+
+#[test]
+fn a_failed_commit_rename_leaves_the_index_true_and_can_be_retried() {
+    let b = sample_ledger(2, 2); // chunks 1-2, 3-6, 7-9 with threshold 1
+    let fail_renames = Rc::new(std::cell::Cell::new(false));
+    let storage = FlakyRenames {
+        inner: MemStorage::new(),
+        fail_renames: fail_renames.clone(),
+    };
+    let (mut l, _) = Ledger::open(storage, 1).unwrap();
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    fail_renames.set(true);
+    assert!(l.commit(9).is_err());
+    // Every entry is still readable where the index says it is.
+    for e in b.entries() {
+        assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);
+    }
+    fail_renames.set(false);
+    l.commit(9).unwrap();
+    assert_eq!(
+        l.chunk_names(),
+        vec!["ledger_1-2.committed", "ledger_3-6.committed", "ledger_7-9.committed"]
+    );
+    for e in b.entries() {
+        assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);
+    }
+    let mut names = l.storage().inner.list().unwrap();
+    names.sort();
+    assert_eq!(names, l.chunk_names());
+}
