@@ -467,6 +467,31 @@ mod tests {
         }
 
         #[test]
+        fn flush_then_truncate_then_append_matches_a_fresh_tree(n in 1u64..130, flush in any::<u64>(), cut in any::<u64>(), extra in 0u64..40) {
+            // Raft rollback after a flush: truncate to any length at or above the flushed index, grow again, and
+            // every root and path still available must be those of a tree that never flushed or truncated.
+            let mut t = tree(n);
+            let first = flush % (n + 1);
+            t.flush_to(first);
+            let keep = first.max(1) + cut % (n - first.max(1) + 1);
+            t.truncate(keep);
+            let mut reference = tree(keep);
+            for i in keep..keep + extra {
+                t.append(leaf(1000 + i));
+                reference.append(leaf(1000 + i));
+            }
+            prop_assert_eq!(t.len(), reference.len());
+            for m in first.max(1)..=t.len() {
+                prop_assert_eq!(t.root_at(m), reference.root_at(m), "m={}", m);
+                for i in first..m {
+                    prop_assert_eq!(t.path(i, m).unwrap(), reference.path(i, m).unwrap(), "i={} m={}", i, m);
+                }
+            }
+            // And it serialises to what it is.
+            prop_assert_eq!(MerkleTree::deserialise(&t.serialise()).unwrap(), t);
+        }
+
+        #[test]
         fn paths_fold_to_root_at(n in 1u64..300, seed in any::<u64>()) {
             let t = tree(n);
             let m = 1 + seed % n;
