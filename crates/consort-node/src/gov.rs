@@ -122,16 +122,28 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
             serde_json::json!({"error": {"code": "TransactionConflict", "message": "governance transaction kept conflicting; retry"}}),
             None,
         ),
+        Err(WriteError::NotPrimary(_)) => json(
+            503,
+            serde_json::json!({"error": {"code": "NotPrimary", "message": "this node is not the primary; retry on the primary"}}),
+            None,
+        ),
+        Err(WriteError::Refused(msg)) => json(
+            503,
+            serde_json::json!({"error": {"code": "ProposalRefused", "message": msg}}),
+            None,
+        ),
     }
 }
 
 fn read<T>(svc: &Service, f: impl FnOnce(&mut dyn KvRead) -> Result<T, GovError>) -> Result<T, GovError> {
-    let mut tx = svc.store.read_only();
+    let store = svc.store();
+    let mut tx = store.read_only();
     f(&mut tx)
 }
 
 fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
-    let tx = svc.store.read_only();
+    let store = svc.store();
+    let tx = store.read_only();
     let mut out = serde_json::Map::new();
     tx.foreach(map, |k, v| {
         let key = String::from_utf8_lossy(k).to_string();
@@ -147,7 +159,8 @@ fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
 }
 
 fn service_info(svc: &Service) -> serde_json::Value {
-    let tx = svc.store.read_only();
+    let store = svc.store();
+    let tx = store.read_only();
     tx.get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or(serde_json::Value::Null)

@@ -204,6 +204,7 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
             Err(r) => r,
         },
         ("GET", "/node/network") => json_response(200, &network_info(svc), Some(current)),
+        ("GET", "/node/consensus") => json_response(200, &svc.consensus_state(), Some(current)),
         ("GET", "/node/network/nodes") => json_response(200, &nodes_info(svc), Some(current)),
         ("GET", "/node/state") => json_response(
             200,
@@ -274,8 +275,8 @@ fn network_info(svc: &Service) -> serde_json::Value {
         "service_status": svc.service_status(),
         "service_certificate": svc.ids.service_cert_pem,
         "current_view": svc.current_view(),
-        "primary_id": svc.ids.node_id,
-        "current_service_create_txid": "1.1",
+        "primary_id": svc.leader().and_then(|l| svc.node_id_of(l)),
+        "current_service_create_txid": svc.service_info().map(|i| i["current_service_create_txid"].clone()),
     })
 }
 

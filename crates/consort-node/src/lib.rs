@@ -19,7 +19,6 @@ use crate::identity::Identities;
 use crate::service::Service;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why a node could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -80,22 +79,15 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let tls = tls::server_config(vec![svc.ids.node_cert_der.clone()], &svc.ids.node_key)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    // The commit loop runs on its own thread: it takes the pipeline lock and fsyncs, which must not stall the
+    // The replica driver runs on its own thread: it takes the engine lock and fsyncs, which must not stall the
     // async workers serving requests.
     let stopping = Arc::new(AtomicBool::new(false));
     let ticker = {
         let svc = svc.clone();
         let stopping = stopping.clone();
-        let period = Duration::from_millis(svc.cfg.ledger.signature_interval_ms.clamp(1, 5));
         std::thread::Builder::new()
-            .name("commit-loop".into())
-            .spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    std::thread::sleep(period);
-                    svc.tick();
-                }
-                svc.sign_and_commit_now();
-            })
+            .name("replica-driver".into())
+            .spawn(move || svc.drive(&stopping))
             .map_err(|e| NodeError::Io(e.to_string()))?
     };
 
