@@ -19,6 +19,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub consensus: ConsensusConfig,
+    /// Joining an existing service (`consort node join`).
+    #[serde(default)]
+    pub join: JoinConfig,
     /// Genesis parameters, read only when the node starts a new service (its ledger directory is empty).
     #[serde(default)]
     pub start: StartConfig,
@@ -47,6 +50,18 @@ impl Default for NetworkConfig {
             node_to_node_address: None,
         }
     }
+}
+
+/// Where a joining node asks to join.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// RPC address ("host:port") of any node of the service; a backup forwards the request to the primary.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The service certificate (PEM file) the target's TLS certificate must chain to.
+    #[serde(default)]
+    pub service_cert: Option<PathBuf>,
 }
 
 /// Raft timing. The node's clock ticks every [`crate::service::TICK_MS`] milliseconds; these are rounded up to
@@ -227,6 +242,9 @@ impl NodeConfig {
         fix(&mut self.storage.ledger_dir);
         fix(&mut self.storage.snapshots_dir);
         fix(&mut self.storage.secrets_dir);
+        if let Some(p) = self.join.service_cert.as_mut() {
+            fix(p);
+        }
         for f in self.start.constitution_files.iter_mut() {
             fix(f);
         }

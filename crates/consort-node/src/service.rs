@@ -41,6 +41,9 @@ pub const TICK_MS: u64 = 10;
 pub const HARD_STATE_FILE: &str = "raft_hard_state";
 /// File in the node directory holding the last installed (or joined-from) snapshot, an encoded Raft snapshot.
 pub const SNAPSHOT_FILE: &str = "raft_snapshot";
+/// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
+/// can verify their signature transactions while replaying the ledger.
+pub const PEERS_FILE: &str = "peers.json";
 /// Ticks a starting node waits at most to become primary of a one-voter service.
 const MAX_GENESIS_TICKS: usize = 1_000;
 
@@ -160,6 +163,8 @@ struct PendingPersist {
 struct Engine {
     replica: Replica<FsStorage>,
     pending: Option<PendingPersist>,
+    /// Seqno of the membership change that made each node a learner or voter (as seen by this node).
+    member_since: BTreeMap<u64, u64>,
 }
 
 /// The engine of one node.
@@ -183,6 +188,10 @@ pub struct Service {
     channels: OnceLock<Arc<Channels>>,
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<u64, String>>,
+    /// Connection to the primary for forwarded writes.
+    pub forwarder: crate::replication::Forwarder,
+    /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
+    peer_certs: Mutex<BTreeMap<String, String>>,
     started: Instant,
 }
 
@@ -286,6 +295,15 @@ impl Service {
         let storage = FsStorage::new(&cfg.storage.ledger_dir).map_err(ledger_err)?;
         let raft_id = raft_id_of(&ids.node_id);
         trusted.insert(raft_id, ids.node_cert_pem.clone());
+        let mut known_peers = BTreeMap::new();
+        if let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? {
+            let saved: BTreeMap<String, String> =
+                serde_json::from_slice(&raw).map_err(|e| ServiceError::Consensus(format!("{PEERS_FILE}: {e}")))?;
+            for (node_id, cert) in saved {
+                trusted.insert(raft_id_of(&node_id), cert.clone());
+                known_peers.insert(node_id, cert);
+            }
+        }
         let hard_state = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()
@@ -322,7 +340,11 @@ impl Service {
             ids,
             metrics: Metrics::new(),
             app,
-            engine: Mutex::new(Engine { replica, pending: None }),
+            engine: Mutex::new(Engine {
+                replica,
+                pending: None,
+                member_since: BTreeMap::new(),
+            }),
             store: RwLock::new(store),
             committed_seqno: AtomicU64::new(commit.seqno),
             committed_view: AtomicU64::new(commit.view),
@@ -331,7 +353,9 @@ impl Service {
             raft_id,
             wake: (Mutex::new(false), Condvar::new()),
             channels: OnceLock::new(),
-            peers: RwLock::new(BTreeMap::new()),
+            peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
+            peer_certs: Mutex::new(known_peers),
+            forwarder: Default::default(),
             started: Instant::now(),
         });
         svc.metrics.committed_seqno.set(commit.seqno as i64);
@@ -555,6 +579,9 @@ impl Service {
                     outcome.get_or_insert(Err(error));
                 }
                 Action::ConfChanged { seqno, conf_state } => {
+                    for id in conf_state.voters.iter().chain(conf_state.learners.iter()) {
+                        e.member_since.entry(*id).or_insert(seqno);
+                    }
                     tracing::info!(seqno, voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
                 }
                 Action::RoleChanged { role, view, leader } => {
@@ -646,15 +673,82 @@ impl Service {
         let _ = self.channels.set(channels);
     }
 
-    /// Records the node id of a Raft peer, and trusts its signatures.
+    /// Records the node id of a Raft peer, and trusts its signatures (remembered in [`PEERS_FILE`]).
     pub fn add_peer(&self, node_id: &str, cert_pem: &str) -> u64 {
         let id = raft_id_of(node_id);
+        if node_id == self.ids.node_id {
+            return id;
+        }
+        let mut certs = self.peer_certs.lock().unwrap_or_else(|e| e.into_inner());
+        if certs.get(node_id).map(String::as_str) == Some(cert_pem) {
+            return id;
+        }
+        certs.insert(node_id.to_string(), cert_pem.to_string());
+        let bytes = serde_json::to_vec_pretty(&*certs).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.cfg.storage.secrets_dir.join(PEERS_FILE), &bytes) {
+            fatal("peers file write", e);
+        }
+        drop(certs);
         self.peers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, node_id.to_string());
         self.lock().replica.trust_node(id, cert_pem.to_string());
         id
+    }
+
+    /// On the primary: moves the Raft membership one step towards `trusted` (the Raft ids of the Trusted nodes):
+    /// adds a missing node as a learner, or promotes a learner that has caught up with the commit index.
+    pub fn reconcile_membership(&self, trusted: &[u64]) {
+        use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        let mut e = self.lock();
+        if !e.replica.is_leader() {
+            return;
+        }
+        let cs = e.replica.conf_state();
+        let single = |change_type, node_id| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(change_type);
+            c.node_id = node_id;
+            let mut cc = ConfChangeV2::default();
+            cc.mut_changes().push(c);
+            cc
+        };
+        let change = if let Some(&new) = trusted
+            .iter()
+            .find(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
+        {
+            Some(single(ConfChangeType::AddLearnerNode, new))
+        } else {
+            let commit = e.replica.raft_commit_index();
+            cs.learners
+                .iter()
+                .find(|l| trusted.contains(l) && e.replica.matched(**l).unwrap_or(0) >= commit)
+                .map(|&l| single(ConfChangeType::AddNode, l))
+        };
+        if let Some(change) = change {
+            let actions = e.replica.step(Event::ProposeConfChange { change });
+            if let Some(Err(err)) = self.handle(&mut e, actions) {
+                tracing::debug!(%err, "membership change not proposed yet");
+            }
+        }
+    }
+
+    /// Whether `raft_id` is a learner or voter (as this node sees the membership).
+    pub fn is_member(&self, raft_id: u64) -> bool {
+        let cs = self.lock().replica.conf_state();
+        cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
+    }
+
+    /// A snapshot at the commit point, for a joining node, once the commit point covers its addition.
+    pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
+        let e = self.lock();
+        // The membership at the commit point must already hold the joiner.
+        let since = *e.member_since.get(&raft_id)?;
+        if e.replica.commit_point().seqno < since {
+            return None;
+        }
+        e.replica.snapshot().ok()
     }
 
     /// Raft id of the primary as last seen, if any.
@@ -830,6 +924,11 @@ impl Service {
         } else {
             Caller::Anonymous
         }
+    }
+
+    /// Whether `user_id` is a registered user.
+    pub fn is_user(&self, user_id: &str) -> bool {
+        self.store().read_only().has(USERS_CERTS_TABLE, user_id.as_bytes())
     }
 
     /// TxID of the latest transaction in the store.
