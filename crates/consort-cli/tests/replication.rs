@@ -160,9 +160,14 @@ impl Net {
         None
     }
 
-    /// member0 submits a proposal to the primary and votes for it if needed.
-    async fn pass_proposal(&self, live: &[usize], actions: serde_json::Value) {
-        let p = self.primary(live).await.expect("a primary");
+    /// member0 submits a proposal (to the primary, or to a backup that forwards it) and votes for it if needed.
+    async fn pass_proposal(&self, live: &[usize], actions: serde_json::Value, via_backup: bool) {
+        let primary = self.primary(live).await.expect("a primary");
+        let p = if via_backup {
+            live.iter().copied().find(|&i| i != primary).expect("a backup")
+        } else {
+            primary
+        };
         let file = self.root.join("proposal.json");
         std::fs::write(&file, serde_json::json!({ "actions": actions }).to_string()).unwrap();
         let addr = self.nodes[p].address.clone();
@@ -349,6 +354,7 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     net.pass_proposal(
         &[0, 1, 2],
         serde_json::json!([{"name": "transition_service_to_open", "args": {"next_service_identity": cert}}]),
+        false,
     )
     .await;
     net.wait_for("the service to open", async || {
@@ -446,6 +452,7 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     net.pass_proposal(
         &[0, 1, 2],
         serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": pending}}]),
+        true,
     )
     .await;
     net.wait_for("the fourth node to serve", async || {

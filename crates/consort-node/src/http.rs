@@ -177,6 +177,12 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let forwarded_caller = req
         .headers()
         .get(crate::replication::FORWARDED_CALLER_HEADER)
@@ -236,6 +242,16 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
         (_, p) if p.starts_with("/app/") => {
             let forwarded = forwarded_caller.as_deref();
             app_request(svc, peer_cert, forwarded, &method, &p[4..], &query, &body).await
+        }
+        (m, p) if p.starts_with("/gov/") && m != "GET" && !svc.is_primary() => {
+            // Governance writes run on the primary; the member's signature travels with the body.
+            let target = if query.is_empty() {
+                p.to_string()
+            } else {
+                format!("{p}?{query}")
+            };
+            let reply = svc.forwarder.forward(svc, m, &target, None, &content_type, &body).await;
+            forwarded_response(svc, reply)
         }
         (_, p) if p.starts_with("/gov/") => {
             let r = crate::gov::route(svc, &method, p, &body);
@@ -301,21 +317,33 @@ async fn app_request(
         } else {
             format!("/app{sub}?{query}")
         };
-        return match svc.forwarder.forward(svc, method, &target, user, body).await {
-            Ok(r) => {
-                let mut b = Response::builder()
-                    .status(r.status)
-                    .header("content-type", "application/json");
-                if let Some(t) = r.txid {
-                    b = b.header(TXID_HEADER, t);
-                }
-                b.body(Full::new(r.body)).expect("static headers are valid")
-            }
-            Err((status, code, msg)) => error_response(status, code, msg, Some(svc.current_txid())),
-        };
+        let reply = svc
+            .forwarder
+            .forward(svc, method, &target, Some(user), "application/json", body)
+            .await;
+        return forwarded_response(svc, reply);
     }
     let (resp, txid) = svc.execute_app(&req, info.read_only);
     json_response(resp.status, &resp.body, Some(txid))
+}
+
+/// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).
+fn forwarded_response(svc: &Service, reply: Result<crate::client::Reply, crate::replication::HttpError>) -> Resp {
+    match reply {
+        Ok(r) => {
+            let mut b = Response::builder()
+                .status(r.status)
+                .header("content-type", "application/json");
+            if let Some(t) = r.txid {
+                b = b.header(TXID_HEADER, t);
+            }
+            if r.status == 204 {
+                b = b.header("content-length", "0");
+            }
+            b.body(Full::new(r.body)).expect("static headers are valid")
+        }
+        Err((status, code, msg)) => error_response(status, code, msg, Some(svc.current_txid())),
+    }
 }
 
 fn network_info(svc: &Service) -> serde_json::Value {

@@ -377,13 +377,15 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// Sends a user's write to the primary and returns its answer (status, TxID header, body).
+    /// Sends a request to the primary and returns its answer (status, TxID header, body). `caller` is the user id
+    /// of an app request's caller (none for governance requests, which are signed by the member).
     pub async fn forward(
         &self,
         svc: &Service,
         method: &str,
         path_and_query: &str,
-        caller: &str,
+        caller: Option<&str>,
+        content_type: &str,
         body: &[u8],
     ) -> Result<crate::client::Reply, HttpError> {
         let addr = primary_rpc_address(svc).ok_or((503, "NoPrimary", "no primary known; retry".to_string()))?;
@@ -405,13 +407,9 @@ impl Forwarder {
                     }
                 }
             };
+            let headers: Vec<(&str, &str)> = caller.map(|c| (FORWARDED_CALLER_HEADER, c)).into_iter().collect();
             let r = conn
-                .request_with_headers(
-                    method,
-                    path_and_query,
-                    &[(FORWARDED_CALLER_HEADER, caller)],
-                    Some(("application/json", body.to_vec())),
-                )
+                .request_with_headers(method, path_and_query, &headers, Some((content_type, body.to_vec())))
                 .await;
             if r.is_err() {
                 *self.conn.lock().await = None;
