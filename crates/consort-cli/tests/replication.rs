@@ -309,18 +309,9 @@ fn committed_chunks(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    keygen(&root, "user0");
-    keygen(&root, "member0");
-    let mut net = Net {
-        root: root.clone(),
-        nodes: vec![],
-    };
-
-    // Node 0 starts the service; nodes 1 and 2 join it while it is Opening; member0 opens it.
+/// Node 0 starts the service; nodes 1 and 2 join it while it is Opening; member0 opens it.
+async fn three_node_service(net: &mut Net) {
+    let root = net.root.clone();
     net.configure(0, None);
     net.nodes[0].spawn("start");
     let n0 = net.nodes[0].dir.clone();
@@ -339,9 +330,6 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
         net.configure(i, Some(&target));
         net.nodes[i].spawn("join");
     }
-    NET_INFO
-        .set((root.clone(), net.nodes.iter().map(|n| n.address.clone()).collect()))
-        .ok();
     net.wait_for("three voters", async || {
         net.get_json(0, "/node/consensus").await.is_some_and(|v| {
             v["peers"]
@@ -363,6 +351,23 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
             .is_some_and(|v| v["service_status"] == "Open")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    keygen(&root, "user0");
+    keygen(&root, "member0");
+    let mut net = Net {
+        root: root.clone(),
+        nodes: vec![],
+    };
+
+    three_node_service(&mut net).await;
+    NET_INFO
+        .set((root.clone(), net.nodes.iter().map(|n| n.address.clone()).collect()))
+        .ok();
 
     // Half the writes spread over all three nodes (backups forward to the primary).
     let (mut acked, _) = write_range(&net, &[0, 1, 2], 0..WRITES / 2).await;
@@ -518,4 +523,32 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    keygen(&root, "user0");
+    keygen(&root, "member0");
+    let mut net = Net { root, nodes: vec![] };
+    three_node_service(&mut net).await;
+    let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
+    let backup = (0..3).find(|&i| i != primary).unwrap();
+    let conn = net.connect(backup).await.expect("connect");
+    write(&conn, 1).await.expect("a forwarded write succeeds");
+    // Freeze the primary: the forwarded request gets no answer.
+    let pid = nix::unistd::Pid::from_raw(net.nodes[primary].child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let body = serde_json::json!({"id": 2, "msg": "stalled"});
+    let r = tokio::time::timeout(
+        consort_node::replication::FORWARD_TIMEOUT + Duration::from_secs(10),
+        conn.post_json("/app/log/private", &body),
+    )
+    .await
+    .expect("the backup answers within its forwarding timeout")
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(r.status, 504, "{:?}", r.body);
+    assert_eq!(r.json().unwrap()["error"]["code"], "ForwardingTimeout");
 }

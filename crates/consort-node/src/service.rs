@@ -743,9 +743,18 @@ impl Service {
     /// A snapshot at the commit point, for a joining node, once the commit point covers its addition.
     pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
         let e = self.lock();
-        // The membership at the commit point must already hold the joiner.
-        let since = *e.member_since.get(&raft_id)?;
-        if e.replica.commit_point().seqno < since {
+        // The membership at the commit point must already hold the joiner. A node that restarted since the change
+        // did not see it happen: then every change applied so far must be at or below the commit point.
+        let cs = e.replica.conf_state();
+        if !cs.voters.contains(&raft_id) && !cs.learners.contains(&raft_id) {
+            return None;
+        }
+        let commit = e.replica.commit_point().seqno;
+        let covered = match e.member_since.get(&raft_id) {
+            Some(&since) => commit >= since,
+            None => commit >= e.replica.raft_commit_index(),
+        };
+        if !covered {
             return None;
         }
         e.replica.snapshot().ok()
