@@ -413,6 +413,14 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     };
     check_reads(&net, &survivors, &committed).await;
 
+    // Receipts are served by backups too, and verify against the service certificate.
+    for &n in &survivors {
+        let c = net.connect(n).await.expect("connect");
+        let r = c.get(&format!("/app/receipt?transaction_id={last}")).await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        consort_receipt::verify_json(&r.body, &net.service_cert()).expect("receipt verifies");
+    }
+
     // The killed node restarts, catches up and agrees.
     net.nodes[old].spawn("start");
     let target_seqno = acked

@@ -1034,3 +1034,35 @@ impl Service {
         self.app.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_come_from_the_node_id_prefix_and_are_never_zero() {
+        let id = "0102030405060708".to_string() + &"ab".repeat(24);
+        assert_eq!(raft_id_of(&id), 0x0102_0304_0506_0708);
+        assert_eq!(raft_id_of(&"00".repeat(32)), 1);
+        assert_eq!(raft_id_of("not hex"), 1);
+        assert_eq!(raft_id_of(""), 1);
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HARD_STATE_FILE);
+        write_atomic(&path, b"first version, longer").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(1), 1);
+        assert_eq!(ticks(TICK_MS), 1);
+        assert_eq!(ticks(TICK_MS + 1), 2);
+        assert_eq!(ticks(1_000), (1_000 / TICK_MS) as usize);
+    }
+}
