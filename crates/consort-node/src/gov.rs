@@ -35,10 +35,16 @@ fn now_seconds() -> i64 {
 }
 
 /// Performs the constitution's recorded node actions inside the proposal's transaction.
-fn perform(tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
+fn perform(svc: &Service, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
     for a in actions {
         match a {
             HostAction::TransitionServiceToOpen { .. } => consort_gov::open_service(tx)?,
+            HostAction::EndorseNodeCertificate {
+                node_id,
+                validity_period_days,
+                ..
+            } => crate::replication::endorse_node(svc, tx, node_id, *validity_period_days)
+                .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             other => {
                 tracing::info!(action = ?other, "governance action recorded; its machinery arrives with a later issue")
             }
@@ -83,12 +89,12 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
         match &op {
             SignedOp::Create => {
                 let out = consort_gov::create_proposal(tx, &req, root, &env)?;
-                perform(tx, &out.actions)?;
+                perform(svc, tx, &out.actions)?;
                 Ok((200, out.to_api_json()))
             }
             SignedOp::Ballot { proposal_id, member_id } => {
                 let out = consort_gov::submit_ballot(tx, &req, proposal_id, member_id, &env)?;
-                perform(tx, &out.actions)?;
+                perform(svc, tx, &out.actions)?;
                 Ok((200, out.to_api_json()))
             }
             SignedOp::Withdraw { proposal_id } => match consort_gov::withdraw_proposal(tx, &req, proposal_id)? {

@@ -185,18 +185,56 @@ pub async fn handle_join(svc: Arc<Service>, body: Vec<u8>) -> Result<serde_json:
     }))
 }
 
-/// On the primary: issues the joiner's certificate and records it in the nodes table.
-fn record_joiner(svc: &Service, req: &JoinRequest, key: &VerifyingKey, node_id: &str) -> Result<NodeRecord, HttpError> {
-    let internal = |e: &dyn std::fmt::Display| (500, "InternalError", e.to_string());
+/// Issues a node certificate for `key` signed by the service key, valid `validity_days`, naming the host of
+/// `rpc_address` (and localhost) as subject alternative names.
+pub fn issue_node_cert(
+    svc: &Service,
+    key: &VerifyingKey,
+    rpc_address: &str,
+    validity_days: u32,
+) -> Result<String, String> {
     let service_der = ParsedCert::from_pem(&svc.ids.service_cert_pem)
-        .map_err(|e| internal(&e))?
+        .map_err(|e| e.to_string())?
         .der;
     let mut params = consort_crypto::CertParams::new("CCF Node");
-    let host = req.rpc_address.rsplit_once(':').map(|(h, _)| h.to_string());
+    let host = rpc_address.rsplit_once(':').map(|(h, _)| h.to_string());
     params.subject_alt_names = host.into_iter().chain(["localhost".to_string()]).collect();
-    params.validity_days = crate::identity::CERT_VALIDITY_DAYS;
+    params.validity_days = validity_days;
     let cert =
-        consort_crypto::x509::issue(key, &params, &svc.ids.service_key, &service_der).map_err(|e| internal(&e))?;
+        consort_crypto::x509::issue(key, &params, &svc.ids.service_key, &service_der).map_err(|e| e.to_string())?;
+    Ok(cert.pem)
+}
+
+/// Governance's `endorseNodeCertificate` (passed with `transition_node_to_trusted`): issues the node's
+/// certificate again, with the validity the proposal asked for, inside the proposal's transaction. The primary
+/// then adds the (now Trusted) node to the Raft membership.
+pub fn endorse_node(
+    svc: &Service,
+    tx: &mut consort_kv::Tx<'_>,
+    node_id: &str,
+    validity_period_days: Option<u64>,
+) -> Result<(), String> {
+    let raw = tx
+        .get(NODES_INFO_TABLE, node_id.as_bytes())
+        .ok_or_else(|| format!("node {node_id} does not exist"))?;
+    let info: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+    let key_pem = info["public_key"].as_str().ok_or("node has no public_key")?;
+    let key = VerifyingKey::from_pem(key_pem).map_err(|e| e.to_string())?;
+    let rpc = info["rpc_interfaces"]["primary_rpc_interface"]["bind_address"]
+        .as_str()
+        .unwrap_or("127.0.0.1:0");
+    let days = validity_period_days
+        .unwrap_or(u64::from(crate::identity::CERT_VALIDITY_DAYS))
+        .clamp(1, u64::from(crate::identity::CERT_VALIDITY_DAYS)) as u32;
+    let pem = issue_node_cert(svc, &key, rpc, days)?;
+    tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), pem.as_bytes());
+    Ok(())
+}
+
+/// On the primary: issues the joiner's certificate and records it in the nodes table.
+fn record_joiner(svc: &Service, req: &JoinRequest, key: &VerifyingKey, node_id: &str) -> Result<NodeRecord, HttpError> {
+    let cert_pem = issue_node_cert(svc, key, &req.rpc_address, crate::identity::CERT_VALIDITY_DAYS)
+        .map_err(|e| (500, "InternalError", e))?;
     let status = if svc.service_status().as_deref() == Some("Opening") {
         "Trusted"
     } else {
@@ -213,7 +251,7 @@ fn record_joiner(svc: &Service, req: &JoinRequest, key: &VerifyingKey, node_id: 
     });
     let outcome = svc.execute_write(|tx, _| -> Result<(), HttpError> {
         tx.put(NODES_INFO_TABLE, node_id.as_bytes(), info.to_string().as_bytes());
-        tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), cert.pem.as_bytes());
+        tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), cert_pem.as_bytes());
         Ok(())
     });
     match outcome {
@@ -222,7 +260,7 @@ fn record_joiner(svc: &Service, req: &JoinRequest, key: &VerifyingKey, node_id: 
             status: status.to_string(),
             rpc_address: Some(req.rpc_address.clone()),
             node_to_node_address: Some(req.node_to_node_address.clone()),
-            cert_pem: Some(cert.pem),
+            cert_pem: Some(cert_pem),
         }),
         Err(crate::service::WriteError::Body(e)) => Err(e),
         Err(other) => Err((503, "NotPrimary", format!("{other:?}"))),
