@@ -52,6 +52,11 @@ enum NodeCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Join an existing service through `[join] target` (or restart a node that joined before).
+    Join {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
         Command::Node {
             cmd: NodeCmd::Start { config },
         } => node_start(&config),
+        Command::Node {
+            cmd: NodeCmd::Join { config },
+        } => node_join(&config),
         Command::Ledger {
             cmd: LedgerCmd::Audit { paths },
         } => ledger_audit(&paths),
@@ -119,6 +127,11 @@ fn main() -> ExitCode {
 fn node_start(config: &std::path::Path) -> Result<(), String> {
     let cfg = consort_node::config::NodeConfig::load(config).map_err(|e| e.to_string())?;
     runtime().block_on(consort_node::run(cfg)).map_err(|e| e.to_string())
+}
+
+fn node_join(config: &std::path::Path) -> Result<(), String> {
+    let cfg = consort_node::config::NodeConfig::load(config).map_err(|e| e.to_string())?;
+    runtime().block_on(consort_node::join(cfg)).map_err(|e| e.to_string())
 }
 
 /// Collects committed chunk files from directories and explicit paths, sorted by start seqno.

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 /// How long the sandbox waits for its service to open.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest network the sandbox starts (replication will allow up to 7).
-pub const MAX_SANDBOX_NODES: usize = 1;
+/// Largest network the sandbox starts.
+pub const MAX_SANDBOX_NODES: usize = 7;
+/// Node i's node-to-node channel listens on port P + NODE_TO_NODE_PORT_OFFSET + i.
+pub const NODE_TO_NODE_PORT_OFFSET: usize = 100;
 
 #[derive(clap::Args, Debug)]
 pub struct SandboxArgs {
-    /// Number of nodes (only 1 until replication lands).
-    #[arg(long, default_value_t = 1)]
+    /// Number of nodes (1 to 7): node 0 starts the service, the others join it.
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Directory for certificates, keys, configs and node state (wiped if it holds an earlier sandbox).
     #[arg(long, default_value = "workspace/sandbox")]
@@ -77,9 +79,7 @@ impl Drop for Children {
 
 pub async fn run(args: SandboxArgs) -> Result<(), String> {
     if args.nodes == 0 || args.nodes > MAX_SANDBOX_NODES {
-        return Err(format!(
-            "--nodes must be between 1 and {MAX_SANDBOX_NODES} (multi-node networks arrive with replication)"
-        ));
+        return Err(format!("--nodes must be between 1 and {MAX_SANDBOX_NODES}"));
     }
     let ws = &args.workspace;
     if ws.join("sandbox.json").exists() {
@@ -99,11 +99,18 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut children = Children(vec![]);
     let mut nodes_json = vec![];
+    let node0 = ws.join("nodes/0");
+    let address = format!("127.0.0.1:{}", args.port);
+    let deadline = Instant::now() + OPEN_TIMEOUT;
     for i in 0..args.nodes {
         let dir = ws.join("nodes").join(i.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut cfg = NodeConfig::default();
         cfg.network.rpc_address = format!("127.0.0.1:{}", args.port as usize + i);
+        cfg.network.node_to_node_address = Some(format!(
+            "127.0.0.1:{}",
+            args.port as usize + NODE_TO_NODE_PORT_OFFSET + i
+        ));
         cfg.ledger.signature_interval_tx = args.signature_interval_tx;
         cfg.ledger.signature_interval_ms = args.signature_interval_ms;
         cfg.start.members = vec![IdentityConfig {
@@ -111,13 +118,35 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
             data: None,
         }];
-        // user0 is added, and the service opened, by a proposal of member0 once the node runs.
+        let verb = if i == 0 {
+            "start"
+        } else {
+            // Joiners need the service certificate node 0 created.
+            loop {
+                if Instant::now() > deadline {
+                    return Err(format!("node 0 did not start; see {}/err.log", node0.display()));
+                }
+                if let Some(Ok(Some(status))) = children.0.first_mut().map(|c| c.try_wait()) {
+                    let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
+                    return Err(format!("node 0 exited with {status}:\n{log}"));
+                }
+                if let Ok(cert) = std::fs::read_to_string(node0.join("service_cert.pem")) {
+                    write(&ws.join("service_cert.pem"), &cert)?;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cfg.join.target = Some(address.clone());
+            cfg.join.service_cert = Some(ws.join("service_cert.pem"));
+            "join"
+        };
+        // user0 is added, and the service opened, by a proposal of member0 once every node joined.
         let cfg_path = dir.join("node.toml");
         write(&cfg_path, &cfg.to_toml())?;
         let out = std::fs::File::create(dir.join("out.log")).map_err(|e| e.to_string())?;
         let err = std::fs::File::create(dir.join("err.log")).map_err(|e| e.to_string())?;
         let child = Command::new(&exe)
-            .args(["node", "start", "--config"])
+            .args(["node", verb, "--config"])
             .arg(&cfg_path)
             .stdin(Stdio::null())
             .stdout(out)
@@ -133,11 +162,8 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
         children.0.push(child);
     }
 
-    // Wait for node 0 to write its service certificate and listen; then member0 proposes to add user0 and open
-    // the service (one member: the proposal is accepted at once), and we wait until it is Open.
-    let node0 = ws.join("nodes/0");
-    let address = nodes_json[0]["rpc_address"].as_str().unwrap_or_default().to_string();
-    let deadline = Instant::now() + OPEN_TIMEOUT;
+    // Wait for every node to be a voter, then member0 proposes to add user0 and open the service (one member:
+    // the proposal is accepted at once), and we wait until it is Open.
     let (service_cert, node_id) = loop {
         if Instant::now() > deadline {
             return Err(format!(
@@ -149,13 +175,23 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
             return Err(format!("node 0 exited with {status}:\n{log}"));
         }
-        if let Some(found) = poll_open(&node0, &address, &ws).await {
-            break found;
+        if voters(&node0, &address).await >= args.nodes {
+            if let Some(found) = poll_open(&node0, &address, &ws).await {
+                break found;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    for (i, n) in nodes_json.iter_mut().enumerate() {
+        let dir = ws.join("nodes").join(i.to_string());
+        if let Ok(cert) = std::fs::read_to_string(dir.join("node_cert.pem")) {
+            if let Ok(parsed) = consort_crypto::ParsedCert::from_pem(&cert) {
+                n["node_id"] = serde_json::Value::String(parsed.key_id());
+            }
+        }
+    }
     write(&ws.join("service_cert.pem"), &service_cert)?;
-    nodes_json[0]["node_id"] = serde_json::Value::String(node_id);
+    let _ = node_id;
     write(
         &ws.join("sandbox.json"),
         &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json})).map_err(|e| e.to_string())?,
@@ -176,6 +212,27 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
     wait_until_stopped(&mut children).await;
     println!("Stopping nodes.");
     Ok(())
+}
+
+/// Number of voters node 0 (the primary until the service opens) reports.
+async fn voters(node_dir: &Path, address: &str) -> usize {
+    let Ok(cert) = std::fs::read_to_string(node_dir.join("service_cert.pem")) else {
+        return 0;
+    };
+    let Ok(tls) = consort_node::tls::client_config(&cert, None) else {
+        return 0;
+    };
+    let Ok(conn) = Connection::connect(address, tls, Protocol::Http1).await else {
+        return 0;
+    };
+    let Ok(reply) = conn.get("/node/consensus").await else {
+        return 0;
+    };
+    let Ok(v) = reply.json() else { return 0 };
+    v["peers"]
+        .as_object()
+        .map(|p| p.values().filter(|x| x["voter"] == true).count())
+        .unwrap_or(0)
 }
 
 /// Returns (service certificate PEM, primary node id) once node 0 reports the service Open; proposes to open it

@@ -12,8 +12,8 @@ use crate::snapshot;
 use consort_crypto::SigningKey;
 use consort_kv::{Store, Version, WriteSet};
 use consort_ledger::{
-    parse_entry, verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
-    SINGLETON_KEY, TREE_TABLE,
+    parse_entry, verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep,
+    SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
 };
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, EntryType, HardState, Message, MessageType, Snapshot};
@@ -94,6 +94,10 @@ pub struct ReplicaConfig {
     /// Seed of the generator that draws election timeouts in [election_ticks, 2 * election_ticks) (randomness is
     /// injected: pass a random seed in production, a fixed one in simulation).
     pub random_seed: u64,
+    /// Whether a replica that becomes primary signs at once (so that the commit point moves into its view
+    /// quickly). A genesis node turns this off until its genesis transaction is in the log: auditors need the
+    /// signing node's certificate recorded before the first signature.
+    pub sign_on_election: bool,
 }
 
 impl ReplicaConfig {
@@ -108,6 +112,7 @@ impl ReplicaConfig {
             max_inflight_appends: DEFAULT_MAX_INFLIGHT_APPENDS,
             chunk_threshold_bytes: 5 * 1024 * 1024,
             random_seed: id,
+            sign_on_election: true,
         }
     }
 }
@@ -525,6 +530,59 @@ impl<S: LedgerStorage> Replica<S> {
         }
     }
 
+    /// Merkle root over every entry in the log (leaves 0..=last seqno).
+    pub fn merkle_root(&self) -> [u8; 32] {
+        self.tree.root()
+    }
+
+    /// The first signature transaction after `seqno` in the log: the one whose signed root covers `seqno`.
+    pub fn signature_after(&self, seqno: u64) -> Option<u64> {
+        self.signatures.range(seqno + 1..).next().copied()
+    }
+
+    /// The latest signature transaction at or below the commit point, if any is in the log.
+    pub fn last_committed_signature(&self) -> Option<u64> {
+        self.signatures.range(..=self.commit_point().seqno).next_back().copied()
+    }
+
+    /// What a receipt for `seqno` needs besides its leaf components: the signature transaction `sig_seqno`
+    /// covering it (its signed record, read back from the ledger) and the Merkle path from leaf `seqno` to the
+    /// root that signature signs (leaves 0..sig_seqno-1).
+    pub fn receipt_parts(
+        &self,
+        seqno: u64,
+        sig_seqno: u64,
+    ) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
+        if !self.signatures.contains(&sig_seqno) || seqno >= sig_seqno {
+            return Err(ConsensusError::Inconsistent(format!(
+                "{sig_seqno} is not a signature transaction covering {seqno}"
+            )));
+        }
+        let path = self
+            .tree
+            .path(seqno, sig_seqno)
+            .map_err(|e| ConsensusError::Inconsistent(e.to_string()))?;
+        let bytes = self.ledger().read_entry(sig_seqno)?;
+        let info = inspect(&bytes, self.view_of(sig_seqno).unwrap_or_default(), sig_seqno)?;
+        let raw = match info
+            .public
+            .maps
+            .get(SIGNATURES_TABLE)
+            .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
+        {
+            Some(Some(v)) => v.clone(),
+            _ => return Err(ConsensusError::entry(sig_seqno, "no signature at the singleton key")),
+        };
+        let sig =
+            PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e.to_string()))?;
+        Ok((sig, path))
+    }
+
+    /// See [`ReplicaConfig::sign_on_election`].
+    pub fn set_sign_on_election(&mut self, sign: bool) {
+        self.cfg.sign_on_election = sign;
+    }
+
     /// Trusts signature transactions signed with `cert_pem` (a node that joined).
     pub fn trust_node(&mut self, id: u64, cert_pem: String) {
         self.trusted.insert(id, cert_pem);
@@ -780,7 +838,7 @@ impl<S: LedgerStorage> Replica<S> {
             if let Some(ss) = rd.ss() {
                 let role = Role::from(ss.raft_state);
                 if role == Role::Leader {
-                    self.sign_asap = true;
+                    self.sign_asap = self.cfg.sign_on_election;
                     self.txs_since_signature = 0;
                     self.ticks_since_signature = 0;
                 }

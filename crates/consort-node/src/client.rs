@@ -113,10 +113,24 @@ impl Connection {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Reply, ClientError> {
+        self.request_with_headers(method, path, &[], body).await
+    }
+
+    /// [`Connection::request_typed`] with extra request headers.
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Reply, ClientError> {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.authority);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
         let body = match body {
             Some((content_type, bytes)) => {
                 b = b.header("content-type", content_type);

@@ -17,6 +17,11 @@ pub struct NodeConfig {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+    /// Joining an existing service (`consort node join`).
+    #[serde(default)]
+    pub join: JoinConfig,
     /// Genesis parameters, read only when the node starts a new service (its ledger directory is empty).
     #[serde(default)]
     pub start: StartConfig,
@@ -31,6 +36,10 @@ pub struct NetworkConfig {
     /// Extra subject alternative names for the node certificate (the rpc_address host is always included).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,
+    /// Address of the node-to-node channel (Raft messages), e.g. "127.0.0.1:8100"; none = a node that never
+    /// replicates (a one-node service).
+    #[serde(default)]
+    pub node_to_node_address: Option<String>,
 }
 
 impl Default for NetworkConfig {
@@ -38,6 +47,40 @@ impl Default for NetworkConfig {
         Self {
             rpc_address: "127.0.0.1:8000".into(),
             subject_alt_names: vec![],
+            node_to_node_address: None,
+        }
+    }
+}
+
+/// Where a joining node asks to join.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// RPC address ("host:port") of any node of the service; a backup forwards the request to the primary.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The service certificate (PEM file) the target's TLS certificate must chain to.
+    #[serde(default)]
+    pub service_cert: Option<PathBuf>,
+}
+
+/// Raft timing. The node's clock ticks every [`crate::service::TICK_MS`] milliseconds; these are rounded up to
+/// whole ticks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// A backup that hears nothing from the primary for this long (randomised up to twice as long) starts an
+    /// election.
+    pub election_timeout_ms: u64,
+    /// The primary sends heartbeats (empty appends) this often; must be well below the election timeout.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        Self {
+            election_timeout_ms: 1_000,
+            heartbeat_ms: 100,
         }
     }
 }
@@ -199,6 +242,9 @@ impl NodeConfig {
         fix(&mut self.storage.ledger_dir);
         fix(&mut self.storage.snapshots_dir);
         fix(&mut self.storage.secrets_dir);
+        if let Some(p) = self.join.service_cert.as_mut() {
+            fix(p);
+        }
         for f in self.start.constitution_files.iter_mut() {
             fix(f);
         }
@@ -221,6 +267,13 @@ impl NodeConfig {
         }
         if self.ledger.signature_interval_ms == 0 {
             return Err("ledger.signature_interval_ms must be at least 1".into());
+        }
+        if let Some(a) = &self.network.node_to_node_address {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("network.node_to_node_address {a:?}: {e}"))?;
+        }
+        if self.consensus.heartbeat_ms == 0 || self.consensus.election_timeout_ms < 2 * self.consensus.heartbeat_ms {
+            return Err("consensus.heartbeat_ms must be at least 1 and at most half of election_timeout_ms".into());
         }
         if self.limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes must be at least 8192".into());

@@ -35,10 +35,16 @@ fn now_seconds() -> i64 {
 }
 
 /// Performs the constitution's recorded node actions inside the proposal's transaction.
-fn perform(tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
+fn perform(svc: &Service, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
     for a in actions {
         match a {
             HostAction::TransitionServiceToOpen { .. } => consort_gov::open_service(tx)?,
+            HostAction::EndorseNodeCertificate {
+                node_id,
+                validity_period_days,
+                ..
+            } => crate::replication::endorse_node(svc, tx, node_id, *validity_period_days)
+                .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             other => {
                 tracing::info!(action = ?other, "governance action recorded; its machinery arrives with a later issue")
             }
@@ -85,12 +91,12 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
         match &op {
             SignedOp::Create => {
                 let out = consort_gov::create_proposal(tx, &req, root, &env)?;
-                perform(tx, &out.actions)?;
+                perform(svc, tx, &out.actions)?;
                 Ok((200, out.to_api_json(), out.logs))
             }
             SignedOp::Ballot { proposal_id, member_id } => {
                 let out = consort_gov::submit_ballot(tx, &req, proposal_id, member_id, &env)?;
-                perform(tx, &out.actions)?;
+                perform(svc, tx, &out.actions)?;
                 Ok((200, out.to_api_json(), out.logs))
             }
             SignedOp::Withdraw { proposal_id } => match consort_gov::withdraw_proposal(tx, &req, proposal_id)? {
@@ -129,16 +135,28 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
             serde_json::json!({"error": {"code": "TransactionConflict", "message": "governance transaction kept conflicting; retry"}}),
             None,
         ),
+        Err(WriteError::NotPrimary(_)) => json(
+            503,
+            serde_json::json!({"error": {"code": "NotPrimary", "message": "this node is not the primary; retry on the primary"}}),
+            None,
+        ),
+        Err(WriteError::Refused(msg)) => json(
+            503,
+            serde_json::json!({"error": {"code": "ProposalRefused", "message": msg}}),
+            None,
+        ),
     }
 }
 
 fn read<T>(svc: &Service, f: impl FnOnce(&mut dyn KvRead) -> Result<T, GovError>) -> Result<T, GovError> {
-    let mut tx = svc.store.read_only();
+    let store = svc.store();
+    let mut tx = store.read_only();
     f(&mut tx)
 }
 
 fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
-    let tx = svc.store.read_only();
+    let store = svc.store();
+    let tx = store.read_only();
     let mut out = serde_json::Map::new();
     tx.foreach(map, |k, v| {
         let key = String::from_utf8_lossy(k).to_string();
@@ -154,7 +172,8 @@ fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
 }
 
 fn service_info(svc: &Service) -> serde_json::Value {
-    let tx = svc.store.read_only();
+    let store = svc.store();
+    let tx = store.read_only();
     tx.get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or(serde_json::Value::Null)

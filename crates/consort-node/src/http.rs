@@ -104,7 +104,7 @@ pub async fn serve(
 }
 
 /// Handles one request; never panics on client input.
-pub async fn handle(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+pub async fn handle(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
     let resp = route(svc, peer_cert, req).await;
     svc.metrics
@@ -173,10 +173,21 @@ fn txid_param(svc: &Service, query: &str) -> Result<TxId, Resp> {
     })
 }
 
-async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let forwarded_caller = req
+        .headers()
+        .get(crate::replication::FORWARDED_CALLER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match read_body(svc, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -204,6 +215,11 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
             Err(r) => r,
         },
         ("GET", "/node/network") => json_response(200, &network_info(svc), Some(current)),
+        ("POST", "/node/join") => match crate::replication::handle_join(svc.clone(), body.to_vec()).await {
+            Ok(v) => json_response(200, &v, Some(current)),
+            Err((status, code, msg)) => error_response(status, code, msg, Some(current)),
+        },
+        ("GET", "/node/consensus") => json_response(200, &svc.consensus_state(), Some(current)),
         ("GET", "/node/network/nodes") => json_response(200, &nodes_info(svc), Some(current)),
         ("GET", "/node/state") => json_response(
             200,
@@ -223,7 +239,20 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
             .expect("static headers are valid"),
         ("GET", "/node/api") => json_response(200, &crate::openapi::node_api(), Some(current)),
         ("GET", "/app/api") => json_response(200, &crate::openapi::app_api(svc.app()), Some(current)),
-        (_, p) if p.starts_with("/app/") => app_request(svc, peer_cert, &method, &p[4..], &query, &body),
+        (_, p) if p.starts_with("/app/") => {
+            let forwarded = forwarded_caller.as_deref();
+            app_request(svc, peer_cert, forwarded, &method, &p[4..], &query, &body).await
+        }
+        (m, p) if p.starts_with("/gov/") && m != "GET" && !svc.is_primary() => {
+            // Governance writes run on the primary; the member's signature travels with the body.
+            let target = if query.is_empty() {
+                p.to_string()
+            } else {
+                format!("{p}?{query}")
+            };
+            let reply = svc.forwarder.forward(svc, m, &target, None, &content_type, &body).await;
+            forwarded_response(svc, reply)
+        }
         (_, p) if p.starts_with("/gov/") => {
             let r = crate::gov::route(svc, &method, p, &query, &body);
             let mut b = Response::builder()
@@ -240,7 +269,15 @@ async fn route(svc: &Service, peer_cert: Option<&[u8]>, req: Request<Incoming>) 
     }
 }
 
-fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str, query: &str, body: &[u8]) -> Resp {
+async fn app_request(
+    svc: &Service,
+    peer_cert: Option<&[u8]>,
+    forwarded_caller: Option<&str>,
+    method: &str,
+    sub: &str,
+    query: &str,
+    body: &[u8],
+) -> Resp {
     let Some(info) = svc.app().endpoint(method, sub) else {
         return error_response(
             404,
@@ -249,7 +286,13 @@ fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str,
             None,
         );
     };
-    let caller = svc.caller_of(peer_cert);
+    let mut caller = svc.caller_of(peer_cert);
+    if let (Some(user), Some(cert)) = (forwarded_caller, peer_cert) {
+        // Believed only from a Trusted node of this service, and only for a registered user.
+        if crate::replication::is_trusted_node_cert(svc, cert) && svc.is_user(user) {
+            caller = Caller::User(user.to_string());
+        }
+    }
     if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
         let msg = if peer_cert.is_some() {
             "Could not find matching user certificate"
@@ -265,8 +308,42 @@ fn app_request(svc: &Service, peer_cert: Option<&[u8]>, method: &str, sub: &str,
         body,
         caller: &caller,
     };
+    if !info.read_only && !svc.is_primary() {
+        let Caller::User(user) = &caller else {
+            return error_response(401, "InvalidAuthenticationInfo", "no caller", None);
+        };
+        let target = if query.is_empty() {
+            format!("/app{sub}")
+        } else {
+            format!("/app{sub}?{query}")
+        };
+        let reply = svc
+            .forwarder
+            .forward(svc, method, &target, Some(user), "application/json", body)
+            .await;
+        return forwarded_response(svc, reply);
+    }
     let (resp, txid) = svc.execute_app(&req, info.read_only);
     json_response(resp.status, &resp.body, Some(txid))
+}
+
+/// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).
+fn forwarded_response(svc: &Service, reply: Result<crate::client::Reply, crate::replication::HttpError>) -> Resp {
+    match reply {
+        Ok(r) => {
+            let mut b = Response::builder()
+                .status(r.status)
+                .header("content-type", "application/json");
+            if let Some(t) = r.txid {
+                b = b.header(TXID_HEADER, t);
+            }
+            if r.status == 204 {
+                b = b.header("content-length", "0");
+            }
+            b.body(Full::new(r.body)).expect("static headers are valid")
+        }
+        Err((status, code, msg)) => error_response(status, code, msg, Some(svc.current_txid())),
+    }
 }
 
 fn network_info(svc: &Service) -> serde_json::Value {
@@ -274,19 +351,24 @@ fn network_info(svc: &Service) -> serde_json::Value {
         "service_status": svc.service_status(),
         "service_certificate": svc.ids.service_cert_pem,
         "current_view": svc.current_view(),
-        "primary_id": svc.ids.node_id,
-        "current_service_create_txid": "1.1",
+        "primary_id": svc.leader().and_then(|l| svc.node_id_of(l)),
+        "current_service_create_txid": svc.service_info().map(|i| i["current_service_create_txid"].clone()),
     })
 }
 
 fn nodes_info(svc: &Service) -> serde_json::Value {
-    serde_json::json!({
-        "nodes": [{
-            "node_id": svc.ids.node_id,
-            "status": "Trusted",
-            "primary": true,
-            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": svc.cfg.network.rpc_address}},
-            "last_written": svc.current_txid().seqno,
-        }]
-    })
+    let primary = svc.leader().and_then(|l| svc.node_id_of(l));
+    let nodes: Vec<serde_json::Value> = crate::replication::node_records(svc)
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "node_id": r.node_id,
+                "status": r.status,
+                "primary": primary.as_deref() == Some(r.node_id.as_str()),
+                "rpc_interfaces": {"primary_rpc_interface": {"bind_address": r.rpc_address}},
+                "node_to_node_address": r.node_to_node_address,
+            })
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes })
 }

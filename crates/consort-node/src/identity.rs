@@ -121,6 +121,25 @@ impl Identities {
         Self::load(dir)
     }
 
+    /// Stores the identity a joining node received from the primary (its own key, its certificate issued by the
+    /// service, and the service's key, certificate and ledger secret), then loads it back.
+    pub fn save_joined(
+        dir: &Path,
+        node_key: &SigningKey,
+        node_cert_pem: &str,
+        service_key_pem: &str,
+        service_cert_pem: &str,
+        ledger_secret_hex: &str,
+    ) -> Result<Self, IdentityError> {
+        std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
+        write_private(&dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
+        write_private(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_private(&dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
+        write_public(&dir.join(SERVICE_CERT_FILE), service_cert_pem.as_bytes())?;
+        write_public(&dir.join(NODE_CERT_FILE), node_cert_pem.as_bytes())?;
+        Self::load(dir)
+    }
+
     /// Loads an identity written by [`Identities::generate`].
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let p = |f: &str| -> PathBuf { dir.join(f) };

@@ -10,6 +10,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod openapi;
+pub mod replication;
 pub mod service;
 pub mod storage;
 pub mod tls;
@@ -19,7 +20,6 @@ use crate::identity::Identities;
 use crate::service::Service;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why a node could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +70,20 @@ pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
     Ok(Service::open(cfg, ids, Box::new(apps::Apps::builtin()))?)
 }
 
-/// Runs a node until SIGINT or SIGTERM.
+/// Runs a node (genesis or restart) until SIGINT or SIGTERM.
 pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let svc = open_service(cfg)?;
+    serve_node(svc).await
+}
+
+/// Joins the service named in `cfg.join` (or restarts a node that joined before) and runs until SIGINT or SIGTERM.
+pub async fn join(cfg: NodeConfig) -> Result<(), NodeError> {
+    let svc = replication::join_service(cfg).await?;
+    serve_node(svc).await
+}
+
+/// Serves a node's RPC and node-to-node interfaces and drives its replica until SIGINT or SIGTERM.
+async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let addr = svc.cfg.network.rpc_address.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -80,24 +91,42 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let tls = tls::server_config(vec![svc.ids.node_cert_der.clone()], &svc.ids.node_key)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    // The commit loop runs on its own thread: it takes the pipeline lock and fsyncs, which must not stall the
+    // The replica driver runs on its own thread: it takes the engine lock and fsyncs, which must not stall the
     // async workers serving requests.
     let stopping = Arc::new(AtomicBool::new(false));
     let ticker = {
         let svc = svc.clone();
         let stopping = stopping.clone();
-        let period = Duration::from_millis(svc.cfg.ledger.signature_interval_ms.clamp(1, 5));
         std::thread::Builder::new()
-            .name("commit-loop".into())
-            .spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    std::thread::sleep(period);
-                    svc.tick();
-                }
-                svc.sign_and_commit_now();
-            })
+            .name("replica-driver".into())
+            .spawn(move || svc.drive(&stopping))
             .map_err(|e| NodeError::Io(e.to_string()))?
     };
+
+    let mut receiver = None;
+    if let Some(n2n) = svc.cfg.network.node_to_node_address.clone() {
+        let (channels, mut incoming) =
+            channels::Channels::new(&svc.ids.node_key, &svc.ids.node_cert_der, &svc.ids.service_cert_pem)
+                .map_err(|e| NodeError::Io(e.to_string()))?;
+        let n2n_listener = tokio::net::TcpListener::bind(&n2n)
+            .await
+            .map_err(|e| NodeError::Io(format!("bind {n2n}: {e}")))?;
+        svc.set_channels(channels.clone());
+        tokio::spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
+        tokio::spawn(replication::reconcile_loop(svc.clone(), channels, stop_rx.clone()));
+        // Raft messages are fed to the replica on a thread of their own: stepping takes the engine lock.
+        let svc2 = svc.clone();
+        receiver = Some(
+            std::thread::Builder::new()
+                .name("raft-receiver".into())
+                .spawn(move || {
+                    while let Some(m) = incoming.blocking_recv() {
+                        svc2.receive(service::raft_id_of(&m.from), m.frame.to_vec());
+                    }
+                })
+                .map_err(|e| NodeError::Io(e.to_string()))?,
+        );
+    }
 
     tracing::info!(node_id = %svc.ids.node_id, %addr, "node listening");
     println!("node {} listening on https://{addr}", svc.ids.node_id);
@@ -108,6 +137,8 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let _ = server.await;
     stopping.store(true, Ordering::Release);
     let _ = ticker.join();
+    // The receiver thread ends when the channels are dropped with the runtime.
+    drop(receiver);
     Ok(())
 }
 

@@ -1,30 +1,51 @@
-//! The node's transaction engine: executes requests in KV transactions, turns each commit into a ledger entry,
-//! maintains the Merkle tree, emits signature transactions and tracks which transactions are committed.
+//! The node's transaction engine over the replication core: the primary executes requests in KV transactions and
+//! proposes their write sets to its [`Replica`]; backups apply what the primary replicates. A driver thread ticks
+//! the replica, makes the ledger and Raft state durable, and ships Raft messages over the node-to-node channels.
 //!
-//! Ordering invariant: every commit goes through the `pipeline` mutex, so KV versions, ledger entries and Merkle
-//! leaves are produced in exactly the same order (version n is entry n is leaf n). A failure to write the ledger
-//! after the store has applied a transaction is fatal (the node stops rather than diverge from its ledger).
+//! Ordering invariant: every store commit and every replica step happens under the `engine` mutex, and a write
+//! is committed to the store and proposed (`Event::Propose`) under one hold of it, so KV versions, ledger entries
+//! and Merkle leaves are produced in the same order (version n is entry n is leaf n). A one-node service is a
+//! one-voter Raft: the same code path, with nobody to send to.
 
 use crate::apps::{App, AppRequest, AppResponse, Caller};
+use crate::channels::Channels;
 use crate::config::NodeConfig;
 use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::storage::FsStorage;
+use bytes::Bytes;
+use consort_consensus::eraftpb::HardState;
+use consort_consensus::{
+    encode_hard_state, Action, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, Role,
+};
 use consort_crypto::sha256;
-use consort_kv::{CommitOutcome, DomainHeader, Store, Tx, Version, WriteSet};
+use consort_kv::{CommitOutcome, Store, Tx};
 use consort_ledger::{
-    encode_entry, leaf_digest, parse_entry, sign_root, Ledger, MerkleTree, PrimarySignature, ProofStep,
-    ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
+    PrimarySignature, ProofStep, ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE,
+    SINGLETON_KEY,
 };
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Users' certificates (user id -> PEM).
 pub const USERS_CERTS_TABLE: &str = consort_gov::tables::USERS_CERTS;
 /// Prefix of the maps only the node itself and governance may write.
 pub const RESERVED_MAP_PREFIX: &str = "public:ccf.";
+/// Length of one replica tick: the unit of Raft time (election timeout, heartbeat, signature interval).
+pub const TICK_MS: u64 = 10;
+/// File in the node directory holding the last durable Raft hard state (term, vote, commit).
+pub const HARD_STATE_FILE: &str = "raft_hard_state";
+/// File in the node directory holding the last installed (or joined-from) snapshot, an encoded Raft snapshot.
+pub const SNAPSHOT_FILE: &str = "raft_snapshot";
+/// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
+/// can verify their signature transactions while replaying the ledger.
+pub const PEERS_FILE: &str = "peers.json";
+/// Ticks a starting node waits at most to become primary of a one-voter service.
+const MAX_GENESIS_TICKS: usize = 1_000;
 
 /// A transaction id: view and seqno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -51,6 +72,15 @@ impl std::str::FromStr for TxId {
     }
 }
 
+impl From<consort_consensus::TxId> for TxId {
+    fn from(t: consort_consensus::TxId) -> Self {
+        TxId {
+            view: t.view,
+            seqno: t.seqno,
+        }
+    }
+}
+
 /// CCF's transaction status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {
@@ -71,6 +101,17 @@ impl TxStatus {
     }
 }
 
+impl From<consort_consensus::TxStatus> for TxStatus {
+    fn from(s: consort_consensus::TxStatus) -> Self {
+        match s {
+            consort_consensus::TxStatus::Unknown => TxStatus::Unknown,
+            consort_consensus::TxStatus::Pending => TxStatus::Pending,
+            consort_consensus::TxStatus::Committed => TxStatus::Committed,
+            consort_consensus::TxStatus::Invalid => TxStatus::Invalid,
+        }
+    }
+}
+
 /// Errors while starting or running the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -82,6 +123,8 @@ pub enum ServiceError {
     Identity(String),
     #[error("genesis: {0}")]
     Genesis(String),
+    #[error("consensus: {0}")]
+    Consensus(String),
 }
 
 /// Why [`Service::execute_write`] did not commit.
@@ -91,58 +134,64 @@ pub enum WriteError<E> {
     Body(E),
     /// Conflicts persisted through every re-execution.
     Conflict,
+    /// This node is not the primary (Raft id of the primary, if known): the request must go there.
+    NotPrimary(Option<u64>),
+    /// The replica refused the proposal (it stopped, or lost the primary role meanwhile).
+    Refused(String),
 }
 
-/// A signature transaction's record, kept in memory to serve receipts.
-#[derive(Debug, Clone)]
-struct SignatureRecord {
-    sig_b64: String,
-    node_id: String,
-    cert_pem: String,
-}
-
-/// Ledger-side state; only touched under the pipeline mutex.
-struct Pipeline {
-    ledger: Ledger<FsStorage>,
-    tree: MerkleTree,
-    /// Current view (term). A restarted node starts a new view.
-    view: u64,
-    /// (view, first seqno of that view), ascending.
-    view_history: Vec<(u64, u64)>,
-    last_signature_seqno: u64,
-    last_signature_at: Instant,
-    signatures: BTreeMap<u64, SignatureRecord>,
-    txs_since_signature: u64,
-}
-
-impl Pipeline {
-    fn view_of(&self, seqno: u64) -> Option<u64> {
-        self.view_history
-            .iter()
-            .rev()
-            .find(|(_, start)| *start <= seqno)
-            .map(|(v, _)| *v)
+/// The Raft id of a node: the first 8 bytes of its node id (hex SHA-256 of its public key) as a big-endian u64,
+/// never 0 (Raft's "nobody"). Every node derives every other node's Raft id from its node id alone.
+pub fn raft_id_of(node_id: &str) -> u64 {
+    let bytes = hex::decode(node_id.get(..16).unwrap_or("")).unwrap_or_default();
+    let mut be = [0u8; 8];
+    for (d, s) in be.iter_mut().zip(bytes.iter()) {
+        *d = *s;
     }
+    u64::from_be_bytes(be).max(1)
+}
 
-    fn note_view(&mut self, view: u64, seqno: u64) {
-        if self.view_history.last().map(|(v, _)| *v) != Some(view) {
-            self.view_history.push((view, seqno));
-        }
-    }
+/// Persist work handed out by the replica and not done yet (later hard states and snapshots replace earlier ones).
+#[derive(Debug, Default)]
+struct PendingPersist {
+    number: u64,
+    hard_state: Option<HardState>,
+    snapshot: Option<Vec<u8>>,
+}
+
+/// State changed only under the engine mutex.
+struct Engine {
+    replica: Replica<FsStorage>,
+    pending: Option<PendingPersist>,
+    /// Seqno of the membership change that made each node a learner or voter (as seen by this node).
+    member_since: BTreeMap<u64, u64>,
 }
 
 /// The engine of one node.
 pub struct Service {
     pub cfg: NodeConfig,
     pub ids: Identities,
-    pub store: Store,
     pub metrics: Metrics,
     app: Box<dyn App>,
-    pipeline: Mutex<Pipeline>,
+    engine: Mutex<Engine>,
+    /// The replica's store, mirrored so that reads need not take the engine lock (replaced by a snapshot install).
+    store: RwLock<Arc<Store>>,
     committed_seqno: AtomicU64,
     committed_view: AtomicU64,
-    /// Mirror of the pipeline's view, so that stamping a response with a TxID does not take the pipeline lock.
+    /// Mirror of the replica's view, so that stamping a response with a TxID does not take the engine lock.
     view: AtomicU64,
+    /// Raft id of the primary as last seen (0: unknown).
+    leader: AtomicU64,
+    raft_id: u64,
+    /// Wakes the driver thread when there is persist work.
+    wake: (Mutex<bool>, Condvar),
+    channels: OnceLock<Arc<Channels>>,
+    /// Node id of every peer by Raft id.
+    peers: RwLock<BTreeMap<u64, String>>,
+    /// Connection to the primary for forwarded writes.
+    pub forwarder: crate::replication::Forwarder,
+    /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
+    peer_certs: Mutex<BTreeMap<String, String>>,
     started: Instant,
 }
 
@@ -158,92 +207,205 @@ fn ledger_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Ledger(e.to_string())
 }
 
-/// Stops the process: the store has applied a transaction its ledger could not record.
+/// Stops the process: the node found a state it must not go past (disk failure, halted replica).
 fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
     tracing::error!("fatal: {what}: {e}; stopping the node to keep store and ledger consistent");
     eprintln!("fatal: {what}: {e}");
     std::process::exit(70)
 }
 
+/// Writes `bytes` to `path` atomically and durably: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, ServiceError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ServiceError::Ledger(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// A random seed for election timeouts (std's randomly keyed hasher; no extra dependency).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+fn ticks(ms: u64) -> usize {
+    ms.div_ceil(TICK_MS).max(1) as usize
+}
+
 impl Service {
-    /// Opens the node's ledger: replays it if it has entries (restart), or creates a new service (genesis).
+    fn hard_state_path(cfg: &NodeConfig) -> PathBuf {
+        cfg.storage.secrets_dir.join(HARD_STATE_FILE)
+    }
+
+    fn snapshot_path(cfg: &NodeConfig) -> PathBuf {
+        cfg.storage.secrets_dir.join(SNAPSHOT_FILE)
+    }
+
+    /// The replica configuration this node runs with.
+    pub fn replica_config(cfg: &NodeConfig, raft_id: u64) -> ReplicaConfig {
+        let mut rc = ReplicaConfig::new(raft_id);
+        rc.election_ticks = ticks(cfg.consensus.election_timeout_ms);
+        rc.heartbeat_ticks = ticks(cfg.consensus.heartbeat_ms);
+        rc.signature_interval_tx = cfg.ledger.signature_interval_tx;
+        rc.signature_interval_ticks = ticks(cfg.ledger.signature_interval_ms) as u64;
+        rc.chunk_threshold_bytes = cfg.ledger.chunk_threshold_bytes;
+        rc.random_seed = random_seed();
+        rc
+    }
+
+    /// Opens the node's ledger and Raft state: replays them if the node has run before (restart), or creates a
+    /// new service with this node as its only voter (genesis). `trusted` lists the other nodes whose signature
+    /// transactions this node accepts (Raft id -> certificate PEM).
     pub fn open(cfg: NodeConfig, ids: Identities, app: Box<dyn App>) -> Result<Arc<Self>, ServiceError> {
+        Self::open_with(cfg, ids, app, BTreeMap::new(), None)
+    }
+
+    /// [`Service::open`] with extra trusted nodes and, for a joiner, the snapshot it starts from.
+    pub fn open_with(
+        cfg: NodeConfig,
+        ids: Identities,
+        app: Box<dyn App>,
+        mut trusted: BTreeMap<u64, String>,
+        join_snapshot: Option<Vec<u8>>,
+    ) -> Result<Arc<Self>, ServiceError> {
         std::fs::create_dir_all(&cfg.storage.ledger_dir).map_err(ledger_err)?;
         std::fs::create_dir_all(&cfg.storage.snapshots_dir).map_err(ledger_err)?;
         let storage = FsStorage::new(&cfg.storage.ledger_dir).map_err(ledger_err)?;
-        let (ledger, entries) = Ledger::open(storage, cfg.ledger.chunk_threshold_bytes).map_err(ledger_err)?;
-        let store = Store::new();
-        let mut pipeline = Pipeline {
-            ledger,
-            tree: MerkleTree::new(),
-            view: 1,
-            view_history: vec![],
-            last_signature_seqno: 0,
-            last_signature_at: Instant::now(),
-            signatures: BTreeMap::new(),
-            txs_since_signature: 0,
-        };
-        let fresh = entries.is_empty();
-        if !fresh {
-            replay(&store, &mut pipeline, &ids, &entries)?;
+        let raft_id = raft_id_of(&ids.node_id);
+        trusted.insert(raft_id, ids.node_cert_pem.clone());
+        let mut known_peers = BTreeMap::new();
+        if let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? {
+            let saved: BTreeMap<String, String> =
+                serde_json::from_slice(&raw).map_err(|e| ServiceError::Consensus(format!("{PEERS_FILE}: {e}")))?;
+            for (node_id, cert) in saved {
+                trusted.insert(raft_id_of(&node_id), cert.clone());
+                known_peers.insert(node_id, cert);
+            }
         }
-        let committed = pipeline.last_signature_seqno;
-        let committed_view = pipeline.view_of(committed).unwrap_or(0);
-        let view = pipeline.view;
+        let hard_state = read_optional(&Self::hard_state_path(&cfg))?
+            .map(|b| consort_consensus::decode_hard_state(&b))
+            .transpose()
+            .map_err(|e| ServiceError::Consensus(e.to_string()))?;
+        let mut snapshot = read_optional(&Self::snapshot_path(&cfg))?;
+        if let Some(s) = join_snapshot {
+            write_atomic(&Self::snapshot_path(&cfg), &s).map_err(ledger_err)?;
+            snapshot = Some(s);
+        }
+        let fresh = hard_state.is_none() && snapshot.is_none() && {
+            std::fs::read_dir(&cfg.storage.ledger_dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        };
+        let persisted = PersistedState {
+            hard_state,
+            snapshot,
+            voters: vec![raft_id],
+        };
+        let identity = NodeIdentity {
+            key: ids.node_key.clone(),
+            cert_pem: ids.node_cert_pem.clone(),
+            node_id: ids.node_id.clone(),
+        };
+        let mut rc = Self::replica_config(&cfg, raft_id);
+        rc.sign_on_election = !fresh;
+        let replica = Replica::open(rc, identity, trusted, ids.ledger_secret.clone(), storage, persisted)
+            .map_err(|e| ServiceError::Consensus(e.to_string()))?;
+        let store = replica.store().clone();
+        let commit = replica.commit_point();
+        let view = replica.view();
         let svc = Arc::new(Service {
             cfg,
             ids,
-            store,
             metrics: Metrics::new(),
             app,
-            pipeline: Mutex::new(pipeline),
-            committed_seqno: AtomicU64::new(committed),
-            committed_view: AtomicU64::new(committed_view),
+            engine: Mutex::new(Engine {
+                replica,
+                pending: None,
+                member_since: BTreeMap::new(),
+            }),
+            store: RwLock::new(store),
+            committed_seqno: AtomicU64::new(commit.seqno),
+            committed_view: AtomicU64::new(commit.view),
             view: AtomicU64::new(view),
+            leader: AtomicU64::new(0),
+            raft_id,
+            wake: (Mutex::new(false), Condvar::new()),
+            channels: OnceLock::new(),
+            peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
+            peer_certs: Mutex::new(known_peers),
+            forwarder: Default::default(),
             started: Instant::now(),
         });
+        svc.metrics.committed_seqno.set(commit.seqno as i64);
+        // The only voter need not wait for an election timeout.
+        svc.campaign_if_alone();
         if fresh {
             svc.genesis()?;
+            svc.lock().replica.set_sign_on_election(true);
         }
         Ok(svc)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Pipeline> {
+    fn lock(&self) -> MutexGuard<'_, Engine> {
         // A poisoned lock means a thread panicked mid-commit; the state may be torn, so stop.
-        self.pipeline
-            .lock()
-            .unwrap_or_else(|e| fatal("pipeline lock poisoned", e))
+        self.engine.lock().unwrap_or_else(|e| fatal("engine lock poisoned", e))
     }
 
-    /// Genesis: service info, this node, initial members and users; optionally open; then sign and commit.
+    /// This node's Raft id.
+    pub fn raft_id(&self) -> u64 {
+        self.raft_id
+    }
+
+    /// The store holding every transaction this node has (committed or not).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts an election at once if this node is the only voter and not yet primary; drives it to completion.
+    fn campaign_if_alone(&self) {
+        let mut e = self.lock();
+        let voters = e.replica.conf_state().voters;
+        if voters != [self.raft_id] || e.replica.is_leader() {
+            return;
+        }
+        let actions = e.replica.step(Event::Campaign);
+        self.handle(&mut e, actions);
+        for _ in 0..MAX_GENESIS_TICKS {
+            self.persist_pending(&mut e);
+            if e.replica.is_leader() {
+                break;
+            }
+            let actions = e.replica.step(Event::Tick);
+            self.handle(&mut e, actions);
+        }
+    }
+
+    /// Genesis: service info, this node, initial members and users; optionally open. Proposed through the replica;
+    /// the replica signs it.
     fn genesis(&self) -> Result<(), ServiceError> {
         let start = &self.cfg.start;
-        let mut tx = self.store.begin();
-        let service_info = serde_json::json!({
-            "cert": self.ids.service_cert_pem,
-            "status": "Opening",
-            "recovery_count": 0,
-            "current_service_create_txid": "1.1",
-        });
-        tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service_info.to_string().as_bytes());
-        let node_info = serde_json::json!({
-            "status": "Trusted",
-            "public_key": self.ids.node_key.verifying_key().to_pem(),
-            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
-            "node_data": null,
-            "ledger_secret_seqno": 0,
-            "retired_committed": false,
-        });
-        tx.put(
-            NODES_INFO_TABLE,
-            self.ids.node_id.as_bytes(),
-            node_info.to_string().as_bytes(),
-        );
-        tx.put(
-            ENDORSED_CERTS_TABLE,
-            self.ids.node_id.as_bytes(),
-            self.ids.node_cert_pem.as_bytes(),
-        );
         let gerr = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
             ServiceError::Genesis(format!("{what} {}: {e}", path.display()))
         };
@@ -279,148 +441,385 @@ impl Service {
             }
             text
         };
-        consort_gov::genesis(&mut tx, &members, &users, &constitution, start.recovery_threshold)
-            .map_err(|e| ServiceError::Genesis(e.to_string()))?;
-        self.commit_internal(tx).map_err(ServiceError::Genesis)?;
+        let next = {
+            let e = self.lock();
+            if !e.replica.is_leader() {
+                return Err(ServiceError::Genesis("this node did not become primary".into()));
+            }
+            TxId {
+                view: e.replica.view(),
+                seqno: e.replica.last_seqno() + 1,
+            }
+        };
+        let outcome = self.execute_write(|tx, _| -> Result<(), ServiceError> {
+            let service_info = serde_json::json!({
+                "cert": self.ids.service_cert_pem,
+                "status": "Opening",
+                "recovery_count": 0,
+                "current_service_create_txid": next.to_string(),
+            });
+            tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service_info.to_string().as_bytes());
+            let node_info = serde_json::json!({
+                "status": "Trusted",
+                "public_key": self.ids.node_key.verifying_key().to_pem(),
+                "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
+                "node_to_node_address": self.cfg.network.node_to_node_address,
+                "node_data": null,
+                "ledger_secret_seqno": 0,
+                "retired_committed": false,
+            });
+            tx.put(
+                NODES_INFO_TABLE,
+                self.ids.node_id.as_bytes(),
+                node_info.to_string().as_bytes(),
+            );
+            tx.put(
+                ENDORSED_CERTS_TABLE,
+                self.ids.node_id.as_bytes(),
+                self.ids.node_cert_pem.as_bytes(),
+            );
+            consort_gov::genesis(tx, &members, &users, &constitution, start.recovery_threshold)
+                .map(|_| ())
+                .map_err(|e| ServiceError::Genesis(e.to_string()))
+        });
+        match outcome {
+            Ok(_) => {}
+            Err(WriteError::Body(e)) => return Err(e),
+            Err(other) => return Err(ServiceError::Genesis(format!("{other:?}"))),
+        }
         if start.open_at_genesis {
             self.set_service_status("Open").map_err(ServiceError::Genesis)?;
         }
-        self.sign_and_commit_now();
+        self.wait_committed_inline(MAX_GENESIS_TICKS);
         Ok(())
+    }
+
+    /// Drives the replica on the calling thread until everything proposed so far is committed (bounded).
+    fn wait_committed_inline(&self, max_ticks: usize) {
+        let mut e = self.lock();
+        for _ in 0..max_ticks {
+            self.persist_pending(&mut e);
+            if e.replica.commit_point().seqno >= e.replica.last_seqno() {
+                return;
+            }
+            let actions = e.replica.step(Event::Tick);
+            self.handle(&mut e, actions);
+        }
     }
 
     /// Changes `status` in `public:ccf.gov.service.info`.
     pub fn set_service_status(&self, status: &str) -> Result<TxId, String> {
-        let mut tx = self.store.begin();
-        let raw = tx.get(SERVICE_INFO_TABLE, &SINGLETON_KEY).ok_or("no service info")?;
-        let mut info: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
-        info["status"] = serde_json::Value::String(status.to_string());
-        tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, info.to_string().as_bytes());
-        self.commit_internal(tx)?.ok_or_else(|| "no write".to_string())
+        let outcome = self.execute_write(|tx, _| -> Result<(), String> {
+            let raw = tx.get(SERVICE_INFO_TABLE, &SINGLETON_KEY).ok_or("no service info")?;
+            let mut info: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+            info["status"] = serde_json::Value::String(status.to_string());
+            tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, info.to_string().as_bytes());
+            Ok(())
+        });
+        match outcome {
+            Ok(((), txid)) => Ok(txid),
+            Err(WriteError::Body(e)) => Err(e),
+            Err(other) => Err(format!("{other:?}")),
+        }
     }
 
     /// The service status from the store.
     pub fn service_status(&self) -> Option<String> {
-        let tx = self.store.read_only();
+        self.service_info()?["status"].as_str().map(str::to_string)
+    }
+
+    /// `public:ccf.gov.service.info` as JSON.
+    pub fn service_info(&self) -> Option<serde_json::Value> {
+        let store = self.store();
+        let tx = store.read_only();
         let raw = tx.get(SERVICE_INFO_TABLE, &SINGLETON_KEY)?;
-        let info: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-        info["status"].as_str().map(str::to_string)
+        serde_json::from_slice(&raw).ok()
     }
 
-    /// Commits a transaction built by the node itself (no OCC retry: nothing else writes these maps concurrently
-    /// except governance, which goes through the same path).
-    fn commit_internal(&self, tx: Tx<'_>) -> Result<Option<TxId>, String> {
-        let mut p = self.lock();
-        let outcome = self
-            .store
-            .commit(tx, |version, ws| append(&mut p, &self.ids, version, ws));
-        match outcome {
-            Ok(CommitOutcome::Committed { version, .. }) => {
-                let view = p.view;
-                self.after_commit(&mut p);
-                Ok(Some(TxId { view, seqno: version }))
+    /// Carries out the replica's actions (except Persist, which is queued for the driver). Returns the outcome of
+    /// a proposal made in the step that produced them.
+    fn handle(&self, e: &mut Engine, actions: Vec<Action>) -> Option<Result<TxId, ProposeError>> {
+        let mut outcome = None;
+        let mut wake = false;
+        for a in actions {
+            match a {
+                Action::Send { to, message } => self.send(to, message),
+                Action::Persist {
+                    number,
+                    hard_state,
+                    snapshot,
+                } => {
+                    let p = e.pending.get_or_insert_with(PendingPersist::default);
+                    p.number = number;
+                    if hard_state.is_some() {
+                        p.hard_state = hard_state;
+                    }
+                    if snapshot.is_some() {
+                        p.snapshot = snapshot;
+                    }
+                    wake = true;
+                }
+                Action::Committed(tx) => {
+                    self.committed_view.store(tx.view, Ordering::Release);
+                    self.committed_seqno.store(tx.seqno, Ordering::Release);
+                    self.metrics.committed_seqno.set(tx.seqno as i64);
+                }
+                Action::Applied { first, last } => {
+                    self.metrics.transactions.inc_by(last + 1 - first);
+                }
+                Action::RolledBack { to } => tracing::info!(to, "uncommitted transactions rolled back"),
+                Action::SnapshotInstalled(tx) => {
+                    tracing::info!(%tx, "snapshot installed");
+                    *self.store.write().unwrap_or_else(|e| e.into_inner()) = e.replica.store().clone();
+                }
+                Action::Proposed(tx) => {
+                    outcome.get_or_insert(Ok(tx.into()));
+                }
+                Action::ProposalRejected { error, .. } => {
+                    outcome.get_or_insert(Err(error));
+                }
+                Action::ConfChanged { seqno, conf_state } => {
+                    for id in conf_state.voters.iter().chain(conf_state.learners.iter()) {
+                        e.member_since.entry(*id).or_insert(seqno);
+                    }
+                    tracing::info!(seqno, voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
+                }
+                Action::RoleChanged { role, view, leader } => {
+                    tracing::info!(?role, view, ?leader, "role changed");
+                    self.leader.store(leader.unwrap_or(0), Ordering::Release);
+                }
+                Action::Dropped { from, error } => tracing::warn!(?from, %error, "input dropped"),
+                Action::Halted { error } => fatal("replica halted", error),
             }
-            Ok(CommitOutcome::ReadOnly) => Ok(None),
-            Err(e) => Err(e.to_string()),
         }
+        self.view.store(e.replica.view(), Ordering::Release);
+        if wake {
+            let (flag, cv) = &self.wake;
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_one();
+        }
+        outcome
     }
 
-    /// Bookkeeping after each commit: emit a signature when the transaction interval is reached.
-    fn after_commit(&self, p: &mut Pipeline) {
-        p.txs_since_signature += 1;
-        self.metrics.transactions.inc();
-        if p.txs_since_signature >= self.cfg.ledger.signature_interval_tx {
-            self.emit_signature(p);
-        }
-    }
-
-    /// Appends a signature transaction over the current Merkle root (leaves 0..seqno-1).
-    fn emit_signature(&self, p: &mut Pipeline) {
-        let seqno = self.store.current_version() + 1;
-        assert_eq!(p.tree.len(), seqno, "Merkle tree out of step with the store");
-        let root = p.tree.root();
-        let sig = sign_root(&self.ids.node_key, &root);
-        let committed = self.committed_seqno.load(Ordering::Acquire);
-        let ps = PrimarySignature {
-            seqno,
-            view: p.view,
-            commit_seqno: committed,
-            commit_view: self.committed_view.load(Ordering::Acquire),
-            root: hex::encode(root),
-            sig: base64_encode(&sig),
-            node: self.ids.node_id.clone(),
-            cert: self.ids.node_cert_pem.clone(),
-            hashing_algorithm: "SHA256".into(),
-            signature_algorithm: "ECDSA".into(),
-        };
-        let mut tx = self.store.begin();
-        let ps_json = serde_json::to_vec(&ps).expect("signature serialises");
-        tx.put(SIGNATURES_TABLE, &SINGLETON_KEY, &ps_json);
-        tx.put(TREE_TABLE, &SINGLETON_KEY, &tree_summary(&p.tree));
-        match self.store.commit(tx, |version, ws| append(p, &self.ids, version, ws)) {
-            Ok(CommitOutcome::Committed { version, .. }) => {
-                debug_assert_eq!(version, seqno);
-                p.last_signature_seqno = seqno;
-                p.last_signature_at = Instant::now();
-                p.txs_since_signature = 0;
-                p.signatures.insert(
-                    seqno,
-                    SignatureRecord {
-                        sig_b64: ps.sig,
-                        node_id: ps.node,
-                        cert_pem: ps.cert,
-                    },
-                );
-                self.metrics.signatures.inc();
+    fn send(&self, to: u64, message: Vec<u8>) {
+        let Some(ch) = self.channels.get() else { return };
+        let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
+        match node {
+            Some(node_id) => {
+                ch.send(&node_id, Bytes::from(message));
             }
-            other => fatal("signature transaction did not commit", format!("{other:?}")),
+            None => tracing::debug!(to, "no channel to raft peer"),
         }
     }
 
-    /// Signs what is unsigned, makes the ledger durable and advances the commit point. Called by the commit
-    /// loop every few milliseconds and at genesis.
-    pub fn sign_and_commit_now(&self) {
-        let mut p = self.lock();
-        if self.store.current_version() > p.last_signature_seqno {
-            self.emit_signature(&mut p);
+    /// Does the queued persist work: ledger fsync, hard state, snapshot, in that order, then tells the replica.
+    fn persist_pending(&self, e: &mut Engine) {
+        while let Some(p) = e.pending.take() {
+            if let Err(err) = e.replica.sync_ledger() {
+                fatal("ledger sync", err);
+            }
+            if let Some(hs) = &p.hard_state {
+                if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
+                    fatal("hard state write", err);
+                }
+            }
+            if let Some(s) = &p.snapshot {
+                if let Err(err) = write_atomic(&Self::snapshot_path(&self.cfg), s) {
+                    fatal("snapshot write", err);
+                }
+            }
+            let actions = e.replica.step(Event::Persisted { number: p.number });
+            self.handle(e, actions);
         }
-        self.flush_and_commit(&mut p);
     }
 
-    /// One tick of the commit loop: a signature when the time interval has passed, then durability and commit.
-    pub fn tick(&self) {
-        let mut p = self.lock();
-        let interval = Duration::from_millis(self.cfg.ledger.signature_interval_ms);
-        if self.store.current_version() > p.last_signature_seqno && p.last_signature_at.elapsed() >= interval {
-            self.emit_signature(&mut p);
+    /// The driver loop: ticks the replica every [`TICK_MS`] and performs persist work as soon as it is queued.
+    /// Runs on its own thread (it fsyncs) until `stopping` is set.
+    pub fn drive(&self, stopping: &AtomicBool) {
+        let tick = Duration::from_millis(TICK_MS);
+        let mut next_tick = Instant::now() + tick;
+        while !stopping.load(Ordering::Acquire) {
+            {
+                let (flag, cv) = &self.wake;
+                let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                let (mut guard, _) = cv
+                    .wait_timeout_while(guard, wait, |woken| !*woken)
+                    .unwrap_or_else(|e| e.into_inner());
+                *guard = false;
+            }
+            let mut e = self.lock();
+            let now = Instant::now();
+            if now >= next_tick {
+                let actions = e.replica.step(Event::Tick);
+                self.handle(&mut e, actions);
+                next_tick = (next_tick + tick).max(now);
+            }
+            self.persist_pending(&mut e);
         }
-        self.flush_and_commit(&mut p);
+        let mut e = self.lock();
+        self.persist_pending(&mut e);
     }
 
-    fn flush_and_commit(&self, p: &mut Pipeline) {
-        let target = p.last_signature_seqno;
-        if target <= self.committed_seqno.load(Ordering::Acquire) {
+    /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
+    pub fn receive(&self, from: u64, message: Vec<u8>) {
+        let mut e = self.lock();
+        let actions = e.replica.step(Event::Receive { from, message });
+        self.handle(&mut e, actions);
+    }
+
+    /// Attaches the node-to-node channels (Raft messages go out through them from now on).
+    pub fn set_channels(&self, channels: Arc<Channels>) {
+        let _ = self.channels.set(channels);
+    }
+
+    /// Records the node id of a Raft peer, and trusts its signatures (remembered in [`PEERS_FILE`]).
+    pub fn add_peer(&self, node_id: &str, cert_pem: &str) -> u64 {
+        let id = raft_id_of(node_id);
+        if node_id == self.ids.node_id {
+            return id;
+        }
+        let mut certs = self.peer_certs.lock().unwrap_or_else(|e| e.into_inner());
+        if certs.get(node_id).map(String::as_str) == Some(cert_pem) {
+            return id;
+        }
+        certs.insert(node_id.to_string(), cert_pem.to_string());
+        let bytes = serde_json::to_vec_pretty(&*certs).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.cfg.storage.secrets_dir.join(PEERS_FILE), &bytes) {
+            fatal("peers file write", e);
+        }
+        drop(certs);
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, node_id.to_string());
+        self.lock().replica.trust_node(id, cert_pem.to_string());
+        id
+    }
+
+    /// On the primary: moves the Raft membership one step towards `trusted` (the Raft ids of the Trusted nodes):
+    /// adds a missing node as a learner, or promotes a learner that has caught up with the commit index.
+    pub fn reconcile_membership(&self, trusted: &[u64]) {
+        use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        let mut e = self.lock();
+        if !e.replica.is_leader() {
             return;
         }
-        // Single node: a signature is committed once it is durable on this node's disk. With replication the
-        // commit point will come from the consensus layer instead.
-        if let Err(e) = p.ledger.flush() {
-            fatal("ledger flush", e);
+        let cs = e.replica.conf_state();
+        let single = |change_type, node_id| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(change_type);
+            c.node_id = node_id;
+            let mut cc = ConfChangeV2::default();
+            cc.mut_changes().push(c);
+            cc
+        };
+        let change = if let Some(&new) = trusted
+            .iter()
+            .find(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
+        {
+            Some(single(ConfChangeType::AddLearnerNode, new))
+        } else {
+            let commit = e.replica.raft_commit_index();
+            cs.learners
+                .iter()
+                .find(|l| trusted.contains(l) && e.replica.matched(**l).unwrap_or(0) >= commit)
+                .map(|&l| single(ConfChangeType::AddNode, l))
+        };
+        if let Some(change) = change {
+            let actions = e.replica.step(Event::ProposeConfChange { change });
+            if let Some(Err(err)) = self.handle(&mut e, actions) {
+                tracing::debug!(%err, "membership change not proposed yet");
+            }
         }
-        if let Err(e) = p.ledger.commit(target) {
-            fatal("ledger commit", e);
+    }
+
+    /// Whether `raft_id` is a learner or voter (as this node sees the membership).
+    pub fn is_member(&self, raft_id: u64) -> bool {
+        let cs = self.lock().replica.conf_state();
+        cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
+    }
+
+    /// A snapshot at the commit point, for a joining node, once the commit point covers its addition.
+    pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
+        let e = self.lock();
+        // The membership at the commit point must already hold the joiner. A node that restarted since the change
+        // did not see it happen: then every change applied so far must be at or below the commit point.
+        let cs = e.replica.conf_state();
+        if !cs.voters.contains(&raft_id) && !cs.learners.contains(&raft_id) {
+            return None;
         }
-        self.store.set_committed(target);
-        let view = p.view_of(target).unwrap_or(p.view);
-        self.committed_view.store(view, Ordering::Release);
-        self.committed_seqno.store(target, Ordering::Release);
-        self.metrics.committed_seqno.set(target as i64);
+        let commit = e.replica.commit_point().seqno;
+        let covered = match e.member_since.get(&raft_id) {
+            Some(&since) => commit >= since,
+            None => commit >= e.replica.raft_commit_index(),
+        };
+        if !covered {
+            return None;
+        }
+        e.replica.snapshot().ok()
+    }
+
+    /// Raft id of the primary as last seen, if any.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != 0)
+    }
+
+    /// Node id of a Raft peer (or of this node).
+    pub fn node_id_of(&self, raft_id: u64) -> Option<String> {
+        if raft_id == self.raft_id {
+            return Some(self.ids.node_id.clone());
+        }
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&raft_id)
+            .cloned()
+    }
+
+    /// Whether this node is the primary.
+    pub fn is_primary(&self) -> bool {
+        self.lock().replica.is_leader()
+    }
+
+    /// Raft state for `/node/consensus`.
+    pub fn consensus_state(&self) -> serde_json::Value {
+        let e = self.lock();
+        let r = &e.replica;
+        let cs = r.conf_state();
+        let role = match r.role() {
+            Role::Leader => "Primary",
+            Role::Follower if cs.learners.contains(&self.raft_id) => "Learner",
+            Role::Follower => "Backup",
+            Role::PreCandidate | Role::Candidate => "Candidate",
+        };
+        let mut peers = serde_json::Map::new();
+        for id in cs.voters.iter().chain(cs.learners.iter()) {
+            let name = self.node_id_of(*id).unwrap_or_else(|| id.to_string());
+            let matched = if r.is_leader() { r.matched(*id) } else { None };
+            peers.insert(
+                name,
+                serde_json::json!({"raft_id": id, "voter": cs.voters.contains(id), "matched": matched}),
+            );
+        }
+        serde_json::json!({
+            "node_id": self.ids.node_id,
+            "raft_id": self.raft_id,
+            "role": role,
+            "view": r.view(),
+            "leader": r.leader().and_then(|l| self.node_id_of(l)),
+            "last_seqno": r.last_seqno(),
+            "raft_commit_index": r.raft_commit_index(),
+            "commit": TxId::from(r.commit_point()).to_string(),
+            "peers": peers,
+        })
     }
 
     /// Runs a user request against the app. Write transactions are re-executed on conflict, up to the limit.
     pub fn execute_app(&self, req: &AppRequest<'_>, read_only: bool) -> (AppResponse, TxId) {
         if read_only {
-            let mut tx = self.store.begin();
+            let store = self.store();
+            let mut tx = store.begin();
             let resp = self.app.handle(req, &mut tx);
             return (resp, self.current_txid());
         }
@@ -449,39 +848,62 @@ impl Service {
                 ),
                 self.current_txid(),
             ),
+            Err(WriteError::NotPrimary(_)) => (
+                AppResponse::error(503, "NotPrimary", "this node is not the primary; retry on the primary"),
+                self.current_txid(),
+            ),
+            Err(WriteError::Refused(msg)) => (AppResponse::error(503, "ProposalRefused", msg), self.current_txid()),
         }
     }
 
-    /// Runs `body` in a transaction and commits it (ledger entry, Merkle leaf) if it returns Ok and wrote
-    /// something; re-executes on optimistic-concurrency conflicts up to `limits.max_occ_attempts` times. `body`
-    /// also gets the current Merkle root (the root at the transaction's read version). An Err drops the writes.
+    /// Runs `body` in a transaction and, if it returns Ok and wrote something, commits it to the store and
+    /// proposes it to the replica under one hold of the engine lock; re-executes on optimistic-concurrency
+    /// conflicts up to `limits.max_occ_attempts` times. `body` also gets the current Merkle root (the root at the
+    /// transaction's read version). An Err drops the writes.
     pub fn execute_write<T, E>(
         &self,
         mut body: impl FnMut(&mut Tx<'_>, &[u8; 32]) -> Result<T, E>,
     ) -> Result<(T, TxId), WriteError<E>> {
         for _ in 0..self.cfg.limits.max_occ_attempts {
-            let root = self.lock().tree.root();
-            let mut tx = self.store.begin();
+            let (store, root) = {
+                let e = self.lock();
+                if !e.replica.is_leader() {
+                    return Err(WriteError::NotPrimary(e.replica.leader()));
+                }
+                (e.replica.store().clone(), e.replica.merkle_root())
+            };
+            let mut tx = store.begin();
             let value = body(&mut tx, &root).map_err(WriteError::Body)?;
-            let mut p = self.lock();
-            match self
-                .store
-                .commit(tx, |version, ws| append(&mut p, &self.ids, version, ws))
-            {
-                Ok(CommitOutcome::Committed { version, .. }) => {
-                    let txid = TxId {
-                        view: p.view,
-                        seqno: version,
-                    };
-                    self.after_commit(&mut p);
-                    return Ok((value, txid));
+            let mut e = self.lock();
+            if !Arc::ptr_eq(&store, e.replica.store()) {
+                // A snapshot replaced the store meanwhile: run again on the new one.
+                continue;
+            }
+            if !e.replica.is_leader() {
+                return Err(WriteError::NotPrimary(e.replica.leader()));
+            }
+            match store.commit(tx, |version, ws| (version, ws.clone())) {
+                Ok(CommitOutcome::Committed {
+                    result: (version, write_set),
+                    ..
+                }) => {
+                    let actions = e.replica.step(Event::Propose { version, write_set });
+                    match self.handle(&mut e, actions) {
+                        Some(Ok(txid)) => {
+                            self.metrics.transactions.inc();
+                            return Ok((value, txid));
+                        }
+                        Some(Err(ProposeError::NotLeader { leader })) => return Err(WriteError::NotPrimary(leader)),
+                        Some(Err(err)) => return Err(WriteError::Refused(err.to_string())),
+                        None => return Err(WriteError::Refused("the replica did not answer the proposal".into())),
+                    }
                 }
                 Ok(CommitOutcome::ReadOnly) => {
-                    drop(p);
+                    drop(e);
                     return Ok((value, self.current_txid()));
                 }
                 Err(_) => {
-                    drop(p);
+                    drop(e);
                     self.metrics.occ_conflicts.inc();
                 }
             }
@@ -489,28 +911,40 @@ impl Service {
         Err(WriteError::Conflict)
     }
 
+    /// The latest signature record in the store, if any.
+    fn last_signature(&self) -> Option<PrimarySignature> {
+        let store = self.store();
+        let tx = store.read_only();
+        let raw = tx.get(SIGNATURES_TABLE, &SINGLETON_KEY)?;
+        PrimarySignature::from_json_bytes(&raw).ok()
+    }
+
     /// Hex Merkle root signed by the latest signature transaction, if any.
     pub fn last_signed_root(&self) -> Option<String> {
-        let p = self.lock();
-        (p.last_signature_seqno > 0).then(|| hex::encode(p.tree.root_at(p.last_signature_seqno)))
+        self.last_signature().map(|s| s.root)
     }
 
     /// The identity of a caller presenting `cert_der`, per `public:ccf.gov.users.certs`.
     pub fn caller_of(&self, cert_der: Option<&[u8]>) -> Caller {
         let Some(der) = cert_der else { return Caller::Anonymous };
         let id = consort_crypto::cert_id(der);
-        if self.store.read_only().has(USERS_CERTS_TABLE, id.as_bytes()) {
+        if self.store().read_only().has(USERS_CERTS_TABLE, id.as_bytes()) {
             Caller::User(id)
         } else {
             Caller::Anonymous
         }
     }
 
+    /// Whether `user_id` is a registered user.
+    pub fn is_user(&self, user_id: &str) -> bool {
+        self.store().read_only().has(USERS_CERTS_TABLE, user_id.as_bytes())
+    }
+
     /// TxID of the latest transaction in the store.
     pub fn current_txid(&self) -> TxId {
         TxId {
             view: self.view.load(Ordering::Acquire),
-            seqno: self.store.current_version(),
+            seqno: self.store().current_version(),
         }
     }
 
@@ -524,25 +958,13 @@ impl Service {
 
     /// CCF's status of a transaction id.
     pub fn tx_status(&self, id: TxId) -> TxStatus {
-        let p = self.lock();
-        let current = self.store.current_version();
-        if id.seqno == 0 || id.seqno > current {
-            return if id.view < p.view && id.seqno > 0 {
-                TxStatus::Invalid
-            } else {
-                TxStatus::Unknown
-            };
-        }
-        match p.view_of(id.seqno) {
-            Some(v) if v == id.view => {
-                if id.seqno <= self.committed_seqno.load(Ordering::Acquire) {
-                    TxStatus::Committed
-                } else {
-                    TxStatus::Pending
-                }
-            }
-            _ => TxStatus::Invalid,
-        }
+        let e = self.lock();
+        e.replica
+            .tx_status(consort_consensus::TxId {
+                view: id.view,
+                seqno: id.seqno,
+            })
+            .into()
     }
 
     /// CCF JSON receipt for a committed transaction, or the reason there is none.
@@ -558,21 +980,20 @@ impl Service {
             }
             TxStatus::Invalid => return Err((404, "TransactionInvalid", format!("transaction {id} is invalid"))),
         }
-        let p = self.lock();
-        let (&sig_seqno, record) = p.signatures.range(id.seqno + 1..).next().ok_or((
+        let e = self.lock();
+        let sig_seqno = e.replica.signature_after(id.seqno).ok_or((
             202,
             "TransactionPendingOrUnknown",
             format!("no signature covers {id} yet"),
         ))?;
-        let entry = p
-            .ledger
-            .read_entry(id.seqno)
-            .map_err(|e| (500, "InternalError", e.to_string()))?;
+        let internal = |err: &dyn std::fmt::Display| (500, "InternalError", err.to_string());
+        let (sig, proof) = e
+            .replica
+            .receipt_parts(id.seqno, sig_seqno)
+            .map_err(|err| internal(&err))?;
+        let entry = e.replica.ledger().read_entry(id.seqno).map_err(|err| internal(&err))?;
+        drop(e);
         let ws_digest = sha256(&entry);
-        let proof = p
-            .tree
-            .path(id.seqno, sig_seqno)
-            .map_err(|e| (500, "InternalError", e.to_string()))?;
         let commit_evidence = self.ids.ledger_secret.commit_evidence(id.view, id.seqno);
         let proof: Vec<serde_json::Value> = proof
             .iter()
@@ -582,9 +1003,9 @@ impl Service {
             })
             .collect();
         Ok(serde_json::json!({
-            "cert": record.cert_pem,
-            "node_id": record.node_id,
-            "signature": record.sig_b64,
+            "cert": sig.cert,
+            "node_id": sig.node,
+            "signature": sig.sig,
             "is_signature_transaction": false,
             "leaf_components": {
                 "write_set_digest": hex::encode(ws_digest),
@@ -606,7 +1027,7 @@ impl Service {
     }
 
     pub fn last_signature_seqno(&self) -> u64 {
-        self.lock().last_signature_seqno
+        self.last_signature().map(|s| s.seqno).unwrap_or(0)
     }
 
     pub fn app(&self) -> &dyn App {
@@ -614,127 +1035,34 @@ impl Service {
     }
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Compact summary of the tree stored in `public:ccf.internal.tree`: leaf count (u64 LE) and root.
-fn tree_summary(tree: &MerkleTree) -> Vec<u8> {
-    let mut out = tree.len().to_le_bytes().to_vec();
-    out.extend_from_slice(&tree.root());
-    out
-}
-
-/// Serialises, encrypts and appends one committed write set; extends the Merkle tree. Runs under the pipeline lock.
-fn append(p: &mut Pipeline, ids: &Identities, version: Version, ws: &WriteSet) {
-    let view = p.view;
-    let commit_evidence = ids.ledger_secret.commit_evidence(view, version);
-    let ce_digest = sha256(commit_evidence.as_bytes());
-    let header = DomainHeader {
-        entry_type: consort_kv::ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS,
-        version,
-        claims_digest: Some([0u8; 32]),
-        commit_evidence_digest: Some(ce_digest),
-        max_conflict_version: version as i64 - 1,
-    };
-    let public = ws.serialise_public(&header);
-    let private = ws.serialise_private();
-    let entry = encode_entry(&ids.ledger_secret, view, version, 0, &public, &private);
-    p.tree.append(leaf_digest(&sha256(&entry), &ce_digest, &[0u8; 32]));
-    let is_signature = ws.maps.contains_key(SIGNATURES_TABLE);
-    p.note_view(view, version);
-    if let Err(e) = p.ledger.append(version, &entry, is_signature) {
-        fatal("ledger append", e);
+    #[test]
+    fn raft_ids_come_from_the_node_id_prefix_and_are_never_zero() {
+        let id = "0102030405060708".to_string() + &"ab".repeat(24);
+        assert_eq!(raft_id_of(&id), 0x0102_0304_0506_0708);
+        assert_eq!(raft_id_of(&"00".repeat(32)), 1);
+        assert_eq!(raft_id_of("not hex"), 1);
+        assert_eq!(raft_id_of(""), 1);
     }
-}
 
-/// Rebuilds store, tree and signature index from the ledger; drops entries after the last signature (they were
-/// never committed); the node then continues in a new view.
-fn replay(store: &Store, p: &mut Pipeline, ids: &Identities, entries: &[Vec<u8>]) -> Result<(), ServiceError> {
-    // First pass: find the last signature transaction, so nothing after it is applied.
-    let mut last_sig = 0u64;
-    for (i, raw) in entries.iter().enumerate() {
-        let seqno = i as u64 + 1;
-        let (entry, _) = parse_entry(raw).map_err(|e| ServiceError::Replay {
-            seqno,
-            reason: e.to_string(),
-        })?;
-        if entry.seqno != seqno {
-            return Err(ServiceError::Replay {
-                seqno,
-                reason: format!("entry claims seqno {}", entry.seqno),
-            });
-        }
-        let (_, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| ServiceError::Replay {
-            seqno,
-            reason: e.to_string(),
-        })?;
-        if ws.maps.contains_key(SIGNATURES_TABLE) {
-            last_sig = seqno;
-        }
+    #[test]
+    fn atomic_writes_replace_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(HARD_STATE_FILE);
+        write_atomic(&path, b"first version, longer").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert!(!path.with_extension("tmp").exists());
     }
-    let mut max_view = 0;
-    for (i, raw) in entries.iter().take(last_sig as usize).enumerate() {
-        let seqno = i as u64 + 1;
-        let rerr = |reason: String| ServiceError::Replay { seqno, reason };
-        let (entry, _) = parse_entry(raw).map_err(|e| rerr(e.to_string()))?;
-        let (header, mut ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| rerr(e.to_string()))?;
-        let private = entry
-            .decrypt_private(&ids.ledger_secret)
-            .map_err(|e| rerr(e.to_string()))?;
-        ws.merge(WriteSet::deserialise_private(&private).map_err(|e| rerr(e.to_string()))?);
-        if let Some(raw_sig) = ws
-            .maps
-            .get(SIGNATURES_TABLE)
-            .and_then(|m| m.writes.get(SINGLETON_KEY.as_slice()))
-        {
-            let raw_sig = raw_sig.as_ref().ok_or_else(|| rerr("signature removed".into()))?;
-            let ps: PrimarySignature = serde_json::from_slice(raw_sig).map_err(|e| rerr(e.to_string()))?;
-            let root = p.tree.root();
-            if hex::encode(root) != ps.root {
-                return Err(rerr(format!(
-                    "Merkle root mismatch: ledger says {}, computed {}",
-                    ps.root,
-                    hex::encode(root)
-                )));
-            }
-            consort_ledger::verify_root(&ps.cert, &root, &base64_decode(&ps.sig).map_err(rerr)?)
-                .map_err(|e| rerr(e.to_string()))?;
-            p.signatures.insert(
-                seqno,
-                SignatureRecord {
-                    sig_b64: ps.sig,
-                    node_id: ps.node,
-                    cert_pem: ps.cert,
-                },
-            );
-        }
-        store.apply(seqno, &ws).map_err(|e| rerr(e.to_string()))?;
-        let ce_digest = header.commit_evidence_digest.unwrap_or([0u8; 32]);
-        let claims = header.claims_digest.unwrap_or([0u8; 32]);
-        p.tree
-            .append(leaf_digest(&entry.write_set_digest(), &ce_digest, &claims));
-        p.note_view(entry.view, seqno);
-        max_view = max_view.max(entry.view);
-    }
-    p.ledger.truncate(last_sig).map_err(ledger_err)?;
-    p.ledger.commit(last_sig).map_err(ledger_err)?;
-    store.set_committed(last_sig);
-    p.last_signature_seqno = last_sig;
-    p.view = max_view + 1;
-    tracing::info!(
-        seqno = last_sig,
-        view = p.view,
-        dropped = entries.len() as u64 - last_sig,
-        "ledger replayed"
-    );
-    Ok(())
-}
 
-fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| e.to_string())
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(1), 1);
+        assert_eq!(ticks(TICK_MS), 1);
+        assert_eq!(ticks(TICK_MS + 1), 2);
+        assert_eq!(ticks(1_000), (1_000 / TICK_MS) as usize);
+    }
 }

@@ -50,7 +50,7 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
         "public:ccf.gov.members.info",
         "public:ccf.internal.signatures",
     ] {
-        let before = svc.store.current_version();
+        let before = svc.store().current_version();
         let path = format!("/{map}");
         let req = AppRequest {
             method: "POST",
@@ -62,8 +62,8 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
         let (resp, _) = svc.execute_app(&req, false);
         assert_eq!(resp.status, 403, "{map}");
         assert_eq!(resp.body["error"]["code"], "ReservedMap");
-        assert_eq!(svc.store.current_version(), before, "a refused write must not commit");
-        assert!(!svc.store.read_only().has(map, b"key"));
+        assert_eq!(svc.store().current_version(), before, "a refused write must not commit");
+        assert!(!svc.store().read_only().has(map, b"key"));
     }
     // An ordinary application map is writable.
     let req = AppRequest {
@@ -75,5 +75,5 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
     };
     let (resp, txid) = svc.execute_app(&req, false);
     assert_eq!(resp.status, 200);
-    assert_eq!(txid.seqno, svc.store.current_version());
+    assert_eq!(txid.seqno, svc.store().current_version());
 }
