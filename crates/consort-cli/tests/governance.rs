@@ -1008,3 +1008,54 @@ async fn unsupported_api_version_is_refused() {
     assert_eq!(r.json().unwrap()["error"]["code"], "UnsupportedApiVersion");
     node.stop();
 }
+
+/// Names of the complete (closed) ledger chunks in `dir`.
+fn complete_chunks(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("ledger_") && n.contains('-'))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_ledger_chunk_closes_the_chunk_at_the_next_signature() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // A large threshold: only the proposal can close a chunk.
+        let mut node = TestNode::configure(&tmp.path().join("n0"), |c| c.ledger.chunk_threshold_bytes = 1 << 30);
+        node.start().await;
+        let member = Member::load(node.dir.join("member0_cert.pem"), node.dir.join("member0_privk.pem"));
+        let conn = node.connect(false).await;
+        let ledger = node.ledger_dir();
+        assert!(complete_chunks(&ledger).is_empty(), "{:?}", complete_chunks(&ledger));
+
+        let proposal = serde_json::json!({"actions": [{"name": "trigger_ledger_chunk"}]});
+        let id = id_of(&propose(&conn, &member, &proposal).await);
+        let v = vote(&conn, &member, &id, true).await;
+        assert_eq!(v["proposalState"], "Accepted", "{v}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while complete_chunks(&ledger).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no chunk was closed after trigger_ledger_chunk"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Writes go on in a new chunk, and the ledger still verifies.
+        let user = node.connect(true).await;
+        let r = user
+            .post_json("/app/log/private", &serde_json::json!({"id": 1, "msg": "after"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        node.wait_committed(&user, r.txid.as_deref().unwrap()).await;
+        assert_eq!(complete_chunks(&ledger).len(), 1);
+        node.stop();
+        let (ok, out) = run_consort(&["ledger", "audit", ledger.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    })
+    .await;
+}

@@ -44,11 +44,22 @@ pub fn encode_write_set_entry(
     seqno: u64,
     ws: &WriteSet,
 ) -> Result<Vec<u8>, ConsensusError> {
+    encode_write_set_entry_with_flags(secret, view, seqno, 0, ws)
+}
+
+/// As [`encode_write_set_entry`], with entry header `flags` (e.g. `FLAG_FORCE_CHUNK_AFTER`).
+pub fn encode_write_set_entry_with_flags(
+    secret: &LedgerSecret,
+    view: u64,
+    seqno: u64,
+    flags: u8,
+    ws: &WriteSet,
+) -> Result<Vec<u8>, ConsensusError> {
     let ce_digest = secret.commit_evidence_digest(view, seqno);
     let header = DomainHeader::write_set(seqno, NO_CLAIMS, ce_digest, seqno as i64 - 1);
     let public = ws.serialise_public(&header);
     let private = ws.serialise_private();
-    Ok(try_encode_entry(secret, view, seqno, 0, &public, &private)?)
+    Ok(try_encode_entry(secret, view, seqno, flags, &public, &private)?)
 }
 
 /// The canonical entry for an empty write set at `(view, seqno)`: what a Raft entry with empty data stands for.

@@ -233,6 +233,8 @@ pub struct Replica<S: LedgerStorage> {
     txs_since_signature: u64,
     ticks_since_signature: u64,
     sign_asap: bool,
+    /// The next signature ends the current ledger chunk (governance's `trigger_ledger_chunk`).
+    chunk_after_next_signature: bool,
     /// Persist numbers handed out and not yet reported durable.
     outstanding: VecDeque<u64>,
     /// Messages waiting for a persist number to become durable.
@@ -402,6 +404,7 @@ impl<S: LedgerStorage> Replica<S> {
             txs_since_signature: 0,
             ticks_since_signature: 0,
             sign_asap: false,
+            chunk_after_next_signature: false,
             outstanding: VecDeque::new(),
             held: VecDeque::new(),
             halted: None,
@@ -584,6 +587,13 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// Trusts signature transactions signed with `cert_pem` (a node that joined).
+    /// Ends the current ledger chunk at the next signature transaction (signed as soon as possible). On the
+    /// primary only: the flag travels in the signature entry's header, so every replica closes the same chunk.
+    pub fn request_chunk_end(&mut self) {
+        self.chunk_after_next_signature = true;
+        self.sign_asap = true;
+    }
+
     pub fn trust_node(&mut self, id: u64, cert_pem: String) {
         self.trusted.insert(id, cert_pem);
     }
@@ -797,12 +807,20 @@ impl<S: LedgerStorage> Replica<S> {
         let mut ws = WriteSet::default();
         ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
         ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
-        let bytes = encode_write_set_entry(&self.node.store().secret, view, seqno, &ws)?;
+        let flags = if self.chunk_after_next_signature {
+            consort_ledger::entry::FLAG_FORCE_CHUNK_AFTER
+        } else {
+            0
+        };
+        let bytes =
+            crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
         let store = self.store().clone();
         store.apply(seqno, &ws)?;
         let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
         if !appended {
             store.rollback(seqno - 1)?;
+        } else {
+            self.chunk_after_next_signature = false;
         }
         Ok(())
     }

@@ -373,6 +373,15 @@ impl Service {
         self.engine.lock().unwrap_or_else(|e| fatal("engine lock poisoned", e))
     }
 
+    /// Ends the current ledger chunk at the next signature (governance's `trigger_ledger_chunk`; a no-op on a
+    /// backup, whose chunks follow the primary's entries).
+    pub fn request_chunk_end(&self) {
+        let mut engine = self.lock();
+        if engine.replica.is_leader() {
+            engine.replica.request_chunk_end();
+        }
+    }
+
     /// This node's Raft id.
     pub fn raft_id(&self) -> u64 {
         self.raft_id
