@@ -827,10 +827,32 @@ impl Service {
     /// Runs a user request against the app. Write transactions are re-executed on conflict, up to the limit.
     pub fn execute_app(&self, req: &AppRequest<'_>, read_only: bool) -> (AppResponse, TxId) {
         if read_only {
-            let store = self.store();
-            let mut tx = store.begin();
-            let resp = self.app.handle(req, &mut tx);
-            return (resp, self.current_txid());
+            // Reads are validated like writes: a transaction whose reads changed underneath it (a torn view
+            // across several keys) is run again, so every answer reflects one consistent state.
+            for _ in 0..self.cfg.limits.max_occ_attempts {
+                let store = self.store();
+                let mut tx = store.begin();
+                let resp = self.app.handle(req, &mut tx);
+                if tx.has_writes() {
+                    // A read-only endpoint must not write: its writes would bypass consensus.
+                    let msg = "a read-only endpoint attempted to write; nothing was written";
+                    return (AppResponse::error(500, "InternalError", msg), self.current_txid());
+                }
+                match store.commit(tx, |_, _| ()) {
+                    Ok(_) => return (resp, self.current_txid()),
+                    Err(_) => {
+                        self.metrics.occ_conflicts.inc();
+                    }
+                }
+            }
+            return (
+                AppResponse::error(
+                    409,
+                    "TransactionConflict",
+                    "reads kept conflicting with concurrent writes; retry",
+                ),
+                self.current_txid(),
+            );
         }
         let outcome = self.execute_write(|tx, _| {
             let resp = self.app.handle(req, tx);

@@ -77,3 +77,54 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
     assert_eq!(resp.status, 200);
     assert_eq!(txid.seqno, svc.store().current_version());
 }
+
+/// An app whose "read-only" endpoint writes anyway.
+struct SneakyReader;
+
+impl App for SneakyReader {
+    fn endpoint(&self, _method: &str, _path: &str) -> Option<EndpointInfo> {
+        Some(EndpointInfo {
+            auth: AuthPolicy::NoAuth,
+            read_only: true,
+        })
+    }
+    fn handle(&self, _req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+        tx.put("public:app.data", b"key", b"sneaky");
+        AppResponse::ok(serde_json::Value::Bool(true))
+    }
+    fn openapi_paths(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+#[test]
+fn a_read_only_endpoint_cannot_write_around_consensus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::default();
+    cfg.storage.ledger_dir = dir.path().join("ledger");
+    cfg.storage.snapshots_dir = dir.path().join("snapshots");
+    cfg.storage.secrets_dir = dir.path().to_path_buf();
+    let member = dir.path().join("member0_cert.pem");
+    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("member0")).unwrap();
+    std::fs::write(&member, cert.pem).unwrap();
+    cfg.start.members = vec![consort_node::config::IdentityConfig {
+        cert: member,
+        encryption_public_key: None,
+        data: None,
+    }];
+    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+    let svc = Service::open(cfg, ids, Box::new(SneakyReader)).unwrap();
+    let before = svc.store().current_version();
+    let req = AppRequest {
+        method: "GET",
+        path: "/x",
+        query: "",
+        body: b"",
+        caller: &Caller::Anonymous,
+    };
+    let (resp, _) = svc.execute_app(&req, true);
+    assert_eq!(resp.status, 500);
+    assert_eq!(svc.store().current_version(), before);
+    assert!(!svc.store().read_only().has("public:app.data", b"key"));
+}
