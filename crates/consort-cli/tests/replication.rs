@@ -543,3 +543,60 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     assert_eq!(r.status, 504, "{:?}", r.body);
     assert_eq!(r.json().unwrap()["error"]["code"], "ForwardingTimeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    keygen(&root, "user0");
+    keygen(&root, "member0");
+    let mut net = Net {
+        root: root.clone(),
+        nodes: vec![],
+    };
+    three_node_service(&mut net).await;
+    let (before, _) = write_range(&net, &[0, 1, 2], 0..60).await;
+    assert_eq!(before.len(), 60);
+
+    // Retire a backup by proposal.
+    let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
+    let victim = (primary + 1) % 3;
+    let victim_id = net.get_json(victim, "/node/state").await.expect("node state")["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.pass_proposal(
+        &[0, 1, 2],
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": victim_id}}]),
+        false,
+    )
+    .await;
+    net.wait_for("the retired node to leave the Raft membership", async || {
+        let Some(p) = net.primary(&[0, 1, 2]).await else {
+            return false;
+        };
+        net.get_json(p, "/node/consensus")
+            .await
+            .is_some_and(|v| v["peers"].get(&victim_id).is_none())
+    })
+    .await;
+
+    // With the retired node stopped, the two remaining voters are a majority of the new membership: writes
+    // still commit, and nothing committed before is lost.
+    net.nodes[victim].kill();
+    let live: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let (after, _) = write_range(&net, &live, 60..120).await;
+    assert_eq!(after.len(), 60);
+    let last = after
+        .values()
+        .max_by_key(|t| t.split_once('.').unwrap().1.parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+    net.wait_for("writes after the retirement to commit", async || {
+        status(&net, live[0], &last).await == "Committed"
+    })
+    .await;
+    for txid in before.values() {
+        assert_eq!(status(&net, live[0], txid).await, "Committed", "{txid}");
+    }
+}

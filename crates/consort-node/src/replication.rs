@@ -102,7 +102,11 @@ pub async fn reconcile_loop(
 
 fn reconcile_once(svc: &Service, channels: &Arc<crate::channels::Channels>) {
     let mut trusted = vec![];
+    let mut retired = vec![];
     for r in node_records(svc) {
+        if r.status == "Retired" {
+            retired.push(raft_id_of(&r.node_id));
+        }
         if r.status != "Trusted" {
             continue;
         }
@@ -115,7 +119,7 @@ fn reconcile_once(svc: &Service, channels: &Arc<crate::channels::Channels>) {
             svc.add_peer(&r.node_id, cert);
         }
     }
-    svc.reconcile_membership(&trusted);
+    svc.reconcile_membership(&trusted, &retired);
 }
 
 /// The request a joining node sends.

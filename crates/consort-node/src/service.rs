@@ -708,7 +708,7 @@ impl Service {
 
     /// On the primary: moves the Raft membership one step towards `trusted` (the Raft ids of the Trusted nodes):
     /// adds a missing node as a learner, or promotes a learner that has caught up with the commit index.
-    pub fn reconcile_membership(&self, trusted: &[u64]) {
+    pub fn reconcile_membership(&self, trusted: &[u64], retired: &[u64]) {
         use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
         let mut e = self.lock();
         if !e.replica.is_leader() {
@@ -730,10 +730,22 @@ impl Service {
             Some(single(ConfChangeType::AddLearnerNode, new))
         } else {
             let commit = e.replica.raft_commit_index();
-            cs.learners
+            let promote = cs
+                .learners
                 .iter()
                 .find(|l| trusted.contains(l) && e.replica.matched(**l).unwrap_or(0) >= commit)
-                .map(|&l| single(ConfChangeType::AddNode, l))
+                .map(|&l| single(ConfChangeType::AddNode, l));
+            // Retirement (governance's remove_node marked the node Retired): the primary takes it out of the
+            // Raft membership, one change at a time like every other. Raft's joint agreement on the change keeps
+            // every commit; the primary does not remove itself (a later primary does, once it has stepped down).
+            let own = e.replica.id();
+            promote.or_else(|| {
+                cs.voters
+                    .iter()
+                    .chain(cs.learners.iter())
+                    .find(|id| retired.contains(id) && **id != own)
+                    .map(|&id| single(ConfChangeType::RemoveNode, id))
+            })
         };
         if let Some(change) = change {
             let actions = e.replica.step(Event::ProposeConfChange { change });
