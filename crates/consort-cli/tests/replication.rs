@@ -260,6 +260,10 @@ async fn write_range(net: &Net, live: &[usize], range: std::ops::Range<u64>) -> 
 
 static NET_INFO: std::sync::OnceLock<(PathBuf, Vec<String>)> = std::sync::OnceLock::new();
 
+/// The multi-node tests of this file run one at a time: several 3-4 node networks at once on a 2-core machine
+/// would starve their timers and cause elections nobody asked for.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn reconnect(live: &[usize], slot: usize) -> Option<Connection> {
     let (root, addrs) = NET_INFO.get()?;
     let cert = std::fs::read_to_string(root.join("user0_cert.pem")).ok()?;
@@ -338,6 +342,7 @@ async fn three_node_service(net: &mut Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
+    let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     keygen(&root, "user0");
@@ -518,6 +523,7 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
+    let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     keygen(&root, "user0");
@@ -528,9 +534,15 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     let backup = (0..3).find(|&i| i != primary).unwrap();
     let conn = net.connect(backup).await.expect("connect");
     write(&conn, 1).await.expect("a forwarded write succeeds");
-    // Freeze the primary: the forwarded request gets no answer.
-    let pid = nix::unistd::Pid::from_raw(net.nodes[primary].child.as_ref().unwrap().id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Freeze both other nodes: the forwarded request gets no answer, and no new primary can be elected meanwhile
+    // (the backup alone is no majority), so the only possible outcome is the forwarding timeout.
+    let frozen: Vec<nix::unistd::Pid> = (0..3)
+        .filter(|&i| i != backup)
+        .map(|i| nix::unistd::Pid::from_raw(net.nodes[i].child.as_ref().unwrap().id() as i32))
+        .collect();
+    for pid in &frozen {
+        nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
     let body = serde_json::json!({"id": 2, "msg": "stalled"});
     let r = tokio::time::timeout(
         consort_node::replication::FORWARD_TIMEOUT + Duration::from_secs(10),
@@ -539,13 +551,16 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     .await
     .expect("the backup answers within its forwarding timeout")
     .unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    for pid in &frozen {
+        nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
     assert_eq!(r.status, 504, "{:?}", r.body);
     assert_eq!(r.json().unwrap()["error"]["code"], "ForwardingTimeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
+    let _serial = SERIAL.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     keygen(&root, "user0");
