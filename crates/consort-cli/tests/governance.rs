@@ -359,20 +359,6 @@ fn with_veto(constitution: &str, member_id: &str) -> String {
     )
 }
 
-fn read_ledger_py(venv: &Path, dir: &Path) -> (bool, String) {
-    let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.arg(venv.join("bin/read_ledger.py")).arg(dir);
-    let out = run_bounded(cmd, TOOL_TIMEOUT);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn majority_adds_a_user_rejection_keeps_it_and_a_new_constitution_applies_to_the_next_proposal() {
     bounded(async {

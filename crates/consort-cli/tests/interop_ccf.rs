@@ -4,22 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::Command;
-
-fn read_ledger(venv: &Path, dir: &Path) -> (bool, String) {
-    let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.arg(venv.join("bin/read_ledger.py")).arg(dir);
-    let out = run_bounded(cmd, TOOL_TIMEOUT);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ledger_py_and_ccf_receipt_accept_our_output_and_reject_tampering() {
@@ -102,7 +87,7 @@ print("python receipt OK", root)
         "expected several committed chunks, got {committed:?}"
     );
 
-    let (ok, out) = read_ledger(&venv, &ledger);
+    let (ok, out) = read_ledger_py(&venv, &ledger);
     assert!(
         ok && out.contains("Ledger verification complete"),
         "read_ledger.py failed:\n{out}"
@@ -118,7 +103,7 @@ print("python receipt OK", root)
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(victim, &bytes).unwrap();
-    let (ok, out) = read_ledger(&venv, &ledger);
+    let (ok, out) = read_ledger_py(&venv, &ledger);
     assert!(
         !ok || !out.contains("Ledger verification complete"),
         "read_ledger.py accepted a tampered ledger:\n{out}"

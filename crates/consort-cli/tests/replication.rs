@@ -297,6 +297,15 @@ fn committed_chunks(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Node 0 starts the service; nodes 1 and 2 join it while it is Opening; member0 opens it.
+/// A temporary directory holding user0 and member0, and an empty network rooted in it.
+fn new_net() -> (tempfile::TempDir, Net) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    keygen(&root, "user0");
+    keygen(&root, "member0");
+    (tmp, Net { root, nodes: vec![] })
+}
+
 async fn three_node_service(net: &mut Net) {
     let root = net.root.clone();
     net.configure(0, None);
@@ -343,14 +352,8 @@ async fn three_node_service(net: &mut Net) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, mut net) = new_net();
     let root = tmp.path().to_path_buf();
-    keygen(&root, "user0");
-    keygen(&root, "member0");
-    let mut net = Net {
-        root: root.clone(),
-        nodes: vec![],
-    };
 
     three_node_service(&mut net).await;
     NET_INFO
@@ -524,11 +527,7 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    keygen(&root, "user0");
-    keygen(&root, "member0");
-    let mut net = Net { root, nodes: vec![] };
+    let (_tmp, mut net) = new_net();
     three_node_service(&mut net).await;
     let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
     let backup = (0..3).find(|&i| i != primary).unwrap();
@@ -561,14 +560,7 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
     let _serial = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    keygen(&root, "user0");
-    keygen(&root, "member0");
-    let mut net = Net {
-        root: root.clone(),
-        nodes: vec![],
-    };
+    let (_tmp, mut net) = new_net();
     three_node_service(&mut net).await;
     let (before, _) = write_range(&net, &[0, 1, 2], 0..60).await;
     assert_eq!(before.len(), 60);

@@ -7,6 +7,27 @@ use consort_node::config::NodeConfig;
 use consort_node::identity::Identities;
 use consort_node::service::Service;
 
+/// A fresh single-node service (one member, in a temporary directory) running `app`.
+fn service_with(app: Box<dyn App>) -> (tempfile::TempDir, std::sync::Arc<Service>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::default();
+    cfg.storage.ledger_dir = dir.path().join("ledger");
+    cfg.storage.snapshots_dir = dir.path().join("snapshots");
+    cfg.storage.secrets_dir = dir.path().to_path_buf();
+    let member = dir.path().join("member0_cert.pem");
+    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("member0")).unwrap();
+    std::fs::write(&member, cert.pem).unwrap();
+    cfg.start.members = vec![consort_node::config::IdentityConfig {
+        cert: member,
+        encryption_public_key: None,
+        data: None,
+    }];
+    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+    let svc = Service::open(cfg, ids, app).unwrap();
+    (dir, svc)
+}
+
 /// A hostile app that writes whatever map the request path names.
 struct MapWriter;
 
@@ -28,22 +49,7 @@ impl App for MapWriter {
 
 #[test]
 fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::default();
-    cfg.storage.ledger_dir = dir.path().join("ledger");
-    cfg.storage.snapshots_dir = dir.path().join("snapshots");
-    cfg.storage.secrets_dir = dir.path().to_path_buf();
-    let member = dir.path().join("member0_cert.pem");
-    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
-    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("member0")).unwrap();
-    std::fs::write(&member, cert.pem).unwrap();
-    cfg.start.members = vec![consort_node::config::IdentityConfig {
-        cert: member,
-        encryption_public_key: None,
-        data: None,
-    }];
-    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
-    let svc = Service::open(cfg, ids, Box::new(MapWriter)).unwrap();
+    let (_dir, svc) = service_with(Box::new(MapWriter));
 
     for map in [
         "public:ccf.gov.users.certs",
@@ -99,22 +105,7 @@ impl App for SneakyReader {
 
 #[test]
 fn a_read_only_endpoint_cannot_write_around_consensus() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::default();
-    cfg.storage.ledger_dir = dir.path().join("ledger");
-    cfg.storage.snapshots_dir = dir.path().join("snapshots");
-    cfg.storage.secrets_dir = dir.path().to_path_buf();
-    let member = dir.path().join("member0_cert.pem");
-    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
-    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("member0")).unwrap();
-    std::fs::write(&member, cert.pem).unwrap();
-    cfg.start.members = vec![consort_node::config::IdentityConfig {
-        cert: member,
-        encryption_public_key: None,
-        data: None,
-    }];
-    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
-    let svc = Service::open(cfg, ids, Box::new(SneakyReader)).unwrap();
+    let (_dir, svc) = service_with(Box::new(SneakyReader));
     let before = svc.store().current_version();
     let req = AppRequest {
         method: "GET",

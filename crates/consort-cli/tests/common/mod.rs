@@ -282,3 +282,18 @@ pub fn kill_child(child: &mut Option<Child>) {
         let _ = c.wait();
     }
 }
+
+/// Runs CCF's `read_ledger.py` (from the `ccf` venv) on a ledger directory, bounded; returns (success, output).
+pub fn read_ledger_py(venv: &Path, dir: &Path) -> (bool, String) {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(venv.join("bin/read_ledger.py")).arg(dir);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
