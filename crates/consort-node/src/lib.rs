@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod replication;
 pub mod service;
+pub mod snapshots;
 pub mod storage;
 pub mod tls;
 

@@ -173,7 +173,8 @@ pub async fn handle_join(svc: Arc<Service>, body: Vec<u8>) -> Result<serde_json:
     };
     let peers: Vec<serde_json::Value> = node_records(&svc)
         .into_iter()
-        .filter(|r| r.status == "Trusted" && r.node_id != record.node_id)
+        // Retired nodes too: the joiner checks signature transactions they signed after its snapshot.
+        .filter(|r| (r.status == "Trusted" || r.status == "Retired") && r.node_id != record.node_id)
         .map(|r| serde_json::json!({"node_id": r.node_id, "cert": r.cert_pem, "node_to_node_address": r.node_to_node_address}))
         .collect();
     use base64::Engine;

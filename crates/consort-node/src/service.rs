@@ -271,6 +271,7 @@ impl Service {
         rc.signature_interval_tx = cfg.ledger.signature_interval_tx;
         rc.signature_interval_ticks = ticks(cfg.ledger.signature_interval_ms) as u64;
         rc.chunk_threshold_bytes = cfg.ledger.chunk_threshold_bytes;
+        rc.snapshot_interval_tx = cfg.ledger.snapshot_tx_interval;
         rc.random_seed = random_seed();
         rc
     }
@@ -379,6 +380,15 @@ impl Service {
         let mut engine = self.lock();
         if engine.replica.is_leader() {
             engine.replica.request_chunk_end();
+        }
+    }
+
+    /// Snapshots the state at the next signature (governance's `trigger_snapshot`; a no-op on a backup, which
+    /// snapshots where the primary's evidence says).
+    pub fn request_snapshot(&self) {
+        let mut engine = self.lock();
+        if engine.replica.is_leader() {
+            engine.replica.request_snapshot();
         }
     }
 
@@ -577,6 +587,23 @@ impl Service {
                     self.metrics.transactions.inc_by(last + 1 - first);
                 }
                 Action::RolledBack { to } => tracing::info!(to, "uncommitted transactions rolled back"),
+                Action::SnapshotCommitted {
+                    seqno,
+                    evidence,
+                    snapshot,
+                } => {
+                    tracing::info!(seqno, evidence, bytes = snapshot.len(), "snapshot committed");
+                    self.metrics.snapshots.inc();
+                    // Written off the engine lock: a large file must not stall transactions.
+                    let dir = self.cfg.storage.snapshots_dir.clone();
+                    let keep = self.cfg.ledger.snapshots_to_keep;
+                    let spawned = std::thread::Builder::new()
+                        .name("snapshot-writer".into())
+                        .spawn(move || crate::snapshots::write_committed(&dir, seqno, evidence, &snapshot, keep));
+                    if let Err(err) = spawned {
+                        tracing::warn!(%err, "could not start the snapshot writer");
+                    }
+                }
                 Action::SnapshotInstalled(tx) => {
                     tracing::info!(%tx, "snapshot installed");
                     *self.store.write().unwrap_or_else(|e| e.into_inner()) = e.replica.store().clone();
@@ -761,7 +788,9 @@ impl Service {
         cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
     }
 
-    /// A snapshot at the commit point, for a joining node, once the commit point covers its addition.
+    /// The snapshot a joining node starts from, once the commit point covers its addition to the membership: the
+    /// latest committed snapshot file if there is one (the joiner catches up from the ledger after it), else a
+    /// snapshot at the commit point.
     pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
         let e = self.lock();
         // The membership at the commit point must already hold the joiner. A node that restarted since the change
@@ -777,6 +806,16 @@ impl Service {
         };
         if !covered {
             return None;
+        }
+        let base = e.replica.base_seqno();
+        if let Some(file) = crate::snapshots::latest_committed(&self.cfg.storage.snapshots_dir) {
+            // A file from before this node's own log starts cannot be followed by entries this node has.
+            if file.seqno >= base {
+                match std::fs::read(&file.path) {
+                    Ok(bytes) => return Some(bytes),
+                    Err(err) => tracing::warn!(%err, path = %file.path.display(), "snapshot file unreadable"),
+                }
+            }
         }
         e.replica.snapshot().ok()
     }
@@ -832,6 +871,8 @@ impl Service {
             "last_seqno": r.last_seqno(),
             "raft_commit_index": r.raft_commit_index(),
             "commit": TxId::from(r.commit_point()).to_string(),
+            "base_seqno": r.base_seqno(),
+            "snapshot_digest_mismatches": r.snapshot_mismatches(),
             "peers": peers,
         })
     }
