@@ -619,7 +619,7 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
+async fn retired_nodes_leave_the_membership_the_primary_last_and_commits_go_on() {
     let _serial = SERIAL.lock().await;
     let (_tmp, mut net) = new_net();
     three_node_service(&mut net).await;
@@ -666,5 +666,44 @@ async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
     .await;
     for txid in before.values() {
         assert_eq!(status(&net, live[0], txid).await, "Committed", "{txid}");
+    }
+
+    // Retire the primary itself: it hands the primary role to the other voter, which takes it out of the
+    // membership; the last voter goes on committing alone and nothing is lost.
+    let old_primary = net.primary(&live).await.expect("a primary");
+    let heir = *live.iter().find(|&&i| i != old_primary).unwrap();
+    let old_primary_id = net.get_json(old_primary, "/node/state").await.expect("node state")["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.pass_proposal(
+        &live,
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": old_primary_id}}]),
+        false,
+    )
+    .await;
+    net.wait_for(
+        "the retired primary to hand over and leave the membership",
+        async || {
+            net.get_json(heir, "/node/consensus")
+                .await
+                .is_some_and(|v| v["role"] == "Primary" && v["peers"].get(&old_primary_id).is_none())
+        },
+    )
+    .await;
+    net.nodes[old_primary].kill();
+    let (last_writes, _) = write_range(&net, &[heir], 120..150).await;
+    assert_eq!(last_writes.len(), 30);
+    let newest = last_writes
+        .values()
+        .max_by_key(|t| t.split_once('.').unwrap().1.parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+    net.wait_for("writes after the primary's retirement to commit", async || {
+        status(&net, heir, &newest).await == "Committed"
+    })
+    .await;
+    for txid in before.values().chain(after.values()) {
+        assert_eq!(status(&net, heir, txid).await, "Committed", "{txid}");
     }
 }

@@ -150,6 +150,9 @@ pub enum Event {
     Persisted { number: u64 },
     /// Start an election now.
     Campaign,
+    /// On the primary: hand the primary role to voter `to` (Raft leadership transfer: `to` campaigns at once when
+    /// its log is up to date). Used before the primary is removed from the membership.
+    TransferLeadership { to: u64 },
 }
 
 /// An output of [`Replica::step`], in the order the node must carry them out.
@@ -717,6 +720,15 @@ impl<S: LedgerStorage> Replica<S> {
                 }
             }
             Event::Persisted { number } => self.persisted(number, &mut out),
+            Event::TransferLeadership { to } => {
+                let voters = self.conf_state().voters;
+                if self.is_leader() && to != self.cfg.id && voters.contains(&to) {
+                    self.node.transfer_leader(to);
+                } else {
+                    let error = ConsensusError::Raft(format!("cannot transfer the primary role to {to}"));
+                    out.push(Action::Dropped { from: None, error });
+                }
+            }
             Event::Campaign => {
                 if let Err(e) = self.node.campaign() {
                     out.push(Action::Dropped {

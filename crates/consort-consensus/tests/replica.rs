@@ -531,3 +531,31 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
     assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
     assert_eq!(learner.merkle_root(), c.replicas[0].merkle_root());
 }
+
+/// The primary hands its role to a named voter (before its own removal); a transfer to a non-member is refused.
+#[test]
+fn the_primary_hands_over_to_a_voter_on_request() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    let tx = proposed(&c.write(0, 1));
+    c.deliver_all();
+    c.settle(5);
+    let refused = c.step(0, Event::TransferLeadership { to: 9 });
+    assert!(
+        refused.iter().any(|a| matches!(a, Action::Dropped { .. })),
+        "{refused:?}"
+    );
+    c.step(0, Event::TransferLeadership { to: 3 });
+    c.deliver_all();
+    c.settle(5);
+    assert!(c.replicas[2].is_leader(), "replica 3 took over");
+    assert!(!c.replicas[0].is_leader());
+    assert!(c.replicas[2].view() > tx.view);
+    let later = proposed(&c.write(2, 2));
+    c.deliver_all();
+    c.settle(5);
+    for r in &c.replicas {
+        assert_eq!(r.tx_status(tx), TxStatus::Committed);
+        assert_eq!(r.tx_status(later), TxStatus::Committed);
+    }
+}

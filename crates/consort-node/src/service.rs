@@ -764,7 +764,8 @@ impl Service {
                 .map(|&l| single(ConfChangeType::AddNode, l));
             // Retirement (governance's remove_node marked the node Retired): the primary takes it out of the
             // Raft membership, one change at a time like every other. Raft's joint agreement on the change keeps
-            // every commit; the primary does not remove itself (a later primary does, once it has stepped down).
+            // every commit. A retired primary first hands its role to the most caught-up other voter, which
+            // then removes it.
             let own = e.replica.id();
             promote.or_else(|| {
                 cs.voters
@@ -774,6 +775,24 @@ impl Service {
                     .map(|&id| single(ConfChangeType::RemoveNode, id))
             })
         };
+        if change.is_none() && retired.contains(&e.replica.id()) {
+            let own = e.replica.id();
+            let successor = cs
+                .voters
+                .iter()
+                .filter(|id| **id != own && !retired.contains(id))
+                .max_by_key(|id| e.replica.matched(**id).unwrap_or(0))
+                .copied();
+            match successor {
+                Some(to) => {
+                    tracing::info!(to, "retired: handing the primary role over");
+                    let actions = e.replica.step(Event::TransferLeadership { to });
+                    self.handle(&mut e, actions);
+                }
+                None => tracing::warn!("retired, but no other voter can take over the primary role"),
+            }
+            return;
+        }
         if let Some(change) = change {
             let actions = e.replica.step(Event::ProposeConfChange { change });
             if let Some(Err(err)) = self.handle(&mut e, actions) {
