@@ -188,8 +188,8 @@ pub struct Service {
     channels: OnceLock<Arc<Channels>>,
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<u64, String>>,
-    /// Connection to the primary for forwarded writes.
-    pub forwarder: crate::replication::Forwarder,
+    /// Requests this node forwarded to the primary and waits on.
+    pub forwarder: crate::forwarding::Forwarder,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
     peer_certs: Mutex<BTreeMap<String, String>>,
     started: Instant,
@@ -642,7 +642,7 @@ impl Service {
         let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
         match node {
             Some(node_id) => {
-                ch.send(&node_id, Bytes::from(message));
+                ch.send(&node_id, crate::channels::FrameKind::Raft, Bytes::from(message));
             }
             None => tracing::debug!(to, "no channel to raft peer"),
         }
@@ -702,6 +702,11 @@ impl Service {
         let mut e = self.lock();
         let actions = e.replica.step(Event::Receive { from, message });
         self.handle(&mut e, actions);
+    }
+
+    /// The node-to-node channels, once attached.
+    pub fn channels(&self) -> Option<Arc<Channels>> {
+        self.channels.get().cloned()
     }
 
     /// Attaches the node-to-node channels (Raft messages go out through them from now on).
