@@ -880,11 +880,13 @@ impl<S: LedgerStorage> Replica<S> {
             &root,
         );
         // The stored tree keeps only what roots after the commit point need, so it stays small.
-        let mut tree = self.tree.clone();
-        tree.flush_to(commit.seqno);
         let mut ws = WriteSet::default();
         ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
-        ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
+        ws.put(
+            TREE_TABLE,
+            &SINGLETON_KEY,
+            &self.tree.serialise_flushed_to(commit.seqno),
+        );
         let flags = if self.chunk_after_next_signature {
             consort_ledger::entry::FLAG_FORCE_CHUNK_AFTER
         } else {

@@ -44,6 +44,11 @@ pub const SNAPSHOT_FILE: &str = "raft_snapshot";
 /// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
 /// can verify their signature transactions while replaying the ledger.
 pub const PEERS_FILE: &str = "peers.json";
+/// A hard state whose term and vote did not change is written at most this often: Raft's safety needs the term
+/// and vote on disk before dependent messages, not the commit index (a restarted node learns it again from the
+/// primary), so under load most persists skip the two fsyncs of the hard-state file, and a restarted node's
+/// commit point lags what it last reported by at most this long.
+pub const HARD_STATE_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Ticks a starting node waits at most to become primary of a one-voter service.
 const MAX_GENESIS_TICKS: usize = 1_000;
 
@@ -165,6 +170,8 @@ struct Engine {
     pending: Option<PendingPersist>,
     /// Seqno of the membership change that made each node a learner or voter (as seen by this node).
     member_since: BTreeMap<u64, u64>,
+    /// The hard state last written to disk, and when.
+    durable_hard_state: Option<(HardState, Instant)>,
 }
 
 /// The engine of one node.
@@ -185,6 +192,10 @@ pub struct Service {
     raft_id: u64,
     /// Wakes the driver thread when there is persist work.
     wake: (Mutex<bool>, Condvar),
+    /// Ledger fsyncs deferred out of the engine lock (see [`Service::persist_pending`]).
+    syncs: crate::storage::SyncQueue,
+    /// Held by the thread doing persist work, which runs partly outside the engine lock.
+    persisting: Mutex<()>,
     channels: OnceLock<Arc<Channels>>,
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<u64, String>>,
@@ -293,7 +304,8 @@ impl Service {
     ) -> Result<Arc<Self>, ServiceError> {
         std::fs::create_dir_all(&cfg.storage.ledger_dir).map_err(ledger_err)?;
         std::fs::create_dir_all(&cfg.storage.snapshots_dir).map_err(ledger_err)?;
-        let storage = FsStorage::new(&cfg.storage.ledger_dir).map_err(ledger_err)?;
+        let syncs = crate::storage::SyncQueue::default();
+        let storage = FsStorage::with_sync_queue(&cfg.storage.ledger_dir, syncs.clone()).map_err(ledger_err)?;
         let raft_id = raft_id_of(&ids.node_id);
         trusted.insert(raft_id, ids.node_cert_pem.clone());
         let mut known_peers = BTreeMap::new();
@@ -305,7 +317,7 @@ impl Service {
                 known_peers.insert(node_id, cert);
             }
         }
-        let hard_state = read_optional(&Self::hard_state_path(&cfg))?
+        let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()
             .map_err(|e| ServiceError::Consensus(e.to_string()))?;
@@ -319,6 +331,7 @@ impl Service {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
         };
+        let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
             hard_state,
             snapshot,
@@ -345,6 +358,7 @@ impl Service {
                 replica,
                 pending: None,
                 member_since: BTreeMap::new(),
+                durable_hard_state,
             }),
             store: RwLock::new(store),
             committed_seqno: AtomicU64::new(commit.seqno),
@@ -353,6 +367,8 @@ impl Service {
             leader: AtomicU64::new(0),
             raft_id,
             wake: (Mutex::new(false), Condvar::new()),
+            syncs,
+            persisting: Mutex::new(()),
             channels: OnceLock::new(),
             peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
             peer_certs: Mutex::new(known_peers),
@@ -412,7 +428,7 @@ impl Service {
         let actions = e.replica.step(Event::Campaign);
         self.handle(&mut e, actions);
         for _ in 0..MAX_GENESIS_TICKS {
-            self.persist_pending(&mut e);
+            e = self.persist_pending(e);
             if e.replica.is_leader() {
                 break;
             }
@@ -517,7 +533,7 @@ impl Service {
     fn wait_committed_inline(&self, max_ticks: usize) {
         let mut e = self.lock();
         for _ in 0..max_ticks {
-            self.persist_pending(&mut e);
+            e = self.persist_pending(e);
             if e.replica.commit_point().seqno >= e.replica.last_seqno() {
                 return;
             }
@@ -649,12 +665,35 @@ impl Service {
     }
 
     /// Does the queued persist work: ledger fsync, hard state, snapshot, in that order, then tells the replica.
-    fn persist_pending(&self, e: &mut Engine) {
+    /// Only the flush of buffered ledger bytes runs under the engine lock; the fsyncs and file writes run outside
+    /// it, so transactions keep executing (and are batched into the next persist) while the disk works. Takes and
+    /// gives back the engine guard.
+    fn persist_pending<'a>(&'a self, mut e: MutexGuard<'a, Engine>) -> MutexGuard<'a, Engine> {
+        // One persister at a time, in order; another caller leaves the work to it (never blocks on it while holding
+        // the engine lock, which the persister needs back).
+        let Ok(_serial) = self.persisting.try_lock() else {
+            return e;
+        };
         while let Some(p) = e.pending.take() {
-            if let Err(err) = e.replica.sync_ledger() {
+            let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
+            if let Err(err) = flushed {
                 fatal("ledger sync", err);
             }
-            if let Some(hs) = &p.hard_state {
+            let hard_state = p.hard_state.filter(|hs| {
+                e.durable_hard_state.as_ref().is_none_or(|(d, at)| {
+                    d.term != hs.term
+                        || d.vote != hs.vote
+                        || (hs.commit > d.commit && at.elapsed() >= HARD_STATE_COMMIT_INTERVAL)
+                })
+            });
+            if let Some(hs) = &hard_state {
+                e.durable_hard_state = Some((hs.clone(), Instant::now()));
+            }
+            drop(e);
+            if let Err(err) = self.syncs.sync() {
+                fatal("ledger sync", err);
+            }
+            if let Some(hs) = &hard_state {
                 if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
                     fatal("hard state write", err);
                 }
@@ -664,9 +703,11 @@ impl Service {
                     fatal("snapshot write", err);
                 }
             }
+            e = self.lock();
             let actions = e.replica.step(Event::Persisted { number: p.number });
-            self.handle(e, actions);
+            self.handle(&mut e, actions);
         }
+        e
     }
 
     /// The driver loop: ticks the replica every [`TICK_MS`] and performs persist work as soon as it is queued.
@@ -691,10 +732,9 @@ impl Service {
                 self.handle(&mut e, actions);
                 next_tick = (next_tick + tick).max(now);
             }
-            self.persist_pending(&mut e);
+            drop(self.persist_pending(e));
         }
-        let mut e = self.lock();
-        self.persist_pending(&mut e);
+        drop(self.persist_pending(self.lock()));
     }
 
     /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
