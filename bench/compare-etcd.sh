@@ -82,7 +82,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Starts "$@" in a session of its own (so the whole group can be signalled), output to file $1.
+# Starts "$@" in the background in a session of its own (so the whole group can be signalled), output to file $1.
 spawn() {
   local out=$1
   shift
@@ -220,8 +220,11 @@ run() { # side round [seconds]: one bench run; without [seconds] a measured one 
     args=(--target etcd --address "$etcd_leader" --cacert "$pki/ca.pem" --cert "$pki/client.pem"
       --key "$pki/client.key" --key-prefix "compare/$round/")
   fi
-  report=$(timeout $((seconds + BENCH_SLACK_S)) "$consort" bench "${args[@]}" "${common[@]}" 2>"$work/bench.err") ||
-    die "$side bench failed: $(tail -5 "$work/bench.err") $report"
+  # In its own session like the servers, and waited for with `wait`, so INT/TERM reach the trap at once and the
+  # cleanup stops the bench too.
+  spawn "$work/bench.out" timeout $((seconds + BENCH_SLACK_S)) "$consort" bench "${args[@]}" "${common[@]}"
+  wait "$!" || die "$side bench failed: $(tail -5 "$work/bench.out")"
+  report=$(grep '^{' "$work/bench.out" | tail -1)
   local committed acked errors
   committed=$(json_num "$report" committed_tx_per_s)
   acked=$(json_num "$report" acked_tx_per_s)
