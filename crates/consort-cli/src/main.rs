@@ -41,7 +41,8 @@ enum Command {
     },
     /// Member tooling: sign and submit proposals, ballots, withdrawals and acks; list and show proposals.
     Gov(gov::GovArgs),
-    /// Load generator: pipelined HTTPS load on the logging or SmallBank app; throughput, latency, commit.
+    /// Load generator: pipelined HTTPS load on the logging or SmallBank app, or the same private writes as etcd
+    /// puts (--target etcd); throughput, latency, commit.
     Bench(bench::BenchArgs),
 }
 
