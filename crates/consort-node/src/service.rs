@@ -674,7 +674,10 @@ impl Service {
         let Ok(_serial) = self.persisting.try_lock() else {
             return e;
         };
-        while let Some(p) = e.pending.take() {
+        // One round: the work queued so far (later persists replace earlier hard states and snapshots, so this covers
+        // everything up to the newest number). The driver ticks between rounds, so a stream of persists never
+        // starves the Raft clock.
+        if let Some(p) = e.pending.take() {
             let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
             if let Err(err) = flushed {
                 fatal("ledger sync", err);
@@ -734,7 +737,13 @@ impl Service {
             }
             drop(self.persist_pending(e));
         }
-        drop(self.persist_pending(self.lock()));
+        loop {
+            let e = self.lock();
+            if e.pending.is_none() {
+                break;
+            }
+            drop(self.persist_pending(e));
+        }
     }
 
     /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
