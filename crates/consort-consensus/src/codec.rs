@@ -245,6 +245,25 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
     }
 }
 
+/// Fills in the canonical CCF bytes of entries Raft created with no data, and nothing else: for entries already
+/// checked by [`normalise`] (received from peers) or made by this replica (its own proposals).
+pub fn fill_empty(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusError> {
+    let (view, seqno) = (e.term, e.index);
+    match e.get_entry_type() {
+        EntryType::EntryNormal if e.data.is_empty() => {
+            e.data = Bytes::from(empty_entry(secret, view, seqno)?);
+        }
+        EntryType::EntryConfChangeV2 if e.context.is_empty() => {
+            let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                .map_err(|err| ConsensusError::entry(seqno, format!("conf change protobuf: {err}")))?;
+            e.context = Bytes::from(conf_change_entry(secret, view, seqno, &cc)?);
+        }
+        EntryType::EntryConfChange => return Err(ConsensusError::entry(seqno, "v1 conf changes are not supported")),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The Raft entry for CCF entry `bytes` at `(term, index)`, as [`crate::Replica`]'s Raft storage returns it.
 pub fn raft_entry(term: u64, index: u64, bytes: Vec<u8>, conf_change: Option<&ConfChangeV2>) -> Entry {
     let mut e = Entry {

@@ -92,7 +92,7 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
         let req: VerifiedRequest = consort_gov::verify_gov_request(tx, body, op.msg_type(), op.proposal_id(), now)?;
         match &op {
             SignedOp::Create => {
-                let out = consort_gov::create_proposal(tx, &req, root, &env)?;
+                let out = consort_gov::create_proposal(tx, &req, &root(), &env)?;
                 perform(svc, tx, &out.actions)?;
                 Ok((200, out.to_api_json(), out.logs))
             }

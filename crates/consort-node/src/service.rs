@@ -1015,19 +1015,20 @@ impl Service {
 
     /// Runs `body` in a transaction and, if it returns Ok and wrote something, commits it to the store and
     /// proposes it to the replica under one hold of the engine lock; re-executes on optimistic-concurrency
-    /// conflicts up to `limits.max_occ_attempts` times. `body` also gets the current Merkle root (the root at the
-    /// transaction's read version). An Err drops the writes.
+    /// conflicts up to `limits.max_occ_attempts` times. `body` can also ask for the current Merkle root (computed on
+    /// demand: governance needs it for proposal ids, application writes do not). An Err drops the writes.
     pub fn execute_write<T, E>(
         &self,
-        mut body: impl FnMut(&mut Tx<'_>, &[u8; 32]) -> Result<T, E>,
+        mut body: impl FnMut(&mut Tx<'_>, &dyn Fn() -> [u8; 32]) -> Result<T, E>,
     ) -> Result<(T, TxId), WriteError<E>> {
+        let root = || self.lock().replica.merkle_root();
         for _ in 0..self.cfg.limits.max_occ_attempts {
-            let (store, root) = {
+            let store = {
                 let e = self.lock();
                 if !e.replica.is_leader() {
                     return Err(WriteError::NotPrimary(e.replica.leader()));
                 }
-                (e.replica.store().clone(), e.replica.merkle_root())
+                e.replica.store().clone()
             };
             let mut tx = store.begin();
             let value = body(&mut tx, &root).map_err(WriteError::Body)?;
