@@ -254,6 +254,16 @@ for round in $(seq "$ROUNDS"); do
   run consort "$round"
   run etcd "$round"
 done
+# Peak resident memory of every server process, from the kernel's high-water mark (VmHWM).
+peak_rss() { # label pattern
+  local pid
+  for pid in $(pgrep -f -- "$2"); do
+    awk -v l="$1" -v p="$pid" '/^VmHWM/ { printf "%s (pid %s) peak RSS: %.0f MiB\n", l, p, $2 / 1024 }' "/proc/$pid/status" 2>/dev/null
+  done
+}
+for i in 0 1 2; do peak_rss "consort node $i" "$ws/nodes/$i/node.toml"; done
+for i in 0 1 2; do peak_rss "etcd member m$i" "--name m$i --data-dir $work/etcd"; done
+
 consort_median=$(median "${consort_runs[@]}")
 etcd_median=$(median "${etcd_runs[@]}")
 printf 'consort median committed: %.0f tx/s (runs: %s)\n' "$consort_median" "$(printf '%.0f ' "${consort_runs[@]}")"
