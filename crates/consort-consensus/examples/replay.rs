@@ -3,17 +3,18 @@
 //!
 //! ```text
 //! cargo run --release -p consort-consensus --example replay -- build --tx 1000000 --dir /tmp/replay
-//! cargo run --release -p consort-consensus --example replay -- replay --dir /tmp/replay
+//! cargo run --release -p consort-consensus --example replay -- replay --dir /tmp/replay [--sequential]
 //! ```
 //!
 //! `build` writes `DIR/ledger/` (CCF chunk files) and `DIR/raft_hard_state` the way the node does: logging-app-like
 //! private writes (map `records`, distinct u64 keys, ~20-byte values), signatures every 5,000 transactions (the
-//! node's default `signature_interval_tx`), 5 MB chunks. `replay` reopens it in a fresh process and prints the
+//! node's default `signature_interval_tx`), 5 MB chunks. `replay` reopens it in a fresh process (decoding on a second core
+//! as the node does, or on one with `--sequential`) and prints the
 //! seconds, transactions per second and peak RSS (VmHWM), and the store digest, Merkle root and commit point
 //! (which `build` prints too, so the two can be compared).
 
 use consort_consensus::{
-    decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig,
+    decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig,
 };
 use consort_crypto::{key_id, SigningKey};
 use consort_kv::CommitOutcome;
@@ -168,7 +169,22 @@ fn config() -> ReplicaConfig {
     cfg
 }
 
-fn open(dir: &Path) -> Replica<DirStorage> {
+/// Lends replay a second core with a scoped thread (what the node does).
+struct ThreadOffload;
+
+impl Offload for ThreadOffload {
+    fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
+        std::thread::scope(|s| {
+            let worker = s.spawn(background);
+            foreground();
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+}
+
+fn open(dir: &Path, offload: Option<&dyn Offload>) -> Replica<DirStorage> {
     let hard_state = std::fs::read(dir.join(HARD_STATE_FILE))
         .ok()
         .map(|b| decode_hard_state(&b).expect("hard state decodes"));
@@ -180,15 +196,9 @@ fn open(dir: &Path) -> Replica<DirStorage> {
         voters: vec![1],
     };
     let secret = LedgerSecret::from_bytes([7u8; 32]);
-    Replica::open(
-        config(),
-        id,
-        trusted,
-        secret,
-        DirStorage::new(&dir.join("ledger")),
-        persisted,
-    )
-    .unwrap_or_else(|e| panic!("opening the replica failed: {e}"))
+    let storage = DirStorage::new(&dir.join("ledger"));
+    Replica::open_with_offload(config(), id, trusted, secret, storage, persisted, offload)
+        .unwrap_or_else(|e| panic!("opening the replica failed: {e}"))
 }
 
 /// Drives the replica's actions: sends go nowhere (one voter); persists are batched by the caller.
@@ -237,7 +247,7 @@ fn build(n: u64, dir: &Path) {
     let _ = std::fs::remove_file(dir.join(HARD_STATE_FILE));
     let started = Instant::now();
     let mut b = Builder {
-        replica: open(dir),
+        replica: open(dir, None),
         dir: dir.to_path_buf(),
         unpersisted: None,
         hard_state: None,
@@ -308,10 +318,10 @@ fn cpu_secs() -> f64 {
     (field(11) + field(12)) / 100.0
 }
 
-fn replay(dir: &Path) {
+fn replay(dir: &Path, offload: Option<&dyn Offload>) {
     let started = Instant::now();
     let cpu_before = cpu_secs();
-    let r = open(dir);
+    let r = open(dir, offload);
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu_before;
     let n = r.last_seqno();
@@ -337,9 +347,11 @@ fn main() {
             let n = value("--tx").map_or(1_000_000, |v| v.parse().expect("--tx takes a number"));
             build(n, &dir);
         }
-        Some("replay") => replay(&dir),
+        // --sequential: replay on one core (no offload), as the simulation does.
+        Some("replay") if args.iter().any(|a| a == "--sequential") => replay(&dir, None),
+        Some("replay") => replay(&dir, Some(&ThreadOffload)),
         _ => {
-            eprintln!("usage: replay build --tx N --dir DIR | replay replay --dir DIR");
+            eprintln!("usage: replay build --tx N --dir DIR | replay replay --dir DIR [--sequential]");
             std::process::exit(2);
         }
     }

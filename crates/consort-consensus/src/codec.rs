@@ -198,6 +198,39 @@ pub fn full_write_set(secret: &LedgerSecret, bytes: &[u8], info: &EntryInfo) -> 
     Ok(ws)
 }
 
+/// An entry [`inspect`]ed and, if asked, decrypted: everything taking an entry into a replica needs that does not
+/// depend on the replica's state, so it can be computed ahead (on another core during replay).
+#[derive(Debug, Clone)]
+pub struct DecodedEntry {
+    pub info: EntryInfo,
+    /// The whole write set (public and private maps); `None` when not decrypted. Its public maps are moved out of
+    /// `info.public`, which is then empty.
+    pub write_set: Option<WriteSet>,
+}
+
+/// [`inspect`], then, with `decrypt`, [`full_write_set`] without copying the public maps: one parse and one
+/// decryption per entry.
+pub fn decode(
+    secret: &LedgerSecret,
+    bytes: &[u8],
+    view: u64,
+    seqno: u64,
+    decrypt: bool,
+) -> Result<DecodedEntry, ConsensusError> {
+    let mut info = inspect(bytes, view, seqno)?;
+    let write_set = if decrypt {
+        let bad = |r: String| ConsensusError::entry(seqno, r);
+        let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
+        let private = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
+        let mut ws = std::mem::take(&mut info.public);
+        ws.merge(WriteSet::deserialise_private(&private).map_err(|e| bad(e.to_string()))?);
+        Some(ws)
+    } else {
+        None
+    };
+    Ok(DecodedEntry { info, write_set })
+}
+
 /// The CCF bytes a Raft entry carries (after [`normalise`]).
 pub fn ledger_bytes(e: &Entry) -> &[u8] {
     match e.get_entry_type() {

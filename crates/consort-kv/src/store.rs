@@ -57,6 +57,8 @@ pub(crate) struct MapUndo {
     pub(crate) prev_version: Version,
     /// Each key the version wrote, with its entry before (None: the key had no entry).
     pub(crate) prev_entries: Vec<(Key, Option<Entry>)>,
+    /// Whether any of those writes was a removal (only then can committing the version leave a tombstone to drop).
+    pub(crate) removes: bool,
 }
 
 #[derive(Debug)]
@@ -106,12 +108,19 @@ impl State {
 
     /// Applies `ws` as version `version` (which must be the next one) and records how to undo it.
     fn apply_writes(&mut self, version: Version, ws: &WriteSet) {
+        self.apply_owned(version, ws.clone(), true);
+    }
+
+    /// Applies `ws` as version `version` (which must be the next one), moving its keys and values into the maps.
+    /// With `keep_undo` it records how to undo it; without, the caller commits `version` at once (a removal then
+    /// leaves no tombstone, as [`Self::drop_undo_through`] would have dropped it).
+    fn apply_owned(&mut self, version: Version, ws: WriteSet, keep_undo: bool) {
         debug_assert_eq!(version, self.version + 1);
         let mut undo = Undo {
             version,
-            maps: Vec::with_capacity(ws.maps.len()),
+            maps: Vec::with_capacity(if keep_undo { ws.maps.len() } else { 0 }),
         };
-        for (name, mw) in &ws.maps {
+        for (name, mw) in ws.maps {
             if mw.writes.is_empty() {
                 continue;
             }
@@ -119,25 +128,35 @@ impl State {
                 Some(m) => m,
                 None => self.maps.entry(name.clone()).or_default(),
             };
-            let mut prev_entries = Vec::with_capacity(mw.writes.len());
-            for (k, v) in &mw.writes {
-                let old = map.replace(
-                    k.clone(),
-                    Some(Entry {
+            if !keep_undo {
+                for (k, value) in mw.writes {
+                    let entry = value.map(|value| Entry {
                         version,
-                        value: v.clone(),
-                    }),
-                );
-                prev_entries.push((k.clone(), old));
+                        value: Some(value),
+                    });
+                    map.replace(k, entry);
+                }
+                map.version = version;
+                continue;
+            }
+            let mut prev_entries = Vec::with_capacity(mw.writes.len());
+            let mut removes = false;
+            for (k, value) in mw.writes {
+                removes |= value.is_none();
+                let old = map.replace(k.clone(), Some(Entry { version, value }));
+                prev_entries.push((k, old));
             }
             undo.maps.push(MapUndo {
-                name: name.clone(),
+                name,
                 prev_version: map.version,
                 prev_entries,
+                removes,
             });
             map.version = version;
         }
-        self.undo.push_back(undo);
+        if keep_undo {
+            self.undo.push_back(undo);
+        }
         self.version = version;
     }
 
@@ -169,7 +188,7 @@ impl State {
     fn drop_undo_through(&mut self, committed: Version) {
         while self.undo.front().is_some_and(|u| u.version <= committed) {
             let Some(undo) = self.undo.pop_front() else { break };
-            for mu in undo.maps {
+            for mu in undo.maps.into_iter().filter(|mu| mu.removes) {
                 let Some(map) = self.maps.get_mut(mu.name.as_str()) else {
                     continue;
                 };
@@ -396,6 +415,40 @@ impl Store {
             return Err(KvError::VersionMismatch { expected, got: version });
         }
         state.apply_writes(version, ws);
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies a write set that is already committed (ledger replay of entries a committed signature covers) as
+    /// exactly `version`, which must be current + 1, and marks everything up to it committed. Keeps no undo
+    /// record, so it is cheaper than [`Store::apply`] followed by [`Store::set_committed`], with the same result.
+    pub fn apply_committed(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        let expected = state.version + 1;
+        if version != expected {
+            return Err(KvError::VersionMismatch { expected, got: version });
+        }
+        // Earlier versions become committed too: drop their undo records first, so that the remaining records
+        // still describe exactly the versions above the committed one.
+        let previous = state.version;
+        state.committed = previous;
+        state.drop_undo_through(previous);
+        state.apply_owned(version, ws, false);
+        state.committed = version;
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Store::apply`] taking the write set by value: its keys and values move into the store.
+    pub fn apply_owned(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        let expected = state.version + 1;
+        if version != expected {
+            return Err(KvError::VersionMismatch { expected, got: version });
+        }
+        state.apply_owned(version, ws, true);
         self.version.store(version, Ordering::Release);
         Ok(())
     }
@@ -846,6 +899,56 @@ mod tests {
         let state = store.read_state();
         assert!(state.undo.is_empty());
         assert!(state.maps["m"].entries.is_empty());
+    }
+
+    #[test]
+    fn apply_committed_matches_apply_then_set_committed() {
+        let mut sets = Vec::new();
+        let mut ws = WriteSet::default();
+        ws.put("m", b"a", b"1");
+        ws.put("m", b"b", b"1");
+        sets.push(ws);
+        let mut ws = WriteSet::default();
+        ws.remove("m", b"a");
+        ws.put("n", b"c", b"2");
+        sets.push(ws);
+        sets.push(WriteSet::default());
+        let mut ws = WriteSet::default();
+        ws.remove("m", b"never-there");
+        ws.put("m", b"a", b"4");
+        ws.remove("n", b"c");
+        sets.push(ws);
+        let (slow, fast) = (Store::new(), Store::new());
+        for (i, ws) in sets.iter().enumerate() {
+            let v = i as Version + 1;
+            slow.apply(v, ws).unwrap();
+            slow.set_committed(v);
+            fast.apply_committed(v, ws.clone()).unwrap();
+            assert_eq!(fast.digest(), slow.digest(), "after version {v}");
+            assert_eq!(fast.committed_version(), v);
+            let header = crate::SnapshotHeader {
+                version: v,
+                ..Default::default()
+            };
+            assert_eq!(fast.snapshot(&header), slow.snapshot(&header), "snapshot at {v}");
+        }
+        assert!(fast.read_state().undo.is_empty());
+        assert_eq!(fast.map_names(), slow.map_names());
+        // Versions applied with undo before a committed one become committed with it.
+        let mut ws = WriteSet::default();
+        ws.put("m", b"z", b"5");
+        fast.apply_owned(5, ws.clone()).unwrap();
+        assert_eq!(fast.read_state().undo.len(), 1);
+        fast.apply_committed(6, ws).unwrap();
+        assert!(fast.read_state().undo.is_empty());
+        assert_eq!(
+            fast.rollback(5),
+            Err(KvError::RollbackBelowCommitted { to: 5, committed: 6 })
+        );
+        assert_eq!(
+            fast.apply_committed(9, WriteSet::default()),
+            Err(KvError::VersionMismatch { expected: 7, got: 9 })
+        );
     }
 
     #[test]
