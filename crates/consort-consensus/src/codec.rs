@@ -11,7 +11,7 @@ use crate::limits::MAX_CONF_CHANGES;
 use crate::ConsensusError;
 use bytes::Bytes;
 use consort_crypto::sha256;
-use consort_kv::{DomainHeader, WriteSet};
+use consort_kv::{DomainHeader, WriteBatch, WriteSet};
 use consort_ledger::{leaf_digest, parse_entry, try_encode_entry, LedgerSecret, SIGNATURES_TABLE, SINGLETON_KEY};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType};
@@ -203,13 +203,12 @@ pub fn full_write_set(secret: &LedgerSecret, bytes: &[u8], info: &EntryInfo) -> 
 #[derive(Debug, Clone)]
 pub struct DecodedEntry {
     pub info: EntryInfo,
-    /// The whole write set (public and private maps); `None` when not decrypted. Its public maps are moved out of
-    /// `info.public`, which is then empty.
-    pub write_set: Option<WriteSet>,
+    /// The private maps' writes; `None` when not decrypted. With `info.public`, the whole write set.
+    pub private: Option<WriteBatch>,
 }
 
-/// [`inspect`], then, with `decrypt`, [`full_write_set`] without copying the public maps: one parse and one
-/// decryption per entry.
+/// [`inspect`], then, with `decrypt`, the private domain decrypted and parsed: one parse and one decryption per
+/// entry, and no per-entry B-trees for the private writes.
 pub fn decode(
     secret: &LedgerSecret,
     bytes: &[u8],
@@ -217,18 +216,16 @@ pub fn decode(
     seqno: u64,
     decrypt: bool,
 ) -> Result<DecodedEntry, ConsensusError> {
-    let mut info = inspect(bytes, view, seqno)?;
-    let write_set = if decrypt {
+    let info = inspect(bytes, view, seqno)?;
+    let private = if decrypt {
         let bad = |r: String| ConsensusError::entry(seqno, r);
         let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
-        let private = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
-        let mut ws = std::mem::take(&mut info.public);
-        ws.merge(WriteSet::deserialise_private(&private).map_err(|e| bad(e.to_string()))?);
-        Some(ws)
+        let plaintext = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
+        Some(WriteBatch::deserialise_private(&plaintext).map_err(|e| bad(e.to_string()))?)
     } else {
         None
     };
-    Ok(DecodedEntry { info, write_set })
+    Ok(DecodedEntry { info, private })
 }
 
 /// The CCF bytes a Raft entry carries (after [`normalise`]).

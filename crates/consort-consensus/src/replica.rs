@@ -11,7 +11,7 @@ use crate::log::Log;
 use crate::replay::{DecodedChunk, Offload};
 use crate::snapshot;
 use consort_crypto::SigningKey;
-use consort_kv::{Store, Version, WriteSet};
+use consort_kv::{Store, Version, WriteBatch, WriteSet};
 use consort_ledger::{
     verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE,
     SINGLETON_KEY, TREE_TABLE,
@@ -1175,19 +1175,18 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         if self.log.terms.last().is_some_and(|&t| t > view) || view < self.log.base_term {
             return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
         }
-        let DecodedEntry { info, write_set } = decoded;
+        let DecodedEntry { info, private } = decoded;
         let store = self.log.store.clone();
         if seqno > store.current_version() {
-            let ws =
-                write_set.ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} was not decrypted")))?;
+            let private =
+                private.ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} was not decrypted")))?;
             if info.is_signature {
-                self.verify_signature(view, seqno, &ws)?;
+                // The signatures table is public: the public maps are all the check needs.
+                self.verify_signature(view, seqno, &info.public)?;
             }
-            if committed {
-                store.apply_committed(seqno, ws)?;
-            } else {
-                store.apply_owned(seqno, ws)?;
-            }
+            let mut batch = WriteBatch::from(info.public);
+            batch.maps.extend(private.maps);
+            store.apply_batch(seqno, batch, committed)?;
         }
         if append {
             self.log.ledger.append(seqno, bytes, info.is_signature)?;
