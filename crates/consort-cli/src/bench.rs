@@ -1,10 +1,18 @@
 //! `consort bench`: a load generator over pipelined HTTPS (HTTP/2 streams as each connection's window) for the
-//! logging and SmallBank apps, reporting acknowledged and committed throughput and latency percentiles.
+//! logging and SmallBank apps, reporting acknowledged and committed throughput and latency percentiles. With
+//! `--target etcd` the same client sends the private-write load as puts to etcd's JSON gateway, for a comparison
+//! in which only the server differs.
 //!
 //! A run has up to three phases: setup (unmeasured: preload the keys a mixed workload reads, or create the SmallBank
 //! accounts), load (measured), and for SmallBank a verification that the total money equals the initial total plus
 //! the acknowledged deposits, savings transactions and checks. Commit latency is measured on a sample of the writes
 //! by a background task that polls the commit point on its own connection.
+//!
+//! etcd answers a put only once the put is committed (a quorum has it in its fsynced write-ahead log) and applied,
+//! so against etcd committed = acknowledged: commit latency is the acknowledgement latency of every put, and
+//! committed tx/s is acknowledged tx/s. etcd's gateway (3.4) serves JSON over HTTP/2 on its TLS client port (it
+//! routes by content type: only `application/grpc` goes to gRPC), so the window means the same thing for both
+//! targets: HTTP/2 streams in flight on each TLS connection.
 
 use consort_node::client::{Connection, Protocol, Reply, TlsConfig};
 use consort_node::service::TxId;
@@ -35,6 +43,40 @@ pub const VERIFY_ATTEMPTS: usize = 3;
 pub const MAX_OP_AMOUNT: u64 = 100;
 /// Total requests when neither --requests nor --duration-s is given.
 pub const DEFAULT_REQUESTS: u64 = 50_000;
+/// etcd's client address when `--target etcd` is given without `--address` (etcd's default client port).
+pub const ETCD_DEFAULT_ADDRESS: &str = "127.0.0.1:2379";
+/// etcd's JSON gateway endpoint for puts (etcd 3.4 and later).
+pub const ETCD_PUT_PATH: &str = "/v3/kv/put";
+
+/// What the bench drives.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A Consort service: the sandbox's logging or SmallBank app.
+    Consort,
+    /// An etcd cluster (3.4 or later) through its JSON gateway: the private-write load as `POST /v3/kv/put`.
+    Etcd,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Consort => "consort",
+            Target::Etcd => "etcd",
+        }
+    }
+
+    /// When this target's writes count as committed (stated in every report).
+    fn commit_rule(self) -> &'static str {
+        match self {
+            Target::Consort => {
+                "a write is committed once a committed signature transaction covers it (polled on /app/commit)"
+            }
+            Target::Etcd => {
+                "etcd acknowledges a put only once a quorum has it in its fsynced log and it is applied: committed = acknowledged"
+            }
+        }
+    }
+}
 
 /// What the load consists of.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +104,29 @@ impl Workload {
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Sandbox workspace to take the address, CA and user identity from.
+    /// What to drive: a Consort service, or etcd's JSON gateway (private-write workload only; needs --cacert).
+    #[arg(long, value_enum, default_value = "consort")]
+    pub target: Target,
+    /// Sandbox workspace to take the address, CA and user identity from (Consort target).
     #[arg(long, default_value = "workspace/sandbox")]
     pub workspace: PathBuf,
-    /// Node address; defaults to the first node of the sandbox.
+    /// Server address host:port; defaults to the first node of the sandbox, or 127.0.0.1:2379 for etcd.
     #[arg(long)]
     pub address: Option<String>,
+    /// PEM CA certificate(s) the server certificate must chain to; defaults to the workspace's service_cert.pem
+    /// (required for etcd).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate (with --key, an EC P-256/P-384 key) for TLS client authentication; defaults to the
+    /// workspace's user0 for Consort, none for etcd.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// etcd: prefix of the keys put (key = prefix + request number); a fresh one per run by default.
+    #[arg(long)]
+    pub key_prefix: Option<String>,
     /// TLS connections.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -99,7 +158,8 @@ pub struct BenchArgs {
     /// smallbank: initial checking and (each) savings balance of every account.
     #[arg(long, default_value_t = 10_000)]
     pub initial_balance: i64,
-    /// Measure commit latency on every Nth acknowledged write (0: none).
+    /// Measure commit latency on every Nth acknowledged write (0: none). Consort only: against etcd every put's
+    /// acknowledgement is its commit.
     #[arg(long, default_value_t = 100)]
     pub commit_sample: u64,
     /// Per-request timeout in milliseconds (a timed-out request counts as an error of kind `timeout`).
@@ -178,6 +238,7 @@ enum Op {
     Amalgamate,
     WriteCheck,
     SendPayment,
+    EtcdPut,
 }
 
 impl Op {
@@ -192,6 +253,7 @@ impl Op {
             Op::Amalgamate => "amalgamate",
             Op::WriteCheck => "write_check",
             Op::SendPayment => "send_payment",
+            Op::EtcdPut => "etcd_put",
         }
     }
 }
@@ -205,6 +267,8 @@ struct Call {
     body: Option<Vec<u8>>,
     /// Whether a success commits a transaction (so its TxID can be waited for).
     write: bool,
+    /// Whether the acknowledgement of this write already means committed (etcd puts).
+    committed_on_ack: bool,
     /// SmallBank: money this request adds to (or, negative, removes from) all accounts together if it succeeds.
     flow: i64,
 }
@@ -217,7 +281,28 @@ impl Call {
             path: path.to_string(),
             body: Some(body.to_string().into_bytes()),
             write: op != Op::Balance,
+            committed_on_ack: false,
             flow,
+        }
+    }
+
+    /// An etcd put through the JSON gateway (keys and values are base64 in its JSON) at `uri`, an absolute URI:
+    /// over HTTP/2 that sends the `:scheme` and `:authority` pseudo-headers, which etcd's Go server requires.
+    fn etcd_put(uri: &str, key: &str, value: &str) -> Call {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        Call {
+            op: Op::EtcdPut,
+            method: "POST",
+            path: uri.to_string(),
+            body: Some(
+                serde_json::json!({"key": b64(key), "value": b64(value)})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            write: true,
+            committed_on_ack: true,
+            flow: 0,
         }
     }
 
@@ -228,6 +313,7 @@ impl Call {
             path,
             body: None,
             write: false,
+            committed_on_ack: false,
             flow: 0,
         }
     }
@@ -364,6 +450,8 @@ struct Stats {
     unknown_flows: u64,
     /// The highest TxID of an acknowledged write.
     last_write: Option<TxId>,
+    /// etcd: the highest revision an acknowledged put reported.
+    last_revision: Option<u64>,
     /// When the last response arrived.
     last_ack: Option<Instant>,
 }
@@ -384,6 +472,7 @@ impl Stats {
         self.flow += o.flow;
         self.unknown_flows += o.unknown_flows;
         self.last_write = self.last_write.max(o.last_write);
+        self.last_revision = self.last_revision.max(o.last_revision);
         self.last_ack = self.last_ack.max(o.last_ack);
     }
 
@@ -467,14 +556,21 @@ async fn run_phase(
                     let outcome = send(&slot, &call, timeout).await;
                     let now = Instant::now();
                     match outcome {
-                        Outcome::Ok(txid, _) => {
+                        Outcome::Ok(txid, reply) => {
                             live.acked.fetch_add(1, Ordering::Relaxed);
                             st.ok += 1;
                             st.ack_latency.push(now.saturating_duration_since(t0));
                             st.last_ack = st.last_ack.max(Some(now));
                             *st.ops.entry(call.op.name()).or_default() += 1;
                             st.flow += i128::from(call.flow);
-                            if let (true, Some(txid)) = (call.write, txid) {
+                            if call.write && call.committed_on_ack {
+                                st.ok_writes += 1;
+                                let revision = etcd_revision(&reply);
+                                st.last_revision = st.last_revision.max(revision);
+                                if let Some(r) = revision {
+                                    live.commit_seqno.fetch_max(r, Ordering::Relaxed);
+                                }
+                            } else if let (true, Some(txid)) = (call.write, txid) {
                                 st.ok_writes += 1;
                                 st.last_write = st.last_write.max(Some(txid));
                                 let n = writes.fetch_add(1, Ordering::Relaxed);
@@ -516,8 +612,16 @@ async fn run_phase(
     Ok((stats, started))
 }
 
-/// Prints a progress line to stderr every [`PROGRESS_EVERY`] until aborted.
-fn spawn_progress(phase: &'static str, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
+/// The revision in an etcd gateway reply (`{"header": {"revision": "123", ...}}`; int64s are JSON strings).
+fn etcd_revision(reply: &Reply) -> Option<u64> {
+    let v = reply.json().ok()?;
+    let r = &v["header"]["revision"];
+    r.as_str().and_then(|s| s.parse().ok()).or_else(|| r.as_u64())
+}
+
+/// Prints a progress line to stderr every [`PROGRESS_EVERY`] until aborted; `commit_label` names what
+/// `live.commit_seqno` holds (Consort's commit seqno, or etcd's latest revision).
+fn spawn_progress(phase: &'static str, commit_label: &'static str, live: Arc<Live>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let started = Instant::now();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -528,7 +632,7 @@ fn spawn_progress(phase: &'static str, live: Arc<Live>) -> tokio::task::JoinHand
             let acked = live.acked.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
-                "bench {phase} {secs:6.1}s  sent {}  acked {acked}  errors {}  {:.0} tx/s (last {:.0}s)  {:.0} tx/s (avg)  commit seqno {}",
+                "bench {phase} {secs:6.1}s  sent {}  acked {acked}  errors {}  {:.0} tx/s (last {:.0}s)  {:.0} tx/s (avg)  {commit_label} {}",
                 live.sent.load(Ordering::Relaxed),
                 live.errors.load(Ordering::Relaxed),
                 (acked - last_acked) as f64 / PROGRESS_EVERY.as_secs_f64(),
@@ -847,6 +951,19 @@ fn validate(args: &BenchArgs) -> Result<(), BenchError> {
     if args.timeout_ms == 0 {
         return bad("--timeout-ms must be positive");
     }
+    if args.target == Target::Etcd {
+        if args.workload != Workload::Private {
+            return bad(&format!(
+                "--target etcd runs only the private-write workload (puts of the same size); --workload {} has no etcd equivalent",
+                args.workload.name()
+            ));
+        }
+        if args.cacert.is_none() {
+            return bad("--target etcd needs --cacert (the CA of etcd's client certificate)");
+        }
+    } else if args.key_prefix.is_some() {
+        return bad("--key-prefix applies only to --target etcd");
+    }
     if args.workload == Workload::Smallbank {
         if args.accounts < 2 {
             return bad("--accounts must be at least 2");
@@ -858,17 +975,28 @@ fn validate(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
-    validate(&args)?;
+/// The address and TLS client configuration: explicit options first, then the sandbox workspace (Consort) or
+/// etcd's defaults (no client certificate, 127.0.0.1:2379).
+fn endpoint(args: &BenchArgs) -> Result<(String, TlsConfig), BenchError> {
     let ws = &args.workspace;
-    let ca = read_file(ws.join("service_cert.pem"))?;
-    let (cert, key) = (
-        read_file(ws.join("user0_cert.pem"))?,
-        read_file(ws.join("user0_privk.pem"))?,
-    );
-    let address = match &args.address {
-        Some(a) => a.clone(),
-        None => {
+    let ca = match (&args.cacert, args.target) {
+        (Some(p), _) => read_file(p.clone())?,
+        (None, Target::Consort) => read_file(ws.join("service_cert.pem"))?,
+        (None, Target::Etcd) => return Err(BenchError::Args("--target etcd needs --cacert".into())),
+    };
+    let identity = match (&args.cert, &args.key, args.target) {
+        (Some(c), Some(k), _) => Some((read_file(c.clone())?, read_file(k.clone())?)),
+        (None, None, Target::Consort) => Some((
+            read_file(ws.join("user0_cert.pem"))?,
+            read_file(ws.join("user0_privk.pem"))?,
+        )),
+        (None, None, Target::Etcd) => None,
+        _ => return Err(BenchError::Args("--cert and --key go together".into())),
+    };
+    let address = match (&args.address, args.target) {
+        (Some(a), _) => a.clone(),
+        (None, Target::Etcd) => ETCD_DEFAULT_ADDRESS.to_string(),
+        (None, Target::Consort) => {
             let path = ws.join("sandbox.json");
             let sb: serde_json::Value =
                 serde_json::from_str(&read_file(path.clone())?).map_err(|e| BenchError::File {
@@ -884,10 +1012,21 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
                 .to_string()
         }
     };
-    let tls = consort_node::tls::client_config(&ca, Some((&cert, &key))).map_err(|e| BenchError::Connect {
+    let identity = identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+    let tls = consort_node::tls::client_config(&ca, identity).map_err(|e| BenchError::Connect {
         address: address.clone(),
         reason: e.to_string(),
     })?;
+    Ok((address, tls))
+}
+
+async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
+    validate(&args)?;
+    let (address, tls) = endpoint(&args)?;
+    let commit_label = match args.target {
+        Target::Consort => "commit seqno",
+        Target::Etcd => "revision",
+    };
     let timeout = Duration::from_millis(args.timeout_ms);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -926,7 +1065,7 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         Workload::Private | Workload::Public => None,
     };
     if let Some((what, n, generator)) = setup {
-        let progress = (!args.quiet).then(|| spawn_progress("setup", live.clone()));
+        let progress = (!args.quiet).then(|| spawn_progress("setup", commit_label, live.clone()));
         let plan = Plan {
             total: Some(n),
             until: None,
@@ -946,16 +1085,32 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         }
     }
 
-    // Load (measured), with the commit poller on its own connection.
+    // Load (measured), with the commit poller on its own connection (Consort; etcd acknowledges only committed
+    // puts, so it needs none).
     let live = Arc::new(Live::default());
     let (sample_tx, sample_rx) = mpsc::unbounded_channel();
     let (target_tx, target_rx) = oneshot::channel();
-    let poller = tokio::spawn(commit_poller(
-        connect(&address, &tls).await?,
-        sample_rx,
-        target_rx,
-        live.clone(),
-    ));
+    let poller = match args.target {
+        Target::Consort => Some(tokio::spawn(commit_poller(
+            connect(&address, &tls).await?,
+            sample_rx,
+            target_rx,
+            live.clone(),
+        ))),
+        Target::Etcd => None,
+    };
+    let generator = match args.target {
+        Target::Consort => load_generator(&args, account_base),
+        Target::Etcd => {
+            let prefix = args
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| format!("consort-bench/{seed:016x}/"));
+            let uri = format!("https://{address}{ETCD_PUT_PATH}");
+            Arc::new(move |i, _: &mut Rng| Call::etcd_put(&uri, &format!("{prefix}{i}"), &format!("bench message {i}")))
+                as Arc<Generator>
+        }
+    };
     let plan = Plan {
         total: match (args.requests, args.duration_s) {
             (Some(n), _) => Some(n),
@@ -965,11 +1120,11 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         until: args.duration_s.map(Duration::from_secs_f64),
         rate: args.rate,
     };
-    let progress = (!args.quiet).then(|| spawn_progress("load", live.clone()));
+    let progress = (!args.quiet).then(|| spawn_progress("load", commit_label, live.clone()));
     let result = run_phase(
         &slots,
         args.window,
-        load_generator(&args, account_base),
+        generator,
         plan,
         timeout,
         rng.next_u64(),
@@ -979,7 +1134,17 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
     .await;
     let (stats, started) = result?;
     let _ = target_tx.send(stats.last_write);
-    let commits = poller.await.map_err(|e| BenchError::Task(e.to_string()))?;
+    let commits = match poller {
+        Some(p) => p.await.map_err(|e| BenchError::Task(e.to_string()))?,
+        // Every acknowledged put was committed when acknowledged: the commit latencies are the acknowledgement
+        // latencies (all of them, not a sample) and the last put was committed when its answer arrived.
+        None => CommitReport {
+            latencies: stats.ack_latency.clone(),
+            target_committed_at: stats.last_ack,
+            invalid: None,
+            unresolved: 0,
+        },
+    };
     if let Some(p) = progress {
         p.abort();
     }
@@ -1016,7 +1181,14 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
             "unknown_outcomes": unknown,
         })
     });
+    let last_write = match args.target {
+        Target::Consort => stats.last_write.map(|t| t.to_string()),
+        Target::Etcd => stats.last_revision.map(|r| format!("revision {r}")),
+    };
     let report = serde_json::json!({
+        "target": args.target.name(),
+        "commit_rule": args.target.commit_rule(),
+        "protocol": "h2",
         "workload": args.workload.name(),
         "address": address,
         "connections": args.connections,
@@ -1036,7 +1208,7 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
         "acked_tx_per_s": acked_tps,
         "committed_tx_per_s": committed_tps,
         "commit_duration_s": committed_elapsed.map(|d| d.as_secs_f64()),
-        "last_write": stats.last_write.map(|t| t.to_string()),
+        "last_write": last_write,
         "ack_latency_ms": latency_json(stats.ack_latency),
         "commit_latency_ms": latency_json(commits.latencies),
         "commit_samples_unresolved": commits.unresolved,
@@ -1061,7 +1233,8 @@ async fn run_bench(args: BenchArgs) -> Result<(), BenchError> {
 fn print_text(r: &serde_json::Value) {
     let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "{} workload: {} requests over {} connections x {} window in {:.2} s (rate {})",
+        "{} target, {} workload: {} requests over {} connections x {} window in {:.2} s (rate {})",
+        r["target"].as_str().unwrap_or(""),
         r["workload"].as_str().unwrap_or(""),
         r["requests"],
         r["connections"],
@@ -1079,6 +1252,10 @@ fn print_text(r: &serde_json::Value) {
         r["writes"]
     );
     match r["committed_tx_per_s"].as_f64() {
+        Some(c) if r["target"] == "etcd" => println!(
+            "committed:    {c:.0} tx/s (= acknowledged: etcd answers a put only once it is committed; last {})",
+            r["last_write"].as_str().unwrap_or("-"),
+        ),
         Some(c) => println!(
             "committed:    {c:.0} tx/s (last acknowledged write {} committed at {:.3} s)",
             r["last_write"].as_str().unwrap_or("-"),

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 const WRITES: u64 = 2_000;
 /// Bound on every wait in this test.
 const WAIT: Duration = Duration::from_secs(60);
+/// Periodic snapshot interval of the test networks (transactions).
+const SNAPSHOT_INTERVAL: u64 = 300;
 /// Generous bound on the failover time (the measured figure is printed).
 const MAX_FAILOVER: Duration = Duration::from_secs(30);
 
@@ -79,6 +81,7 @@ impl Net {
         cfg.network.node_to_node_address = Some(format!("127.0.0.1:{}", free_port()));
         cfg.ledger.signature_interval_ms = 20;
         cfg.ledger.chunk_threshold_bytes = 32 * 1024;
+        cfg.ledger.snapshot_tx_interval = SNAPSHOT_INTERVAL;
         cfg.start.users = vec![IdentityConfig {
             cert: self.root.join("user0_cert.pem"),
             encryption_public_key: None,
@@ -296,6 +299,17 @@ fn committed_chunks(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The committed snapshot files in `dir`, by name.
+fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    consort_node::snapshots::list_committed(dir)
+        .into_iter()
+        .map(|f| {
+            let name = f.path.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&f.path).unwrap_or_default())
+        })
+        .collect()
+}
+
 /// Node 0 starts the service; nodes 1 and 2 join it while it is Opening; member0 opens it.
 /// A temporary directory holding user0 and member0, and an empty network rooted in it.
 fn new_net() -> (tempfile::TempDir, Net) {
@@ -428,9 +442,43 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     .await;
     check_reads(&net, &[old], &committed).await;
 
+    // Periodic snapshots: every node wrote some, and files of the same name are identical.
+    let snapshots: Vec<BTreeMap<String, Vec<u8>>> = (0..3)
+        .map(|i| snapshot_files(&net.nodes[i].dir.join("snapshots")))
+        .collect();
+    for (i, s) in snapshots.iter().enumerate() {
+        assert!(!s.is_empty(), "node {i} wrote no snapshot in {WRITES} writes");
+    }
+    let mut same_name = 0;
+    for (name, bytes) in &snapshots[survivors[0]] {
+        if let Some(other) = snapshots[survivors[1]].get(name) {
+            assert!(bytes == other, "snapshot {name} differs between nodes");
+            same_name += 1;
+        }
+    }
+    assert!(same_name > 0, "the survivors share no snapshot");
+
+    // Governance's trigger_snapshot makes the primary snapshot at its next signature.
+    let primary_now = net.primary(&[0, 1, 2]).await.expect("a primary");
+    let newest = |i: usize| {
+        snapshot_files(&net.nodes[i].dir.join("snapshots"))
+            .keys()
+            .filter_map(|n| consort_node::snapshots::parse_committed_name(n))
+            .map(|(s, _)| s)
+            .max()
+            .unwrap_or(0)
+    };
+    let before = newest(primary_now);
+    net.pass_proposal(&[0, 1, 2], serde_json::json!([{"name": "trigger_snapshot"}]), false)
+        .await;
+    net.wait_for("a triggered snapshot", async || newest(primary_now) > before)
+        .await;
+    let latest = newest(primary_now);
+    let snapshot_primary = primary_now;
+
     // A fourth node joins the open service through a backup: Pending until member0 trusts it, then a learner
-    // from a snapshot, then a voter; it serves what was written before it joined.
-    let primary_now = net.primary(&[0, 1, 2]).await;
+    // from the latest committed snapshot, then a voter; it serves what was written before it joined.
+    let primary_now = Some(primary_now);
     let backup = (0..3).find(|&i| Some(i) != primary_now).unwrap_or(survivors[0]);
     let via = net.nodes[backup].address.clone();
     net.configure(3, Some(&via));
@@ -473,6 +521,19 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     })
     .await;
     check_reads(&net, &[3], &committed).await;
+    let base = net.get_json(3, "/node/consensus").await.expect("consensus")["base_seqno"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        base >= latest,
+        "the joiner started from snapshot {base}, not the latest ({latest})"
+    );
+    assert!(
+        snapshot_files(&net.nodes[snapshot_primary].dir.join("snapshots"))
+            .keys()
+            .any(|n| n.starts_with(&format!("snapshot_{base}_"))),
+        "the joiner's snapshot {base} is a committed snapshot file"
+    );
 
     // Ledgers: read_ledger.py accepts each node's; committed chunks of the same name are identical.
     for n in net.nodes.iter_mut() {
@@ -558,7 +619,7 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
+async fn retired_nodes_leave_the_membership_the_primary_last_and_commits_go_on() {
     let _serial = SERIAL.lock().await;
     let (_tmp, mut net) = new_net();
     three_node_service(&mut net).await;
@@ -605,5 +666,44 @@ async fn a_retired_node_leaves_the_membership_and_commits_go_on() {
     .await;
     for txid in before.values() {
         assert_eq!(status(&net, live[0], txid).await, "Committed", "{txid}");
+    }
+
+    // Retire the primary itself: it hands the primary role to the other voter, which takes it out of the
+    // membership; the last voter goes on committing alone and nothing is lost.
+    let old_primary = net.primary(&live).await.expect("a primary");
+    let heir = *live.iter().find(|&&i| i != old_primary).unwrap();
+    let old_primary_id = net.get_json(old_primary, "/node/state").await.expect("node state")["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.pass_proposal(
+        &live,
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": old_primary_id}}]),
+        false,
+    )
+    .await;
+    net.wait_for(
+        "the retired primary to hand over and leave the membership",
+        async || {
+            net.get_json(heir, "/node/consensus")
+                .await
+                .is_some_and(|v| v["role"] == "Primary" && v["peers"].get(&old_primary_id).is_none())
+        },
+    )
+    .await;
+    net.nodes[old_primary].kill();
+    let (last_writes, _) = write_range(&net, &[heir], 120..150).await;
+    assert_eq!(last_writes.len(), 30);
+    let newest = last_writes
+        .values()
+        .max_by_key(|t| t.split_once('.').unwrap().1.parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+    net.wait_for("writes after the primary's retirement to commit", async || {
+        status(&net, heir, &newest).await == "Committed"
+    })
+    .await;
+    for txid in before.values().chain(after.values()) {
+        assert_eq!(status(&net, heir, txid).await, "Committed", "{txid}");
     }
 }

@@ -16,4 +16,4 @@ pub const MAX_CONF_CHANGES: usize = 64;
 pub const DEFAULT_MAX_APPEND_BYTES: u64 = 1024 * 1024;
 
 /// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`).
-pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 256;
+pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 4;

@@ -99,6 +99,9 @@ pub struct ReplicaConfig {
     /// quickly). A genesis node turns this off until its genesis transaction is in the log: auditors need the
     /// signing node's certificate recorded before the first signature.
     pub sign_on_election: bool,
+    /// The primary snapshots the state at the first signature transaction this many transactions after the last
+    /// snapshot (0: never). Every replica builds the same snapshot, and hands it out once its evidence commits.
+    pub snapshot_interval_tx: u64,
 }
 
 impl ReplicaConfig {
@@ -114,6 +117,7 @@ impl ReplicaConfig {
             chunk_threshold_bytes: 5 * 1024 * 1024,
             random_seed: id,
             sign_on_election: true,
+            snapshot_interval_tx: 0,
         }
     }
 }
@@ -147,6 +151,9 @@ pub enum Event {
     Persisted { number: u64 },
     /// Start an election now.
     Campaign,
+    /// On the primary: hand the primary role to voter `to` (Raft leadership transfer: `to` campaigns at once when
+    /// its log is up to date). Used before the primary is removed from the membership.
+    TransferLeadership { to: u64 },
 }
 
 /// An output of [`Replica::step`], in the order the node must carry them out.
@@ -180,6 +187,14 @@ pub enum Action {
     },
     /// A snapshot from the primary replaced this replica's state (store, ledger, tree).
     SnapshotInstalled(TxId),
+    /// A periodic snapshot of the state at signature transaction `seqno` is final: its digest, recorded by the
+    /// evidence transaction `evidence`, is covered by a committed signature. `snapshot` is an encoded Raft
+    /// `Snapshot` (a joiner can start from it); the node stores it as `snapshot_<seqno>_<evidence>.committed`.
+    SnapshotCommitted {
+        seqno: u64,
+        evidence: u64,
+        snapshot: Vec<u8>,
+    },
     /// The client proposal is in the log at this transaction id.
     Proposed(TxId),
     /// The proposal of `version` was refused; for client proposals the store was rolled back to `version - 1`.
@@ -220,6 +235,42 @@ pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, ConsensusError> {
     HardState::parse_from_bytes(bytes).map_err(|e| ConsensusError::Inconsistent(format!("hard state: {e}")))
 }
 
+/// A periodic snapshot built at a signature transaction, waiting for its evidence transaction to commit.
+#[derive(Debug)]
+struct PendingSnapshot {
+    seqno: u64,
+    evidence: u64,
+    /// The snapshot bundle ([`snapshot::build`]) whose SHA-256 the evidence records.
+    data: Vec<u8>,
+}
+
+/// Periodic snapshot bookkeeping. The primary starts a snapshot after a signature transaction and records its
+/// digest in the next transaction (the evidence); a backup rebuilds the same snapshot when it receives the evidence
+/// and keeps it only if the digests agree.
+#[derive(Debug, Default)]
+struct Snapshots {
+    /// Seqno of the latest snapshot started, rebuilt or installed.
+    last: u64,
+    /// Snapshot at the next signature whatever the interval (governance's `trigger_snapshot`).
+    asap: bool,
+    pending: VecDeque<PendingSnapshot>,
+    /// Evidence whose snapshot this replica could not rebuild with the same digest.
+    mismatches: u64,
+}
+
+impl Snapshots {
+    fn push(&mut self, p: PendingSnapshot) {
+        self.last = self.last.max(p.seqno);
+        self.pending.push_back(p);
+        while self.pending.len() > MAX_PENDING_SNAPSHOTS {
+            self.pending.pop_front();
+        }
+    }
+}
+
+/// Snapshots built and not yet committed that a replica keeps (older ones are dropped: a newer one supersedes them).
+pub const MAX_PENDING_SNAPSHOTS: usize = 2;
+
 /// One replica of the service. See the crate documentation for the model.
 pub struct Replica<S: LedgerStorage> {
     cfg: ReplicaConfig,
@@ -243,6 +294,7 @@ pub struct Replica<S: LedgerStorage> {
     halted: Option<ConsensusError>,
     /// State of the election-timeout generator (splitmix64).
     random_state: u64,
+    snapshots: Snapshots,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
@@ -357,6 +409,7 @@ impl<S: LedgerStorage> Replica<S> {
             signatures,
             trusted: &trusted,
         };
+        let base_seqno = base.seqno;
         let raft_commit = persisted.hard_state.as_ref().map_or(0, |hs| hs.commit);
         replica.replay(first.max(base.seqno + 1), raft_commit, offload)?;
         let PartialReplica {
@@ -418,6 +471,10 @@ impl<S: LedgerStorage> Replica<S> {
             held: VecDeque::new(),
             halted: None,
             random_state,
+            snapshots: Snapshots {
+                last: base_seqno,
+                ..Default::default()
+            },
         };
         replica.draw_election_timeout();
         Ok(replica)
@@ -590,6 +647,11 @@ impl<S: LedgerStorage> Replica<S> {
         Ok((sig, path))
     }
 
+    /// Evidence transactions whose snapshot this replica rebuilt with a different digest (and so did not keep).
+    pub fn snapshot_mismatches(&self) -> u64 {
+        self.snapshots.mismatches
+    }
+
     /// See [`ReplicaConfig::sign_on_election`].
     pub fn set_sign_on_election(&mut self, sign: bool) {
         self.cfg.sign_on_election = sign;
@@ -600,6 +662,13 @@ impl<S: LedgerStorage> Replica<S> {
     /// primary only: the flag travels in the signature entry's header, so every replica closes the same chunk.
     pub fn request_chunk_end(&mut self) {
         self.chunk_after_next_signature = true;
+        self.sign_asap = true;
+    }
+
+    /// Snapshots at the next signature transaction (signed as soon as possible), whatever the interval. On the
+    /// primary only: backups snapshot where the primary's evidence says.
+    pub fn request_snapshot(&mut self) {
+        self.snapshots.asap = true;
         self.sign_asap = true;
     }
 
@@ -660,6 +729,15 @@ impl<S: LedgerStorage> Replica<S> {
                 }
             }
             Event::Persisted { number } => self.persisted(number, &mut out),
+            Event::TransferLeadership { to } => {
+                let voters = self.conf_state().voters;
+                if self.is_leader() && to != self.cfg.id && voters.contains(&to) {
+                    self.node.transfer_leader(to);
+                } else {
+                    let error = ConsensusError::Raft(format!("cannot transfer the primary role to {to}"));
+                    out.push(Action::Dropped { from: None, error });
+                }
+            }
             Event::Campaign => {
                 if let Err(e) = self.node.campaign() {
                     out.push(Action::Dropped {
@@ -811,11 +889,13 @@ impl<S: LedgerStorage> Replica<S> {
             &root,
         );
         // The stored tree keeps only what roots after the commit point need, so it stays small.
-        let mut tree = self.tree.clone();
-        tree.flush_to(commit.seqno);
         let mut ws = WriteSet::default();
         ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
-        ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
+        ws.put(
+            TREE_TABLE,
+            &SINGLETON_KEY,
+            &self.tree.serialise_flushed_to(commit.seqno),
+        );
         let flags = if self.chunk_after_next_signature {
             consort_ledger::entry::FLAG_FORCE_CHUNK_AFTER
         } else {
@@ -825,12 +905,42 @@ impl<S: LedgerStorage> Replica<S> {
             crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
         let store = self.store().clone();
         store.apply(seqno, &ws)?;
+        let interval = self.cfg.snapshot_interval_tx;
+        let snapshot_due =
+            self.snapshots.asap || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval));
+        let sig_entry = if snapshot_due { Some(bytes.clone()) } else { None };
         let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
         if !appended {
             store.rollback(seqno - 1)?;
-        } else {
-            self.chunk_after_next_signature = false;
+            return Ok(());
         }
+        self.chunk_after_next_signature = false;
+        if let Some(sig_entry) = sig_entry {
+            self.start_snapshot(view, seqno, &sig_entry)?;
+        }
+        Ok(())
+    }
+
+    /// On the primary, right after signature transaction `seqno`: snapshots the state at `seqno` and proposes the
+    /// evidence transaction (`seqno + 1`) recording the snapshot's digest, which the next signature covers.
+    fn start_snapshot(&mut self, view: u64, seqno: u64, sig_entry: &[u8]) -> Result<(), ConsensusError> {
+        let store = self.store().clone();
+        let log = self.node.store();
+        let mut views = log.views.clone();
+        views.note(view, seqno);
+        let data = snapshot::build(&store, &log.secret, sig_entry, view, seqno, views.up_to(seqno))?;
+        let evidence = seqno + 1;
+        let ws = snapshot::evidence_write_set(&data, seqno);
+        let bytes = encode_write_set_entry(&log.secret, view, evidence, &ws)?;
+        store.apply(evidence, &ws)?;
+        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == evidence;
+        if !appended {
+            store.rollback(seqno)?;
+            return Ok(());
+        }
+        self.txs_since_signature += 1;
+        self.snapshots.asap = false;
+        self.snapshots.push(PendingSnapshot { seqno, evidence, data });
         Ok(())
     }
 
@@ -964,6 +1074,27 @@ impl<S: LedgerStorage> Replica<S> {
             log.store.set_committed(c.seqno);
             log.ledger.commit(c.seqno)?;
             out.push(Action::Committed(c));
+            while self.snapshots.pending.front().is_some_and(|p| p.evidence <= c.seqno) {
+                let Some(p) = self.snapshots.pending.pop_front() else {
+                    break;
+                };
+                let log = self.node.store();
+                let mut snap = Snapshot {
+                    data: p.data.into(),
+                    ..Default::default()
+                };
+                let meta = snap.mut_metadata();
+                meta.index = p.seqno;
+                meta.term = log.views.view_of(p.seqno).unwrap_or_default();
+                meta.set_conf_state(log.conf_state_at(p.seqno));
+                out.push(Action::SnapshotCommitted {
+                    seqno: p.seqno,
+                    evidence: p.evidence,
+                    snapshot: snap
+                        .write_to_bytes()
+                        .expect("encoding a protobuf message to a Vec cannot fail"),
+                });
+            }
         }
         Ok(())
     }
@@ -1009,6 +1140,7 @@ impl<S: LedgerStorage> Replica<S> {
         log.conf_changes.split_off(&(to + 1));
         self.tree.truncate(to + 1);
         self.signatures.split_off(&(to + 1));
+        self.snapshots.pending.retain(|p| p.evidence <= to);
         out.push(Action::RolledBack { to });
         Ok(())
     }
@@ -1040,6 +1172,8 @@ impl<S: LedgerStorage> Replica<S> {
         log.commit = base;
         self.tree = v.tree;
         self.signatures = [base.seqno].into();
+        self.snapshots.pending.clear();
+        self.snapshots.last = base.seqno;
         out.push(Action::SnapshotInstalled(base));
         out.push(Action::Committed(base));
         Ok(())
@@ -1051,6 +1185,7 @@ impl<S: LedgerStorage> Replica<S> {
             tree: &mut self.tree,
             signatures: &mut self.signatures,
             trusted: &self.trusted,
+            snapshots: Some(&mut self.snapshots),
         };
         f(&mut p)
     }
@@ -1071,6 +1206,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
             tree: &mut self.tree,
             signatures: &mut self.signatures,
             trusted: self.trusted,
+            snapshots: None,
         }
     }
 
@@ -1142,6 +1278,8 @@ struct PartialReplicaRef<'a, S: LedgerStorage> {
     tree: &'a mut MerkleTree,
     signatures: &'a mut BTreeSet<u64>,
     trusted: &'a BTreeMap<u64, String>,
+    /// Where rebuilt periodic snapshots go (none while replaying the ledger at start-up).
+    snapshots: Option<&'a mut Snapshots>,
 }
 
 impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
@@ -1184,6 +1322,9 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
                 // The signatures table is public: the public maps are all the check needs.
                 self.verify_signature(view, seqno, &info.public)?;
             }
+            if let Some(claimed) = snapshot::evidence_in(&info.public) {
+                self.rebuild_snapshot(seqno, claimed);
+            }
             let mut batch = WriteBatch::from(info.public);
             batch.maps.extend(private.maps);
             store.apply_batch(seqno, batch, committed)?;
@@ -1201,6 +1342,43 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             self.signatures.insert(seqno);
         }
         Ok(())
+    }
+
+    /// A backup received evidence transaction `evidence` claiming a snapshot at `claimed.seqno` with digest
+    /// `claimed.hash`: it builds the same snapshot from its own state and keeps it if the digests agree. Not
+    /// fatal otherwise (the snapshot is only an optimisation for joiners): counted in `mismatches`.
+    fn rebuild_snapshot(&mut self, evidence: u64, claimed: snapshot::Evidence) {
+        let Some(snapshots) = self.snapshots.as_deref_mut() else {
+            return;
+        };
+        let seqno = claimed.seqno;
+        let store = &self.log.store;
+        // A replica whose log starts right after `seqno` (it installed a snapshot there) has nothing to rebuild.
+        let usable = seqno + 1 == evidence
+            && seqno > self.log.base_index
+            && self.signatures.contains(&seqno)
+            && store.current_version() == seqno;
+        if !usable {
+            return;
+        }
+        let built = self.log.ledger.read_entry(seqno).ok().and_then(|sig_entry| {
+            let view = self.log.views.view_of(seqno)?;
+            snapshot::build(
+                store,
+                &self.log.secret,
+                &sig_entry,
+                view,
+                seqno,
+                self.log.views.up_to(seqno),
+            )
+            .ok()
+        });
+        match built {
+            Some(data) if consort_crypto::sha256(&data) == claimed.hash => {
+                snapshots.push(PendingSnapshot { seqno, evidence, data });
+            }
+            _ => snapshots.mismatches += 1,
+        }
     }
 
     fn verify_signature(&self, view: u64, seqno: u64, ws: &WriteSet) -> Result<(), ConsensusError> {

@@ -20,6 +20,41 @@ use consort_ledger::{
 
 const MAGIC: [u8; 4] = *b"CSB1";
 
+/// Table of the evidence transaction that records a periodic snapshot's digest in the ledger (CCF's name). Its
+/// singleton value is JSON `{"hash": "<hex SHA-256 of the snapshot bundle>", "version": <snapshot seqno>}`.
+pub const SNAPSHOT_EVIDENCE_TABLE: &str = "public:ccf.internal.snapshot_evidence";
+
+/// What an evidence transaction claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    pub seqno: u64,
+    pub hash: [u8; 32],
+}
+
+/// The write set of the evidence transaction for the snapshot bundle `data` at `seqno`.
+pub fn evidence_write_set(data: &[u8], seqno: u64) -> consort_kv::WriteSet {
+    let value = serde_json::json!({"hash": hex::encode(sha256(data)), "version": seqno});
+    let mut ws = consort_kv::WriteSet::default();
+    ws.put(SNAPSHOT_EVIDENCE_TABLE, &SINGLETON_KEY, value.to_string().as_bytes());
+    ws
+}
+
+/// The evidence a write set carries, if it writes a well-formed one.
+pub fn evidence_in(ws: &consort_kv::WriteSet) -> Option<Evidence> {
+    let raw = ws
+        .maps
+        .get(SNAPSHOT_EVIDENCE_TABLE)?
+        .writes
+        .get(&SINGLETON_KEY[..])?
+        .as_ref()?;
+    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let hash: [u8; 32] = hex::decode(v["hash"].as_str()?).ok()?.try_into().ok()?;
+    Some(Evidence {
+        seqno: v["version"].as_u64()?,
+        hash,
+    })
+}
+
 /// A snapshot that passed every check, ready to become a replica's state.
 #[derive(Debug)]
 pub struct VerifiedSnapshot {

@@ -44,16 +44,23 @@ struct Cluster {
     halted: Vec<(u64, ConsensusError)>,
     dropped: Vec<(u64, ConsensusError)>,
     installed: Vec<(u64, TxId)>,
+    /// Periodic snapshots reported committed: (replica, seqno, evidence, encoded snapshot).
+    snapshots: Vec<(u64, u64, u64, Vec<u8>)>,
     tamper: Option<Tamper>,
 }
 
 impl Cluster {
     fn new(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>) -> Self {
+        Self::with_snapshots(n, trusted_for, 0)
+    }
+
+    fn with_snapshots(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>, snapshot_interval: u64) -> Self {
         let ids = identities();
         let replicas = (1..=n)
             .map(|id| {
                 let mut cfg = ReplicaConfig::new(id);
                 cfg.signature_interval_tx = 3;
+                cfg.snapshot_interval_tx = snapshot_interval;
                 let persisted = PersistedState {
                     voters: (1..=n).collect(),
                     ..Default::default()
@@ -75,6 +82,7 @@ impl Cluster {
             halted: Vec::new(),
             dropped: Vec::new(),
             installed: Vec::new(),
+            snapshots: Vec::new(),
             tamper: None,
         }
     }
@@ -95,6 +103,11 @@ impl Cluster {
                     Action::Halted { error } => self.halted.push((id, error.clone())),
                     Action::Dropped { error, .. } => self.dropped.push((id, error.clone())),
                     Action::SnapshotInstalled(tx) => self.installed.push((id, *tx)),
+                    Action::SnapshotCommitted {
+                        seqno,
+                        evidence,
+                        snapshot,
+                    } => self.snapshots.push((id, *seqno, *evidence, snapshot.clone())),
                     _ => {}
                 }
             }
@@ -421,4 +434,128 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
     assert_eq!(learner.commit_point(), c.replicas[0].commit_point());
     assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
     assert!(c.halted.is_empty(), "{:?}", c.halted);
+}
+
+/// Periodic snapshots: every replica builds the same snapshot bytes at the same signature, reports it only once
+/// its evidence is committed, and a fresh learner that starts from it (a membership that does not name it yet)
+/// catches up from the ledger after it.
+#[test]
+fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_one() {
+    let mut c = Cluster::with_snapshots(2, all_trusted, 8);
+    c.elect(0);
+    for k in 0..30u64 {
+        c.write(0, k);
+        if k % 4 == 3 {
+            // Removals and overwrites too, so that tombstones and key versions are in the snapshot.
+            let store = c.replicas[0].store().clone();
+            let mut tx = store.begin();
+            tx.remove("records", &(k - 2).to_le_bytes());
+            tx.put("public:records", &(k - 1).to_le_bytes(), b"again");
+            let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+                Ok(CommitOutcome::Committed { result, .. }) => result,
+                other => panic!("{other:?}"),
+            };
+            c.step(0, Event::Propose { version, write_set });
+        }
+        c.deliver_all();
+        c.settle(1);
+    }
+    c.settle(10);
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
+    let by = |id: u64| -> Vec<(u64, u64, Vec<u8>)> {
+        c.snapshots
+            .iter()
+            .filter(|s| s.0 == id)
+            .map(|s| (s.1, s.2, s.3.clone()))
+            .collect()
+    };
+    let (primary, backup) = (by(1), by(2));
+    assert!(
+        primary.len() >= 2,
+        "several snapshots in 40 transactions: {}",
+        primary.len()
+    );
+    assert_eq!(primary, backup, "the backup rebuilt byte-identical snapshots");
+    for r in &c.replicas {
+        assert_eq!(r.snapshot_mismatches(), 0);
+    }
+    let mut last = 0;
+    for (seqno, evidence, _) in &primary {
+        assert!(c.replicas[0].is_signature(*seqno), "{seqno} is a signature transaction");
+        assert_eq!(*evidence, seqno + 1);
+        assert!(*seqno >= last + 8, "snapshots at least the interval apart");
+        assert!(
+            c.replicas[0].commit_point().seqno >= *evidence,
+            "reported only once the evidence committed"
+        );
+        last = *seqno;
+    }
+    let evidence_seqno = primary[0].1;
+    let entry = c.replicas[1]
+        .ledger()
+        .read_entry(evidence_seqno)
+        .expect("evidence entry");
+    let info = inspect(&entry, c.replicas[1].view_of(evidence_seqno).unwrap(), evidence_seqno).expect("inspect");
+    assert!(
+        info.public
+            .maps
+            .contains_key(consort_consensus::snapshot::SNAPSHOT_EVIDENCE_TABLE),
+        "the digest is recorded in the ledger"
+    );
+
+    // A fresh node starts from the first (oldest) snapshot and follows the ledger from there.
+    let (seqno, _, bytes) = primary[0].clone();
+    let persisted = PersistedState {
+        snapshot: Some(bytes),
+        ..Default::default()
+    };
+    c.replicas.push(open(3, FaultyDisk::new(), persisted));
+    assert_eq!(c.replicas[2].base_seqno(), seqno);
+    let mut cc = ConfChangeV2::default();
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(ConfChangeType::AddLearnerNode);
+    single.node_id = 3;
+    cc.mut_changes().push(single);
+    c.step(0, Event::ProposeConfChange { change: cc });
+    c.settle(30);
+    let tx = proposed(&c.write(0, 1_000));
+    c.deliver_all();
+    c.settle(10);
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
+    let learner = &c.replicas[2];
+    assert!(
+        c.installed.iter().all(|(id, _)| *id != 3),
+        "caught up from the ledger, no Raft snapshot"
+    );
+    assert_eq!(learner.tx_status(tx), TxStatus::Committed);
+    assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
+    assert_eq!(learner.merkle_root(), c.replicas[0].merkle_root());
+}
+
+/// The primary hands its role to a named voter (before its own removal); a transfer to a non-member is refused.
+#[test]
+fn the_primary_hands_over_to_a_voter_on_request() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    let tx = proposed(&c.write(0, 1));
+    c.deliver_all();
+    c.settle(5);
+    let refused = c.step(0, Event::TransferLeadership { to: 9 });
+    assert!(
+        refused.iter().any(|a| matches!(a, Action::Dropped { .. })),
+        "{refused:?}"
+    );
+    c.step(0, Event::TransferLeadership { to: 3 });
+    c.deliver_all();
+    c.settle(5);
+    assert!(c.replicas[2].is_leader(), "replica 3 took over");
+    assert!(!c.replicas[0].is_leader());
+    assert!(c.replicas[2].view() > tx.view);
+    let later = proposed(&c.write(2, 2));
+    c.deliver_all();
+    c.settle(5);
+    for r in &c.replicas {
+        assert_eq!(r.tx_status(tx), TxStatus::Committed);
+        assert_eq!(r.tx_status(later), TxStatus::Committed);
+    }
 }

@@ -66,6 +66,7 @@ fn config(id: u64, seed: u64) -> ReplicaConfig {
     c.signature_interval_tx = 4;
     c.signature_interval_ticks = 3;
     c.chunk_threshold_bytes = 4096;
+    c.snapshot_interval_tx = 10;
     c.max_append_bytes = 16 * 1024;
     c
 }
@@ -102,6 +103,8 @@ struct Sim {
     leaders: BTreeMap<u64, u64>,
     committed: BTreeMap<u64, [u8; 32]>,
     final_status: BTreeMap<TxId, TxStatus>,
+    /// Digest of the committed periodic snapshot at each seqno, as first reported.
+    snapshots: BTreeMap<u64, [u8; 32]>,
     proposals: Vec<TxId>,
     next_key: u64,
     joiner: Option<u64>,
@@ -143,6 +146,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
             final_status: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             proposals: Vec::new(),
             next_key: 0,
             joiner: with_joiner.then_some(total as u64),
@@ -235,6 +239,15 @@ impl Sim {
                 Action::RolledBack { to } => self.log.push(format!("{id} rolled back to {to}")),
                 Action::Committed(tx) => self.log.push(format!("{id} committed {tx}")),
                 Action::SnapshotInstalled(tx) => self.log.push(format!("{id} installed snapshot {tx}")),
+                Action::SnapshotCommitted { seqno, snapshot, .. } => {
+                    let h = sha256(&snapshot);
+                    if self.snapshots.insert(seqno, h).is_some_and(|p| p != h) {
+                        fail(format!(
+                            "node {id}: committed snapshot at {seqno} differs from another replica's"
+                        ));
+                    }
+                    self.log.push(format!("{id} snapshot at {seqno} committed"));
+                }
                 Action::ConfChanged { seqno, conf_state } => self
                     .log
                     .push(format!("{id} conf change at {seqno}: {:?}", conf_state.voters)),
@@ -404,6 +417,11 @@ impl Sim {
                 ));
             }
             n.seen_commit = c.seqno;
+            if r.snapshot_mismatches() > 0 {
+                fail(format!(
+                    "node {id}: rebuilt a snapshot with a digest other than the evidence's"
+                ));
+            }
             if c.seqno > 0 && !r.is_signature(c.seqno) {
                 fail(format!("node {id}: commit point {c} is not a signature transaction"));
             }

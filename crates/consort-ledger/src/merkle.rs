@@ -291,6 +291,30 @@ impl MerkleTree {
         out
     }
 
+    /// What [`Self::serialise`] returns for this tree after `flush_to(index)`, without changing or copying it
+    /// (the primary stores the flushed tree with every signature; cloning the whole tree there costs O(leaves)).
+    pub fn serialise_flushed_to(&self, index: u64) -> Vec<u8> {
+        let index = index.min(self.len);
+        let first = if index <= self.first { self.first } else { index };
+        let l0 = &self.levels[0];
+        let skip = (level_base(first, 0) - l0.base).min(l0.nodes.len() as u64) as usize;
+        let leaves = &l0.nodes[skip..];
+        let mut out = Vec::with_capacity(20 + 32 * (leaves.len() + self.levels.len()));
+        out.extend_from_slice(&SERIALISED_MAGIC);
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        for leaf in leaves {
+            out.extend_from_slice(leaf);
+        }
+        for k in 1..Self::levels_for(self.len) {
+            let (start, end) = Self::explicit_range(first, self.len, k);
+            for index in start..end {
+                out.extend_from_slice(&self.node(k, index));
+            }
+        }
+        out
+    }
+
     pub fn deserialise(bytes: &[u8]) -> Result<Self, LedgerError> {
         let bad = |m: String| LedgerError::Merkle(m);
         let mut r = Reader::new(bytes, "serialised merkle tree");
@@ -433,6 +457,25 @@ mod tests {
                     for i in first..m {
                         assert_eq!(grown.path(i, m).unwrap(), reference.path(i, m).unwrap());
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn serialising_as_if_flushed_equals_flushing_a_copy() {
+        for n in 1..70u64 {
+            for already in [0, n / 3, n / 2] {
+                let mut t = tree(n);
+                t.flush_to(already);
+                for index in 0..=n + 2 {
+                    let mut copy = t.clone();
+                    copy.flush_to(index);
+                    assert_eq!(
+                        t.serialise_flushed_to(index),
+                        copy.serialise(),
+                        "n={n} already={already} index={index}"
+                    );
                 }
             }
         }

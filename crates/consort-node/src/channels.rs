@@ -2,8 +2,10 @@
 //! certificate), length-prefixed frames with a size limit, bounded per-peer queues with write batching, and
 //! reconnection with exponential back-off.
 //!
-//! Frames are opaque bytes here; the consensus layer decides what they mean. A frame that cannot be delivered
-//! (queue full, connection lost) is dropped: Raft retransmits, so the channel never blocks the caller.
+//! Wire frame: `u32 LE length ‖ u8 kind ‖ payload`, the length counting kind and payload. The kind says which
+//! layer the payload is for (Raft messages, forwarded requests and their responses); payloads are opaque here. A
+//! frame that cannot be delivered (queue full, connection lost) is dropped: Raft retransmits and forwarded
+//! requests time out, so the channel never blocks the caller.
 
 use bytes::Bytes;
 use consort_crypto::{ParsedCert, SigningKey};
@@ -29,10 +31,41 @@ pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Connecting (TCP and TLS) must finish within this time.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// An encoded Raft message.
+    Raft,
+    /// A request a backup forwards to the primary.
+    ForwardedRequest,
+    /// The primary's answer to a forwarded request.
+    ForwardedResponse,
+}
+
+impl FrameKind {
+    fn byte(self) -> u8 {
+        match self {
+            FrameKind::Raft => 0,
+            FrameKind::ForwardedRequest => 1,
+            FrameKind::ForwardedResponse => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(FrameKind::Raft),
+            1 => Some(FrameKind::ForwardedRequest),
+            2 => Some(FrameKind::ForwardedResponse),
+            _ => None,
+        }
+    }
+}
+
 /// A received frame and the node id (hex SHA-256 of its public key) of the sender, taken from its certificate.
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub from: String,
+    pub kind: FrameKind,
     pub frame: Bytes,
 }
 
@@ -47,7 +80,7 @@ fn cerr(e: impl std::fmt::Display) -> ChannelError {
 
 struct Peer {
     address: String,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<(FrameKind, Bytes)>,
 }
 
 /// The node's channels to and from its peers.
@@ -144,12 +177,12 @@ impl Channels {
 
     /// Queues a frame for `to`. Returns false (frame dropped) if the peer is unknown, its queue is full, or the
     /// frame exceeds [`MAX_FRAME_BYTES`].
-    pub fn send(&self, to: &str, frame: Bytes) -> bool {
-        if frame.len() > MAX_FRAME_BYTES {
+    pub fn send(&self, to: &str, kind: FrameKind, frame: Bytes) -> bool {
+        if frame.len() + 1 > MAX_FRAME_BYTES {
             return false;
         }
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(to).is_some_and(|p| p.queue.try_send(frame).is_ok())
+        peers.get(to).is_some_and(|p| p.queue.try_send((kind, frame)).is_ok())
     }
 
     async fn connect(&self, address: &str) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
@@ -168,7 +201,7 @@ impl Channels {
             .map_err(|_| "connect timed out".to_string())?
     }
 
-    async fn send_loop(self: Arc<Self>, peer: String, address: String, mut rx: mpsc::Receiver<Bytes>) {
+    async fn send_loop(self: Arc<Self>, peer: String, address: String, mut rx: mpsc::Receiver<(FrameKind, Bytes)>) {
         let mut backoff = RECONNECT_MIN;
         'reconnect: loop {
             let stream = match self.connect(&address).await {
@@ -196,9 +229,12 @@ impl Channels {
                         Err(_) => break,
                     }
                 }
-                for frame in &batch {
-                    let len = (frame.len() as u32).to_le_bytes();
-                    if w.write_all(&len).await.is_err() || w.write_all(frame).await.is_err() {
+                for (kind, frame) in &batch {
+                    let len = ((frame.len() + 1) as u32).to_le_bytes();
+                    if w.write_all(&len).await.is_err()
+                        || w.write_all(&[kind.byte()]).await.is_err()
+                        || w.write_all(frame).await.is_err()
+                    {
                         continue 'reconnect;
                     }
                 }
@@ -240,17 +276,23 @@ impl Channels {
                         return;
                     }
                     let len = u32::from_le_bytes(len) as usize;
-                    if len > MAX_FRAME_BYTES {
-                        tracing::warn!(%from, len, "peer sent an oversized frame; disconnecting");
+                    if len == 0 || len > MAX_FRAME_BYTES {
+                        tracing::warn!(%from, len, "peer sent a frame of an invalid size; disconnecting");
                         return;
                     }
-                    let mut frame = vec![0u8; len];
-                    if tls.read_exact(&mut frame).await.is_err() {
+                    let mut kind = [0u8; 1];
+                    let mut frame = vec![0u8; len - 1];
+                    if tls.read_exact(&mut kind).await.is_err() || tls.read_exact(&mut frame).await.is_err() {
                         return;
                     }
+                    let Some(kind) = FrameKind::from_byte(kind[0]) else {
+                        tracing::warn!(%from, kind = kind[0], "frame of an unknown kind dropped");
+                        continue;
+                    };
                     if incoming
                         .send(Incoming {
                             from: from.clone(),
+                            kind,
                             frame: Bytes::from(frame),
                         })
                         .await
@@ -304,7 +346,12 @@ mod tests {
         let (addr_a, _stop) = listening(&a).await;
         b.set_peer(a.node_id(), &addr_a);
         for i in 0..500u32 {
-            assert!(b.send(a.node_id(), Bytes::from(i.to_le_bytes().to_vec())));
+            let kind = if i % 2 == 0 {
+                FrameKind::Raft
+            } else {
+                FrameKind::ForwardedRequest
+            };
+            assert!(b.send(a.node_id(), kind, Bytes::from(i.to_le_bytes().to_vec())));
         }
         for i in 0..500u32 {
             let got = tokio::time::timeout(Duration::from_secs(10), a_in.recv())
@@ -313,15 +360,16 @@ mod tests {
                 .unwrap();
             assert_eq!(got.from, b.node_id());
             assert_eq!(got.frame.as_ref(), i.to_le_bytes());
+            assert_eq!(got.kind == FrameKind::Raft, i % 2 == 0);
         }
-        assert!(!b.send("unknown-peer", Bytes::from_static(b"x")));
+        assert!(!b.send("unknown-peer", FrameKind::Raft, Bytes::from_static(b"x")));
 
         // A node endorsed by another service cannot deliver frames.
         let (okey, opem, oder) = service();
         let (kc, cc) = node(&okey, &oder);
         let (c, _c_in) = Channels::new(&kc, &cc, &opem).unwrap();
         c.set_peer(a.node_id(), &addr_a);
-        assert!(c.send(a.node_id(), Bytes::from_static(b"intruder")));
+        assert!(c.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"intruder")));
         let r = tokio::time::timeout(Duration::from_millis(500), a_in.recv()).await;
         assert!(r.is_err(), "a frame from a stranger was delivered: {r:?}");
     }
@@ -338,14 +386,14 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         b.set_peer(a.node_id(), &addr);
-        assert!(!b.send(a.node_id(), Bytes::from(vec![0u8; MAX_FRAME_BYTES + 1])));
+        assert!(!b.send(a.node_id(), FrameKind::Raft, Bytes::from(vec![0u8; MAX_FRAME_BYTES])));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let listener = TcpListener::bind(&addr).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(a.clone().listen(listener, rx));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            b.send(a.node_id(), Bytes::from_static(b"hello"));
+            b.send(a.node_id(), FrameKind::ForwardedResponse, Bytes::from_static(b"hello"));
             if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), a_in.recv()).await {
                 assert_eq!(m.frame.as_ref(), b"hello");
                 break;

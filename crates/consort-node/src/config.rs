@@ -111,7 +111,7 @@ impl Default for StorageConfig {
 
 /// Ledger behaviour.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// Emit a signature transaction after this many transactions...
     pub signature_interval_tx: u64,
@@ -119,6 +119,11 @@ pub struct LedgerConfig {
     pub signature_interval_ms: u64,
     /// Start a new chunk file after a signature once the current one holds this many bytes.
     pub chunk_threshold_bytes: u64,
+    /// Snapshot the state at the first signature this many transactions after the previous snapshot (0: never);
+    /// written as `snapshot_<seqno>_<evidence seqno>.committed` in the snapshots directory once its evidence commits.
+    pub snapshot_tx_interval: u64,
+    /// Committed snapshot files kept in the snapshots directory (older ones are deleted).
+    pub snapshots_to_keep: usize,
 }
 
 impl Default for LedgerConfig {
@@ -127,6 +132,8 @@ impl Default for LedgerConfig {
             signature_interval_tx: 5_000,
             signature_interval_ms: 100,
             chunk_threshold_bytes: 5 * 1024 * 1024,
+            snapshot_tx_interval: 100_000,
+            snapshots_to_keep: 3,
         }
     }
 }

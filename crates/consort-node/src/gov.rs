@@ -46,6 +46,7 @@ fn perform(svc: &Service, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(),
             } => crate::replication::endorse_node(svc, tx, node_id, *validity_period_days)
                 .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             HostAction::TriggerLedgerChunk => svc.request_chunk_end(),
+            HostAction::TriggerSnapshot => svc.request_snapshot(),
             other => {
                 tracing::info!(action = ?other, "governance action recorded; its machinery arrives with a later issue")
             }

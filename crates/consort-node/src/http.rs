@@ -183,11 +183,6 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    let forwarded_caller = req
-        .headers()
-        .get(crate::replication::FORWARDED_CALLER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let body = match read_body(svc, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -239,10 +234,7 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
             .expect("static headers are valid"),
         ("GET", "/node/api") => json_response(200, &crate::openapi::node_api(), Some(current)),
         ("GET", "/app/api") => json_response(200, &crate::openapi::app_api(svc.app()), Some(current)),
-        (_, p) if p.starts_with("/app/") => {
-            let forwarded = forwarded_caller.as_deref();
-            app_request(svc, peer_cert, forwarded, &method, &p[4..], &query, &body).await
-        }
+        (_, p) if p.starts_with("/app/") => app_request(svc, peer_cert, &method, &p[4..], &query, &body).await,
         (m, p) if p.starts_with("/gov/") && m != "GET" && !svc.is_primary() => {
             // Governance writes run on the primary; the member's signature travels with the body.
             let target = if query.is_empty() {
@@ -272,7 +264,6 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
 async fn app_request(
     svc: &Service,
     peer_cert: Option<&[u8]>,
-    forwarded_caller: Option<&str>,
     method: &str,
     sub: &str,
     query: &str,
@@ -286,13 +277,7 @@ async fn app_request(
             None,
         );
     };
-    let mut caller = svc.caller_of(peer_cert);
-    if let (Some(user), Some(cert)) = (forwarded_caller, peer_cert) {
-        // Believed only from a Trusted node of this service, and only for a registered user.
-        if crate::replication::is_trusted_node_cert(svc, cert) && svc.is_user(user) {
-            caller = Caller::User(user.to_string());
-        }
-    }
+    let caller = svc.caller_of(peer_cert);
     if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
         let msg = if peer_cert.is_some() {
             "Could not find matching user certificate"
@@ -325,6 +310,78 @@ async fn app_request(
     }
     let (resp, txid) = svc.execute_app(&req, info.read_only);
     json_response(resp.status, &resp.body, Some(txid))
+}
+
+/// On the primary: runs a request that node `from` forwarded over the channel (see [`crate::forwarding`]). The
+/// caller it names is believed only from a Trusted node, and only if registered; a node that is not the primary
+/// (any more) answers 503 rather than forwarding again.
+pub fn execute_forwarded(
+    svc: &Service,
+    from: &str,
+    req: &crate::forwarding::ForwardedRequest,
+) -> crate::forwarding::ForwardedResponse {
+    let answer =
+        |status: u16, txid: Option<TxId>, content_type: &str, body: Vec<u8>| crate::forwarding::ForwardedResponse {
+            id: req.id,
+            status,
+            txid: txid.map(|t| t.to_string()),
+            content_type: content_type.to_string(),
+            body,
+        };
+    let error = |status: u16, code: &str, msg: String| {
+        let body = AppResponse::error(status, code, msg).body.to_string().into_bytes();
+        answer(status, Some(svc.current_txid()), "application/json", body)
+    };
+    let (path, query) = req.target.split_once('?').unwrap_or((req.target.as_str(), ""));
+    if !svc.is_primary() {
+        return error(503, "NotPrimary", "this node is no longer the primary; retry".into());
+    }
+    if let Some(sub) = path.strip_prefix("/app") {
+        let Some(info) = svc.app().endpoint(&req.method, sub) else {
+            return error(
+                404,
+                "ResourceNotFound",
+                format!("Unknown path: {path} for {}.", req.method),
+            );
+        };
+        let caller = match &req.caller {
+            Some(user) if crate::replication::is_trusted_node(svc, from) && svc.is_user(user) => {
+                Caller::User(user.clone())
+            }
+            _ => Caller::Anonymous,
+        };
+        if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
+            return error(
+                401,
+                "InvalidAuthenticationInfo",
+                "Could not find matching user certificate".into(),
+            );
+        }
+        let app_req = AppRequest {
+            method: &req.method,
+            path: sub,
+            query,
+            body: &req.body,
+            caller: &caller,
+        };
+        let (resp, txid) = svc.execute_app(&app_req, info.read_only);
+        return answer(
+            resp.status,
+            Some(txid),
+            "application/json",
+            resp.body.to_string().into_bytes(),
+        );
+    }
+    if path.starts_with("/gov/") {
+        let r = crate::gov::route(svc, &req.method, path, query, &req.body);
+        return answer(
+            r.status,
+            Some(r.txid.unwrap_or(svc.current_txid())),
+            r.content_type,
+            r.body,
+        );
+    }
+    error(404, "ResourceNotFound", format!("Unknown path: {path}."))
 }
 
 /// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod channels;
 pub mod client;
 pub mod config;
+pub mod forwarding;
 pub mod gov;
 pub mod http;
 pub mod identity;
@@ -13,6 +14,7 @@ pub mod offload;
 pub mod openapi;
 pub mod replication;
 pub mod service;
+pub mod snapshots;
 pub mod storage;
 pub mod tls;
 
@@ -115,14 +117,22 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
         svc.set_channels(channels.clone());
         tokio::spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
         tokio::spawn(replication::reconcile_loop(svc.clone(), channels, stop_rx.clone()));
-        // Raft messages are fed to the replica on a thread of their own: stepping takes the engine lock.
+        // Raft messages are fed to the replica on a thread of their own (stepping takes the engine lock); forwarded
+        // requests run as tasks, and answers to this node's forwarded requests go to the waiting callers.
         let svc2 = svc.clone();
+        let runtime = tokio::runtime::Handle::current();
         receiver = Some(
             std::thread::Builder::new()
                 .name("raft-receiver".into())
                 .spawn(move || {
                     while let Some(m) = incoming.blocking_recv() {
-                        svc2.receive(service::raft_id_of(&m.from), m.frame.to_vec());
+                        match m.kind {
+                            channels::FrameKind::Raft => svc2.receive(service::raft_id_of(&m.from), m.frame.to_vec()),
+                            channels::FrameKind::ForwardedRequest => {
+                                runtime.spawn(forwarding::serve(svc2.clone(), m.from, m.frame));
+                            }
+                            channels::FrameKind::ForwardedResponse => svc2.forwarder.complete(&m.from, &m.frame),
+                        }
                     }
                 })
                 .map_err(|e| NodeError::Io(e.to_string()))?,

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub rejected_connections: Counter,
     pub rejected_requests: Counter,
+    pub snapshots: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,6 +51,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             rejected_connections: Counter::default(),
             rejected_requests: Counter::default(),
+            snapshots: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +84,11 @@ impl Metrics {
             "rejected_connections",
             "Connections closed at accept because max_open_connections was reached",
             m.rejected_connections.clone(),
+        );
+        registry.register(
+            "snapshots",
+            "Periodic snapshots committed (and written to the snapshots directory)",
+            m.snapshots.clone(),
         );
         registry.register(
             "rejected_requests",

@@ -10,9 +10,7 @@
 //! commit point. The joiner starts from that snapshot as a learner; the primary promotes it to voter once it has
 //! caught up with the commit index.
 //!
-//! Forwarding: a write sent to a backup is sent on to the primary over HTTPS, authenticated with the backup's
-//! node certificate; the caller's user id travels in [`FORWARDED_CALLER_HEADER`], which a primary believes only
-//! from a connection presenting the certificate of a Trusted node.
+//! Forwarding of writes from backups goes over the node-to-node channel: see [`crate::forwarding`].
 
 use crate::client::{Connection, Protocol};
 use crate::config::NodeConfig;
@@ -24,10 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Header carrying the original caller's user id on a forwarded request.
-pub const FORWARDED_CALLER_HEADER: &str = "x-consort-forwarded-caller";
-/// A forwarded request that gets no answer within this time fails with 504.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::forwarding::FORWARD_TIMEOUT;
 /// How often the node re-reads the nodes table to update peers and membership.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
 /// A joining node gives up after this long.
@@ -173,7 +168,8 @@ pub async fn handle_join(svc: Arc<Service>, body: Vec<u8>) -> Result<serde_json:
     };
     let peers: Vec<serde_json::Value> = node_records(&svc)
         .into_iter()
-        .filter(|r| r.status == "Trusted" && r.node_id != record.node_id)
+        // Retired nodes too: the joiner checks signature transactions they signed after its snapshot.
+        .filter(|r| (r.status == "Trusted" || r.status == "Retired") && r.node_id != record.node_id)
         .map(|r| serde_json::json!({"node_id": r.node_id, "cert": r.cert_pem, "node_to_node_address": r.node_to_node_address}))
         .collect();
     use base64::Engine;
@@ -390,83 +386,9 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Service>, crate::NodeEr
     Ok(svc)
 }
 
-/// Whether `cert_der` (a TLS client certificate) is the certificate of a Trusted node of this service.
-pub fn is_trusted_node_cert(svc: &Service, cert_der: &[u8]) -> bool {
-    let Ok(cert) = ParsedCert::from_der(cert_der) else {
-        return false;
-    };
-    let id = cert.key_id();
-    node_records(svc).into_iter().any(|r| {
-        r.node_id == id
-            && r.status == "Trusted"
-            && r.cert_pem
-                .as_deref()
-                .and_then(|p| ParsedCert::from_pem(p).ok())
-                .is_some_and(|c| c.der == cert_der)
-    })
-}
-
-/// A cached connection from this backup to the primary, authenticated with the node certificate.
-#[derive(Default)]
-pub struct Forwarder {
-    conn: tokio::sync::Mutex<Option<(String, Connection)>>,
-}
-
-impl std::fmt::Debug for Forwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder").finish_non_exhaustive()
-    }
-}
-
-impl Forwarder {
-    /// Sends a request to the primary and returns its answer (status, TxID header, body). `caller` is the user id
-    /// of an app request's caller (none for governance requests, which are signed by the member).
-    pub async fn forward(
-        &self,
-        svc: &Service,
-        method: &str,
-        path_and_query: &str,
-        caller: Option<&str>,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<crate::client::Reply, HttpError> {
-        let addr = primary_rpc_address(svc).ok_or((503, "NoPrimary", "no primary known; retry".to_string()))?;
-        let fut = async {
-            let conn = {
-                let mut guard = self.conn.lock().await;
-                match guard.as_ref() {
-                    Some((a, c)) if *a == addr => c.clone(),
-                    _ => {
-                        let key_pem = svc.ids.node_key.to_pkcs8_pem();
-                        let tls = crate::tls::client_config(
-                            &svc.ids.service_cert_pem,
-                            Some((&svc.ids.node_cert_pem, &key_pem)),
-                        )
-                        .map_err(|e| crate::client::ClientError(e.to_string()))?;
-                        let c = Connection::connect(&addr, tls, Protocol::Http2).await?;
-                        *guard = Some((addr.clone(), c.clone()));
-                        c
-                    }
-                }
-            };
-            let headers: Vec<(&str, &str)> = caller.map(|c| (FORWARDED_CALLER_HEADER, c)).into_iter().collect();
-            let r = conn
-                .request_with_headers(method, path_and_query, &headers, Some((content_type, body.to_vec())))
-                .await;
-            if r.is_err() {
-                *self.conn.lock().await = None;
-            }
-            r
-        };
-        tokio::time::timeout(FORWARD_TIMEOUT, fut)
-            .await
-            .map_err(|_| {
-                (
-                    504,
-                    "ForwardingTimeout",
-                    format!("the primary at {addr} did not answer in time"),
-                )
-            })?
-            .map_err(|e| (502, "ForwardingFailed", e.to_string()))
-    }
+/// Whether `node_id` is a Trusted node of this service (per the nodes table).
+pub fn is_trusted_node(svc: &Service, node_id: &str) -> bool {
+    node_records(svc)
+        .into_iter()
+        .any(|r| r.node_id == node_id && r.status == "Trusted")
 }

@@ -44,6 +44,11 @@ pub const SNAPSHOT_FILE: &str = "raft_snapshot";
 /// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
 /// can verify their signature transactions while replaying the ledger.
 pub const PEERS_FILE: &str = "peers.json";
+/// A hard state whose term and vote did not change is written at most this often: Raft's safety needs the term
+/// and vote on disk before dependent messages, not the commit index (a restarted node learns it again from the
+/// primary), so under load most persists skip the two fsyncs of the hard-state file, and a restarted node's
+/// commit point lags what it last reported by at most this long.
+pub const HARD_STATE_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Ticks a starting node waits at most to become primary of a one-voter service.
 const MAX_GENESIS_TICKS: usize = 1_000;
 
@@ -165,6 +170,8 @@ struct Engine {
     pending: Option<PendingPersist>,
     /// Seqno of the membership change that made each node a learner or voter (as seen by this node).
     member_since: BTreeMap<u64, u64>,
+    /// The hard state last written to disk, and when.
+    durable_hard_state: Option<(HardState, Instant)>,
 }
 
 /// The engine of one node.
@@ -185,11 +192,15 @@ pub struct Service {
     raft_id: u64,
     /// Wakes the driver thread when there is persist work.
     wake: (Mutex<bool>, Condvar),
+    /// Ledger fsyncs deferred out of the engine lock (see [`Service::persist_pending`]).
+    syncs: crate::storage::SyncQueue,
+    /// Held by the thread doing persist work, which runs partly outside the engine lock.
+    persisting: Mutex<()>,
     channels: OnceLock<Arc<Channels>>,
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<u64, String>>,
-    /// Connection to the primary for forwarded writes.
-    pub forwarder: crate::replication::Forwarder,
+    /// Requests this node forwarded to the primary and waits on.
+    pub forwarder: crate::forwarding::Forwarder,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
     peer_certs: Mutex<BTreeMap<String, String>>,
     started: Instant,
@@ -271,6 +282,7 @@ impl Service {
         rc.signature_interval_tx = cfg.ledger.signature_interval_tx;
         rc.signature_interval_ticks = ticks(cfg.ledger.signature_interval_ms) as u64;
         rc.chunk_threshold_bytes = cfg.ledger.chunk_threshold_bytes;
+        rc.snapshot_interval_tx = cfg.ledger.snapshot_tx_interval;
         rc.random_seed = random_seed();
         rc
     }
@@ -292,7 +304,8 @@ impl Service {
     ) -> Result<Arc<Self>, ServiceError> {
         std::fs::create_dir_all(&cfg.storage.ledger_dir).map_err(ledger_err)?;
         std::fs::create_dir_all(&cfg.storage.snapshots_dir).map_err(ledger_err)?;
-        let storage = FsStorage::new(&cfg.storage.ledger_dir).map_err(ledger_err)?;
+        let syncs = crate::storage::SyncQueue::default();
+        let storage = FsStorage::with_sync_queue(&cfg.storage.ledger_dir, syncs.clone()).map_err(ledger_err)?;
         let raft_id = raft_id_of(&ids.node_id);
         trusted.insert(raft_id, ids.node_cert_pem.clone());
         let mut known_peers = BTreeMap::new();
@@ -304,7 +317,7 @@ impl Service {
                 known_peers.insert(node_id, cert);
             }
         }
-        let hard_state = read_optional(&Self::hard_state_path(&cfg))?
+        let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()
             .map_err(|e| ServiceError::Consensus(e.to_string()))?;
@@ -318,6 +331,7 @@ impl Service {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
         };
+        let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
             hard_state,
             snapshot,
@@ -347,6 +361,7 @@ impl Service {
                 replica,
                 pending: None,
                 member_since: BTreeMap::new(),
+                durable_hard_state,
             }),
             store: RwLock::new(store),
             committed_seqno: AtomicU64::new(commit.seqno),
@@ -355,6 +370,8 @@ impl Service {
             leader: AtomicU64::new(0),
             raft_id,
             wake: (Mutex::new(false), Condvar::new()),
+            syncs,
+            persisting: Mutex::new(()),
             channels: OnceLock::new(),
             peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
             peer_certs: Mutex::new(known_peers),
@@ -385,6 +402,15 @@ impl Service {
         }
     }
 
+    /// Snapshots the state at the next signature (governance's `trigger_snapshot`; a no-op on a backup, which
+    /// snapshots where the primary's evidence says).
+    pub fn request_snapshot(&self) {
+        let mut engine = self.lock();
+        if engine.replica.is_leader() {
+            engine.replica.request_snapshot();
+        }
+    }
+
     /// This node's Raft id.
     pub fn raft_id(&self) -> u64 {
         self.raft_id
@@ -405,7 +431,7 @@ impl Service {
         let actions = e.replica.step(Event::Campaign);
         self.handle(&mut e, actions);
         for _ in 0..MAX_GENESIS_TICKS {
-            self.persist_pending(&mut e);
+            e = self.persist_pending(e);
             if e.replica.is_leader() {
                 break;
             }
@@ -510,7 +536,7 @@ impl Service {
     fn wait_committed_inline(&self, max_ticks: usize) {
         let mut e = self.lock();
         for _ in 0..max_ticks {
-            self.persist_pending(&mut e);
+            e = self.persist_pending(e);
             if e.replica.commit_point().seqno >= e.replica.last_seqno() {
                 return;
             }
@@ -580,6 +606,23 @@ impl Service {
                     self.metrics.transactions.inc_by(last + 1 - first);
                 }
                 Action::RolledBack { to } => tracing::info!(to, "uncommitted transactions rolled back"),
+                Action::SnapshotCommitted {
+                    seqno,
+                    evidence,
+                    snapshot,
+                } => {
+                    tracing::info!(seqno, evidence, bytes = snapshot.len(), "snapshot committed");
+                    self.metrics.snapshots.inc();
+                    // Written off the engine lock: a large file must not stall transactions.
+                    let dir = self.cfg.storage.snapshots_dir.clone();
+                    let keep = self.cfg.ledger.snapshots_to_keep;
+                    let spawned = std::thread::Builder::new()
+                        .name("snapshot-writer".into())
+                        .spawn(move || crate::snapshots::write_committed(&dir, seqno, evidence, &snapshot, keep));
+                    if let Err(err) = spawned {
+                        tracing::warn!(%err, "could not start the snapshot writer");
+                    }
+                }
                 Action::SnapshotInstalled(tx) => {
                     tracing::info!(%tx, "snapshot installed");
                     *self.store.write().unwrap_or_else(|e| e.into_inner()) = e.replica.store().clone();
@@ -618,19 +661,45 @@ impl Service {
         let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
         match node {
             Some(node_id) => {
-                ch.send(&node_id, Bytes::from(message));
+                ch.send(&node_id, crate::channels::FrameKind::Raft, Bytes::from(message));
             }
             None => tracing::debug!(to, "no channel to raft peer"),
         }
     }
 
     /// Does the queued persist work: ledger fsync, hard state, snapshot, in that order, then tells the replica.
-    fn persist_pending(&self, e: &mut Engine) {
-        while let Some(p) = e.pending.take() {
-            if let Err(err) = e.replica.sync_ledger() {
+    /// Only the flush of buffered ledger bytes runs under the engine lock; the fsyncs and file writes run outside
+    /// it, so transactions keep executing (and are batched into the next persist) while the disk works. Takes and
+    /// gives back the engine guard.
+    fn persist_pending<'a>(&'a self, mut e: MutexGuard<'a, Engine>) -> MutexGuard<'a, Engine> {
+        // One persister at a time, in order; another caller leaves the work to it (never blocks on it while holding
+        // the engine lock, which the persister needs back).
+        let Ok(_serial) = self.persisting.try_lock() else {
+            return e;
+        };
+        // One round: the work queued so far (later persists replace earlier hard states and snapshots, so this covers
+        // everything up to the newest number). The driver ticks between rounds, so a stream of persists never
+        // starves the Raft clock.
+        if let Some(p) = e.pending.take() {
+            let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
+            if let Err(err) = flushed {
                 fatal("ledger sync", err);
             }
-            if let Some(hs) = &p.hard_state {
+            let hard_state = p.hard_state.filter(|hs| {
+                e.durable_hard_state.as_ref().is_none_or(|(d, at)| {
+                    d.term != hs.term
+                        || d.vote != hs.vote
+                        || (hs.commit > d.commit && at.elapsed() >= HARD_STATE_COMMIT_INTERVAL)
+                })
+            });
+            if let Some(hs) = &hard_state {
+                e.durable_hard_state = Some((hs.clone(), Instant::now()));
+            }
+            drop(e);
+            if let Err(err) = self.syncs.sync() {
+                fatal("ledger sync", err);
+            }
+            if let Some(hs) = &hard_state {
                 if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
                     fatal("hard state write", err);
                 }
@@ -640,9 +709,11 @@ impl Service {
                     fatal("snapshot write", err);
                 }
             }
+            e = self.lock();
             let actions = e.replica.step(Event::Persisted { number: p.number });
-            self.handle(e, actions);
+            self.handle(&mut e, actions);
         }
+        e
     }
 
     /// The driver loop: ticks the replica every [`TICK_MS`] and performs persist work as soon as it is queued.
@@ -667,10 +738,15 @@ impl Service {
                 self.handle(&mut e, actions);
                 next_tick = (next_tick + tick).max(now);
             }
-            self.persist_pending(&mut e);
+            drop(self.persist_pending(e));
         }
-        let mut e = self.lock();
-        self.persist_pending(&mut e);
+        loop {
+            let e = self.lock();
+            if e.pending.is_none() {
+                break;
+            }
+            drop(self.persist_pending(e));
+        }
     }
 
     /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
@@ -678,6 +754,11 @@ impl Service {
         let mut e = self.lock();
         let actions = e.replica.step(Event::Receive { from, message });
         self.handle(&mut e, actions);
+    }
+
+    /// The node-to-node channels, once attached.
+    pub fn channels(&self) -> Option<Arc<Channels>> {
+        self.channels.get().cloned()
     }
 
     /// Attaches the node-to-node channels (Raft messages go out through them from now on).
@@ -740,7 +821,8 @@ impl Service {
                 .map(|&l| single(ConfChangeType::AddNode, l));
             // Retirement (governance's remove_node marked the node Retired): the primary takes it out of the
             // Raft membership, one change at a time like every other. Raft's joint agreement on the change keeps
-            // every commit; the primary does not remove itself (a later primary does, once it has stepped down).
+            // every commit. A retired primary first hands its role to the most caught-up other voter, which
+            // then removes it.
             let own = e.replica.id();
             promote.or_else(|| {
                 cs.voters
@@ -750,6 +832,24 @@ impl Service {
                     .map(|&id| single(ConfChangeType::RemoveNode, id))
             })
         };
+        if change.is_none() && retired.contains(&e.replica.id()) {
+            let own = e.replica.id();
+            let successor = cs
+                .voters
+                .iter()
+                .filter(|id| **id != own && !retired.contains(id))
+                .max_by_key(|id| e.replica.matched(**id).unwrap_or(0))
+                .copied();
+            match successor {
+                Some(to) => {
+                    tracing::info!(to, "retired: handing the primary role over");
+                    let actions = e.replica.step(Event::TransferLeadership { to });
+                    self.handle(&mut e, actions);
+                }
+                None => tracing::warn!("retired, but no other voter can take over the primary role"),
+            }
+            return;
+        }
         if let Some(change) = change {
             let actions = e.replica.step(Event::ProposeConfChange { change });
             if let Some(Err(err)) = self.handle(&mut e, actions) {
@@ -764,7 +864,9 @@ impl Service {
         cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
     }
 
-    /// A snapshot at the commit point, for a joining node, once the commit point covers its addition.
+    /// The snapshot a joining node starts from, once the commit point covers its addition to the membership: the
+    /// latest committed snapshot file if there is one (the joiner catches up from the ledger after it), else a
+    /// snapshot at the commit point.
     pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
         let e = self.lock();
         // The membership at the commit point must already hold the joiner. A node that restarted since the change
@@ -780,6 +882,16 @@ impl Service {
         };
         if !covered {
             return None;
+        }
+        let base = e.replica.base_seqno();
+        if let Some(file) = crate::snapshots::latest_committed(&self.cfg.storage.snapshots_dir) {
+            // A file from before this node's own log starts cannot be followed by entries this node has.
+            if file.seqno >= base {
+                match std::fs::read(&file.path) {
+                    Ok(bytes) => return Some(bytes),
+                    Err(err) => tracing::warn!(%err, path = %file.path.display(), "snapshot file unreadable"),
+                }
+            }
         }
         e.replica.snapshot().ok()
     }
@@ -835,6 +947,8 @@ impl Service {
             "last_seqno": r.last_seqno(),
             "raft_commit_index": r.raft_commit_index(),
             "commit": TxId::from(r.commit_point()).to_string(),
+            "base_seqno": r.base_seqno(),
+            "snapshot_digest_mismatches": r.snapshot_mismatches(),
             "peers": peers,
         })
     }

@@ -12,6 +12,54 @@ use std::path::{Path, PathBuf};
 pub struct FsStorage {
     dir: PathBuf,
     open: HashMap<String, std::io::BufWriter<File>>,
+    /// A file was created since the directory was last synced (its entry is not durable yet).
+    dir_dirty: bool,
+    syncs: SyncQueue,
+}
+
+/// Takes fsyncs off the caller's critical section. While [`SyncQueue::deferring`] runs, [`LedgerStorage::sync`]
+/// writes the buffered bytes to the kernel and queues the file instead of calling fsync; [`SyncQueue::sync`] then
+/// makes them durable (and the directory, if a file was created), outside any lock. The node defers only the
+/// ledger flush of a persist, and reports the persist durable only after `sync` returned.
+#[derive(Clone, Default)]
+pub struct SyncQueue {
+    inner: std::sync::Arc<std::sync::Mutex<SyncQueueState>>,
+}
+
+#[derive(Default)]
+struct SyncQueueState {
+    deferring: bool,
+    files: Vec<File>,
+    dir: Option<PathBuf>,
+}
+
+impl SyncQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, SyncQueueState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with syncs deferred.
+    pub fn deferring<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.state().deferring = true;
+        let r = f();
+        self.state().deferring = false;
+        r
+    }
+
+    /// Makes every queued file (and directory) durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let (files, dir) = {
+            let mut s = self.state();
+            (std::mem::take(&mut s.files), s.dir.take())
+        };
+        for f in files {
+            f.sync_data()?;
+        }
+        if let Some(d) = dir {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for FsStorage {
@@ -33,7 +81,16 @@ impl FsStorage {
         Ok(Self {
             dir: dir.to_path_buf(),
             open: HashMap::new(),
+            dir_dirty: false,
+            syncs: SyncQueue::default(),
         })
+    }
+
+    /// File storage whose syncs can be deferred through `syncs` (see [`SyncQueue`]).
+    pub fn with_sync_queue(dir: &Path, syncs: SyncQueue) -> std::io::Result<Self> {
+        let mut s = Self::new(dir)?;
+        s.syncs = syncs;
+        Ok(s)
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, StorageError> {
@@ -46,6 +103,7 @@ impl FsStorage {
     fn writer(&mut self, name: &str) -> Result<&mut std::io::BufWriter<File>, StorageError> {
         if !self.open.contains_key(name) {
             let path = self.path(name)?;
+            self.dir_dirty |= !path.exists();
             let mut f = OpenOptions::new()
                 .create(true)
                 .read(true)
@@ -167,15 +225,28 @@ impl LedgerStorage for FsStorage {
     }
 
     fn sync(&mut self, name: &str) -> Result<(), StorageError> {
-        match self.open.get_mut(name) {
+        let file = match self.open.get_mut(name) {
             Some(w) => {
                 w.flush().map_err(|e| io_err(name, e))?;
-                w.get_ref().sync_data().map_err(|e| io_err(name, e))
+                w.get_ref().try_clone().map_err(|e| io_err(name, e))?
             }
-            None => File::open(self.path(name)?)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| io_err(name, e)),
+            None => File::open(self.path(name)?).map_err(|e| io_err(name, e))?,
+        };
+        let dir_dirty = std::mem::take(&mut self.dir_dirty);
+        let mut q = self.syncs.state();
+        if q.deferring {
+            q.files.push(file);
+            if dir_dirty {
+                q.dir = Some(self.dir.clone());
+            }
+            return Ok(());
         }
+        drop(q);
+        file.sync_data().map_err(|e| io_err(name, e))?;
+        if dir_dirty {
+            self.sync_dir()?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,379 @@
+//! Forwarding over the node-to-node channel: a backup sends a write (or a governance request) it cannot execute to
+//! the primary as a [`FrameKind::ForwardedRequest`] frame, and the primary answers with a
+//! [`FrameKind::ForwardedResponse`] frame carrying its status, TxID and body.
+//!
+//! The channel is mutual TLS between nodes endorsed by the service certificate, so the primary knows which node
+//! forwarded a request; it believes the caller named in the request only from a Trusted node, and only for a
+//! registered user. Payloads are CBOR arrays (ciborium):
+//! request `[id, method, target, caller|null, content_type, body]`, response
+//! `[id, status, txid|null, content_type, body]`; `id` pairs answers with requests on the forwarding node.
+
+use crate::channels::FrameKind;
+use crate::client::Reply;
+use crate::replication::HttpError;
+use crate::service::Service;
+use bytes::Bytes;
+use ciborium::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A forwarded request that gets no answer within this time fails with 504.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forwarded requests a node waits on at once; more get 503 until some are answered.
+pub const MAX_FORWARDED_IN_FLIGHT: usize = 16_384;
+/// Longest method, target, caller or content type in a forwarded request.
+pub const MAX_FORWARDED_FIELD_BYTES: usize = 8 * 1024;
+
+/// A request a backup forwards to the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedRequest {
+    pub id: u64,
+    pub method: String,
+    /// Path and query, e.g. `/app/log/private?x=1`.
+    pub target: String,
+    /// User id of the caller (app requests); none for governance requests, which carry their signature.
+    pub caller: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The primary's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedResponse {
+    pub id: u64,
+    pub status: u16,
+    pub txid: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+fn encode(v: Value) -> Bytes {
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).expect("writing CBOR to a Vec cannot fail");
+    Bytes::from(out)
+}
+
+fn opt_text(s: &Option<String>) -> Value {
+    s.as_ref().map_or(Value::Null, |s| Value::Text(s.clone()))
+}
+
+fn decode_array(bytes: &[u8], len: usize) -> Result<Vec<Value>, String> {
+    let v: Value = ciborium::from_reader(bytes).map_err(|e| format!("malformed CBOR: {e}"))?;
+    match v {
+        Value::Array(a) if a.len() == len => Ok(a),
+        _ => Err(format!("expected an array of {len} items")),
+    }
+}
+
+fn as_u64(v: &Value) -> Result<u64, String> {
+    v.as_integer()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| "expected an unsigned integer".to_string())
+}
+
+fn as_text(v: Value) -> Result<String, String> {
+    match v {
+        Value::Text(t) if t.len() <= MAX_FORWARDED_FIELD_BYTES => Ok(t),
+        Value::Text(_) => Err("text field too long".into()),
+        _ => Err("expected text".into()),
+    }
+}
+
+fn as_opt_text(v: Value) -> Result<Option<String>, String> {
+    match v {
+        Value::Null => Ok(None),
+        v => as_text(v).map(Some),
+    }
+}
+
+fn as_bytes(v: Value) -> Result<Vec<u8>, String> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        _ => Err("expected bytes".into()),
+    }
+}
+
+impl ForwardedRequest {
+    pub fn encode(&self) -> Bytes {
+        encode(Value::Array(vec![
+            Value::Integer(self.id.into()),
+            Value::Text(self.method.clone()),
+            Value::Text(self.target.clone()),
+            opt_text(&self.caller),
+            Value::Text(self.content_type.clone()),
+            Value::Bytes(self.body.clone()),
+        ]))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let a = decode_array(bytes, 6)?;
+        let id = as_u64(&a[0])?;
+        let mut it = a.into_iter().skip(1);
+        let mut next = || it.next().ok_or_else(|| "missing field".to_string());
+        Ok(ForwardedRequest {
+            id,
+            method: as_text(next()?)?,
+            target: as_text(next()?)?,
+            caller: as_opt_text(next()?)?,
+            content_type: as_text(next()?)?,
+            body: as_bytes(next()?)?,
+        })
+    }
+}
+
+impl ForwardedResponse {
+    pub fn encode(&self) -> Bytes {
+        encode(Value::Array(vec![
+            Value::Integer(self.id.into()),
+            Value::Integer(self.status.into()),
+            opt_text(&self.txid),
+            Value::Text(self.content_type.clone()),
+            Value::Bytes(self.body.clone()),
+        ]))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let a = decode_array(bytes, 5)?;
+        let id = as_u64(&a[0])?;
+        let status = u16::try_from(as_u64(&a[1])?).map_err(|_| "status out of range".to_string())?;
+        let mut it = a.into_iter().skip(2);
+        let mut next = || it.next().ok_or_else(|| "missing field".to_string());
+        Ok(ForwardedResponse {
+            id,
+            status,
+            txid: as_opt_text(next()?)?,
+            content_type: as_text(next()?)?,
+            body: as_bytes(next()?)?,
+        })
+    }
+}
+
+/// A request waiting for its answer: where it went and who waits.
+struct Waiting {
+    to: String,
+    reply: oneshot::Sender<ForwardedResponse>,
+}
+
+/// The forwarding node's side: sends requests to the primary and pairs answers with them.
+#[derive(Default)]
+pub struct Forwarder {
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, Waiting>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a request to the primary over the channel and waits for its answer (status, TxID, body). `caller` is
+    /// the user id of an app request's caller (none for governance requests, signed by the member).
+    pub async fn forward(
+        &self,
+        svc: &Service,
+        method: &str,
+        target: &str,
+        caller: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Reply, HttpError> {
+        let primary = svc
+            .leader()
+            .filter(|&l| l != svc.raft_id())
+            .and_then(|l| svc.node_id_of(l))
+            .ok_or((503, "NoPrimary", "no primary known; retry".to_string()))?;
+        let channels =
+            svc.channels()
+                .ok_or((503, "NoPrimary", "this node has no channel to other nodes".to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = self.waiting();
+            if waiting.len() >= MAX_FORWARDED_IN_FLIGHT {
+                return Err((
+                    503,
+                    "TooManyForwardedRequests",
+                    "too many forwarded requests in flight; retry".into(),
+                ));
+            }
+            waiting.insert(
+                id,
+                Waiting {
+                    to: primary.clone(),
+                    reply: tx,
+                },
+            );
+        }
+        let req = ForwardedRequest {
+            id,
+            method: method.to_string(),
+            target: target.to_string(),
+            caller: caller.map(str::to_string),
+            content_type: content_type.to_string(),
+            body: body.to_vec(),
+        };
+        if !channels.send(&primary, FrameKind::ForwardedRequest, req.encode()) {
+            self.waiting().remove(&id);
+            return Err((
+                503,
+                "ForwardingFailed",
+                "the channel to the primary is not available; retry".into(),
+            ));
+        }
+        match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
+            Ok(Ok(r)) => Ok(Reply {
+                status: r.status,
+                txid: r.txid,
+                body: Bytes::from(r.body),
+            }),
+            Ok(Err(_)) => Err((502, "ForwardingFailed", "the forwarded request was dropped".into())),
+            Err(_) => {
+                self.waiting().remove(&id);
+                Err((
+                    504,
+                    "ForwardingTimeout",
+                    format!("the primary {primary} did not answer within {FORWARD_TIMEOUT:?}"),
+                ))
+            }
+        }
+    }
+
+    /// An answer arrived from node `from`: hands it to the request waiting for it (if it went to that node).
+    pub fn complete(&self, from: &str, frame: &[u8]) {
+        let resp = match ForwardedResponse::decode(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(from, "malformed forwarded response dropped: {e}");
+                return;
+            }
+        };
+        let mut waiting = self.waiting();
+        if waiting.get(&resp.id).is_some_and(|w| w.to == from) {
+            if let Some(w) = waiting.remove(&resp.id) {
+                let _ = w.reply.send(resp);
+            }
+        } else {
+            tracing::debug!(from, id = resp.id, "unexpected forwarded response dropped");
+        }
+    }
+}
+
+/// On the primary: executes a request forwarded by node `from` and sends the answer back over the channel.
+pub async fn serve(svc: Arc<Service>, from: String, frame: Bytes) {
+    let req = match ForwardedRequest::decode(&frame) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%from, "malformed forwarded request dropped: {e}");
+            return;
+        }
+    };
+    let id = req.id;
+    let svc2 = svc.clone();
+    let from2 = from.clone();
+    let executed = tokio::task::spawn_blocking(move || crate::http::execute_forwarded(&svc2, &from2, &req)).await;
+    let resp = match executed {
+        Ok(mut r) => {
+            r.id = id;
+            r
+        }
+        Err(e) => ForwardedResponse {
+            id,
+            status: 500,
+            txid: None,
+            content_type: "application/json".into(),
+            body: serde_json::json!({"error": {"code": "InternalError", "message": e.to_string()}})
+                .to_string()
+                .into_bytes(),
+        },
+    };
+    if let Some(ch) = svc.channels() {
+        if !ch.send(&from, FrameKind::ForwardedResponse, resp.encode()) {
+            tracing::warn!(%from, id, "could not send the answer to a forwarded request");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_and_garbage_is_refused() {
+        let req = ForwardedRequest {
+            id: 7,
+            method: "POST".into(),
+            target: "/app/log/private?x=1".into(),
+            caller: Some("abc".into()),
+            content_type: "application/json".into(),
+            body: b"{\"id\":1}".to_vec(),
+        };
+        assert_eq!(ForwardedRequest::decode(&req.encode()).unwrap(), req);
+        let anon = ForwardedRequest {
+            caller: None,
+            ..req.clone()
+        };
+        assert_eq!(ForwardedRequest::decode(&anon.encode()).unwrap(), anon);
+        let resp = ForwardedResponse {
+            id: 7,
+            status: 200,
+            txid: Some("2.10".into()),
+            content_type: "application/json".into(),
+            body: b"true".to_vec(),
+        };
+        assert_eq!(ForwardedResponse::decode(&resp.encode()).unwrap(), resp);
+        assert!(ForwardedRequest::decode(&resp.encode()).is_err());
+        assert!(ForwardedResponse::decode(&req.encode()).is_err());
+        for bad in [&b""[..], b"\xff\x00", b"\x85\x01\x02\x03\x04\x05", b"\x9f"] {
+            assert!(ForwardedRequest::decode(bad).is_err());
+            assert!(ForwardedResponse::decode(bad).is_err());
+        }
+        let long = ForwardedRequest {
+            target: "x".repeat(MAX_FORWARDED_FIELD_BYTES + 1),
+            ..req
+        };
+        assert!(ForwardedRequest::decode(&long.encode()).is_err());
+        let status = encode(Value::Array(vec![
+            Value::Integer(1.into()),
+            Value::Integer(70_000.into()),
+            Value::Null,
+            Value::Text("t".into()),
+            Value::Bytes(vec![]),
+        ]));
+        assert!(ForwardedResponse::decode(&status).is_err());
+    }
+
+    #[test]
+    fn answers_reach_only_the_request_they_belong_to() {
+        let f = Forwarder::default();
+        let (tx, mut rx) = oneshot::channel();
+        f.waiting().insert(
+            3,
+            Waiting {
+                to: "primary".into(),
+                reply: tx,
+            },
+        );
+        let resp = ForwardedResponse {
+            id: 3,
+            status: 200,
+            txid: None,
+            content_type: "application/json".into(),
+            body: vec![],
+        };
+        f.complete("someone-else", &resp.encode());
+        assert!(rx.try_recv().is_err(), "an answer from another node is ignored");
+        f.complete("primary", b"not cbor");
+        f.complete("primary", &resp.encode());
+        assert_eq!(rx.try_recv().unwrap(), resp);
+        assert!(f.waiting().is_empty());
+    }
+}
