@@ -26,6 +26,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The node binary's allocator (consort-cli's `main.rs`), so replay is measured as a node runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HARD_STATE_FILE: &str = "raft_hard_state";
 /// Proposals between two ledger syncs while building (the node syncs once per batch as well).
 const BUILD_BATCH: u64 = 1000;
