@@ -29,6 +29,7 @@ mod error;
 mod history;
 pub mod limits;
 mod log;
+mod replay;
 mod replica;
 pub mod snapshot;
 pub mod testing;
@@ -36,6 +37,7 @@ pub mod testing;
 pub use codec::CONF_CHANGE_TABLE;
 pub use error::{ConsensusError, ProposeError};
 pub use history::ViewHistory;
+pub use replay::Offload;
 pub use replica::{
     decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, Role,
     TxId, TxStatus,

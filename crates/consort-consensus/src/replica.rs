@@ -1,19 +1,20 @@
 //! The replica: raft-rs's `RawNode` over the ledger, driven as a step function from [`Event`]s to [`Action`]s,
 //! with CCF's execution model (primary executes, backups apply), signature transactions and commit rule.
 
-use crate::codec::{conf_change_entry, encode_write_set_entry, full_write_set, inspect, normalise};
+use crate::codec::{conf_change_entry, decode, encode_write_set_entry, inspect, normalise, DecodedEntry};
 use crate::error::{ConsensusError, ProposeError};
 use crate::history::ViewHistory;
 use crate::limits::{
     DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE,
 };
 use crate::log::Log;
+use crate::replay::{DecodedChunk, Offload};
 use crate::snapshot;
 use consort_crypto::SigningKey;
-use consort_kv::{Store, Version, WriteSet};
+use consort_kv::{Store, Version, WriteBatch, WriteSet};
 use consort_ledger::{
-    parse_entry, verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep,
-    SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
+    verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE,
+    SINGLETON_KEY, TREE_TABLE,
 };
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, EntryType, HardState, Message, MessageType, Snapshot};
@@ -329,7 +330,21 @@ impl<S: LedgerStorage> Replica<S> {
         storage: S,
         persisted: PersistedState,
     ) -> Result<Self, ConsensusError> {
-        let (ledger, entries) = Ledger::open(storage, cfg.chunk_threshold_bytes)?;
+        Self::open_with_offload(cfg, identity, trusted, secret, storage, persisted, None)
+    }
+
+    /// [`Replica::open`], decoding (parse, decrypt, hash) the next ledger chunk on the core `offload` lends while
+    /// this thread applies the current one. The result is the same; only the wall-clock time differs.
+    pub fn open_with_offload(
+        cfg: ReplicaConfig,
+        identity: NodeIdentity,
+        trusted: BTreeMap<u64, String>,
+        secret: LedgerSecret,
+        storage: S,
+        persisted: PersistedState,
+        offload: Option<&dyn Offload>,
+    ) -> Result<Self, ConsensusError> {
+        let ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
         let is_trusted = |pem: &str| trusted.values().any(|c| c == pem);
         let mut tree = MerkleTree::new();
         let mut signatures = BTreeSet::new();
@@ -395,14 +410,8 @@ impl<S: LedgerStorage> Replica<S> {
             trusted: &trusted,
         };
         let base_seqno = base.seqno;
-        for (i, bytes) in entries.into_iter().enumerate() {
-            let seqno = first + i as u64;
-            if seqno <= base.seqno {
-                continue;
-            }
-            let (entry, _) = parse_entry(&bytes).map_err(|e| ConsensusError::entry(seqno, e.to_string()))?;
-            replica.accept(entry.view, seqno, bytes, false)?;
-        }
+        let raft_commit = persisted.hard_state.as_ref().map_or(0, |hs| hs.commit);
+        replica.replay(first.max(base.seqno + 1), raft_commit, offload)?;
         let PartialReplica {
             mut log,
             tree,
@@ -1193,7 +1202,7 @@ struct PartialReplica<'a, S: LedgerStorage> {
 }
 
 impl<S: LedgerStorage> PartialReplica<'_, S> {
-    fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
+    fn as_ref(&mut self) -> PartialReplicaRef<'_, S> {
         PartialReplicaRef {
             log: &mut self.log,
             tree: &mut self.tree,
@@ -1201,7 +1210,67 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
             trusted: self.trusted,
             snapshots: None,
         }
-        .accept(view, seqno, bytes, append)
+    }
+
+    /// Replays the ledger from seqno `from` on, streaming it one chunk at a time, so memory holds at most two
+    /// chunks besides the store and the tree. Each chunk is decoded (parsed, decrypted, hashed) in one pass, on
+    /// `offload`'s core while this one applies the previous chunk if there is one; entries are then taken in
+    /// order exactly as [`PartialReplicaRef::accept`] would, signatures verified against the recomputed root.
+    /// Entries covered by a signature at or below `raft_commit` (the persisted Raft commit index) are committed:
+    /// the store keeps no undo records for them.
+    fn replay(&mut self, from: u64, raft_commit: u64, offload: Option<&dyn Offload>) -> Result<(), ConsensusError> {
+        let last = self.log.ledger.last_seqno();
+        if from > last {
+            return Ok(());
+        }
+        let secret = self.log.secret.clone();
+        let mut current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(from)?, from);
+        loop {
+            let next_from = current.chunk.last_seqno() + 1;
+            let Some(offload) = offload.filter(|_| next_from <= last) else {
+                self.apply_chunk(current, raft_commit)?;
+                if next_from > last {
+                    return Ok(());
+                }
+                current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(next_from)?, next_from);
+                continue;
+            };
+            let next_chunk = self.log.ledger.read_chunk_of(next_from)?;
+            let mut next = None;
+            let mut applied = Ok(());
+            let mut current_slot = Some(current);
+            offload.run_beside(
+                Box::new(|| next = Some(DecodedChunk::decode(&secret, next_chunk, next_from))),
+                &mut || {
+                    if let Some(c) = current_slot.take() {
+                        applied = self.apply_chunk(c, raft_commit);
+                    }
+                },
+            );
+            applied?;
+            current = next.ok_or_else(|| ConsensusError::Inconsistent("the offloaded decoding did not run".into()))?;
+        }
+    }
+
+    fn apply_chunk(&mut self, decoded: DecodedChunk, raft_commit: u64) -> Result<(), ConsensusError> {
+        let committed_through = decoded.committed_through(raft_commit).unwrap_or(0);
+        for (seqno, view, entry) in decoded.entries {
+            let is_signature = entry.info.is_signature;
+            let bytes = decoded
+                .chunk
+                .entry(seqno)
+                .ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} is not in its chunk")))?;
+            self.as_ref()
+                .accept_decoded(view, seqno, bytes, entry, false, seqno <= committed_through)?;
+            if is_signature && seqno <= raft_commit {
+                // Entries of earlier chunks that this signature covers still had undo records.
+                self.log.store.set_committed(seqno);
+            }
+        }
+        match decoded.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1220,6 +1289,22 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
     /// already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
     /// appends it to the ledger (unless replaying the ledger) and to the Merkle tree.
     fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
+        let decrypt = seqno > self.log.store.current_version();
+        let decoded = decode(&self.log.secret, &bytes, view, seqno, decrypt)?;
+        self.accept_decoded(view, seqno, &bytes, decoded, append, false)
+    }
+
+    /// [`Self::accept`] for an entry already [`decode`]d (decrypted if the store does not hold it yet).
+    /// `committed`: a committed signature covers the entry (replay), so the store keeps no undo record for it.
+    fn accept_decoded(
+        &mut self,
+        view: u64,
+        seqno: u64,
+        bytes: &[u8],
+        decoded: DecodedEntry,
+        append: bool,
+        committed: bool,
+    ) -> Result<(), ConsensusError> {
         if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
             return Err(ConsensusError::Inconsistent(format!(
                 "entry {seqno} after {} with {} Merkle leaves",
@@ -1230,20 +1315,24 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         if self.log.terms.last().is_some_and(|&t| t > view) || view < self.log.base_term {
             return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
         }
-        let info = inspect(&bytes, view, seqno)?;
+        let DecodedEntry { info, private } = decoded;
         let store = self.log.store.clone();
         if seqno > store.current_version() {
-            let ws = full_write_set(&self.log.secret, &bytes, &info)?;
+            let private =
+                private.ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} was not decrypted")))?;
             if info.is_signature {
-                self.verify_signature(view, seqno, &ws)?;
+                // The signatures table is public: the public maps are all the check needs.
+                self.verify_signature(view, seqno, &info.public)?;
             }
-            if let Some(claimed) = snapshot::evidence_in(&ws) {
+            if let Some(claimed) = snapshot::evidence_in(&info.public) {
                 self.rebuild_snapshot(seqno, claimed);
             }
-            store.apply(seqno, &ws)?;
+            let mut batch = WriteBatch::from(info.public);
+            batch.maps.extend(private.maps);
+            store.apply_batch(seqno, batch, committed)?;
         }
         if append {
-            self.log.ledger.append(seqno, &bytes, info.is_signature)?;
+            self.log.ledger.append(seqno, bytes, info.is_signature)?;
         }
         self.tree.append(info.leaf);
         self.log.terms.push(view);

@@ -13,6 +13,7 @@
 //! - Undo for Raft: versions above [`Store::set_committed`] can be rolled back with [`Store::rollback`].
 #![forbid(unsafe_code)]
 
+mod key;
 mod snapshot;
 mod store;
 mod tx;
@@ -23,8 +24,8 @@ pub use snapshot::SnapshotHeader;
 pub use store::Store;
 pub use tx::{CommitOutcome, ExecuteError, ReadTx, Tx};
 pub use write_set::{
-    DomainHeader, MapWrites, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET, ENTRY_TYPE_WRITE_SET_WITH_CE,
-    ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS, ENTRY_TYPE_WRITE_SET_WITH_CLAIMS,
+    BatchWrites, DomainHeader, MapWrites, WriteBatch, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET,
+    ENTRY_TYPE_WRITE_SET_WITH_CE, ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS, ENTRY_TYPE_WRITE_SET_WITH_CLAIMS,
 };
 
 /// A transaction's version in the store; equal to its seqno in the ledger. 0 means "before any transaction".

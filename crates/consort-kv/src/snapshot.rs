@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::key::StoredKey;
 use crate::store::{merge_by_key, Entry, MapState, State, Store};
 use crate::wire::{Reader, Writer};
 use crate::write_set::{check_domain, read_version};
@@ -222,7 +223,7 @@ fn read_maps(
                 version,
                 value: Some(value.to_vec()),
             };
-            if map.entries.insert(key.to_vec(), entry).is_some() {
+            if map.entries.insert(StoredKey::from(key), entry).is_some() {
                 return Err(KvError::Malformed(format!("map {name:?}: key appears twice")));
             }
             map.live += 1;

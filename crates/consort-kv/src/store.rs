@@ -8,8 +8,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 
 use consort_crypto::Sha256Hasher;
 
+use crate::key::StoredKey;
 use crate::tx::{CommitOutcome, ExecuteError, ReadSet, ReadTx, Tx};
-use crate::{Key, KvError, Value, Version, WriteSet};
+use crate::{Key, KvError, Value, Version, WriteBatch, WriteSet};
 
 /// One key's committed state. `value == None` is a tombstone: the key was removed at `version`, which is kept
 /// so that a transaction that read the key as absent before the removal's predecessor write still conflicts.
@@ -28,7 +29,7 @@ fn is_live(entry: Option<&Entry>) -> bool {
 pub(crate) struct MapState {
     /// Version of the last transaction that wrote this map; a map-level read (iteration) validates against it.
     pub(crate) version: Version,
-    pub(crate) entries: BTreeMap<Key, Entry>,
+    pub(crate) entries: BTreeMap<StoredKey, Entry>,
     /// Number of entries that are not tombstones.
     pub(crate) live: usize,
 }
@@ -38,8 +39,8 @@ impl MapState {
     fn replace(&mut self, key: Key, entry: Option<Entry>) -> Option<Entry> {
         let now_live = is_live(entry.as_ref());
         let old = match entry {
-            Some(e) => self.entries.insert(key, e),
-            None => self.entries.remove(&key),
+            Some(e) => self.entries.insert(StoredKey::from(key), e),
+            None => self.entries.remove(key.as_slice()),
         };
         match (is_live(old.as_ref()), now_live) {
             (true, false) => self.live -= 1,
@@ -57,6 +58,8 @@ pub(crate) struct MapUndo {
     pub(crate) prev_version: Version,
     /// Each key the version wrote, with its entry before (None: the key had no entry).
     pub(crate) prev_entries: Vec<(Key, Option<Entry>)>,
+    /// Whether any of those writes was a removal (only then can committing the version leave a tombstone to drop).
+    pub(crate) removes: bool,
 }
 
 #[derive(Debug)]
@@ -100,44 +103,72 @@ impl State {
             }
             r.keys
                 .iter()
-                .all(|(k, v)| map.and_then(|m| m.entries.get(k)).map_or(0, |e| e.version) == *v)
+                .all(|(k, v)| map.and_then(|m| m.entries.get(k.as_slice())).map_or(0, |e| e.version) == *v)
         })
     }
 
     /// Applies `ws` as version `version` (which must be the next one) and records how to undo it.
     fn apply_writes(&mut self, version: Version, ws: &WriteSet) {
+        self.apply_owned(version, ws.clone(), true);
+    }
+
+    /// Applies `ws` as version `version` (which must be the next one), moving its keys and values into the maps.
+    /// With `keep_undo` it records how to undo it; without, the caller commits `version` at once (a removal then
+    /// leaves no tombstone, as [`Self::drop_undo_through`] would have dropped it).
+    fn apply_owned(&mut self, version: Version, ws: WriteSet, keep_undo: bool) {
+        self.apply_maps(version, ws.maps.into_iter().map(|(n, m)| (n, m.writes)), keep_undo);
+    }
+
+    /// [`Self::apply_owned`] over any sequence of (map name, writes) with each map and each key at most once.
+    fn apply_maps<W: IntoIterator<Item = (Key, Option<Value>)>>(
+        &mut self,
+        version: Version,
+        maps: impl Iterator<Item = (String, W)>,
+        keep_undo: bool,
+    ) {
         debug_assert_eq!(version, self.version + 1);
         let mut undo = Undo {
             version,
-            maps: Vec::with_capacity(ws.maps.len()),
+            maps: Vec::new(),
         };
-        for (name, mw) in &ws.maps {
-            if mw.writes.is_empty() {
+        for (name, writes) in maps {
+            let mut writes = writes.into_iter().peekable();
+            if writes.peek().is_none() {
                 continue;
             }
             let map = match self.maps.get_mut(name.as_str()) {
                 Some(m) => m,
                 None => self.maps.entry(name.clone()).or_default(),
             };
-            let mut prev_entries = Vec::with_capacity(mw.writes.len());
-            for (k, v) in &mw.writes {
-                let old = map.replace(
-                    k.clone(),
-                    Some(Entry {
+            if !keep_undo {
+                for (k, value) in writes {
+                    let entry = value.map(|value| Entry {
                         version,
-                        value: v.clone(),
-                    }),
-                );
-                prev_entries.push((k.clone(), old));
+                        value: Some(value),
+                    });
+                    map.replace(k, entry);
+                }
+                map.version = version;
+                continue;
+            }
+            let mut prev_entries = Vec::with_capacity(writes.size_hint().0);
+            let mut removes = false;
+            for (k, value) in writes {
+                removes |= value.is_none();
+                let old = map.replace(k.clone(), Some(Entry { version, value }));
+                prev_entries.push((k, old));
             }
             undo.maps.push(MapUndo {
-                name: name.clone(),
+                name,
                 prev_version: map.version,
                 prev_entries,
+                removes,
             });
             map.version = version;
         }
-        self.undo.push_back(undo);
+        if keep_undo {
+            self.undo.push_back(undo);
+        }
         self.version = version;
     }
 
@@ -169,17 +200,17 @@ impl State {
     fn drop_undo_through(&mut self, committed: Version) {
         while self.undo.front().is_some_and(|u| u.version <= committed) {
             let Some(undo) = self.undo.pop_front() else { break };
-            for mu in undo.maps {
+            for mu in undo.maps.into_iter().filter(|mu| mu.removes) {
                 let Some(map) = self.maps.get_mut(mu.name.as_str()) else {
                     continue;
                 };
                 for (k, _) in mu.prev_entries {
                     if map
                         .entries
-                        .get(&k)
+                        .get(k.as_slice())
                         .is_some_and(|e| e.value.is_none() && e.version == undo.version)
                     {
-                        map.entries.remove(&k);
+                        map.entries.remove(k.as_slice());
                     }
                 }
             }
@@ -400,6 +431,63 @@ impl Store {
         Ok(())
     }
 
+    /// Applies a write set that is already committed (ledger replay of entries a committed signature covers) as
+    /// exactly `version`, which must be current + 1, and marks everything up to it committed. Keeps no undo
+    /// record, so it is cheaper than [`Store::apply`] followed by [`Store::set_committed`], with the same result.
+    pub fn apply_committed(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        let expected = state.version + 1;
+        if version != expected {
+            return Err(KvError::VersionMismatch { expected, got: version });
+        }
+        // Earlier versions become committed too: drop their undo records first, so that the remaining records
+        // still describe exactly the versions above the committed one.
+        let previous = state.version;
+        state.committed = previous;
+        state.drop_undo_through(previous);
+        state.apply_owned(version, ws, false);
+        state.committed = version;
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Applies a write batch (a replicated or replayed entry) as exactly `version`, which must be current + 1;
+    /// with `committed` it also marks everything up to `version` committed, keeping no undo record (as
+    /// [`Store::apply_committed`]).
+    pub fn apply_batch(&self, version: Version, batch: WriteBatch, committed: bool) -> Result<(), KvError> {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        let expected = state.version + 1;
+        if version != expected {
+            return Err(KvError::VersionMismatch { expected, got: version });
+        }
+        if committed {
+            let previous = state.version;
+            state.committed = previous;
+            state.drop_undo_through(previous);
+        }
+        state.apply_maps(version, batch.maps.into_iter(), !committed);
+        if committed {
+            state.committed = version;
+        }
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Store::apply`] taking the write set by value: its keys and values move into the store.
+    pub fn apply_owned(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        let expected = state.version + 1;
+        if version != expected {
+            return Err(KvError::VersionMismatch { expected, got: version });
+        }
+        state.apply_owned(version, ws, true);
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
     /// Marks everything up to `v` (capped at the current version) as committed: it can no longer be rolled back,
     /// and its undo information is dropped. Never moves backwards.
     pub fn set_committed(&self, v: Version) {
@@ -463,7 +551,7 @@ impl Store {
             h.update(&(map.live as u64).to_le_bytes());
             for (k, e) in &map.entries {
                 if let Some(v) = &e.value {
-                    sized(&mut h, k);
+                    sized(&mut h, k.as_slice());
                     h.update(&e.version.to_le_bytes());
                     sized(&mut h, v);
                 }
@@ -846,6 +934,73 @@ mod tests {
         let state = store.read_state();
         assert!(state.undo.is_empty());
         assert!(state.maps["m"].entries.is_empty());
+    }
+
+    #[test]
+    fn apply_committed_matches_apply_then_set_committed() {
+        let mut sets = Vec::new();
+        let mut ws = WriteSet::default();
+        ws.put("m", b"a", b"1");
+        ws.put("m", b"b", b"1");
+        sets.push(ws);
+        let mut ws = WriteSet::default();
+        ws.remove("m", b"a");
+        ws.put("n", b"c", b"2");
+        sets.push(ws);
+        sets.push(WriteSet::default());
+        let mut ws = WriteSet::default();
+        ws.remove("m", b"never-there");
+        ws.put("m", b"a", b"4");
+        ws.remove("n", b"c");
+        sets.push(ws);
+        let (slow, fast) = (Store::new(), Store::new());
+        for (i, ws) in sets.iter().enumerate() {
+            let v = i as Version + 1;
+            slow.apply(v, ws).unwrap();
+            slow.set_committed(v);
+            fast.apply_committed(v, ws.clone()).unwrap();
+            assert_eq!(fast.digest(), slow.digest(), "after version {v}");
+            assert_eq!(fast.committed_version(), v);
+            let header = crate::SnapshotHeader {
+                version: v,
+                ..Default::default()
+            };
+            assert_eq!(fast.snapshot(&header), slow.snapshot(&header), "snapshot at {v}");
+        }
+        assert!(fast.read_state().undo.is_empty());
+        assert_eq!(fast.map_names(), slow.map_names());
+        // The same through write batches, committed and not.
+        let (batched, batched_committed) = (Store::new(), Store::new());
+        for (i, ws) in sets.iter().enumerate() {
+            let v = i as Version + 1;
+            batched.apply_batch(v, WriteBatch::from(ws.clone()), false).unwrap();
+            batched_committed
+                .apply_batch(v, WriteBatch::from(ws.clone()), true)
+                .unwrap();
+        }
+        assert_eq!(batched.read_state().undo.len(), sets.len());
+        assert_eq!(batched.digest(), slow.digest());
+        assert_eq!(batched_committed.digest(), slow.digest());
+        assert_eq!(batched_committed.committed_version(), sets.len() as Version);
+        batched.rollback(1).unwrap();
+        let first = Store::new();
+        first.apply(1, &sets[0]).unwrap();
+        assert_eq!(batched.digest(), first.digest());
+        // Versions applied with undo before a committed one become committed with it.
+        let mut ws = WriteSet::default();
+        ws.put("m", b"z", b"5");
+        fast.apply_owned(5, ws.clone()).unwrap();
+        assert_eq!(fast.read_state().undo.len(), 1);
+        fast.apply_committed(6, ws).unwrap();
+        assert!(fast.read_state().undo.is_empty());
+        assert_eq!(
+            fast.rollback(5),
+            Err(KvError::RollbackBelowCommitted { to: 5, committed: 6 })
+        );
+        assert_eq!(
+            fast.apply_committed(9, WriteSet::default()),
+            Err(KvError::VersionMismatch { expected: 7, got: 9 })
+        );
     }
 
     #[test]

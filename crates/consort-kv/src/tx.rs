@@ -262,7 +262,7 @@ impl<'s> ReadTx<'s> {
         if let Some(m) = state.maps.get(map) {
             for (k, e) in &m.entries {
                 if let Some(v) = &e.value {
-                    if !f(k, v) {
+                    if !f(k.as_slice(), v) {
                         return;
                     }
                 }

@@ -234,6 +234,85 @@ impl WriteSet {
     }
 }
 
+/// The writes of one transaction as a ledger entry lists them: per map, the keys written (`Some`) or removed
+/// (`None`). Cheaper to build and to apply than a [`WriteSet`] (no B-trees per transaction): for replicas that
+/// apply entries they did not execute ([`crate::Store::apply_batch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub maps: Vec<(String, BatchWrites)>,
+}
+
+/// One map's writes in a [`WriteBatch`]: each key at most once; `None` is a removal.
+pub type BatchWrites = Vec<(Key, Option<Value>)>;
+
+impl WriteBatch {
+    /// Parses a private domain plaintext, with the checks of [`WriteSet::deserialise_private`]: non-public maps,
+    /// each at most once, no read sets, no key written or removed twice in a map, no trailing garbage.
+    pub fn deserialise_private(bytes: &[u8]) -> Result<WriteBatch, KvError> {
+        let mut r = Reader::new(bytes);
+        let mut batch = WriteBatch::default();
+        while !r.is_empty() {
+            let name = r.map_name()?;
+            check_domain(&name, false)?;
+            if batch.maps.iter().any(|(n, _)| *n == name) {
+                return Err(KvError::Malformed(format!("map {name:?} appears twice")));
+            }
+            let _read_version = r.u64("read version")?;
+            let read_count = r.u64("read count")?;
+            if read_count != 0 {
+                return Err(KvError::Malformed(format!(
+                    "map {name:?}: unexpected read count {read_count}"
+                )));
+            }
+            let write_count = r.count(MIN_WRITE_BYTES, "write count")?;
+            let mut writes = Vec::with_capacity(write_count);
+            for _ in 0..write_count {
+                let k = r.sized("key")?;
+                let v = r.sized("value")?;
+                writes.push((k.to_vec(), Some(v.to_vec())));
+            }
+            let remove_count = r.count(MIN_REMOVE_BYTES, "remove count")?;
+            writes.reserve(remove_count);
+            for _ in 0..remove_count {
+                writes.push((r.sized("removed key")?.to_vec(), None));
+            }
+            if writes.len() > 1 {
+                writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                if writes.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(KvError::Malformed(format!(
+                        "map {name:?}: a key is written or removed twice"
+                    )));
+                }
+            }
+            batch.maps.push((name, writes));
+        }
+        Ok(batch)
+    }
+
+    /// Adds the maps of `ws` (the other domain of the same transaction).
+    pub fn extend(&mut self, ws: WriteSet) {
+        self.maps
+            .extend(ws.maps.into_iter().map(|(n, m)| (n, m.writes.into_iter().collect())));
+    }
+
+    /// Number of writes and removals over all maps.
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(|(_, w)| w.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.maps.iter().all(|(_, w)| w.is_empty())
+    }
+}
+
+impl From<WriteSet> for WriteBatch {
+    fn from(ws: WriteSet) -> Self {
+        let mut batch = WriteBatch::default();
+        batch.extend(ws);
+        batch
+    }
+}
+
 fn read_header(r: &mut Reader<'_>) -> Result<DomainHeader, KvError> {
     let entry_type = r.u8("entry type")?;
     match entry_type {
@@ -334,6 +413,46 @@ mod tests {
     }
 
     /// Hand-assembled bytes for a tiny write set, field by field from docs/formats.md.
+    #[test]
+    fn write_batch_parses_what_write_set_parses() {
+        let mut ws = WriteSet::default();
+        ws.put("b", b"k2", b"v");
+        ws.put("b", b"k1", b"");
+        ws.remove("b", b"gone");
+        ws.put("a", b"x", b"y");
+        ws.put("public:p", b"x", b"y");
+        let private = ws.serialise_private();
+        let batch = WriteBatch::deserialise_private(&private).unwrap();
+        let mut expected = WriteBatch::from(ws.private_part());
+        expected.maps.sort();
+        let mut got = batch.clone();
+        got.maps.sort();
+        assert_eq!(got, expected);
+        assert_eq!(batch.len(), 4);
+        // Whatever WriteSet refuses, WriteBatch refuses.
+        let twice = [private.clone(), private.clone()].concat();
+        assert!(WriteBatch::deserialise_private(&twice).is_err());
+        for cut in 1..private.len() {
+            assert_eq!(
+                WriteBatch::deserialise_private(&private[..cut]).is_ok(),
+                WriteSet::deserialise_private(&private[..cut]).is_ok(),
+                "cut at {cut}"
+            );
+        }
+        let mut dup = WriteSet::default();
+        dup.put("m", b"k", b"v");
+        let mut bytes = dup.serialise_private();
+        // Turn "1 write, 0 removals" into "1 write, 1 removal of the same key".
+        bytes.truncate(bytes.len() - 8);
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.push(b'k');
+        assert!(WriteSet::deserialise_private(&bytes).is_err());
+        assert!(WriteBatch::deserialise_private(&bytes).is_err());
+        let public = ws.serialise_public(&DomainHeader::write_set(1, [0; 32], [0; 32], 0));
+        assert!(WriteBatch::deserialise_private(&public).is_err());
+    }
+
     #[test]
     fn golden_public_and_private_bytes() {
         let mut ws = WriteSet::default();

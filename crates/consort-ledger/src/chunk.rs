@@ -431,6 +431,47 @@ pub(crate) fn complete_chunk_entries(
     Ok((offsets, table_at))
 }
 
+/// The entries of one chunk, as [`Ledger::read_chunk_of`] read them: the file's bytes (shared, so they can be
+/// handed to another thread) and where each entry lies in them.
+#[derive(Debug, Clone)]
+pub struct ChunkEntries {
+    first_seqno: u64,
+    bytes: Arc<Vec<u8>>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl ChunkEntries {
+    /// Seqno of the chunk's first entry.
+    pub fn first_seqno(&self) -> u64 {
+        self.first_seqno
+    }
+
+    /// Seqno of the chunk's last entry.
+    pub fn last_seqno(&self) -> u64 {
+        self.first_seqno + self.ranges.len() as u64 - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The encoded entry at `seqno`, if it is in this chunk.
+    pub fn entry(&self, seqno: u64) -> Option<&[u8]> {
+        let i = usize::try_from(seqno.checked_sub(self.first_seqno)?).ok()?;
+        let &(from, to) = self.ranges.get(i)?;
+        Some(&self.bytes[from..to])
+    }
+
+    /// `(seqno, encoded entry)` for every entry, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        (self.first_seqno..).zip(self.ranges.iter().map(|&(from, to)| &self.bytes[from..to]))
+    }
+}
+
 /// The ledger: CCF chunk files over a [`LedgerStorage`], with an index from seqno to entry.
 pub struct Ledger<S: LedgerStorage> {
     storage: S,
@@ -456,10 +497,22 @@ impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
 }
 
 impl<S: LedgerStorage> Ledger<S> {
-    /// Opens the ledger in `storage`, rebuilding the index from its chunk files, and returns every entry in
-    /// seqno order (the first is at [`Self::first_seqno`]). Files that are not chunks are ignored. A torn final
-    /// entry is truncated away; a last chunk whose close was interrupted is finished or reopened.
-    pub fn open(mut storage: S, chunk_threshold_bytes: u64) -> Result<(Self, Vec<Vec<u8>>), LedgerError> {
+    /// [`Self::load`], then every entry in seqno order (the first is at [`Self::first_seqno`]). Holds the whole
+    /// ledger in memory: for tests and small ledgers; recovery replay reads chunk by chunk with
+    /// [`Self::read_chunk_of`].
+    pub fn open(storage: S, chunk_threshold_bytes: u64) -> Result<(Self, Vec<Vec<u8>>), LedgerError> {
+        let ledger = Self::load(storage, chunk_threshold_bytes)?;
+        let entries = match ledger.first_seqno() {
+            Some(first) => ledger.read_entries(first, ledger.last_seqno())?,
+            None => Vec::new(),
+        };
+        Ok((ledger, entries))
+    }
+
+    /// Opens the ledger in `storage`, rebuilding the index from its chunk files (each is read and checked once;
+    /// only the open chunk's bytes are kept). Files that are not chunks are ignored. A torn final entry is
+    /// truncated away; a last chunk whose close was interrupted is finished or reopened.
+    pub fn load(mut storage: S, chunk_threshold_bytes: u64) -> Result<Self, LedgerError> {
         let mut names: Vec<(ChunkName, String)> = storage
             .list()?
             .into_iter()
@@ -467,7 +520,6 @@ impl<S: LedgerStorage> Ledger<S> {
             .collect();
         names.sort_by_key(|(c, _)| c.start);
         let mut chunks: Vec<Chunk> = Vec::new();
-        let mut entries = Vec::new();
         let mut open_bytes = Vec::new();
         let count = names.len();
         for (i, (cname, name)) in names.into_iter().enumerate() {
@@ -541,10 +593,6 @@ impl<S: LedgerStorage> Ledger<S> {
                     }
                 }
             };
-            for seqno in chunk.start..=chunk.end() {
-                let (from, to) = chunk.entry_range(seqno);
-                entries.push(bytes[from..to].to_vec());
-            }
             if chunk.state == ChunkState::Open {
                 open_bytes = bytes;
             }
@@ -556,10 +604,12 @@ impl<S: LedgerStorage> Ledger<S> {
             .map(Chunk::end)
             .max()
             .unwrap_or(0);
-        let last_is_signature = match chunks.last() {
-            Some(c) if c.state == ChunkState::Open => entries.last().is_some_and(|e| entry_is_signature(e)),
-            _ => true,
-        };
+        // The last entry of the open chunk, if the ledger ends in one.
+        let last_open_entry = chunks.last().filter(|c| c.state == ChunkState::Open).map(|c| {
+            let (from, to) = c.entry_range(c.end());
+            open_bytes[from..to].to_vec()
+        });
+        let last_is_signature = last_open_entry.as_ref().is_none_or(|e| entry_is_signature(e));
         let mut ledger = Ledger {
             storage,
             chunk_threshold_bytes,
@@ -571,16 +621,15 @@ impl<S: LedgerStorage> Ledger<S> {
         };
         // A crash after appending a signature that should close the chunk, before the close itself, leaves the
         // chunk open: finish the close as `append` would have, so the chunk can later become `.committed`.
-        let close_due = ledger.open_chunk().is_some()
-            && ledger.last_is_signature
-            && entries.last().is_some_and(|e| {
+        let close_due = ledger.last_is_signature
+            && last_open_entry.is_some_and(|e| {
                 ledger.open_bytes.len() as u64 >= chunk_threshold_bytes
-                    || parse_entry(e).is_ok_and(|(e, _)| e.flags & FLAG_FORCE_CHUNK_AFTER != 0)
+                    || parse_entry(&e).is_ok_and(|(e, _)| e.flags & FLAG_FORCE_CHUNK_AFTER != 0)
             });
         if close_due {
             ledger.close_open_chunk()?;
         }
-        Ok((ledger, entries))
+        Ok(ledger)
     }
 
     /// Seqno of the first entry, if any.
@@ -765,6 +814,39 @@ impl<S: LedgerStorage> Ledger<S> {
                 format!("entry {seqno} on disk does not match the index"),
             )),
         }
+    }
+
+    /// Every entry of the chunk holding `seqno`, read in one go and checked against the index (for replay: one
+    /// chunk at a time in memory, however long the ledger).
+    pub fn read_chunk_of(&self, seqno: u64) -> Result<ChunkEntries, LedgerError> {
+        let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let chunk = &self.chunks[i];
+        let bytes = if chunk.state == ChunkState::Open {
+            Arc::new(self.open_bytes.clone())
+        } else {
+            Arc::new(self.storage.read(&chunk.name())?)
+        };
+        let mut ranges = Vec::with_capacity(chunk.offsets.len());
+        for s in chunk.start..=chunk.end() {
+            let (from, to) = chunk.entry_range(s);
+            let entry = bytes
+                .get(from..to)
+                .ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
+            match parse_entry(entry) {
+                Ok((e, used)) if used == entry.len() && e.seqno == s => ranges.push((from, to)),
+                _ => {
+                    return Err(LedgerError::chunk(
+                        &chunk.name(),
+                        format!("entry {s} on disk does not match the index"),
+                    ))
+                }
+            }
+        }
+        Ok(ChunkEntries {
+            first_seqno: chunk.start,
+            bytes,
+            ranges,
+        })
     }
 
     /// Entries `from..=to`, in order.

@@ -25,8 +25,8 @@ pub mod testing;
 
 pub use audit::{audit_chunks, AuditError, AuditReport};
 pub use chunk::{
-    chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, storage_conformance, ChunkName,
-    Ledger, LedgerStorage, MemStorage,
+    chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, storage_conformance, ChunkEntries,
+    ChunkName, Ledger, LedgerStorage, MemStorage,
 };
 pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,

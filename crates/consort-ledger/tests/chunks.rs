@@ -437,3 +437,38 @@ fn crash_at_every_byte_of_the_last_entry_and_of_the_close() {
         recovers_to(s, &entries, 9, committed, &format!("header torn at {cut}"));
     }
 }
+
+#[test]
+fn load_keeps_no_entries_and_chunks_stream_in_order() {
+    let mut b = sample_ledger(5, 3);
+    // An open chunk at the end: two entries after the last signature.
+    b.log_tx(100, "tail");
+    b.log_tx(101, "tail");
+    let (mut l, _) = open(MemStorage::new(), 1);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    l.flush().unwrap();
+    let storage = l.into_storage();
+    let (_, all) = open(storage.clone(), 1);
+    let loaded = Ledger::load(storage, 1).unwrap();
+    assert!(loaded.chunk_names().len() > 3);
+    let mut streamed = Vec::new();
+    let mut next = loaded.first_seqno().unwrap();
+    while next <= loaded.last_seqno() {
+        let chunk = loaded.read_chunk_of(next).unwrap();
+        assert_eq!(chunk.first_seqno(), next);
+        assert_eq!(chunk.entry(chunk.last_seqno() + 1), None);
+        for (seqno, bytes) in chunk.iter() {
+            assert_eq!(seqno, streamed.len() as u64 + 1);
+            assert_eq!(chunk.entry(seqno), Some(bytes));
+            streamed.push(bytes.to_vec());
+        }
+        next = chunk.last_seqno() + 1;
+    }
+    assert_eq!(streamed, all);
+    assert!(matches!(
+        loaded.read_chunk_of(loaded.last_seqno() + 1),
+        Err(LedgerError::NotFound(_))
+    ));
+}

@@ -10,6 +10,7 @@ pub mod gov;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod offload;
 pub mod openapi;
 pub mod replication;
 pub mod service;

@@ -344,7 +344,10 @@ impl Service {
         };
         let mut rc = Self::replica_config(&cfg, raft_id);
         rc.sign_on_election = !fresh;
-        let replica = Replica::open(rc, identity, trusted, ids.ledger_secret.clone(), storage, persisted)
+        // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
+        let offload = crate::offload::ThreadOffload;
+        let secret = ids.ledger_secret.clone();
+        let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))
             .map_err(|e| ServiceError::Consensus(e.to_string()))?;
         let store = replica.store().clone();
         let commit = replica.commit_point();

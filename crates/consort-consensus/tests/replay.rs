@@ -1,0 +1,185 @@
+//! Recovery replay over a multi-chunk ledger: a replica reopened on its disk equals the original (store digest,
+//! Merkle root, commit point, statuses), with or without a second core for decoding, and a damaged entry in a
+//! committed chunk still stops the replay.
+
+use consort_consensus::eraftpb::HardState;
+use consort_consensus::testing::FaultyDisk;
+use consort_consensus::{Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig, TxStatus};
+use consort_crypto::{key_id, SigningKey};
+use consort_kv::CommitOutcome;
+use consort_ledger::{parse_chunk_name, LedgerSecret, LedgerStorage};
+use std::collections::BTreeMap;
+
+fn identity() -> NodeIdentity {
+    let block = include_str!("fixtures/identities.txt")
+        .split("=====\n")
+        .next()
+        .expect("the fixture holds an identity");
+    let end = "-----END PRIVATE KEY-----\n";
+    let at = block.find(end).expect("fixture holds a key") + end.len();
+    let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
+    let node_id = key_id(&key.verifying_key().to_spki_der());
+    NodeIdentity {
+        key,
+        cert_pem: block[at..].to_string(),
+        node_id,
+    }
+}
+
+fn config() -> ReplicaConfig {
+    let mut cfg = ReplicaConfig::new(1);
+    cfg.signature_interval_tx = 7;
+    cfg.chunk_threshold_bytes = 4096;
+    cfg
+}
+
+/// A decoding core for the test: a scoped thread, as the node's.
+struct ThreadOffload;
+
+impl Offload for ThreadOffload {
+    fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
+        std::thread::scope(|s| {
+            let worker = s.spawn(background);
+            foreground();
+            worker.join().expect("decoding thread");
+        });
+    }
+}
+
+fn open(disk: FaultyDisk, hard_state: Option<HardState>, offload: Option<&dyn Offload>) -> Replica<FaultyDisk> {
+    let id = identity();
+    let trusted = BTreeMap::from([(1, id.cert_pem.clone())]);
+    let persisted = PersistedState {
+        hard_state,
+        snapshot: None,
+        voters: vec![1],
+    };
+    let secret = LedgerSecret::from_bytes([5u8; 32]);
+    Replica::open_with_offload(config(), id, trusted, secret, disk, persisted, offload)
+        .unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// One voter driven like the node: every persist is carried out at once, keeping the latest hard state.
+struct Node {
+    replica: Replica<FaultyDisk>,
+    hard_state: Option<HardState>,
+}
+
+impl Node {
+    fn step(&mut self, event: Event) {
+        let mut work = vec![event];
+        while let Some(event) = work.pop() {
+            for a in self.replica.step(event) {
+                match a {
+                    Action::Persist { number, hard_state, .. } => {
+                        self.replica.sync_ledger().expect("sync");
+                        if hard_state.is_some() {
+                            self.hard_state = hard_state;
+                        }
+                        work.push(Event::Persisted { number });
+                    }
+                    Action::Halted { error } => panic!("halted: {error}"),
+                    Action::ProposalRejected { version, error } => panic!("{version} rejected: {error}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, i: u64) {
+        let store = self.replica.store().clone();
+        let mut tx = store.begin();
+        tx.put("records", &i.to_le_bytes(), format!("message {i}").as_bytes());
+        tx.put("public:records", &(i % 10).to_le_bytes(), b"public");
+        if i.is_multiple_of(5) {
+            tx.remove("records", &(i - 3).to_le_bytes());
+        }
+        let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+            Ok(CommitOutcome::Committed { result, .. }) => result,
+            other => panic!("{other:?}"),
+        };
+        self.step(Event::Propose { version, write_set });
+    }
+}
+
+/// A ledger of several chunks whose last entries are not covered by a signature yet.
+fn build() -> (Node, FaultyDisk) {
+    let disk = FaultyDisk::new();
+    let mut node = Node {
+        replica: open(disk.clone(), None, None),
+        hard_state: None,
+    };
+    node.step(Event::Campaign);
+    for i in 10..300 {
+        node.write(i);
+    }
+    for _ in 0..10 {
+        node.step(Event::Tick);
+    }
+    // An uncommitted tail: no signature after these yet.
+    for i in 300..303 {
+        node.write(i);
+    }
+    let chunks = disk.list().unwrap().iter().filter_map(|n| parse_chunk_name(n)).count();
+    assert!(chunks > 5, "the ledger spans {chunks} chunks");
+    (node, disk)
+}
+
+#[test]
+fn a_reopened_replica_equals_the_original() {
+    let (node, disk) = build();
+    let r = &node.replica;
+    let commit = r.commit_point();
+    assert!(commit.seqno > 250 && commit.seqno < r.last_seqno());
+    for offload in [None, Some(&ThreadOffload as &dyn Offload)] {
+        let again = open(disk.clone(), node.hard_state.clone(), offload);
+        assert_eq!(again.last_seqno(), r.last_seqno());
+        assert_eq!(again.commit_point(), commit);
+        assert_eq!(again.merkle_root(), r.merkle_root());
+        assert_eq!(again.store().digest(), r.store().digest());
+        assert_eq!(again.store().current_version(), r.last_seqno());
+        // Replay committed the store exactly up to the commit point: the tail can still be rolled back.
+        assert_eq!(again.store().committed_version(), commit.seqno);
+        for seqno in [1, commit.seqno, r.last_seqno()] {
+            let tx = consort_consensus::TxId {
+                view: r.view_of(seqno).unwrap(),
+                seqno,
+            };
+            assert_eq!(again.tx_status(tx), r.tx_status(tx), "{tx}");
+            assert_eq!(again.is_signature(seqno), r.is_signature(seqno));
+        }
+        assert_eq!(again.tx_status(commit), TxStatus::Committed);
+    }
+}
+
+#[test]
+fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
+    let (node, disk) = build();
+    let name = disk
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| parse_chunk_name(n).is_some_and(|c| c.committed && c.start > 1))
+        .min()
+        .expect("a committed chunk after the first");
+    let bytes = disk.read(&name).unwrap();
+    for at in [bytes.len() / 3, bytes.len() / 2] {
+        // A copy of the disk (clones of a FaultyDisk share their files).
+        let mut copy = FaultyDisk::new();
+        for n in disk.list().unwrap() {
+            copy.append(&n, &disk.read(&n).unwrap()).unwrap();
+            copy.sync(&n).unwrap();
+        }
+        copy.write_at(&name, at as u64, &[bytes[at] ^ 0x20]).unwrap();
+        let id = identity();
+        let trusted = BTreeMap::from([(1, id.cert_pem.clone())]);
+        let persisted = PersistedState {
+            hard_state: node.hard_state.clone(),
+            snapshot: None,
+            voters: vec![1],
+        };
+        let secret = LedgerSecret::from_bytes([5u8; 32]);
+        let opened = Replica::open_with_offload(config(), id, trusted, secret, copy, persisted, Some(&ThreadOffload));
+        assert!(opened.is_err(), "a flipped byte at {at} of {name} went unnoticed");
+    }
+}
