@@ -12,8 +12,10 @@ pub const MAX_SNAPSHOT_SIZE: usize = 1024 * 1024 * 1024;
 /// Most single changes in one membership change.
 pub const MAX_CONF_CHANGES: usize = 64;
 
-/// Default upper bound on the bytes of entries in one append message (raft-rs `max_size_per_msg`).
-pub const DEFAULT_MAX_APPEND_BYTES: u64 = 1024 * 1024;
+/// Default upper bound on the bytes of entries in one append message (raft-rs `max_size_per_msg`). A backup applies
+/// a whole message under its engine lock: 1 MiB batches (about 3,000 small writes) held it for 25-70 ms and showed
+/// in the p99 commit latency; 256 KiB keeps the batches short while still amortising per-message costs.
+pub const DEFAULT_MAX_APPEND_BYTES: u64 = 256 * 1024;
 
 /// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`).
 pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 4;
