@@ -16,7 +16,6 @@
 use consort_consensus::{
     decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig,
 };
-use consort_crypto::{key_id, SigningKey};
 use consort_kv::CommitOutcome;
 use consort_ledger::{LedgerSecret, LedgerStorage, StorageError};
 use std::collections::{BTreeMap, HashMap};
@@ -151,19 +150,7 @@ impl LedgerStorage for DirStorage {
 }
 
 fn identity() -> NodeIdentity {
-    let block = include_str!("../tests/fixtures/identities.txt")
-        .split("=====\n")
-        .next()
-        .expect("the fixture holds an identity");
-    let end = "-----END PRIVATE KEY-----\n";
-    let at = block.find(end).expect("fixture holds a key") + end.len();
-    let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
-    let node_id = key_id(&key.verifying_key().to_spki_der());
-    NodeIdentity {
-        key,
-        cert_pem: block[at..].to_string(),
-        node_id,
-    }
+    consort_consensus::testing::fixture_identities().remove(0)
 }
 
 fn config() -> ReplicaConfig {

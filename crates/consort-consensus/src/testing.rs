@@ -1,6 +1,9 @@
-//! A faulty in-memory disk for deterministic simulation: writes land in a volatile copy, `sync` makes a file's
-//! content durable, and [`FaultyDisk::crash`] throws away what was not synced (keeping a torn prefix of it).
+//! Test support: a faulty in-memory disk for deterministic simulation (writes land in a volatile copy, `sync` makes
+//! a file's content durable, and [`FaultyDisk::crash`] throws away what was not synced, keeping a torn prefix of
+//! it), and the fixed node identities the scenario, simulation and replay tests sign with.
 
+use crate::NodeIdentity;
+use consort_crypto::{key_id, SigningKey};
 use consort_ledger::{LedgerStorage, StorageError};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -122,6 +125,26 @@ impl LedgerStorage for FaultyDisk {
         f.durable = Some(f.data.clone());
         Ok(())
     }
+}
+
+/// The node identities of `tests/fixtures/identities.txt` (private key PEM followed by certificate PEM, blocks
+/// separated by `=====` lines), in file order: fixed so that simulations replay byte for byte.
+pub fn fixture_identities() -> Vec<NodeIdentity> {
+    include_str!("../tests/fixtures/identities.txt")
+        .split("=====\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|block| {
+            let end = "-----END PRIVATE KEY-----\n";
+            let at = block.find(end).expect("fixture holds a key") + end.len();
+            let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
+            let node_id = key_id(&key.verifying_key().to_spki_der());
+            NodeIdentity {
+                key,
+                cert_pem: block[at..].to_string(),
+                node_id,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,25 +5,12 @@
 use consort_consensus::eraftpb::HardState;
 use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig, TxStatus};
-use consort_crypto::{key_id, SigningKey};
 use consort_kv::CommitOutcome;
 use consort_ledger::{parse_chunk_name, LedgerSecret, LedgerStorage};
 use std::collections::BTreeMap;
 
 fn identity() -> NodeIdentity {
-    let block = include_str!("fixtures/identities.txt")
-        .split("=====\n")
-        .next()
-        .expect("the fixture holds an identity");
-    let end = "-----END PRIVATE KEY-----\n";
-    let at = block.find(end).expect("fixture holds a key") + end.len();
-    let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
-    let node_id = key_id(&key.verifying_key().to_spki_der());
-    NodeIdentity {
-        key,
-        cert_pem: block[at..].to_string(),
-        node_id,
-    }
+    consort_consensus::testing::fixture_identities().remove(0)
 }
 
 fn config() -> ReplicaConfig {

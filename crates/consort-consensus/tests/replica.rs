@@ -8,28 +8,13 @@ use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, TxId, TxStatus,
 };
-use consort_crypto::{key_id, SigningKey};
 use consort_kv::{CommitOutcome, WriteSet};
 use consort_ledger::{Ledger, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
 use protobuf::Message as _;
 use std::collections::{BTreeMap, VecDeque};
 
 fn identities() -> Vec<NodeIdentity> {
-    include_str!("fixtures/identities.txt")
-        .split("=====\n")
-        .filter(|s| !s.trim().is_empty())
-        .map(|block| {
-            let end = "-----END PRIVATE KEY-----\n";
-            let at = block.find(end).expect("fixture holds a key") + end.len();
-            let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
-            let node_id = key_id(&key.verifying_key().to_spki_der());
-            NodeIdentity {
-                key,
-                cert_pem: block[at..].to_string(),
-                node_id,
-            }
-        })
-        .collect()
+    consort_consensus::testing::fixture_identities()
 }
 
 fn secret() -> LedgerSecret {

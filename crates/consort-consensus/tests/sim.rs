@@ -11,7 +11,7 @@ use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, TxId, TxStatus,
 };
-use consort_crypto::{key_id, sha256, SigningKey};
+use consort_crypto::sha256;
 use consort_kv::CommitOutcome;
 use consort_ledger::LedgerSecret;
 use rand::{Rng, SeedableRng};
@@ -27,23 +27,7 @@ const CALM_ROUNDS: usize = 120;
 /// so that every run of a seed produces the same bytes, message sizes and schedule.
 fn identities() -> &'static Vec<NodeIdentity> {
     static IDS: OnceLock<Vec<NodeIdentity>> = OnceLock::new();
-    IDS.get_or_init(|| {
-        include_str!("fixtures/identities.txt")
-            .split("=====\n")
-            .filter(|s| !s.trim().is_empty())
-            .map(|block| {
-                let end = "-----END PRIVATE KEY-----\n";
-                let at = block.find(end).expect("fixture holds a key") + end.len();
-                let key = SigningKey::from_pem(&block[..at]).expect("fixture key parses");
-                let node_id = key_id(&key.verifying_key().to_spki_der());
-                NodeIdentity {
-                    key,
-                    cert_pem: block[at..].to_string(),
-                    node_id,
-                }
-            })
-            .collect()
-    })
+    IDS.get_or_init(consort_consensus::testing::fixture_identities)
 }
 
 fn trusted() -> BTreeMap<u64, String> {
