@@ -247,6 +247,33 @@ impl Forwarder {
         }
     }
 
+    /// The primary changed (or is unknown): every request still waiting on another node is answered at once with
+    /// 503, instead of waiting out [`FORWARD_TIMEOUT`] on a primary that may be gone. Such a request may or may not
+    /// have executed; the caller can retry (or check the status of the transaction it would have been).
+    pub fn abandon_all_but(&self, primary: Option<&str>) {
+        let mut waiting = self.waiting();
+        let gone: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, w)| Some(w.to.as_str()) != primary)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(w) = waiting.remove(&id) {
+                let body = serde_json::json!({"error": {
+                    "code": "PrimaryChanged",
+                    "message": "the primary changed while the request was forwarded to it; it may or may not have executed: retry",
+                }});
+                let _ = w.reply.send(ForwardedResponse {
+                    id,
+                    status: 503,
+                    txid: None,
+                    content_type: "application/json".into(),
+                    body: body.to_string().into_bytes(),
+                });
+            }
+        }
+    }
+
     /// An answer arrived from node `from`: hands it to the request waiting for it (if it went to that node).
     pub fn complete(&self, from: &str, frame: &[u8]) {
         let resp = match ForwardedResponse::decode(frame) {
@@ -374,6 +401,37 @@ mod tests {
         f.complete("primary", b"not cbor");
         f.complete("primary", &resp.encode());
         assert_eq!(rx.try_recv().unwrap(), resp);
+        assert!(f.waiting().is_empty());
+    }
+
+    #[test]
+    fn a_change_of_primary_answers_the_requests_waiting_on_the_old_one() {
+        let f = Forwarder::default();
+        let mut receivers = vec![];
+        for (id, to) in [(1, "old"), (2, "new"), (3, "old")] {
+            let (tx, rx) = oneshot::channel();
+            f.waiting().insert(
+                id,
+                Waiting {
+                    to: to.into(),
+                    reply: tx,
+                },
+            );
+            receivers.push(rx);
+        }
+        f.abandon_all_but(Some("new"));
+        for (i, rx) in receivers.iter_mut().enumerate() {
+            match rx.try_recv() {
+                Ok(r) => {
+                    assert_ne!(i, 1, "the request to the new primary keeps waiting");
+                    assert_eq!(r.status, 503);
+                    assert!(String::from_utf8_lossy(&r.body).contains("PrimaryChanged"));
+                }
+                Err(_) => assert_eq!(i, 1),
+            }
+        }
+        assert_eq!(f.waiting().len(), 1);
+        f.abandon_all_but(None);
         assert!(f.waiting().is_empty());
     }
 }

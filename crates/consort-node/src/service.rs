@@ -642,6 +642,8 @@ impl Service {
                 Action::RoleChanged { role, view, leader } => {
                     tracing::info!(?role, view, ?leader, "role changed");
                     self.leader.store(leader.unwrap_or(0), Ordering::Release);
+                    let primary = leader.and_then(|l| self.node_id_of(l));
+                    self.forwarder.abandon_all_but(primary.as_deref());
                 }
                 Action::Dropped { from, error } => tracing::warn!(?from, %error, "input dropped"),
                 Action::Halted { error } => fatal("replica halted", error),
