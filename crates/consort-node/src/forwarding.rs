@@ -247,8 +247,8 @@ impl Forwarder {
         }
     }
 
-    /// The primary changed (or is unknown): every request still waiting on another node is answered at once with
-    /// 503, instead of waiting out [`FORWARD_TIMEOUT`] on a primary that may be gone. Such a request may or may not
+    /// Another node became primary (`None`: forget every primary): every request still waiting on another node is
+    /// answered at once with 503, instead of waiting out [`FORWARD_TIMEOUT`] on a primary that is gone. Such a request may or may not
     /// have executed; the caller can retry (or check the status of the transaction it would have been).
     pub fn abandon_all_but(&self, primary: Option<&str>) {
         let mut waiting = self.waiting();

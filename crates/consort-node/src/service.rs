@@ -642,8 +642,12 @@ impl Service {
                 Action::RoleChanged { role, view, leader } => {
                     tracing::info!(?role, view, ?leader, "role changed");
                     self.leader.store(leader.unwrap_or(0), Ordering::Release);
-                    let primary = leader.and_then(|l| self.node_id_of(l));
-                    self.forwarder.abandon_all_but(primary.as_deref());
+                    // Requests forwarded to an earlier primary will not be answered once another node leads: answer
+                    // them now. While no primary is known (an election, or a primary that is merely slow), they keep
+                    // waiting, up to the forwarding timeout.
+                    if let Some(primary) = leader.and_then(|l| self.node_id_of(l)) {
+                        self.forwarder.abandon_all_but(Some(&primary));
+                    }
                 }
                 Action::Dropped { from, error } => tracing::warn!(?from, %error, "input dropped"),
                 Action::Halted { error } => fatal("replica halted", error),
