@@ -485,8 +485,9 @@ pub struct Ledger<S: LedgerStorage> {
     open_bytes: Vec<u8>,
     last_is_signature: bool,
     committed_seqno: u64,
-    /// Last complete chunk read from storage (name, bytes).
-    read_cache: Mutex<Option<(String, Arc<Vec<u8>>)>>,
+    /// The last complete chunk read (or just closed), by first seqno: its bytes up to the end of its entries. Followers
+    /// that lag behind a chunk close read from it, so the primary does not read the file back from disk.
+    read_cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
@@ -701,8 +702,8 @@ impl<S: LedgerStorage> Ledger<S> {
         if self.open_chunk().is_none() {
             let name = chunk_name_open(seqno);
             self.storage.append(&name, &[0u8; 8])?;
-            // Reserve the whole chunk up front (the buffer is kept from chunk to chunk): growing a multi-megabyte
-            // vector by doubling copies it under the caller's lock, which showed as 10-15 ms stalls.
+            // Reserve the whole chunk up front: growing a multi-megabyte vector by doubling copies it under the
+            // caller's lock, which showed as 10-15 ms stalls.
             self.open_bytes.clear();
             self.open_bytes
                 .reserve(self.chunk_threshold_bytes.min(OPEN_BUFFER_RESERVE_LIMIT) as usize + 8);
@@ -760,8 +761,12 @@ impl<S: LedgerStorage> Ledger<S> {
             (ChunkState::Complete, chunk_name_complete(chunk.start, chunk.end()))
         };
         self.storage.rename(&name, &new_name)?;
-        self.chunks.last_mut().expect("checked above").state = state;
-        self.open_bytes.clear();
+        let chunk = self.chunks.last_mut().expect("checked above");
+        chunk.state = state;
+        // The closed chunk's entries stay readable from memory (its header there is still zero; readers use entry
+        // ranges only).
+        let closed = std::mem::take(&mut self.open_bytes);
+        *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((chunk.start, Arc::new(closed)));
         Ok(())
     }
 
@@ -810,8 +815,7 @@ impl<S: LedgerStorage> Ledger<S> {
         let bytes = if chunk.state == ChunkState::Open {
             self.open_bytes.get(from..to).map(<[u8]>::to_vec)
         } else {
-            let name = chunk.name();
-            let file = self.read_chunk_cached(&name)?;
+            let file = self.read_chunk_cached(chunk.start, &chunk.name())?;
             file.get(from..to).map(<[u8]>::to_vec)
         };
         let bytes = bytes.ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
@@ -862,15 +866,15 @@ impl<S: LedgerStorage> Ledger<S> {
         (from..=to).map(|s| self.read_entry(s)).collect()
     }
 
-    fn read_chunk_cached(&self, name: &str) -> Result<Arc<Vec<u8>>, LedgerError> {
+    fn read_chunk_cached(&self, start: u64, name: &str) -> Result<Arc<Vec<u8>>, LedgerError> {
         let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, bytes)) = cache.as_ref() {
-            if n == name {
+        if let Some((s, bytes)) = cache.as_ref() {
+            if *s == start {
                 return Ok(bytes.clone());
             }
         }
         let bytes = Arc::new(self.storage.read(name)?);
-        *cache = Some((name.to_string(), bytes.clone()));
+        *cache = Some((start, bytes.clone()));
         Ok(bytes)
     }
 
