@@ -9,7 +9,7 @@ use consort_node::client::{Connection, Protocol};
 use consort_node::config::{IdentityConfig, NodeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Writes in the whole test (half before the primary is killed).
@@ -32,25 +32,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(&mut self, verb: &str) {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("out.log"))
-            .unwrap();
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("err.log"))
-            .unwrap();
-        let child = Command::new(consort_bin())
-            .args(["node", verb, "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.child = Some(spawn_node(&self.dir, verb, &self.config));
     }
 
     fn kill(&mut self) {

@@ -13,6 +13,7 @@
 //! seconds, transactions per second and peak RSS (VmHWM), and the store digest, Merkle root and commit point
 //! (which `build` prints too, so the two can be compared).
 
+use consort_consensus::testing::ScopedThreadOffload;
 use consort_consensus::{
     decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig,
 };
@@ -158,21 +159,6 @@ fn config() -> ReplicaConfig {
     cfg.signature_interval_tx = 5_000;
     cfg.signature_interval_ticks = 10;
     cfg
-}
-
-/// Lends replay a second core with a scoped thread (what the node does).
-struct ThreadOffload;
-
-impl Offload for ThreadOffload {
-    fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
-        std::thread::scope(|s| {
-            let worker = s.spawn(background);
-            foreground();
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        });
-    }
 }
 
 fn open(dir: &Path, offload: Option<&dyn Offload>) -> Replica<DirStorage> {
@@ -340,7 +326,7 @@ fn main() {
         }
         // --sequential: replay on one core (no offload), as the simulation does.
         Some("replay") if args.iter().any(|a| a == "--sequential") => replay(&dir, None),
-        Some("replay") => replay(&dir, Some(&ThreadOffload)),
+        Some("replay") => replay(&dir, Some(&ScopedThreadOffload)),
         _ => {
             eprintln!("usage: replay build --tx N --dir DIR | replay replay --dir DIR [--sequential]");
             std::process::exit(2);

@@ -241,11 +241,7 @@ pub fn ledger_bytes(e: &Entry) -> &[u8] {
 pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusError> {
     let (view, seqno) = (e.term, e.index);
     match e.get_entry_type() {
-        EntryType::EntryNormal => {
-            if e.data.is_empty() {
-                e.data = Bytes::from(empty_entry(secret, view, seqno)?);
-                return Ok(());
-            }
+        EntryType::EntryNormal if !e.data.is_empty() => {
             let info = inspect(&e.data, view, seqno)?;
             if info.conf_change.is_some() {
                 return Err(ConsensusError::entry(
@@ -255,13 +251,9 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
             }
             Ok(())
         }
-        EntryType::EntryConfChangeV2 => {
+        EntryType::EntryConfChangeV2 if !e.context.is_empty() => {
             let cc = ConfChangeV2::parse_from_bytes(&e.data)
                 .map_err(|err| ConsensusError::entry(seqno, format!("conf change protobuf: {err}")))?;
-            if e.context.is_empty() {
-                e.context = Bytes::from(conf_change_entry(secret, view, seqno, &cc)?);
-                return Ok(());
-            }
             let info = inspect(&e.context, view, seqno)?;
             match info.conf_change {
                 Some(recorded) if recorded == cc => Ok(()),
@@ -271,7 +263,8 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
                 )),
             }
         }
-        EntryType::EntryConfChange => Err(ConsensusError::entry(seqno, "v1 conf changes are not supported")),
+        // Raft's own entries without CCF bytes, and v1 conf changes (refused there).
+        _ => fill_empty(secret, e),
     }
 }
 

@@ -70,18 +70,31 @@ impl<S: LedgerStorage> Log<S> {
                 .clone()
                 .ok_or_else(|| crate::ConsensusError::InvalidSnapshot("nothing committed to snapshot yet".into()))?
         } else {
-            let entry = self.ledger.read_entry(seqno)?;
-            snapshot::build(&self.store, &self.secret, &entry, view, seqno, self.views.up_to(seqno))?
+            self.build_bundle(&self.ledger.read_entry(seqno)?, view, seqno)?
         };
+        Ok(self.raft_snapshot(data, seqno, view))
+    }
+
+    /// The snapshot bundle of the store at signature transaction `seqno` (whose entry is `sig_entry`, in `view`),
+    /// which must be at or above the store's committed version.
+    pub fn build_bundle(&self, sig_entry: &[u8], view: u64, seqno: u64) -> Result<Vec<u8>, crate::ConsensusError> {
+        // The signature may not be in `views` yet (the primary builds before it appends its own entry).
+        let mut views = self.views.clone();
+        views.note(view, seqno);
+        snapshot::build(&self.store, &self.secret, sig_entry, view, seqno, views.up_to(seqno))
+    }
+
+    /// The Raft snapshot carrying `bundle`, made at `seqno` in `view`, with the membership in force there.
+    pub fn raft_snapshot(&self, bundle: Vec<u8>, seqno: u64, view: u64) -> Snapshot {
         let mut snap = Snapshot {
-            data: data.into(),
+            data: bundle.into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
         meta.index = seqno;
         meta.term = view;
         meta.set_conf_state(self.conf_state_at(seqno));
-        Ok(snap)
+        snap
     }
 }
 

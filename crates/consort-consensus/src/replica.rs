@@ -35,6 +35,19 @@ impl std::fmt::Display for TxId {
     }
 }
 
+/// Parses CCF's `<view>.<seqno>` form.
+impl std::str::FromStr for TxId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (v, n) = s
+            .split_once('.')
+            .ok_or_else(|| format!("{s:?} is not of the form <view>.<seqno>"))?;
+        let view = v.parse().map_err(|_| format!("bad view in {s:?}"))?;
+        let seqno = n.parse().map_err(|_| format!("bad seqno in {s:?}"))?;
+        Ok(TxId { view, seqno })
+    }
+}
+
 /// CCF's transaction status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TxStatus {
@@ -46,6 +59,18 @@ pub enum TxStatus {
     Committed,
     /// Can never be committed: another transaction holds its seqno for good. Final.
     Invalid,
+}
+
+impl TxStatus {
+    /// CCF's name of the status (as in `GET /tx` answers).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxStatus::Unknown => "Unknown",
+            TxStatus::Pending => "Pending",
+            TxStatus::Committed => "Committed",
+            TxStatus::Invalid => "Invalid",
+        }
+    }
 }
 
 /// Raft role of a replica.
@@ -926,9 +951,7 @@ impl<S: LedgerStorage> Replica<S> {
     fn start_snapshot(&mut self, view: u64, seqno: u64, sig_entry: &[u8]) -> Result<(), ConsensusError> {
         let store = self.store().clone();
         let log = self.node.store();
-        let mut views = log.views.clone();
-        views.note(view, seqno);
-        let data = snapshot::build(&store, &log.secret, sig_entry, view, seqno, views.up_to(seqno))?;
+        let data = log.build_bundle(sig_entry, view, seqno)?;
         let evidence = seqno + 1;
         let ws = snapshot::evidence_write_set(&data, seqno);
         let bytes = encode_write_set_entry(&log.secret, view, evidence, &ws)?;
@@ -1079,14 +1102,8 @@ impl<S: LedgerStorage> Replica<S> {
                     break;
                 };
                 let log = self.node.store();
-                let mut snap = Snapshot {
-                    data: p.data.into(),
-                    ..Default::default()
-                };
-                let meta = snap.mut_metadata();
-                meta.index = p.seqno;
-                meta.term = log.views.view_of(p.seqno).unwrap_or_default();
-                meta.set_conf_state(log.conf_state_at(p.seqno));
+                let view = log.views.view_of(p.seqno).unwrap_or_default();
+                let snap = log.raft_snapshot(p.data, p.seqno, view);
                 out.push(Action::SnapshotCommitted {
                     seqno: p.seqno,
                     evidence: p.evidence,
@@ -1365,15 +1382,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         }
         let built = self.log.ledger.read_entry(seqno).ok().and_then(|sig_entry| {
             let view = self.log.views.view_of(seqno)?;
-            snapshot::build(
-                store,
-                &self.log.secret,
-                &sig_entry,
-                view,
-                seqno,
-                self.log.views.up_to(seqno),
-            )
-            .ok()
+            self.log.build_bundle(&sig_entry, view, seqno).ok()
         });
         match built {
             Some(data) if consort_crypto::sha256(&data) == claimed.hash => {

@@ -147,6 +147,23 @@ pub fn fixture_identities() -> Vec<NodeIdentity> {
         .collect()
 }
 
+/// Lends recovery replay a second core with a scoped thread, as the node's `offload::ThreadOffload` does (for the
+/// replay tests and example; the replica itself never starts threads).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopedThreadOffload;
+
+impl crate::Offload for ScopedThreadOffload {
+    fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
+        std::thread::scope(|s| {
+            let worker = s.spawn(background);
+            foreground();
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

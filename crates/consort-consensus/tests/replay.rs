@@ -3,7 +3,7 @@
 //! committed chunk still stops the replay.
 
 use consort_consensus::eraftpb::HardState;
-use consort_consensus::testing::FaultyDisk;
+use consort_consensus::testing::{FaultyDisk, ScopedThreadOffload};
 use consort_consensus::{Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig, TxStatus};
 use consort_kv::CommitOutcome;
 use consort_ledger::{parse_chunk_name, LedgerSecret, LedgerStorage};
@@ -18,19 +18,6 @@ fn config() -> ReplicaConfig {
     cfg.signature_interval_tx = 7;
     cfg.chunk_threshold_bytes = 4096;
     cfg
-}
-
-/// A decoding core for the test: a scoped thread, as the node's.
-struct ThreadOffload;
-
-impl Offload for ThreadOffload {
-    fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
-        std::thread::scope(|s| {
-            let worker = s.spawn(background);
-            foreground();
-            worker.join().expect("decoding thread");
-        });
-    }
 }
 
 fn open(disk: FaultyDisk, hard_state: Option<HardState>, offload: Option<&dyn Offload>) -> Replica<FaultyDisk> {
@@ -118,7 +105,7 @@ fn a_reopened_replica_equals_the_original() {
     let r = &node.replica;
     let commit = r.commit_point();
     assert!(commit.seqno > 250 && commit.seqno < r.last_seqno());
-    for offload in [None, Some(&ThreadOffload as &dyn Offload)] {
+    for offload in [None, Some(&ScopedThreadOffload as &dyn Offload)] {
         let again = open(disk.clone(), node.hard_state.clone(), offload);
         assert_eq!(again.last_seqno(), r.last_seqno());
         assert_eq!(again.commit_point(), commit);
@@ -166,7 +153,15 @@ fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
             voters: vec![1],
         };
         let secret = LedgerSecret::from_bytes([5u8; 32]);
-        let opened = Replica::open_with_offload(config(), id, trusted, secret, copy, persisted, Some(&ThreadOffload));
+        let opened = Replica::open_with_offload(
+            config(),
+            id,
+            trusted,
+            secret,
+            copy,
+            persisted,
+            Some(&ScopedThreadOffload),
+        );
         assert!(opened.is_err(), "a flipped byte at {at} of {name} went unnoticed");
     }
 }

@@ -347,22 +347,21 @@ fn runaway_ballots_fail_with_a_clear_reason_and_the_host_stays_healthy() {
 #[test]
 fn runaway_constitution_fails_the_proposal() {
     let m = member(Curve::P256, "solo");
+    // A one-member service with `constitution`: a set_user proposal, then m's ballot, which must fail.
+    let failing_ballot = |constitution: &str| {
+        let store = setup(&[&m], constitution);
+        let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u")))
+            .unwrap()
+            .proposal_id;
+        let ballot = "export function vote() { return true; }";
+        let err = vote_with(&store, &m, &pid, ballot, &small_limits()).unwrap_err();
+        (store, pid, err)
+    };
     let looping = DEFAULT_CONSTITUTION.replace(
         "export function resolve(proposal, proposerId, votes, proposalId) {",
         "export function resolve(proposal, proposerId, votes, proposalId) { if (votes.length > 0) while (true) {}",
     );
-    let store = setup(&[&m], &looping);
-    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u")))
-        .unwrap()
-        .proposal_id;
-    let err = vote_with(
-        &store,
-        &m,
-        &pid,
-        "export function vote() { return true; }",
-        &small_limits(),
-    )
-    .unwrap_err();
+    let (store, pid, err) = failing_ballot(&looping);
     assert_eq!((err.code(), err.http_status()), ("InternalError", 500));
     assert!(err.to_string().contains(TIMEOUT_REASON), "{err}");
     // The failed ballot's transaction was dropped: the proposal is still Open without ballots.
@@ -373,18 +372,7 @@ fn runaway_constitution_fails_the_proposal() {
         "export function apply(input, proposalId) {",
         "export function apply(input, proposalId) { let s = 'x'; while (true) { s = s + s; }",
     );
-    let store = setup(&[&m], &hog);
-    let pid = propose(&store, &m, &set_user_proposal(&member(Curve::P256, "u")))
-        .unwrap()
-        .proposal_id;
-    let err = vote_with(
-        &store,
-        &m,
-        &pid,
-        "export function vote() { return true; }",
-        &small_limits(),
-    )
-    .unwrap_err();
+    let (_, _, err) = failing_ballot(&hog);
     assert!(err.to_string().starts_with("Failed to apply():"), "{err}");
 }
 

@@ -435,21 +435,7 @@ impl Store {
     /// exactly `version`, which must be current + 1, and marks everything up to it committed. Keeps no undo
     /// record, so it is cheaper than [`Store::apply`] followed by [`Store::set_committed`], with the same result.
     pub fn apply_committed(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
-        let _commits = self.lock_commits();
-        let mut state = self.write_state();
-        let expected = state.version + 1;
-        if version != expected {
-            return Err(KvError::VersionMismatch { expected, got: version });
-        }
-        // Earlier versions become committed too: drop their undo records first, so that the remaining records
-        // still describe exactly the versions above the committed one.
-        let previous = state.version;
-        state.committed = previous;
-        state.drop_undo_through(previous);
-        state.apply_owned(version, ws, false);
-        state.committed = version;
-        self.version.store(version, Ordering::Release);
-        Ok(())
+        self.apply_batch(version, WriteBatch::from(ws), true)
     }
 
     /// Applies a write batch (a replicated or replayed entry) as exactly `version`, which must be current + 1;
@@ -463,6 +449,8 @@ impl Store {
             return Err(KvError::VersionMismatch { expected, got: version });
         }
         if committed {
+            // Earlier versions become committed too: drop their undo records first, so that the remaining records
+            // still describe exactly the versions above the committed one.
             let previous = state.version;
             state.committed = previous;
             state.drop_undo_through(previous);
@@ -477,15 +465,7 @@ impl Store {
 
     /// [`Store::apply`] taking the write set by value: its keys and values move into the store.
     pub fn apply_owned(&self, version: Version, ws: WriteSet) -> Result<(), KvError> {
-        let _commits = self.lock_commits();
-        let mut state = self.write_state();
-        let expected = state.version + 1;
-        if version != expected {
-            return Err(KvError::VersionMismatch { expected, got: version });
-        }
-        state.apply_owned(version, ws, true);
-        self.version.store(version, Ordering::Release);
-        Ok(())
+        self.apply_batch(version, WriteBatch::from(ws), false)
     }
 
     /// Marks everything up to `v` (capped at the current version) as committed: it can no longer be rolled back,

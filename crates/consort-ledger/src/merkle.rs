@@ -275,20 +275,7 @@ impl MerkleTree {
     /// Consort's own format: "CMT1" ‖ u64 first ‖ u64 len ‖ retained leaves ‖ per level k ≥ 1, the nodes whose
     /// children are flushed (at most one per level). Every other node is recomputed on load.
     pub fn serialise(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(20 + 32 * (self.levels[0].nodes.len() + self.levels.len()));
-        out.extend_from_slice(&SERIALISED_MAGIC);
-        out.extend_from_slice(&self.first.to_le_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
-        for leaf in &self.levels[0].nodes {
-            out.extend_from_slice(leaf);
-        }
-        for k in 1..Self::levels_for(self.len) {
-            let (start, end) = Self::explicit_range(self.first, self.len, k);
-            for index in start..end {
-                out.extend_from_slice(&self.node(k, index));
-            }
-        }
-        out
+        self.serialise_flushed_to(self.first)
     }
 
     /// What [`Self::serialise`] returns for this tree after `flush_to(index)`, without changing or copying it

@@ -1,7 +1,7 @@
 //! The HTTPS front end: accepts TLS connections (bounded), parses HTTP/1.1 and HTTP/2 with hyper, enforces the
 //! body limit, routes to node endpoints or the app, and answers every error with CCF's JSON error shape.
 
-use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller};
+use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
 use crate::metrics::RequestLabels;
 use crate::service::{Service, TxId};
 use bytes::Bytes;
@@ -261,6 +261,48 @@ async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incomi
     }
 }
 
+/// The app endpoint `method` `/app{sub}`, if `caller` may call it: 404 for an unknown one, 401 (with
+/// `no_user_msg`) for one that needs a user the caller is not.
+fn app_endpoint(
+    svc: &Service,
+    method: &str,
+    sub: &str,
+    caller: &Caller,
+    no_user_msg: &str,
+) -> Result<EndpointInfo, (u16, &'static str, String)> {
+    let Some(info) = svc.app().endpoint(method, sub) else {
+        return Err((
+            404,
+            "ResourceNotFound",
+            format!("Unknown path: /app{sub} for {method}."),
+        ));
+    };
+    if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
+        return Err((401, "InvalidAuthenticationInfo", no_user_msg.to_string()));
+    }
+    Ok(info)
+}
+
+/// Runs an app request for `caller` on this node (the checks of [`app_endpoint`] passed).
+fn run_app(
+    svc: &Service,
+    info: &EndpointInfo,
+    method: &str,
+    sub: &str,
+    query: &str,
+    body: &[u8],
+    caller: &Caller,
+) -> (AppResponse, TxId) {
+    let req = AppRequest {
+        method,
+        path: sub,
+        query,
+        body,
+        caller,
+    };
+    svc.execute_app(&req, info.read_only)
+}
+
 async fn app_request(
     svc: &Service,
     peer_cert: Option<&[u8]>,
@@ -269,29 +311,18 @@ async fn app_request(
     query: &str,
     body: &[u8],
 ) -> Resp {
-    let Some(info) = svc.app().endpoint(method, sub) else {
-        return error_response(
-            404,
-            "ResourceNotFound",
-            format!("Unknown path: /app{sub} for {method}."),
-            None,
-        );
-    };
     let caller = svc.caller_of(peer_cert);
-    if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
-        let msg = if peer_cert.is_some() {
-            "Could not find matching user certificate"
-        } else {
-            "Missing client certificate: this endpoint requires a user TLS certificate"
-        };
-        return error_response(401, "InvalidAuthenticationInfo", msg, Some(svc.current_txid()));
-    }
-    let req = AppRequest {
-        method,
-        path: sub,
-        query,
-        body,
-        caller: &caller,
+    let no_user_msg = if peer_cert.is_some() {
+        "Could not find matching user certificate"
+    } else {
+        "Missing client certificate: this endpoint requires a user TLS certificate"
+    };
+    let info = match app_endpoint(svc, method, sub, &caller, no_user_msg) {
+        Ok(info) => info,
+        Err((status, code, msg)) => {
+            let txid = (status != 404).then(|| svc.current_txid());
+            return error_response(status, code, msg, txid);
+        }
     };
     if !info.read_only && !svc.is_primary() {
         let Caller::User(user) = &caller else {
@@ -308,7 +339,7 @@ async fn app_request(
             .await;
         return forwarded_response(svc, reply);
     }
-    let (resp, txid) = svc.execute_app(&req, info.read_only);
+    let (resp, txid) = run_app(svc, &info, method, sub, query, body, &caller);
     json_response(resp.status, &resp.body, Some(txid))
 }
 
@@ -337,34 +368,18 @@ pub fn execute_forwarded(
         return error(503, "NotPrimary", "this node is no longer the primary; retry".into());
     }
     if let Some(sub) = path.strip_prefix("/app") {
-        let Some(info) = svc.app().endpoint(&req.method, sub) else {
-            return error(
-                404,
-                "ResourceNotFound",
-                format!("Unknown path: {path} for {}.", req.method),
-            );
-        };
         let caller = match &req.caller {
             Some(user) if crate::replication::is_trusted_node(svc, from) && svc.is_user(user) => {
                 Caller::User(user.clone())
             }
             _ => Caller::Anonymous,
         };
-        if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
-            return error(
-                401,
-                "InvalidAuthenticationInfo",
-                "Could not find matching user certificate".into(),
-            );
-        }
-        let app_req = AppRequest {
-            method: &req.method,
-            path: sub,
-            query,
-            body: &req.body,
-            caller: &caller,
+        let no_user_msg = "Could not find matching user certificate";
+        let info = match app_endpoint(svc, &req.method, sub, &caller, no_user_msg) {
+            Ok(info) => info,
+            Err((status, code, msg)) => return error(status, code, msg),
         };
-        let (resp, txid) = svc.execute_app(&app_req, info.read_only);
+        let (resp, txid) = run_app(svc, &info, &req.method, sub, query, &req.body, &caller);
         return answer(
             resp.status,
             Some(txid),

@@ -52,70 +52,7 @@ pub const HARD_STATE_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Ticks a starting node waits at most to become primary of a one-voter service.
 const MAX_GENESIS_TICKS: usize = 1_000;
 
-/// A transaction id: view and seqno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct TxId {
-    pub view: u64,
-    pub seqno: u64,
-}
-
-impl std::fmt::Display for TxId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.view, self.seqno)
-    }
-}
-
-impl std::str::FromStr for TxId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (v, n) = s
-            .split_once('.')
-            .ok_or_else(|| format!("{s:?} is not of the form <view>.<seqno>"))?;
-        let view = v.parse().map_err(|_| format!("bad view in {s:?}"))?;
-        let seqno = n.parse().map_err(|_| format!("bad seqno in {s:?}"))?;
-        Ok(TxId { view, seqno })
-    }
-}
-
-impl From<consort_consensus::TxId> for TxId {
-    fn from(t: consort_consensus::TxId) -> Self {
-        TxId {
-            view: t.view,
-            seqno: t.seqno,
-        }
-    }
-}
-
-/// CCF's transaction status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxStatus {
-    Unknown,
-    Pending,
-    Committed,
-    Invalid,
-}
-
-impl TxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxStatus::Unknown => "Unknown",
-            TxStatus::Pending => "Pending",
-            TxStatus::Committed => "Committed",
-            TxStatus::Invalid => "Invalid",
-        }
-    }
-}
-
-impl From<consort_consensus::TxStatus> for TxStatus {
-    fn from(s: consort_consensus::TxStatus) -> Self {
-        match s {
-            consort_consensus::TxStatus::Unknown => TxStatus::Unknown,
-            consort_consensus::TxStatus::Pending => TxStatus::Pending,
-            consort_consensus::TxStatus::Committed => TxStatus::Committed,
-            consort_consensus::TxStatus::Invalid => TxStatus::Invalid,
-        }
-    }
-}
+pub use consort_consensus::{TxId, TxStatus};
 
 /// Errors while starting or running the engine.
 #[derive(Debug, thiserror::Error)]
@@ -628,7 +565,7 @@ impl Service {
                     *self.store.write().unwrap_or_else(|e| e.into_inner()) = e.replica.store().clone();
                 }
                 Action::Proposed(tx) => {
-                    outcome.get_or_insert(Ok(tx.into()));
+                    outcome.get_or_insert(Ok(tx));
                 }
                 Action::ProposalRejected { error, .. } => {
                     outcome.get_or_insert(Err(error));
@@ -890,6 +827,8 @@ impl Service {
             return None;
         }
         let base = e.replica.base_seqno();
+        // The file is read off the engine lock.
+        drop(e);
         if let Some(file) = crate::snapshots::latest_committed(&self.cfg.storage.snapshots_dir) {
             // A file from before this node's own log starts cannot be followed by entries this node has.
             if file.seqno >= base {
@@ -899,7 +838,7 @@ impl Service {
                 }
             }
         }
-        e.replica.snapshot().ok()
+        self.lock().replica.snapshot().ok()
     }
 
     /// Raft id of the primary as last seen, if any.
@@ -952,7 +891,7 @@ impl Service {
             "leader": r.leader().and_then(|l| self.node_id_of(l)),
             "last_seqno": r.last_seqno(),
             "raft_commit_index": r.raft_commit_index(),
-            "commit": TxId::from(r.commit_point()).to_string(),
+            "commit": r.commit_point().to_string(),
             "base_seqno": r.base_seqno(),
             "snapshot_digest_mismatches": r.snapshot_mismatches(),
             "peers": peers,
@@ -1125,13 +1064,7 @@ impl Service {
 
     /// CCF's status of a transaction id.
     pub fn tx_status(&self, id: TxId) -> TxStatus {
-        let e = self.lock();
-        e.replica
-            .tx_status(consort_consensus::TxId {
-                view: id.view,
-                seqno: id.seqno,
-            })
-            .into()
+        self.lock().replica.tx_status(id)
     }
 
     /// CCF JSON receipt for a committed transaction, or the reason there is none.

@@ -225,24 +225,29 @@ impl LedgerStorage for FsStorage {
     }
 
     fn sync(&mut self, name: &str) -> Result<(), StorageError> {
-        let file = match self.open.get_mut(name) {
-            Some(w) => {
-                w.flush().map_err(|e| io_err(name, e))?;
-                w.get_ref().try_clone().map_err(|e| io_err(name, e))?
-            }
-            None => File::open(self.path(name)?).map_err(|e| io_err(name, e))?,
-        };
+        if let Some(w) = self.open.get_mut(name) {
+            w.flush().map_err(|e| io_err(name, e))?;
+        }
         let dir_dirty = std::mem::take(&mut self.dir_dirty);
         let mut q = self.syncs.state();
         if q.deferring {
-            q.files.push(file);
+            // A second handle to the same file: its fsync later covers what was just written.
+            let file = match self.open.get(name) {
+                Some(w) => w.get_ref().try_clone(),
+                None => File::open(self.path(name)?),
+            };
+            q.files.push(file.map_err(|e| io_err(name, e))?);
             if dir_dirty {
                 q.dir = Some(self.dir.clone());
             }
             return Ok(());
         }
         drop(q);
-        file.sync_data().map_err(|e| io_err(name, e))?;
+        let synced = match self.open.get(name) {
+            Some(w) => w.get_ref().sync_data(),
+            None => File::open(self.path(name)?).and_then(|f| f.sync_data()),
+        };
+        synced.map_err(|e| io_err(name, e))?;
         if dir_dirty {
             self.sync_dir()?;
         }

@@ -97,21 +97,7 @@ impl TestNode {
     /// Starts the process and waits until the service is open.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let out = std::fs::File::create(self.dir.join("out.log")).unwrap();
-        let err = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("err.log"))
-            .unwrap();
-        let child = Command::new(consort_bin())
-            .args(["node", "start", "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.child = Some(spawn_node(&self.dir, "start", &self.config));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -239,6 +225,25 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> std::process::Output 
         stdout: std::fs::read(&out_path).unwrap(),
         stderr: std::fs::read(&err_path).unwrap(),
     }
+}
+
+/// Starts `consort node <verb> --config <config>` with its output appended to `out.log` and `err.log` in `dir`.
+pub fn spawn_node(dir: &Path, verb: &str, config: &Path) -> Child {
+    let log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    Command::new(consort_bin())
+        .args(["node", verb, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log("out.log"))
+        .stderr(log("err.log"))
+        .spawn()
+        .unwrap()
 }
 
 /// Runs the `consort` binary with `args` (bounded by [`TOOL_TIMEOUT`]); returns (success, stdout+stderr).
