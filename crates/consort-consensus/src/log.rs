@@ -6,7 +6,7 @@ use crate::history::ViewHistory;
 use crate::replica::TxId;
 use crate::snapshot;
 use consort_kv::Store;
-use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
+use consort_ledger::{Ledger, LedgerSecret, LedgerStorage, SegVec};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ pub(crate) struct Log<S: LedgerStorage> {
     /// The encoded bundle of that snapshot, served again until a later signature commits.
     pub base_bundle: Option<Vec<u8>>,
     /// `terms[i]` is the view of seqno `base_index + 1 + i`.
-    pub terms: Vec<u64>,
+    pub terms: SegVec<u64>,
     /// Membership changes in the log, by seqno.
     pub conf_changes: BTreeMap<u64, ConfChangeV2>,
     pub hard_state: HardState,
@@ -48,7 +48,7 @@ impl<S: LedgerStorage> Log<S> {
             return Some(self.base_term);
         }
         let i = seqno.checked_sub(self.base_index + 1)?;
-        self.terms.get(usize::try_from(i).ok()?).copied()
+        self.terms.get(usize::try_from(i).ok()?)
     }
 
     /// The membership in force at `seqno` (for a snapshot taken there).

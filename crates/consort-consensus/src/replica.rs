@@ -13,8 +13,8 @@ use crate::snapshot;
 use consort_crypto::SigningKey;
 use consort_kv::{Store, Version, WriteBatch, WriteSet};
 use consort_ledger::{
-    verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE,
-    SINGLETON_KEY, TREE_TABLE,
+    verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SegVec,
+    SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
 };
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, EntryType, HardState, Message, MessageType, Snapshot};
@@ -418,7 +418,7 @@ impl<S: LedgerStorage> Replica<S> {
             base_index: base.seqno,
             base_term: base.view,
             base_bundle,
-            terms: Vec::new(),
+            terms: SegVec::new(),
             conf_changes: BTreeMap::new(),
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
             conf_history: vec![(base.seqno, base_conf)],
@@ -1329,7 +1329,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
                 self.tree.len()
             )));
         }
-        if self.log.terms.last().is_some_and(|&t| t > view) || view < self.log.base_term {
+        if self.log.terms.last().is_some_and(|t| t > view) || view < self.log.base_term {
             return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
         }
         let DecodedEntry { info, private } = decoded;

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod merkle;
 mod reader;
 pub mod receipt;
+pub mod segvec;
 pub mod signature;
 pub mod testing;
 
@@ -36,6 +37,7 @@ pub use error::{LedgerError, StorageError};
 pub use limits::*;
 pub use merkle::{MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};
+pub use segvec::SegVec;
 pub use signature::{
     sign_root, verify_root, PrimarySignature, ENDORSED_CERTS_TABLE, MEMBERS_CERTS_TABLE, NODES_INFO_TABLE,
     SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE, USERS_CERTS_TABLE,

@@ -13,6 +13,7 @@
 
 use crate::limits::MAX_MERKLE_LEAVES;
 use crate::reader::Reader;
+use crate::segvec::SegVec;
 use crate::LedgerError;
 use consort_crypto::Sha256Hasher;
 
@@ -51,9 +52,10 @@ fn hash_pair(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Level {
-    /// Index (within the level) of `nodes[0]`.
+    /// Index (within the level) of the first node held.
     base: u64,
-    nodes: Vec<[u8; 32]>,
+    /// In blocks, so that appending never copies the level (a doubling `Vec` stalled appends for tens of ms).
+    nodes: SegVec<[u8; 32]>,
 }
 
 /// First retained node index at `level` once leaves below `first` are flushed.
@@ -88,7 +90,7 @@ impl MerkleTree {
             len: 0,
             levels: vec![Level {
                 base: 0,
-                nodes: Vec::new(),
+                nodes: SegVec::new(),
             }],
         };
         tree.append([0u8; 32]);
@@ -113,7 +115,10 @@ impl MerkleTree {
     fn node(&self, level: usize, index: u64) -> [u8; 32] {
         let l = &self.levels[level];
         debug_assert!(index >= l.base, "merkle node {level}/{index} was flushed");
-        l.nodes[(index - l.base) as usize]
+        match l.nodes.get((index - l.base) as usize) {
+            Some(n) => n,
+            None => panic!("merkle node {level}/{index} is not held"),
+        }
     }
 
     pub fn append(&mut self, leaf: [u8; 32]) {
@@ -127,7 +132,7 @@ impl MerkleTree {
             if self.levels.len() == level + 1 {
                 self.levels.push(Level {
                     base: level_base(self.first, level + 1),
-                    nodes: Vec::new(),
+                    nodes: SegVec::new(),
                 });
             }
             self.levels[level + 1].nodes.push(parent);
@@ -141,7 +146,7 @@ impl MerkleTree {
         if index < l.base || index >= self.len {
             return None;
         }
-        Some(l.nodes[(index - l.base) as usize])
+        l.nodes.get((index - l.base) as usize)
     }
 
     /// Root of all leaves.
@@ -255,7 +260,7 @@ impl MerkleTree {
         for (k, level) in self.levels.iter_mut().enumerate() {
             let new_base = level_base(index, k);
             let drop = (new_base - level.base).min(level.nodes.len() as u64);
-            level.nodes.drain(..drop as usize);
+            level.nodes.drain_front(drop as usize);
             level.base = new_base;
         }
     }
@@ -285,13 +290,13 @@ impl MerkleTree {
         let first = if index <= self.first { self.first } else { index };
         let l0 = &self.levels[0];
         let skip = (level_base(first, 0) - l0.base).min(l0.nodes.len() as u64) as usize;
-        let leaves = &l0.nodes[skip..];
-        let mut out = Vec::with_capacity(20 + 32 * (leaves.len() + self.levels.len()));
+        let leaves = l0.nodes.iter_from(skip);
+        let mut out = Vec::with_capacity(20 + 32 * (l0.nodes.len() - skip + self.levels.len()));
         out.extend_from_slice(&SERIALISED_MAGIC);
         out.extend_from_slice(&first.to_le_bytes());
         out.extend_from_slice(&self.len.to_le_bytes());
         for leaf in leaves {
-            out.extend_from_slice(leaf);
+            out.extend_from_slice(&leaf);
         }
         for k in 1..Self::levels_for(self.len) {
             let (start, end) = Self::explicit_range(first, self.len, k);
@@ -327,7 +332,7 @@ impl MerkleTree {
                 r.remaining()
             )));
         }
-        let mut leaves = Vec::with_capacity((len - leaf_base) as usize);
+        let mut leaves = SegVec::new();
         for _ in leaf_base..len {
             leaves.push(r.array::<32>()?);
         }
@@ -337,15 +342,19 @@ impl MerkleTree {
         }];
         for k in 1..levels_count {
             let (start, end) = Self::explicit_range(first, len, k);
-            let mut nodes = Vec::with_capacity(((len >> k) - start) as usize);
+            let mut nodes = SegVec::new();
             for _ in start..end {
                 nodes.push(r.array::<32>()?);
             }
             let below = &levels[k - 1];
             for index in end..(len >> k) {
-                let l = below.nodes[(2 * index - below.base) as usize];
-                let rt = below.nodes[(2 * index + 1 - below.base) as usize];
-                nodes.push(hash_pair(&l, &rt));
+                let child = |i: u64| {
+                    below
+                        .nodes
+                        .get((i - below.base) as usize)
+                        .ok_or_else(|| bad(format!("level {k} node {index} has no children")))
+                };
+                nodes.push(hash_pair(&child(2 * index)?, &child(2 * index + 1)?));
             }
             levels.push(Level { base: start, nodes });
         }

@@ -94,17 +94,19 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let tls = tls::server_config(vec![svc.ids.node_cert_der.clone()], &svc.ids.node_key)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    // The replica driver runs on its own thread: it takes the engine lock and fsyncs, which must not stall the
-    // async workers serving requests.
+    // The replica's ticker and persister run on threads of their own: they take the engine lock, and the persister
+    // fsyncs, which must not stall the async workers serving requests (nor the persister the ticker).
     let stopping = Arc::new(AtomicBool::new(false));
-    let ticker = {
+    let spawn = |name: &str, run: fn(&service::Service, &AtomicBool)| {
         let svc = svc.clone();
         let stopping = stopping.clone();
         std::thread::Builder::new()
-            .name("replica-driver".into())
-            .spawn(move || svc.drive(&stopping))
-            .map_err(|e| NodeError::Io(e.to_string()))?
+            .name(name.into())
+            .spawn(move || run(&svc, &stopping))
+            .map_err(|e| NodeError::Io(e.to_string()))
     };
+    let ticker = spawn("replica-ticker", service::Service::drive)?;
+    let persister = spawn("replica-persister", service::Service::persist_loop)?;
 
     let mut receiver = None;
     if let Some(n2n) = svc.cfg.network.node_to_node_address.clone() {
@@ -148,6 +150,7 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let _ = server.await;
     stopping.store(true, Ordering::Release);
     let _ = ticker.join();
+    let _ = persister.join();
     // The receiver thread ends when the channels are dropped with the runtime.
     drop(receiver);
     Ok(())

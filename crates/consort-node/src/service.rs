@@ -37,6 +37,11 @@ pub const USERS_CERTS_TABLE: &str = consort_gov::tables::USERS_CERTS;
 pub const RESERVED_MAP_PREFIX: &str = "public:ccf.";
 /// Length of one replica tick: the unit of Raft time (election timeout, heartbeat, signature interval).
 pub const TICK_MS: u64 = 10;
+/// Most ticks the driver replays at once after it was held up; longer stalls are not made up (a burst of election
+/// ticks after a long stall would only start a pre-vote).
+const MAX_CATCH_UP_TICKS: u32 = 10;
+/// The persister also looks for work this often without being woken (and notices that the node is stopping).
+const PERSIST_POLL: Duration = Duration::from_millis(10);
 /// File in the node directory holding the last durable Raft hard state (term, vote, commit).
 pub const HARD_STATE_FILE: &str = "raft_hard_state";
 /// File in the node directory holding the last installed (or joined-from) snapshot, an encoded Raft snapshot.
@@ -109,6 +114,39 @@ struct Engine {
     member_since: BTreeMap<u64, u64>,
     /// The hard state last written to disk, and when.
     durable_hard_state: Option<(HardState, Instant)>,
+}
+
+/// Holding the engine lock longer than this is logged (with where it was taken): every transaction on the node
+/// waits while it is held, so long holds show up directly in commit latency.
+const SLOW_ENGINE_LOCK: Duration = Duration::from_millis(20);
+
+/// The engine lock, held: logs a warning when released after more than [`SLOW_ENGINE_LOCK`].
+struct EngineGuard<'a> {
+    guard: MutexGuard<'a, Engine>,
+    since: Instant,
+    at: &'static std::panic::Location<'static>,
+}
+
+impl std::ops::Deref for EngineGuard<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.guard
+    }
+}
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        if held > SLOW_ENGINE_LOCK {
+            tracing::warn!(held_ms = held.as_millis() as u64, at = %self.at, "engine lock held long");
+        }
+    }
 }
 
 /// The engine of one node.
@@ -325,9 +363,16 @@ impl Service {
         Ok(svc)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Engine> {
+    #[track_caller]
+    fn lock(&self) -> EngineGuard<'_> {
+        let at = std::panic::Location::caller();
         // A poisoned lock means a thread panicked mid-commit; the state may be torn, so stop.
-        self.engine.lock().unwrap_or_else(|e| fatal("engine lock poisoned", e))
+        let guard = self.engine.lock().unwrap_or_else(|e| fatal("engine lock poisoned", e));
+        EngineGuard {
+            guard,
+            since: Instant::now(),
+            at,
+        }
     }
 
     /// Ends the current ledger chunk at the next signature (governance's `trigger_ledger_chunk`; a no-op on a
@@ -614,15 +659,14 @@ impl Service {
     /// Only the flush of buffered ledger bytes runs under the engine lock; the fsyncs and file writes run outside
     /// it, so transactions keep executing (and are batched into the next persist) while the disk works. Takes and
     /// gives back the engine guard.
-    fn persist_pending<'a>(&'a self, mut e: MutexGuard<'a, Engine>) -> MutexGuard<'a, Engine> {
+    fn persist_pending<'a>(&'a self, mut e: EngineGuard<'a>) -> EngineGuard<'a> {
         // One persister at a time, in order; another caller leaves the work to it (never blocks on it while holding
         // the engine lock, which the persister needs back).
         let Ok(_serial) = self.persisting.try_lock() else {
             return e;
         };
         // One round: the work queued so far (later persists replace earlier hard states and snapshots, so this covers
-        // everything up to the newest number). The driver ticks between rounds, so a stream of persists never
-        // starves the Raft clock.
+        // everything up to the newest number).
         if let Some(p) = e.pending.take() {
             let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
             if let Err(err) = flushed {
@@ -659,29 +703,45 @@ impl Service {
         e
     }
 
-    /// The driver loop: ticks the replica every [`TICK_MS`] and performs persist work as soon as it is queued.
-    /// Runs on its own thread (it fsyncs) until `stopping` is set.
+    /// The ticker loop: ticks the replica every [`TICK_MS`] until `stopping` is set. Runs on its own thread, apart
+    /// from the persister ([`Service::persist_loop`]), so that an fsync never delays the Raft clock or the
+    /// signature interval.
     pub fn drive(&self, stopping: &AtomicBool) {
         let tick = Duration::from_millis(TICK_MS);
         let mut next_tick = Instant::now() + tick;
         while !stopping.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now < next_tick {
+                std::thread::sleep(next_tick - now);
+                continue;
+            }
+            let mut e = self.lock();
+            // Ticks missed while the engine lock was held elsewhere are caught up (up to MAX_CATCH_UP_TICKS), so
+            // the signature interval and heartbeats keep to wall-clock time under load.
+            let mut caught_up = 0;
+            while Instant::now() >= next_tick && caught_up < MAX_CATCH_UP_TICKS {
+                let actions = e.replica.step(Event::Tick);
+                self.handle(&mut e, actions);
+                next_tick += tick;
+                caught_up += 1;
+            }
+            next_tick = next_tick.max(Instant::now());
+        }
+    }
+
+    /// The persister loop: performs persist work as soon as it is queued, until `stopping` is set and nothing is
+    /// left to persist. Runs on its own thread (it fsyncs).
+    pub fn persist_loop(&self, stopping: &AtomicBool) {
+        while !stopping.load(Ordering::Acquire) {
             {
                 let (flag, cv) = &self.wake;
                 let guard = flag.lock().unwrap_or_else(|e| e.into_inner());
-                let wait = next_tick.saturating_duration_since(Instant::now());
                 let (mut guard, _) = cv
-                    .wait_timeout_while(guard, wait, |woken| !*woken)
+                    .wait_timeout_while(guard, PERSIST_POLL, |woken| !*woken)
                     .unwrap_or_else(|e| e.into_inner());
                 *guard = false;
             }
-            let mut e = self.lock();
-            let now = Instant::now();
-            if now >= next_tick {
-                let actions = e.replica.step(Event::Tick);
-                self.handle(&mut e, actions);
-                next_tick = (next_tick + tick).max(now);
-            }
-            drop(self.persist_pending(e));
+            drop(self.persist_pending(self.lock()));
         }
         loop {
             let e = self.lock();
