@@ -20,7 +20,7 @@ mod tx;
 mod wire;
 mod write_set;
 
-pub use snapshot::SnapshotHeader;
+pub use snapshot::{SnapshotHeader, SnapshotJob, SNAPSHOT_BATCH};
 pub use store::Store;
 pub use tx::{CommitOutcome, ExecuteError, ReadTx, Tx};
 pub use write_set::{
@@ -66,4 +66,6 @@ pub enum KvError {
         committed: Version,
         current: Version,
     },
+    #[error("the snapshot at version {version} was abandoned: a rollback undid that version")]
+    SnapshotAbandoned { version: Version },
 }

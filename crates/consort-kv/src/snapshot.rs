@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use std::ops::Bound;
+use std::sync::Arc;
+
 use crate::key::StoredKey;
 use crate::store::{merge_by_key, Entry, MapState, State, Store};
 use crate::wire::{Reader, Writer};
@@ -26,12 +29,6 @@ pub struct SnapshotHeader {
     pub view_history: Vec<u64>,
 }
 
-/// A map's state at an earlier version, derived from the undo records of the versions after it.
-struct MapAtVersion<'a> {
-    version: Version,
-    entries: BTreeMap<&'a [u8], Option<&'a Entry>>,
-}
-
 impl Store {
     /// The state at `header.version` in CCF's snapshot format: `(public domain, private plaintext)`.
     ///
@@ -49,46 +46,28 @@ impl Store {
     /// [`Store::snapshot`], returning [`KvError::VersionUnavailable`] for a version outside
     /// committed..=current.
     pub fn try_snapshot(&self, header: &SnapshotHeader) -> Result<(Vec<u8>, Vec<u8>), KvError> {
-        let state = self.read_state();
-        let at = header.version;
-        if at < state.committed || at > state.version {
-            return Err(KvError::VersionUnavailable {
-                requested: at,
-                committed: state.committed,
-                current: state.version,
-            });
-        }
-
-        // Undo the versions after `at` on paper: the oldest record touching a key holds its entry at `at`.
-        let mut earlier: BTreeMap<&str, MapAtVersion<'_>> = BTreeMap::new();
-        let newer = usize::try_from(at - state.committed).unwrap_or(usize::MAX);
-        for undo in state.undo.iter().skip(newer) {
-            for mu in &undo.maps {
-                let map = earlier.entry(mu.name.as_str()).or_insert_with(|| MapAtVersion {
-                    version: mu.prev_version,
-                    entries: BTreeMap::new(),
-                });
-                for (k, old) in &mu.prev_entries {
-                    map.entries.entry(k.as_slice()).or_insert(old.as_ref());
-                }
+        let pin = self.pin(header.version)?;
+        let mut builder = Builder::new(pin, header.clone());
+        let built = loop {
+            match builder.step(self, usize::MAX) {
+                Ok(true) => break Ok(builder.finish()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
             }
-        }
+        };
+        self.unpin(pin);
+        built
+    }
 
-        let mut public = Writer::with_capacity(4096);
-        public.u8(ENTRY_TYPE_SNAPSHOT);
-        public.i64(at as i64);
-        public.i64(at as i64); // max conflict version: nothing in a snapshot conflicts beyond its own version
-        public.sized(&header.hash_at_snapshot);
-        public.u64((header.view_history.len() * 8) as u64);
-        for v in &header.view_history {
-            public.u64(*v);
-        }
-        let mut private = Writer::with_capacity(4096);
-        for (name, map) in &state.maps {
-            let w = if is_public_map(name) { &mut public } else { &mut private };
-            write_map(w, name, map, earlier.get(name.as_str()));
-        }
-        Ok((public.buf, private.buf))
+    /// A snapshot of the state at `header.version` (committed..=current, as for [`Store::try_snapshot`]) to be
+    /// built later, typically on another thread, while transactions go on: see [`SnapshotJob`].
+    pub fn snapshot_job(self: &Arc<Self>, header: SnapshotHeader) -> Result<SnapshotJob, KvError> {
+        let pin = self.pin(header.version)?;
+        Ok(SnapshotJob {
+            store: self.clone(),
+            pin,
+            builder: Builder::new(pin, header),
+        })
     }
 
     /// Rebuilds a store from [`Store::snapshot`]'s output (or CCF's). The store's version and committed version
@@ -129,47 +108,241 @@ impl Store {
     }
 }
 
-/// Writes one map as it was at the snapshot version; a map without keys then is left out.
-fn write_map(w: &mut Writer, name: &str, map: &MapState, earlier: Option<&MapAtVersion<'_>>) {
-    let map_version = earlier.map_or(map.version, |e| e.version);
-    if map_version == 0 {
-        return; // created after the snapshot version
+/// Entries a [`SnapshotJob`] writes per hold of the store's read lock (writers wait at most this long).
+pub const SNAPSHOT_BATCH: usize = 4096;
+
+/// A snapshot of the state at a pinned version, built in batches while the store moves on.
+///
+/// While the job exists the store keeps the undo records of every version after the pinned one, even once
+/// committed, so the job can tell each key's entry at that version; each batch holds the store's read lock for at
+/// most [`SNAPSHOT_BATCH`] entries. The output is byte for byte what [`Store::snapshot`] would have returned at the
+/// pinned version. A rollback below the pinned version abandons the job ([`KvError::SnapshotAbandoned`]).
+/// Dropping the job releases the pin.
+pub struct SnapshotJob {
+    store: Arc<Store>,
+    pin: u64,
+    builder: Builder,
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotJob")
+            .field("version", &self.builder.header.version)
+            .finish_non_exhaustive()
     }
-    let start = w.buf.len();
-    w.sized(name.as_bytes());
-    w.u64(map_version);
-    let size_at = w.placeholder_u64();
-    let entries_start = w.buf.len();
-    let current = map.entries.iter().map(|(k, e)| (k.as_slice(), e));
-    let overrides = earlier
-        .into_iter()
-        .flat_map(|e| e.entries.iter())
-        .map(|(k, e)| (*k, *e));
-    merge_by_key(current, overrides, |k, now, then| {
-        let entry = match then {
-            Some(then) => then,
-            None => now,
-        };
-        if let Some(Entry {
-            version,
-            value: Some(value),
-        }) = entry
-        {
-            w.sized(k);
-            w.pad8(k.len());
-            let size = VERSION_SIZE + value.len();
-            w.u64(size as u64);
-            w.u64(*version);
-            w.raw(value);
-            w.pad8(size);
+}
+
+impl SnapshotJob {
+    /// The version being captured.
+    pub fn version(&self) -> Version {
+        self.builder.header.version
+    }
+
+    /// Writes up to `entries` more entries; true once the snapshot is complete.
+    pub fn step(&mut self, entries: usize) -> Result<bool, KvError> {
+        self.builder.step(&self.store, entries.max(1))
+    }
+
+    /// Builds the whole snapshot: `(public domain, private plaintext)`, as [`Store::snapshot`].
+    pub fn run(mut self) -> Result<(Vec<u8>, Vec<u8>), KvError> {
+        while !self.step(SNAPSHOT_BATCH)? {}
+        Ok(std::mem::take(&mut self.builder).finish())
+    }
+}
+
+impl Drop for SnapshotJob {
+    fn drop(&mut self) {
+        self.store.unpin(self.pin);
+    }
+}
+
+/// A map's version and touched keys' entries at the snapshot version, from the undo records after it.
+#[derive(Default)]
+struct Earlier {
+    version: Version,
+    /// Each key written after the snapshot version, with its entry then (None: no entry).
+    entries: BTreeMap<Vec<u8>, Option<Entry>>,
+}
+
+/// Where the builder is inside the map it is writing.
+struct MapCursor {
+    public: bool,
+    /// Offset of the map's name, of its size placeholder, and of its first entry, in its domain's writer.
+    start: usize,
+    size_at: usize,
+    entries_start: usize,
+    /// The last key written (None: none yet).
+    after: Option<Vec<u8>>,
+}
+
+/// The resumable state of a snapshot build (see [`SnapshotJob`]).
+#[derive(Default)]
+struct Builder {
+    pin: u64,
+    header: SnapshotHeader,
+    /// Names of the maps when the build started, in order (a map created later did not exist at the version).
+    names: Option<Vec<String>>,
+    next_map: usize,
+    current: Option<MapCursor>,
+    earlier: BTreeMap<String, Earlier>,
+    /// Undo records of versions up to this one are merged into `earlier`.
+    merged_to: Version,
+    /// The store's rollback count when `earlier` was last brought up to date.
+    rollbacks_seen: u64,
+    public: Writer,
+    private: Writer,
+}
+
+impl Builder {
+    fn new(pin: u64, header: SnapshotHeader) -> Self {
+        let at = header.version;
+        let mut public = Writer::with_capacity(4096);
+        public.u8(ENTRY_TYPE_SNAPSHOT);
+        public.i64(at as i64);
+        public.i64(at as i64); // max conflict version: nothing in a snapshot conflicts beyond its own version
+        public.sized(&header.hash_at_snapshot);
+        public.u64((header.view_history.len() * 8) as u64);
+        for v in &header.view_history {
+            public.u64(*v);
         }
-        true
-    });
-    let size = w.buf.len() - entries_start;
-    if size == 0 {
-        w.buf.truncate(start);
-    } else {
-        w.patch_u64(size_at, size as u64);
+        Builder {
+            pin,
+            header,
+            merged_to: at,
+            public,
+            private: Writer::with_capacity(4096),
+            ..Builder::default()
+        }
+    }
+
+    fn finish(self) -> (Vec<u8>, Vec<u8>) {
+        (self.public.buf, self.private.buf)
+    }
+
+    /// Merges the undo records written since the last batch: the oldest record after the snapshot version that
+    /// touches a key holds the key's entry at that version. After a rollback (to at or above the snapshot version,
+    /// or the pin would be invalid) the records are merged again from the start; entries already known stay right.
+    fn catch_up(&mut self, store: &Store, state: &State) {
+        let rollbacks = store.rollback_count();
+        if rollbacks != self.rollbacks_seen {
+            self.rollbacks_seen = rollbacks;
+            self.merged_to = self.header.version;
+        }
+        let Some(first) = state.undo.front().map(|u| u.version) else {
+            self.merged_to = self.merged_to.max(state.version);
+            return;
+        };
+        let skip = usize::try_from((self.merged_to + 1).saturating_sub(first)).unwrap_or(usize::MAX);
+        for undo in state.undo.iter().skip(skip) {
+            for mu in &undo.maps {
+                let e = self.earlier.entry(mu.name.clone()).or_insert_with(|| Earlier {
+                    version: mu.prev_version,
+                    entries: BTreeMap::new(),
+                });
+                for (k, old) in &mu.prev_entries {
+                    e.entries.entry(k.clone()).or_insert_with(|| old.clone());
+                }
+            }
+        }
+        self.merged_to = self.merged_to.max(state.version);
+    }
+
+    /// One batch under the read lock: up to `budget` entries. True once every map is written.
+    fn step(&mut self, store: &Store, mut budget: usize) -> Result<bool, KvError> {
+        let state = store.read_state();
+        let at = self.header.version;
+        if !state.pin_valid(self.pin) {
+            return Err(KvError::SnapshotAbandoned { version: at });
+        }
+        self.catch_up(store, &state);
+        let names = self.names.get_or_insert_with(|| state.maps.keys().cloned().collect());
+        while budget > 0 {
+            let Some(name) = names.get(self.next_map) else {
+                return Ok(true);
+            };
+            let map = state.maps.get(name.as_str());
+            let earlier = self.earlier.get(name.as_str());
+            if self.current.is_none() {
+                // A map written after the snapshot version has an undo record with its version then.
+                let version = earlier.map_or(map.map_or(0, |m| m.version), |e| e.version);
+                if version == 0 {
+                    self.next_map += 1; // created after the snapshot version
+                    continue;
+                }
+                let public = is_public_map(name);
+                let w = if public { &mut self.public } else { &mut self.private };
+                let start = w.buf.len();
+                w.sized(name.as_bytes());
+                w.u64(version);
+                let size_at = w.placeholder_u64();
+                self.current = Some(MapCursor {
+                    public,
+                    start,
+                    size_at,
+                    entries_start: w.buf.len(),
+                    after: None,
+                });
+            }
+            let Some(cursor) = self.current.as_mut() else { continue };
+            let lower = match &cursor.after {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let now: Vec<(&[u8], &Entry)> = map
+                .into_iter()
+                .flat_map(|m| m.entries.range::<[u8], _>((lower, Bound::Unbounded)))
+                .take(budget)
+                .map(|(k, e)| (k.as_slice(), e))
+                .collect();
+            let done = now.len() < budget;
+            budget -= now.len();
+            let upper = match (done, now.last()) {
+                (false, Some((k, _))) => Bound::Included(*k),
+                _ => Bound::Unbounded,
+            };
+            let then = earlier
+                .into_iter()
+                .flat_map(|e| e.entries.range::<[u8], _>((lower, upper)))
+                .map(|(k, e)| (k.as_slice(), e.as_ref()));
+            let w = if cursor.public {
+                &mut self.public
+            } else {
+                &mut self.private
+            };
+            merge_by_key(now.iter().copied(), then, |k, now, then| {
+                // A key written after the snapshot version is in `then` (its entry at that version, if any).
+                let entry = match then {
+                    Some(then) => then,
+                    None => now,
+                };
+                if let Some(Entry {
+                    version,
+                    value: Some(value),
+                }) = entry
+                {
+                    w.sized(k);
+                    w.pad8(k.len());
+                    let size = VERSION_SIZE + value.len();
+                    w.u64(size as u64);
+                    w.u64(*version);
+                    w.raw(value);
+                    w.pad8(size);
+                }
+                true
+            });
+            cursor.after = now.last().map(|(k, _)| k.to_vec()).or(cursor.after.take());
+            if done {
+                let size = w.buf.len() - cursor.entries_start;
+                if size == 0 {
+                    w.buf.truncate(cursor.start); // no keys at the snapshot version: the map is left out
+                } else {
+                    w.patch_u64(cursor.size_at, size as u64);
+                }
+                self.current = None;
+                self.next_map += 1;
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -375,5 +548,129 @@ mod tests {
         let (store, _) = Store::from_snapshot(&w.buf, &[]).unwrap();
         assert!(store.map_names().is_empty());
         assert_eq!(store.current_version(), 3);
+    }
+
+    mod job {
+        use super::*;
+        use crate::WriteSet;
+        use proptest::prelude::*;
+
+        const MAPS: [&str; 3] = ["public:a", "b", "c"];
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A write set: (map, key, value or removal).
+            Write(Vec<(usize, u8, Option<u8>)>),
+            /// The same, applied as already committed (ledger catch-up).
+            WriteCommitted(Vec<(usize, u8, Option<u8>)>),
+            Commit(u64),
+            /// Roll back this many versions (never below the pinned or committed version).
+            Rollback(u64),
+            Step(usize),
+        }
+
+        fn writes() -> impl Strategy<Value = Vec<(usize, u8, Option<u8>)>> {
+            proptest::collection::vec((0usize..3, 0u8..24, proptest::option::weighted(0.8, any::<u8>())), 1..6)
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => writes().prop_map(Op::Write),
+                1 => writes().prop_map(Op::WriteCommitted),
+                1 => (0u64..4).prop_map(Op::Commit),
+                1 => (0u64..4).prop_map(Op::Rollback),
+                3 => (1usize..6).prop_map(Op::Step),
+            ]
+        }
+
+        fn write_set(w: &[(usize, u8, Option<u8>)]) -> WriteSet {
+            let mut ws = WriteSet::default();
+            for (m, k, v) in w {
+                match v {
+                    Some(v) => ws.put(MAPS[*m], &[*k], &[*v; 3]),
+                    None => ws.remove(MAPS[*m], &[*k]),
+                }
+            }
+            ws
+        }
+
+        fn apply(store: &Store, op: &Op, floor: Version) {
+            let next = store.current_version() + 1;
+            match op {
+                Op::Write(w) => store.apply(next, &write_set(w)).unwrap(),
+                Op::WriteCommitted(w) => store.apply_committed(next, write_set(w)).unwrap(),
+                Op::Commit(n) => store.set_committed(store.committed_version() + n),
+                Op::Rollback(n) => {
+                    let floor = floor.max(store.committed_version());
+                    store
+                        .rollback(store.current_version().saturating_sub(*n).max(floor))
+                        .unwrap();
+                }
+                Op::Step(_) => {}
+            }
+        }
+
+        proptest! {
+            /// A job stepped in small batches while the store applies, commits and rolls back (not below the pinned
+            /// version) writes exactly the snapshot taken at the pinned version before anything moved.
+            #[test]
+            fn job_matches_the_snapshot_taken_at_its_version(
+                before in proptest::collection::vec(op(), 0..30),
+                during in proptest::collection::vec(op(), 0..60),
+            ) {
+                let store = Arc::new(Store::new());
+                for op in &before {
+                    apply(&store, op, 0);
+                }
+                let at = store.current_version();
+                let expected = store.snapshot(&header(at));
+                let mut job = store.snapshot_job(header(at)).unwrap();
+                let mut done = false;
+                for op in &during {
+                    match op {
+                        Op::Step(n) if !done => done = job.step(*n).unwrap(),
+                        _ => apply(&store, op, at),
+                    }
+                }
+                prop_assert_eq!(job.run().unwrap(), expected);
+                // The pin is gone: undo records are kept only above the committed version again.
+                let state = store.read_state();
+                prop_assert!(state.pins.is_empty());
+                prop_assert_eq!(state.undo.len() as u64, state.version - state.committed);
+            }
+        }
+
+        #[test]
+        fn a_rollback_below_the_pinned_version_abandons_the_job() {
+            let store = Arc::new(Store::new());
+            for v in 1..=3u8 {
+                store.apply(u64::from(v), &write_set(&[(1, v, Some(v))])).unwrap();
+            }
+            let mut job = store.snapshot_job(header(3)).unwrap();
+            assert!(!job.step(1).unwrap());
+            store.rollback(2).unwrap();
+            assert!(matches!(job.step(10), Err(KvError::SnapshotAbandoned { version: 3 })));
+            drop(job);
+            assert!(store.read_state().pins.is_empty());
+            assert!(matches!(
+                store.snapshot_job(header(3)),
+                Err(KvError::VersionUnavailable { .. })
+            ));
+        }
+
+        #[test]
+        fn pinned_undo_records_outlive_the_commit_until_the_job_ends() {
+            let store = Arc::new(Store::new());
+            store.apply(1, &write_set(&[(0, 1, Some(1))])).unwrap();
+            let job = store.snapshot_job(header(1)).unwrap();
+            store.apply(2, &write_set(&[(0, 1, Some(2))])).unwrap();
+            store.apply_committed(3, write_set(&[(0, 1, None)])).unwrap();
+            assert_eq!(store.committed_version(), 3);
+            assert_eq!(store.read_state().undo.len(), 2); // versions 2 and 3, kept for the job
+            let (public, private) = job.run().unwrap();
+            let (restored, _) = Store::from_snapshot(&public, &private).unwrap();
+            assert_eq!(restored.read_only().get("public:a", &[1]).unwrap(), vec![1u8; 3]);
+            assert!(store.read_state().undo.is_empty());
+        }
     }
 }

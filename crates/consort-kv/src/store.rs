@@ -74,8 +74,13 @@ pub(crate) struct State {
     /// Versions at or below this can no longer be rolled back.
     pub(crate) committed: Version,
     pub(crate) maps: BTreeMap<String, MapState>,
-    /// One record per version in `committed+1 ..= version`, oldest first.
+    /// One record per version in `min(committed, pinned)+1 ..= version`, oldest first, where `pinned` is the
+    /// lowest version a [`crate::SnapshotJob`] is capturing.
     pub(crate) undo: VecDeque<Undo>,
+    /// Versions being captured by snapshot jobs: (pin id, version, still valid). A rollback below a pinned
+    /// version invalidates the pin.
+    pub(crate) pins: Vec<(u64, Version, bool)>,
+    pub(crate) next_pin: u64,
 }
 
 impl State {
@@ -195,9 +200,21 @@ impl State {
         self.version = undo.version - 1;
     }
 
-    /// Drops undo records at or below `committed`, and with them the tombstones those versions left that nothing
-    /// has overwritten since (no rollback can bring the removed value back any more).
+    /// Whether pin `id` exists and no rollback went below its version.
+    pub(crate) fn pin_valid(&self, id: u64) -> bool {
+        self.pins.iter().any(|&(p, _, valid)| p == id && valid)
+    }
+
+    /// Lowest version a valid pin captures: undo records after it are kept even once committed.
+    fn lowest_pin(&self) -> Option<Version> {
+        self.pins.iter().filter(|p| p.2).map(|p| p.1).min()
+    }
+
+    /// Drops undo records at or below `committed` (and at or below every valid pin), and with them the tombstones
+    /// those versions left that nothing has overwritten since (no rollback can bring the removed value back any
+    /// more).
     fn drop_undo_through(&mut self, committed: Version) {
+        let committed = self.lowest_pin().map_or(committed, |p| committed.min(p));
         while self.undo.front().is_some_and(|u| u.version <= committed) {
             let Some(undo) = self.undo.pop_front() else { break };
             for mu in undo.maps.into_iter().filter(|mu| mu.removes) {
@@ -455,7 +472,9 @@ impl Store {
             state.committed = previous;
             state.drop_undo_through(previous);
         }
-        state.apply_maps(version, batch.maps.into_iter(), !committed);
+        // A snapshot job needs the undo records of the versions after the one it captures, committed or not.
+        let keep_undo = !committed || state.lowest_pin().is_some();
+        state.apply_maps(version, batch.maps.into_iter(), keep_undo);
         if committed {
             state.committed = version;
         }
@@ -496,12 +515,45 @@ impl Store {
         }
         if state.version > to {
             self.rollbacks.fetch_add(1, Ordering::AcqRel);
+            for pin in state.pins.iter_mut().filter(|p| p.1 > to) {
+                pin.2 = false;
+            }
         }
         while state.version > to {
             state.undo_last();
         }
         self.version.store(state.version, Ordering::Release);
         Ok(())
+    }
+
+    /// Pins version `at` (committed..=current) for a snapshot: its undo records are kept until [`Store::unpin`].
+    pub(crate) fn pin(&self, at: Version) -> Result<u64, KvError> {
+        let mut state = self.write_state();
+        if at < state.committed || at > state.version {
+            return Err(KvError::VersionUnavailable {
+                requested: at,
+                committed: state.committed,
+                current: state.version,
+            });
+        }
+        let id = state.next_pin;
+        state.next_pin += 1;
+        state.pins.push((id, at, true));
+        Ok(id)
+    }
+
+    /// Releases a pin, dropping the undo records only it was keeping.
+    pub(crate) fn unpin(&self, id: u64) {
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        state.pins.retain(|p| p.0 != id);
+        let committed = state.committed;
+        state.drop_undo_through(committed);
+    }
+
+    /// Number of rollbacks that undid at least one version.
+    pub(crate) fn rollback_count(&self) -> u64 {
+        self.rollbacks.load(Ordering::Acquire)
     }
 
     /// Names of the maps that hold at least one key, in order.

@@ -3,6 +3,7 @@
 use crate::KvError;
 
 /// Appends CCF's little-endian primitives to a growing buffer.
+#[derive(Default)]
 pub(crate) struct Writer {
     pub(crate) buf: Vec<u8>,
 }
