@@ -78,10 +78,22 @@ impl<S: LedgerStorage> Log<S> {
     /// The snapshot bundle of the store at signature transaction `seqno` (whose entry is `sig_entry`, in `view`),
     /// which must be at or above the store's committed version.
     pub fn build_bundle(&self, sig_entry: &[u8], view: u64, seqno: u64) -> Result<Vec<u8>, crate::ConsensusError> {
-        // The signature may not be in `views` yet (the primary builds before it appends its own entry).
+        snapshot::build(
+            &self.store,
+            &self.secret,
+            sig_entry,
+            view,
+            seqno,
+            self.view_history_at(view, seqno),
+        )
+    }
+
+    /// CCF's view history up to `seqno`, which is in `view` (and may not be in `views` yet: the primary starts a
+    /// snapshot before its own signature entry comes back through Raft, a backup before it notes the entry).
+    pub fn view_history_at(&self, view: u64, seqno: u64) -> Vec<u64> {
         let mut views = self.views.clone();
         views.note(view, seqno);
-        snapshot::build(&self.store, &self.secret, sig_entry, view, seqno, views.up_to(seqno))
+        views.up_to(seqno)
     }
 
     /// The Raft snapshot carrying `bundle`, made at `seqno` in `view`, with the membership in force there.

@@ -9,7 +9,7 @@ use crate::limits::{
 };
 use crate::log::Log;
 use crate::replay::{DecodedChunk, Offload};
-use crate::snapshot;
+use crate::snapshot::{self, SnapshotBuild, SnapshotBuilt};
 use consort_crypto::SigningKey;
 use consort_kv::{Store, Version, WriteBatch, WriteSet};
 use consort_ledger::{
@@ -179,10 +179,12 @@ pub enum Event {
     /// On the primary: hand the primary role to voter `to` (Raft leadership transfer: `to` campaigns at once when
     /// its log is up to date). Used before the primary is removed from the membership.
     TransferLeadership { to: u64 },
+    /// A build handed out by [`Action::BuildSnapshot`] finished.
+    SnapshotBuilt(SnapshotBuilt),
 }
 
 /// An output of [`Replica::step`], in the order the node must carry them out.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Action {
     /// Send an encoded Raft message to a peer (best effort: Raft retries).
     Send {
@@ -212,6 +214,9 @@ pub enum Action {
     },
     /// A snapshot from the primary replaced this replica's state (store, ledger, tree).
     SnapshotInstalled(TxId),
+    /// Build this periodic snapshot off the engine lock (on any thread: [`SnapshotBuild::run`]) and report the
+    /// result as [`Event::SnapshotBuilt`]. Transactions go on meanwhile. Dropping the build abandons it.
+    BuildSnapshot(Box<SnapshotBuild>),
     /// A periodic snapshot of the state at signature transaction `seqno` is final: its digest, recorded by the
     /// evidence transaction `evidence`, is covered by a committed signature. `snapshot` is an encoded Raft
     /// `Snapshot` (a joiner can start from it); the node stores it as `snapshot_<seqno>_<evidence>.committed`.
@@ -269,27 +274,122 @@ struct PendingSnapshot {
     data: Vec<u8>,
 }
 
-/// Periodic snapshot bookkeeping. The primary starts a snapshot after a signature transaction and records its
-/// digest in the next transaction (the evidence); a backup rebuilds the same snapshot when it receives the evidence
-/// and keeps it only if the digests agree.
+/// A snapshot bundle and its SHA-256.
+type Bundle = (Vec<u8>, [u8; 32]);
+
+/// Periodic snapshot bookkeeping. The primary marks a signature transaction for a snapshot; every replica that
+/// takes that entry builds the snapshot of its state there off the engine lock ([`Action::BuildSnapshot`]). When
+/// the primary's build finishes it records the digest in an evidence transaction; a backup keeps its own build
+/// only if the digests agree. A snapshot is handed out once its evidence is committed.
 #[derive(Debug, Default)]
 struct Snapshots {
-    /// Seqno of the latest snapshot started, rebuilt or installed.
+    /// Seqno of the latest snapshot started or installed.
     last: u64,
     /// Snapshot at the next signature whatever the interval (governance's `trigger_snapshot`).
     asap: bool,
+    /// Builds handed out and not yet reported, by seqno, with the generation each was started as (a build of an
+    /// entry that was since rolled back is stale even if the seqno is marked again).
+    building: BTreeMap<u64, u64>,
+    generation: u64,
+    /// Builds to hand to the node with the actions of the current step.
+    to_start: Vec<SnapshotBuild>,
+    /// Bundles this replica built whose evidence it has not seen, by seqno.
+    built: BTreeMap<u64, Bundle>,
+    /// Evidence seen before this replica's build finished: seqno -> (evidence seqno, claimed digest).
+    claimed: BTreeMap<u64, (u64, [u8; 32])>,
     pending: VecDeque<PendingSnapshot>,
-    /// Evidence whose snapshot this replica could not rebuild with the same digest.
+    /// Evidence whose snapshot this replica built with a different digest.
     mismatches: u64,
 }
 
 impl Snapshots {
     fn push(&mut self, p: PendingSnapshot) {
-        self.last = self.last.max(p.seqno);
         self.pending.push_back(p);
         while self.pending.len() > MAX_PENDING_SNAPSHOTS {
             self.pending.pop_front();
         }
+    }
+
+    /// Starts building the snapshot at signature transaction `seqno`, just applied to `store`.
+    fn start(
+        &mut self,
+        store: &Arc<Store>,
+        log: &Log<impl LedgerStorage>,
+        sig_entry: Vec<u8>,
+        view: u64,
+        seqno: u64,
+    ) -> Result<(), ConsensusError> {
+        self.generation += 1;
+        let history = log.view_history_at(view, seqno);
+        let build = SnapshotBuild::start(store, &log.secret, sig_entry, view, seqno, history, self.generation)?;
+        self.building.insert(seqno, self.generation);
+        self.to_start.push(build);
+        self.last = self.last.max(seqno);
+        self.asap = false;
+        Ok(())
+    }
+
+    /// Compares this replica's bundle at `seqno` with the digest evidence transaction `evidence` claims.
+    fn compare(&mut self, seqno: u64, evidence: u64, claimed: [u8; 32], data: Vec<u8>, digest: [u8; 32]) {
+        if digest == claimed {
+            self.push(PendingSnapshot { seqno, evidence, data });
+        } else {
+            self.mismatches += 1;
+        }
+    }
+
+    /// Evidence transaction `evidence` claims digest `hash` for the snapshot at `seqno`.
+    fn claim(&mut self, evidence: u64, seqno: u64, hash: [u8; 32]) {
+        if let Some((data, digest)) = self.built.remove(&seqno) {
+            self.compare(seqno, evidence, hash, data, digest);
+        } else if self.building.contains_key(&seqno) {
+            self.claimed.insert(seqno, (evidence, hash));
+        }
+        // Otherwise this replica never took the marked entry (it started from a later snapshot): nothing to keep.
+    }
+
+    /// A build finished: returns its bundle and digest if nothing claims it yet (a primary then records it).
+    fn finished(&mut self, built: SnapshotBuilt) -> Result<Option<Bundle>, ConsensusError> {
+        let seqno = built.seqno;
+        if self.building.get(&seqno) != Some(&built.generation) {
+            return Ok(None); // stale: the entry was rolled back, or a snapshot was installed since
+        }
+        self.building.remove(&seqno);
+        let (data, digest) = built.result?;
+        match self.claimed.remove(&seqno) {
+            Some((evidence, hash)) => {
+                self.compare(seqno, evidence, hash, data, digest);
+                Ok(None)
+            }
+            None => Ok(Some((data, digest))),
+        }
+    }
+
+    /// Keeps a bundle for the evidence to come (only the newest few).
+    fn keep_built(&mut self, seqno: u64, data: Vec<u8>, digest: [u8; 32]) {
+        self.built.insert(seqno, (data, digest));
+        while self.built.len() > MAX_PENDING_SNAPSHOTS {
+            self.built.pop_first();
+        }
+    }
+
+    /// Forgets everything about entries after `to` (rolled back).
+    fn truncate(&mut self, to: u64) {
+        self.building.retain(|&s, _| s <= to);
+        self.to_start.retain(|b| b.seqno <= to);
+        self.built.retain(|&s, _| s <= to);
+        self.claimed.retain(|_, (e, _)| *e <= to);
+        self.pending.retain(|p| p.evidence <= to);
+    }
+
+    /// A snapshot at `base` replaced the state: nothing built or claimed before applies any more.
+    fn reset(&mut self, base: u64) {
+        self.building.clear();
+        self.to_start.clear();
+        self.built.clear();
+        self.claimed.clear();
+        self.pending.clear();
+        self.last = base;
     }
 }
 
@@ -763,6 +863,11 @@ impl<S: LedgerStorage> Replica<S> {
                     out.push(Action::Dropped { from: None, error });
                 }
             }
+            Event::SnapshotBuilt(built) => {
+                if let Err(error) = self.snapshot_built(built) {
+                    out.push(Action::Dropped { from: None, error });
+                }
+            }
             Event::Campaign => {
                 if let Err(e) = self.node.campaign() {
                     out.push(Action::Dropped {
@@ -784,6 +889,9 @@ impl<S: LedgerStorage> Replica<S> {
                 }
                 self.drain(&mut out);
             }
+        }
+        for build in self.snapshots.to_start.drain(..) {
+            out.push(Action::BuildSnapshot(Box::new(build)));
         }
         self.draw_election_timeout();
         out
@@ -921,6 +1029,12 @@ impl<S: LedgerStorage> Replica<S> {
             &SINGLETON_KEY,
             &self.tree.serialise_flushed_to(commit.seqno),
         );
+        let interval = self.cfg.snapshot_interval_tx;
+        let snapshot_due =
+            self.snapshots.asap || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval));
+        if snapshot_due {
+            snapshot::mark_for_snapshot(&mut ws, seqno);
+        }
         let flags = if self.chunk_after_next_signature {
             consort_ledger::entry::FLAG_FORCE_CHUNK_AFTER
         } else {
@@ -930,9 +1044,6 @@ impl<S: LedgerStorage> Replica<S> {
             crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
         let store = self.store().clone();
         store.apply(seqno, &ws)?;
-        let interval = self.cfg.snapshot_interval_tx;
-        let snapshot_due =
-            self.snapshots.asap || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval));
         let sig_entry = if snapshot_due { Some(bytes.clone()) } else { None };
         let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
         if !appended {
@@ -941,28 +1052,41 @@ impl<S: LedgerStorage> Replica<S> {
         }
         self.chunk_after_next_signature = false;
         if let Some(sig_entry) = sig_entry {
-            self.start_snapshot(view, seqno, &sig_entry)?;
+            self.snapshots
+                .start(&store, self.node.store(), sig_entry, view, seqno)?;
         }
         Ok(())
     }
 
-    /// On the primary, right after signature transaction `seqno`: snapshots the state at `seqno` and proposes the
-    /// evidence transaction (`seqno + 1`) recording the snapshot's digest, which the next signature covers.
-    fn start_snapshot(&mut self, view: u64, seqno: u64, sig_entry: &[u8]) -> Result<(), ConsensusError> {
+    /// A snapshot build finished. The primary records a digest nobody has claimed yet in an evidence transaction
+    /// (its signature must still be in the log: the build is not stale); a backup keeps it for the evidence to come.
+    fn snapshot_built(&mut self, built: SnapshotBuilt) -> Result<(), ConsensusError> {
+        let seqno = built.seqno;
+        let Some((data, digest)) = self.snapshots.finished(built)? else {
+            return Ok(());
+        };
+        if !self.is_leader() || !self.signatures.contains(&seqno) {
+            self.snapshots.keep_built(seqno, data, digest);
+            return Ok(());
+        }
         let store = self.store().clone();
-        let log = self.node.store();
-        let data = log.build_bundle(sig_entry, view, seqno)?;
-        let evidence = seqno + 1;
-        let ws = snapshot::evidence_write_set(&data, seqno);
-        let bytes = encode_write_set_entry(&log.secret, view, evidence, &ws)?;
+        let evidence = self.last_seqno() + 1;
+        if store.current_version() != evidence - 1 {
+            return Err(ConsensusError::Inconsistent(format!(
+                "snapshot evidence at {evidence} with store version {}",
+                store.current_version()
+            )));
+        }
+        let ws = snapshot::evidence_write_set(&digest, seqno);
+        let bytes = encode_write_set_entry(&self.node.store().secret, self.view(), evidence, &ws)?;
         store.apply(evidence, &ws)?;
         let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == evidence;
         if !appended {
-            store.rollback(seqno)?;
+            store.rollback(evidence - 1)?;
+            self.snapshots.keep_built(seqno, data, digest);
             return Ok(());
         }
         self.txs_since_signature += 1;
-        self.snapshots.asap = false;
         self.snapshots.push(PendingSnapshot { seqno, evidence, data });
         Ok(())
     }
@@ -1159,7 +1283,7 @@ impl<S: LedgerStorage> Replica<S> {
         log.conf_changes.split_off(&(to + 1));
         self.tree.truncate(to + 1);
         self.signatures.split_off(&(to + 1));
-        self.snapshots.pending.retain(|p| p.evidence <= to);
+        self.snapshots.truncate(to);
         out.push(Action::RolledBack { to });
         Ok(())
     }
@@ -1191,8 +1315,7 @@ impl<S: LedgerStorage> Replica<S> {
         log.commit = base;
         self.tree = v.tree;
         self.signatures = [base.seqno].into();
-        self.snapshots.pending.clear();
-        self.snapshots.last = base.seqno;
+        self.snapshots.reset(base.seqno);
         out.push(Action::SnapshotInstalled(base));
         out.push(Action::Committed(base));
         Ok(())
@@ -1342,11 +1465,17 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
                 self.verify_signature(view, seqno, &info.public)?;
             }
             if let Some(claimed) = snapshot::evidence_in(&info.public) {
-                self.rebuild_snapshot(seqno, claimed);
+                self.claim_snapshot(seqno, claimed);
             }
+            let marked = info.is_signature && snapshot::is_marked_for_snapshot(&info.public, seqno);
             let mut batch = WriteBatch::from(info.public);
             batch.maps.extend(private.maps);
             store.apply_batch(seqno, batch, committed)?;
+            if marked {
+                if let Some(snapshots) = self.snapshots.as_deref_mut() {
+                    snapshots.start(&store, self.log, bytes.to_vec(), view, seqno)?;
+                }
+            }
         }
         if append {
             self.log.ledger.append(seqno, bytes, info.is_signature)?;
@@ -1364,31 +1493,14 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
     }
 
     /// A backup received evidence transaction `evidence` claiming a snapshot at `claimed.seqno` with digest
-    /// `claimed.hash`: it builds the same snapshot from its own state and keeps it if the digests agree. Not
-    /// fatal otherwise (the snapshot is only an optimisation for joiners): counted in `mismatches`.
-    fn rebuild_snapshot(&mut self, evidence: u64, claimed: snapshot::Evidence) {
-        let Some(snapshots) = self.snapshots.as_deref_mut() else {
-            return;
-        };
+    /// `claimed.hash`: its own build of that snapshot is kept if the digests agree. Not fatal otherwise (the
+    /// snapshot is only an optimisation for joiners): counted in `mismatches`.
+    fn claim_snapshot(&mut self, evidence: u64, claimed: snapshot::Evidence) {
         let seqno = claimed.seqno;
-        let store = &self.log.store;
-        // A replica whose log starts right after `seqno` (it installed a snapshot there) has nothing to rebuild.
-        let usable = seqno + 1 == evidence
-            && seqno > self.log.base_index
-            && self.signatures.contains(&seqno)
-            && store.current_version() == seqno;
-        if !usable {
-            return;
-        }
-        let built = self.log.ledger.read_entry(seqno).ok().and_then(|sig_entry| {
-            let view = self.log.views.view_of(seqno)?;
-            self.log.build_bundle(&sig_entry, view, seqno).ok()
-        });
-        match built {
-            Some(data) if consort_crypto::sha256(&data) == claimed.hash => {
-                snapshots.push(PendingSnapshot { seqno, evidence, data });
-            }
-            _ => snapshots.mismatches += 1,
+        // A replica whose log starts at or after `seqno` (it installed a snapshot there) has nothing to compare.
+        let usable = seqno < evidence && seqno > self.log.base_index && self.signatures.contains(&seqno);
+        if let Some(snapshots) = self.snapshots.as_deref_mut().filter(|_| usable) {
+            snapshots.claim(evidence, seqno, claimed.hash);
         }
     }
 

@@ -31,9 +31,9 @@ pub struct Evidence {
     pub hash: [u8; 32],
 }
 
-/// The write set of the evidence transaction for the snapshot bundle `data` at `seqno`.
-pub fn evidence_write_set(data: &[u8], seqno: u64) -> consort_kv::WriteSet {
-    let value = serde_json::json!({"hash": hex::encode(sha256(data)), "version": seqno});
+/// The write set of the evidence transaction for the snapshot bundle at `seqno` whose SHA-256 is `digest`.
+pub fn evidence_write_set(digest: &[u8; 32], seqno: u64) -> consort_kv::WriteSet {
+    let value = serde_json::json!({"hash": hex::encode(digest), "version": seqno});
     let mut ws = consort_kv::WriteSet::default();
     ws.put(SNAPSHOT_EVIDENCE_TABLE, &SINGLETON_KEY, value.to_string().as_bytes());
     ws
@@ -76,19 +76,171 @@ pub fn build(
     seqno: u64,
     view_history: Vec<u64>,
 ) -> Result<Vec<u8>, ConsensusError> {
-    let header = SnapshotHeader {
+    let (public, private) = store.try_snapshot(&header(signature_entry, seqno, view_history))?;
+    bundle(secret, signature_entry, view, seqno, &public, &private)
+}
+
+fn header(signature_entry: &[u8], seqno: u64, view_history: Vec<u64>) -> SnapshotHeader {
+    SnapshotHeader {
         version: seqno,
         hash_at_snapshot: sha256(signature_entry).to_vec(),
         view_history,
-    };
-    let (public, private) = store.try_snapshot(&header)?;
-    let snapshot_entry = try_encode_snapshot(secret, view, seqno, &public, &private)?;
+    }
+}
+
+/// The bundle of a signature entry and the store's snapshot domains at its seqno.
+fn bundle(
+    secret: &LedgerSecret,
+    signature_entry: &[u8],
+    view: u64,
+    seqno: u64,
+    public: &[u8],
+    private: &[u8],
+) -> Result<Vec<u8>, ConsensusError> {
+    let snapshot_entry = try_encode_snapshot(secret, view, seqno, public, private)?;
     let mut out = Vec::with_capacity(12 + signature_entry.len() + snapshot_entry.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(signature_entry.len() as u64).to_le_bytes());
     out.extend_from_slice(signature_entry);
     out.extend_from_slice(&snapshot_entry);
     Ok(out)
+}
+
+/// Table the primary writes in a signature transaction to have every replica snapshot the state there (Consort's
+/// own; its singleton value is JSON `{"version": <seqno>}`). Each replica builds that snapshot off its engine
+/// lock ([`SnapshotBuild`]); the primary then records the digest in an evidence transaction.
+pub const SNAPSHOT_MARKER_TABLE: &str = "public:consort.internal.snapshot_at";
+
+/// Adds the snapshot marker for `seqno` to a signature transaction's write set.
+pub fn mark_for_snapshot(ws: &mut consort_kv::WriteSet, seqno: u64) {
+    let value = serde_json::json!({ "version": seqno });
+    ws.put(SNAPSHOT_MARKER_TABLE, &SINGLETON_KEY, value.to_string().as_bytes());
+}
+
+/// Whether a (signature transaction's) write set marks its seqno for a snapshot.
+pub fn is_marked_for_snapshot(ws: &consort_kv::WriteSet, seqno: u64) -> bool {
+    let Some(Some(raw)) = ws
+        .maps
+        .get(SNAPSHOT_MARKER_TABLE)
+        .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(raw)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        == Some(seqno)
+}
+
+/// A snapshot of the state at a marked signature transaction, to be built off the engine lock: the store is
+/// captured in batches by a [`consort_kv::SnapshotJob`] while transactions go on, then encrypted, bundled and
+/// hashed. Pure CPU work: run it on any thread ([`SnapshotBuild::run`]) and hand the result back to the replica
+/// as [`crate::Event::SnapshotBuilt`].
+pub struct SnapshotBuild {
+    pub(crate) seqno: u64,
+    pub(crate) view: u64,
+    pub(crate) generation: u64,
+    job: consort_kv::SnapshotJob,
+    secret: LedgerSecret,
+    signature_entry: Vec<u8>,
+    error: Option<ConsensusError>,
+}
+
+impl std::fmt::Debug for SnapshotBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotBuild")
+            .field("view", &self.view)
+            .field("seqno", &self.seqno)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a [`SnapshotBuild`].
+#[derive(Debug, Clone)]
+pub struct SnapshotBuilt {
+    pub(crate) seqno: u64,
+    pub(crate) generation: u64,
+    /// The bundle and its SHA-256.
+    pub(crate) result: Result<(Vec<u8>, [u8; 32]), ConsensusError>,
+}
+
+impl SnapshotBuilt {
+    pub fn seqno(&self) -> u64 {
+        self.seqno
+    }
+}
+
+impl SnapshotBuild {
+    /// Pins the store at `seqno` (its current version: the signature transaction `signature_entry` was just
+    /// applied) for a build.
+    pub(crate) fn start(
+        store: &std::sync::Arc<Store>,
+        secret: &LedgerSecret,
+        signature_entry: Vec<u8>,
+        view: u64,
+        seqno: u64,
+        view_history: Vec<u64>,
+        generation: u64,
+    ) -> Result<Self, ConsensusError> {
+        let job = store.snapshot_job(header(&signature_entry, seqno, view_history))?;
+        Ok(SnapshotBuild {
+            seqno,
+            view,
+            generation,
+            job,
+            secret: secret.clone(),
+            signature_entry,
+            error: None,
+        })
+    }
+
+    pub fn seqno(&self) -> u64 {
+        self.seqno
+    }
+
+    /// Captures up to `entries` more store entries; true once the store is captured (or the build failed).
+    /// Optional: [`SnapshotBuild::run`] does the rest.
+    pub fn step(&mut self, entries: usize) -> bool {
+        if self.error.is_some() {
+            return true;
+        }
+        match self.job.step(entries) {
+            Ok(done) => done,
+            Err(e) => {
+                self.error = Some(e.into());
+                true
+            }
+        }
+    }
+
+    /// Finishes the build: the rest of the store, then encryption, the bundle and its digest.
+    pub fn run(self) -> SnapshotBuilt {
+        let SnapshotBuild {
+            seqno,
+            view,
+            generation,
+            job,
+            secret,
+            signature_entry,
+            error,
+        } = self;
+        let result = match error {
+            Some(e) => Err(e),
+            None => job
+                .run()
+                .map_err(ConsensusError::from)
+                .and_then(|(public, private)| bundle(&secret, &signature_entry, view, seqno, &public, &private))
+                .map(|data| {
+                    let digest = sha256(&data);
+                    (data, digest)
+                }),
+        };
+        SnapshotBuilt {
+            seqno,
+            generation,
+            result,
+        }
+    }
 }
 
 fn bad(m: impl Into<String>) -> ConsensusError {

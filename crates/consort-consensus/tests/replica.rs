@@ -77,7 +77,16 @@ impl Cluster {
         let mut first = None;
         while let Some((i, event)) = work.pop_front() {
             let id = self.replicas[i].id();
-            let actions = self.replicas[i].step(event);
+            // Snapshot builds run at once here (tests/sim.rs interleaves them with everything else).
+            let (builds, actions): (Vec<Action>, Vec<Action>) = self.replicas[i]
+                .step(event)
+                .into_iter()
+                .partition(|a| matches!(a, Action::BuildSnapshot(_)));
+            for b in builds {
+                if let Action::BuildSnapshot(b) = b {
+                    work.push_back((i, Event::SnapshotBuilt(b.run())));
+                }
+            }
             for a in &actions {
                 match a {
                     Action::Send { to, message } => self.net.push_back((id, *to, message.clone())),

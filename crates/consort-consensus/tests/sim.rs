@@ -7,6 +7,7 @@
 //! More seeds: `CONSORT_SIM_SEEDS=10000 cargo test -p consort-consensus --test sim`.
 
 use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState};
+use consort_consensus::snapshot::SnapshotBuild;
 use consort_consensus::testing::FaultyDisk;
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, TxId, TxStatus,
@@ -65,6 +66,8 @@ struct Node {
     voters: Vec<u64>,
     /// Persists handed out and not yet carried out.
     pending: VecDeque<(u64, Option<HardState>, Option<Vec<u8>>)>,
+    /// Snapshot builds handed out and not yet finished (they progress in small steps, between other events).
+    builds: Vec<SnapshotBuild>,
     /// Commit point seen since the last restart (must not go backwards while alive).
     seen_commit: u64,
     /// Committed entries already checked against the global record.
@@ -117,6 +120,7 @@ impl Sim {
                 snapshot: None,
                 voters: voter_ids.clone(),
                 pending: VecDeque::new(),
+                builds: Vec::new(),
                 seen_commit: 0,
                 checked: 0,
                 started: id <= voters as u64,
@@ -175,6 +179,7 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.replica = None;
         n.pending.clear();
+        n.builds.clear();
         let rng = &mut self.rng;
         n.disk.crash(|len| {
             if len == 0 || rng.gen_bool(0.5) {
@@ -223,6 +228,10 @@ impl Sim {
                 Action::RolledBack { to } => self.log.push(format!("{id} rolled back to {to}")),
                 Action::Committed(tx) => self.log.push(format!("{id} committed {tx}")),
                 Action::SnapshotInstalled(tx) => self.log.push(format!("{id} installed snapshot {tx}")),
+                Action::BuildSnapshot(b) => {
+                    self.log.push(format!("{id} builds snapshot at {}", b.seqno()));
+                    self.nodes[i].builds.push(*b);
+                }
                 Action::SnapshotCommitted { seqno, snapshot, .. } => {
                     let h = sha256(&snapshot);
                     if self.snapshots.insert(seqno, h).is_some_and(|p| p != h) {
@@ -264,6 +273,14 @@ impl Sim {
         if let Some(number) = last {
             self.step_node(i, Event::Persisted { number });
         }
+    }
+
+    /// Finishes node `i`'s `k`th snapshot build and reports it.
+    fn finish_build(&mut self, i: usize, k: usize) {
+        let built = self.nodes[i].builds.remove(k).run();
+        self.log
+            .push(format!("{} built snapshot at {}", self.nodes[i].id, built.seqno()));
+        self.step_node(i, Event::SnapshotBuilt(built));
     }
 
     fn deliver(&mut self, k: usize, duplicate: bool) {
@@ -477,12 +494,29 @@ impl Sim {
                         self.drive_joiner();
                     }
                 }
-                55..=71 => {
+                55..=67 => {
                     let alive = self.alive();
                     if !alive.is_empty() {
                         let i = alive[self.rng.gen_range(0..alive.len())];
                         let count = self.rng.gen_range(1..=3);
                         self.persist(i, count);
+                    }
+                }
+                68..=71 => {
+                    let building: Vec<usize> = self
+                        .alive()
+                        .into_iter()
+                        .filter(|&i| !self.nodes[i].builds.is_empty())
+                        .collect();
+                    if !building.is_empty() {
+                        let i = building[self.rng.gen_range(0..building.len())];
+                        let k = self.rng.gen_range(0..self.nodes[i].builds.len());
+                        if self.rng.gen_bool(0.6) {
+                            let entries = self.rng.gen_range(1..=4);
+                            self.nodes[i].builds[k].step(entries);
+                        } else {
+                            self.finish_build(i, k);
+                        }
                     }
                 }
                 72..=85 => {
@@ -554,6 +588,9 @@ impl Sim {
             for i in self.alive() {
                 let n = self.nodes[i].pending.len();
                 self.persist(i, n);
+                while !self.nodes[i].builds.is_empty() {
+                    self.finish_build(i, 0);
+                }
             }
             for i in self.alive() {
                 self.step_node(i, Event::Tick);
@@ -626,7 +663,7 @@ fn run(seed: u64, voters: usize) {
         let invalid = sim.final_status.values().filter(|s| **s == TxStatus::Invalid).count();
         eprintln!(
             "STATS seed {seed} voters {voters} proposals {} committed {} invalid {invalid} rollbacks {} raft-snapshots {} \
-             joined {} promoted {} crashes {} leaders {}",
+             joined {} promoted {} crashes {} leaders {} snapshot-builds {} periodic-snapshots {}",
             sim.proposals.len(),
             sim.committed.len(),
             count("rolled back"),
@@ -634,7 +671,9 @@ fn run(seed: u64, voters: usize) {
             count("start joiner"),
             sim.joiner_promoted,
             count("crash"),
-            sim.leaders.len()
+            sim.leaders.len(),
+            count("built snapshot"),
+            sim.snapshots.len()
         );
     }
     if std::env::var("CONSORT_SIM_VERBOSE").is_ok() {

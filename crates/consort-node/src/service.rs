@@ -1,6 +1,7 @@
 //! The node's transaction engine over the replication core: the primary executes requests in KV transactions and
-//! proposes their write sets to its [`Replica`]; backups apply what the primary replicates. A driver thread ticks
-//! the replica, makes the ledger and Raft state durable, and ships Raft messages over the node-to-node channels.
+//! proposes their write sets to its [`Replica`]; backups apply what the primary replicates. A ticker thread ticks
+//! the replica, a persister thread makes the ledger and Raft state durable, snapshot builds run on threads of their
+//! own, and Raft messages go out over the node-to-node channels.
 //!
 //! Ordering invariant: every store commit and every replica step happens under the `engine` mutex, and a write
 //! is committed to the store and proposed (`Event::Propose`) under one hold of it, so KV versions, ledger entries
@@ -37,7 +38,7 @@ pub const USERS_CERTS_TABLE: &str = consort_gov::tables::USERS_CERTS;
 pub const RESERVED_MAP_PREFIX: &str = "public:ccf.";
 /// Length of one replica tick: the unit of Raft time (election timeout, heartbeat, signature interval).
 pub const TICK_MS: u64 = 10;
-/// Most ticks the driver replays at once after it was held up; longer stalls are not made up (a burst of election
+/// Most ticks the ticker replays at once after it was held up; longer stalls are not made up (a burst of election
 /// ticks after a long stall would only start a pre-vote).
 const MAX_CATCH_UP_TICKS: u32 = 10;
 /// The persister also looks for work this often without being woken (and notices that the node is stopping).
@@ -165,7 +166,7 @@ pub struct Service {
     /// Raft id of the primary as last seen (0: unknown).
     leader: AtomicU64,
     raft_id: u64,
-    /// Wakes the driver thread when there is persist work.
+    /// Wakes the persister thread when there is persist work.
     wake: (Mutex<bool>, Condvar),
     /// Ledger fsyncs deferred out of the engine lock (see [`Service::persist_pending`]).
     syncs: crate::storage::SyncQueue,
@@ -179,6 +180,8 @@ pub struct Service {
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
     peer_certs: Mutex<BTreeMap<String, String>>,
     started: Instant,
+    /// This service, for the threads it starts (snapshot builds) to report back to.
+    me: OnceLock<std::sync::Weak<Service>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -352,7 +355,9 @@ impl Service {
             peer_certs: Mutex::new(known_peers),
             forwarder: Default::default(),
             started: Instant::now(),
+            me: OnceLock::new(),
         });
+        let _ = svc.me.set(Arc::downgrade(&svc));
         svc.metrics.committed_seqno.set(commit.seqno as i64);
         // The only voter need not wait for an election timeout.
         svc.campaign_if_alone();
@@ -556,7 +561,7 @@ impl Service {
         serde_json::from_slice(&raw).ok()
     }
 
-    /// Carries out the replica's actions (except Persist, which is queued for the driver). Returns the outcome of
+    /// Carries out the replica's actions (except Persist, which is queued for the persister). Returns the outcome of
     /// a proposal made in the step that produced them.
     fn handle(&self, e: &mut Engine, actions: Vec<Action>) -> Option<Result<TxId, ProposeError>> {
         let mut outcome = None;
@@ -603,6 +608,24 @@ impl Service {
                         .spawn(move || crate::snapshots::write_committed(&dir, seqno, evidence, &snapshot, keep));
                     if let Err(err) = spawned {
                         tracing::warn!(%err, "could not start the snapshot writer");
+                    }
+                }
+                Action::BuildSnapshot(build) => {
+                    // Built on a thread of its own while transactions go on; the result comes back as an event.
+                    let me = self.me.get().cloned();
+                    let seqno = build.seqno();
+                    let spawned = std::thread::Builder::new()
+                        .name("snapshot-builder".into())
+                        .spawn(move || {
+                            let built = build.run();
+                            if let Some(svc) = me.and_then(|w| w.upgrade()) {
+                                let mut e = svc.lock();
+                                let actions = e.replica.step(Event::SnapshotBuilt(built));
+                                svc.handle(&mut e, actions);
+                            }
+                        });
+                    if let Err(err) = spawned {
+                        tracing::warn!(%err, seqno, "could not start the snapshot builder");
                     }
                 }
                 Action::SnapshotInstalled(tx) => {
