@@ -32,6 +32,9 @@ pub struct SandboxArgs {
     /// Signature interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub signature_interval_ms: u64,
+    /// Snapshot at the first signature this many transactions after the last snapshot (0: never).
+    #[arg(long, default_value_t = consort_node::config::LedgerConfig::default().snapshot_tx_interval)]
+    pub snapshot_interval_tx: u64,
     /// Exit once the service is open, leaving the nodes running (for scripts and tests).
     #[arg(long)]
     pub detach: bool,
@@ -113,6 +116,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
         ));
         cfg.ledger.signature_interval_tx = args.signature_interval_tx;
         cfg.ledger.signature_interval_ms = args.signature_interval_ms;
+        cfg.ledger.snapshot_tx_interval = args.snapshot_interval_tx;
         cfg.start.members = vec![IdentityConfig {
             cert: ws.join("member0_cert.pem"),
             encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),

@@ -109,7 +109,7 @@ impl Store {
 }
 
 /// Entries a [`SnapshotJob`] writes per hold of the store's read lock (writers wait at most this long).
-pub const SNAPSHOT_BATCH: usize = 4096;
+pub const SNAPSHOT_BATCH: usize = 1024;
 
 /// A snapshot of the state at a pinned version, built in batches while the store moves on.
 ///
@@ -191,6 +191,8 @@ struct Builder {
     rollbacks_seen: u64,
     public: Writer,
     private: Writer,
+    /// One batch's entries, written under the read lock.
+    scratch: Writer,
 }
 
 impl Builder {
@@ -247,102 +249,136 @@ impl Builder {
         self.merged_to = self.merged_to.max(state.version);
     }
 
-    /// One batch under the read lock: up to `budget` entries. True once every map is written.
-    fn step(&mut self, store: &Store, mut budget: usize) -> Result<bool, KvError> {
-        let state = store.read_state();
-        let at = self.header.version;
-        if !state.pin_valid(self.pin) {
-            return Err(KvError::SnapshotAbandoned { version: at });
-        }
-        self.catch_up(store, &state);
-        let names = self.names.get_or_insert_with(|| state.maps.keys().cloned().collect());
-        while budget > 0 {
-            let Some(name) = names.get(self.next_map) else {
-                return Ok(true);
-            };
-            let map = state.maps.get(name.as_str());
-            let earlier = self.earlier.get(name.as_str());
-            if self.current.is_none() {
-                // A map written after the snapshot version has an undo record with its version then.
-                let version = earlier.map_or(map.map_or(0, |m| m.version), |e| e.version);
-                if version == 0 {
-                    self.next_map += 1; // created after the snapshot version
-                    continue;
-                }
-                let public = is_public_map(name);
-                let w = if public { &mut self.public } else { &mut self.private };
-                let start = w.buf.len();
-                w.sized(name.as_bytes());
-                w.u64(version);
-                let size_at = w.placeholder_u64();
-                self.current = Some(MapCursor {
-                    public,
-                    start,
-                    size_at,
-                    entries_start: w.buf.len(),
-                    after: None,
+    /// One batch: up to `budget` entries of one map, written to a scratch buffer under the read lock and copied
+    /// to the output after it (so growing a multi-megabyte output never happens under the lock). True once every
+    /// map is written.
+    fn step(&mut self, store: &Store, budget: usize) -> Result<bool, KvError> {
+        self.scratch.buf.clear();
+        let map_done = {
+            let state = store.read_state();
+            if !state.pin_valid(self.pin) {
+                return Err(KvError::SnapshotAbandoned {
+                    version: self.header.version,
                 });
             }
-            let Some(cursor) = self.current.as_mut() else { continue };
-            let lower = match &cursor.after {
-                Some(k) => Bound::Excluded(k.as_slice()),
-                None => Bound::Unbounded,
-            };
-            let now: Vec<(&[u8], &Entry)> = map
-                .into_iter()
-                .flat_map(|m| m.entries.range::<[u8], _>((lower, Bound::Unbounded)))
-                .take(budget)
-                .map(|(k, e)| (k.as_slice(), e))
-                .collect();
-            let done = now.len() < budget;
-            budget -= now.len();
-            let upper = match (done, now.last()) {
-                (false, Some((k, _))) => Bound::Included(*k),
-                _ => Bound::Unbounded,
-            };
-            let then = earlier
-                .into_iter()
-                .flat_map(|e| e.entries.range::<[u8], _>((lower, upper)))
-                .map(|(k, e)| (k.as_slice(), e.as_ref()));
-            let w = if cursor.public {
-                &mut self.public
-            } else {
-                &mut self.private
-            };
-            merge_by_key(now.iter().copied(), then, |k, now, then| {
-                // A key written after the snapshot version is in `then` (its entry at that version, if any).
-                let entry = match then {
-                    Some(then) => then,
-                    None => now,
-                };
-                if let Some(Entry {
-                    version,
-                    value: Some(value),
-                }) = entry
-                {
-                    w.sized(k);
-                    w.pad8(k.len());
-                    let size = VERSION_SIZE + value.len();
-                    w.u64(size as u64);
-                    w.u64(*version);
-                    w.raw(value);
-                    w.pad8(size);
-                }
-                true
-            });
-            cursor.after = now.last().map(|(k, _)| k.to_vec()).or(cursor.after.take());
-            if done {
-                let size = w.buf.len() - cursor.entries_start;
-                if size == 0 {
-                    w.buf.truncate(cursor.start); // no keys at the snapshot version: the map is left out
-                } else {
-                    w.patch_u64(cursor.size_at, size as u64);
-                }
-                self.current = None;
-                self.next_map += 1;
+            self.catch_up(store, &state);
+            if !self.next_map_with_entries(&state) {
+                return Ok(true);
             }
+            self.write_entries(&state, budget)
+        };
+        let Some(cursor) = self.current.as_ref() else {
+            return Ok(false);
+        };
+        let w = if cursor.public {
+            &mut self.public
+        } else {
+            &mut self.private
+        };
+        w.raw(&self.scratch.buf);
+        if map_done {
+            let size = w.buf.len() - cursor.entries_start;
+            if size == 0 {
+                w.buf.truncate(cursor.start); // no keys at the snapshot version: the map is left out
+            } else {
+                w.patch_u64(cursor.size_at, size as u64);
+            }
+            self.current = None;
+            self.next_map += 1;
         }
         Ok(false)
+    }
+
+    /// Makes `current` the map being written, starting the next one that existed at the snapshot version if none
+    /// is; false once every map is written.
+    fn next_map_with_entries(&mut self, state: &State) -> bool {
+        let names = self.names.get_or_insert_with(|| state.maps.keys().cloned().collect());
+        while self.current.is_none() {
+            let Some(name) = names.get(self.next_map) else {
+                return false;
+            };
+            // A map written after the snapshot version has an undo record with its version then.
+            let version = match self.earlier.get(name.as_str()) {
+                Some(e) => e.version,
+                None => state.maps.get(name.as_str()).map_or(0, |m| m.version),
+            };
+            if version == 0 {
+                self.next_map += 1; // created after the snapshot version
+                continue;
+            }
+            let public = is_public_map(name);
+            let w = if public { &mut self.public } else { &mut self.private };
+            let start = w.buf.len();
+            w.sized(name.as_bytes());
+            w.u64(version);
+            let size_at = w.placeholder_u64();
+            self.current = Some(MapCursor {
+                public,
+                start,
+                size_at,
+                entries_start: w.buf.len(),
+                after: None,
+            });
+        }
+        true
+    }
+
+    /// Writes up to `budget` more entries of the current map to the scratch buffer, as they were at the snapshot
+    /// version; true once the map is exhausted.
+    fn write_entries(&mut self, state: &State, budget: usize) -> bool {
+        let (Some(cursor), Some(names)) = (self.current.as_mut(), self.names.as_ref()) else {
+            return true;
+        };
+        let name = names[self.next_map].as_str();
+        let lower = match &cursor.after {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let now: Vec<(&[u8], &Entry)> = state
+            .maps
+            .get(name)
+            .into_iter()
+            .flat_map(|m| m.entries.range::<[u8], _>((lower, Bound::Unbounded)))
+            .take(budget)
+            .map(|(k, e)| (k.as_slice(), e))
+            .collect();
+        let done = now.len() < budget;
+        let upper = match (done, now.last()) {
+            (false, Some((k, _))) => Bound::Included(*k),
+            _ => Bound::Unbounded,
+        };
+        let then = self
+            .earlier
+            .get(name)
+            .into_iter()
+            .flat_map(|e| e.entries.range::<[u8], _>((lower, upper)))
+            .map(|(k, e)| (k.as_slice(), e.as_ref()));
+        let w = &mut self.scratch;
+        merge_by_key(now.iter().copied(), then, |k, now, then| {
+            // A key written after the snapshot version is in `then` (its entry at that version, if any).
+            let entry = match then {
+                Some(then) => then,
+                None => now,
+            };
+            if let Some(Entry {
+                version,
+                value: Some(value),
+            }) = entry
+            {
+                w.sized(k);
+                w.pad8(k.len());
+                let size = VERSION_SIZE + value.len();
+                w.u64(size as u64);
+                w.u64(*version);
+                w.raw(value);
+                w.pad8(size);
+            }
+            true
+        });
+        if let Some((k, _)) = now.last() {
+            cursor.after = Some(k.to_vec());
+        }
+        done
     }
 }
 

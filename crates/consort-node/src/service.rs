@@ -617,6 +617,13 @@ impl Service {
                     let spawned = std::thread::Builder::new()
                         .name("snapshot-builder".into())
                         .spawn(move || {
+                            // Each batch holds the store's read lock briefly; yielding between batches makes it
+                            // unlikely that the builder is preempted while holding it (with more runnable threads
+                            // than cores, writers would then wait for it to be scheduled again).
+                            let mut build = build;
+                            while !build.step(consort_kv::SNAPSHOT_BATCH) {
+                                std::thread::yield_now();
+                            }
                             let built = build.run();
                             if let Some(svc) = me.and_then(|w| w.upgrade()) {
                                 let mut e = svc.lock();
