@@ -39,8 +39,8 @@ pub use error::{ConsensusError, ProposeError};
 pub use history::ViewHistory;
 pub use replay::Offload;
 pub use replica::{
-    decode_hard_state, encode_hard_state, Action, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, Role,
-    TxId, TxStatus,
+    decode_hard_state, encode_hard_state, encode_snapshot, Action, Event, NodeIdentity, PersistedState, Replica,
+    ReplicaConfig, Role, TxId, TxStatus,
 };
 
 /// Raft's protobuf types the node needs (hard state, conf state, conf changes, snapshots).

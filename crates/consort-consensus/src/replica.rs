@@ -218,12 +218,13 @@ pub enum Action {
     /// result as [`Event::SnapshotBuilt`]. Transactions go on meanwhile. Dropping the build abandons it.
     BuildSnapshot(Box<SnapshotBuild>),
     /// A periodic snapshot of the state at signature transaction `seqno` is final: its digest, recorded by the
-    /// evidence transaction `evidence`, is covered by a committed signature. `snapshot` is an encoded Raft
-    /// `Snapshot` (a joiner can start from it); the node stores it as `snapshot_<seqno>_<evidence>.committed`.
+    /// evidence transaction `evidence`, is covered by a committed signature. `snapshot` is the Raft `Snapshot` a
+    /// joiner can start from; the node stores it ([`encode_snapshot`], off the engine lock: it is megabytes) as
+    /// `snapshot_<seqno>_<evidence>.committed`.
     SnapshotCommitted {
         seqno: u64,
         evidence: u64,
-        snapshot: Vec<u8>,
+        snapshot: Snapshot,
     },
     /// The client proposal is in the log at this transaction id.
     Proposed(TxId),
@@ -257,6 +258,13 @@ pub enum Action {
 /// Encodes a hard state for the node's disk.
 pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
     hs.write_to_bytes()
+        .expect("encoding a protobuf message to a Vec cannot fail")
+}
+
+/// Encodes a Raft snapshot (as [`Action::SnapshotCommitted`] hands it out) for the node's disk or a joiner.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    snapshot
+        .write_to_bytes()
         .expect("encoding a protobuf message to a Vec cannot fail")
 }
 
@@ -1231,9 +1239,7 @@ impl<S: LedgerStorage> Replica<S> {
                 out.push(Action::SnapshotCommitted {
                     seqno: p.seqno,
                     evidence: p.evidence,
-                    snapshot: snap
-                        .write_to_bytes()
-                        .expect("encoding a protobuf message to a Vec cannot fail"),
+                    snapshot: snap,
                 });
             }
         }

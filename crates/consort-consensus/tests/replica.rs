@@ -101,7 +101,9 @@ impl Cluster {
                         seqno,
                         evidence,
                         snapshot,
-                    } => self.snapshots.push((id, *seqno, *evidence, snapshot.clone())),
+                    } => self
+                        .snapshots
+                        .push((id, *seqno, *evidence, consort_consensus::encode_snapshot(snapshot))),
                     _ => {}
                 }
             }

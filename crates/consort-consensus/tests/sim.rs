@@ -233,7 +233,7 @@ impl Sim {
                     self.nodes[i].builds.push(*b);
                 }
                 Action::SnapshotCommitted { seqno, snapshot, .. } => {
-                    let h = sha256(&snapshot);
+                    let h = sha256(&consort_consensus::encode_snapshot(&snapshot));
                     if self.snapshots.insert(seqno, h).is_some_and(|p| p != h) {
                         fail(format!(
                             "node {id}: committed snapshot at {seqno} differs from another replica's"

@@ -598,14 +598,17 @@ impl Service {
                     evidence,
                     snapshot,
                 } => {
-                    tracing::info!(seqno, evidence, bytes = snapshot.len(), "snapshot committed");
+                    tracing::info!(seqno, evidence, bytes = snapshot.data.len(), "snapshot committed");
                     self.metrics.snapshots.inc();
-                    // Written off the engine lock: a large file must not stall transactions.
+                    // Encoded and written off the engine lock: a large file must not stall transactions.
                     let dir = self.cfg.storage.snapshots_dir.clone();
                     let keep = self.cfg.ledger.snapshots_to_keep;
                     let spawned = std::thread::Builder::new()
                         .name("snapshot-writer".into())
-                        .spawn(move || crate::snapshots::write_committed(&dir, seqno, evidence, &snapshot, keep));
+                        .spawn(move || {
+                            let bytes = consort_consensus::encode_snapshot(&snapshot);
+                            crate::snapshots::write_committed(&dir, seqno, evidence, &bytes, keep)
+                        });
                     if let Err(err) = spawned {
                         tracing::warn!(%err, "could not start the snapshot writer");
                     }
