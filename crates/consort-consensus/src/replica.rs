@@ -822,6 +822,17 @@ impl<S: LedgerStorage> Replica<S> {
         Ok(self.node.mut_store().ledger.flush()?)
     }
 
+    /// Whether the ledger has closed chunks left to sync or rename ([`Replica::sync_ledger`] does that work; an
+    /// idle node should call it once in a while so that chunk files get their final names).
+    pub fn ledger_needs_flush(&self) -> bool {
+        self.node.store().ledger.needs_flush()
+    }
+
+    /// Makes everything durable and gives every chunk file its final name (a clean stop).
+    pub fn settle_ledger(&mut self) -> Result<(), ConsensusError> {
+        Ok(self.node.mut_store().ledger.settle()?)
+    }
+
     // ----- the step function -----
 
     /// Feeds one event and returns what the node must do, in order.

@@ -3,12 +3,15 @@
 //!
 //! A chunk file is `u64 position-table offset ‖ entries ‖ u32 offset per entry`. While a chunk is open its
 //! offset is 0 and it has no table; it is named `ledger_<start>`. Closing it (always right after a signature
-//! transaction) appends the table, points the header at it, syncs and renames it `ledger_<start>-<end>`; once
-//! every entry in it is committed it is renamed `ledger_<start>-<end>.committed`.
+//! transaction) appends the table and points the header at it, with no sync and no rename (the caller may hold
+//! a lock); the next [`Ledger::flush`] syncs it and the flush after that renames it `ledger_<start>-<end>`, or
+//! `ledger_<start>-<end>.committed` once every entry in it is committed (commits too are renamed by a flush).
+//! A complete or committed name therefore always means a durable position table.
 //!
 //! Crash safety comes from the order of these steps: every intermediate state is recognised by
 //! [`Ledger::open`], which finishes or undoes the step (a torn final entry is truncated away; a chunk whose
-//! position table is missing or torn is reopened by scanning its entries).
+//! position table is missing or torn is reopened by scanning its entries, and open-named chunks after it, which
+//! no completed flush covered, are removed).
 
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER, FLAG_FORCE_CHUNK_BEFORE};
 use crate::limits::{MAX_CHUNK_SIZE, MAX_ENTRIES_PER_CHUNK};
@@ -316,6 +319,12 @@ struct Chunk {
     /// End of the last entry: where the position table starts once complete.
     entries_end: u64,
     state: ChunkState,
+    /// The state the file's name says. A closed chunk keeps its open name until its table is durable (the
+    /// [`Ledger::flush`] after the one that synced it renames it), so that a complete name always means a
+    /// durable table; a commit's rename to `.committed` also waits for the next flush.
+    named: ChunkState,
+    /// Whether a flush has synced this closed chunk (so the next flush may rename it).
+    synced: bool,
 }
 
 impl Chunk {
@@ -324,7 +333,11 @@ impl Chunk {
     }
 
     fn name(&self) -> String {
-        match self.state {
+        self.name_for(self.named)
+    }
+
+    fn name_for(&self, state: ChunkState) -> String {
+        match state {
             ChunkState::Open => chunk_name_open(self.start),
             ChunkState::Complete => chunk_name_complete(self.start, self.end()),
             ChunkState::Committed => chunk_name_committed(self.start, self.end()),
@@ -526,8 +539,10 @@ impl<S: LedgerStorage> Ledger<S> {
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut open_bytes = Vec::new();
         let count = names.len();
-        for (i, (cname, name)) in names.into_iter().enumerate() {
+        for i in 0..count {
+            let (cname, name) = (names[i].0, names[i].1.clone());
             let is_last = i + 1 == count;
+            let later_all_open = names[i + 1..].iter().all(|(c, _)| c.end.is_none());
             if let Some(prev) = chunks.last() {
                 if prev.state == ChunkState::Open {
                     return Err(LedgerError::chunk(&name, "follows an open chunk"));
@@ -557,25 +572,36 @@ impl<S: LedgerStorage> Ledger<S> {
                         offsets,
                         entries_end,
                         state,
+                        named: state,
+                        synced: true,
                     };
                     if chunk.name() != name {
                         storage.rename(&name, &chunk.name())?;
                     }
                     chunk
                 }
-                Err(e) if cname.committed || !is_last => {
+                // Reopening is for the last chunk, or an open-named one followed only by open-named chunks.
+                Err(e) if cname.committed || !(is_last || (cname.end.is_none() && later_all_open)) => {
                     if cname.end.is_some() {
                         return Err(e);
                     }
                     return Err(LedgerError::chunk(&name, "open chunk is not the last chunk"));
                 }
                 Err(_) => {
+                    // An open-named chunk whose close was interrupted, followed only by open-named chunks: no
+                    // flush completed after the close (a flush syncs the table before anything after it), so no
+                    // later entry was ever durable. The later chunks go, this one reopens.
+                    if !is_last {
+                        for (_, later) in &names[i + 1..] {
+                            storage.remove(later)?;
+                        }
+                    }
                     // The last chunk is (or must become again) open: keep its whole, in-sequence entries.
                     let (offsets, entries_end) = scan_entries(&name, &bytes, cname.start)?;
                     let open_name = chunk_name_open(cname.start);
                     if offsets.is_empty() {
                         storage.remove(&name)?;
-                        continue;
+                        break; // the last chunk, or every later one was removed above
                     }
                     if entries_end < bytes.len() as u64 {
                         storage.truncate(&name, entries_end)?;
@@ -594,13 +620,19 @@ impl<S: LedgerStorage> Ledger<S> {
                         offsets,
                         entries_end,
                         state: ChunkState::Open,
+                        named: ChunkState::Open,
+                        synced: false,
                     }
                 }
             };
             if chunk.state == ChunkState::Open {
                 open_bytes = bytes;
             }
+            let reopened_early = chunk.state == ChunkState::Open && !is_last;
             chunks.push(chunk);
+            if reopened_early {
+                break;
+            }
         }
         let committed_seqno = chunks
             .iter()
@@ -713,6 +745,8 @@ impl<S: LedgerStorage> Ledger<S> {
                 offsets: Vec::new(),
                 entries_end: CHUNK_HEADER_SIZE,
                 state: ChunkState::Open,
+                named: ChunkState::Open,
+                synced: false,
             });
         }
         let offset = self.open_bytes.len() as u64;
@@ -738,7 +772,9 @@ impl<S: LedgerStorage> Ledger<S> {
         Ok(())
     }
 
-    /// Closes the open chunk: position table, header offset, sync, rename. Callers ensure it ends on a signature.
+    /// Closes the open chunk: position table and header offset. Nothing is synced or renamed here (that would
+    /// stall the caller on the disk): the next [`Self::flush`] syncs the chunk, the one after renames it. Callers
+    /// ensure it ends on a signature.
     fn close_open_chunk(&mut self) -> Result<(), LedgerError> {
         let Some(chunk) = self.chunks.last() else { return Ok(()) };
         if chunk.state != ChunkState::Open {
@@ -753,16 +789,14 @@ impl<S: LedgerStorage> Ledger<S> {
         let entries_end = chunk.entries_end;
         self.storage.append(&name, &table)?;
         self.storage.write_at(&name, 0, &entries_end.to_le_bytes())?;
-        self.storage.sync(&name)?;
-        let chunk = self.chunks.last().expect("checked above");
-        let (state, new_name) = if chunk.end() <= self.committed_seqno {
-            (ChunkState::Committed, chunk_name_committed(chunk.start, chunk.end()))
-        } else {
-            (ChunkState::Complete, chunk_name_complete(chunk.start, chunk.end()))
-        };
-        self.storage.rename(&name, &new_name)?;
+        let committed_seqno = self.committed_seqno;
         let chunk = self.chunks.last_mut().expect("checked above");
-        chunk.state = state;
+        chunk.state = if chunk.end() <= committed_seqno {
+            ChunkState::Committed
+        } else {
+            ChunkState::Complete
+        };
+        chunk.synced = false;
         // The closed chunk's entries stay readable from memory (its header there is still zero; readers use entry
         // ranges only).
         let closed = std::mem::take(&mut self.open_bytes);
@@ -770,35 +804,58 @@ impl<S: LedgerStorage> Ledger<S> {
         Ok(())
     }
 
-    /// Records that every entry up to `seqno` is committed: complete chunks that end at or before it are renamed
-    /// `.committed`.
+    /// Records that every entry up to `seqno` is committed: complete chunks that end at or before it become
+    /// committed, and are renamed `.committed` by the next [`Self::flush`] (no file operation here).
     pub fn commit(&mut self, seqno: u64) -> Result<(), LedgerError> {
         let seqno = seqno.min(self.last_seqno());
         if seqno <= self.committed_seqno {
             return Ok(());
         }
-        // Each chunk's state changes only once its file is renamed, and the committed seqno once all are, so a
-        // failed rename leaves the index true to the disk and a retry finishes the job.
-        for i in 0..self.chunks.len() {
-            let c = &self.chunks[i];
+        for c in &mut self.chunks {
             if c.state == ChunkState::Complete && c.end() <= seqno {
-                let from = c.name();
-                let to = chunk_name_committed(c.start, c.end());
-                self.storage.rename(&from, &to)?;
-                self.chunks[i].state = ChunkState::Committed;
+                c.state = ChunkState::Committed;
             }
         }
         self.committed_seqno = seqno;
         Ok(())
     }
 
-    /// Makes appended entries durable (syncs the open chunk; closed chunks were synced when closed).
+    /// Makes appended entries durable: syncs the open chunk and the chunks closed since the last flush. Also
+    /// renames the closed chunks an earlier flush synced to their complete or `.committed` names (a chunk's name
+    /// changes only once its table is durable). With deferred syncs, the caller must complete the syncs of one
+    /// flush before the next flush. Each chunk's name changes only once its file is renamed, so a failed rename
+    /// leaves the index true to the disk and the next flush retries it.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        if let Some(c) = self.chunks.last().filter(|c| c.state == ChunkState::Open) {
-            let name = c.name();
-            self.storage.sync(&name)?;
+        for i in 0..self.chunks.len() {
+            let c = &self.chunks[i];
+            if c.state != ChunkState::Open && c.synced && c.named != c.state {
+                let (from, to) = (c.name(), c.name_for(c.state));
+                self.storage.rename(&from, &to)?;
+                self.chunks[i].named = self.chunks[i].state;
+            }
+        }
+        for i in 0..self.chunks.len() {
+            let c = &self.chunks[i];
+            if c.state == ChunkState::Open || !c.synced {
+                let name = c.name();
+                self.storage.sync(&name)?;
+                self.chunks[i].synced = c.state != ChunkState::Open;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a [`Self::flush`] has work left: a closed chunk to sync or to rename.
+    pub fn needs_flush(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| c.state != ChunkState::Open && (!c.synced || c.named != c.state))
+    }
+
+    /// Flushes twice: everything appended is durable and every chunk has its final name (for a clean stop).
+    pub fn settle(&mut self) -> Result<(), LedgerError> {
+        self.flush()?;
+        self.flush()
     }
 
     fn chunk_index(&self, seqno: u64) -> Option<usize> {
@@ -922,12 +979,16 @@ impl<S: LedgerStorage> Ledger<S> {
         let was_open = chunk.state == ChunkState::Open;
         if !was_open {
             self.storage.write_at(&name, 0, &[0u8; 8])?;
-            self.storage.rename(&name, &chunk_name_open(chunk.start))?;
+            if chunk.named != ChunkState::Open {
+                self.storage.rename(&name, &chunk_name_open(chunk.start))?;
+            }
         }
         let chunk = self.chunks.last_mut().expect("checked above");
         chunk.offsets.truncate(keep);
         chunk.entries_end = new_len;
         chunk.state = ChunkState::Open;
+        chunk.named = ChunkState::Open;
+        chunk.synced = false;
         let open_name = chunk.name();
         if was_open && !self.open_bytes.is_empty() {
             self.open_bytes.truncate(new_len as usize);

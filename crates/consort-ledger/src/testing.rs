@@ -185,7 +185,8 @@ impl LedgerBuilder {
         self.last_signature.1
     }
 
-    /// Appends every entry to `ledger` and commits up to the last signature.
+    /// Appends every entry to `ledger`, commits up to the last signature and settles it (every chunk durable and
+    /// under its final name).
     pub fn write_to<S: LedgerStorage>(&self, ledger: &mut Ledger<S>) -> Result<(), LedgerError> {
         for e in &self.entries {
             if e.seqno > ledger.last_seqno() {
@@ -193,7 +194,7 @@ impl LedgerBuilder {
             }
         }
         ledger.commit(self.last_signature.1)?;
-        ledger.flush()
+        ledger.settle()
     }
 
     /// The chunk files (name, bytes) of this ledger written with `chunk_threshold_bytes`, committed up to the

@@ -72,7 +72,15 @@ fn append_close_commit_read() {
     for e in b.entries() {
         l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
     }
-    // Threshold 1 byte: every signature closes a chunk. Sigs at 2, 7, 11, 15, 19.
+    // Threshold 1 byte: every signature closes a chunk. Sigs at 2, 7, 11, 15, 19. Closing writes the position
+    // table but neither syncs nor renames: the next flush syncs, the one after renames.
+    let open_names = vec!["ledger_1", "ledger_3", "ledger_8", "ledger_12", "ledger_16"];
+    assert_eq!(names(&l), open_names);
+    assert!(l.needs_flush());
+    l.flush().unwrap();
+    assert_eq!(names(&l), open_names);
+    l.flush().unwrap();
+    assert!(!l.needs_flush());
     assert_eq!(
         names(&l),
         vec![
@@ -84,6 +92,8 @@ fn append_close_commit_read() {
         ]
     );
     l.commit(9).unwrap();
+    assert!(l.needs_flush());
+    l.flush().unwrap();
     assert_eq!(
         names(&l),
         vec![
@@ -129,6 +139,7 @@ fn threshold_groups_signatures_and_open_chunk_stays_open() {
     for e in b.entries() {
         l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
     }
+    l.settle().unwrap();
     let ns = names(&l);
     assert!(ns.len() >= 2, "{ns:?}");
     assert!(
@@ -185,6 +196,10 @@ fn truncate_open_and_complete_chunks_then_continue() {
             reference.append(e.seqno, &e.bytes, e.is_signature).unwrap();
         }
         reference.commit(2).unwrap();
+        reference.settle().unwrap();
+        // A commit is on disk only once a flush renamed its chunks: after a reopen it is learned again.
+        l.commit(2).unwrap();
+        l.settle().unwrap();
         assert_eq!(l.storage(), reference.storage(), "cut {cut}");
     }
     // Committed entries cannot be truncated away; truncating to 0 empties the ledger.
@@ -327,6 +342,7 @@ fn ledger_may_start_after_a_snapshot_and_force_flags_are_honoured() {
         l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
     }
     l.append(8, &flagged, true).unwrap();
+    l.settle().unwrap();
     assert_eq!(l.chunk_names(), vec!["ledger_1-8"]);
 }
 
@@ -356,6 +372,7 @@ fn reference_storage(entries: &[testing::BuiltEntry], committed: u64) -> MemStor
         l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
     }
     l.commit(committed).unwrap();
+    l.settle().unwrap();
     l.into_storage()
 }
 
@@ -371,6 +388,7 @@ fn recovers_to(s: MemStorage, entries: &[testing::BuiltEntry], whole: usize, com
         l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
     }
     l.commit(committed).unwrap();
+    l.settle().unwrap();
     let reference = reference_storage(entries, committed);
     // Compared by name and length first: a byte dump of a whole ledger helps nobody.
     let shape = |s: &MemStorage| s.files().iter().map(|(n, b)| (n.clone(), b.len())).collect::<Vec<_>>();
@@ -435,6 +453,34 @@ fn crash_at_every_byte_of_the_last_entry_and_of_the_close() {
         *f = [&whole_file[..], &table[..]].concat();
         f[..cut].copy_from_slice(&header[..cut]);
         recovers_to(s, &entries, 9, committed, &format!("header torn at {cut}"));
+    }
+
+    // The close is not synced before the next chunk starts: chunk 7-9 keeps its open name with its table or header
+    // torn while ledger_10 already holds entry 10. No flush completed since the close, so entry 10 was never
+    // durable: the torn chunk reopens and ledger_10 goes. With table and header whole, nothing is lost.
+    let mut next = vec![0u8; 8];
+    next.extend_from_slice(&entries[9].bytes);
+    for (cut_table, cut_header) in (0..=table.len())
+        .map(|c| (c, 0))
+        .chain((0..=8).map(|c| (table.len(), c)))
+    {
+        let mut s = open_789.clone();
+        let f = s.files_mut().get_mut("ledger_7").unwrap();
+        *f = [&whole_file[..], &table[..cut_table]].concat();
+        f[..cut_header].copy_from_slice(&header[..cut_header]);
+        s.files_mut().insert("ledger_10".into(), next.clone());
+        // A header torn after its last non-zero byte is whole.
+        let mut torn_header = [0u8; 8];
+        torn_header[..cut_header].copy_from_slice(&header[..cut_header]);
+        let closed = cut_table == table.len() && torn_header == header;
+        let whole = if closed { 10 } else { 9 };
+        recovers_to(
+            s,
+            &entries,
+            whole,
+            committed,
+            &format!("next chunk started, table torn at {cut_table}, header at {cut_header}"),
+        );
     }
 }
 

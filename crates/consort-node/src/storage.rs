@@ -210,11 +210,22 @@ impl LedgerStorage for FsStorage {
             return Err(StorageError::NotFound(from.to_string()));
         }
         self.flush_buffer(from)?;
+        let deferring = self.syncs.state().deferring;
         if let Some(w) = self.open.remove(from) {
-            w.into_inner().map_err(serr)?.sync_data().map_err(|e| io_err(from, e))?;
+            let file = w.into_inner().map_err(serr)?;
+            if deferring {
+                self.syncs.state().files.push(file);
+            } else {
+                file.sync_data().map_err(|e| io_err(from, e))?;
+            }
         }
         self.open.remove(to);
         std::fs::rename(src, dst).map_err(|e| io_err(from, e))?;
+        if deferring {
+            // Made durable with the other deferred syncs, before anything that depends on it is reported.
+            self.syncs.state().dir = Some(self.dir.clone());
+            return Ok(());
+        }
         self.sync_dir()
     }
 
