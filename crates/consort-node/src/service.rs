@@ -41,6 +41,8 @@ pub const TICK_MS: u64 = 10;
 /// Most ticks the ticker replays at once after it was held up; longer stalls are not made up (a burst of election
 /// ticks after a long stall would only start a pre-vote).
 const MAX_CATCH_UP_TICKS: u32 = 10;
+/// A snapshot build pauses this many times as long as each batch took (so it uses at most a quarter of a core).
+const SNAPSHOT_BUILD_PAUSE_FACTOR: u32 = 3;
 /// The persister also looks for work this often without being woken (and notices that the node is stopping).
 const PERSIST_POLL: Duration = Duration::from_millis(10);
 /// File in the node directory holding the last durable Raft hard state (term, vote, commit).
@@ -620,12 +622,17 @@ impl Service {
                     let spawned = std::thread::Builder::new()
                         .name("snapshot-builder".into())
                         .spawn(move || {
-                            // Each batch holds the store's read lock briefly; yielding between batches makes it
+                            // Each batch holds the store's read lock briefly; pausing between batches makes it
                             // unlikely that the builder is preempted while holding it (with more runnable threads
-                            // than cores, writers would then wait for it to be scheduled again).
+                            // than cores, writers would then wait for it to be scheduled again), and keeps the
+                            // build to a share of a core so that transactions keep theirs.
                             let mut build = build;
-                            while !build.step(consort_kv::SNAPSHOT_BATCH) {
-                                std::thread::yield_now();
+                            loop {
+                                let batch = Instant::now();
+                                if build.step(consort_kv::SNAPSHOT_BATCH) {
+                                    break;
+                                }
+                                std::thread::sleep(batch.elapsed() * SNAPSHOT_BUILD_PAUSE_FACTOR);
                             }
                             let built = build.run();
                             if let Some(svc) = me.and_then(|w| w.upgrade()) {
