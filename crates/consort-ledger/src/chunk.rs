@@ -501,6 +501,9 @@ pub struct Ledger<S: LedgerStorage> {
     /// The last complete chunk read (or just closed), by first seqno: its bytes up to the end of its entries. Followers
     /// that lag behind a chunk close read from it, so the primary does not read the file back from disk.
     read_cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// A closed chunk's buffer that the read cache gave back: the next open chunk reuses it, so its pages are not
+    /// faulted in afresh under the caller's lock for every chunk.
+    spare: Vec<u8>,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
@@ -654,6 +657,7 @@ impl<S: LedgerStorage> Ledger<S> {
             last_is_signature,
             committed_seqno,
             read_cache: Mutex::new(None),
+            spare: Vec::new(),
         };
         // A crash after appending a signature that should close the chunk, before the close itself, leaves the
         // chunk open: finish the close as `append` would have, so the chunk can later become `.committed`.
@@ -738,6 +742,9 @@ impl<S: LedgerStorage> Ledger<S> {
             // caller's lock, which showed as 10-15 ms stalls (and 30-50 ms under load). A chunk closes at the first
             // signature past the threshold, so it overshoots it by the entries of up to a signature interval: half
             // the threshold again covers that.
+            if self.open_bytes.capacity() == 0 {
+                self.open_bytes = std::mem::take(&mut self.spare);
+            }
             self.open_bytes.clear();
             let reserve = self
                 .chunk_threshold_bytes
@@ -805,7 +812,15 @@ impl<S: LedgerStorage> Ledger<S> {
         // The closed chunk's entries stay readable from memory (its header there is still zero; readers use entry
         // ranges only).
         let closed = std::mem::take(&mut self.open_bytes);
-        *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((chunk.start, Arc::new(closed)));
+        let evicted = self
+            .read_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((chunk.start, Arc::new(closed)));
+        // The chunk before it leaves the cache: keep its buffer for the next chunk unless a reader still holds it.
+        if let Some(buffer) = evicted.and_then(|(_, b)| Arc::try_unwrap(b).ok()) {
+            self.spare = buffer;
+        }
         Ok(())
     }
 
