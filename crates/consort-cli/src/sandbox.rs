@@ -149,7 +149,12 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
         write(&cfg_path, &cfg.to_toml())?;
         let out = std::fs::File::create(dir.join("out.log")).map_err(|e| e.to_string())?;
         let err = std::fs::File::create(dir.join("err.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if std::env::var_os(crate::ALLOCATOR_PURGE_DELAY_VAR).is_none() {
+            // What the node would otherwise re-execute itself to get (see main.rs).
+            command.env(crate::ALLOCATOR_PURGE_DELAY_VAR, crate::NODE_ALLOCATOR_PURGE_DELAY_MS);
+        }
+        let child = command
             .args(["node", verb, "--config"])
             .arg(&cfg_path)
             .stdin(Stdio::null())
