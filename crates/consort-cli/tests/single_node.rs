@@ -17,6 +17,17 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
     let user = node.connect(true).await;
     let anon = node.connect(false).await;
 
+    // The node runs with mimalloc's purge delay set: it re-executed itself with it (same pid), unless the
+    // environment already set one, which it keeps.
+    let pid = node.child.as_ref().unwrap().id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let expected = std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "1000".into());
+    let wanted = format!("MIMALLOC_PURGE_DELAY={expected}");
+    assert!(
+        environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()),
+        "node environment lacks {wanted}"
+    );
+
     // Writes need a registered user certificate.
     let r = anon
         .post_json("/app/log/private", &serde_json::json!({"id": 1, "msg": "x"}))
