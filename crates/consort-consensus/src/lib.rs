@@ -2,10 +2,12 @@
 //!
 //! This crate is sans-IO: no files, sockets, clocks or threads. Time comes in as [`Event::Tick`], peer messages
 //! come in and go out as bytes, and the disk is reached only through [`consort_ledger::LedgerStorage`] (ledger
-//! chunks) and [`Action::Persist`] (hard state and installed snapshots, which the node stores).
+//! chunks) and [`Action::Persist`] (hard state and installed snapshots, which the node stores). CPU-heavy work that
+//! must not hold up the step function (building a periodic snapshot) is handed out as [`Action::BuildSnapshot`],
+//! to run on any thread, and comes back as [`Event::SnapshotBuilt`].
 //!
 //! ```text
-//!             Event::{Tick, Receive, Propose, ProposeConfChange, Persisted}
+//!             Event::{Tick, Receive, Propose, ProposeConfChange, Persisted, SnapshotBuilt}
 //!   node ─────────────────────────────────────────────────────────────▶ Replica::step ──▶ Vec<Action>
 //!          Action::{Send, Persist, Committed, RolledBack, Proposed, ...} ◀──────────────────┘
 //! ```

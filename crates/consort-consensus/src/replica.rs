@@ -780,7 +780,7 @@ impl<S: LedgerStorage> Replica<S> {
         Ok((sig, path))
     }
 
-    /// Evidence transactions whose snapshot this replica rebuilt with a different digest (and so did not keep).
+    /// Evidence transactions whose snapshot this replica built with a different digest (and so did not keep).
     pub fn snapshot_mismatches(&self) -> u64 {
         self.snapshots.mismatches
     }
@@ -1437,7 +1437,7 @@ struct PartialReplicaRef<'a, S: LedgerStorage> {
     tree: &'a mut MerkleTree,
     signatures: &'a mut BTreeSet<u64>,
     trusted: &'a BTreeMap<u64, String>,
-    /// Where rebuilt periodic snapshots go (none while replaying the ledger at start-up).
+    /// Where periodic snapshots are started and claimed (none while replaying the ledger at start-up).
     snapshots: Option<&'a mut Snapshots>,
 }
 
