@@ -331,6 +331,12 @@ impl Snapshots {
         let history = log.view_history_at(view, seqno);
         let build = SnapshotBuild::start(store, &log.secret, sig_entry, view, seqno, history, self.generation)?;
         self.building.insert(seqno, self.generation);
+        // A build the node never reports back (it could not start a thread) must not be waited for forever.
+        while self.building.len() > MAX_PENDING_SNAPSHOTS {
+            if let Some((old, _)) = self.building.pop_first() {
+                self.claimed.remove(&old);
+            }
+        }
         self.to_start.push(build);
         self.last = self.last.max(seqno);
         self.asap = false;
