@@ -13,6 +13,8 @@ async fn read_ledger_py_and_ccf_receipt_accept_our_output_and_reject_tampering()
     let mut node = TestNode::configure(&tmp.path().join("n0"), |c| {
         c.ledger.signature_interval_tx = 50;
         c.ledger.chunk_threshold_bytes = 16 * 1024;
+        // Periodic snapshots too: their marker and evidence transactions are in the ledger read_ledger.py checks.
+        c.ledger.snapshot_tx_interval = 100;
     });
     node.start().await;
     let user = node.connect(true).await;
@@ -76,6 +78,11 @@ print("python receipt OK", root)
 
     drop(user);
     node.stop();
+    let snapshots = std::fs::read_dir(node.dir.join("snapshots"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().to_string_lossy().ends_with(".committed"))
+        .count();
+    assert!(snapshots > 0, "no periodic snapshot was committed");
     let ledger = node.ledger_dir();
     let committed: Vec<_> = std::fs::read_dir(&ledger)
         .unwrap()
