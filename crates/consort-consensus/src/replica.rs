@@ -1067,20 +1067,30 @@ impl<S: LedgerStorage> Replica<S> {
         };
         let bytes =
             crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
-        let store = self.store().clone();
-        store.apply(seqno, &ws)?;
         let sig_entry = if snapshot_due { Some(bytes.clone()) } else { None };
-        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
-        if !appended {
-            store.rollback(seqno - 1)?;
+        if !self.append_own(seqno, &ws, bytes)? {
             return Ok(());
         }
         self.chunk_after_next_signature = false;
         if let Some(sig_entry) = sig_entry {
+            let store = self.store().clone();
             self.snapshots
                 .start(&store, self.node.store(), sig_entry, view, seqno)?;
         }
         Ok(())
+    }
+
+    /// Appends a transaction the replica itself writes (signature, snapshot evidence) as `seqno`, the next one:
+    /// applies `ws` to the store and proposes its encoded entry `bytes`. False, with the store rolled back, if Raft
+    /// did not take it (the replica is no longer primary, or is handing the role over).
+    fn append_own(&mut self, seqno: u64, ws: &WriteSet, bytes: Vec<u8>) -> Result<bool, ConsensusError> {
+        let store = self.store().clone();
+        store.apply(seqno, ws)?;
+        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
+        if !appended {
+            store.rollback(seqno - 1)?;
+        }
+        Ok(appended)
     }
 
     /// A snapshot build finished. The primary records a digest nobody has claimed yet in an evidence transaction
@@ -1094,20 +1104,11 @@ impl<S: LedgerStorage> Replica<S> {
             self.snapshots.keep_built(seqno, data, digest);
             return Ok(());
         }
-        let store = self.store().clone();
+        // The store refuses the evidence if it is not at the log's end (`append_own` applies it as the next version).
         let evidence = self.last_seqno() + 1;
-        if store.current_version() != evidence - 1 {
-            return Err(ConsensusError::Inconsistent(format!(
-                "snapshot evidence at {evidence} with store version {}",
-                store.current_version()
-            )));
-        }
         let ws = snapshot::evidence_write_set(&digest, seqno);
         let bytes = encode_write_set_entry(&self.node.store().secret, self.view(), evidence, &ws)?;
-        store.apply(evidence, &ws)?;
-        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == evidence;
-        if !appended {
-            store.rollback(evidence - 1)?;
+        if !self.append_own(evidence, &ws, bytes)? {
             self.snapshots.keep_built(seqno, data, digest);
             return Ok(());
         }

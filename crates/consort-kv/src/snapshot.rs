@@ -50,7 +50,7 @@ impl Store {
         let mut builder = Builder::new(pin, header.clone());
         let built = loop {
             match builder.step(self, usize::MAX) {
-                Ok(true) => break Ok(builder.finish()),
+                Ok(true) => break Ok(builder.take_output()),
                 Ok(false) => {}
                 Err(e) => break Err(e),
             }
@@ -65,7 +65,6 @@ impl Store {
         let pin = self.pin(header.version)?;
         Ok(SnapshotJob {
             store: self.clone(),
-            pin,
             builder: Builder::new(pin, header),
         })
     }
@@ -120,7 +119,6 @@ pub const SNAPSHOT_BATCH: usize = 1024;
 /// Dropping the job releases the pin.
 pub struct SnapshotJob {
     store: Arc<Store>,
-    pin: u64,
     builder: Builder,
 }
 
@@ -146,13 +144,13 @@ impl SnapshotJob {
     /// Builds the whole snapshot: `(public domain, private plaintext)`, as [`Store::snapshot`].
     pub fn run(mut self) -> Result<(Vec<u8>, Vec<u8>), KvError> {
         while !self.step(SNAPSHOT_BATCH)? {}
-        Ok(std::mem::take(&mut self.builder).finish())
+        Ok(self.builder.take_output())
     }
 }
 
 impl Drop for SnapshotJob {
     fn drop(&mut self) {
-        self.store.unpin(self.pin);
+        self.store.unpin(self.builder.pin);
     }
 }
 
@@ -217,8 +215,12 @@ impl Builder {
         }
     }
 
-    fn finish(self) -> (Vec<u8>, Vec<u8>) {
-        (self.public.buf, self.private.buf)
+    /// The finished `(public domain, private plaintext)`.
+    fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.public.buf),
+            std::mem::take(&mut self.private.buf),
+        )
     }
 
     /// Merges the undo records written since the last batch: the oldest record after the snapshot version that

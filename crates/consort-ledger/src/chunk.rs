@@ -336,6 +336,11 @@ impl Chunk {
         self.name_for(self.named)
     }
 
+    /// Committed, synced and named so: nothing will change this chunk's file again.
+    fn settled(&self) -> bool {
+        self.state == ChunkState::Committed && self.synced && self.named == ChunkState::Committed
+    }
+
     fn name_for(&self, state: ChunkState) -> String {
         match state {
             ChunkState::Open => chunk_name_open(self.start),
@@ -504,6 +509,9 @@ pub struct Ledger<S: LedgerStorage> {
     /// A closed chunk's buffer that the read cache gave back: the next open chunk reuses it, so its pages are not
     /// faulted in afresh under the caller's lock for every chunk.
     spare: Vec<u8>,
+    /// Chunks before this index are committed, synced and named so: [`Self::flush`] never looks at them again, so
+    /// its work under the caller's lock does not grow with the ledger.
+    settled: usize,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
@@ -658,6 +666,7 @@ impl<S: LedgerStorage> Ledger<S> {
             committed_seqno,
             read_cache: Mutex::new(None),
             spare: Vec::new(),
+            settled: 0,
         };
         // A crash after appending a signature that should close the chunk, before the close itself, leaves the
         // chunk open: finish the close as `append` would have, so the chunk can later become `.committed`.
@@ -846,7 +855,7 @@ impl<S: LedgerStorage> Ledger<S> {
     /// flush before the next flush. Each chunk's name changes only once its file is renamed, so a failed rename
     /// leaves the index true to the disk and the next flush retries it.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        for i in 0..self.chunks.len() {
+        for i in self.settled..self.chunks.len() {
             let c = &self.chunks[i];
             if c.state != ChunkState::Open && c.synced && c.named != c.state {
                 let (from, to) = (c.name(), c.name_for(c.state));
@@ -854,13 +863,16 @@ impl<S: LedgerStorage> Ledger<S> {
                 self.chunks[i].named = self.chunks[i].state;
             }
         }
-        for i in 0..self.chunks.len() {
+        for i in self.settled..self.chunks.len() {
             let c = &self.chunks[i];
             if c.state == ChunkState::Open || !c.synced {
                 let name = c.name();
                 self.storage.sync(&name)?;
                 self.chunks[i].synced = c.state != ChunkState::Open;
             }
+        }
+        while self.chunks.get(self.settled).is_some_and(Chunk::settled) {
+            self.settled += 1;
         }
         Ok(())
     }
@@ -869,6 +881,7 @@ impl<S: LedgerStorage> Ledger<S> {
     pub fn needs_flush(&self) -> bool {
         self.chunks
             .iter()
+            .skip(self.settled)
             .any(|c| c.state != ChunkState::Open && (!c.synced || c.named != c.state))
     }
 
@@ -1025,6 +1038,7 @@ impl<S: LedgerStorage> Ledger<S> {
     /// Chunks are removed last one first, so a crash leaves a contiguous prefix.
     pub fn clear(&mut self) -> Result<(), LedgerError> {
         *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.settled = 0;
         while let Some(c) = self.chunks.last() {
             let name = c.name();
             self.storage.remove(&name)?;

@@ -706,37 +706,42 @@ impl Service {
             return e;
         };
         // One round: the work queued so far (later persists replace earlier hard states and snapshots, so this covers
-        // everything up to the newest number).
-        if let Some(p) = e.pending.take() {
-            let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
-            if let Err(err) = flushed {
-                fatal("ledger sync", err);
+        // everything up to the newest number) or, with nothing queued, the ledger's own work left over (a closed
+        // chunk to sync or rename).
+        let mut p = e.pending.take();
+        if p.is_none() && !e.replica.ledger_needs_flush() {
+            return e;
+        }
+        let flushed = self.syncs.deferring(|| e.replica.sync_ledger());
+        if let Err(err) = flushed {
+            fatal("ledger sync", err);
+        }
+        let hard_state = p.as_mut().and_then(|p| p.hard_state.take()).filter(|hs| {
+            e.durable_hard_state.as_ref().is_none_or(|(d, at)| {
+                d.term != hs.term
+                    || d.vote != hs.vote
+                    || (hs.commit > d.commit && at.elapsed() >= HARD_STATE_COMMIT_INTERVAL)
+            })
+        });
+        if let Some(hs) = &hard_state {
+            e.durable_hard_state = Some((hs.clone(), Instant::now()));
+        }
+        drop(e);
+        if let Err(err) = self.syncs.sync() {
+            fatal("ledger sync", err);
+        }
+        if let Some(hs) = &hard_state {
+            if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
+                fatal("hard state write", err);
             }
-            let hard_state = p.hard_state.filter(|hs| {
-                e.durable_hard_state.as_ref().is_none_or(|(d, at)| {
-                    d.term != hs.term
-                        || d.vote != hs.vote
-                        || (hs.commit > d.commit && at.elapsed() >= HARD_STATE_COMMIT_INTERVAL)
-                })
-            });
-            if let Some(hs) = &hard_state {
-                e.durable_hard_state = Some((hs.clone(), Instant::now()));
+        }
+        if let Some(s) = p.as_ref().and_then(|p| p.snapshot.as_ref()) {
+            if let Err(err) = write_atomic(&Self::snapshot_path(&self.cfg), s) {
+                fatal("snapshot write", err);
             }
-            drop(e);
-            if let Err(err) = self.syncs.sync() {
-                fatal("ledger sync", err);
-            }
-            if let Some(hs) = &hard_state {
-                if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
-                    fatal("hard state write", err);
-                }
-            }
-            if let Some(s) = &p.snapshot {
-                if let Err(err) = write_atomic(&Self::snapshot_path(&self.cfg), s) {
-                    fatal("snapshot write", err);
-                }
-            }
-            e = self.lock();
+        }
+        e = self.lock();
+        if let Some(p) = p {
             let actions = e.replica.step(Event::Persisted { number: p.number });
             self.handle(&mut e, actions);
         }
@@ -781,11 +786,8 @@ impl Service {
                     .unwrap_or_else(|e| e.into_inner());
                 *guard = false;
             }
-            let e = self.persist_pending(self.lock());
-            if e.pending.is_none() && e.replica.ledger_needs_flush() {
-                // Idle, with a closed chunk still to sync or rename: a flush round of its own.
-                drop(self.flush_ledger(e));
-            }
+            // Also when idle, so that a closed chunk is synced and renamed without waiting for more writes.
+            drop(self.persist_pending(self.lock()));
         }
         loop {
             let e = self.lock();
@@ -797,22 +799,6 @@ impl Service {
         if let Err(err) = self.lock().replica.settle_ledger() {
             tracing::warn!(%err, "could not settle the ledger on stop");
         }
-    }
-
-    /// A ledger flush round with nothing else to persist: under the engine lock only the buffered bytes and the
-    /// renames of chunks synced earlier; the fsyncs after it. Serialised with persist rounds.
-    fn flush_ledger<'a>(&'a self, mut e: EngineGuard<'a>) -> EngineGuard<'a> {
-        let Ok(_serial) = self.persisting.try_lock() else {
-            return e;
-        };
-        if let Err(err) = self.syncs.deferring(|| e.replica.sync_ledger()) {
-            fatal("ledger sync", err);
-        }
-        drop(e);
-        if let Err(err) = self.syncs.sync() {
-            fatal("ledger sync", err);
-        }
-        self.lock()
     }
 
     /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
