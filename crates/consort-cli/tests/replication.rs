@@ -574,19 +574,33 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     let _serial = SERIAL.lock().await;
     let (_tmp, mut net) = new_net();
     three_node_service(&mut net).await;
-    let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
-    let backup = (0..3).find(|&i| i != primary).unwrap();
-    let conn = net.connect(backup).await.expect("connect");
-    write(&conn, 1).await.expect("a forwarded write succeeds");
-    // Freeze both other nodes: the forwarded request gets no answer, and no new primary can be elected meanwhile
-    // (the backup alone is no majority), so the only possible outcome is the forwarding timeout.
-    let frozen: Vec<nix::unistd::Pid> = (0..3)
-        .filter(|&i| i != backup)
-        .map(|i| nix::unistd::Pid::from_raw(net.nodes[i].child.as_ref().unwrap().id() as i32))
-        .collect();
-    for pid in &frozen {
-        nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Freeze both nodes other than a backup: the forwarded request gets no answer, and no new primary can be
+    // elected meanwhile (the backup alone is no majority), so the only possible outcome is the forwarding timeout.
+    // The primary is looked up while the role may be moving (a loaded machine can see an election right after
+    // start): if the node left running turns out to be the primary itself, thaw everything and choose again.
+    let mut chosen = None;
+    for _ in 0..5 {
+        let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
+        let backup = (0..3).find(|&i| i != primary).unwrap();
+        let conn = net.connect(backup).await.expect("connect");
+        write(&conn, 1).await.expect("a forwarded write succeeds");
+        let frozen: Vec<nix::unistd::Pid> = (0..3)
+            .filter(|&i| i != backup)
+            .map(|i| nix::unistd::Pid::from_raw(net.nodes[i].child.as_ref().unwrap().id() as i32))
+            .collect();
+        for pid in &frozen {
+            nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        }
+        if net.primary(&[backup]).await.is_none() {
+            chosen = Some((conn, frozen));
+            break;
+        }
+        for pid in &frozen {
+            nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let (conn, frozen) = chosen.expect("a backup that is not the primary, with the other two frozen");
     let body = serde_json::json!({"id": 2, "msg": "stalled"});
     let r = tokio::time::timeout(
         consort_node::replication::FORWARD_TIMEOUT + Duration::from_secs(10),
