@@ -66,6 +66,8 @@ impl Net {
         cfg.ledger.signature_interval_ms = 20;
         cfg.ledger.chunk_threshold_bytes = 32 * 1024;
         cfg.ledger.snapshot_tx_interval = SNAPSHOT_INTERVAL;
+        // Backups build the periodic snapshots too, so that the test can check that every node writes the same files.
+        cfg.ledger.snapshots_on_backups = true;
         cfg.start.users = vec![IdentityConfig {
             cert: self.root.join("user0_cert.pem"),
             encryption_public_key: None,

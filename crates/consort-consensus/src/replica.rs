@@ -125,8 +125,12 @@ pub struct ReplicaConfig {
     /// signing node's certificate recorded before the first signature.
     pub sign_on_election: bool,
     /// The primary snapshots the state at the first signature transaction this many transactions after the last
-    /// snapshot (0: never). Every replica builds the same snapshot, and hands it out once its evidence commits.
+    /// snapshot (0: never). The primary builds it and hands it out once its evidence commits.
     pub snapshot_interval_tx: u64,
+    /// Whether backups build the primary's periodic snapshots too (each checks its own against the evidence and
+    /// hands it out once that commits). Off by default, as in CCF: a build costs every replica a snapshot's worth
+    /// of CPU at once, on machines the replicas may share, and a backup restarts from its ledger quickly.
+    pub snapshots_on_backups: bool,
 }
 
 impl ReplicaConfig {
@@ -143,6 +147,7 @@ impl ReplicaConfig {
             random_seed: id,
             sign_on_election: true,
             snapshot_interval_tx: 0,
+            snapshots_on_backups: false,
         }
     }
 }
@@ -291,8 +296,10 @@ type Bundle = (Vec<u8>, [u8; 32]);
 /// only if the digests agree. A snapshot is handed out once its evidence is committed.
 #[derive(Debug, Default)]
 struct Snapshots {
-    /// Seqno of the latest snapshot started or installed.
+    /// Seqno of the latest snapshot started, installed or (by a backup that does not build) marked.
     last: u64,
+    /// Whether this replica builds the snapshots a primary marks while it is a backup.
+    on_backups: bool,
     /// Snapshot at the next signature whatever the interval (governance's `trigger_snapshot`).
     asap: bool,
     /// Builds handed out and not yet reported, by seqno, with the generation each was started as (a build of an
@@ -595,6 +602,7 @@ impl<S: LedgerStorage> Replica<S> {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let random_state = cfg.random_seed;
+        let snapshots_on_backups = cfg.snapshots_on_backups;
         let mut replica = Replica {
             cfg,
             identity,
@@ -612,6 +620,7 @@ impl<S: LedgerStorage> Replica<S> {
             random_state,
             snapshots: Snapshots {
                 last: base_seqno,
+                on_backups: snapshots_on_backups,
                 ..Default::default()
             },
         };
@@ -1497,7 +1506,12 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             store.apply_batch(seqno, batch, committed)?;
             if marked {
                 if let Some(snapshots) = self.snapshots.as_deref_mut() {
-                    snapshots.start(&store, self.log, bytes.to_vec(), view, seqno)?;
+                    if snapshots.on_backups {
+                        snapshots.start(&store, self.log, bytes.to_vec(), view, seqno)?;
+                    } else {
+                        // Not built here; should this replica become primary, the interval counts from here.
+                        snapshots.last = snapshots.last.max(seqno);
+                    }
                 }
             }
         }

@@ -31,6 +31,8 @@ struct Cluster {
     installed: Vec<(u64, TxId)>,
     /// Periodic snapshots reported committed: (replica, seqno, evidence, encoded snapshot).
     snapshots: Vec<(u64, u64, u64, Vec<u8>)>,
+    /// Snapshot builds handed out: (replica, seqno).
+    builds: Vec<(u64, u64)>,
     tamper: Option<Tamper>,
 }
 
@@ -40,12 +42,23 @@ impl Cluster {
     }
 
     fn with_snapshots(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>, snapshot_interval: u64) -> Self {
+        Self::with_snapshot_builders(n, trusted_for, snapshot_interval, true)
+    }
+
+    /// `on_backups`: whether backups build the primary's periodic snapshots too.
+    fn with_snapshot_builders(
+        n: u64,
+        trusted_for: impl Fn(u64) -> BTreeMap<u64, String>,
+        snapshot_interval: u64,
+        on_backups: bool,
+    ) -> Self {
         let ids = identities();
         let replicas = (1..=n)
             .map(|id| {
                 let mut cfg = ReplicaConfig::new(id);
                 cfg.signature_interval_tx = 3;
                 cfg.snapshot_interval_tx = snapshot_interval;
+                cfg.snapshots_on_backups = on_backups;
                 let persisted = PersistedState {
                     voters: (1..=n).collect(),
                     ..Default::default()
@@ -68,6 +81,7 @@ impl Cluster {
             dropped: Vec::new(),
             installed: Vec::new(),
             snapshots: Vec::new(),
+            builds: Vec::new(),
             tamper: None,
         }
     }
@@ -84,6 +98,7 @@ impl Cluster {
                 .partition(|a| matches!(a, Action::BuildSnapshot(_)));
             for b in builds {
                 if let Action::BuildSnapshot(b) = b {
+                    self.builds.push((id, b.seqno()));
                     work.push_back((i, Event::SnapshotBuilt(b.run())));
                 }
             }
@@ -429,6 +444,79 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
     assert_eq!(learner.tx_status(last), TxStatus::Committed);
     assert_eq!(learner.commit_point(), c.replicas[0].commit_point());
     assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
+}
+
+/// By default only the primary builds periodic snapshots: backups take the marked signature transactions and the
+/// evidence like any other entry, build nothing and report nothing, and the commit point and state stay the same
+/// everywhere. A backup that becomes primary counts the interval from the last marked signature.
+#[test]
+fn by_default_only_the_primary_builds_periodic_snapshots() {
+    let mut c = Cluster::with_snapshot_builders(3, all_trusted, 8, false);
+    c.elect(0);
+    for k in 0..40u64 {
+        c.write(0, k);
+        c.deliver_all();
+        c.settle(1);
+    }
+    c.settle(10);
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
+    let built_by = |id: u64| c.builds.iter().filter(|b| b.0 == id).count();
+    assert!(
+        built_by(1) >= 2,
+        "the primary built {} snapshots in 40 writes",
+        built_by(1)
+    );
+    assert_eq!(
+        (built_by(2), built_by(3)),
+        (0, 0),
+        "backups built snapshots: {:?}",
+        c.builds
+    );
+    assert!(
+        c.snapshots.iter().any(|s| s.0 == 1),
+        "the primary committed no snapshot"
+    );
+    assert!(
+        c.snapshots.iter().all(|s| s.0 == 1),
+        "a backup reported a snapshot it did not build"
+    );
+    let primary = &c.replicas[0];
+    for r in &c.replicas[1..] {
+        assert_eq!(r.commit_point(), primary.commit_point());
+        assert_eq!(r.store().digest(), primary.store().digest());
+        assert_eq!(r.snapshot_mismatches(), 0);
+    }
+
+    // A backup promoted to primary snapshots one interval after the last marked signature, not at once: hand the
+    // role over right after the primary marks one.
+    let builds_before = c.builds.len();
+    for k in 100..120u64 {
+        c.write(0, k);
+        c.deliver_all();
+        c.settle(1);
+        if c.builds.len() > builds_before {
+            break;
+        }
+    }
+    let last_marked = c.builds.iter().map(|b| b.1).max().unwrap_or(0);
+    let builds_before = c.builds.len();
+    c.step(0, Event::TransferLeadership { to: 2 });
+    c.deliver_all();
+    c.settle(5);
+    assert!(c.replicas[1].is_leader(), "replica 2 took over");
+    for k in 40..60u64 {
+        c.write(1, k);
+        c.deliver_all();
+        c.settle(1);
+    }
+    c.settle(10);
+    let first_new = c.builds[builds_before..].iter().find(|b| b.0 == 2).map(|b| b.1);
+    let first_new = first_new.expect("the new primary built a snapshot within 20 writes");
+    assert!(
+        first_new >= last_marked + 8,
+        "new primary's first snapshot {first_new}, last marked {last_marked}"
+    );
     assert!(c.halted.is_empty(), "{:?}", c.halted);
 }
 

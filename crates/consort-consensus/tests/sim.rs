@@ -52,6 +52,8 @@ fn config(id: u64, seed: u64) -> ReplicaConfig {
     c.signature_interval_ticks = 3;
     c.chunk_threshold_bytes = 4096;
     c.snapshot_interval_tx = 10;
+    // Half the seeds have backups build (and check) the primary's snapshots too.
+    c.snapshots_on_backups = seed.is_multiple_of(2);
     c.max_append_bytes = 16 * 1024;
     c
 }

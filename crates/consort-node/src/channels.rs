@@ -90,6 +90,8 @@ pub struct Channels {
     server_tls: Arc<rustls::ServerConfig>,
     peers: Mutex<HashMap<String, Peer>>,
     incoming: mpsc::Sender<Incoming>,
+    /// The runtime the connection tasks run on (the one current when the channels were made).
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Channels {
@@ -106,7 +108,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl Channels {
     /// Channels for the node holding `key` and `cert_der` in the service whose certificate is `service_cert_pem`.
-    /// Returns the channels and the stream of frames received from peers.
+    /// Returns the channels and the stream of frames received from peers. Must be called within a tokio runtime:
+    /// the per-peer connection tasks run on it (a node gives them a runtime of their own, see [`crate::run`]).
     pub fn new(
         key: &SigningKey,
         cert_der: &[u8],
@@ -142,6 +145,7 @@ impl Channels {
             server_tls: Arc::new(server_tls),
             peers: Mutex::new(HashMap::new()),
             incoming: tx,
+            runtime: tokio::runtime::Handle::current(),
         };
         Ok((Arc::new(channels), rx))
     }
@@ -167,7 +171,7 @@ impl Channels {
         );
         let me = self.clone();
         let (peer, address) = (node_id.to_string(), address.to_string());
-        tokio::spawn(async move { me.send_loop(peer, address, rx).await });
+        self.runtime.spawn(async move { me.send_loop(peer, address, rx).await });
     }
 
     /// Forgets a peer; its connection task ends.

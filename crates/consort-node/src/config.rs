@@ -120,10 +120,12 @@ pub struct LedgerConfig {
     /// Start a new chunk file after a signature once the current one holds this many bytes.
     pub chunk_threshold_bytes: u64,
     /// Snapshot the state at the first signature this many transactions after the previous snapshot (0: never).
-    /// Building a snapshot holds the engine lock (about 90 ms for 100,000 keys on this machine), so the default is
-    /// large;
-    /// written as `snapshot_<seqno>_<evidence seqno>.committed` in the snapshots directory once its evidence commits.
+    /// The primary builds it on a thread of its own while transactions go on, and writes it as
+    /// `snapshot_<seqno>_<evidence seqno>.committed` in the snapshots directory once its evidence commits.
     pub snapshot_tx_interval: u64,
+    /// Whether backups also build each periodic snapshot (and keep it once they have checked it against the
+    /// primary's evidence). Off by default, as in CCF: only the primary spends the CPU.
+    pub snapshots_on_backups: bool,
     /// Committed snapshot files kept in the snapshots directory (older ones are deleted).
     pub snapshots_to_keep: usize,
 }
@@ -135,6 +137,7 @@ impl Default for LedgerConfig {
             signature_interval_ms: 100,
             chunk_threshold_bytes: 5 * 1024 * 1024,
             snapshot_tx_interval: 1_000_000,
+            snapshots_on_backups: false,
             snapshots_to_keep: 3,
         }
     }

@@ -73,6 +73,9 @@ pub fn open_service(cfg: NodeConfig) -> Result<Arc<Service>, NodeError> {
     Ok(Service::open(cfg, ids, Box::new(apps::Apps::builtin()))?)
 }
 
+/// Worker threads of the runtime that carries node-to-node channels (one: the traffic is a few large frames).
+pub const NODE_CHANNEL_THREADS: usize = 1;
+
 /// Runs a node (genesis or restart) until SIGINT or SIGTERM.
 pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     let svc = open_service(cfg)?;
@@ -87,6 +90,7 @@ pub async fn join(cfg: NodeConfig) -> Result<(), NodeError> {
 
 /// Serves a node's RPC and node-to-node interfaces and drives its replica until SIGINT or SIGTERM.
 async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
+    let server_runtime = tokio::runtime::Handle::current();
     let addr = svc.cfg.network.rpc_address.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -109,20 +113,30 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let persister = spawn("replica-persister", service::Service::persist_loop)?;
 
     let mut receiver = None;
+    // Node-to-node traffic has a runtime (one thread) of its own: under load the request runtime's queues hold
+    // thousands of tasks, and an append or an acknowledgement waiting behind them delays every commit.
+    let net = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(NODE_CHANNEL_THREADS)
+        .thread_name("node-channels")
+        .enable_all()
+        .build()
+        .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?;
     if let Some(n2n) = svc.cfg.network.node_to_node_address.clone() {
+        let _in_net = net.enter();
         let (channels, mut incoming) =
             channels::Channels::new(&svc.ids.node_key, &svc.ids.node_cert_der, &svc.ids.service_cert_pem)
                 .map_err(|e| NodeError::Io(e.to_string()))?;
-        let n2n_listener = tokio::net::TcpListener::bind(&n2n)
-            .await
+        let n2n_listener = std::net::TcpListener::bind(&n2n)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
             .map_err(|e| NodeError::Io(format!("bind {n2n}: {e}")))?;
         svc.set_channels(channels.clone());
-        tokio::spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
-        tokio::spawn(replication::reconcile_loop(svc.clone(), channels, stop_rx.clone()));
+        net.spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
+        server_runtime.spawn(replication::reconcile_loop(svc.clone(), channels, stop_rx.clone()));
         // Raft messages are fed to the replica on a thread of their own (stepping takes the engine lock); forwarded
         // requests run as tasks, and answers to this node's forwarded requests go to the waiting callers.
         let svc2 = svc.clone();
-        let runtime = tokio::runtime::Handle::current();
+        let runtime = server_runtime.clone();
         receiver = Some(
             std::thread::Builder::new()
                 .name("raft-receiver".into())
@@ -151,8 +165,9 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     stopping.store(true, Ordering::Release);
     let _ = ticker.join();
     let _ = persister.join();
-    // The receiver thread ends when the channels are dropped with the runtime.
+    // The receiver thread ends when the channels are dropped with the runtimes.
     drop(receiver);
+    net.shutdown_background();
     Ok(())
 }
 

@@ -263,6 +263,7 @@ impl Service {
         rc.signature_interval_ticks = ticks(cfg.ledger.signature_interval_ms) as u64;
         rc.chunk_threshold_bytes = cfg.ledger.chunk_threshold_bytes;
         rc.snapshot_interval_tx = cfg.ledger.snapshot_tx_interval;
+        rc.snapshots_on_backups = cfg.ledger.snapshots_on_backups;
         rc.random_seed = random_seed();
         rc
     }
