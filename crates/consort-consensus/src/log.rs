@@ -6,7 +6,7 @@ use crate::history::ViewHistory;
 use crate::replica::TxId;
 use crate::snapshot;
 use consort_kv::Store;
-use consort_ledger::{Ledger, LedgerSecret, LedgerStorage, SegVec};
+use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use std::collections::BTreeMap;
@@ -20,8 +20,8 @@ pub(crate) struct Log<S: LedgerStorage> {
     pub base_term: u64,
     /// The encoded bundle of that snapshot, served again until a later signature commits.
     pub base_bundle: Option<Vec<u8>>,
-    /// `terms[i]` is the view of seqno `base_index + 1 + i`.
-    pub terms: SegVec<u64>,
+    /// `terms.get(i)` is the view of seqno `base_index + 1 + i`.
+    pub terms: Terms,
     /// Membership changes in the log, by seqno.
     pub conf_changes: BTreeMap<u64, ConfChangeV2>,
     pub hard_state: HardState,
@@ -32,6 +32,58 @@ pub(crate) struct Log<S: LedgerStorage> {
     pub views: ViewHistory,
     /// CCF commit point: the last committed signature transaction.
     pub commit: TxId,
+}
+
+/// The view of every entry in the log, held as runs of equal views (views change rarely), so that it costs
+/// memory per view, not per entry. The same operations as a `Vec<u64>` of views, as far as the log needs them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Terms {
+    /// (index of the run's first entry, its view), in increasing order of both.
+    runs: Vec<(u64, u64)>,
+    len: u64,
+}
+
+impl Terms {
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn get(&self, i: usize) -> Option<u64> {
+        let i = i as u64;
+        if i >= self.len {
+            return None;
+        }
+        let run = self.runs.partition_point(|&(first, _)| first <= i);
+        self.runs.get(run.checked_sub(1)?).map(|&(_, view)| view)
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.runs.last().map(|&(_, view)| view)
+    }
+
+    pub fn push(&mut self, view: u64) {
+        if self.last() != Some(view) {
+            self.runs.push((self.len, view));
+        }
+        self.len += 1;
+    }
+
+    /// Keeps the first `len` entries.
+    pub fn truncate(&mut self, len: usize) {
+        let len = len as u64;
+        if len >= self.len {
+            return;
+        }
+        self.len = len;
+        while self.runs.last().is_some_and(|&(first, _)| first >= len) {
+            self.runs.pop();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.len = 0;
+    }
 }
 
 fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
@@ -178,5 +230,57 @@ impl<S: LedgerStorage> raft::Storage for Log<S> {
         }
         self.snapshot_at_commit()
             .map_err(|_| raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Terms;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(u64),
+        Truncate(usize),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u64..4).prop_map(Op::Push),
+            2 => (0usize..40).prop_map(Op::Truncate),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Terms answers like the Vec of views it replaces, after any pushes, truncations and clears.
+        #[test]
+        fn terms_behave_like_a_vec(ops in proptest::collection::vec(op(), 0..200)) {
+            let (mut terms, mut model) = (Terms::default(), Vec::<u64>::new());
+            for op in ops {
+                match op {
+                    Op::Push(v) => {
+                        // Views never go backwards in a log.
+                        let v = model.last().copied().unwrap_or(0) + v;
+                        terms.push(v);
+                        model.push(v);
+                    }
+                    Op::Truncate(n) => {
+                        terms.truncate(n);
+                        model.truncate(n);
+                    }
+                    Op::Clear => {
+                        terms.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(terms.len(), model.len());
+                prop_assert_eq!(terms.last(), model.last().copied());
+                for i in 0..model.len() + 2 {
+                    prop_assert_eq!(terms.get(i), model.get(i).copied());
+                }
+            }
+        }
     }
 }

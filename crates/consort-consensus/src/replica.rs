@@ -7,14 +7,14 @@ use crate::history::ViewHistory;
 use crate::limits::{
     DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE,
 };
-use crate::log::Log;
+use crate::log::{Log, Terms};
 use crate::replay::{DecodedChunk, Offload};
 use crate::snapshot::{self, SnapshotBuild, SnapshotBuilt};
 use consort_crypto::SigningKey;
 use consort_kv::{Store, Version, WriteBatch, WriteSet};
 use consort_ledger::{
-    verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SegVec,
-    SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
+    verify_root, Ledger, LedgerSecret, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE,
+    SINGLETON_KEY, TREE_TABLE,
 };
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, EntryType, HardState, Message, MessageType, Snapshot};
@@ -539,7 +539,7 @@ impl<S: LedgerStorage> Replica<S> {
             base_index: base.seqno,
             base_term: base.view,
             base_bundle,
-            terms: SegVec::new(),
+            terms: Terms::default(),
             conf_changes: BTreeMap::new(),
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
             conf_history: vec![(base.seqno, base_conf)],
@@ -624,6 +624,8 @@ impl<S: LedgerStorage> Replica<S> {
                 ..Default::default()
             },
         };
+        let commit = replica.commit_point().seqno;
+        replica.tree.flush_to(commit);
         replica.draw_election_timeout();
         Ok(replica)
     }
@@ -775,21 +777,29 @@ impl<S: LedgerStorage> Replica<S> {
                 "{sig_seqno} is not a signature transaction covering {seqno}"
             )));
         }
-        let path = self
-            .tree
-            .path(seqno, sig_seqno)
-            .map_err(|e| ConsensusError::Inconsistent(e.to_string()))?;
         let bytes = self.ledger().read_entry(sig_seqno)?;
         let info = inspect(&bytes, self.view_of(sig_seqno).unwrap_or_default(), sig_seqno)?;
-        let raw = match info
+        let value = |table: &str| match info
             .public
             .maps
-            .get(SIGNATURES_TABLE)
+            .get(table)
             .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
         {
-            Some(Some(v)) => v.clone(),
-            _ => return Err(ConsensusError::entry(sig_seqno, "no signature at the singleton key")),
+            Some(Some(v)) => Ok(v),
+            _ => Err(ConsensusError::entry(
+                sig_seqno,
+                format!("no {table} at the singleton key"),
+            )),
         };
+        // The tree in memory keeps paths only from the commit point on; for an older transaction, the tree its
+        // signature transaction stored (flushed to the commit point of the time, which is below `seqno`) has it.
+        let path = if seqno >= self.tree.first_retained() {
+            self.tree.path(seqno, sig_seqno)
+        } else {
+            MerkleTree::deserialise(value(TREE_TABLE)?).and_then(|stored| stored.path(seqno, sig_seqno))
+        }
+        .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {seqno}: {e}")))?;
+        let raw = value(SIGNATURES_TABLE)?.clone();
         let sig =
             PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e.to_string()))?;
         Ok((sig, path))
@@ -1251,6 +1261,9 @@ impl<S: LedgerStorage> Replica<S> {
             }
         }
         if let Some(c) = new_commit.filter(|c| c.seqno > self.commit_point().seqno) {
+            // Paths below the commit point are served from the trees signature transactions store: memory stays
+            // proportional to the uncommitted suffix, not to the ledger.
+            self.tree.flush_to(c.seqno);
             let log = self.node.mut_store();
             log.commit = c;
             log.store.set_committed(c.seqno);

@@ -447,6 +447,47 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
     assert!(c.halted.is_empty(), "{:?}", c.halted);
 }
 
+/// The Merkle tree in memory keeps paths only from the commit point on; a receipt for any committed transaction
+/// still gets a path (from the tree its signature transaction stored) that folds to the root that signature signs,
+/// on the primary and on a backup alike.
+#[test]
+fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root() {
+    let mut c = Cluster::new(3, all_trusted);
+    c.elect(0);
+    for k in 0..60u64 {
+        c.write(0, k);
+        c.deliver_all();
+        c.settle(1);
+    }
+    c.settle(10);
+    assert!(c.halted.is_empty(), "{:?}", c.halted);
+    for r in [&c.replicas[0], &c.replicas[2]] {
+        let commit = r.commit_point().seqno;
+        assert!(commit > 60, "commit point {commit}");
+        let mut checked = 0;
+        for seqno in 1..commit {
+            if r.is_signature(seqno) {
+                continue;
+            }
+            let sig_seqno = r
+                .signature_after(seqno)
+                .expect("a signature covers every committed transaction");
+            let (sig, path) = r.receipt_parts(seqno, sig_seqno).expect("receipt parts");
+            let view = r.view_of(seqno).expect("view");
+            let leaf = inspect(&r.ledger().read_entry(seqno).unwrap(), view, seqno)
+                .unwrap()
+                .leaf;
+            assert_eq!(
+                consort_ledger::fold_proof(&leaf, &path),
+                sig.root_bytes().unwrap(),
+                "receipt for {seqno} under signature {sig_seqno}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 50, "{checked} receipts checked");
+    }
+}
+
 /// By default only the primary builds periodic snapshots: backups take the marked signature transactions and the
 /// evidence like any other entry, build nothing and report nothing, and the commit point and state stay the same
 /// everywhere. A backup that becomes primary counts the interval from the last marked signature.

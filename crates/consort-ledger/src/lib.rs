@@ -35,7 +35,7 @@ pub use entry::{
 };
 pub use error::{LedgerError, StorageError};
 pub use limits::*;
-pub use merkle::{MerkleTree, ProofStep};
+pub use merkle::{fold_proof, MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};
 pub use segvec::SegVec;
 pub use signature::{
