@@ -314,7 +314,10 @@ enum ChunkState {
 #[derive(Debug, Clone)]
 struct Chunk {
     start: u64,
-    /// Offset of each entry in the file; never empty (empty chunks are not kept).
+    /// Number of entries; never 0 (empty chunks are not kept).
+    count: u64,
+    /// Offset of each entry in the file. Dropped once the chunk is settled (its file's position table has them,
+    /// and nothing changes it again), so the index costs memory per chunk, not per entry, however long the ledger.
     offsets: Vec<u64>,
     /// End of the last entry: where the position table starts once complete.
     entries_end: u64,
@@ -329,7 +332,7 @@ struct Chunk {
 
 impl Chunk {
     fn end(&self) -> u64 {
-        self.start + self.offsets.len() as u64 - 1
+        self.start + self.count - 1
     }
 
     fn name(&self) -> String {
@@ -349,11 +352,13 @@ impl Chunk {
         }
     }
 
-    fn entry_range(&self, seqno: u64) -> (usize, usize) {
-        let i = (seqno - self.start) as usize;
-        let from = self.offsets[i];
-        let to = self.offsets.get(i + 1).copied().unwrap_or(self.entries_end);
-        (from as usize, to as usize)
+    /// Byte range of entry `seqno` given this chunk's entry offsets (`self.offsets`, or the file's table once
+    /// the chunk is settled); None if the offsets do not cover it.
+    fn entry_range(&self, offsets: &[u64], seqno: u64) -> Option<(usize, usize)> {
+        let i = usize::try_from(seqno.checked_sub(self.start)?).ok()?;
+        let from = *offsets.get(i)?;
+        let to = offsets.get(i + 1).copied().unwrap_or(self.entries_end);
+        Some((from as usize, to as usize))
     }
 }
 
@@ -505,7 +510,8 @@ pub struct Ledger<S: LedgerStorage> {
     committed_seqno: u64,
     /// The last complete chunk read (or just closed), by first seqno: its bytes up to the end of its entries. Followers
     /// that lag behind a chunk close read from it, so the primary does not read the file back from disk.
-    read_cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// With the chunk's entry offsets.
+    read_cache: Mutex<Option<CachedChunk>>,
     /// A closed chunk's buffer that the read cache gave back: the next open chunk reuses it, so its pages are not
     /// faulted in afresh under the caller's lock for every chunk.
     spare: Vec<u8>,
@@ -513,6 +519,11 @@ pub struct Ledger<S: LedgerStorage> {
     /// its work under the caller's lock does not grow with the ledger.
     settled: usize,
 }
+
+/// A closed chunk's bytes and entry offsets, shared with readers.
+type ChunkBytes = (Arc<Vec<u8>>, Arc<Vec<u64>>);
+/// A closed chunk held in memory for reads: (first seqno, bytes, entry offsets).
+type CachedChunk = (u64, Arc<Vec<u8>>, Arc<Vec<u64>>);
 
 impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -580,6 +591,7 @@ impl<S: LedgerStorage> Ledger<S> {
                     };
                     let chunk = Chunk {
                         start: cname.start,
+                        count: offsets.len() as u64,
                         offsets,
                         entries_end,
                         state,
@@ -628,6 +640,7 @@ impl<S: LedgerStorage> Ledger<S> {
                     storage.sync(&open_name)?;
                     Chunk {
                         start: cname.start,
+                        count: offsets.len() as u64,
                         offsets,
                         entries_end,
                         state: ChunkState::Open,
@@ -652,10 +665,12 @@ impl<S: LedgerStorage> Ledger<S> {
             .max()
             .unwrap_or(0);
         // The last entry of the open chunk, if the ledger ends in one.
-        let last_open_entry = chunks.last().filter(|c| c.state == ChunkState::Open).map(|c| {
-            let (from, to) = c.entry_range(c.end());
-            open_bytes[from..to].to_vec()
-        });
+        let last_open_entry = chunks
+            .last()
+            .filter(|c| c.state == ChunkState::Open)
+            .and_then(|c| c.entry_range(&c.offsets, c.end()))
+            .and_then(|(from, to)| open_bytes.get(from..to))
+            .map(<[u8]>::to_vec);
         let last_is_signature = last_open_entry.as_ref().is_none_or(|e| entry_is_signature(e));
         let mut ledger = Ledger {
             storage,
@@ -679,6 +694,13 @@ impl<S: LedgerStorage> Ledger<S> {
             ledger.close_open_chunk()?;
         }
         Ok(ledger)
+    }
+
+    /// Entry offsets the index holds in memory: those of the chunks not yet settled (committed, synced and named
+    /// so). Settled chunks are read through their files' position tables, so this stays bounded by the
+    /// uncommitted suffix of the ledger, however long it grows.
+    pub fn offsets_held(&self) -> usize {
+        self.chunks.iter().map(|c| c.offsets.len()).sum()
     }
 
     /// Seqno of the first entry, if any.
@@ -763,6 +785,7 @@ impl<S: LedgerStorage> Ledger<S> {
             self.open_bytes.extend_from_slice(&[0u8; 8]);
             self.chunks.push(Chunk {
                 start: seqno,
+                count: 0,
                 offsets: Vec::new(),
                 entries_end: CHUNK_HEADER_SIZE,
                 state: ChunkState::Open,
@@ -783,6 +806,7 @@ impl<S: LedgerStorage> Ledger<S> {
         self.open_bytes.extend_from_slice(entry);
         let chunk = self.chunks.last_mut().expect("an open chunk was just ensured");
         chunk.offsets.push(offset);
+        chunk.count += 1;
         chunk.entries_end = offset + entry.len() as u64;
         self.last_is_signature = is_signature;
         if is_signature
@@ -821,13 +845,13 @@ impl<S: LedgerStorage> Ledger<S> {
         // The closed chunk's entries stay readable from memory (its header there is still zero; readers use entry
         // ranges only).
         let closed = std::mem::take(&mut self.open_bytes);
-        let evicted = self
-            .read_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace((chunk.start, Arc::new(closed)));
+        let evicted = self.read_cache.lock().unwrap_or_else(|p| p.into_inner()).replace((
+            chunk.start,
+            Arc::new(closed),
+            Arc::new(chunk.offsets.clone()),
+        ));
         // The chunk before it leaves the cache: keep its buffer for the next chunk unless a reader still holds it.
-        if let Some(buffer) = evicted.and_then(|(_, b)| Arc::try_unwrap(b).ok()) {
+        if let Some(buffer) = evicted.and_then(|(_, b, _)| Arc::try_unwrap(b).ok()) {
             self.spare = buffer;
         }
         Ok(())
@@ -872,6 +896,7 @@ impl<S: LedgerStorage> Ledger<S> {
             }
         }
         while self.chunks.get(self.settled).is_some_and(Chunk::settled) {
+            self.chunks[self.settled].offsets = Vec::new();
             self.settled += 1;
         }
         Ok(())
@@ -901,12 +926,17 @@ impl<S: LedgerStorage> Ledger<S> {
     pub fn read_entry(&self, seqno: u64) -> Result<Vec<u8>, LedgerError> {
         let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
         let chunk = &self.chunks[i];
-        let (from, to) = chunk.entry_range(seqno);
         let bytes = if chunk.state == ChunkState::Open {
-            self.open_bytes.get(from..to).map(<[u8]>::to_vec)
+            chunk
+                .entry_range(&chunk.offsets, seqno)
+                .and_then(|(from, to)| self.open_bytes.get(from..to))
+                .map(<[u8]>::to_vec)
         } else {
-            let file = self.read_chunk_cached(chunk.start, &chunk.name())?;
-            file.get(from..to).map(<[u8]>::to_vec)
+            let (file, offsets) = self.read_chunk_cached(chunk)?;
+            chunk
+                .entry_range(&offsets, seqno)
+                .and_then(|(from, to)| file.get(from..to))
+                .map(<[u8]>::to_vec)
         };
         let bytes = bytes.ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
         match parse_entry(&bytes) {
@@ -923,17 +953,25 @@ impl<S: LedgerStorage> Ledger<S> {
     pub fn read_chunk_of(&self, seqno: u64) -> Result<ChunkEntries, LedgerError> {
         let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
         let chunk = &self.chunks[i];
-        let bytes = if chunk.state == ChunkState::Open {
-            Arc::new(self.open_bytes.clone())
+        let (bytes, settled_offsets) = if chunk.state == ChunkState::Open {
+            (Arc::new(self.open_bytes.clone()), None)
         } else {
-            Arc::new(self.storage.read(&chunk.name())?)
+            let bytes = self.storage.read(&chunk.name())?;
+            let offsets = match chunk.offsets.is_empty() {
+                true => Some(complete_chunk_entries(&chunk.name(), &bytes, chunk.start, Some(chunk.end()))?.0),
+                false => None,
+            };
+            (Arc::new(bytes), offsets)
         };
-        let mut ranges = Vec::with_capacity(chunk.offsets.len());
+        let offsets = settled_offsets.as_deref().unwrap_or(&chunk.offsets);
+        let mut ranges = Vec::with_capacity(chunk.count as usize);
         for s in chunk.start..=chunk.end() {
-            let (from, to) = chunk.entry_range(s);
-            let entry = bytes
-                .get(from..to)
-                .ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
+            let entry = chunk
+                .entry_range(offsets, s)
+                .and_then(|(from, to)| Some((from, to, bytes.get(from..to)?)));
+            let Some((from, to, entry)) = entry else {
+                return Err(LedgerError::chunk(&chunk.name(), "file is shorter than its index"));
+            };
             match parse_entry(entry) {
                 Ok((e, used)) if used == entry.len() && e.seqno == s => ranges.push((from, to)),
                 _ => {
@@ -956,16 +994,24 @@ impl<S: LedgerStorage> Ledger<S> {
         (from..=to).map(|s| self.read_entry(s)).collect()
     }
 
-    fn read_chunk_cached(&self, start: u64, name: &str) -> Result<Arc<Vec<u8>>, LedgerError> {
+    /// A closed chunk's bytes and entry offsets, from the read cache or its file (a settled chunk's offsets come
+    /// from the file's position table, checked against its entries).
+    fn read_chunk_cached(&self, chunk: &Chunk) -> Result<ChunkBytes, LedgerError> {
         let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, bytes)) = cache.as_ref() {
-            if *s == start {
-                return Ok(bytes.clone());
+        if let Some((s, bytes, offsets)) = cache.as_ref() {
+            if *s == chunk.start {
+                return Ok((bytes.clone(), offsets.clone()));
             }
         }
-        let bytes = Arc::new(self.storage.read(name)?);
-        *cache = Some((start, bytes.clone()));
-        Ok(bytes)
+        let name = chunk.name();
+        let bytes = self.storage.read(&name)?;
+        let offsets = match chunk.offsets.is_empty() {
+            true => complete_chunk_entries(&name, &bytes, chunk.start, Some(chunk.end()))?.0,
+            false => chunk.offsets.clone(),
+        };
+        let (bytes, offsets) = (Arc::new(bytes), Arc::new(offsets));
+        *cache = Some((chunk.start, bytes.clone(), offsets.clone()));
+        Ok((bytes, offsets))
     }
 
     /// Drops every entry after `seqno` (Raft rollback, or cleaning up on restart). Chunks entirely after it are
@@ -1018,6 +1064,7 @@ impl<S: LedgerStorage> Ledger<S> {
         }
         let chunk = self.chunks.last_mut().expect("checked above");
         chunk.offsets.truncate(keep);
+        chunk.count = keep as u64;
         chunk.entries_end = new_len;
         chunk.state = ChunkState::Open;
         chunk.named = ChunkState::Open;

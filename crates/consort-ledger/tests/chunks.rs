@@ -518,3 +518,59 @@ fn load_keeps_no_entries_and_chunks_stream_in_order() {
         Err(LedgerError::NotFound(_))
     ));
 }
+
+/// Settled chunks (committed, synced, named so) drop their entry offsets from memory; their entries are still read
+/// back exactly, one by one and chunk by chunk, through the files' position tables, also after a reload.
+#[test]
+fn settled_chunks_drop_their_offsets_and_still_read_back() {
+    let b = sample_ledger(12, 3);
+    let (mut l, _) = open(MemStorage::new(), 1);
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).unwrap();
+    }
+    let all = b.entries().len();
+    assert_eq!(l.offsets_held(), all, "every entry is indexed before anything settles");
+    let last_sig = b.entries().iter().rev().find(|e| e.is_signature).unwrap().seqno;
+    let middle_sig = b.entries().iter().filter(|e| e.is_signature).nth(6).unwrap().seqno;
+    l.commit(middle_sig).unwrap();
+    l.flush().unwrap();
+    l.flush().unwrap();
+    l.flush().unwrap();
+    let unsettled = b.entries().iter().filter(|e| e.seqno > middle_sig).count();
+    assert_eq!(
+        l.offsets_held(),
+        unsettled,
+        "only chunks after the commit point keep their offsets"
+    );
+    let check = |l: &Ledger<MemStorage>| {
+        for e in b.entries() {
+            assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);
+        }
+        let mut next = l.first_seqno().unwrap();
+        while next <= l.last_seqno() {
+            let chunk = l.read_chunk_of(next).unwrap();
+            for (seqno, bytes) in chunk.iter() {
+                assert_eq!(bytes, &b.entries()[seqno as usize - 1].bytes[..], "seqno {seqno}");
+            }
+            next = chunk.last_seqno() + 1;
+        }
+        // Reads in reverse order too (every read of an earlier chunk goes back to its file).
+        for e in b.entries().iter().rev() {
+            assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);
+        }
+    };
+    check(&l);
+    l.commit(last_sig).unwrap();
+    l.flush().unwrap();
+    l.flush().unwrap();
+    assert_eq!(
+        l.offsets_held(),
+        all - last_sig as usize,
+        "what follows the last signature stays indexed"
+    );
+    check(&l);
+    let (mut reloaded, _) = open(l.into_storage(), 1);
+    reloaded.flush().unwrap();
+    assert_eq!(reloaded.offsets_held(), all - last_sig as usize);
+    check(&reloaded);
+}
