@@ -155,6 +155,15 @@ impl Cluster {
         self.deliver_all();
     }
 
+    /// Writes each key from replica `i`, delivering everything and ticking once after each write.
+    fn write_each(&mut self, i: usize, keys: std::ops::Range<u64>) {
+        for k in keys {
+            self.write(i, k);
+            self.deliver_all();
+            self.settle(1);
+        }
+    }
+
     fn write(&mut self, i: usize, key: u64) -> Vec<Action> {
         let store = self.replicas[i].store().clone();
         let mut tx = store.begin();
@@ -454,11 +463,7 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
 fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root() {
     let mut c = Cluster::new(3, all_trusted);
     c.elect(0);
-    for k in 0..60u64 {
-        c.write(0, k);
-        c.deliver_all();
-        c.settle(1);
-    }
+    c.write_each(0, 0..60);
     c.settle(10);
     assert!(c.halted.is_empty(), "{:?}", c.halted);
     for r in [&c.replicas[0], &c.replicas[2]] {
@@ -495,11 +500,7 @@ fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root()
 fn by_default_only_the_primary_builds_periodic_snapshots() {
     let mut c = Cluster::with_snapshot_builders(3, all_trusted, 8, false);
     c.elect(0);
-    for k in 0..40u64 {
-        c.write(0, k);
-        c.deliver_all();
-        c.settle(1);
-    }
+    c.write_each(0, 0..40);
     c.settle(10);
     assert!(c.halted.is_empty(), "{:?}", c.halted);
     let built_by = |id: u64| c.builds.iter().filter(|b| b.0 == id).count();
@@ -546,11 +547,7 @@ fn by_default_only_the_primary_builds_periodic_snapshots() {
     c.deliver_all();
     c.settle(5);
     assert!(c.replicas[1].is_leader(), "replica 2 took over");
-    for k in 40..60u64 {
-        c.write(1, k);
-        c.deliver_all();
-        c.settle(1);
-    }
+    c.write_each(1, 40..60);
     c.settle(10);
     let first_new = c.builds[builds_before..].iter().find(|b| b.0 == 2).map(|b| b.1);
     let first_new = first_new.expect("the new primary built a snapshot within 20 writes");
