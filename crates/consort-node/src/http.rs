@@ -74,17 +74,18 @@ pub async fn serve(
                 Err(_) => return,
             };
             svc.metrics.open_connections.inc();
-            let peer_cert: Option<Arc<Vec<u8>>> = tls
+            // The client certificate's id (SHA-256 of its DER), computed once per connection, not per request.
+            let peer_cert: Option<Arc<str>> = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| Arc::new(c.to_vec()));
+                .map(|c| Arc::from(consort_crypto::cert_id(c)));
             let svc2 = svc.clone();
             let service = hyper::service::service_fn(move |req| {
                 let svc = svc2.clone();
                 let peer = peer_cert.clone();
-                async move { Ok::<_, Infallible>(handle(&svc, peer.as_deref().map(|v| v.as_slice()), req).await) }
+                async move { Ok::<_, Infallible>(handle(&svc, peer.as_deref(), req).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -103,8 +104,8 @@ pub async fn serve(
     }
 }
 
-/// Handles one request; never panics on client input.
-pub async fn handle(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+/// Handles one request; never panics on client input. `peer_cert` is the id of the client's TLS certificate.
+pub async fn handle(svc: &Arc<Service>, peer_cert: Option<&str>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
     let resp = route(svc, peer_cert, req).await;
     svc.metrics
@@ -173,7 +174,7 @@ fn txid_param(svc: &Service, query: &str) -> Result<TxId, Resp> {
     })
 }
 
-async fn route(svc: &Arc<Service>, peer_cert: Option<&[u8]>, req: Request<Incoming>) -> Resp {
+async fn route(svc: &Arc<Service>, peer_cert: Option<&str>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -305,7 +306,7 @@ fn run_app(
 
 async fn app_request(
     svc: &Service,
-    peer_cert: Option<&[u8]>,
+    peer_cert: Option<&str>,
     method: &str,
     sub: &str,
     query: &str,

@@ -969,8 +969,10 @@ impl Service {
     }
 
     /// Whether this node is the primary.
+    /// Whether this node is the primary, as of the last role change (without the engine lock: every write request
+    /// asks). A write that reaches a replica that is no longer primary is refused there in any case.
     pub fn is_primary(&self) -> bool {
-        self.lock().replica.is_leader()
+        self.leader.load(Ordering::Acquire) == self.raft_id
     }
 
     /// Raft state for `/node/consensus`.
@@ -1140,12 +1142,11 @@ impl Service {
         self.last_signature().map(|s| s.root)
     }
 
-    /// The identity of a caller presenting `cert_der`, per `public:ccf.gov.users.certs`.
-    pub fn caller_of(&self, cert_der: Option<&[u8]>) -> Caller {
-        let Some(der) = cert_der else { return Caller::Anonymous };
-        let id = consort_crypto::cert_id(der);
+    /// The identity of a caller whose TLS certificate has id `cert_id`, per `public:ccf.gov.users.certs`.
+    pub fn caller_of(&self, cert_id: Option<&str>) -> Caller {
+        let Some(id) = cert_id else { return Caller::Anonymous };
         if self.store().read_only().has(USERS_CERTS_TABLE, id.as_bytes()) {
-            Caller::User(id)
+            Caller::User(id.to_string())
         } else {
             Caller::Anonymous
         }
