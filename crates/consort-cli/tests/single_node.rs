@@ -231,3 +231,21 @@ async fn header_limit_and_connection_limit_are_enforced() {
     let c = node.connect(true).await;
     assert_eq!(c.get("/node/commit").await.unwrap().status, 200);
 }
+
+/// A node whose node-to-node address is taken exits with an error naming the bind, and does not panic (the
+/// node-to-node runtime it had already made is shut down on that return path too).
+#[test]
+fn a_taken_node_to_node_port_is_a_clear_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let n2n = taken.local_addr().unwrap().to_string();
+    let node = TestNode::configure(tmp.path(), |c| c.network.node_to_node_address = Some(n2n.clone()));
+    let mut cmd = std::process::Command::new(consort_bin());
+    cmd.args(["node", "start", "--config"]).arg(&node.config);
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the node started on a taken port: {stderr}");
+    assert!(stderr.contains(&format!("bind {n2n}")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}

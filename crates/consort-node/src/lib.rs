@@ -115,12 +115,15 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let mut receiver = None;
     // Node-to-node traffic has a runtime (one thread) of its own: under load the request runtime's queues hold
     // thousands of tasks, and an append or an acknowledgement waiting behind them delays every commit.
-    let net = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(NODE_CHANNEL_THREADS)
-        .thread_name("node-channels")
-        .enable_all()
-        .build()
-        .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?;
+    let net = ChannelRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(NODE_CHANNEL_THREADS)
+            .thread_name("node-channels")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?,
+    ));
+    let net = net.0.as_ref().expect("just built");
     if let Some(n2n) = svc.cfg.network.node_to_node_address.clone() {
         let _in_net = net.enter();
         let (channels, mut incoming) =
@@ -167,8 +170,19 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let _ = persister.join();
     // The receiver thread ends when the channels are dropped with the runtimes.
     drop(receiver);
-    net.shutdown_background();
     Ok(())
+}
+
+/// The node-to-node runtime, shut down without waiting when dropped: dropping a runtime the usual way blocks, which
+/// panics inside the request runtime (on every return from [`serve_node`], errors included).
+struct ChannelRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ChannelRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn wait_for_signal() {
