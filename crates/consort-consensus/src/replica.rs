@@ -350,6 +350,24 @@ impl Snapshots {
         Ok(())
     }
 
+    /// A backup took signature transaction `seqno`, which the primary marked for a snapshot: builds it too if
+    /// configured to; otherwise only notes it, so that the interval counts from there should this replica become
+    /// primary.
+    fn marked(
+        &mut self,
+        store: &Arc<Store>,
+        log: &Log<impl LedgerStorage>,
+        sig_entry: &[u8],
+        view: u64,
+        seqno: u64,
+    ) -> Result<(), ConsensusError> {
+        if self.on_backups {
+            return self.start(store, log, sig_entry.to_vec(), view, seqno);
+        }
+        self.last = self.last.max(seqno);
+        Ok(())
+    }
+
     /// Compares this replica's bundle at `seqno` with the digest evidence transaction `evidence` claims.
     fn compare(&mut self, seqno: u64, evidence: u64, claimed: [u8; 32], data: Vec<u8>, digest: [u8; 32]) {
         if digest == claimed {
@@ -1519,12 +1537,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             store.apply_batch(seqno, batch, committed)?;
             if marked {
                 if let Some(snapshots) = self.snapshots.as_deref_mut() {
-                    if snapshots.on_backups {
-                        snapshots.start(&store, self.log, bytes.to_vec(), view, seqno)?;
-                    } else {
-                        // Not built here; should this replica become primary, the interval counts from here.
-                        snapshots.last = snapshots.last.max(seqno);
-                    }
+                    snapshots.marked(&store, self.log, bytes, view, seqno)?;
                 }
             }
         }

@@ -362,6 +362,16 @@ impl Chunk {
     }
 }
 
+/// A settled chunk's entry offsets, read from its file's position table and checked against its entries (None
+/// for a chunk that still holds its offsets in memory).
+fn settled_offsets(chunk: &Chunk, bytes: &[u8]) -> Result<Option<Vec<u64>>, LedgerError> {
+    if !chunk.offsets.is_empty() {
+        return Ok(None);
+    }
+    let (offsets, _) = complete_chunk_entries(&chunk.name(), bytes, chunk.start, Some(chunk.end()))?;
+    Ok(Some(offsets))
+}
+
 /// Whether an encoded entry is a signature transaction (its public domain writes the signatures table).
 pub fn entry_is_signature(entry: &[u8]) -> bool {
     parse_entry(entry)
@@ -953,17 +963,16 @@ impl<S: LedgerStorage> Ledger<S> {
     pub fn read_chunk_of(&self, seqno: u64) -> Result<ChunkEntries, LedgerError> {
         let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
         let chunk = &self.chunks[i];
-        let (bytes, settled_offsets) = if chunk.state == ChunkState::Open {
+        let (bytes, table_offsets) = if chunk.state == ChunkState::Open {
             (Arc::new(self.open_bytes.clone()), None)
         } else {
             let bytes = self.storage.read(&chunk.name())?;
-            let offsets = match chunk.offsets.is_empty() {
-                true => Some(complete_chunk_entries(&chunk.name(), &bytes, chunk.start, Some(chunk.end()))?.0),
-                false => None,
-            };
+            let offsets = settled_offsets(chunk, &bytes)?;
             (Arc::new(bytes), offsets)
         };
-        let offsets = settled_offsets.as_deref().unwrap_or(&chunk.offsets);
+        // Offsets read from a settled chunk's table were checked against every entry already.
+        let checked = table_offsets.is_some();
+        let offsets = table_offsets.as_deref().unwrap_or(&chunk.offsets);
         let mut ranges = Vec::with_capacity(chunk.count as usize);
         for s in chunk.start..=chunk.end() {
             let entry = chunk
@@ -972,6 +981,10 @@ impl<S: LedgerStorage> Ledger<S> {
             let Some((from, to, entry)) = entry else {
                 return Err(LedgerError::chunk(&chunk.name(), "file is shorter than its index"));
             };
+            if checked {
+                ranges.push((from, to));
+                continue;
+            }
             match parse_entry(entry) {
                 Ok((e, used)) if used == entry.len() && e.seqno == s => ranges.push((from, to)),
                 _ => {
@@ -1003,12 +1016,8 @@ impl<S: LedgerStorage> Ledger<S> {
                 return Ok((bytes.clone(), offsets.clone()));
             }
         }
-        let name = chunk.name();
-        let bytes = self.storage.read(&name)?;
-        let offsets = match chunk.offsets.is_empty() {
-            true => complete_chunk_entries(&name, &bytes, chunk.start, Some(chunk.end()))?.0,
-            false => chunk.offsets.clone(),
-        };
+        let bytes = self.storage.read(&chunk.name())?;
+        let offsets = settled_offsets(chunk, &bytes)?.unwrap_or_else(|| chunk.offsets.clone());
         let (bytes, offsets) = (Arc::new(bytes), Arc::new(offsets));
         *cache = Some((chunk.start, bytes.clone(), offsets.clone()));
         Ok((bytes, offsets))

@@ -115,15 +115,7 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
     let mut receiver = None;
     // Node-to-node traffic has a runtime (one thread) of its own: under load the request runtime's queues hold
     // thousands of tasks, and an append or an acknowledgement waiting behind them delays every commit.
-    let net = ChannelRuntime(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(NODE_CHANNEL_THREADS)
-            .thread_name("node-channels")
-            .enable_all()
-            .build()
-            .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?,
-    ));
-    let net = net.0.as_ref().expect("just built");
+    let net = ChannelRuntime::build()?;
     if let Some(n2n) = svc.cfg.network.node_to_node_address.clone() {
         let _in_net = net.enter();
         let (channels, mut incoming) =
@@ -176,6 +168,26 @@ async fn serve_node(svc: Arc<Service>) -> Result<(), NodeError> {
 /// The node-to-node runtime, shut down without waiting when dropped: dropping a runtime the usual way blocks, which
 /// panics inside the request runtime (on every return from [`serve_node`], errors included).
 struct ChannelRuntime(Option<tokio::runtime::Runtime>);
+
+impl ChannelRuntime {
+    fn build() -> Result<Self, NodeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(NODE_CHANNEL_THREADS)
+            .thread_name("node-channels")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?;
+        Ok(ChannelRuntime(Some(rt)))
+    }
+}
+
+impl std::ops::Deref for ChannelRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
 
 impl Drop for ChannelRuntime {
     fn drop(&mut self) {

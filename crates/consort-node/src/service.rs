@@ -968,7 +968,6 @@ impl Service {
             .cloned()
     }
 
-    /// Whether this node is the primary.
     /// Whether this node is the primary, as of the last role change (without the engine lock: every write request
     /// asks). A write that reaches a replica that is no longer primary is refused there in any case.
     pub fn is_primary(&self) -> bool {
