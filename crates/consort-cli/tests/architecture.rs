@@ -19,6 +19,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("consort-kv", ["consort-crypto"].into());
     m.insert("consort-ledger", ["consort-crypto", "consort-kv"].into());
     m.insert("consort-gov", ["consort-crypto", "consort-kv"].into());
+    m.insert("consort-attest", ["consort-crypto"].into());
     m.insert(
         "consort-consensus",
         ["consort-crypto", "consort-kv", "consort-ledger"].into(),
@@ -30,6 +31,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "consort-receipt",
         "consort-gov",
         "consort-consensus",
+        "consort-attest",
     ];
     m.insert("consort-node", node.into());
     let cli = [
@@ -39,6 +41,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "consort-receipt",
         "consort-gov",
         "consort-node",
+        "consort-attest",
     ];
     m.insert("consort-cli", cli.into());
     m
