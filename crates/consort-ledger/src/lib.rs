@@ -16,24 +16,25 @@ pub mod audit;
 pub mod chunk;
 pub mod entry;
 mod error;
+pub mod ledger;
 pub mod limits;
 pub mod merkle;
 mod reader;
 pub mod receipt;
 pub mod segvec;
 pub mod signature;
+pub mod storage;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use audit::{audit_chunks, AuditError, AuditReport};
-pub use chunk::{
-    chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, storage_conformance, ChunkEntries,
-    ChunkName, Ledger, LedgerStorage, MemStorage,
-};
+pub use chunk::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
 pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
     ENTRY_HEADER_SIZE,
 };
 pub use error::{LedgerError, StorageError};
+pub use ledger::{ChunkEntries, EntryKind, Ledger};
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};
@@ -42,3 +43,6 @@ pub use signature::{
     sign_root, verify_root, PrimarySignature, ENDORSED_CERTS_TABLE, MEMBERS_CERTS_TABLE, NODES_INFO_TABLE,
     SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE, USERS_CERTS_TABLE,
 };
+pub use storage::{LedgerStorage, MemStorage};
+#[cfg(any(test, feature = "testing"))]
+pub use testing::storage_conformance;

@@ -1,23 +1,34 @@
-//! Builders of small, valid CCF ledgers (service and node identities, genesis, user transactions, signatures) for
-//! this crate's tests and for the node and CLI tests that need a ledger to read, audit or tamper with.
+//! Test support, behind the `testing` feature (crates whose tests use it enable it in their
+//! `[dev-dependencies]`): the [`LedgerStorage`] conformance suite, and builders of small, valid CCF ledgers
+//! (service and node identities, genesis, user transactions, signatures) for tests that need a ledger to read,
+//! audit or tamper with. Builders panic on failure: they are only called from tests.
 
-use crate::chunk::{Ledger, LedgerStorage, MemStorage};
+mod conformance;
+
+pub use conformance::storage_conformance;
+
 use crate::entry::{encode_entry, leaf_digest, LedgerSecret};
+use crate::ledger::EntryKind;
 use crate::merkle::MerkleTree;
 use crate::signature::{
     PrimarySignature, ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE, SINGLETON_KEY,
     TREE_TABLE,
 };
 use crate::LedgerError;
+use crate::{Ledger, LedgerStorage, MemStorage};
 use consort_crypto::{key_id, sha256, x509, CertParams, Curve, SigningKey};
 use consort_kv::{DomainHeader, WriteSet};
 
 /// A service identity and one node endorsed by it, with a ledger secret.
 #[derive(Debug, Clone)]
 pub struct TestService {
+    /// The ledger secret private domains are encrypted with.
     pub secret: LedgerSecret,
+    /// The service identity's key.
     pub service_key: SigningKey,
+    /// The self-signed service certificate.
     pub service_cert_pem: String,
+    /// The node's key, which signs Merkle roots.
     pub node_key: SigningKey,
     /// The node certificate endorsed (issued) by the service key.
     pub node_cert_pem: String,
@@ -55,16 +66,22 @@ impl TestService {
 /// One encoded transaction the builder produced.
 #[derive(Debug, Clone)]
 pub struct BuiltEntry {
+    /// View it was written in.
     pub view: u64,
+    /// Its seqno.
     pub seqno: u64,
+    /// The encoded entry.
     pub bytes: Vec<u8>,
+    /// Whether it is a signature transaction.
     pub is_signature: bool,
 }
 
 /// Builds a ledger transaction by transaction, keeping the Merkle tree as a primary would.
 #[derive(Debug, Clone)]
 pub struct LedgerBuilder {
+    /// The identities and secret the entries are made with.
     pub service: TestService,
+    /// View of the next entries (tests change it to model an election).
     pub view: u64,
     tree: MerkleTree,
     entries: Vec<BuiltEntry>,
@@ -72,6 +89,7 @@ pub struct LedgerBuilder {
 }
 
 impl LedgerBuilder {
+    /// An empty ledger for `service`, its entries in view 2.
     pub fn new(service: TestService) -> Self {
         LedgerBuilder {
             service,
@@ -82,10 +100,12 @@ impl LedgerBuilder {
         }
     }
 
+    /// Seqno the next entry gets.
     pub fn next_seqno(&self) -> u64 {
         self.entries.len() as u64 + 1
     }
 
+    /// Every entry built so far, in order.
     pub fn entries(&self) -> &[BuiltEntry] {
         &self.entries
     }
@@ -98,22 +118,22 @@ impl LedgerBuilder {
     /// Appends a transaction with these writes (`public:` maps in the clear, the others encrypted); returns its
     /// seqno.
     pub fn tx(&mut self, ws: &WriteSet) -> u64 {
-        self.tx_with_flags(ws, 0, false)
+        self.tx_of_kind(ws, EntryKind::Transaction)
     }
 
-    fn tx_with_flags(&mut self, ws: &WriteSet, flags: u8, is_signature: bool) -> u64 {
+    fn tx_of_kind(&mut self, ws: &WriteSet, kind: EntryKind) -> u64 {
         let seqno = self.next_seqno();
         let ce_digest = self.service.secret.commit_evidence_digest(self.view, seqno);
         let header = DomainHeader::write_set(seqno, [0u8; 32], ce_digest, seqno as i64 - 1);
         let public = ws.serialise_public(&header);
         let private = ws.serialise_private();
-        let bytes = encode_entry(&self.service.secret, self.view, seqno, flags, &public, &private);
+        let bytes = encode_entry(&self.service.secret, self.view, seqno, 0, &public, &private);
         self.tree.append(leaf_digest(&sha256(&bytes), &ce_digest, &[0u8; 32]));
         self.entries.push(BuiltEntry {
             view: self.view,
             seqno,
             bytes,
-            is_signature,
+            is_signature: kind == EntryKind::Signature,
         });
         seqno
     }
@@ -175,7 +195,7 @@ impl LedgerBuilder {
         let mut ws = WriteSet::default();
         ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
         ws.put(TREE_TABLE, &SINGLETON_KEY, &tree.serialise());
-        let seqno = self.tx_with_flags(&ws, 0, true);
+        let seqno = self.tx_of_kind(&ws, EntryKind::Signature);
         self.last_signature = (self.view, seqno);
         seqno
     }

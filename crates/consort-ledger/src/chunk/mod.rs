@@ -1,0 +1,26 @@
+//! Chunk files: how they are named and how their bytes are laid out, and (re-exported here, for the paths other
+//! crates use) the storage they live in and the [`Ledger`] that writes them.
+//!
+//! A chunk file is `u64 position-table offset ‖ entries ‖ u32 offset per entry`. While a chunk is open its
+//! offset is 0 and it has no table; it is named `ledger_<start>`. Closing it (always right after a signature
+//! transaction) appends the table and points the header at it, with no sync and no rename (the caller may hold
+//! a lock); the next [`Ledger::flush`] syncs it and the flush after that renames it `ledger_<start>-<end>`, or
+//! `ledger_<start>-<end>.committed` once every entry in it is committed (commits too are renamed by a flush).
+//! A complete or committed name therefore always means a durable position table.
+//!
+//! Crash safety comes from the order of these steps: every intermediate state is recognised by
+//! [`Ledger::open`], which finishes or undoes the step (a torn final entry is truncated away; a chunk whose
+//! position table is missing or torn is reopened by scanning its entries, and open-named chunks after it, which
+//! no completed flush covered, are removed).
+
+mod format;
+mod name;
+
+pub(crate) use format::{complete_chunk_entries, position_table, scan_entries};
+pub use format::{entry_is_signature, CHUNK_HEADER_SIZE};
+pub use name::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
+
+pub use crate::ledger::{ChunkEntries, EntryKind, Ledger, OPEN_BUFFER_RESERVE_LIMIT};
+pub use crate::storage::{LedgerStorage, MemStorage};
+#[cfg(any(test, feature = "testing"))]
+pub use crate::testing::storage_conformance;

@@ -1,0 +1,166 @@
+//! Reading entries back: one entry, a range, or a whole chunk at a time (for replay), from the open chunk's
+//! in-memory copy, the read cache of the last closed chunk, or the chunk file (checked against the index).
+
+use super::index::{Chunk, ChunkState};
+use super::Ledger;
+use crate::chunk::complete_chunk_entries;
+use crate::entry::parse_entry;
+use crate::{LedgerError, LedgerStorage};
+use std::sync::Arc;
+
+/// A settled chunk's entry offsets, read from its file's position table and checked against its entries (None
+/// for a chunk that still holds its offsets in memory).
+fn settled_offsets(chunk: &Chunk, bytes: &[u8]) -> Result<Option<Vec<u64>>, LedgerError> {
+    if !chunk.offsets.is_empty() {
+        return Ok(None);
+    }
+    let (offsets, _) = complete_chunk_entries(&chunk.name(), bytes, chunk.start, Some(chunk.end()))?;
+    Ok(Some(offsets))
+}
+
+/// The entries of one chunk, as [`Ledger::read_chunk_of`] read them: the file's bytes (shared, so they can be
+/// handed to another thread) and where each entry lies in them.
+#[derive(Debug, Clone)]
+pub struct ChunkEntries {
+    first_seqno: u64,
+    bytes: Arc<Vec<u8>>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl ChunkEntries {
+    /// Seqno of the chunk's first entry.
+    pub fn first_seqno(&self) -> u64 {
+        self.first_seqno
+    }
+
+    /// Seqno of the chunk's last entry.
+    pub fn last_seqno(&self) -> u64 {
+        self.first_seqno + self.ranges.len() as u64 - 1
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether it holds no entry (never, for a chunk read from a ledger).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The encoded entry at `seqno`, if it is in this chunk.
+    pub fn entry(&self, seqno: u64) -> Option<&[u8]> {
+        let i = usize::try_from(seqno.checked_sub(self.first_seqno)?).ok()?;
+        let &(from, to) = self.ranges.get(i)?;
+        Some(&self.bytes[from..to])
+    }
+
+    /// `(seqno, encoded entry)` for every entry, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        (self.first_seqno..).zip(self.ranges.iter().map(|&(from, to)| &self.bytes[from..to]))
+    }
+}
+
+/// A closed chunk's bytes and entry offsets, shared with readers.
+type ChunkBytes = (Arc<Vec<u8>>, Arc<Vec<u64>>);
+/// A closed chunk held in memory for reads: (first seqno, bytes, entry offsets).
+pub(super) type CachedChunk = (u64, Arc<Vec<u8>>, Arc<Vec<u64>>);
+
+impl<S: LedgerStorage> Ledger<S> {
+    fn chunk_index(&self, seqno: u64) -> Option<usize> {
+        let i = self.chunks.partition_point(|c| c.start <= seqno);
+        let c = self.chunks.get(i.checked_sub(1)?)?;
+        (seqno <= c.end()).then_some(i - 1)
+    }
+
+    /// The encoded entry at `seqno`, checked to parse as that seqno's entry.
+    pub fn read_entry(&self, seqno: u64) -> Result<Vec<u8>, LedgerError> {
+        let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let chunk = &self.chunks[i];
+        let bytes = if chunk.state == ChunkState::Open {
+            chunk
+                .entry_range(&chunk.offsets, seqno)
+                .and_then(|(from, to)| self.open_bytes.get(from..to))
+                .map(<[u8]>::to_vec)
+        } else {
+            let (file, offsets) = self.read_chunk_cached(chunk)?;
+            chunk
+                .entry_range(&offsets, seqno)
+                .and_then(|(from, to)| file.get(from..to))
+                .map(<[u8]>::to_vec)
+        };
+        let bytes = bytes.ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
+        match parse_entry(&bytes) {
+            Ok((e, used)) if used == bytes.len() && e.seqno == seqno => Ok(bytes),
+            _ => Err(LedgerError::chunk(
+                &chunk.name(),
+                format!("entry {seqno} on disk does not match the index"),
+            )),
+        }
+    }
+
+    /// Every entry of the chunk holding `seqno`, read in one go and checked against the index (for replay: one
+    /// chunk at a time in memory, however long the ledger).
+    pub fn read_chunk_of(&self, seqno: u64) -> Result<ChunkEntries, LedgerError> {
+        let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let chunk = &self.chunks[i];
+        let (bytes, table_offsets) = if chunk.state == ChunkState::Open {
+            (Arc::new(self.open_bytes.clone()), None)
+        } else {
+            let bytes = self.storage.read(&chunk.name())?;
+            let offsets = settled_offsets(chunk, &bytes)?;
+            (Arc::new(bytes), offsets)
+        };
+        // Offsets read from a settled chunk's table were checked against every entry already.
+        let checked = table_offsets.is_some();
+        let offsets = table_offsets.as_deref().unwrap_or(&chunk.offsets);
+        let mut ranges = Vec::with_capacity(chunk.count as usize);
+        for s in chunk.start..=chunk.end() {
+            let entry = chunk
+                .entry_range(offsets, s)
+                .and_then(|(from, to)| Some((from, to, bytes.get(from..to)?)));
+            let Some((from, to, entry)) = entry else {
+                return Err(LedgerError::chunk(&chunk.name(), "file is shorter than its index"));
+            };
+            if checked {
+                ranges.push((from, to));
+                continue;
+            }
+            match parse_entry(entry) {
+                Ok((e, used)) if used == entry.len() && e.seqno == s => ranges.push((from, to)),
+                _ => {
+                    return Err(LedgerError::chunk(
+                        &chunk.name(),
+                        format!("entry {s} on disk does not match the index"),
+                    ))
+                }
+            }
+        }
+        Ok(ChunkEntries {
+            first_seqno: chunk.start,
+            bytes,
+            ranges,
+        })
+    }
+
+    /// Entries `from..=to`, in order.
+    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        (from..=to).map(|s| self.read_entry(s)).collect()
+    }
+
+    /// A closed chunk's bytes and entry offsets, from the read cache or its file (a settled chunk's offsets come
+    /// from the file's position table, checked against its entries).
+    fn read_chunk_cached(&self, chunk: &Chunk) -> Result<ChunkBytes, LedgerError> {
+        let mut cache = self.read_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, bytes, offsets)) = cache.as_ref() {
+            if *s == chunk.start {
+                return Ok((bytes.clone(), offsets.clone()));
+            }
+        }
+        let bytes = self.storage.read(&chunk.name())?;
+        let offsets = settled_offsets(chunk, &bytes)?.unwrap_or_else(|| chunk.offsets.clone());
+        let (bytes, offsets) = (Arc::new(bytes), Arc::new(offsets));
+        *cache = Some((chunk.start, bytes.clone(), offsets.clone()));
+        Ok((bytes, offsets))
+    }
+}
