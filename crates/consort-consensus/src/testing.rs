@@ -153,6 +153,8 @@ pub fn fixture_identities() -> Vec<NodeIdentity> {
 pub struct ScopedThreadOffload;
 
 impl crate::Offload for ScopedThreadOffload {
+    // A test harness lending a thread the way the node does; the replica itself never starts one.
+    #[allow(clippy::disallowed_methods)]
     fn run_beside(&self, background: Box<dyn FnOnce() + Send + '_>, foreground: &mut dyn FnMut()) {
         std::thread::scope(|s| {
             let worker = s.spawn(background);
