@@ -71,11 +71,19 @@ impl LedgerSecret {
     }
 }
 
-fn iv_bytes(view: u64, seqno: u64, is_snapshot: bool) -> [u8; GCM_IV_SIZE] {
+/// What an encoding holds: a transaction or a snapshot. They get distinct IVs (the snapshot bit), so that a
+/// snapshot at seqno s never reuses the IV of the transaction at s under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    Transaction,
+    Snapshot,
+}
+
+fn iv_bytes(view: u64, seqno: u64, payload: Payload) -> [u8; GCM_IV_SIZE] {
     let mut iv = [0u8; GCM_IV_SIZE];
     iv[..8].copy_from_slice(&seqno.to_le_bytes());
     let mut view_word = (view as u32) & !IV_SNAPSHOT_BIT;
-    if is_snapshot {
+    if payload == Payload::Snapshot {
         view_word |= IV_SNAPSHOT_BIT;
     }
     iv[8..].copy_from_slice(&view_word.to_le_bytes());
@@ -92,7 +100,15 @@ pub fn try_encode_entry(
     public_domain: &[u8],
     private_plain: &[u8],
 ) -> Result<Vec<u8>, LedgerError> {
-    encode_with_iv(secret, view, seqno, flags, public_domain, private_plain, false)
+    encode_with_iv(
+        secret,
+        view,
+        seqno,
+        flags,
+        public_domain,
+        private_plain,
+        Payload::Transaction,
+    )
 }
 
 fn encode_with_iv(
@@ -102,7 +118,7 @@ fn encode_with_iv(
     flags: u8,
     public_domain: &[u8],
     private_plain: &[u8],
-    is_snapshot: bool,
+    payload: Payload,
 ) -> Result<Vec<u8>, LedgerError> {
     if view > u64::from(!IV_SNAPSHOT_BIT) {
         return Err(LedgerError::MalformedEntry(format!(
@@ -117,7 +133,7 @@ fn encode_with_iv(
             limit: MAX_ENTRY_SIZE as u64,
         });
     }
-    let iv = iv_bytes(view, seqno, is_snapshot);
+    let iv = iv_bytes(view, seqno, payload);
     // The tag is computed even for an empty private domain: it still authenticates the public domain.
     let (cipher, tag) = secret.key.encrypt(&iv, private_plain, public_domain);
     let size = total - ENTRY_HEADER_SIZE as u64;
@@ -142,7 +158,7 @@ pub fn try_encode_snapshot(
     public_domain: &[u8],
     private_plain: &[u8],
 ) -> Result<Vec<u8>, LedgerError> {
-    encode_with_iv(secret, view, seqno, 0, public_domain, private_plain, true)
+    encode_with_iv(secret, view, seqno, 0, public_domain, private_plain, Payload::Snapshot)
 }
 
 /// Encodes one transaction entry: header(version 1, flags, size) ‖ GCM tag ‖ IV(seqno, view) ‖ public size ‖

@@ -210,7 +210,7 @@ impl LedgerBuilder {
     pub fn write_to<S: LedgerStorage>(&self, ledger: &mut Ledger<S>) -> Result<(), LedgerError> {
         for e in &self.entries {
             if e.seqno > ledger.last_seqno() {
-                ledger.append(e.seqno, &e.bytes, e.is_signature)?;
+                ledger.append(e.seqno, &e.bytes, EntryKind::from(e.is_signature))?;
             }
         }
         ledger.commit(self.last_signature.1)?;
