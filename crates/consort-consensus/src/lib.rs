@@ -26,24 +26,31 @@
 //!   commit rule on top of Raft's).
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod codec;
+mod config;
 mod error;
+mod event;
 mod history;
 pub mod limits;
 mod log;
+mod periodic;
+mod persisted;
 mod replay;
 mod replica;
 pub mod snapshot;
 pub mod testing;
+mod vocab;
 
 pub use codec::CONF_CHANGE_TABLE;
+pub use config::{NodeIdentity, ReplicaConfig};
 pub use error::{ConsensusError, ProposeError};
+pub use event::{Action, Event};
 pub use history::ViewHistory;
+pub use persisted::{decode_hard_state, encode_hard_state, encode_snapshot, PersistedState};
 pub use replay::Offload;
-pub use replica::{
-    decode_hard_state, encode_hard_state, encode_snapshot, Action, Event, NodeIdentity, PersistedState, Replica,
-    ReplicaConfig, Role, TxId, TxStatus,
-};
+pub use replica::Replica;
+pub use vocab::{Role, TxId, TxStatus};
 
 /// Raft's protobuf types the node needs (hard state, conf state, conf changes, snapshots).
 pub use raft::eraftpb;

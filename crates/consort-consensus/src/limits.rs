@@ -19,3 +19,6 @@ pub const DEFAULT_MAX_APPEND_BYTES: u64 = 256 * 1024;
 
 /// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`).
 pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 4;
+
+/// Snapshots built and not yet committed that a replica keeps (older ones are dropped: a newer one supersedes them).
+pub const MAX_PENDING_SNAPSHOTS: usize = 2;

@@ -3,8 +3,8 @@
 
 use crate::codec::raft_entry;
 use crate::history::ViewHistory;
-use crate::replica::TxId;
 use crate::snapshot;
+use crate::vocab::TxId;
 use consort_kv::Store;
 use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, HardState, Snapshot};

@@ -1,9 +1,13 @@
 //! Recovery replay support: decoding a ledger chunk's entries ahead of applying them, and [`Offload`], the
-//! second core a node may lend to do that decoding while the replica applies the previous chunk.
+//! second core a node may lend to do that decoding while the replica applies the previous chunk, and the replay
+//! itself: every ledger entry taken in order into a replica that has no `RawNode` yet.
 
+use crate::accept::PartialReplicaRef;
 use crate::codec::{decode, DecodedEntry};
-use crate::ConsensusError;
-use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret};
+use crate::error::ConsensusError;
+use crate::log::Log;
+use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A second core lent to replay by the node. This crate starts no threads (it is sans-IO, like time and
 /// randomness, concurrency is injected): a node that wants [`crate::Replica::open_with_offload`] to parse, decrypt
@@ -53,5 +57,91 @@ impl DecodedChunk {
             .rev()
             .find(|(seqno, _, d)| *seqno <= raft_commit && d.info.is_signature)
             .map(|(seqno, _, _)| *seqno)
+    }
+}
+
+/// The replica's state before its `RawNode` exists (replay at start-up).
+pub(crate) struct PartialReplica<'a, S: LedgerStorage> {
+    pub(crate) log: Log<S>,
+    pub(crate) tree: MerkleTree,
+    pub(crate) signatures: BTreeSet<u64>,
+    pub(crate) trusted: &'a BTreeMap<u64, String>,
+}
+
+impl<S: LedgerStorage> PartialReplica<'_, S> {
+    pub(crate) fn as_ref(&mut self) -> PartialReplicaRef<'_, S> {
+        PartialReplicaRef {
+            log: &mut self.log,
+            tree: &mut self.tree,
+            signatures: &mut self.signatures,
+            trusted: self.trusted,
+            snapshots: None,
+        }
+    }
+
+    /// Replays the ledger from seqno `from` on, streaming it one chunk at a time, so memory holds at most two
+    /// chunks besides the store and the tree. Each chunk is decoded (parsed, decrypted, hashed) in one pass, on
+    /// `offload`'s core while this one applies the previous chunk if there is one; entries are then taken in
+    /// order exactly as [`PartialReplicaRef::accept`] would, signatures verified against the recomputed root.
+    /// Entries covered by a signature at or below `raft_commit` (the persisted Raft commit index) are committed:
+    /// the store keeps no undo records for them.
+    pub(crate) fn replay(
+        &mut self,
+        from: u64,
+        raft_commit: u64,
+        offload: Option<&dyn Offload>,
+    ) -> Result<(), ConsensusError> {
+        let last = self.log.ledger.last_seqno();
+        if from > last {
+            return Ok(());
+        }
+        let secret = self.log.secret.clone();
+        let mut current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(from)?, from);
+        loop {
+            let next_from = current.chunk.last_seqno() + 1;
+            let Some(offload) = offload.filter(|_| next_from <= last) else {
+                self.apply_chunk(current, raft_commit)?;
+                if next_from > last {
+                    return Ok(());
+                }
+                current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(next_from)?, next_from);
+                continue;
+            };
+            let next_chunk = self.log.ledger.read_chunk_of(next_from)?;
+            let mut next = None;
+            let mut applied = Ok(());
+            let mut current_slot = Some(current);
+            offload.run_beside(
+                Box::new(|| next = Some(DecodedChunk::decode(&secret, next_chunk, next_from))),
+                &mut || {
+                    if let Some(c) = current_slot.take() {
+                        applied = self.apply_chunk(c, raft_commit);
+                    }
+                },
+            );
+            applied?;
+            current = next.ok_or_else(|| ConsensusError::Inconsistent("the offloaded decoding did not run".into()))?;
+        }
+    }
+
+    pub(crate) fn apply_chunk(&mut self, decoded: DecodedChunk, raft_commit: u64) -> Result<(), ConsensusError> {
+        let committed_through = decoded.committed_through(raft_commit).unwrap_or(0);
+        for (seqno, view, entry) in decoded.entries {
+            let is_signature = entry.info.is_signature;
+            let bytes = decoded
+                .chunk
+                .entry(seqno)
+                .ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} is not in its chunk")))?;
+            self.as_ref()
+                .accept_decoded(view, seqno, bytes, entry, false, seqno <= committed_through)?;
+            if is_signature && seqno <= raft_commit {
+                // Entries of earlier chunks that this signature covers still had undo records.
+                self.log.store.set_committed(seqno);
+            }
+        }
+        match decoded.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }

@@ -1,0 +1,132 @@
+//! Taking one entry into the log: the checks every entry passes (seqno, view, signature transactions), applying
+//! its write set to the store, appending it to the ledger and the Merkle tree. Shared by the running replica and
+//! by replay at start-up.
+
+use crate::codec::{decode, DecodedEntry};
+use crate::error::ConsensusError;
+use crate::log::Log;
+use crate::periodic::Snapshots;
+use crate::snapshot;
+use consort_kv::{WriteBatch, WriteSet};
+use consort_ledger::{verify_root, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Borrowed view of the state one entry changes.
+pub(crate) struct PartialReplicaRef<'a, S: LedgerStorage> {
+    pub(crate) log: &'a mut Log<S>,
+    pub(crate) tree: &'a mut MerkleTree,
+    pub(crate) signatures: &'a mut BTreeSet<u64>,
+    pub(crate) trusted: &'a BTreeMap<u64, String>,
+    /// Where periodic snapshots are started and claimed (none while replaying the ledger at start-up).
+    pub(crate) snapshots: Option<&'a mut Snapshots>,
+}
+
+impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
+    /// Takes entry `(view, seqno)` into the log: checks it, applies its write set to the store unless the store
+    /// already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
+    /// appends it to the ledger (unless replaying the ledger) and to the Merkle tree.
+    pub(crate) fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
+        let decrypt = seqno > self.log.store.current_version();
+        let decoded = decode(&self.log.secret, &bytes, view, seqno, decrypt)?;
+        self.accept_decoded(view, seqno, &bytes, decoded, append, false)
+    }
+
+    /// [`Self::accept`] for an entry already [`decode`]d (decrypted if the store does not hold it yet).
+    /// `committed`: a committed signature covers the entry (replay), so the store keeps no undo record for it.
+    pub(crate) fn accept_decoded(
+        &mut self,
+        view: u64,
+        seqno: u64,
+        bytes: &[u8],
+        decoded: DecodedEntry,
+        append: bool,
+        committed: bool,
+    ) -> Result<(), ConsensusError> {
+        if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
+            return Err(ConsensusError::Inconsistent(format!(
+                "entry {seqno} after {} with {} Merkle leaves",
+                self.log.last_index(),
+                self.tree.len()
+            )));
+        }
+        if self.log.terms.last().is_some_and(|t| t > view) || view < self.log.base_term {
+            return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
+        }
+        let DecodedEntry { info, private } = decoded;
+        let store = self.log.store.clone();
+        if seqno > store.current_version() {
+            let private =
+                private.ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} was not decrypted")))?;
+            if info.is_signature {
+                // The signatures table is public: the public maps are all the check needs.
+                self.verify_signature(view, seqno, &info.public)?;
+            }
+            if let Some(claimed) = snapshot::evidence_in(&info.public) {
+                self.claim_snapshot(seqno, claimed);
+            }
+            let marked = info.is_signature && snapshot::is_marked_for_snapshot(&info.public, seqno);
+            let mut batch = WriteBatch::from(info.public);
+            batch.maps.extend(private.maps);
+            store.apply_batch(seqno, batch, committed)?;
+            if marked {
+                if let Some(snapshots) = self.snapshots.as_deref_mut() {
+                    snapshots.marked(&store, self.log, bytes, view, seqno)?;
+                }
+            }
+        }
+        if append {
+            self.log.ledger.append(seqno, bytes, info.is_signature)?;
+        }
+        self.tree.append(info.leaf);
+        self.log.terms.push(view);
+        self.log.views.note(view, seqno);
+        if let Some(cc) = info.conf_change {
+            self.log.conf_changes.insert(seqno, cc);
+        }
+        if info.is_signature {
+            self.signatures.insert(seqno);
+        }
+        Ok(())
+    }
+
+    /// A backup received evidence transaction `evidence` claiming a snapshot at `claimed.seqno` with digest
+    /// `claimed.hash`: its own build of that snapshot is kept if the digests agree. Not fatal otherwise (the
+    /// snapshot is only an optimisation for joiners): counted in `mismatches`.
+    pub(crate) fn claim_snapshot(&mut self, evidence: u64, claimed: snapshot::Evidence) {
+        let seqno = claimed.seqno;
+        // A replica whose log starts at or after `seqno` (it installed a snapshot there) has nothing to compare.
+        let usable = seqno < evidence && seqno > self.log.base_index && self.signatures.contains(&seqno);
+        if let Some(snapshots) = self.snapshots.as_deref_mut().filter(|_| usable) {
+            snapshots.claim(evidence, seqno, claimed.hash);
+        }
+    }
+
+    pub(crate) fn verify_signature(&self, view: u64, seqno: u64, ws: &WriteSet) -> Result<(), ConsensusError> {
+        let bad = |reason: String| ConsensusError::BadSignature { seqno, reason };
+        let value = match ws
+            .maps
+            .get(SIGNATURES_TABLE)
+            .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
+        {
+            Some(Some(v)) => v,
+            _ => return Err(bad("no signature at the singleton key".into())),
+        };
+        let sig = PrimarySignature::from_json_bytes(value).map_err(|e| bad(e.to_string()))?;
+        if sig.seqno != seqno || sig.view != view {
+            return Err(bad(format!("signature claims {}.{}", sig.view, sig.seqno)));
+        }
+        let root = self.tree.try_root_at(seqno).map_err(|e| bad(e.to_string()))?;
+        if sig.root_bytes().map_err(|e| bad(e.to_string()))? != root {
+            return Err(bad(format!(
+                "signed root {} is not the Merkle root {}",
+                sig.root,
+                hex::encode(root)
+            )));
+        }
+        if !self.trusted.values().any(|c| *c == sig.cert) {
+            return Err(bad(format!("signer {} is not a trusted node", sig.node)));
+        }
+        let der = sig.sig_bytes().map_err(|e| bad(e.to_string()))?;
+        verify_root(&sig.cert, &root, &der).map_err(|e| bad(e.to_string()))
+    }
+}

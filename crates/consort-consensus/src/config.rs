@@ -1,0 +1,63 @@
+//! Configuration of one replica: its tunables ([`ReplicaConfig`]) and its signing identity ([`NodeIdentity`]).
+
+use crate::limits::{DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS};
+use consort_crypto::SigningKey;
+
+/// This node's signing identity: signature transactions carry its certificate and node id.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub key: SigningKey,
+    pub cert_pem: String,
+    /// CCF node id (hex SHA-256 of the public key DER).
+    pub node_id: String,
+}
+
+/// Tunables of one replica. Time is in ticks: the node decides how long a tick is.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Raft id of this replica (non-zero).
+    pub id: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// The primary signs after this many transactions...
+    pub signature_interval_tx: u64,
+    /// ...or this many ticks after the first unsigned one, whichever comes first.
+    pub signature_interval_ticks: u64,
+    pub max_append_bytes: u64,
+    pub max_inflight_appends: usize,
+    /// Ledger chunks are closed at the first signature after they reach this size.
+    pub chunk_threshold_bytes: u64,
+    /// Seed of the generator that draws election timeouts in [election_ticks, 2 * election_ticks) (randomness is
+    /// injected: pass a random seed in production, a fixed one in simulation).
+    pub random_seed: u64,
+    /// Whether a replica that becomes primary signs at once (so that the commit point moves into its view
+    /// quickly). A genesis node turns this off until its genesis transaction is in the log: auditors need the
+    /// signing node's certificate recorded before the first signature.
+    pub sign_on_election: bool,
+    /// The primary snapshots the state at the first signature transaction this many transactions after the last
+    /// snapshot (0: never). The primary builds it and hands it out once its evidence commits.
+    pub snapshot_interval_tx: u64,
+    /// Whether backups build the primary's periodic snapshots too (each checks its own against the evidence and
+    /// hands it out once that commits). Off by default, as in CCF: a build costs every replica a snapshot's worth
+    /// of CPU at once, on machines the replicas may share, and a backup restarts from its ledger quickly.
+    pub snapshots_on_backups: bool,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64) -> Self {
+        ReplicaConfig {
+            id,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            signature_interval_tx: 100,
+            signature_interval_ticks: 5,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
+            max_inflight_appends: DEFAULT_MAX_INFLIGHT_APPENDS,
+            chunk_threshold_bytes: 5 * 1024 * 1024,
+            random_seed: id,
+            sign_on_election: true,
+            snapshot_interval_tx: 0,
+            snapshots_on_backups: false,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! What a node keeps on disk besides the ledger chunks (Raft hard state, the installed snapshot, the first
+//! membership), and the byte encodings it stores them in.
+
+use crate::error::ConsensusError;
+use protobuf::Message as _;
+use raft::eraftpb::{HardState, Snapshot};
+
+/// What the node kept on disk besides the ledger chunks, handed back at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct PersistedState {
+    /// The last hard state from an [`Action::Persist`] that completed.
+    pub hard_state: Option<HardState>,
+    /// The last snapshot from an [`Action::Persist`] that completed, or the snapshot a joiner was given
+    /// ([`Replica::snapshot`] on a member), as an encoded Raft `Snapshot`.
+    pub snapshot: Option<Vec<u8>>,
+    /// The first membership of the service (used only when there is no snapshot).
+    pub voters: Vec<u64>,
+}
+
+/// Encodes a hard state for the node's disk.
+pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
+    hs.write_to_bytes()
+        .expect("encoding a protobuf message to a Vec cannot fail")
+}
+
+/// Encodes a Raft snapshot (as [`Action::SnapshotCommitted`] hands it out) for the node's disk or a joiner.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    snapshot
+        .write_to_bytes()
+        .expect("encoding a protobuf message to a Vec cannot fail")
+}
+
+/// Decodes what [`encode_hard_state`] wrote.
+pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, ConsensusError> {
+    HardState::parse_from_bytes(bytes).map_err(|e| ConsensusError::Inconsistent(format!("hard state: {e}")))
+}

@@ -1,0 +1,592 @@
+//! The replica: raft-rs's `RawNode` over the ledger, driven as a step function from [`Event`]s to [`Action`]s,
+//! with CCF's execution model (primary executes, backups apply), signature transactions and commit rule.
+
+mod open;
+mod queries;
+
+use crate::accept::PartialReplicaRef;
+use crate::codec::{conf_change_entry, encode_write_set_entry, normalise};
+use crate::config::{NodeIdentity, ReplicaConfig};
+use crate::error::{ConsensusError, ProposeError};
+use crate::event::{Action, Event};
+use crate::limits::{MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE};
+use crate::log::Log;
+use crate::periodic::{PendingSnapshot, Snapshots};
+use crate::snapshot::{self, SnapshotBuilt};
+use crate::vocab::{Role, TxId};
+use consort_kv::{Version, WriteSet};
+use consort_ledger::{LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, EntryType, Message, MessageType, Snapshot};
+use raft::RawNode;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// One replica of the service. See the crate documentation for the model.
+pub struct Replica<S: LedgerStorage> {
+    cfg: ReplicaConfig,
+    identity: NodeIdentity,
+    /// Certificates of the nodes whose signature transactions this replica accepts, by Raft id.
+    trusted: BTreeMap<u64, String>,
+    node: RawNode<Log<S>>,
+    /// Leaves 0..=last seqno.
+    tree: MerkleTree,
+    /// Seqnos of the signature transactions in the log (and the snapshot base).
+    signatures: BTreeSet<u64>,
+    txs_since_signature: u64,
+    ticks_since_signature: u64,
+    sign_asap: bool,
+    /// The next signature ends the current ledger chunk (governance's `trigger_ledger_chunk`).
+    chunk_after_next_signature: bool,
+    /// Persist numbers handed out and not yet reported durable.
+    outstanding: VecDeque<u64>,
+    /// Messages waiting for a persist number to become durable.
+    held: VecDeque<(u64, Vec<Message>)>,
+    halted: Option<ConsensusError>,
+    /// State of the election-timeout generator (splitmix64).
+    random_state: u64,
+    snapshots: Snapshots,
+}
+
+impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.cfg.id)
+            .field("role", &self.role())
+            .field("view", &self.view())
+            .field("last_seqno", &self.last_seqno())
+            .field("commit", &self.commit_point())
+            .finish_non_exhaustive()
+    }
+}
+
+fn send(msgs: Vec<Message>, out: &mut Vec<Action>) {
+    for m in msgs {
+        let message = m
+            .write_to_bytes()
+            .expect("encoding a protobuf message to a Vec cannot fail");
+        out.push(Action::Send { to: m.to, message });
+    }
+}
+
+impl<S: LedgerStorage> Replica<S> {
+    // ----- the step function -----
+
+    /// Feeds one event and returns what the node must do, in order.
+    pub fn step(&mut self, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(error) = &self.halted {
+            if let Event::Propose { version, .. } = event {
+                let error = ProposeError::Halted(error.to_string());
+                self.reject_client_proposal(version, error, &mut out);
+            }
+            return out;
+        }
+        match event {
+            Event::Tick => {
+                self.node.tick();
+                self.ticks_since_signature += 1;
+            }
+            Event::Receive { from, message } => {
+                if let Err(error) = self.receive(from, &message) {
+                    out.push(Action::Dropped {
+                        from: Some(from),
+                        error,
+                    });
+                }
+            }
+            Event::Propose { version, write_set } => match self.propose(version, &write_set) {
+                Ok(tx) => {
+                    self.txs_since_signature += 1;
+                    out.push(Action::Proposed(tx));
+                }
+                Err(error) => self.reject_client_proposal(version, error, &mut out),
+            },
+            Event::ProposeConfChange { change } => {
+                let version = self.last_seqno() + 1;
+                match self.propose_conf_change(change) {
+                    Ok(tx) => out.push(Action::Proposed(tx)),
+                    Err(error) => out.push(Action::ProposalRejected { version, error }),
+                }
+            }
+            Event::Persisted { number } => self.persisted(number, &mut out),
+            Event::TransferLeadership { to } => {
+                let voters = self.conf_state().voters;
+                if self.is_leader() && to != self.cfg.id && voters.contains(&to) {
+                    self.node.transfer_leader(to);
+                } else {
+                    let error = ConsensusError::Raft(format!("cannot transfer the primary role to {to}"));
+                    out.push(Action::Dropped { from: None, error });
+                }
+            }
+            Event::SnapshotBuilt(built) => {
+                if let Err(error) = self.snapshot_built(built) {
+                    out.push(Action::Dropped { from: None, error });
+                }
+            }
+            Event::Campaign => {
+                if let Err(e) = self.node.campaign() {
+                    out.push(Action::Dropped {
+                        from: None,
+                        error: ConsensusError::Raft(e.to_string()),
+                    });
+                }
+            }
+        }
+        self.drain(&mut out);
+        if self.halted.is_none() && self.is_leader() && self.node.raft.lead_transferee.is_none() {
+            let unsigned = self.signatures.range(..).next_back().copied().unwrap_or(0) < self.last_seqno();
+            let due = self.sign_asap
+                || self.txs_since_signature >= self.cfg.signature_interval_tx
+                || (unsigned && self.ticks_since_signature >= self.cfg.signature_interval_ticks);
+            if due {
+                if let Err(error) = self.emit_signature() {
+                    self.halt(error, &mut out);
+                }
+                self.drain(&mut out);
+            }
+        }
+        for build in self.snapshots.to_start.drain(..) {
+            out.push(Action::BuildSnapshot(Box::new(build)));
+        }
+        self.draw_election_timeout();
+        out
+    }
+
+    fn halt(&mut self, error: ConsensusError, out: &mut Vec<Action>) {
+        if self.halted.is_none() {
+            self.halted = Some(error.clone());
+            out.push(Action::Halted { error });
+        }
+    }
+
+    fn reject_client_proposal(&mut self, version: Version, error: ProposeError, out: &mut Vec<Action>) {
+        let store = self.store().clone();
+        if store.current_version() == version {
+            if let Err(e) = store.rollback(version.saturating_sub(1)) {
+                self.halt(ConsensusError::Kv(e), out);
+            }
+        }
+        out.push(Action::ProposalRejected { version, error });
+    }
+
+    fn receive(&mut self, from: u64, bytes: &[u8]) -> Result<(), ConsensusError> {
+        if bytes.len() > MAX_MESSAGE_SIZE {
+            return Err(ConsensusError::TooLarge {
+                what: "message",
+                size: bytes.len() as u64,
+                limit: MAX_MESSAGE_SIZE as u64,
+            });
+        }
+        let mut m = Message::parse_from_bytes(bytes).map_err(|e| ConsensusError::MalformedMessage(e.to_string()))?;
+        if m.from != from || m.to != self.cfg.id {
+            return Err(ConsensusError::MalformedMessage(format!(
+                "message from {} to {} on the channel from {from} to {}",
+                m.from, m.to, self.cfg.id
+            )));
+        }
+        if m.get_msg_type() == MessageType::MsgPropose {
+            return Err(ConsensusError::MalformedMessage("peers may not propose".into()));
+        }
+        if m.entries.len() > MAX_ENTRIES_PER_MESSAGE {
+            return Err(ConsensusError::TooLarge {
+                what: "entries in a message",
+                size: m.entries.len() as u64,
+                limit: MAX_ENTRIES_PER_MESSAGE as u64,
+            });
+        }
+        let secret = self.node.store().secret.clone();
+        for e in m.mut_entries().iter_mut() {
+            normalise(&secret, e)?;
+        }
+        self.node.step(m).map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    fn check_can_propose(&self, version: Version) -> Result<(), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader { leader: self.leader() });
+        }
+        let expected = self.last_seqno() + 1;
+        if version != expected {
+            return Err(ProposeError::VersionMismatch { expected, got: version });
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, version: Version, ws: &WriteSet) -> Result<TxId, ProposeError> {
+        self.check_can_propose(version)?;
+        let current = self.store().current_version();
+        if current != version {
+            return Err(ProposeError::VersionMismatch {
+                expected: current,
+                got: version,
+            });
+        }
+        let view = self.view();
+        let bytes = encode_write_set_entry(&self.node.store().secret, view, version, ws)
+            .map_err(|e| ProposeError::Encode(e.to_string()))?;
+        self.node
+            .propose(Vec::new(), bytes)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        if self.node.raft.raft_log.last_index() != version {
+            return Err(ProposeError::Dropped("raft did not append the entry".into()));
+        }
+        Ok(TxId { view, seqno: version })
+    }
+
+    fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<TxId, ProposeError> {
+        let version = self.last_seqno() + 1;
+        self.check_can_propose(version)?;
+        let view = self.view();
+        let bytes = conf_change_entry(&self.node.store().secret, view, version, &cc)
+            .map_err(|e| ProposeError::Encode(e.to_string()))?;
+        self.node
+            .propose_conf_change(bytes, cc)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        if self.node.raft.raft_log.last_index() != version || self.node.raft.pending_conf_index != version {
+            // Raft appended an empty entry instead (another change is pending or the change is invalid now).
+            return Err(ProposeError::Dropped("raft refused the membership change".into()));
+        }
+        Ok(TxId { view, seqno: version })
+    }
+
+    /// Appends a signature transaction over the Merkle root of every entry so far (leaves 0..s-1).
+    fn emit_signature(&mut self) -> Result<(), ConsensusError> {
+        self.sign_asap = false;
+        self.txs_since_signature = 0;
+        self.ticks_since_signature = 0;
+        let seqno = self.last_seqno() + 1;
+        if self.tree.len() != seqno || self.store().current_version() != seqno - 1 {
+            return Err(ConsensusError::Inconsistent(format!(
+                "signing at {seqno} with {} leaves and store version {}",
+                self.tree.len(),
+                self.store().current_version()
+            )));
+        }
+        let view = self.view();
+        let commit = self.commit_point();
+        let root = self.tree.root();
+        let id = &self.identity;
+        let sig = PrimarySignature::new(
+            &id.key,
+            &id.node_id,
+            &id.cert_pem,
+            view,
+            seqno,
+            commit.view,
+            commit.seqno,
+            &root,
+        );
+        // The stored tree keeps only what roots after the commit point need, so it stays small.
+        let mut ws = WriteSet::default();
+        ws.put(SIGNATURES_TABLE, &SINGLETON_KEY, &sig.to_json_bytes());
+        ws.put(
+            TREE_TABLE,
+            &SINGLETON_KEY,
+            &self.tree.serialise_flushed_to(commit.seqno),
+        );
+        let interval = self.cfg.snapshot_interval_tx;
+        let snapshot_due =
+            self.snapshots.asap || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval));
+        if snapshot_due {
+            snapshot::mark_for_snapshot(&mut ws, seqno);
+        }
+        let flags = if self.chunk_after_next_signature {
+            consort_ledger::entry::FLAG_FORCE_CHUNK_AFTER
+        } else {
+            0
+        };
+        let bytes =
+            crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
+        let sig_entry = if snapshot_due { Some(bytes.clone()) } else { None };
+        if !self.append_own(seqno, &ws, bytes)? {
+            return Ok(());
+        }
+        self.chunk_after_next_signature = false;
+        if let Some(sig_entry) = sig_entry {
+            let store = self.store().clone();
+            self.snapshots
+                .start(&store, self.node.store(), sig_entry, view, seqno)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a transaction the replica itself writes (signature, snapshot evidence) as `seqno`, the next one:
+    /// applies `ws` to the store and proposes its encoded entry `bytes`. False, with the store rolled back, if Raft
+    /// did not take it (the replica is no longer primary, or is handing the role over).
+    fn append_own(&mut self, seqno: u64, ws: &WriteSet, bytes: Vec<u8>) -> Result<bool, ConsensusError> {
+        let store = self.store().clone();
+        store.apply(seqno, ws)?;
+        let appended = self.node.propose(Vec::new(), bytes).is_ok() && self.node.raft.raft_log.last_index() == seqno;
+        if !appended {
+            store.rollback(seqno - 1)?;
+        }
+        Ok(appended)
+    }
+
+    /// A snapshot build finished. The primary records a digest nobody has claimed yet in an evidence transaction
+    /// (its signature must still be in the log: the build is not stale); a backup keeps it for the evidence to come.
+    fn snapshot_built(&mut self, built: SnapshotBuilt) -> Result<(), ConsensusError> {
+        let seqno = built.seqno;
+        let Some((data, digest)) = self.snapshots.finished(built)? else {
+            return Ok(());
+        };
+        if !self.is_leader() || !self.signatures.contains(&seqno) {
+            self.snapshots.keep_built(seqno, data, digest);
+            return Ok(());
+        }
+        // The store refuses the evidence if it is not at the log's end (`append_own` applies it as the next version).
+        let evidence = self.last_seqno() + 1;
+        let ws = snapshot::evidence_write_set(&digest, seqno);
+        let bytes = encode_write_set_entry(&self.node.store().secret, self.view(), evidence, &ws)?;
+        if !self.append_own(evidence, &ws, bytes)? {
+            self.snapshots.keep_built(seqno, data, digest);
+            return Ok(());
+        }
+        self.txs_since_signature += 1;
+        self.snapshots.push(PendingSnapshot { seqno, evidence, data });
+        Ok(())
+    }
+
+    fn persisted(&mut self, number: u64, out: &mut Vec<Action>) {
+        if !self.outstanding.contains(&number) {
+            let error = ConsensusError::Inconsistent(format!("persist number {number} is not outstanding"));
+            out.push(Action::Dropped { from: None, error });
+            return;
+        }
+        self.outstanding.retain(|&n| n > number);
+        self.node.on_persist_ready(number);
+        while self.held.front().is_some_and(|(n, _)| *n <= number) {
+            if let Some((_, msgs)) = self.held.pop_front() {
+                send(msgs, out);
+            }
+        }
+    }
+
+    /// Handles every pending Ready: send, install, commit, append, persist.
+    fn drain(&mut self, out: &mut Vec<Action>) {
+        while self.halted.is_none() && self.node.has_ready() {
+            let mut rd = self.node.ready();
+            // The leader sends appends before its own disk write (Raft thesis 10.2.1). Snapshots are sent best
+            // effort like any message: report them finished so Raft goes back to probing (and resends if lost).
+            let messages = rd.take_messages();
+            let snapshots_to: Vec<u64> = messages
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
+            send(messages, out);
+            if let Some(ss) = rd.ss() {
+                let role = Role::from(ss.raft_state);
+                if role == Role::Leader {
+                    self.sign_asap = self.cfg.sign_on_election;
+                    self.txs_since_signature = 0;
+                    self.ticks_since_signature = 0;
+                }
+                let leader = Some(ss.leader_id).filter(|&l| l != raft::INVALID_ID);
+                out.push(Action::RoleChanged {
+                    role,
+                    view: self.node.raft.term,
+                    leader,
+                });
+            }
+            let mut snapshot = None;
+            if !rd.snapshot().is_empty() {
+                let snap = rd.snapshot().clone();
+                if let Err(e) = self.install_snapshot(&snap, out) {
+                    return self.halt(e, out);
+                }
+                snapshot = Some(
+                    snap.write_to_bytes()
+                        .expect("encoding a protobuf message to a Vec cannot fail"),
+                );
+            }
+            let committed = rd.take_committed_entries();
+            if let Err(e) = self.handle_committed(&committed, out) {
+                return self.halt(e, out);
+            }
+            let entries = rd.take_entries();
+            if let Err(e) = self.append(&entries, out) {
+                return self.halt(e, out);
+            }
+            let hard_state = rd.hs().cloned();
+            if let Some(hs) = &hard_state {
+                self.node.mut_store().hard_state = hs.clone();
+            }
+            let held = rd.take_persisted_messages();
+            let number = rd.number();
+            let must_persist = rd.must_sync() || !entries.is_empty() || hard_state.is_some() || snapshot.is_some();
+            self.node.advance_append_async(rd);
+            if let Some(last) = committed.last() {
+                self.node.advance_apply_to(last.index);
+            }
+            for to in snapshots_to {
+                self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
+            if must_persist {
+                self.outstanding.push_back(number);
+                out.push(Action::Persist {
+                    number,
+                    hard_state,
+                    snapshot,
+                });
+                if !held.is_empty() {
+                    self.held.push_back((number, held));
+                }
+            } else if let Some(&pending) = self.outstanding.back() {
+                if !held.is_empty() {
+                    self.held.push_back((pending, held));
+                }
+            } else {
+                send(held, out);
+            }
+        }
+    }
+
+    fn handle_committed(
+        &mut self,
+        entries: &[raft::eraftpb::Entry],
+        out: &mut Vec<Action>,
+    ) -> Result<(), ConsensusError> {
+        let mut new_commit = None;
+        for e in entries {
+            if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+                let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                    .map_err(|err| ConsensusError::entry(e.index, format!("conf change: {err}")))?;
+                // Raft refuses changes that became invalid (e.g. removing the last voter): the entry stays in the
+                // ledger, the membership does not change.
+                if let Ok(cs) = self.node.apply_conf_change(&cc) {
+                    // Sign soon, so that the commit point (and snapshots for joiners) move past the change.
+                    self.sign_asap = true;
+                    self.node.mut_store().conf_history.push((e.index, cs.clone()));
+                    out.push(Action::ConfChanged {
+                        seqno: e.index,
+                        conf_state: cs,
+                    });
+                }
+            }
+            if self.signatures.contains(&e.index) {
+                new_commit = Some(TxId {
+                    view: e.term,
+                    seqno: e.index,
+                });
+            }
+        }
+        if let Some(c) = new_commit.filter(|c| c.seqno > self.commit_point().seqno) {
+            // Paths below the commit point are served from the trees signature transactions store: memory stays
+            // proportional to the uncommitted suffix, not to the ledger.
+            self.tree.flush_to(c.seqno);
+            let log = self.node.mut_store();
+            log.commit = c;
+            log.store.set_committed(c.seqno);
+            log.ledger.commit(c.seqno)?;
+            out.push(Action::Committed(c));
+            while self.snapshots.pending.front().is_some_and(|p| p.evidence <= c.seqno) {
+                let Some(p) = self.snapshots.pending.pop_front() else {
+                    break;
+                };
+                let log = self.node.store();
+                let view = log.views.view_of(p.seqno).unwrap_or_default();
+                let snap = log.raft_snapshot(p.data, p.seqno, view);
+                out.push(Action::SnapshotCommitted {
+                    seqno: p.seqno,
+                    evidence: p.evidence,
+                    snapshot: snap,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[raft::eraftpb::Entry], out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(());
+        };
+        if first <= self.last_seqno() {
+            self.truncate(first - 1, out)?;
+        }
+        let secret = self.node.store().secret.clone();
+        let before = self.store().current_version();
+        for e in entries {
+            // Entries from peers were checked by `normalise` when received, and this replica's own proposals are
+            // well formed; `accept` parses each one again in any case. Only Raft's empty entries need bytes here.
+            let mut e = e.clone();
+            crate::codec::fill_empty(&secret, &mut e)?;
+            let bytes = crate::codec::ledger_bytes(&e).to_vec();
+            self.with_partial(|p| p.accept(e.term, e.index, bytes, true))?;
+        }
+        let now = self.store().current_version();
+        if now > before {
+            out.push(Action::Applied {
+                first: before + 1,
+                last: now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops every entry after `to` (a new primary's log replaces an uncommitted suffix).
+    fn truncate(&mut self, to: u64, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let commit = self.commit_point().seqno;
+        if to < commit {
+            return Err(ConsensusError::Inconsistent(format!(
+                "rollback to {to} below the commit point {commit}"
+            )));
+        }
+        let log = self.node.mut_store();
+        log.ledger.truncate(to)?;
+        log.store.rollback(to)?;
+        log.terms.truncate((to - log.base_index) as usize);
+        log.views.truncate(to);
+        log.conf_changes.split_off(&(to + 1));
+        self.tree.truncate(to + 1);
+        self.signatures.split_off(&(to + 1));
+        self.snapshots.truncate(to);
+        out.push(Action::RolledBack { to });
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+        let trusted = &self.trusted;
+        let secret = self.node.store().secret.clone();
+        let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
+        let meta = snap.get_metadata();
+        if (meta.index, meta.term) != (v.seqno, v.view) {
+            return Err(ConsensusError::InvalidSnapshot(
+                "metadata does not match the bundle".into(),
+            ));
+        }
+        let base = TxId {
+            view: v.view,
+            seqno: v.seqno,
+        };
+        let log = self.node.mut_store();
+        log.ledger.clear()?;
+        log.store = Arc::new(v.store);
+        log.base_index = base.seqno;
+        log.base_term = base.view;
+        log.base_bundle = Some(snap.data.to_vec());
+        log.terms.clear();
+        log.conf_changes.clear();
+        log.conf_history = vec![(base.seqno, meta.get_conf_state().clone())];
+        log.views = v.view_history;
+        log.commit = base;
+        self.tree = v.tree;
+        self.signatures = [base.seqno].into();
+        self.snapshots.reset(base.seqno);
+        out.push(Action::SnapshotInstalled(base));
+        out.push(Action::Committed(base));
+        Ok(())
+    }
+
+    fn with_partial<R>(&mut self, f: impl FnOnce(&mut PartialReplicaRef<'_, S>) -> R) -> R {
+        let mut p = PartialReplicaRef {
+            log: self.node.mut_store(),
+            tree: &mut self.tree,
+            signatures: &mut self.signatures,
+            trusted: &self.trusted,
+            snapshots: Some(&mut self.snapshots),
+        };
+        f(&mut p)
+    }
+}

@@ -1,0 +1,204 @@
+//! Opening a replica: loading the ledger, starting from the persisted snapshot if there is one, replaying every
+//! entry after it, and building raft-rs's `RawNode` around the result.
+
+use super::Replica;
+use crate::config::{NodeIdentity, ReplicaConfig};
+use crate::error::ConsensusError;
+use crate::history::ViewHistory;
+use crate::log::{Log, Terms};
+use crate::periodic::Snapshots;
+use crate::persisted::PersistedState;
+use crate::replay::{Offload, PartialReplica};
+use crate::snapshot;
+use crate::vocab::TxId;
+use consort_kv::Store;
+use consort_ledger::{Ledger, LedgerSecret, LedgerStorage, MerkleTree};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Snapshot};
+use raft::RawNode;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+impl<S: LedgerStorage> Replica<S> {
+    /// Opens a replica over `storage` (its ledger chunks) and what the node persisted. A fresh member passes an
+    /// empty storage and `voters`; a joiner passes an empty storage and a snapshot from a member; a restarting
+    /// node passes what it kept. Every entry is replayed: write sets applied, signatures verified.
+    pub fn open(
+        cfg: ReplicaConfig,
+        identity: NodeIdentity,
+        trusted: BTreeMap<u64, String>,
+        secret: LedgerSecret,
+        storage: S,
+        persisted: PersistedState,
+    ) -> Result<Self, ConsensusError> {
+        Self::open_with_offload(cfg, identity, trusted, secret, storage, persisted, None)
+    }
+
+    /// [`Replica::open`], decoding (parse, decrypt, hash) the next ledger chunk on the core `offload` lends while
+    /// this thread applies the current one. The result is the same; only the wall-clock time differs.
+    pub fn open_with_offload(
+        cfg: ReplicaConfig,
+        identity: NodeIdentity,
+        trusted: BTreeMap<u64, String>,
+        secret: LedgerSecret,
+        storage: S,
+        persisted: PersistedState,
+        offload: Option<&dyn Offload>,
+    ) -> Result<Self, ConsensusError> {
+        let ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
+        let is_trusted = |pem: &str| trusted.values().any(|c| c == pem);
+        let mut tree = MerkleTree::new();
+        let mut signatures = BTreeSet::new();
+        let (store, base, views, base_conf, base_bundle) = match &persisted.snapshot {
+            Some(bytes) => {
+                let snap = Snapshot::parse_from_bytes(bytes)
+                    .map_err(|e| ConsensusError::InvalidSnapshot(format!("protobuf: {e}")))?;
+                let v = snapshot::open(&snap.data, &secret, is_trusted)?;
+                let meta = snap.get_metadata();
+                if (meta.index, meta.term) != (v.seqno, v.view) {
+                    return Err(ConsensusError::InvalidSnapshot(
+                        "metadata does not match the bundle".into(),
+                    ));
+                }
+                tree = v.tree;
+                signatures.insert(v.seqno);
+                let base = TxId {
+                    view: v.view,
+                    seqno: v.seqno,
+                };
+                (
+                    v.store,
+                    base,
+                    v.view_history,
+                    meta.get_conf_state().clone(),
+                    Some(snap.data.to_vec()),
+                )
+            }
+            None => {
+                let cs = ConfState {
+                    voters: persisted.voters.clone(),
+                    ..Default::default()
+                };
+                (Store::new(), TxId::default(), ViewHistory::default(), cs, None)
+            }
+        };
+        let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
+        if first > base.seqno + 1 {
+            return Err(ConsensusError::Inconsistent(format!(
+                "the ledger starts at {first}, after the snapshot at {}",
+                base.seqno
+            )));
+        }
+        let log = Log {
+            ledger,
+            base_index: base.seqno,
+            base_term: base.view,
+            base_bundle,
+            terms: Terms::default(),
+            conf_changes: BTreeMap::new(),
+            hard_state: persisted.hard_state.clone().unwrap_or_default(),
+            conf_history: vec![(base.seqno, base_conf)],
+            store: Arc::new(store),
+            secret,
+            views,
+            commit: base,
+        };
+        // RawNode reads the log at creation, so replay into a Log first, then build the node around it.
+        let mut replica = PartialReplica {
+            log,
+            tree,
+            signatures,
+            trusted: &trusted,
+        };
+        let base_seqno = base.seqno;
+        let raft_commit = persisted.hard_state.as_ref().map_or(0, |hs| hs.commit);
+        replica.replay(first.max(base.seqno + 1), raft_commit, offload)?;
+        let PartialReplica {
+            mut log,
+            tree,
+            signatures,
+            ..
+        } = replica;
+        let last = log.last_index();
+        let hs = &mut log.hard_state;
+        if hs.commit > last {
+            return Err(ConsensusError::Inconsistent(format!(
+                "hard state commits {} but the ledger ends at {last}",
+                hs.commit
+            )));
+        }
+        hs.commit = hs.commit.max(base.seqno);
+        hs.term = hs.term.max(base.view);
+        let commit_seqno = signatures
+            .range(..=hs.commit)
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(base.seqno);
+        log.commit = TxId {
+            view: log.views.view_of(commit_seqno).unwrap_or(0),
+            seqno: commit_seqno,
+        };
+        log.store.set_committed(commit_seqno);
+        log.ledger.commit(commit_seqno)?;
+
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: base.seqno,
+            max_size_per_msg: cfg.max_append_bytes,
+            max_inflight_msgs: cfg.max_inflight_appends,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate().map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let random_state = cfg.random_seed;
+        let snapshots_on_backups = cfg.snapshots_on_backups;
+        let mut replica = Replica {
+            cfg,
+            identity,
+            trusted,
+            node,
+            tree,
+            signatures,
+            txs_since_signature: 0,
+            ticks_since_signature: 0,
+            sign_asap: false,
+            chunk_after_next_signature: false,
+            outstanding: VecDeque::new(),
+            held: VecDeque::new(),
+            halted: None,
+            random_state,
+            snapshots: Snapshots {
+                last: base_seqno,
+                on_backups: snapshots_on_backups,
+                ..Default::default()
+            },
+        };
+        let commit = replica.commit_point().seqno;
+        replica.tree.flush_to(commit);
+        replica.draw_election_timeout();
+        Ok(replica)
+    }
+
+    /// raft-rs draws election timeouts from the thread's RNG, which a simulation cannot replay; whenever the
+    /// election clock restarts, this replaces the draw with one from the injected seed.
+    pub(super) fn draw_election_timeout(&mut self) {
+        if self.node.raft.election_elapsed != 0 {
+            return;
+        }
+        self.random_state = self.random_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let base = self.cfg.election_ticks;
+        self.node
+            .raft
+            .set_randomized_election_timeout(base + (z % base as u64) as usize);
+    }
+}

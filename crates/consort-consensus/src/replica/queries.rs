@@ -1,0 +1,226 @@
+//! What a node may ask a replica between steps (role, view, commit point, transaction status, receipt parts),
+//! and the few settings it may change (signing on election, chunk ends, snapshots, trusted nodes, ledger flushes).
+
+use super::Replica;
+use crate::codec::inspect;
+use crate::error::ConsensusError;
+use crate::vocab::{Role, TxId, TxStatus};
+use consort_kv::Store;
+use consort_ledger::{
+    Ledger, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
+};
+use protobuf::Message as _;
+use raft::eraftpb::ConfState;
+use raft::StateRole;
+use std::sync::Arc;
+
+impl<S: LedgerStorage> Replica<S> {
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// The key-value store, holding every transaction in the log (committed or not). Replaced by a snapshot
+    /// install: fetch it again after [`Action::SnapshotInstalled`].
+    pub fn store(&self) -> &Arc<Store> {
+        &self.node.store().store
+    }
+
+    pub fn ledger(&self) -> &Ledger<S> {
+        &self.node.store().ledger
+    }
+
+    pub fn role(&self) -> Role {
+        self.node.raft.state.into()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The current view (Raft term).
+    pub fn view(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.node.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    pub fn last_seqno(&self) -> u64 {
+        self.node.store().last_index()
+    }
+
+    /// The CCF commit point: the last committed signature transaction.
+    pub fn commit_point(&self) -> TxId {
+        self.node.store().commit
+    }
+
+    /// Raft's commit index (may be past the commit point, up to the next signature).
+    pub fn raft_commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// Seqno of the snapshot this replica's log starts after (0 if none).
+    pub fn base_seqno(&self) -> u64 {
+        self.node.store().base_index
+    }
+
+    pub fn is_signature(&self, seqno: u64) -> bool {
+        self.signatures.contains(&seqno)
+    }
+
+    /// The view of `seqno` in this replica's log.
+    pub fn view_of(&self, seqno: u64) -> Option<u64> {
+        if seqno > self.last_seqno() {
+            return None;
+        }
+        self.node.store().views.view_of(seqno)
+    }
+
+    pub fn halted(&self) -> Option<&ConsensusError> {
+        self.halted.as_ref()
+    }
+
+    /// Membership currently in force.
+    pub fn conf_state(&self) -> ConfState {
+        self.node.raft.prs().conf().to_conf_state()
+    }
+
+    /// On the primary: the highest seqno known to be replicated on `peer`.
+    pub fn matched(&self, peer: u64) -> Option<u64> {
+        self.node.raft.prs().get(peer).map(|p| p.matched)
+    }
+
+    /// CCF's status of a transaction id, from this replica's point of view.
+    pub fn tx_status(&self, tx: TxId) -> TxStatus {
+        let commit = self.commit_point();
+        if tx.seqno == 0 {
+            return TxStatus::Unknown;
+        }
+        let local_view = self.view_of(tx.seqno);
+        let views_match = local_view == Some(tx.view);
+        if commit.seqno >= tx.seqno {
+            if views_match {
+                TxStatus::Committed
+            } else {
+                TxStatus::Invalid
+            }
+        } else if views_match {
+            TxStatus::Pending
+        } else if commit.view > tx.view {
+            // Every seqno past the commit point belongs to a view at least the commit point's.
+            TxStatus::Invalid
+        } else {
+            TxStatus::Unknown
+        }
+    }
+
+    /// Merkle root over every entry in the log (leaves 0..=last seqno).
+    pub fn merkle_root(&self) -> [u8; 32] {
+        self.tree.root()
+    }
+
+    /// The first signature transaction after `seqno` in the log: the one whose signed root covers `seqno`.
+    pub fn signature_after(&self, seqno: u64) -> Option<u64> {
+        self.signatures.range(seqno + 1..).next().copied()
+    }
+
+    /// The latest signature transaction at or below the commit point, if any is in the log.
+    pub fn last_committed_signature(&self) -> Option<u64> {
+        self.signatures.range(..=self.commit_point().seqno).next_back().copied()
+    }
+
+    /// What a receipt for `seqno` needs besides its leaf components: the signature transaction `sig_seqno`
+    /// covering it (its signed record, read back from the ledger) and the Merkle path from leaf `seqno` to the
+    /// root that signature signs (leaves 0..sig_seqno-1).
+    pub fn receipt_parts(
+        &self,
+        seqno: u64,
+        sig_seqno: u64,
+    ) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
+        if !self.signatures.contains(&sig_seqno) || seqno >= sig_seqno {
+            return Err(ConsensusError::Inconsistent(format!(
+                "{sig_seqno} is not a signature transaction covering {seqno}"
+            )));
+        }
+        let bytes = self.ledger().read_entry(sig_seqno)?;
+        let info = inspect(&bytes, self.view_of(sig_seqno).unwrap_or_default(), sig_seqno)?;
+        let value = |table: &str| match info
+            .public
+            .maps
+            .get(table)
+            .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
+        {
+            Some(Some(v)) => Ok(v),
+            _ => Err(ConsensusError::entry(
+                sig_seqno,
+                format!("no {table} at the singleton key"),
+            )),
+        };
+        // The tree in memory keeps paths only from the commit point on; for an older transaction, the tree its
+        // signature transaction stored (flushed to the commit point of the time, which is below `seqno`) has it.
+        let path = if seqno >= self.tree.first_retained() {
+            self.tree.path(seqno, sig_seqno)
+        } else {
+            MerkleTree::deserialise(value(TREE_TABLE)?).and_then(|stored| stored.path(seqno, sig_seqno))
+        }
+        .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {seqno}: {e}")))?;
+        let raw = value(SIGNATURES_TABLE)?.clone();
+        let sig =
+            PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e.to_string()))?;
+        Ok((sig, path))
+    }
+
+    /// Evidence transactions whose snapshot this replica built with a different digest (and so did not keep).
+    pub fn snapshot_mismatches(&self) -> u64 {
+        self.snapshots.mismatches
+    }
+
+    /// See [`ReplicaConfig::sign_on_election`].
+    pub fn set_sign_on_election(&mut self, sign: bool) {
+        self.cfg.sign_on_election = sign;
+    }
+
+    /// Trusts signature transactions signed with `cert_pem` (a node that joined).
+    /// Ends the current ledger chunk at the next signature transaction (signed as soon as possible). On the
+    /// primary only: the flag travels in the signature entry's header, so every replica closes the same chunk.
+    pub fn request_chunk_end(&mut self) {
+        self.chunk_after_next_signature = true;
+        self.sign_asap = true;
+    }
+
+    /// Snapshots at the next signature transaction (signed as soon as possible), whatever the interval. On the
+    /// primary only: backups snapshot where the primary's evidence says.
+    pub fn request_snapshot(&mut self) {
+        self.snapshots.asap = true;
+        self.sign_asap = true;
+    }
+
+    pub fn trust_node(&mut self, id: u64, cert_pem: String) {
+        self.trusted.insert(id, cert_pem);
+    }
+
+    /// A snapshot at the commit point (an encoded Raft `Snapshot`), for the snapshots directory and for joiners.
+    pub fn snapshot(&self) -> Result<Vec<u8>, ConsensusError> {
+        let snap = self.node.store().snapshot_at_commit()?;
+        Ok(snap
+            .write_to_bytes()
+            .expect("encoding a protobuf message to a Vec cannot fail"))
+    }
+
+    /// Makes every appended ledger entry durable (called for [`Action::Persist`]).
+    pub fn sync_ledger(&mut self) -> Result<(), ConsensusError> {
+        Ok(self.node.mut_store().ledger.flush()?)
+    }
+
+    /// Whether the ledger has closed chunks left to sync or rename ([`Replica::sync_ledger`] does that work; an
+    /// idle node should call it once in a while so that chunk files get their final names).
+    pub fn ledger_needs_flush(&self) -> bool {
+        self.node.store().ledger.needs_flush()
+    }
+
+    /// Makes everything durable and gives every chunk file its final name (a clean stop).
+    pub fn settle_ledger(&mut self) -> Result<(), ConsensusError> {
+        Ok(self.node.mut_store().ledger.settle()?)
+    }
+}
