@@ -260,6 +260,14 @@ impl VerifyingKey {
         }
     }
 
+    /// Hashes `msg` with `hash`, verifies a raw r||s signature (either form of s, as OpenSSL and so CCF accept)
+    /// and returns its canonical encoding: the same r with the low form of s ([`low_s_raw`]). Both forms of one
+    /// signature give the same canonical bytes, so a caller that keys anything on a signature keys it on these.
+    pub fn verify_raw_canonical(&self, msg: &[u8], hash: HashAlg, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.verify_raw(msg, hash, sig_raw)?;
+        low_s_raw(self.curve(), sig_raw)
+    }
+
     /// Hashes `msg` with `hash` and verifies a DER signature.
     pub fn verify_der(&self, msg: &[u8], hash: HashAlg, sig_der: &[u8]) -> Result<(), CryptoError> {
         self.verify_prehash_der(&hash.digest(msg), sig_der)
@@ -268,6 +276,64 @@ impl VerifyingKey {
     /// Hashes `msg` with `hash` and verifies a raw r||s signature.
     pub fn verify_raw(&self, msg: &[u8], hash: HashAlg, sig_raw: &[u8]) -> Result<(), CryptoError> {
         self.verify_prehash_raw(&hash.digest(msg), sig_raw)
+    }
+}
+
+/// Which of the two valid values of `s` a raw ECDSA signature carries. If (r, s) verifies, so does (r, n - s)
+/// for the same key and message (n: the group order); exactly one of them is at most n / 2, the low form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SForm {
+    /// s <= n / 2 (what Bitcoin-style verifiers require).
+    Low,
+    /// s > n / 2: OpenSSL, python-ecdsa (so CCF's tools) and the p256/p384 crates sign without normalising s,
+    /// so about half of their signatures have this form.
+    High,
+}
+
+/// The form of `s` in a raw r||s signature on `curve`; an error if the bytes are not a signature.
+pub fn s_form_raw(curve: Curve, sig_raw: &[u8]) -> Result<SForm, CryptoError> {
+    let high = match curve {
+        Curve::P256 => p256::ecdsa::Signature::from_slice(sig_raw).map(|s| s.normalize_s().is_some()),
+        Curve::P384 => p384::ecdsa::Signature::from_slice(sig_raw).map(|s| s.normalize_s().is_some()),
+    }
+    .map_err(|e| CryptoError::SignatureFormat(e.to_string()))?;
+    Ok(if high { SForm::High } else { SForm::Low })
+}
+
+/// The low-S form of a raw r||s signature on `curve`: the bytes themselves if s is already low, else (r, n - s).
+pub fn low_s_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
+    Ok(match curve {
+        Curve::P256 => {
+            let s = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+            s.normalize_s().unwrap_or(s).to_bytes().to_vec()
+        }
+        Curve::P384 => {
+            let s = p384::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+            s.normalize_s().unwrap_or(s).to_bytes().to_vec()
+        }
+    })
+}
+
+/// The other valid signature (r, n - s) for the same key and message: what anybody holding a signature can
+/// compute without the key. Replay protection must not tell the two apart; tests use this to check that.
+pub fn malleate_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
+    match curve {
+        Curve::P256 => {
+            let sig = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+            let (r, s) = sig.split_scalars();
+            p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+                .map(|m| m.to_bytes().to_vec())
+                .map_err(sig_err)
+        }
+        Curve::P384 => {
+            let sig = p384::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
+            let (r, s) = sig.split_scalars();
+            p384::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+                .map(|m| m.to_bytes().to_vec())
+                .map_err(sig_err)
+        }
     }
 }
 
@@ -309,7 +375,8 @@ mod tests {
     #[test]
     fn high_s_signatures_verify_as_openssl_accepts_them() {
         // CCF verifies with OpenSSL, which accepts both s and n - s; refusing high-S here would reject signatures
-        // CCF accepts. Low-S malleability does not matter to Consort: nothing is keyed by a signature's bytes.
+        // CCF accepts. Whatever is keyed by a signature must key it on its canonical form
+        // (`verify_raw_canonical`) or on the signed bytes, never on the bytes as received.
         let sk = SigningKey::generate(Curve::P256);
         let digest = sha256(b"root");
         let der = sk.sign_prehash_der(&digest).unwrap();
@@ -325,6 +392,34 @@ mod tests {
         assert!(der[1] < 0x80);
         let ber = [&[0x30, 0x81, der[1]][..], &der[2..]].concat();
         assert!(vk.verify_prehash_der(&digest, &ber).is_err());
+    }
+
+    #[test]
+    fn both_forms_of_s_verify_and_share_one_canonical_encoding() {
+        for curve in [Curve::P256, Curve::P384] {
+            let sk = SigningKey::generate(curve);
+            let vk = sk.verifying_key();
+            let hash = curve.default_hash();
+            // p256/p384 sign without normalising s (like OpenSSL): take the low form of whatever came out.
+            let sig = low_s_raw(curve, &sk.sign_raw(b"request", hash)).unwrap();
+            assert_eq!(s_form_raw(curve, &sig), Ok(SForm::Low));
+            let twin = malleate_raw(curve, &sig).unwrap();
+            assert_ne!(twin, sig);
+            assert_eq!(s_form_raw(curve, &twin), Ok(SForm::High));
+            assert_eq!(malleate_raw(curve, &twin).unwrap(), sig);
+            assert_eq!(vk.verify_raw_canonical(b"request", hash, &sig), Ok(sig.clone()));
+            assert_eq!(vk.verify_raw_canonical(b"request", hash, &twin), Ok(sig.clone()));
+            assert_eq!(low_s_raw(curve, &twin), Ok(sig.clone()));
+            assert_eq!(low_s_raw(curve, &sig), Ok(sig.clone()));
+            assert_eq!(
+                vk.verify_raw_canonical(b"other", hash, &twin),
+                Err(CryptoError::BadSignature)
+            );
+            assert!(matches!(
+                low_s_raw(curve, &[0u8; 7]),
+                Err(CryptoError::SignatureFormat(_))
+            ));
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod hash;
 pub mod x509;
 
 pub use aead::{AeadError, Aes256GcmKey, GCM_IV_SIZE, GCM_TAG_SIZE};
-pub use ecdsa::{Curve, HashAlg, SigningKey, VerifyingKey};
+pub use ecdsa::{low_s_raw, malleate_raw, s_form_raw, Curve, HashAlg, SForm, SigningKey, VerifyingKey};
 pub use hash::{hmac_sha256, sha256, sha384, Sha256Hasher, SHA256_SIZE};
 pub use x509::{CertParams, ParsedCert};
 

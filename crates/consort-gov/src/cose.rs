@@ -75,14 +75,21 @@ pub struct VerifiedRequest {
     pub created_at: i64,
     /// `ccf.gov.msg.proposal_id`, when present.
     pub proposal_id: Option<String>,
-    /// The raw signature (r ‖ s).
+    /// The signature (r ‖ s) in its canonical low-S form. A signature (r, s) and its twin (r, n - s) both verify
+    /// and both are accepted (CCF's `ccf_cose_sign1` signs with python-ecdsa, which emits either), so the
+    /// signature as received is not a stable name for a request: this canonical form is.
     pub signature: Vec<u8>,
-    /// The whole COSE Sign1 envelope, recorded in `public:ccf.gov.cose_history`.
+    /// SHA-256 of the COSE `Sig_structure` (the to-be-signed bytes: context, protected headers, empty external
+    /// AAD, payload). It names what the member signed independently of how the signature or the unprotected
+    /// parts of the envelope are encoded, so the replay window is keyed on it.
+    pub signed_digest: [u8; 32],
+    /// The whole COSE Sign1 envelope as received, recorded in `public:ccf.gov.cose_history`.
     pub envelope: Vec<u8>,
 }
 
 impl VerifiedRequest {
-    /// SHA-256 of the signature: CCF's request digest, used in proposal ids and the replay window.
+    /// SHA-256 of the canonical signature: CCF's request digest, used in proposal ids. For a low-S signature it
+    /// is CCF's value; a high-S one gets the digest of its low-S twin, so both forms name one proposal.
     pub fn request_digest(&self) -> [u8; 32] {
         consort_crypto::sha256(&self.signature)
     }
@@ -190,8 +197,9 @@ pub fn verify_gov_request(
             expected_alg.to_i64()
         )));
     }
-    sign1
-        .verify_signature(b"", |sig, data| key.verify_raw(data, hash, sig))
+    let signed = sign1.tbs_data(b"");
+    let signature = key
+        .verify_raw_canonical(&signed, hash, &sign1.signature)
         .map_err(|_| GovError::InvalidSignature(kid.clone()))?;
 
     if msg_type != expected_type.as_str() {
@@ -233,7 +241,8 @@ pub fn verify_gov_request(
         payload,
         created_at,
         proposal_id,
-        signature: sign1.signature.clone(),
+        signature,
+        signed_digest: consort_crypto::sha256(&signed),
         envelope: body.to_vec(),
     })
 }

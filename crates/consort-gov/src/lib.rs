@@ -49,8 +49,16 @@
 //! # Ids
 //!
 //! Member and user ids are hex SHA-256 of the certificate DER. A proposal id is hex SHA-256 of (the Merkle
-//! root at the transaction's read version ‖ SHA-256 of the request signature), as CCF computes it
+//! root at the transaction's read version ‖ SHA-256 of the request signature), as CCF computes it, except that
+//! the signature is taken in its low-S form so both valid forms of one signature name one proposal
 //! ([`proposal_id`]).
+//!
+//! # Replay protection
+//!
+//! A proposal request is recorded in the recent-proposal window under its `created_at` and the digest of the
+//! bytes the member signed ([`VerifiedRequest::signed_digest`]), not of the signature: ECDSA signatures are
+//! malleable (if (r, s) verifies, so does (r, n - s)) and CCF's own signer emits either form, so a key over the
+//! signature's bytes would let anybody replay a recorded request under its twin signature.
 #![forbid(unsafe_code)]
 
 pub mod cose;

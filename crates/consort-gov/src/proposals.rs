@@ -45,7 +45,8 @@ impl ProposalOutcome {
 }
 
 /// CCF's proposal id: hex SHA-256 of (the Merkle root at the transaction's read version ‖ SHA-256 of the
-/// request's signature). Binding to the root makes the id unique per state even for identical requests.
+/// request's signature in its low-S form, see [`VerifiedRequest::request_digest`]). Binding to the root makes the
+/// id unique per state even for identical requests.
 pub fn proposal_id(state_root: &[u8; 32], request: &VerifiedRequest) -> String {
     let mut h = consort_crypto::Sha256Hasher::new();
     h.update(state_root);
@@ -91,12 +92,16 @@ fn replay_window_size(tx: &mut Tx<'_>) -> usize {
         .max(1)
 }
 
-/// CCF's replay protection: the recent-proposal window holds `"<created_at, 10 digits>:<request digest>"`
-/// keys; a key already there is a replay, one older than the window's median is too old; otherwise the key
-/// is added and the window trimmed to its size, oldest first.
+/// CCF's replay protection: the recent-proposal window holds `"<created_at, 10 digits>:<digest>"` keys; a key
+/// already there is a replay, one older than the window's median is too old; otherwise the key is added and the
+/// window trimmed to its size, oldest first.
+///
+/// CCF's digest is that of the signature as received, which a replayer can change without the key (s -> n - s,
+/// both verify); ours is [`VerifiedRequest::signed_digest`], the digest of the signed bytes, which no re-encoding
+/// of the signature or of the envelope's unsigned parts changes.
 fn check_and_record_submission(tx: &mut Tx<'_>, req: &VerifiedRequest, proposal_id: &str) -> Result<(), GovError> {
     let created_at = format!("{:010}", req.created_at);
-    let key = format!("{created_at}:{}", hex::encode(req.request_digest()));
+    let key = format!("{created_at}:{}", hex::encode(req.signed_digest));
     if let Some(existing) = tx.get(tables::COSE_RECENT_PROPOSALS, key.as_bytes()) {
         let existing: String = serde_json::from_slice(&existing).unwrap_or_default();
         return Err(GovError::ProposalReplay(existing));

@@ -139,6 +139,37 @@ fn ccf_cose_sign1_p256_requests_are_accepted() {
     ccf_signed_requests_are_accepted(Some("secp256r1"));
 }
 
+/// CCF's signer (pycose over python-ecdsa, RFC 6979 without low-S normalisation) emits high-S signatures about
+/// half of the time, so they must be accepted; the malleated twin of an accepted one must still be a replay.
+#[test]
+fn ccf_cose_sign1_high_s_requests_are_accepted_and_their_twins_are_replays() {
+    let Some(venv) = ccf_venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = ccf_keygen(&venv, dir.path(), "member0", None);
+    let store = setup_with_cert(&std::fs::read_to_string(&cert_path).unwrap());
+    let proposal = json!({"actions": [{"name": "set_recovery_threshold", "args": {"recovery_threshold": 1}}]});
+    // Trailing spaces vary the signed bytes, not the proposal; 2^-24 is the chance that no signature is high-S.
+    let high = (0..24)
+        .map(|spaces| {
+            let content = format!("{proposal}{}", " ".repeat(spaces));
+            ccf_sign(&venv, &cert_path, &key_path, content.as_bytes(), "proposal", None)
+        })
+        .find(|body| {
+            let sign1 = <coset::CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(body).unwrap();
+            consort_crypto::s_form_raw(Curve::P384, &sign1.signature) == Ok(consort_crypto::SForm::High)
+        })
+        .expect("ccf_cose_sign1 made a high-S signature");
+
+    let mut tx = store.begin();
+    let req = verify_gov_request(&mut tx, &high, MsgType::Proposal, None, NOW).unwrap();
+    let first = create_proposal(&mut tx, &req, &ROOT, &GovEnv::default()).unwrap();
+    store.commit(tx, |_, _| ()).unwrap();
+    let mut tx = store.begin();
+    let twin = verify_gov_request(&mut tx, &malleated(&high), MsgType::Proposal, None, NOW).unwrap();
+    let err = create_proposal(&mut tx, &twin, &ROOT, &GovEnv::default()).unwrap_err();
+    assert_eq!(err, GovError::ProposalReplay(first.proposal_id));
+}
+
 /// Runs CCF's `validate_cose_sign1` on our envelope. The venv's cbor2 (6.x) decodes the array inside a CBOR
 /// tag as a tuple (and maps in it as frozendicts), which pycose 1.1 refuses ("Bytes cannot be decoded as COSE
 /// message") even for envelopes made by `ccf_cose_sign1` itself; the shim thaws those containers back into a
@@ -377,4 +408,76 @@ fn oversized_proposal_is_refused() {
     let big = vec![b' '; limits::MAX_PROPOSAL_SIZE_BYTES + 1];
     let body = sign_gov_request(&s.key, &s.id, MsgType::Proposal, NOW, None, &big);
     assert_eq!(submit(&s, &body).unwrap_err().http_status(), 413);
+}
+
+/// The envelope `body` with its signature replaced by the other valid one, (r, n - s): what anybody who saw a
+/// member's request can compute without the member's key.
+fn malleated(body: &[u8]) -> Vec<u8> {
+    use coset::TaggedCborSerializable;
+    let mut sign1 = coset::CoseSign1::from_tagged_slice(body).unwrap();
+    let curve = if sign1.signature.len() == Curve::P256.raw_signature_size() {
+        Curve::P256
+    } else {
+        Curve::P384
+    };
+    sign1.signature = consort_crypto::malleate_raw(curve, &sign1.signature).unwrap();
+    sign1.to_tagged_vec().unwrap()
+}
+
+/// The envelope `body` with an unprotected header added: the signed bytes stay the same, the envelope does not.
+fn with_unprotected_header(body: &[u8]) -> Vec<u8> {
+    use coset::TaggedCborSerializable;
+    let mut sign1 = coset::CoseSign1::from_tagged_slice(body).unwrap();
+    sign1.unprotected.rest.push((
+        coset::Label::Text("note".into()),
+        coset::cbor::value::Value::Text("replayed".into()),
+    ));
+    sign1.to_tagged_vec().unwrap()
+}
+
+#[test]
+fn high_s_variant_of_an_accepted_proposal_is_refused_as_a_replay() {
+    let s = signer();
+    let body = proposal_body(&s, NOW, 1);
+    let twin = malleated(&body);
+    assert_ne!(twin, body);
+    // Both forms are valid signatures by the member, and name the same request.
+    let original = verify(&s, &body, MsgType::Proposal).unwrap();
+    let replayed = verify(&s, &twin, MsgType::Proposal).unwrap();
+    assert_eq!(replayed.signature, original.signature);
+    assert_eq!(replayed.signed_digest, original.signed_digest);
+    assert_eq!(proposal_id(&ROOT, &replayed), proposal_id(&ROOT, &original));
+
+    let first = submit(&s, &body).unwrap();
+    let err = submit(&s, &twin).unwrap_err();
+    assert_eq!((err.code(), err.http_status()), ("ProposalReplay", 400));
+    assert!(err.to_string().contains(&first.proposal_id), "{err}");
+}
+
+#[test]
+fn a_high_s_request_is_accepted_once_and_its_low_s_twin_is_a_replay() {
+    let s = signer();
+    let high = malleated(&proposal_body(&s, NOW, 1));
+    let first = submit(&s, &high).unwrap();
+    let low = malleated(&high);
+    let err = submit(&s, &low).unwrap_err();
+    assert_eq!(err.code(), "ProposalReplay");
+    assert!(err.to_string().contains(&first.proposal_id), "{err}");
+}
+
+#[test]
+fn re_encoding_the_envelope_does_not_bypass_the_replay_window() {
+    let s = signer();
+    let body = proposal_body(&s, NOW, 1);
+    submit(&s, &body).unwrap();
+    for variant in [
+        with_unprotected_header(&body),
+        with_unprotected_header(&malleated(&body)),
+    ] {
+        assert_ne!(variant, body);
+        let err = submit(&s, &variant).unwrap_err();
+        assert_eq!(err.code(), "ProposalReplay", "{err}");
+    }
+    // Another request by the same member (a different created_at) is still accepted.
+    submit(&s, &proposal_body(&s, NOW + 1, 1)).unwrap();
 }
