@@ -36,9 +36,13 @@ pub struct AuditReport {
 /// Why an audit failed, naming the first bad transaction ("view.seqno") and file when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditError {
+    /// Seqno of the first bad transaction, when the failure is in one.
     pub seqno: Option<u64>,
+    /// Its view, when its entry could be parsed.
     pub view: Option<u64>,
+    /// The chunk file it is in, when known.
     pub file: Option<String>,
+    /// What is wrong, for a human.
     pub reason: String,
 }
 

@@ -44,6 +44,7 @@ impl LedgerSecret {
         Self::from_bytes(*Aes256GcmKey::generate().raw())
     }
 
+    /// The secret with this raw AES-256 key (the commit secret is derived from it).
     pub fn from_bytes(raw: [u8; 32]) -> Self {
         let commit_secret = hmac_sha256(&raw, COMMIT_SECRET_LABEL);
         LedgerSecret {
@@ -52,6 +53,7 @@ impl LedgerSecret {
         }
     }
 
+    /// The raw AES-256 key, to hand the secret to another trusted node or seal it.
     pub fn raw(&self) -> &[u8; 32] {
         self.key.raw()
     }
@@ -184,14 +186,23 @@ pub fn encode_entry(
 /// A parsed entry borrowing the bytes it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryView<'a> {
+    /// Format version from the header (always [`ENTRY_VERSION`] once parsed).
     pub version: u8,
+    /// Header flags ([`FLAG_FORCE_CHUNK_AFTER`], [`FLAG_FORCE_CHUNK_BEFORE`]).
     pub flags: u8,
+    /// View, from the IV.
     pub view: u64,
+    /// Seqno, from the IV.
     pub seqno: u64,
+    /// Whether the IV's snapshot bit is set (a snapshot, not a transaction).
     pub is_snapshot: bool,
+    /// AES-GCM tag over the private domain, with the public domain as additional data.
     pub tag: [u8; GCM_TAG_SIZE],
+    /// AES-GCM IV: seqno and view.
     pub iv: [u8; GCM_IV_SIZE],
+    /// The public domain, in the clear.
     pub public_domain: &'a [u8],
+    /// The private domain, encrypted (empty if the transaction wrote no private map).
     pub encrypted_private: &'a [u8],
     /// The whole entry, header included.
     pub raw: &'a [u8],

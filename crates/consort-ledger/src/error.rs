@@ -1,14 +1,24 @@
-//! Typed errors of the ledger crate: framing, crypto, Merkle, chunk and storage failures.
+//! Typed errors of the ledger crate: framing, crypto, Merkle, chunk and storage failures. Errors that come from
+//! another crate's error keep it as their source.
+
+use consort_crypto::CryptoError;
+use consort_kv::KvError;
+use std::sync::Arc;
 
 /// Errors from a [`crate::LedgerStorage`] implementation.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StorageError {
+    /// The named file does not exist.
     #[error("no such file: {0}")]
     NotFound(String),
+    /// An offset or length beyond the end of the named file.
     #[error("offset or length out of range in {0}")]
     OutOfRange(String),
+    /// A file name the storage refuses (for example one that would leave its directory).
     #[error("invalid file name: {0}")]
     InvalidName(String),
+    /// The operating system's error, as text: implementations keep this type `Clone` and comparable, which
+    /// `std::io::Error` is not.
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -16,28 +26,98 @@ pub enum StorageError {
 /// Errors from parsing, encoding, verifying or storing ledger data. Malformed bytes always map to one of these.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum LedgerError {
+    /// Fewer bytes than a length field or fixed header promised.
     #[error("truncated {what}: need {need} bytes, have {have}")]
-    Truncated { what: &'static str, need: u64, have: u64 },
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes there were.
+        have: u64,
+    },
+    /// An entry header with a version other than [`crate::entry::ENTRY_VERSION`].
     #[error("unsupported entry version {0}")]
     UnsupportedVersion(u8),
+    /// Something larger than its named limit (see [`crate::limits`]).
     #[error("{what} of {size} bytes exceeds the limit of {limit}")]
-    TooLarge { what: &'static str, size: u64, limit: u64 },
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+    },
+    /// An entry whose framing is inconsistent, or that is not the entry expected.
     #[error("malformed entry: {0}")]
     MalformedEntry(String),
+    /// An entry's public domain that is not a valid write set.
+    #[error("malformed entry: public domain: {0}")]
+    PublicDomain(#[source] KvError),
+    /// The private domain does not decrypt: the wrong secret, or a tampered entry.
     #[error("private domain decryption failed (wrong secret or tampered entry)")]
     Decrypt,
+    /// A Merkle tree question with no answer (a flushed or missing leaf) or a malformed serialised tree.
     #[error("merkle tree: {0}")]
     Merkle(String),
+    /// A signature record that is malformed or inconsistent.
     #[error("signature: {0}")]
     Signature(String),
+    /// A signature record that is not valid JSON.
+    #[error("signature: malformed signature JSON: {0}")]
+    SignatureJson(#[source] JsonError),
+    /// A signature record whose signature is not base64.
+    #[error("signature: sig is not base64")]
+    SigBase64(#[source] base64::DecodeError),
+    /// A signing certificate or key that cannot be used, or a root signature that does not verify.
+    #[error("signature: {what}: {source}")]
+    Crypto {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: CryptoError,
+    },
+    /// A chunk file that does not hold what its name and index say.
     #[error("chunk {name}: {reason}")]
-    Chunk { name: String, reason: String },
+    Chunk {
+        /// The file's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An entry inside a chunk file that does not parse.
+    #[error("chunk {name}: seqno {seqno}: {source}")]
+    ChunkEntry {
+        /// The file's name.
+        name: String,
+        /// Seqno the entry should have.
+        seqno: u64,
+        /// Why it does not parse.
+        #[source]
+        source: Box<LedgerError>,
+    },
+    /// An append that is not the next seqno.
     #[error("seqno {got} out of order: expected {expected}")]
-    OutOfOrder { expected: u64, got: u64 },
+    OutOfOrder {
+        /// The next seqno.
+        expected: u64,
+        /// The seqno appended.
+        got: u64,
+    },
+    /// A seqno the ledger does not hold.
     #[error("seqno {0} is not in the ledger")]
     NotFound(u64),
+    /// A truncation that would drop committed entries.
     #[error("cannot truncate to {requested}: seqno {committed} is committed")]
-    TruncateCommitted { requested: u64, committed: u64 },
+    TruncateCommitted {
+        /// Seqno truncated to.
+        requested: u64,
+        /// The committed seqno it is below.
+        committed: u64,
+    },
+    /// The storage failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -50,3 +130,23 @@ impl LedgerError {
         }
     }
 }
+
+/// A JSON error shared so that [`LedgerError`] stays `Clone` and comparable (`serde_json::Error` is neither);
+/// two are equal when they say the same thing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(#[source] Arc<serde_json::Error>);
+
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        JsonError(Arc::new(e))
+    }
+}
+
+impl PartialEq for JsonError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for JsonError {}

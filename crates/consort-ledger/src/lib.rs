@@ -11,6 +11,7 @@
 //! chunk file  = u64 position-table offset ‖ entries ‖ u32 position table (complete chunks only)
 //! ```
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod audit;
 pub mod chunk;
@@ -33,7 +34,7 @@ pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
     ENTRY_HEADER_SIZE,
 };
-pub use error::{LedgerError, StorageError};
+pub use error::{JsonError, LedgerError, StorageError};
 pub use ledger::{ChunkEntries, EntryKind, Ledger};
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};

@@ -21,7 +21,9 @@ use consort_crypto::Sha256Hasher;
 /// `H(h ‖ current)`; `Right(h)`: the parent is `H(current ‖ h)`. This is `ccf.receipt.root`'s order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofStep {
+    /// The sibling is on the left.
     Left([u8; 32]),
+    /// The sibling is on the right.
     Right([u8; 32]),
 }
 
@@ -66,6 +68,9 @@ fn level_base(first: u64, level: usize) -> u64 {
 /// Magic at the start of [`MerkleTree::serialise`] output ("CMT1").
 const SERIALISED_MAGIC: [u8; 4] = *b"CMT1";
 
+/// CCF's Merkle tree over the ledger's leaves (leaf 0 is 32 zero bytes), kept level by level so that roots and
+/// paths of any prefix still held can be computed; [`MerkleTree::flush_to`] drops what committed leaves no longer
+/// need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerkleTree {
     /// Leaves below this index are flushed (only their covering nodes are kept).
@@ -121,6 +126,7 @@ impl MerkleTree {
         }
     }
 
+    /// Adds the next leaf.
     pub fn append(&mut self, leaf: [u8; 32]) {
         self.levels[0].nodes.push(leaf);
         self.len += 1;
@@ -141,6 +147,7 @@ impl MerkleTree {
         }
     }
 
+    /// Leaf `index`, if held (neither flushed nor beyond the end).
     pub fn leaf(&self, index: u64) -> Option<[u8; 32]> {
         let l = &self.levels[0];
         if index < l.base || index >= self.len {
@@ -307,6 +314,7 @@ impl MerkleTree {
         out
     }
 
+    /// The tree [`Self::serialise`] wrote, checked (these bytes come from the ledger, so from the host).
     pub fn deserialise(bytes: &[u8]) -> Result<Self, LedgerError> {
         let bad = |m: String| LedgerError::Merkle(m);
         let mut r = Reader::new(bytes, "serialised merkle tree");

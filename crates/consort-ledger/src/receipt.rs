@@ -8,8 +8,11 @@ use crate::signature::PrimarySignature;
 /// What a transaction's leaf is hashed from: SHA-256(write_set_digest ‖ SHA-256(commit_evidence) ‖ claims).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafComponents {
+    /// SHA-256 of the whole encoded entry.
     pub write_set_digest: [u8; 32],
+    /// The commit evidence string (`ce:<view>.<seqno>:<hex>`), revealed only for committed transactions.
     pub commit_evidence: String,
+    /// Digest of application claims (zeros: Consort records none).
     pub claims_digest: [u8; 32],
 }
 
@@ -24,6 +27,7 @@ impl LeafComponents {
         }
     }
 
+    /// The Merkle leaf these components hash to.
     pub fn leaf(&self) -> [u8; 32] {
         crate::entry::leaf_digest(
             &self.write_set_digest,

@@ -20,6 +20,7 @@ pub struct SegVec<T: Copy> {
 }
 
 impl<T: Copy> SegVec<T> {
+    /// An empty vector (it allocates its first block on the first push).
     pub fn new() -> Self {
         SegVec {
             blocks: VecDeque::new(),
@@ -28,14 +29,17 @@ impl<T: Copy> SegVec<T> {
         }
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it holds no element.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Adds an element at the end.
     pub fn push(&mut self, value: T) {
         match self.blocks.back_mut() {
             Some(last) if last.len() < BLOCK => last.push(value),
@@ -48,6 +52,7 @@ impl<T: Copy> SegVec<T> {
         self.len += 1;
     }
 
+    /// Element `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<T> {
         if index >= self.len {
             return None;
@@ -56,6 +61,7 @@ impl<T: Copy> SegVec<T> {
         self.blocks.get(at / BLOCK).and_then(|b| b.get(at % BLOCK)).copied()
     }
 
+    /// The last element, if any.
     pub fn last(&self) -> Option<T> {
         self.len.checked_sub(1).and_then(|i| self.get(i))
     }
@@ -92,6 +98,7 @@ impl<T: Copy> SegVec<T> {
         }
     }
 
+    /// Removes every element and frees the blocks.
     pub fn clear(&mut self) {
         self.blocks.clear();
         self.head = 0;
@@ -105,6 +112,7 @@ impl<T: Copy> SegVec<T> {
         (start..end).map(move |at| self.blocks[at / BLOCK][at % BLOCK])
     }
 
+    /// Every element, in order.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.iter_from(0)
     }

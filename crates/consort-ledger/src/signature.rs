@@ -5,27 +5,41 @@ use crate::LedgerError;
 use consort_crypto::{ParsedCert, SigningKey};
 use serde::{Deserialize, Serialize};
 
+/// The primary's signature over the Merkle root ([`PrimarySignature`] as JSON); writing it makes a signature
+/// transaction.
 pub const SIGNATURES_TABLE: &str = "public:ccf.internal.signatures";
+/// The serialised Merkle tree, written by each signature transaction.
 pub const TREE_TABLE: &str = "public:ccf.internal.tree";
+/// The service's certificate and status.
 pub const SERVICE_INFO_TABLE: &str = "public:ccf.gov.service.info";
+/// Each node's status and public key, by node id.
 pub const NODES_INFO_TABLE: &str = "public:ccf.gov.nodes.info";
+/// Each node's certificate endorsed by the service key, by node id.
 pub const ENDORSED_CERTS_TABLE: &str = "public:ccf.gov.nodes.endorsed_certificates";
+/// Users' certificates, by user id.
 pub const USERS_CERTS_TABLE: &str = "public:ccf.gov.users.certs";
+/// Members' certificates, by member id.
 pub const MEMBERS_CERTS_TABLE: &str = "public:ccf.gov.members.certs";
 /// CCF 6.x also writes a COSE signature of the root; Consort does not (yet), the auditor ignores it.
 pub const COSE_SIGNATURES_TABLE: &str = "public:ccf.internal.cose_signatures";
 /// Key of single-entry tables (signatures, tree, service info).
 pub const SINGLETON_KEY: [u8; 8] = [0; 8];
 
+/// The `hashing_algorithm` a signature records (CCF's name for SHA-256).
 pub const HASHING_ALGORITHM: &str = "SHA256";
+/// The `signature_algorithm` a signature records.
 pub const SIGNATURE_ALGORITHM: &str = "ECDSA";
 
 /// The value of the signatures table: the primary's signature over the Merkle root of leaves `0..seqno`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PrimarySignature {
+    /// Seqno of the signature transaction itself.
     pub seqno: u64,
+    /// Its view.
     pub view: u64,
+    /// Seqno of the signer's commit point when it signed (0 if none).
     pub commit_seqno: u64,
+    /// View of that commit point.
     pub commit_view: u64,
     /// Hex of the 32-byte Merkle root.
     pub root: String,
@@ -35,7 +49,9 @@ pub struct PrimarySignature {
     pub node: String,
     /// The signing node's certificate (PEM).
     pub cert: String,
+    /// Always [`HASHING_ALGORITHM`].
     pub hashing_algorithm: String,
+    /// Always [`SIGNATURE_ALGORITHM`].
     pub signature_algorithm: String,
 }
 
@@ -67,18 +83,21 @@ impl PrimarySignature {
         }
     }
 
+    /// The JSON stored in the signatures table.
     pub fn to_json_bytes(&self) -> Vec<u8> {
+        // invariant: a struct of integers and strings always serialises.
         serde_json::to_vec(self).expect("serialising a plain struct to JSON cannot fail")
     }
 
+    /// Parses the JSON stored in the signatures table.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, LedgerError> {
-        serde_json::from_slice(bytes).map_err(|e| LedgerError::Signature(format!("malformed signature JSON: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| LedgerError::SignatureJson(e.into()))
     }
 
     /// The signature recorded by an entry, if it is a signature transaction.
     pub fn from_entry(entry: &crate::EntryView<'_>) -> Result<Option<Self>, LedgerError> {
-        let (_, ws) = consort_kv::WriteSet::deserialise_public(entry.public_domain)
-            .map_err(|e| LedgerError::MalformedEntry(format!("public domain: {e}")))?;
+        let (_, ws) =
+            consort_kv::WriteSet::deserialise_public(entry.public_domain).map_err(LedgerError::PublicDomain)?;
         let Some(map) = ws.maps.get(SIGNATURES_TABLE) else {
             return Ok(None);
         };
@@ -92,7 +111,9 @@ impl PrimarySignature {
 
     /// The root as bytes.
     pub fn root_bytes(&self) -> Result<[u8; 32], LedgerError> {
-        let v = hex::decode(&self.root).map_err(|_| LedgerError::Signature("root is not hex".into()))?;
+        let v = hex::decode(&self.root)
+            // `hex::FromHexError` is not `Eq`, which `LedgerError` is: the message says what matters.
+            .map_err(|_| LedgerError::Signature("root is not hex".into()))?;
         v.try_into()
             .map_err(|_| LedgerError::Signature("root is not 32 bytes".into()))
     }
@@ -102,24 +123,24 @@ impl PrimarySignature {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD
             .decode(&self.sig)
-            .map_err(|_| LedgerError::Signature("sig is not base64".into()))
+            .map_err(LedgerError::SigBase64)
     }
 }
 
 /// DER ECDSA signature over `root`, treated as an already computed SHA-256 digest (as CCF does).
 pub fn sign_root(key: &SigningKey, root: &[u8; 32]) -> Vec<u8> {
+    // invariant: P-256 and P-384 keys sign any digest of at least half their field size, and a root is 32 bytes.
     key.sign_prehash_der(root)
         .expect("signing a 32-byte digest with a P-256/P-384 key cannot fail")
 }
 
 /// Verifies a root signature with the public key of `cert_pem`.
 pub fn verify_root(cert_pem: &str, root: &[u8; 32], sig_der: &[u8]) -> Result<(), LedgerError> {
-    let cert = ParsedCert::from_pem(cert_pem).map_err(|e| LedgerError::Signature(format!("node certificate: {e}")))?;
-    let key = cert
-        .public_key()
-        .map_err(|e| LedgerError::Signature(format!("node key: {e}")))?;
+    let crypto = |what| move |source| LedgerError::Crypto { what, source };
+    let cert = ParsedCert::from_pem(cert_pem).map_err(crypto("node certificate"))?;
+    let key = cert.public_key().map_err(crypto("node key"))?;
     key.verify_prehash_der(root, sig_der)
-        .map_err(|_| LedgerError::Signature("root signature does not verify".into()))
+        .map_err(crypto("root signature does not verify"))
 }
 
 #[cfg(test)]

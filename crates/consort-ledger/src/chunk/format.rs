@@ -82,7 +82,11 @@ pub(crate) fn complete_chunk_entries(
         if offset != pos {
             return Err(err(format!("position of seqno {seqno} is {offset}, entry is at {pos}")));
         }
-        let (e, used) = parse_entry(&entries[pos as usize..]).map_err(|e| err(format!("seqno {seqno}: {e}")))?;
+        let (e, used) = parse_entry(&entries[pos as usize..]).map_err(|source| LedgerError::ChunkEntry {
+            name: name.to_string(),
+            seqno,
+            source: Box::new(source),
+        })?;
         if e.seqno != seqno {
             return Err(err(format!(
                 "entry at offset {pos} has seqno {}, expected {seqno}",
