@@ -10,8 +10,9 @@ use crate::signature::{
     verify_root, ENDORSED_CERTS_TABLE, HASHING_ALGORITHM, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE,
     SIGNATURE_ALGORITHM, SINGLETON_KEY, TREE_TABLE,
 };
-use consort_crypto::{sha256, ParsedCert};
-use consort_kv::{DomainHeader, Key, Value, WriteSet};
+use crate::{JsonError, LedgerError};
+use consort_crypto::{sha256, CryptoError, ParsedCert};
+use consort_kv::{DomainHeader, Key, KvError, Value, WriteSet};
 use std::collections::BTreeMap;
 
 /// What a successful audit saw.
@@ -44,6 +45,25 @@ pub struct AuditError {
     pub file: Option<String>,
     /// What is wrong, for a human.
     pub reason: String,
+    /// The error beneath, when the finding is that a parser or a check of another crate failed.
+    pub source: Option<Box<AuditCause>>,
+}
+
+/// The error of another layer that an audit finding comes from, kept with its own type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditCause {
+    /// Entry framing, chunk, Merkle tree or root signature.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A write set that does not parse.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A certificate or key that does not parse or verify.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A table value that is not JSON.
+    #[error(transparent)]
+    Json(#[from] JsonError),
 }
 
 impl std::fmt::Display for AuditError {
@@ -60,14 +80,72 @@ impl std::fmt::Display for AuditError {
     }
 }
 
-impl std::error::Error for AuditError {}
+impl std::error::Error for AuditError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
-fn file_error(file: &str, reason: impl Into<String>) -> AuditError {
+impl AuditError {
+    /// The failure of transaction `seqno` (of `view`, if its entry parsed) in `file`.
+    fn at(seqno: u64, view: Option<u64>, file: &str, finding: Finding) -> Self {
+        AuditError {
+            seqno: Some(seqno),
+            view,
+            file: Some(file.to_string()),
+            reason: finding.reason,
+            source: finding.source.map(Box::new),
+        }
+    }
+}
+
+/// What the validator found wrong with one transaction: a reason, and the error beneath it if there is one.
+#[derive(Debug)]
+struct Finding {
+    reason: String,
+    source: Option<AuditCause>,
+}
+
+impl Finding {
+    /// A finding that another layer's error explains; `reason` is the whole message (it already names the
+    /// error), as a human reads it.
+    fn caused_by(reason: String, source: impl Into<AuditCause>) -> Self {
+        Finding {
+            reason,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A finding for another layer's error, in that error's own words.
+    fn of(source: impl Into<AuditCause>) -> Self {
+        let source = source.into();
+        Finding {
+            reason: source.to_string(),
+            source: Some(source),
+        }
+    }
+}
+
+impl From<String> for Finding {
+    fn from(reason: String) -> Self {
+        Finding { reason, source: None }
+    }
+}
+
+impl From<&str> for Finding {
+    fn from(reason: &str) -> Self {
+        Finding::from(reason.to_string())
+    }
+}
+
+fn file_error(file: &str, finding: impl Into<Finding>) -> AuditError {
+    let finding = finding.into();
     AuditError {
         seqno: None,
         view: None,
         file: Some(file.to_string()),
-        reason: reason.into(),
+        reason: finding.reason,
+        source: finding.source.map(Box::new),
     }
 }
 
@@ -89,14 +167,12 @@ struct Validator {
     last_view: u64,
 }
 
-fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, String> {
+fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Finding> {
     if bytes.len() > MAX_JSON_VALUE_SIZE {
-        return Err(format!(
-            "{what} value of {} bytes exceeds {MAX_JSON_VALUE_SIZE}",
-            bytes.len()
-        ));
+        return Err(format!("{what} value of {} bytes exceeds {MAX_JSON_VALUE_SIZE}", bytes.len()).into());
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("{what} is not JSON: {e}"))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Finding::caused_by(format!("{what} is not JSON: {e}"), JsonError::from(e)))
 }
 
 fn utf8_key(key: &[u8], table: &str) -> Result<String, String> {
@@ -112,10 +188,13 @@ fn singleton<'a>(ws: &'a WriteSet, name: &str) -> Option<&'a [u8]> {
     table(ws, name)?.get(&SINGLETON_KEY[..])?.as_deref()
 }
 
-fn spki_of(pem: &str, what: &str) -> Result<Vec<u8>, String> {
-    ParsedCert::from_pem(pem)
-        .map(|c| c.spki_der)
-        .map_err(|e| format!("{what}: {e}"))
+/// Wraps another crate's error in a finding that says what failed, in the form `<what>: <error>`.
+fn failed<E: Into<AuditCause> + std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Finding {
+    move |e| Finding::caused_by(format!("{what}: {e}"), e)
+}
+
+fn spki_of(pem: &str, what: &str) -> Result<Vec<u8>, Finding> {
+    ParsedCert::from_pem(pem).map(|c| c.spki_der).map_err(failed(what))
 }
 
 impl Validator {
@@ -140,16 +219,13 @@ impl Validator {
         write_set_digest: [u8; 32],
         hdr: &DomainHeader,
         ws: &WriteSet,
-    ) -> Result<(), String> {
+    ) -> Result<(), Finding> {
         if view < self.last_view {
-            return Err(format!("view goes back from {} to {view}", self.last_view));
+            return Err(format!("view goes back from {} to {view}", self.last_view).into());
         }
         self.last_view = view;
         if hdr.version != seqno {
-            return Err(format!(
-                "public domain version {} differs from seqno {seqno}",
-                hdr.version
-            ));
+            return Err(format!("public domain version {} differs from seqno {seqno}", hdr.version).into());
         }
         let mut certs_in_nodes_info = Vec::new();
         for (key, value) in table(ws, NODES_INFO_TABLE).into_iter().flatten() {
@@ -157,7 +233,7 @@ impl Validator {
             let Some(value) = value else {
                 // ledger.py pops the node, which fails for a node it never saw.
                 if self.nodes.remove(&id).is_none() {
-                    return Err(format!("nodes.info removes unknown node {id}"));
+                    return Err(format!("nodes.info removes unknown node {id}").into());
                 }
                 continue;
             };
@@ -178,12 +254,12 @@ impl Validator {
             let id = utf8_key(key, ENDORSED_CERTS_TABLE)?;
             let Some(value) = value else {
                 if self.node_certs.remove(&id).is_none() {
-                    return Err(format!("endorsed certificates remove unknown node {id}"));
+                    return Err(format!("endorsed certificates remove unknown node {id}").into());
                 }
                 continue;
             };
             if certs_in_nodes_info.contains(&id) {
-                return Err(format!("node {id} has both a self-signed and an endorsed certificate"));
+                return Err(format!("node {id} has both a self-signed and an endorsed certificate").into());
             }
             let pem = String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
             self.node_certs.insert(id, pem);
@@ -219,7 +295,7 @@ impl Validator {
         Ok(())
     }
 
-    fn check_signature(&mut self, view: u64, seqno: u64, value: &[u8], ws: &WriteSet) -> Result<(), String> {
+    fn check_signature(&mut self, view: u64, seqno: u64, value: &[u8], ws: &WriteSet) -> Result<(), Finding> {
         let sig = json_value(value, "signature")?;
         let field_u64 = |k: &str| {
             sig.get(k)
@@ -233,7 +309,7 @@ impl Validator {
         };
         let (sig_seqno, sig_view) = (field_u64("seqno")?, field_u64("view")?);
         if (sig_view, sig_seqno) != (view, seqno) {
-            return Err(format!("signature claims {sig_view}.{sig_seqno}"));
+            return Err(format!("signature claims {sig_view}.{sig_seqno}").into());
         }
         for (k, expected) in [
             ("hashing_algorithm", HASHING_ALGORITHM),
@@ -241,7 +317,7 @@ impl Validator {
         ] {
             if let Some(v) = sig.get(k) {
                 if v.as_str() != Some(expected) {
-                    return Err(format!("signature: unsupported {k} {v}"));
+                    return Err(format!("signature: unsupported {k} {v}").into());
                 }
             }
         }
@@ -253,21 +329,19 @@ impl Validator {
             .get(node)
             .ok_or_else(|| format!("signing node {node} is not in nodes.info"))?;
         if info.status != "Trusted" && info.status != "Retired" {
-            return Err(format!("signing node {node} has status {}", info.status));
+            return Err(format!("signing node {node} has status {}", info.status).into());
         }
         let cert_pem = self
             .node_certs
             .get(node)
             .ok_or_else(|| format!("no certificate for signing node {node}"))?;
-        let cert = ParsedCert::from_pem(cert_pem).map_err(|e| format!("certificate of node {node}: {e}"))?;
+        let cert = ParsedCert::from_pem(cert_pem).map_err(failed(format!("certificate of node {node}")))?;
         if cert.key_id() != node {
-            return Err(format!("node id {node} is not the key id of its certificate"));
+            return Err(format!("node id {node} is not the key id of its certificate").into());
         }
         if let Some(sig_cert) = sig.get("cert").and_then(|c| c.as_str()) {
             if spki_of(sig_cert, "signature cert")? != cert.spki_der {
-                return Err(format!(
-                    "signature cert key differs from node {node}'s endorsed certificate"
-                ));
+                return Err(format!("signature cert key differs from node {node}'s endorsed certificate").into());
             }
         }
         // 2. The node certificate is endorsed by the current service certificate.
@@ -275,10 +349,14 @@ impl Validator {
             .service_cert
             .as_deref()
             .ok_or("signature before any service certificate")?;
-        let service = ParsedCert::from_pem(service_pem).map_err(|e| format!("service certificate: {e}"))?;
-        let service_key = service.public_key().map_err(|e| format!("service key: {e}"))?;
-        cert.verify_signed_by(&service_key)
-            .map_err(|_| format!("certificate of node {node} is not endorsed by the service certificate"))?;
+        let service = ParsedCert::from_pem(service_pem).map_err(failed("service certificate"))?;
+        let service_key = service.public_key().map_err(failed("service key"))?;
+        cert.verify_signed_by(&service_key).map_err(|e| {
+            Finding::caused_by(
+                format!("certificate of node {node} is not endorsed by the service certificate"),
+                e,
+            )
+        })?;
         // 3. The root signature verifies with the node's key.
         let root_hex = field_str("root")?;
         let root: [u8; 32] = hex::decode(root_hex)
@@ -291,31 +369,29 @@ impl Validator {
                 .decode(field_str("sig")?)
                 .map_err(|_| "signature sig is not base64")?
         };
-        verify_root(cert_pem, &root, &sig_der).map_err(|e| format!("node {node}: {e}"))?;
+        verify_root(cert_pem, &root, &sig_der).map_err(failed(format!("node {node}")))?;
         // 4. The signed root is the root of every transaction before this one.
         let computed = self.tree.root();
         if computed != root {
             return Err(format!(
                 "merkle root mismatch: computed {}, signed {root_hex}",
                 hex::encode(computed)
-            ));
+            )
+            .into());
         }
         // A Consort-format tree in the tree table must agree too (CCF's own format is not checked).
         if let Some(tree_bytes) = singleton(ws, TREE_TABLE) {
             if tree_bytes.starts_with(b"CMT1") {
-                let tree = MerkleTree::deserialise(tree_bytes).map_err(|e| format!("tree table: {e}"))?;
+                let tree = MerkleTree::deserialise(tree_bytes).map_err(failed("tree table"))?;
                 if tree.len() != seqno || tree.try_root_at(seqno).ok() != Some(root) {
-                    return Err(format!(
-                        "tree table ({} leaves) does not match the signed root",
-                        tree.len()
-                    ));
+                    return Err(format!("tree table ({} leaves) does not match the signed root", tree.len()).into());
                 }
             }
         }
         Ok(())
     }
 
-    fn update_service(&mut self, value: &[u8]) -> Result<(), String> {
+    fn update_service(&mut self, value: &[u8]) -> Result<(), Finding> {
         let info = json_value(value, "service.info")?;
         let status = info
             .get("status")
@@ -336,7 +412,8 @@ impl Validator {
             return Err(format!(
                 "invalid service status transition {} -> {status}",
                 self.service_status.as_deref().unwrap_or("none")
-            ));
+            )
+            .into());
         }
         let cert = info
             .get("cert")
@@ -370,7 +447,7 @@ pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditEr
         }
         let (offsets, entries_end) = match cname.end {
             Some(end) => complete_chunk_entries(name, bytes, cname.start, Some(end)).map_err(|e| {
-                first_bad_entry(name, bytes, cname.start).unwrap_or_else(|| file_error(name, e.to_string()))
+                first_bad_entry(name, bytes, cname.start).unwrap_or_else(|| file_error(name, Finding::of(e)))
             })?,
             None if i + 1 == count => open_chunk_entries(name, bytes, cname.start)?,
             None => return Err(file_error(name, "an open chunk must be the last file")),
@@ -379,21 +456,16 @@ pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditEr
             let seqno = cname.start + j as u64;
             let end = offsets.get(j + 1).copied().unwrap_or(entries_end);
             let raw = &bytes[offset as usize..end as usize];
-            let at = |view: Option<u64>, reason: String| AuditError {
-                seqno: Some(seqno),
-                view,
-                file: Some(name.clone()),
-                reason,
-            };
-            let (entry, _) = parse_entry(raw).map_err(|e| at(None, e.to_string()))?;
+            let at = |view: Option<u64>, finding: Finding| AuditError::at(seqno, view, name, finding);
+            let (entry, _) = parse_entry(raw).map_err(|e| at(None, Finding::of(e)))?;
             let view = Some(entry.view);
             if entry.seqno != seqno || entry.is_snapshot {
-                return Err(at(view, format!("entry header says seqno {}", entry.seqno)));
+                return Err(at(view, format!("entry header says seqno {}", entry.seqno).into()));
             }
-            let (hdr, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| at(view, e.to_string()))?;
+            let (hdr, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| at(view, Finding::of(e)))?;
             validator
                 .add(entry.view, seqno, entry.write_set_digest(), &hdr, &ws)
-                .map_err(|r| at(view, r))?;
+                .map_err(|f| at(view, f))?;
             transactions += 1;
         }
         expected_seqno = cname.start + offsets.len() as u64;
@@ -425,21 +497,10 @@ fn first_bad_entry(name: &str, bytes: &[u8], start: u64) -> Option<AuditError> {
                 seqno += 1;
             }
             Ok((e, _)) => {
-                return Some(AuditError {
-                    seqno: Some(seqno),
-                    view: Some(e.view),
-                    file: Some(name.to_string()),
-                    reason: format!("entry header says seqno {}", e.seqno),
-                })
+                let finding = format!("entry header says seqno {}", e.seqno).into();
+                return Some(AuditError::at(seqno, Some(e.view), name, finding));
             }
-            Err(e) => {
-                return Some(AuditError {
-                    seqno: Some(seqno),
-                    view: None,
-                    file: Some(name.to_string()),
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => return Some(AuditError::at(seqno, None, name, Finding::of(e))),
         }
     }
     None
@@ -454,14 +515,44 @@ fn open_chunk_entries(name: &str, bytes: &[u8], start: u64) -> Result<(Vec<u64>,
     let mut pos = CHUNK_HEADER_SIZE as usize;
     while pos < bytes.len() {
         let seqno = start + offsets.len() as u64;
-        let (_, used) = parse_entry(&bytes[pos..]).map_err(|e| AuditError {
-            seqno: Some(seqno),
-            view: None,
-            file: Some(name.to_string()),
-            reason: e.to_string(),
-        })?;
+        let (_, used) = parse_entry(&bytes[pos..]).map_err(|e| AuditError::at(seqno, None, name, Finding::of(e)))?;
         offsets.push(pos as u64);
         pos += used;
     }
     Ok((offsets, pos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_ledger;
+    use std::error::Error;
+
+    #[test]
+    fn a_finding_from_another_layer_keeps_its_error_as_source() {
+        let b = sample_ledger(1, 2);
+        let mut files = b.committed_chunk_files(1);
+        assert!(audit_chunks(&files).is_ok());
+        // An entry header claiming a version Consort does not read: the parser's error is the cause.
+        let (_, bytes) = &mut files[0];
+        bytes[CHUNK_HEADER_SIZE as usize] = 7;
+        let err = audit_chunks(&files).unwrap_err();
+        assert_eq!(
+            err.source.as_deref(),
+            Some(&AuditCause::Ledger(LedgerError::UnsupportedVersion(7))),
+            "{err}"
+        );
+        assert!(err.source().is_some_and(|s| s.to_string() == err.reason), "{err}");
+    }
+
+    #[test]
+    fn a_finding_of_the_validator_alone_has_no_source() {
+        let mut b = sample_ledger(1, 1);
+        let mut ws = WriteSet::default();
+        ws.remove(NODES_INFO_TABLE, b"a-node-that-never-was");
+        b.tx(&ws);
+        b.signature();
+        let err = audit_chunks(&b.committed_chunk_files(1)).unwrap_err();
+        assert!(err.source.is_none() && err.source().is_none(), "{err}");
+    }
 }

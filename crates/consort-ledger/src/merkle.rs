@@ -122,6 +122,8 @@ impl MerkleTree {
         debug_assert!(index >= l.base, "merkle node {level}/{index} was flushed");
         match l.nodes.get((index - l.base) as usize) {
             Some(n) => n,
+            // invariant: callers ask only for nodes of leaves below `len` and at or above `first`, which they
+            // check (or `try_root_at`/`path` check for them) before.
             None => panic!("merkle node {level}/{index} is not held"),
         }
     }
@@ -169,6 +171,7 @@ impl MerkleTree {
                 self.len, self.first
             )));
         }
+        // invariant: `leaves` > 0 (checked above) has a set bit, so the fold covers at least one node.
         Ok(self.fold_low_bits(leaves, 64).expect("leaves > 0 has a set bit"))
     }
 
@@ -222,6 +225,7 @@ impl MerkleTree {
                 let value = if sibling < complete {
                     self.node(level, sibling)
                 } else {
+                    // invariant: `sibling` < `count` but not below `complete`, so `leaves` has bits below `level`.
                     self.fold_low_bits(leaves, level)
                         .expect("a partial node covers at least one leaf")
                 };

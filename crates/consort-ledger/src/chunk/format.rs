@@ -119,3 +119,25 @@ fn read_header(bytes: &[u8]) -> u64 {
     header.copy_from_slice(&bytes[..CHUNK_HEADER_SIZE as usize]);
     u64::from_le_bytes(header)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_ledger;
+    use std::error::Error;
+
+    #[test]
+    fn an_entry_that_does_not_parse_is_named_with_the_parser_error_as_source() {
+        let files = sample_ledger(1, 2).committed_chunk_files(1);
+        let (name, mut bytes) = files.into_iter().next().unwrap();
+        let good = complete_chunk_entries(&name, &bytes, 1, None).unwrap();
+        assert_eq!(good.0.first(), Some(&CHUNK_HEADER_SIZE));
+        bytes[CHUNK_HEADER_SIZE as usize] = 7;
+        let err = complete_chunk_entries(&name, &bytes, 1, None).unwrap_err();
+        let LedgerError::ChunkEntry { seqno, source, .. } = &err else {
+            panic!("expected ChunkEntry, got {err}");
+        };
+        assert_eq!((*seqno, source.as_ref()), (1, &LedgerError::UnsupportedVersion(7)));
+        assert_eq!(err.source().map(|s| s.to_string()), Some(source.to_string()));
+    }
+}
