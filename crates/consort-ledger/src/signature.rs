@@ -57,7 +57,10 @@ pub struct PrimarySignature {
 
 impl PrimarySignature {
     /// Signs `root` and fills in the JSON fields.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the signature record CCF defines; a builder would only rename them"
+    )]
     pub fn new(
         key: &SigningKey,
         node_id: &str,
