@@ -27,6 +27,9 @@ pub use roots::builtin_roots_pem;
 pub const REPORT_LEN: usize = 1184;
 /// Length of the signed part of a report: everything before the signature at offset 0x2A0.
 pub const SIGNED_LEN: usize = 0x2A0;
+/// The signature's R and S each take 72 little-endian bytes of which P-384 uses 48.
+const SIG_COMPONENT_LEN: usize = 72;
+const P384_SCALAR_LEN: usize = 48;
 /// The report's signature algorithm field for ECDSA P-384 with SHA-384, the only one AMD defines.
 const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
 
@@ -172,6 +175,17 @@ pub fn parse_report(raw: &[u8]) -> Result<AttestationReport, AttestError> {
         // re-encoding, so only a report equal to it is accepted.
         return Err(AttestError::Malformed(
             "SNP report is not in canonical form (reserved bytes set)".into(),
+        ));
+    }
+    // The signature check reads only the low 48 bytes of R and S: refuse anything in the high bytes, so that one
+    // signed report has one encoding.
+    let signature = &raw[SIGNED_LEN..SIGNED_LEN + 2 * SIG_COMPONENT_LEN];
+    let padding_is_zero = signature
+        .chunks(SIG_COMPONENT_LEN)
+        .all(|component| component[P384_SCALAR_LEN..].iter().all(|b| *b == 0));
+    if !padding_is_zero {
+        return Err(AttestError::Malformed(
+            "SNP report signature has bytes set beyond P-384's 48".into(),
         ));
     }
     Ok(report)
