@@ -143,7 +143,7 @@ fn main() -> ExitCode {
         Command::Receipt {
             cmd: ReceiptCmd::Verify { file, service_cert },
         } => receipt_verify(&file, &service_cert),
-        Command::Bench(args) => runtime().block_on(bench::run(args)),
+        Command::Bench(args) => runtime().block_on(bench::run(args)).map_err(|e| e.to_string()),
         Command::Gov(args) => runtime().block_on(gov::run(args)),
     };
     match result {
