@@ -1,10 +1,11 @@
 //! `consort gov`: member tooling. Signs governance requests (COSE Sign1 with the member's PEM key and
 //! certificate) and sends them to a node's `/gov` endpoints (CCF's 2024-07-01 API).
 
+use crate::error::CliError;
 use consort_crypto::{ParsedCert, SigningKey};
 use consort_gov::MsgType;
 use consort_node::client::{Connection, Protocol, Reply};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// CCF's governance API version, sent as `api-version`.
 pub const GOV_API_VERSION: &str = "2024-07-01";
@@ -54,8 +55,40 @@ pub enum GovCmd {
     Ack,
 }
 
-fn read(p: &PathBuf) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+/// The ballot that votes for any proposal.
+pub const ACCEPT_BALLOT: &str = "export function vote (proposal, proposerId) { return true }";
+
+/// How a member votes: the ballot script is the constitution's `vote(proposal, proposerId)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ballot {
+    Accept,
+    Reject,
+    /// A JS module exporting vote(), from this file.
+    Script(PathBuf),
+}
+
+impl Ballot {
+    /// The ballot the `vote` flags ask for (clap lets at most one through).
+    fn from_flags(accept: bool, reject: bool, script: Option<PathBuf>) -> Result<Ballot, CliError> {
+        match (accept, reject, script) {
+            (true, _, _) => Ok(Ballot::Accept),
+            (_, true, _) => Ok(Ballot::Reject),
+            (_, _, Some(f)) => Ok(Ballot::Script(f)),
+            _ => Err(CliError::NoBallot),
+        }
+    }
+
+    fn script(&self) -> Result<String, CliError> {
+        match self {
+            Ballot::Accept => Ok(ACCEPT_BALLOT.to_string()),
+            Ballot::Reject => Ok("export function vote (proposal, proposerId) { return false }".to_string()),
+            Ballot::Script(f) => read(f),
+        }
+    }
+}
+
+fn read(p: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(p).map_err(CliError::file(p))
 }
 
 fn now() -> i64 {
@@ -65,7 +98,7 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn print(r: &Reply) -> Result<(), String> {
+fn print(r: &Reply) -> Result<(), CliError> {
     let text = String::from_utf8_lossy(&r.body);
     match serde_json::from_slice::<serde_json::Value>(&r.body) {
         Ok(v) => println!(
@@ -77,7 +110,7 @@ fn print(r: &Reply) -> Result<(), String> {
     if (200..300).contains(&r.status) {
         Ok(())
     } else {
-        Err(format!("HTTP {}", r.status))
+        Err(CliError::HttpStatus(r.status))
     }
 }
 
@@ -88,11 +121,11 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
-        let cert = ParsedCert::from_pem(cert_pem).map_err(|e| e.to_string())?;
-        let key = SigningKey::from_pem(key_pem).map_err(|e| e.to_string())?;
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, CliError> {
+        let cert = ParsedCert::from_pem(cert_pem)?;
+        let key = SigningKey::from_pem(key_pem)?;
         if cert.public_key().ok() != Some(key.verifying_key()) {
-            return Err("member key does not match member certificate".into());
+            return Err(CliError::MemberKeyMismatch);
         }
         Ok(Member {
             id: cert.cert_id(),
@@ -106,38 +139,38 @@ impl Member {
 }
 
 /// Posts a signed body to `path` (with the API version).
-pub async fn post_cose(conn: &Connection, path: &str, body: Vec<u8>) -> Result<Reply, String> {
+pub async fn post_cose(conn: &Connection, path: &str, body: Vec<u8>) -> Result<Reply, CliError> {
     let sep = if path.contains('?') { '&' } else { '?' };
-    conn.request_typed(
-        "POST",
-        &format!("{path}{sep}api-version={GOV_API_VERSION}"),
-        Some(("application/cose", body)),
-    )
-    .await
-    .map_err(|e| e.to_string())
+    Ok(conn
+        .request_typed(
+            "POST",
+            &format!("{path}{sep}api-version={GOV_API_VERSION}"),
+            Some(("application/cose", body)),
+        )
+        .await?)
 }
 
-pub async fn run(args: GovArgs) -> Result<(), String> {
+/// The node address: `--address`, or the sandbox's first node.
+fn address(args: &GovArgs) -> Result<String, CliError> {
+    if let Some(a) = &args.address {
+        return Ok(a.clone());
+    }
+    let sandbox: serde_json::Value = serde_json::from_str(&read(&args.workspace.join("sandbox.json"))?)?;
+    Ok(sandbox["nodes"][0]["rpc_address"]
+        .as_str()
+        .ok_or(CliError::NoSandboxNodes)?
+        .to_string())
+}
+
+pub async fn run(args: GovArgs) -> Result<(), CliError> {
     let ws = &args.workspace;
     let service_cert = read(&args.service_cert.clone().unwrap_or_else(|| ws.join("service_cert.pem")))?;
     let cert = read(&args.cert.clone().unwrap_or_else(|| ws.join("member0_cert.pem")))?;
     let key = read(&args.key.clone().unwrap_or_else(|| ws.join("member0_privk.pem")))?;
-    let address = match &args.address {
-        Some(a) => a.clone(),
-        None => {
-            let sb: serde_json::Value =
-                serde_json::from_str(&read(&ws.join("sandbox.json"))?).map_err(|e| e.to_string())?;
-            sb["nodes"][0]["rpc_address"]
-                .as_str()
-                .ok_or("sandbox.json has no nodes")?
-                .to_string()
-        }
-    };
+    let address = address(&args)?;
     let member = Member::load(&cert, &key)?;
-    let tls = consort_node::tls::client_config(&service_cert, None).map_err(|e| e.to_string())?;
-    let conn = Connection::connect(&address, tls, Protocol::Http1)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tls = consort_node::tls::client_config(&service_cert, None)?;
+    let conn = Connection::connect(&address, tls, Protocol::Http1).await?;
     let v = GOV_API_VERSION;
     match args.cmd {
         GovCmd::Propose { proposal } => {
@@ -150,12 +183,7 @@ pub async fn run(args: GovArgs) -> Result<(), String> {
             reject,
             ballot,
         } => {
-            let script = match (accept, reject, ballot) {
-                (true, _, _) => "export function vote (proposal, proposerId) { return true }".to_string(),
-                (_, true, _) => "export function vote (proposal, proposerId) { return false }".to_string(),
-                (_, _, Some(f)) => read(&f)?,
-                _ => return Err("give --accept, --reject or --ballot FILE".into()),
-            };
+            let script = Ballot::from_flags(accept, reject, ballot)?.script()?;
             let payload = serde_json::json!({ "ballot": script }).to_string();
             let body = member.sign(MsgType::Ballot, Some(&proposal_id), payload.as_bytes());
             let path = format!("/gov/members/proposals/{proposal_id}/ballots/{}:submit", member.id);
@@ -165,17 +193,11 @@ pub async fn run(args: GovArgs) -> Result<(), String> {
             let body = member.sign(MsgType::Withdrawal, Some(&proposal_id), b"");
             print(&post_cose(&conn, &format!("/gov/members/proposals/{proposal_id}:withdraw"), body).await?)
         }
-        GovCmd::List => print(
-            &conn
-                .get(&format!("/gov/members/proposals?api-version={v}"))
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
+        GovCmd::List => print(&conn.get(&format!("/gov/members/proposals?api-version={v}")).await?),
         GovCmd::Show { proposal_id } => print(
             &conn
                 .get(&format!("/gov/members/proposals/{proposal_id}?api-version={v}"))
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
         ),
         GovCmd::Ack => {
             let update = member.sign(MsgType::StateDigest, None, b"");
@@ -191,5 +213,25 @@ pub async fn run(args: GovArgs) -> Result<(), String> {
             let body = member.sign(MsgType::Ack, None, &r.body);
             print(&post_cose(&conn, &format!("/gov/members/state-digests/{}:ack", member.id), body).await?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_flags_choose_one_ballot() {
+        assert_eq!(Ballot::from_flags(true, false, None).unwrap(), Ballot::Accept);
+        assert_eq!(Ballot::from_flags(false, true, None).unwrap(), Ballot::Reject);
+        let file = PathBuf::from("ballot.js");
+        assert_eq!(
+            Ballot::from_flags(false, false, Some(file.clone())).unwrap(),
+            Ballot::Script(file)
+        );
+        let none = Ballot::from_flags(false, false, None).unwrap_err();
+        assert_eq!(none.to_string(), "give --accept, --reject or --ballot FILE");
+        assert!(Ballot::Accept.script().unwrap().contains("return true"));
+        assert!(Ballot::Reject.script().unwrap().contains("return false"));
     }
 }

@@ -2,10 +2,14 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod error;
 mod gov;
 mod sandbox;
 
 use clap::{Parser, Subcommand};
+use error::CliError;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: the write path allocates many small buffers per transaction across threads,
 /// and glibc's arena consolidation showed up at 10-15% of a node's CPU profile (README, Performance).
@@ -33,8 +37,6 @@ fn ensure_node_allocator_options() {
         .exec();
     eprintln!("warning: could not restart with {ALLOCATOR_PURGE_DELAY_VAR} set ({err}); going on without it");
 }
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -129,7 +131,18 @@ fn main() -> ExitCode {
         ensure_node_allocator_options();
     }
     init_tracing();
-    let result = match cli.cmd {
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            // Every failure exits with 1, as it always has: scripts and tests check for a non-zero status.
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<(), CliError> {
+    match cmd {
         Command::Sandbox(args) => runtime().block_on(sandbox::run(args)),
         Command::Node {
             cmd: NodeCmd::Start { config },
@@ -143,35 +156,28 @@ fn main() -> ExitCode {
         Command::Receipt {
             cmd: ReceiptCmd::Verify { file, service_cert },
         } => receipt_verify(&file, &service_cert),
-        Command::Bench(args) => runtime().block_on(bench::run(args)).map_err(|e| e.to_string()),
+        Command::Bench(args) => Ok(runtime().block_on(bench::run(args))?),
         Command::Gov(args) => runtime().block_on(gov::run(args)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 
-fn node_start(config: &std::path::Path) -> Result<(), String> {
-    let cfg = consort_node::config::NodeConfig::load(config).map_err(|e| e.to_string())?;
-    runtime().block_on(consort_node::run(cfg)).map_err(|e| e.to_string())
+fn node_start(config: &Path) -> Result<(), CliError> {
+    let cfg = consort_node::config::NodeConfig::load(config)?;
+    Ok(runtime().block_on(consort_node::run(cfg))?)
 }
 
-fn node_join(config: &std::path::Path) -> Result<(), String> {
-    let cfg = consort_node::config::NodeConfig::load(config).map_err(|e| e.to_string())?;
-    runtime().block_on(consort_node::join(cfg)).map_err(|e| e.to_string())
+fn node_join(config: &Path) -> Result<(), CliError> {
+    let cfg = consort_node::config::NodeConfig::load(config)?;
+    Ok(runtime().block_on(consort_node::join(cfg))?)
 }
 
 /// Collects committed chunk files from directories and explicit paths, sorted by start seqno.
-fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, CliError> {
     let mut files = vec![];
     for p in paths {
         if p.is_dir() {
-            for e in std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))? {
-                let e = e.map_err(|e| e.to_string())?;
+            for e in std::fs::read_dir(p).map_err(CliError::file(p))? {
+                let e = e.map_err(CliError::file(p))?;
                 let name = e.file_name().to_string_lossy().to_string();
                 if name.starts_with("ledger_") && name.ends_with(".committed") {
                     files.push(e.path());
@@ -180,15 +186,17 @@ fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, String>
         } else if p.is_file() {
             files.push(p.clone());
         } else {
-            return Err(format!("{} is not a ledger directory or chunk file", p.display()));
+            return Err(CliError::NotALedger(p.clone()));
         }
     }
-    let start_of = |p: &PathBuf| -> u64 {
-        let name = p
-            .file_name()
+    let file_name = |p: &PathBuf| {
+        p.file_name()
             .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        name.trim_start_matches("ledger_")
+            .unwrap_or_default()
+    };
+    let start_of = |p: &PathBuf| -> u64 {
+        file_name(p)
+            .trim_start_matches("ledger_")
             .split(['-', '.'])
             .next()
             .and_then(|s| s.parse().ok())
@@ -199,44 +207,35 @@ fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, String>
     files
         .into_iter()
         .map(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            std::fs::read(&p)
-                .map(|b| (name, b))
-                .map_err(|e| format!("{}: {e}", p.display()))
+            let bytes = std::fs::read(&p).map_err(CliError::file(&p))?;
+            Ok((file_name(&p), bytes))
         })
         .collect()
 }
 
-fn ledger_audit(paths: &[PathBuf]) -> Result<(), String> {
+fn ledger_audit(paths: &[PathBuf]) -> Result<(), CliError> {
     let chunks = committed_chunks(paths)?;
     if chunks.is_empty() {
-        return Err("no committed ledger chunks found".into());
+        return Err(CliError::NoLedgerChunks);
     }
-    match consort_ledger::audit_chunks(&chunks) {
-        Ok(r) => {
-            println!(
-                "ledger OK: {} chunks, {} transactions, {} signatures, verified up to {}.{}, service status {}, {} nodes",
-                chunks.len(),
-                r.transactions,
-                r.signatures,
-                r.last_verified.0,
-                r.last_verified.1,
-                r.service_status.as_deref().unwrap_or("unknown"),
-                r.nodes
-            );
-            Ok(())
-        }
-        Err(e) => Err(format!("ledger INVALID: {e}")),
-    }
+    let r = consort_ledger::audit_chunks(&chunks).map_err(CliError::LedgerInvalid)?;
+    println!(
+        "ledger OK: {} chunks, {} transactions, {} signatures, verified up to {}.{}, service status {}, {} nodes",
+        chunks.len(),
+        r.transactions,
+        r.signatures,
+        r.last_verified.0,
+        r.last_verified.1,
+        r.service_status.as_deref().unwrap_or("unknown"),
+        r.nodes
+    );
+    Ok(())
 }
 
-fn receipt_verify(file: &std::path::Path, service_cert: &std::path::Path) -> Result<(), String> {
-    let receipt = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let cert = std::fs::read_to_string(service_cert).map_err(|e| format!("{}: {e}", service_cert.display()))?;
-    let v = consort_receipt::verify_json(&receipt, &cert).map_err(|e| format!("receipt INVALID: {e}"))?;
+fn receipt_verify(file: &Path, service_cert: &Path) -> Result<(), CliError> {
+    let receipt = std::fs::read(file).map_err(CliError::file(file))?;
+    let cert = std::fs::read_to_string(service_cert).map_err(CliError::file(service_cert))?;
+    let v = consort_receipt::verify_json(&receipt, &cert).map_err(CliError::ReceiptInvalid)?;
     println!("receipt OK: root {} signed by node {}", hex::encode(v.root), v.node_id);
     Ok(())
 }

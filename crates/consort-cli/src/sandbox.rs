@@ -1,5 +1,6 @@
 //! `consort sandbox`: a local network for development: identities, node configs, node processes, open service.
 
+use crate::error::CliError;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, SigningKey};
 use consort_node::client::{Connection, Protocol};
@@ -40,23 +41,53 @@ pub struct SandboxArgs {
     pub detach: bool,
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(CliError::file(path))
 }
 
 /// Generates `<name>_privk.pem` and `<name>_cert.pem` (P-384, self-signed), as CCF's keygenerator.sh does.
-fn keygen(dir: &Path, name: &str) -> Result<(), String> {
+fn keygen(dir: &Path, name: &str) -> Result<(), CliError> {
     let key = SigningKey::generate(Curve::P384);
-    let cert = x509::self_signed(&key, &CertParams::new(name)).map_err(|e| e.to_string())?;
+    let cert = x509::self_signed(&key, &CertParams::new(name))?;
     identity_write(&dir.join(format!("{name}_privk.pem")), &key.to_pkcs8_pem())?;
     write(&dir.join(format!("{name}_cert.pem")), &cert.pem)
 }
 
-fn identity_write(path: &Path, text: &str) -> Result<(), String> {
-    consort_node::identity::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
+fn identity_write(path: &Path, text: &str) -> Result<(), CliError> {
+    Ok(consort_node::identity::write_private(path, text.as_bytes())?)
+}
+
+/// How a sandbox node comes up: node 0 starts the service, the others join it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    Start,
+    Join,
+}
+
+impl Launch {
+    /// The `consort node` subcommand.
+    fn verb(self) -> &'static str {
+        match self {
+            Launch::Start => "start",
+            Launch::Join => "join",
+        }
+    }
 }
 
 struct Children(Vec<Child>);
+
+impl Children {
+    /// Fails if node 0 has exited, with its error log: the sandbox cannot come up without it.
+    fn check_node0(&mut self, node0: &Path) -> Result<(), CliError> {
+        match self.0.first_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => {
+                let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
+                Err(CliError::NodeExited { status, log })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -80,34 +111,105 @@ impl Drop for Children {
     }
 }
 
-pub async fn run(args: SandboxArgs) -> Result<(), String> {
+pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
     if args.nodes == 0 || args.nodes > MAX_SANDBOX_NODES {
-        return Err(format!("--nodes must be between 1 and {MAX_SANDBOX_NODES}"));
+        return Err(CliError::SandboxSize);
     }
-    let ws = &args.workspace;
-    if ws.join("sandbox.json").exists() {
-        std::fs::remove_dir_all(ws).map_err(|e| format!("clearing {}: {e}", ws.display()))?;
+    let ws = prepare_workspace(&args.workspace)?;
+    let sandbox = Sandbox {
+        exe: std::env::current_exe()?,
+        node0: ws.join("nodes/0"),
+        address: format!("127.0.0.1:{}", args.port),
+        deadline: Instant::now() + OPEN_TIMEOUT,
+        ws,
+        args,
+    };
+    let mut children = Children(vec![]);
+    let mut nodes_json = vec![];
+    for i in 0..sandbox.args.nodes {
+        let launch = if i == 0 {
+            Launch::Start
+        } else {
+            // Joiners need the service certificate node 0 created.
+            sandbox.wait_for_service_cert(&mut children).await?;
+            Launch::Join
+        };
+        nodes_json.push(sandbox.start_node(i, launch, &mut children)?);
     }
-    std::fs::create_dir_all(ws).map_err(|e| format!("{}: {e}", ws.display()))?;
-    let ws = std::fs::canonicalize(ws).map_err(|e| e.to_string())?;
+    let service_cert = sandbox.wait_until_open(&mut children).await?;
+    let ws = &sandbox.ws;
+    for (i, n) in nodes_json.iter_mut().enumerate() {
+        let dir = ws.join("nodes").join(i.to_string());
+        if let Ok(cert) = std::fs::read_to_string(dir.join("node_cert.pem")) {
+            if let Ok(parsed) = consort_crypto::ParsedCert::from_pem(&cert) {
+                n["node_id"] = serde_json::Value::String(parsed.key_id());
+            }
+        }
+    }
+    write(&ws.join("service_cert.pem"), &service_cert)?;
+    write(
+        &ws.join("sandbox.json"),
+        &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json}))?,
+    )?;
 
+    let address = &sandbox.address;
+    println!("Service is open. Primary: https://{address}");
+    println!("Workspace: {}", ws.display());
+    println!(
+        "Try: curl --cacert {0}/service_cert.pem --cert {0}/user0_cert.pem --key {0}/user0_privk.pem https://{address}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'",
+        ws.display()
+    );
+    if sandbox.args.detach {
+        // Leave the nodes running: forget the children so Drop does not stop them.
+        std::mem::forget(children);
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop.");
+    wait_until_stopped(&mut children).await;
+    println!("Stopping nodes.");
+    Ok(())
+}
+
+/// Clears an earlier sandbox from `dir` and writes the identities: member0 (signing and recovery encryption
+/// keys) and user0. Returns the workspace's absolute path.
+fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
+    if dir.join("sandbox.json").exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| CliError::ClearWorkspace {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(dir).map_err(CliError::file(dir))?;
+    let ws = std::fs::canonicalize(dir).map_err(CliError::file(dir))?;
     keygen(&ws, "member0")?;
     let (enc_priv, enc_pub) =
-        consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)
-            .map_err(|e| e.to_string())?;
+        consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)?;
     identity_write(&ws.join("member0_enc_privk.pem"), &enc_priv)?;
     write(&ws.join("member0_enc_pubk.pem"), &enc_pub)?;
     keygen(&ws, "user0")?;
+    Ok(ws)
+}
 
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut children = Children(vec![]);
-    let mut nodes_json = vec![];
-    let node0 = ws.join("nodes/0");
-    let address = format!("127.0.0.1:{}", args.port);
-    let deadline = Instant::now() + OPEN_TIMEOUT;
-    for i in 0..args.nodes {
-        let dir = ws.join("nodes").join(i.to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+/// One sandbox being brought up.
+struct Sandbox {
+    args: SandboxArgs,
+    /// The workspace (absolute).
+    ws: PathBuf,
+    /// This program, which runs the nodes.
+    exe: PathBuf,
+    /// Node 0's directory: it starts the service and is primary until the service opens.
+    node0: PathBuf,
+    /// Node 0's client address.
+    address: String,
+    /// When the service must be open.
+    deadline: Instant,
+}
+
+impl Sandbox {
+    /// Node `i`'s configuration: ports P+i and P+offset+i, the sandbox's ledger settings, member0 as the
+    /// founding member, and for a joiner node 0 as its target.
+    fn node_config(&self, i: usize, launch: Launch) -> NodeConfig {
+        let (args, ws) = (&self.args, &self.ws);
         let mut cfg = NodeConfig::default();
         cfg.network.rpc_address = format!("127.0.0.1:{}", args.port as usize + i);
         cfg.network.node_to_node_address = Some(format!(
@@ -122,105 +224,80 @@ pub async fn run(args: SandboxArgs) -> Result<(), String> {
             encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
             data: None,
         }];
-        let verb = if i == 0 {
-            "start"
-        } else {
-            // Joiners need the service certificate node 0 created.
-            loop {
-                if Instant::now() > deadline {
-                    return Err(format!("node 0 did not start; see {}/err.log", node0.display()));
-                }
-                if let Some(Ok(Some(status))) = children.0.first_mut().map(|c| c.try_wait()) {
-                    let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
-                    return Err(format!("node 0 exited with {status}:\n{log}"));
-                }
-                if let Ok(cert) = std::fs::read_to_string(node0.join("service_cert.pem")) {
-                    write(&ws.join("service_cert.pem"), &cert)?;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            cfg.join.target = Some(address.clone());
+        if launch == Launch::Join {
+            cfg.join.target = Some(self.address.clone());
             cfg.join.service_cert = Some(ws.join("service_cert.pem"));
-            "join"
-        };
+        }
         // user0 is added, and the service opened, by a proposal of member0 once every node joined.
+        cfg
+    }
+
+    /// Writes node `i`'s configuration and starts it; returns its `sandbox.json` entry (node id filled in later).
+    fn start_node(&self, i: usize, launch: Launch, children: &mut Children) -> Result<serde_json::Value, CliError> {
+        let dir = self.ws.join("nodes").join(i.to_string());
+        std::fs::create_dir_all(&dir).map_err(CliError::file(&dir))?;
+        let cfg = self.node_config(i, launch);
         let cfg_path = dir.join("node.toml");
         write(&cfg_path, &cfg.to_toml())?;
-        let out = std::fs::File::create(dir.join("out.log")).map_err(|e| e.to_string())?;
-        let err = std::fs::File::create(dir.join("err.log")).map_err(|e| e.to_string())?;
-        let mut command = Command::new(&exe);
+        let log = |name: &str| std::fs::File::create(dir.join(name)).map_err(CliError::file(dir.join(name)));
+        let (out, err) = (log("out.log")?, log("err.log")?);
+        let mut command = Command::new(&self.exe);
         if std::env::var_os(crate::ALLOCATOR_PURGE_DELAY_VAR).is_none() {
             // What the node would otherwise re-execute itself to get (see main.rs).
             command.env(crate::ALLOCATOR_PURGE_DELAY_VAR, crate::NODE_ALLOCATOR_PURGE_DELAY_MS);
         }
         let child = command
-            .args(["node", verb, "--config"])
+            .args(["node", launch.verb(), "--config"])
             .arg(&cfg_path)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("starting node {i}: {e}"))?;
-        nodes_json.push(serde_json::json!({
+            .map_err(|source| CliError::SpawnNode { node: i, source })?;
+        let entry = serde_json::json!({
             "node_id": serde_json::Value::Null,
             "rpc_address": cfg.network.rpc_address,
             "pid": child.id(),
             "dir": dir,
-        }));
+        });
         children.0.push(child);
+        Ok(entry)
     }
 
-    // Wait for every node to be a voter, then member0 proposes to add user0 and open the service (one member:
-    // the proposal is accepted at once), and we wait until it is Open.
-    let (service_cert, node_id) = loop {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "service did not open within {OPEN_TIMEOUT:?}; see {}/err.log",
-                node0.display()
-            ));
-        }
-        if let Some(Ok(Some(status))) = children.0.first_mut().map(|c| c.try_wait()) {
-            let log = std::fs::read_to_string(node0.join("err.log")).unwrap_or_default();
-            return Err(format!("node 0 exited with {status}:\n{log}"));
-        }
-        if voters(&node0, &address).await >= args.nodes {
-            if let Some(found) = poll_open(&node0, &address, &ws).await {
-                break found;
+    /// Waits for node 0 to write the service certificate, and copies it into the workspace for the joiners.
+    async fn wait_for_service_cert(&self, children: &mut Children) -> Result<(), CliError> {
+        loop {
+            if Instant::now() > self.deadline {
+                return Err(CliError::NodeDidNotStart {
+                    dir: self.node0.clone(),
+                });
             }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    for (i, n) in nodes_json.iter_mut().enumerate() {
-        let dir = ws.join("nodes").join(i.to_string());
-        if let Ok(cert) = std::fs::read_to_string(dir.join("node_cert.pem")) {
-            if let Ok(parsed) = consort_crypto::ParsedCert::from_pem(&cert) {
-                n["node_id"] = serde_json::Value::String(parsed.key_id());
+            children.check_node0(&self.node0)?;
+            if let Ok(cert) = std::fs::read_to_string(self.node0.join("service_cert.pem")) {
+                return write(&self.ws.join("service_cert.pem"), &cert);
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    write(&ws.join("service_cert.pem"), &service_cert)?;
-    let _ = node_id;
-    write(
-        &ws.join("sandbox.json"),
-        &serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes_json})).map_err(|e| e.to_string())?,
-    )?;
 
-    println!("Service is open. Primary: https://{address}");
-    println!("Workspace: {}", ws.display());
-    println!(
-        "Try: curl --cacert {0}/service_cert.pem --cert {0}/user0_cert.pem --key {0}/user0_privk.pem https://{address}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'",
-        ws.display()
-    );
-    if args.detach {
-        // Leave the nodes running: forget the children so Drop does not stop them.
-        std::mem::forget(children);
-        return Ok(());
+    /// Waits for every node to be a voter, then member0 proposes to add user0 and open the service (one member:
+    /// the proposal is accepted at once), and waits until it is Open. Returns the service certificate.
+    async fn wait_until_open(&self, children: &mut Children) -> Result<String, CliError> {
+        loop {
+            if Instant::now() > self.deadline {
+                return Err(CliError::ServiceNotOpen {
+                    dir: self.node0.clone(),
+                });
+            }
+            children.check_node0(&self.node0)?;
+            if voters(&self.node0, &self.address).await >= self.args.nodes {
+                if let Some((service_cert, _primary)) = poll_open(&self.node0, &self.address, &self.ws).await {
+                    return Ok(service_cert);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    println!("Press Ctrl-C to stop.");
-    wait_until_stopped(&mut children).await;
-    println!("Stopping nodes.");
-    Ok(())
 }
 
 /// Number of voters node 0 (the primary until the service opens) reports.
@@ -264,8 +341,8 @@ async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String,
 }
 
 /// member0 proposes `set_user(user0)` and `transition_service_to_open`.
-async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> Result<(), String> {
-    let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(|e| format!("{f}: {e}"));
+async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> Result<(), CliError> {
+    let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(CliError::file(ws.join(f)));
     let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
     let proposal = serde_json::json!({"actions": [
         {"name": "set_user", "args": {"cert": read("user0_cert.pem")?}},
@@ -273,20 +350,23 @@ async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> R
     ]});
     let body = member.sign(consort_gov::MsgType::Proposal, None, proposal.to_string().as_bytes());
     let r = crate::gov::post_cose(conn, "/gov/members/proposals:create", body).await?;
-    let mut v = r.json().map_err(|e| e.to_string())?;
+    let mut v = r.json()?;
     if r.status != 200 {
-        return Err(format!("proposal refused: HTTP {} {v}", r.status));
+        return Err(CliError::ProposalRefused {
+            status: r.status,
+            body: v,
+        });
     }
     if v["proposalState"] == "Open" {
-        let id = v["proposalId"].as_str().ok_or("no proposalId")?.to_string();
-        let ballot = serde_json::json!({"ballot": "export function vote (proposal, proposerId) { return true }"});
+        let id = v["proposalId"].as_str().ok_or(CliError::NoProposalId)?.to_string();
+        let ballot = serde_json::json!({"ballot": crate::gov::ACCEPT_BALLOT});
         let body = member.sign(consort_gov::MsgType::Ballot, Some(&id), ballot.to_string().as_bytes());
         let path = format!("/gov/members/proposals/{id}/ballots/{}:submit", member.id);
         let r = crate::gov::post_cose(conn, &path, body).await?;
-        v = r.json().map_err(|e| e.to_string())?;
+        v = r.json()?;
     }
     if v["proposalState"] != "Accepted" {
-        return Err(format!("proposal not accepted: {v}"));
+        return Err(CliError::ProposalNotAccepted(v));
     }
     Ok(())
 }
