@@ -15,13 +15,14 @@
 
 mod key;
 mod snapshot;
+mod state;
 mod store;
 mod tx;
 mod wire;
 mod write_set;
 
 pub use snapshot::{SnapshotHeader, SnapshotJob, SNAPSHOT_BATCH};
-pub use store::Store;
+pub use store::{Commitment, Store};
 pub use tx::{CommitOutcome, ExecuteError, ReadTx, Tx};
 pub use write_set::{
     BatchWrites, DomainHeader, MapWrites, WriteBatch, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET,

@@ -8,9 +8,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::key::StoredKey;
-use crate::store::{merge_by_key, Entry, MapState, State, Store};
+use crate::state::{merge_by_key, Entry, MapState, State};
+use crate::store::Store;
 use crate::wire::{Reader, Writer};
-use crate::write_set::{check_domain, read_version};
+use crate::write_set::{check_domain, read_version, Domain};
 use crate::{is_public_map, KvError, Version, ENTRY_TYPE_SNAPSHOT};
 
 /// Size of the version that prefixes each value in a snapshot.
@@ -94,8 +95,8 @@ impl Store {
             committed: version,
             ..State::default()
         };
-        read_maps(&mut r, true, version, &mut state.maps)?;
-        read_maps(&mut Reader::new(private), false, version, &mut state.maps)?;
+        read_maps(&mut r, Domain::Public, version, &mut state.maps)?;
+        read_maps(&mut Reader::new(private), Domain::Private, version, &mut state.maps)?;
         Ok((
             Store::from_state(state),
             SnapshotHeader {
@@ -386,13 +387,13 @@ impl Builder {
 
 fn read_maps(
     r: &mut Reader<'_>,
-    public: bool,
+    domain: Domain,
     snapshot_version: Version,
     maps: &mut BTreeMap<String, MapState>,
 ) -> Result<(), KvError> {
     while !r.is_empty() {
         let name = r.map_name()?;
-        check_domain(&name, public)?;
+        check_domain(&name, domain)?;
         if maps.contains_key(&name) {
             return Err(KvError::Malformed(format!("map {name:?} appears twice")));
         }

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use crate::store::{merge_by_key, Store};
+use crate::state::merge_by_key;
+use crate::store::Store;
 use crate::{KvError, Value, Version, WriteSet};
 
 /// What one transaction read from one map, with the versions it saw (0: never written).

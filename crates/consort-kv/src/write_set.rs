@@ -115,20 +115,20 @@ impl WriteSet {
 
     /// The public half: a copy holding only the `public:` maps.
     pub fn public_part(&self) -> WriteSet {
-        self.filtered(true)
+        self.filtered(Domain::Public)
     }
 
     /// The private half: a copy holding only the non-`public:` maps.
     pub fn private_part(&self) -> WriteSet {
-        self.filtered(false)
+        self.filtered(Domain::Private)
     }
 
-    fn filtered(&self, public: bool) -> WriteSet {
+    fn filtered(&self, domain: Domain) -> WriteSet {
         WriteSet {
             maps: self
                 .maps
                 .iter()
-                .filter(|(n, _)| is_public_map(n) == public)
+                .filter(|(n, _)| domain.holds(n))
                 .map(|(n, m)| (n.clone(), m.clone()))
                 .collect(),
         }
@@ -143,7 +143,7 @@ impl WriteSet {
             "serialise_public: entry type {} is not a write-set entry type",
             header.entry_type
         );
-        let mut w = Writer::with_capacity(1 + 8 + 2 * DIGEST_SIZE + 8 + self.serialised_maps_size(true));
+        let mut w = Writer::with_capacity(1 + 8 + 2 * DIGEST_SIZE + 8 + self.serialised_maps_size(Domain::Public));
         w.u8(header.entry_type);
         w.i64(header.version as i64);
         if entry_type_has_claims(header.entry_type) {
@@ -153,21 +153,21 @@ impl WriteSet {
             w.raw(&header.commit_evidence_digest.unwrap_or([0; DIGEST_SIZE]));
         }
         w.i64(header.max_conflict_version);
-        self.serialise_maps(&mut w, true);
+        self.serialise_maps(&mut w, Domain::Public);
         w.buf
     }
 
     /// The non-public maps, without a header; an empty Vec when there are none.
     pub fn serialise_private(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(self.serialised_maps_size(false));
-        self.serialise_maps(&mut w, false);
+        let mut w = Writer::with_capacity(self.serialised_maps_size(Domain::Private));
+        self.serialise_maps(&mut w, Domain::Private);
         w.buf
     }
 
-    fn serialised_maps_size(&self, public: bool) -> usize {
+    fn serialised_maps_size(&self, domain: Domain) -> usize {
         self.maps
             .iter()
-            .filter(|(n, _)| is_public_map(n) == public)
+            .filter(|(n, _)| domain.holds(n))
             .map(|(n, m)| {
                 8 + n.len()
                     + 8 * 4
@@ -179,8 +179,8 @@ impl WriteSet {
             .sum()
     }
 
-    fn serialise_maps(&self, w: &mut Writer, public: bool) {
-        for (name, map) in self.maps.iter().filter(|(n, _)| is_public_map(n) == public) {
+    fn serialise_maps(&self, w: &mut Writer, domain: Domain) {
+        for (name, map) in self.maps.iter().filter(|(n, _)| domain.holds(n)) {
             w.sized(name.as_bytes());
             w.u64(map.read_version);
             w.u64(0); // read count: read sets are not part of ledger entries
@@ -208,13 +208,13 @@ impl WriteSet {
     pub fn deserialise_public(bytes: &[u8]) -> Result<(DomainHeader, WriteSet), KvError> {
         let mut r = Reader::new(bytes);
         let header = read_header(&mut r)?;
-        let ws = read_maps(&mut r, true)?;
+        let ws = read_maps(&mut r, Domain::Public)?;
         Ok((header, ws))
     }
 
     /// Parses a private domain plaintext (the per-map sequence of non-`public:` maps, no header).
     pub fn deserialise_private(bytes: &[u8]) -> Result<WriteSet, KvError> {
-        read_maps(&mut Reader::new(bytes), false)
+        read_maps(&mut Reader::new(bytes), Domain::Private)
     }
 
     /// Adds `other`'s writes to this write set; on the same key `other` wins. Used to join the public and
@@ -253,7 +253,7 @@ impl WriteBatch {
         let mut batch = WriteBatch::default();
         while !r.is_empty() {
             let name = r.map_name()?;
-            check_domain(&name, false)?;
+            check_domain(&name, Domain::Private)?;
             if batch.maps.iter().any(|(n, _)| *n == name) {
                 return Err(KvError::Malformed(format!("map {name:?} appears twice")));
             }
@@ -354,23 +354,47 @@ pub(crate) fn read_version(r: &mut Reader<'_>, what: &str) -> Result<Version, Kv
     u64::try_from(v).map_err(|_| KvError::Malformed(format!("negative {what} {v}")))
 }
 
-pub(crate) fn check_domain(name: &str, public: bool) -> Result<(), KvError> {
-    if is_public_map(name) != public {
-        let (want, got) = if public {
-            ("public", "private")
-        } else {
-            ("private", "public")
+/// The two halves of a ledger entry or snapshot: `public:` maps in the clear, all other maps encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Domain {
+    Public,
+    Private,
+}
+
+impl Domain {
+    /// Whether the map `name` belongs in this domain.
+    pub(crate) fn holds(self, name: &str) -> bool {
+        is_public_map(name) == (self == Domain::Public)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Domain::Public => "public",
+            Domain::Private => "private",
+        }
+    }
+}
+
+pub(crate) fn check_domain(name: &str, domain: Domain) -> Result<(), KvError> {
+    if !domain.holds(name) {
+        let other = match domain {
+            Domain::Public => Domain::Private,
+            Domain::Private => Domain::Public,
         };
-        return Err(KvError::Malformed(format!("{got} map {name:?} in the {want} domain")));
+        return Err(KvError::Malformed(format!(
+            "{} map {name:?} in the {} domain",
+            other.name(),
+            domain.name()
+        )));
     }
     Ok(())
 }
 
-fn read_maps(r: &mut Reader<'_>, public: bool) -> Result<WriteSet, KvError> {
+fn read_maps(r: &mut Reader<'_>, domain: Domain) -> Result<WriteSet, KvError> {
     let mut ws = WriteSet::default();
     while !r.is_empty() {
         let name = r.map_name()?;
-        check_domain(&name, public)?;
+        check_domain(&name, domain)?;
         if ws.maps.contains_key(&name) {
             return Err(KvError::Malformed(format!("map {name:?} appears twice")));
         }
