@@ -10,6 +10,11 @@
 //! root at s   = Merkle root over leaves 0..s-1 (leaf 0 is 32 zero bytes), signed by signature transaction s
 //! chunk file  = u64 position-table offset ‖ entries ‖ u32 position table (complete chunks only)
 //! ```
+//!
+//! Modules: [`entry`] frames one transaction; [`merkle`], [`signature`] and [`receipt`] are the tree, the signed
+//! roots and the receipts over them; [`chunk`] names chunk files and checks their bytes; [`storage`] is the disk
+//! the ledger sees; [`ledger`] appends, closes, commits, reads and truncates chunks over it; [`audit`] verifies a
+//! ledger offline. `testing` (feature `testing`) holds the storage conformance suite and ledger builders.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
