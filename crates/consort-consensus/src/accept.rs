@@ -2,13 +2,15 @@
 //! its write set to the store, appending it to the ledger and the Merkle tree. Shared by the running replica and
 //! by replay at start-up.
 
-use crate::codec::{decode, DecodedEntry};
+use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::ConsensusError;
 use crate::log::Log;
 use crate::periodic::Snapshots;
 use crate::snapshot;
 use consort_kv::{WriteBatch, WriteSet};
-use consort_ledger::{verify_root, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
+use consort_ledger::{
+    verify_root, EntryKind, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Borrowed view of the state one entry changes.
@@ -21,26 +23,49 @@ pub(crate) struct PartialReplicaRef<'a, S: LedgerStorage> {
     pub(crate) snapshots: Option<&'a mut Snapshots>,
 }
 
+/// Where an entry taken into the log comes from, which decides whether it still has to be written to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// From Raft (a peer's append or this replica's own proposal): appended to the ledger here.
+    Raft,
+    /// Read back from the ledger at start-up: it is there already.
+    Ledger,
+}
+
+/// Whether a committed signature transaction is known to cover an entry as it is taken in (only replay knows that
+/// ahead). The store keeps no undo record for a covered entry: it can never be rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// A committed signature covers it.
+    Committed,
+    /// Not known to be committed yet.
+    Uncommitted,
+}
+
 impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
-    /// Takes entry `(view, seqno)` into the log: checks it, applies its write set to the store unless the store
-    /// already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
-    /// appends it to the ledger (unless replaying the ledger) and to the Merkle tree.
-    pub(crate) fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>, append: bool) -> Result<(), ConsensusError> {
-        let decrypt = seqno > self.log.store.current_version();
-        let decoded = decode(&self.log.secret, &bytes, view, seqno, decrypt)?;
-        self.accept_decoded(view, seqno, &bytes, decoded, append, false)
+    /// Takes entry `(view, seqno)` from Raft into the log: checks it, applies its write set to the store unless the
+    /// store already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
+    /// appends it to the ledger and to the Merkle tree.
+    pub(crate) fn accept(&mut self, view: u64, seqno: u64, bytes: Vec<u8>) -> Result<(), ConsensusError> {
+        let private = if seqno > self.log.store.current_version() {
+            PrivateDomain::Decrypt
+        } else {
+            PrivateDomain::Skip
+        };
+        let decoded = decode(&self.log.secret, &bytes, view, seqno, private)?;
+        self.accept_decoded(view, seqno, &bytes, decoded, Origin::Raft, Coverage::Uncommitted)
     }
 
-    /// [`Self::accept`] for an entry already [`decode`]d (decrypted if the store does not hold it yet).
-    /// `committed`: a committed signature covers the entry (replay), so the store keeps no undo record for it.
+    /// [`Self::accept`] for an entry already [`decode`]d (decrypted if the store does not hold it yet), from
+    /// `origin`, with what is known of its `coverage` by a committed signature.
     pub(crate) fn accept_decoded(
         &mut self,
         view: u64,
         seqno: u64,
         bytes: &[u8],
         decoded: DecodedEntry,
-        append: bool,
-        committed: bool,
+        origin: Origin,
+        coverage: Coverage,
     ) -> Result<(), ConsensusError> {
         if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
             return Err(ConsensusError::Inconsistent(format!(
@@ -67,15 +92,20 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             let marked = info.is_signature && snapshot::is_marked_for_snapshot(&info.public, seqno);
             let mut batch = WriteBatch::from(info.public);
             batch.maps.extend(private.maps);
-            store.apply_batch(seqno, batch, committed)?;
+            store.apply_batch(seqno, batch, coverage == Coverage::Committed)?;
             if marked {
                 if let Some(snapshots) = self.snapshots.as_deref_mut() {
                     snapshots.marked(&store, self.log, bytes, view, seqno)?;
                 }
             }
         }
-        if append {
-            self.log.ledger.append(seqno, bytes, info.is_signature)?;
+        if origin == Origin::Raft {
+            let kind = if info.is_signature {
+                EntryKind::Signature
+            } else {
+                EntryKind::Transaction
+            };
+            self.log.ledger.append(seqno, bytes, kind)?;
         }
         self.tree.append(info.leaf);
         self.log.terms.push(view);

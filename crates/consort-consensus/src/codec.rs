@@ -207,17 +207,26 @@ pub struct DecodedEntry {
     pub private: Option<WriteBatch>,
 }
 
-/// [`inspect`], then, with `decrypt`, the private domain decrypted and parsed: one parse and one decryption per
-/// entry, and no per-entry B-trees for the private writes.
+/// Whether [`decode`] decrypts an entry's private domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateDomain {
+    /// Decrypt and parse it: the store does not hold the entry's writes yet.
+    Decrypt,
+    /// Leave it encrypted: the store holds the writes already (the primary's own transactions).
+    Skip,
+}
+
+/// [`inspect`], then, with [`PrivateDomain::Decrypt`], the private domain decrypted and parsed: one parse and one
+/// decryption per entry, and no per-entry B-trees for the private writes.
 pub fn decode(
     secret: &LedgerSecret,
     bytes: &[u8],
     view: u64,
     seqno: u64,
-    decrypt: bool,
+    private: PrivateDomain,
 ) -> Result<DecodedEntry, ConsensusError> {
     let info = inspect(bytes, view, seqno)?;
-    let private = if decrypt {
+    let private = if private == PrivateDomain::Decrypt {
         let bad = |r: String| ConsensusError::entry(seqno, r);
         let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
         let plaintext = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;

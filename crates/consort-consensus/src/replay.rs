@@ -3,7 +3,8 @@
 //! itself: every ledger entry taken in order into a replica that has no `RawNode` yet.
 
 use crate::accept::PartialReplicaRef;
-use crate::codec::{decode, DecodedEntry};
+use crate::accept::{Coverage, Origin};
+use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::ConsensusError;
 use crate::log::Log;
 use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
@@ -37,7 +38,12 @@ impl DecodedChunk {
         for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from) {
             let decoded = parse_entry(bytes)
                 .map_err(|e| ConsensusError::entry(seqno, e.to_string()))
-                .and_then(|(entry, _)| Ok((entry.view, decode(secret, bytes, entry.view, seqno, true)?)));
+                .and_then(|(entry, _)| {
+                    Ok((
+                        entry.view,
+                        decode(secret, bytes, entry.view, seqno, PrivateDomain::Decrypt)?,
+                    ))
+                });
             match decoded {
                 Ok((view, d)) => entries.push((seqno, view, d)),
                 Err(e) => {
@@ -132,8 +138,13 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
                 .chunk
                 .entry(seqno)
                 .ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} is not in its chunk")))?;
+            let coverage = if seqno <= committed_through {
+                Coverage::Committed
+            } else {
+                Coverage::Uncommitted
+            };
             self.as_ref()
-                .accept_decoded(view, seqno, bytes, entry, false, seqno <= committed_through)?;
+                .accept_decoded(view, seqno, bytes, entry, Origin::Ledger, coverage)?;
             if is_signature && seqno <= raft_commit {
                 // Entries of earlier chunks that this signature covers still had undo records.
                 self.log.store.set_committed(seqno);

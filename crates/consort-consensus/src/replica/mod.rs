@@ -513,7 +513,7 @@ impl<S: LedgerStorage> Replica<S> {
             let mut e = e.clone();
             crate::codec::fill_empty(&secret, &mut e)?;
             let bytes = crate::codec::ledger_bytes(&e).to_vec();
-            self.with_partial(|p| p.accept(e.term, e.index, bytes, true))?;
+            self.with_partial(|p| p.accept(e.term, e.index, bytes))?;
         }
         let now = self.store().current_version();
         if now > before {
