@@ -26,6 +26,7 @@ impl std::fmt::Debug for Aes256GcmKey {
 }
 
 impl Aes256GcmKey {
+    /// Wraps a raw 32-byte AES-256 key.
     pub fn from_bytes(raw: [u8; 32]) -> Self {
         let cipher = aes_gcm::Aes256Gcm::new(&raw.into());
         Self { raw, cipher }
@@ -36,6 +37,7 @@ impl Aes256GcmKey {
         Self::from_bytes(crate::random_array())
     }
 
+    /// The raw key bytes (to seal or hand over the ledger secret).
     pub fn raw(&self) -> &[u8; 32] {
         &self.raw
     }

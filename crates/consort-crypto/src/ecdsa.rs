@@ -11,18 +11,23 @@ use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePub
 /// The elliptic curves Consort signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Curve {
+    /// NIST P-256 (secp256r1): members and users by default, ES256.
     P256,
+    /// NIST P-384 (secp384r1): node and service keys, as CCF uses; ES384.
     P384,
 }
 
 /// Digest algorithms used before ECDSA signing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashAlg {
+    /// SHA-256.
     Sha256,
+    /// SHA-384.
     Sha384,
 }
 
 impl HashAlg {
+    /// The digest of `msg` under this algorithm (32 or 48 bytes).
     pub fn digest(self, msg: &[u8]) -> Vec<u8> {
         match self {
             HashAlg::Sha256 => sha256(msg).to_vec(),
@@ -51,7 +56,9 @@ impl Curve {
 /// An ECDSA private key.
 #[derive(Clone)]
 pub enum SigningKey {
+    /// A P-256 private key.
     P256(p256::ecdsa::SigningKey),
+    /// A P-384 private key.
     P384(p384::ecdsa::SigningKey),
 }
 
@@ -64,7 +71,9 @@ impl std::fmt::Debug for SigningKey {
 /// An ECDSA public key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VerifyingKey {
+    /// A P-256 public key.
     P256(p256::ecdsa::VerifyingKey),
+    /// A P-384 public key.
     P384(p384::ecdsa::VerifyingKey),
 }
 
@@ -73,6 +82,7 @@ fn key_err(e: impl std::fmt::Display) -> CryptoError {
 }
 
 impl SigningKey {
+    /// A fresh key on `curve` from the operating system's CSPRNG.
     pub fn generate(curve: Curve) -> Self {
         match curve {
             Curve::P256 => SigningKey::P256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng)),
@@ -80,6 +90,7 @@ impl SigningKey {
         }
     }
 
+    /// The curve of this key.
     pub fn curve(&self) -> Curve {
         match self {
             SigningKey::P256(_) => Curve::P256,
@@ -101,6 +112,7 @@ impl SigningKey {
         Err(CryptoError::Pem("no PRIVATE KEY or EC PRIVATE KEY block".into()))
     }
 
+    /// Reads a PKCS#8 DER private key on P-384 or P-256.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
             return Ok(SigningKey::P384(k.into()));
@@ -110,6 +122,7 @@ impl SigningKey {
             .map_err(key_err)
     }
 
+    /// Reads a SEC1 (`EC PRIVATE KEY`) DER private key on P-384 or P-256.
     pub fn from_sec1_der(der: &[u8]) -> Result<Self, CryptoError> {
         if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
             return Ok(SigningKey::P384(k.into()));
@@ -137,6 +150,7 @@ impl SigningKey {
         doc.expect("encoding a valid key cannot fail").as_bytes().to_vec()
     }
 
+    /// The public half of this key.
     pub fn verifying_key(&self) -> VerifyingKey {
         match self {
             SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),
@@ -205,6 +219,7 @@ impl VerifyingKey {
         Self::from_spki_der(block.contents())
     }
 
+    /// The curve of this key.
     pub fn curve(&self) -> Curve {
         match self {
             VerifyingKey::P256(_) => Curve::P256,
@@ -338,7 +353,7 @@ pub fn malleate_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError
 }
 
 mod ecdsa_sig_error {
-    pub type E = p256::ecdsa::Error;
+    pub(super) type E = p256::ecdsa::Error;
 }
 
 #[cfg(test)]

@@ -29,12 +29,15 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 pub struct Sha256Hasher(sha2::Sha256);
 
 impl Sha256Hasher {
+    /// An empty hasher.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Feeds `data` into the hash.
     pub fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
+    /// The digest of everything fed so far.
     pub fn finish(self) -> [u8; 32] {
         self.0.finalize().into()
     }

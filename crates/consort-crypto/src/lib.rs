@@ -4,6 +4,7 @@
 //! workspace and one place to audit. Nothing here is hand-written cryptography: it wraps RustCrypto (sha2, hmac,
 //! p256, p384, ecdsa, aes-gcm), rcgen and x509-parser.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod aead;
 pub mod ecdsa;
@@ -18,16 +19,22 @@ pub use x509::{CertParams, ParsedCert};
 /// Errors from this crate. Every malformed input (PEM, DER, signature, key) maps to one of these; nothing panics.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CryptoError {
+    /// A PEM document that does not parse or lacks the expected block.
     #[error("malformed PEM: {0}")]
     Pem(String),
+    /// A key that does not parse, is on an unsupported curve, or cannot be used.
     #[error("malformed or unsupported key: {0}")]
     Key(String),
+    /// Signature bytes that are not a well-formed signature (bad DER, wrong length, zero or out-of-range scalars).
     #[error("malformed signature: {0}")]
     SignatureFormat(String),
+    /// A well-formed signature that does not verify under the key.
     #[error("signature verification failed")]
     BadSignature,
+    /// A certificate that does not parse, or whose key or signature algorithm is unsupported.
     #[error("malformed certificate: {0}")]
     Certificate(String),
+    /// rcgen could not build or sign a certificate.
     #[error("certificate generation failed: {0}")]
     CertGen(String),
 }

@@ -17,6 +17,7 @@ pub struct CertParams {
 }
 
 impl CertParams {
+    /// Parameters for a one-year leaf certificate with common name `subject_cn` and no alternative names.
     pub fn new(subject_cn: &str) -> Self {
         Self {
             subject_cn: subject_cn.to_string(),
@@ -64,7 +65,9 @@ fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError>
 /// A freshly generated certificate in both encodings.
 #[derive(Debug, Clone)]
 pub struct GeneratedCert {
+    /// The certificate's DER.
     pub der: Vec<u8>,
+    /// The same certificate as PEM.
     pub pem: String,
 }
 
@@ -133,17 +136,22 @@ pub fn issue(
 /// A parsed certificate: the parts Consort needs, owned, so the DER can be dropped by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedCert {
+    /// The certificate's DER, as parsed.
     pub der: Vec<u8>,
     tbs: Vec<u8>,
     sig_hash: Option<HashAlg>,
     signature: Vec<u8>,
     /// DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
+    /// The subject's common name, if it has one.
     pub subject_cn: Option<String>,
+    /// The issuer's common name, if it has one.
     pub issuer_cn: Option<String>,
+    /// Whether basic constraints mark it as a CA.
     pub is_ca: bool,
     /// Validity bounds as Unix seconds.
     pub not_before: i64,
+    /// End of validity, seconds since the epoch.
     pub not_after: i64,
 }
 
@@ -152,6 +160,7 @@ fn cert_err(e: impl std::fmt::Display) -> CryptoError {
 }
 
 impl ParsedCert {
+    /// Parses a DER certificate (nothing may follow it).
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
         let (rest, cert) = X509Certificate::from_der(der).map_err(cert_err)?;
         if !rest.is_empty() {
@@ -203,6 +212,7 @@ impl ParsedCert {
             .collect()
     }
 
+    /// PEM encoding of the certificate.
     pub fn to_pem(&self) -> String {
         ::pem::encode_config(
             &::pem::Pem::new("CERTIFICATE", self.der.clone()),

@@ -29,16 +29,24 @@ pub const HEADER_PROPOSAL_ID: &str = "ccf.gov.msg.proposal_id";
 /// The governance message types (`ccf.gov.msg.type`), as CCF names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MsgType {
+    /// `proposal`: a new proposal (`proposals:create`).
     Proposal,
+    /// `ballot`: a member's ballot on a proposal.
     Ballot,
+    /// `withdrawal`: the proposer withdraws a proposal.
     Withdrawal,
+    /// `ack`: a member signs the state digest to become Active.
     Ack,
+    /// `state_digest`: a member asks for the state digest to ack.
     StateDigest,
+    /// `recovery_share`: a member submits its recovery share.
     RecoveryShare,
+    /// `encrypted_recovery_share`: a member submits its encrypted recovery share.
     EncryptedRecoveryShare,
 }
 
 impl MsgType {
+    /// The `ccf.gov.msg.type` string, as CCF writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             MsgType::Proposal => "proposal",
@@ -68,6 +76,7 @@ impl MsgType {
 pub struct VerifiedRequest {
     /// The signer: hex SHA-256 of the member certificate's DER.
     pub member_id: String,
+    /// The message type (`ccf.gov.msg.type`), checked against the endpoint's.
     pub msg_type: MsgType,
     /// The signed payload (proposal JSON, ballot JSON, ack JSON, ...).
     pub payload: Vec<u8>,

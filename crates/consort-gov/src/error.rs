@@ -21,7 +21,12 @@ pub enum GovError {
     InvalidSignature(String),
     /// `ccf.gov.msg.type` is not the one this endpoint expects.
     #[error("wrong message type: expected {expected}, got {got}")]
-    WrongMessageType { expected: String, got: String },
+    WrongMessageType {
+        /// The type the endpoint takes.
+        expected: String,
+        /// The type the request was signed with.
+        got: String,
+    },
     /// The member exists but is not Active.
     #[error("member {0} is not active")]
     MemberNotActive(String),
@@ -37,8 +42,11 @@ pub enum GovError {
     /// A request or proposal exceeds a named limit of `limits`.
     #[error("{what} is {size} bytes, more than the limit of {limit}")]
     TooLarge {
+        /// What was measured (request, proposal, ballot).
         what: &'static str,
+        /// Its size in bytes.
         size: usize,
+        /// The limit in bytes.
         limit: usize,
     },
     /// A path parameter does not parse, or does not match the signed one.
@@ -52,18 +60,36 @@ pub enum GovError {
     ProposalNotFound(String),
     /// The proposal is not Open.
     #[error("proposal {id} is in state {state}, not Open")]
-    ProposalNotOpen { id: String, state: String },
+    ProposalNotOpen {
+        /// The proposal.
+        id: String,
+        /// Its current state.
+        state: String,
+    },
     /// The member already submitted a different ballot.
     #[error("different ballot already submitted by {member_id} for {proposal_id}")]
-    VoteAlreadyExists { member_id: String, proposal_id: String },
+    VoteAlreadyExists {
+        /// The voter.
+        member_id: String,
+        /// The proposal.
+        proposal_id: String,
+    },
     /// The member has not voted on this proposal.
     #[error("member {member_id} has not voted for proposal {proposal_id}")]
-    VoteNotFound { member_id: String, proposal_id: String },
+    VoteNotFound {
+        /// The member asked about.
+        member_id: String,
+        /// The proposal.
+        proposal_id: String,
+    },
     /// Only the proposer may withdraw a proposal.
     #[error("proposal {proposal_id} can only be withdrawn by proposer {proposer_id}, not caller {caller_id}")]
     NotProposer {
+        /// The proposal.
         proposal_id: String,
+        /// The member who proposed it.
         proposer_id: String,
+        /// The member who tried to withdraw it.
         caller_id: String,
     },
     /// The constitution's `validate` rejected the proposal.
@@ -78,7 +104,12 @@ pub enum GovError {
     AckNotFound(String),
     /// The signed state digest is not the expected one.
     #[error("submitted state digest is not valid: expected {expected}, received {received}")]
-    StateDigestMismatch { expected: String, received: String },
+    StateDigestMismatch {
+        /// The digest the member must sign.
+        expected: String,
+        /// The digest the member signed.
+        received: String,
+    },
     /// The service is in no state to do this (no constitution, corrupt governance table, ...).
     #[error("internal governance error: {0}")]
     Internal(String),

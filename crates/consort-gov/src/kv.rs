@@ -6,6 +6,7 @@ use consort_kv::{ReadTx, Tx};
 /// Reads of governance tables. Implemented for [`Tx`] (reads recorded for OCC, own writes visible) and
 /// [`ReadTx`] (latest committed state).
 pub trait KvRead {
+    /// The value of `key` in `map`, if present.
     fn read(&mut self, map: &str, key: &[u8]) -> Option<Vec<u8>>;
     /// Calls `f(key, value)` for every entry in key order until it returns false.
     fn scan(&mut self, map: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> bool);

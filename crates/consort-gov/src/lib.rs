@@ -60,6 +60,7 @@
 //! malleable (if (r, s) verifies, so does (r, n - s)) and CCF's own signer emits either form, so a key over the
 //! signature's bytes would let anybody replay a recorded request under its twin signature.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod cose;
 mod error;

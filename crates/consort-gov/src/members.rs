@@ -14,8 +14,10 @@ use crate::{tables, GovError};
 /// Body of the state-digest endpoints: `{"memberId", "stateDigest"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateDigest {
+    /// The member the digest is for.
     #[serde(rename = "memberId")]
     pub member_id: String,
+    /// Hex digest of the state the member acks.
     #[serde(rename = "stateDigest")]
     pub state_digest: String,
 }
@@ -137,9 +139,11 @@ pub fn active_members(kv: &mut dyn KvRead) -> Result<Vec<String>, GovError> {
 /// A member to create at genesis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberSpec {
+    /// The member's certificate (PEM); its id is hex SHA-256 of the DER.
     pub cert_pem: String,
     /// RSA public key (PEM) for recovery shares; makes the member a recovery member.
     pub encryption_public_key_pem: Option<String>,
+    /// Free-form JSON stored in `public:ccf.gov.members.info`.
     pub member_data: Option<serde_json::Value>,
     /// "Participant" (default for members with an encryption key) or "Owner".
     pub recovery_role: Option<String>,
@@ -148,7 +152,9 @@ pub struct MemberSpec {
 /// A user to create at genesis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserSpec {
+    /// The user's certificate (PEM); its id is hex SHA-256 of the DER.
     pub cert_pem: String,
+    /// Free-form JSON stored in `public:ccf.gov.users.info`.
     pub user_data: Option<serde_json::Value>,
 }
 

@@ -11,14 +11,18 @@ use crate::{tables, GovError};
 /// may propose and vote, and the default constitution counts only them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberStatus {
+    /// Created, has not acked the state digest yet: may only ack.
     Accepted,
+    /// Acked: may propose, vote and withdraw.
     Active,
 }
 
 /// Value of `public:ccf.gov.members.info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberInfo {
+    /// Accepted or Active.
     pub status: MemberStatus,
+    /// Free-form JSON given when the member was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_data: Option<serde_json::Value>,
     /// "NonParticipant", "Participant" or "Owner" (recovery), when the member has an encryption key.
@@ -29,6 +33,7 @@ pub struct MemberInfo {
 /// Value of `public:ccf.gov.members.acks`: the state digest the member must sign to become Active.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAck {
+    /// Hex digest of the state the member must sign.
     #[serde(default)]
     pub state_digest: String,
     /// The member's last signed ack, base64 of the COSE Sign1 envelope.
@@ -39,15 +44,22 @@ pub struct MemberAck {
 /// A proposal's state (CCF's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposalState {
+    /// Waiting for ballots.
     Open,
+    /// The constitution's `resolve` accepted it and `apply` ran.
     Accepted,
+    /// Withdrawn by its proposer.
     Withdrawn,
+    /// The constitution's `resolve` rejected it.
     Rejected,
+    /// `resolve` or `apply` threw or exceeded a limit.
     Failed,
+    /// Closed unresolved because a new constitution was set while it was Open (its votes would change meaning).
     Dropped,
 }
 
 impl ProposalState {
+    /// The state's name, as CCF's API writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             ProposalState::Open => "Open",
@@ -63,7 +75,9 @@ impl ProposalState {
 /// Why a JS call failed: a reason and, when the engine gave one, a stack trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// The error message or limit that stopped the call.
     pub reason: String,
+    /// The JS stack trace, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
 }
@@ -71,7 +85,9 @@ pub struct Failure {
 /// Value of `public:ccf.gov.proposals_info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProposalInfo {
+    /// The member who proposed it.
     pub proposer_id: String,
+    /// Where the proposal is in its lifecycle.
     pub state: ProposalState,
     /// Ballot source (a JS module exporting `vote`) per member id.
     #[serde(default)]
@@ -112,6 +128,7 @@ impl ProposalInfo {
 /// Value of `public:ccf.gov.users.info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserInfo {
+    /// Free-form JSON given when the user was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<serde_json::Value>,
 }

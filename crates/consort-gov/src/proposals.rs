@@ -21,6 +21,7 @@ use crate::{tables, GovError, ProposalState};
 /// The result of a governance write that evaluated a proposal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProposalOutcome {
+    /// The proposal's id (see [`proposal_id`]).
     pub proposal_id: String,
     /// The proposal's info as now written to `public:ccf.gov.proposals_info`.
     pub info: ProposalInfo,

@@ -12,6 +12,7 @@
 //! - Snapshots: [`Store::snapshot`] / [`Store::from_snapshot`] in CCF's snapshot public-domain format.
 //! - Undo for Raft: versions above [`Store::set_committed`] can be rolled back with [`Store::rollback`].
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 mod key;
 mod snapshot;
@@ -31,7 +32,9 @@ pub use write_set::{
 
 /// A transaction's version in the store; equal to its seqno in the ledger. 0 means "before any transaction".
 pub type Version = u64;
+/// A key in a map: raw bytes, ordered bytewise.
 pub type Key = Vec<u8>;
+/// A value in a map: raw bytes.
 pub type Value = Vec<u8>;
 
 /// Prefix of the maps stored in the clear in the ledger; every other map is encrypted.
@@ -49,24 +52,56 @@ pub fn is_public_map(name: &str) -> bool {
 /// caller handles (retry on `Conflict`, resynchronise on `VersionMismatch`, ...).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum KvError {
+    /// Bytes from a peer or the disk that are not a valid write set, batch or snapshot; says what is wrong.
     #[error("malformed serialised data: {0}")]
     Malformed(String),
+    /// Optimistic concurrency control: the transaction read something that has changed since; re-execute it.
     #[error("transaction conflict: a key or map it read has changed since")]
     Conflict,
+    /// [`Store::execute`] kept conflicting.
     #[error("transaction still conflicting after {attempts} attempts")]
-    ConflictRetriesExhausted { attempts: usize },
+    ConflictRetriesExhausted {
+        /// How many times the body ran.
+        attempts: usize,
+    },
+    /// A replicated or replayed write set is not for the next version.
     #[error("write set for version {got} cannot be applied: the next version is {expected}")]
-    VersionMismatch { expected: Version, got: Version },
+    VersionMismatch {
+        /// The store's next version.
+        expected: Version,
+        /// The version the write set was for.
+        got: Version,
+    },
+    /// A rollback would undo a committed version.
     #[error("cannot roll back to {to}: version {committed} is committed")]
-    RollbackBelowCommitted { to: Version, committed: Version },
-    #[error("cannot roll back to {to}: the store is only at version {current}")]
-    RollbackBeyondCurrent { to: Version, current: Version },
-    #[error("state at version {requested} is unavailable (committed {committed}, current {current})")]
-    VersionUnavailable {
-        requested: Version,
+    RollbackBelowCommitted {
+        /// The version asked to roll back to.
+        to: Version,
+        /// The committed version.
         committed: Version,
+    },
+    /// A rollback to a version the store has not reached.
+    #[error("cannot roll back to {to}: the store is only at version {current}")]
+    RollbackBeyondCurrent {
+        /// The version asked to roll back to.
+        to: Version,
+        /// The store's current version.
         current: Version,
     },
+    /// The state at a version cannot be reconstructed (no undo records reach it).
+    #[error("state at version {requested} is unavailable (committed {committed}, current {current})")]
+    VersionUnavailable {
+        /// The version asked for.
+        requested: Version,
+        /// The committed version.
+        committed: Version,
+        /// The store's current version.
+        current: Version,
+    },
+    /// A snapshot job lost its version to a rollback below it.
     #[error("the snapshot at version {version} was abandoned: a rollback undid that version")]
-    SnapshotAbandoned { version: Version },
+    SnapshotAbandoned {
+        /// The version the job was capturing.
+        version: Version,
+    },
 }

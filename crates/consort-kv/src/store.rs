@@ -61,6 +61,7 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// An empty store at version 0.
     pub fn new() -> Self {
         Self::default()
     }

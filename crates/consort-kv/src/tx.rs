@@ -51,7 +51,12 @@ pub enum CommitOutcome<R> {
     /// The transaction wrote nothing: no version was assigned and the callback was not called.
     ReadOnly,
     /// The writes were applied at `version`; `result` is what the callback returned.
-    Committed { version: Version, result: R },
+    Committed {
+        /// The version (= seqno) the writes were applied at.
+        version: Version,
+        /// What the commit callback returned.
+        result: R,
+    },
 }
 
 impl<R> CommitOutcome<R> {
@@ -67,7 +72,9 @@ impl<R> CommitOutcome<R> {
 /// Error of [`Store::execute`]: the body's own error, or the store's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecuteError<E> {
+    /// The transaction body returned this error; nothing was committed.
     Body(E),
+    /// The store refused the commit (for example: still conflicting after every attempt).
     Kv(KvError),
 }
 
@@ -162,6 +169,7 @@ impl<'s> Tx<'s> {
         present
     }
 
+    /// Buffers a write of `value` at `key` in `map`; visible to this transaction's reads at once.
     pub fn put(&mut self, map: &str, key: &[u8], value: &[u8]) {
         let start_version = self.start_version;
         let writes = self.writes.map_mut(map);
@@ -169,6 +177,7 @@ impl<'s> Tx<'s> {
         writes.writes.insert(key.to_vec(), Some(value.to_vec()));
     }
 
+    /// Buffers a removal of `key` from `map`.
     pub fn remove(&mut self, map: &str, key: &[u8]) {
         let start_version = self.start_version;
         let writes = self.writes.map_mut(map);
@@ -214,6 +223,7 @@ impl<'s> Tx<'s> {
         &self.writes
     }
 
+    /// Whether the transaction wrote or removed anything (a commit then assigns a version).
     pub fn has_writes(&self) -> bool {
         !self.writes.is_empty()
     }
@@ -231,6 +241,7 @@ impl<'s> ReadTx<'s> {
         ReadTx { store }
     }
 
+    /// The committed value of `key` in `map` as of now (read-only transactions record no read set).
     pub fn get(&self, map: &str, key: &[u8]) -> Option<Value> {
         let state = self.store.read_state();
         state
@@ -240,6 +251,7 @@ impl<'s> ReadTx<'s> {
             .and_then(|e| e.value.clone())
     }
 
+    /// Whether `key` is present in `map`.
     pub fn has(&self, map: &str, key: &[u8]) -> bool {
         let state = self.store.read_state();
         state

@@ -16,7 +16,9 @@ pub const ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS: u8 = 4;
 pub const ENTRY_TYPE_SNAPSHOT: u8 = 1;
 /// Deprecated CCF entry types that [`WriteSet::deserialise_public`] still reads (old ledgers).
 pub const ENTRY_TYPE_WRITE_SET: u8 = 0;
+/// Write set with a claims digest (deprecated by CCF; read only).
 pub const ENTRY_TYPE_WRITE_SET_WITH_CLAIMS: u8 = 2;
+/// Write set with a commit-evidence digest (deprecated by CCF; read only).
 pub const ENTRY_TYPE_WRITE_SET_WITH_CE: u8 = 3;
 
 const DIGEST_SIZE: usize = 32;
@@ -46,10 +48,15 @@ fn entry_type_has_commit_evidence(entry_type: u8) -> bool {
 /// for the digests the entry type carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainHeader {
+    /// One of the `ENTRY_TYPE_*` constants.
     pub entry_type: u8,
+    /// The transaction's version (seqno).
     pub version: Version,
+    /// Digest of the application's claims, when the entry type carries one.
     pub claims_digest: Option<[u8; 32]>,
+    /// SHA-256 of the commit evidence string, when the entry type carries one.
     pub commit_evidence_digest: Option<[u8; 32]>,
+    /// CCF's max conflict version field, carried as given (serialised as an i64).
     pub max_conflict_version: i64,
 }
 
@@ -74,6 +81,7 @@ impl DomainHeader {
 /// The writes of one transaction, per map, in deterministic order. `None` is a removal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSet {
+    /// The writes per map name, in name order (the order CCF serialises them in).
     pub maps: BTreeMap<String, MapWrites>,
 }
 
@@ -83,6 +91,7 @@ pub struct MapWrites {
     /// Carried through the ledger format for CCF compatibility; Consort sets it to the store version the
     /// transaction started from and never interprets it.
     pub read_version: u64,
+    /// Each key written (`Some(value)`) or removed (`None`), in key order.
     pub writes: BTreeMap<Key, Option<Value>>,
 }
 
@@ -105,10 +114,12 @@ impl WriteSet {
         self.maps.get_mut(map).expect("map inserted above")
     }
 
+    /// Records a write of `v` at `k` in `map` (replacing an earlier write of the same key).
     pub fn put(&mut self, map: &str, k: &[u8], v: &[u8]) {
         self.map_mut(map).writes.insert(k.to_vec(), Some(v.to_vec()));
     }
 
+    /// Records a removal of `k` from `map`.
     pub fn remove(&mut self, map: &str, k: &[u8]) {
         self.map_mut(map).writes.insert(k.to_vec(), None);
     }
@@ -239,6 +250,7 @@ impl WriteSet {
 /// apply entries they did not execute ([`crate::Store::apply_batch`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
+    /// Each map written, with its writes, in the order of the entry.
     pub maps: Vec<(String, BatchWrites)>,
 }
 
@@ -300,6 +312,7 @@ impl WriteBatch {
         self.maps.iter().map(|(_, w)| w.len()).sum()
     }
 
+    /// Whether no map has a write or removal.
     pub fn is_empty(&self) -> bool {
         self.maps.iter().all(|(_, w)| w.is_empty())
     }

@@ -10,6 +10,7 @@
 //! check = ECDSA(cert key, prehashed root, signature) ∧ node_id = key id(cert) ∧ cert ⇐ endorsements ⇐ service
 //! ```
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 mod error;
 pub mod limits;

@@ -23,6 +23,7 @@ pub struct Receipt {
     /// PEM certificates linking the node certificate to the service certificate, nearest to the node first.
     #[serde(default)]
     pub service_endorsements: Vec<String>,
+    /// Set by CCF on receipts for signature transactions; informational, the verifier does not rely on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_signature_transaction: Option<bool>,
     /// Hex leaf digest (signature-transaction receipts, which have no leaf components).
@@ -34,8 +35,10 @@ pub struct Receipt {
 /// Exactly one of the two is set; [`crate::root`] rejects a step with both or neither.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ProofElement {
+    /// Hex digest of a sibling on the left of the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
+    /// Hex digest of a sibling on the right of the path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub right: Option<String>,
 }

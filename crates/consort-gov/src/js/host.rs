@@ -28,14 +28,19 @@ pub enum HostAction {
     /// `ccf.node.transitionServiceToOpen(previous, next)`: open the service (see [`crate::open_service`]);
     /// after a recovery, also restore the private state.
     TransitionServiceToOpen {
+        /// The previous service certificate (PEM), after a recovery.
         previous_service_identity: Option<String>,
+        /// The new service certificate (PEM), after a recovery.
         next_service_identity: Option<String>,
     },
     /// `ccf.node.endorseNodeCertificate(nodeId, validFrom, validityPeriodDays)` (Consort extension): issue the
     /// node's certificate signed by the service key into `public:ccf.gov.nodes.endorsed_certificates`.
     EndorseNodeCertificate {
+        /// The node whose certificate to endorse.
         node_id: String,
+        /// Start of validity (CCF's time string), or now.
         valid_from: Option<String>,
+        /// Validity in days, or the service default.
         validity_period_days: Option<u64>,
     },
 }
