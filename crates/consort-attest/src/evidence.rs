@@ -138,6 +138,27 @@ impl Evidence {
         Self::from_parts(&parsed.format, &parsed.quote, &parsed.endorsements)
     }
 
+    /// Parses either JSON shape a tool meets: CCF's `QuoteInfo` (`{"format", "quote", "endorsements"}`) or one
+    /// `/node/quotes/self` entry ([`NodeQuote`], `{"node_id", "raw", "endorsements", "format", ...}`).
+    pub fn from_any_json(bytes: &[u8]) -> Result<Self, AttestError> {
+        if bytes.len() > MAX_EVIDENCE_JSON_BYTES {
+            return Err(AttestError::TooLarge {
+                what: "evidence JSON",
+                len: bytes.len(),
+                limit: MAX_EVIDENCE_JSON_BYTES,
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| AttestError::Malformed(format!("evidence JSON: {e}")))?;
+        if value.get("raw").is_some() {
+            let quote =
+                NodeQuote::deserialize(&value).map_err(|e| AttestError::Malformed(format!("node quote JSON: {e}")))?;
+            quote.evidence()
+        } else {
+            Self::from_json_value(&value)
+        }
+    }
+
     fn from_parts(format: &str, quote_b64: &str, endorsements_b64: &str) -> Result<Self, AttestError> {
         let evidence = Evidence {
             format: PlatformKind::from_ccf_name(format)?,
@@ -252,7 +273,11 @@ mod tests {
         assert_eq!(json["format"], "Insecure_Virtual");
         assert_eq!(json["raw"], "e30=");
         assert!(json.get("measurement").is_none());
+        assert_eq!(Evidence::from_any_json(json.to_string().as_bytes()).unwrap(), evidence);
         let back: NodeQuote = serde_json::from_value(json).unwrap();
         assert_eq!(back.evidence().unwrap(), evidence);
+        assert_eq!(Evidence::from_any_json(&evidence.to_json()).unwrap(), evidence);
+        assert!(Evidence::from_any_json(b"[]").is_err());
+        assert!(Evidence::from_any_json(br#"{"raw": 1}"#).is_err());
     }
 }
