@@ -5,10 +5,10 @@ use consort_kv::Tx;
 use consort_node::apps::{App, AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
 use consort_node::config::NodeConfig;
 use consort_node::identity::Identities;
-use consort_node::service::Service;
+use consort_node::node::Node;
 
 /// A fresh single-node service (one member, in a temporary directory) running `app`.
-fn service_with(app: Box<dyn App>) -> (tempfile::TempDir, std::sync::Arc<Service>) {
+fn service_with(app: Box<dyn App>) -> (tempfile::TempDir, std::sync::Arc<Node>) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = NodeConfig::default();
     cfg.storage.ledger_dir = dir.path().join("ledger");
@@ -24,7 +24,7 @@ fn service_with(app: Box<dyn App>) -> (tempfile::TempDir, std::sync::Arc<Service
         data: None,
     }];
     let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
-    let svc = Service::open(cfg, ids, app).unwrap();
+    let svc = Node::new(consort_node::engine::Engine::open(cfg, ids).unwrap(), app);
     (dir, svc)
 }
 
@@ -56,7 +56,7 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
         "public:ccf.gov.members.info",
         "public:ccf.internal.signatures",
     ] {
-        let before = svc.store().current_version();
+        let before = svc.engine().store().current_version();
         let path = format!("/{map}");
         let req = AppRequest {
             method: "POST",
@@ -68,8 +68,12 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
         let (resp, _) = svc.execute_app(&req, false);
         assert_eq!(resp.status, 403, "{map}");
         assert_eq!(resp.body["error"]["code"], "ReservedMap");
-        assert_eq!(svc.store().current_version(), before, "a refused write must not commit");
-        assert!(!svc.store().read_only().has(map, b"key"));
+        assert_eq!(
+            svc.engine().store().current_version(),
+            before,
+            "a refused write must not commit"
+        );
+        assert!(!svc.engine().store().read_only().has(map, b"key"));
     }
     // An ordinary application map is writable.
     let req = AppRequest {
@@ -81,7 +85,7 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
     };
     let (resp, txid) = svc.execute_app(&req, false);
     assert_eq!(resp.status, 200);
-    assert_eq!(txid.seqno, svc.store().current_version());
+    assert_eq!(txid.seqno, svc.engine().store().current_version());
 }
 
 /// An app whose "read-only" endpoint writes anyway.
@@ -106,7 +110,7 @@ impl App for SneakyReader {
 #[test]
 fn a_read_only_endpoint_cannot_write_around_consensus() {
     let (_dir, svc) = service_with(Box::new(SneakyReader));
-    let before = svc.store().current_version();
+    let before = svc.engine().store().current_version();
     let req = AppRequest {
         method: "GET",
         path: "/x",
@@ -116,6 +120,6 @@ fn a_read_only_endpoint_cannot_write_around_consensus() {
     };
     let (resp, _) = svc.execute_app(&req, true);
     assert_eq!(resp.status, 500);
-    assert_eq!(svc.store().current_version(), before);
-    assert!(!svc.store().read_only().has("public:app.data", b"key"));
+    assert_eq!(svc.engine().store().current_version(), before);
+    assert!(!svc.engine().store().read_only().has("public:app.data", b"key"));
 }

@@ -8,15 +8,13 @@
 //! request `[id, method, target, caller|null, content_type, body]`, response
 //! `[id, status, txid|null, content_type, body]`; `id` pairs answers with requests on the forwarding node.
 
-use crate::channels::FrameKind;
-use crate::client::Reply;
-use crate::replication::HttpError;
-use crate::service::Service;
+use super::channels::{Channels, FrameKind};
+use super::client::Reply;
 use bytes::Bytes;
 use ciborium::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -151,6 +149,29 @@ impl ForwardedResponse {
     }
 }
 
+/// Why a forwarded request got no answer from the primary.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// No primary is known, or this node has no channels.
+    #[error("{0}")]
+    NoPrimary(&'static str),
+    /// [`MAX_FORWARDED_IN_FLIGHT`] requests are already waiting.
+    #[error("too many forwarded requests in flight; retry")]
+    TooManyInFlight,
+    /// The channel to the primary is down.
+    #[error("the channel to the primary is not available; retry")]
+    ChannelUnavailable,
+    /// The waiting request was dropped before an answer came.
+    #[error("the forwarded request was dropped")]
+    Dropped,
+    /// The primary did not answer within [`FORWARD_TIMEOUT`].
+    #[error("the primary {primary} did not answer within {FORWARD_TIMEOUT:?}")]
+    Timeout {
+        /// Node id of the primary.
+        primary: String,
+    },
+}
+
 /// A request waiting for its answer: where it went and who waits.
 struct Waiting {
     to: String,
@@ -179,31 +200,21 @@ impl Forwarder {
     /// the user id of an app request's caller (none for governance requests, signed by the member).
     pub async fn forward(
         &self,
-        svc: &Service,
+        channels: &Channels,
+        primary: &str,
         method: &str,
         target: &str,
         caller: Option<&str>,
         content_type: &str,
         body: &[u8],
-    ) -> Result<Reply, HttpError> {
-        let primary = svc
-            .leader()
-            .filter(|&l| l != svc.raft_id())
-            .and_then(|l| svc.node_id_of(l))
-            .ok_or((503, "NoPrimary", "no primary known; retry".to_string()))?;
-        let channels =
-            svc.channels()
-                .ok_or((503, "NoPrimary", "this node has no channel to other nodes".to_string()))?;
+    ) -> Result<Reply, ForwardError> {
+        let primary = primary.to_string();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = self.waiting();
             if waiting.len() >= MAX_FORWARDED_IN_FLIGHT {
-                return Err((
-                    503,
-                    "TooManyForwardedRequests",
-                    "too many forwarded requests in flight; retry".into(),
-                ));
+                return Err(ForwardError::TooManyInFlight);
             }
             waiting.insert(
                 id,
@@ -223,11 +234,7 @@ impl Forwarder {
         };
         if !channels.send(&primary, FrameKind::ForwardedRequest, req.encode()) {
             self.waiting().remove(&id);
-            return Err((
-                503,
-                "ForwardingFailed",
-                "the channel to the primary is not available; retry".into(),
-            ));
+            return Err(ForwardError::ChannelUnavailable);
         }
         match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
             Ok(Ok(r)) => Ok(Reply {
@@ -235,14 +242,10 @@ impl Forwarder {
                 txid: r.txid,
                 body: Bytes::from(r.body),
             }),
-            Ok(Err(_)) => Err((502, "ForwardingFailed", "the forwarded request was dropped".into())),
+            Ok(Err(_)) => Err(ForwardError::Dropped),
             Err(_) => {
                 self.waiting().remove(&id);
-                Err((
-                    504,
-                    "ForwardingTimeout",
-                    format!("the primary {primary} did not answer within {FORWARD_TIMEOUT:?}"),
-                ))
+                Err(ForwardError::Timeout { primary })
             }
         }
     }
@@ -290,41 +293,6 @@ impl Forwarder {
             }
         } else {
             tracing::debug!(from, id = resp.id, "unexpected forwarded response dropped");
-        }
-    }
-}
-
-/// On the primary: executes a request forwarded by node `from` and sends the answer back over the channel.
-pub async fn serve(svc: Arc<Service>, from: String, frame: Bytes) {
-    let req = match ForwardedRequest::decode(&frame) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(%from, "malformed forwarded request dropped: {e}");
-            return;
-        }
-    };
-    let id = req.id;
-    let svc2 = svc.clone();
-    let from2 = from.clone();
-    let executed = tokio::task::spawn_blocking(move || crate::http::execute_forwarded(&svc2, &from2, &req)).await;
-    let resp = match executed {
-        Ok(mut r) => {
-            r.id = id;
-            r
-        }
-        Err(e) => ForwardedResponse {
-            id,
-            status: 500,
-            txid: None,
-            content_type: "application/json".into(),
-            body: serde_json::json!({"error": {"code": "InternalError", "message": e.to_string()}})
-                .to_string()
-                .into_bytes(),
-        },
-    };
-    if let Some(ch) = svc.channels() {
-        if !ch.send(&from, FrameKind::ForwardedResponse, resp.encode()) {
-            tracing::warn!(%from, id, "could not send the answer to a forwarded request");
         }
     }
 }

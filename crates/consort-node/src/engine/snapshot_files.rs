@@ -58,7 +58,7 @@ pub fn latest_committed(dir: &Path) -> Option<SnapshotFile> {
 /// Errors are logged: a missing snapshot only makes joiners start from a snapshot made on demand.
 pub fn write_committed(dir: &Path, seqno: u64, evidence: u64, snapshot: &[u8], keep: usize) {
     let path = dir.join(committed_name(seqno, evidence));
-    if let Err(err) = crate::service::write_atomic(&path, snapshot) {
+    if let Err(err) = super::write_atomic(&path, snapshot) {
         tracing::warn!(%err, path = %path.display(), "could not write the snapshot");
         return;
     }

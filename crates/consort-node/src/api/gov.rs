@@ -1,17 +1,49 @@
 //! `/gov/*` endpoints (CCF's 2024-07-01 API): COSE-signed member requests run through consort-gov inside a node
 //! transaction, with the constitution's host actions performed before commit; plus the read-only views.
 
-use crate::service::{Service, TxId, WriteError};
+use super::{raw_response, Resp};
+use crate::engine::{Engine, TxId, WriteError};
+use crate::node::Node;
+use bytes::Bytes;
 use consort_gov::{tables, GovEnv, GovError, HostAction, KvRead, MsgType, VerifiedRequest};
 use consort_kv::Tx;
 
 /// A finished governance answer: status, body, content type.
 #[derive(Debug)]
 pub struct GovReply {
+    /// HTTP status.
     pub status: u16,
+    /// The body.
     pub body: Vec<u8>,
+    /// Its content type.
     pub content_type: &'static str,
+    /// The transaction the request wrote, if any.
     pub txid: Option<TxId>,
+}
+
+/// Serves a `/gov/...` request on this node: writes are forwarded to the primary when this node is not it (the
+/// member's signature travels with the body), everything else runs here.
+pub(super) async fn serve(
+    node: &Node,
+    method: &str,
+    path: &str,
+    query: &str,
+    content_type: &str,
+    body: &Bytes,
+) -> Resp {
+    let engine = node.engine();
+    if method != "GET" && !engine.is_primary() {
+        let target = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        let reply = super::app::forward(node, method, &target, None, content_type, body).await;
+        return super::app::forwarded_response(node, reply);
+    }
+    let r = route(engine, method, path, query, body);
+    let txid = r.txid.unwrap_or(engine.current_txid());
+    raw_response(r.status, r.content_type, Bytes::from(r.body), Some(txid.to_string()))
 }
 
 fn json(status: u16, v: serde_json::Value, txid: Option<TxId>) -> GovReply {
@@ -35,7 +67,7 @@ fn now_seconds() -> i64 {
 }
 
 /// Performs the constitution's recorded node actions inside the proposal's transaction.
-fn perform(svc: &Service, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
+fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
     for a in actions {
         match a {
             HostAction::TransitionServiceToOpen { .. } => consort_gov::open_service(tx)?,
@@ -43,7 +75,7 @@ fn perform(svc: &Service, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(),
                 node_id,
                 validity_period_days,
                 ..
-            } => crate::replication::endorse_node(svc, tx, node_id, *validity_period_days)
+            } => super::join::endorse_node(svc, tx, node_id, *validity_period_days)
                 .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             HostAction::TriggerLedgerChunk => svc.request_chunk_end(),
             HostAction::TriggerSnapshot => svc.request_snapshot(),
@@ -82,7 +114,7 @@ impl SignedOp<'_> {
     }
 }
 
-fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
+fn signed(svc: &Engine, op: SignedOp<'_>, body: &[u8]) -> GovReply {
     let env = GovEnv::default();
     let now = now_seconds();
     let signed_root = svc.last_signed_root();
@@ -150,13 +182,13 @@ fn signed(svc: &Service, op: SignedOp<'_>, body: &[u8]) -> GovReply {
     }
 }
 
-fn read<T>(svc: &Service, f: impl FnOnce(&mut dyn KvRead) -> Result<T, GovError>) -> Result<T, GovError> {
+fn read<T>(svc: &Engine, f: impl FnOnce(&mut dyn KvRead) -> Result<T, GovError>) -> Result<T, GovError> {
     let store = svc.store();
     let mut tx = store.read_only();
     f(&mut tx)
 }
 
-fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
+fn map_json(svc: &Engine, map: &str, raw_values: bool) -> serde_json::Value {
     let store = svc.store();
     let tx = store.read_only();
     let mut out = serde_json::Map::new();
@@ -173,7 +205,7 @@ fn map_json(svc: &Service, map: &str, raw_values: bool) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-fn service_info(svc: &Service) -> serde_json::Value {
+fn service_info(svc: &Engine) -> serde_json::Value {
     let store = svc.store();
     let tx = store.read_only();
     tx.get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
@@ -181,7 +213,7 @@ fn service_info(svc: &Service) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn members(svc: &Service) -> serde_json::Value {
+fn members(svc: &Engine) -> serde_json::Value {
     let certs = map_json(svc, tables::MEMBERS_CERTS, true);
     let info = map_json(svc, tables::MEMBERS_INFO, false);
     let keys = map_json(svc, tables::MEMBERS_ENCRYPTION_PUBLIC_KEYS, true);
@@ -207,7 +239,7 @@ fn members(svc: &Service) -> serde_json::Value {
     serde_json::json!({ "value": value })
 }
 
-fn nodes(svc: &Service) -> serde_json::Value {
+fn nodes(svc: &Engine) -> serde_json::Value {
     let info = map_json(svc, tables::NODES_INFO, false);
     let certs = map_json(svc, tables::NODES_ENDORSED_CERTIFICATES, true);
     let value: Vec<serde_json::Value> = info
@@ -270,7 +302,7 @@ fn endpoint_method(parts: &[&str]) -> Option<&'static str> {
 pub const API_VERSION: &str = "2024-07-01";
 
 /// Routes a `/gov/...` request. `query` may carry `api-version`: when present it must be [`API_VERSION`].
-pub fn route(svc: &Service, method: &str, path: &str, query: &str, body: &[u8]) -> GovReply {
+pub fn route(svc: &Engine, method: &str, path: &str, query: &str, body: &[u8]) -> GovReply {
     if let Some(v) = crate::apps::query_param(query, "api-version") {
         if v != API_VERSION {
             return json(

@@ -154,7 +154,7 @@ impl Connection {
         let status = resp.status().as_u16();
         let txid = resp
             .headers()
-            .get(crate::http::TXID_HEADER)
+            .get(crate::api::TXID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = resp.into_body().collect().await.map_err(cerr)?.to_bytes();

@@ -1,0 +1,146 @@
+//! The endpoints: `/app` (the application, receipts, transaction status), `/node` (the node's own views and the
+//! join protocol), `/gov` (governance). Every request is routed here by the HTTP server; every answer, success or
+//! [`ApiError`], is built here, and this is the only layer that chooses HTTP status codes.
+
+pub mod app;
+pub mod error;
+pub mod forwarded;
+pub mod gov;
+pub mod join;
+pub mod node;
+pub mod openapi;
+
+pub use error::ApiError;
+
+use crate::engine::TxId;
+use crate::metrics::RequestLabels;
+use crate::node::Node;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::sync::Arc;
+
+/// Header carrying the transaction id on every response.
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
+/// A finished HTTP response.
+pub type Resp = Response<Full<Bytes>>;
+
+/// A response with `body` as JSON, stamped with `txid` if given.
+pub fn json_response(status: u16, body: &serde_json::Value, txid: Option<TxId>) -> Resp {
+    raw_response(
+        status,
+        "application/json",
+        Bytes::from(body.to_string()),
+        txid.map(|t| t.to_string()),
+    )
+}
+
+/// A response with the given bytes; a 204 carries an explicit zero length.
+pub fn raw_response(status: u16, content_type: &str, body: Bytes, txid: Option<String>) -> Resp {
+    let mut b = Response::builder().status(status).header("content-type", content_type);
+    if let Some(t) = txid {
+        b = b.header(TXID_HEADER, t);
+    }
+    if status == 204 {
+        b = b.header("content-length", "0");
+    }
+    b.body(Full::new(body.clone())).unwrap_or_else(|_| {
+        // Only an invalid status or header value fails here; answer plainly instead.
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// The error answer for `e`, stamped with `txid` if given.
+pub fn error_response(e: &ApiError, txid: Option<TxId>) -> Resp {
+    json_response(e.status, &e.body(), txid)
+}
+
+/// Handles one request; never panics on client input. `peer_cert` is the id of the client's TLS certificate.
+pub async fn handle(node: Arc<Node>, peer_cert: Option<Arc<str>>, req: Request<Incoming>) -> Resp {
+    let method = req.method().as_str().to_string();
+    let resp = route(&node, peer_cert.as_deref(), req).await;
+    node.engine()
+        .metrics()
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Reads a request body up to the configured limit: 413 beyond it, 400 if the body cannot be read.
+async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let engine = node.engine();
+    let max = engine.config().limits.max_body_bytes;
+    let too_large = || ApiError::new(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"));
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        engine.metrics().rejected_requests.inc();
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            engine.metrics().rejected_requests.inc();
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(too_large())
+            } else {
+                Err(ApiError::new(400, "InvalidBody", format!("could not read body: {e}")))
+            }
+        }
+    }
+}
+
+/// What routing needs of a request once its body is read.
+struct Parts {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Bytes,
+}
+
+async fn route(node: &Arc<Node>, peer_cert: Option<&str>, req: Request<Incoming>) -> Resp {
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = match read_body(node, req).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e, None),
+    };
+    let parts = Parts {
+        method,
+        path,
+        query,
+        content_type,
+        body,
+    };
+    let current = node.engine().current_txid();
+    let p = parts.path.as_str();
+    if let Some(resp) = node::route(node, &parts.method, p, &parts.query, &parts.body).await {
+        return resp;
+    }
+    if let Some(sub) = p.strip_prefix("/app/").map(|_| &p[4..]) {
+        return app::route(node, peer_cert, &parts.method, sub, &parts.query, &parts.body).await;
+    }
+    if p.starts_with("/gov/") {
+        return gov::serve(node, &parts.method, p, &parts.query, &parts.content_type, &parts.body).await;
+    }
+    let e = ApiError::new(404, "ResourceNotFound", format!("Unknown path: {}.", parts.path));
+    error_response(&e, Some(current))
+}

@@ -1,0 +1,136 @@
+//! `/node/*` endpoints and the service-wide views also served under `/app` (commit, transaction status, receipts,
+//! OpenAPI): read-only views of the engine, plus the join protocol.
+
+use super::{error_response, json_response, raw_response, ApiError, Resp};
+use crate::engine::{node_records, ReceiptParts, TxId};
+use crate::node::Node;
+use bytes::Bytes;
+use consort_ledger::ProofStep;
+use std::sync::Arc;
+
+/// Routes the fixed `/node` and `/app` views; `None` if `method path` is not one of them.
+pub(super) async fn route(node: &Arc<Node>, method: &str, path: &str, query: &str, body: &Bytes) -> Option<Resp> {
+    let engine = node.engine();
+    let current = Some(engine.current_txid());
+    let resp = match (method, path) {
+        ("GET", "/node/commit") | ("GET", "/app/commit") => json_response(
+            200,
+            &serde_json::json!({"transaction_id": engine.committed_txid().to_string()}),
+            current,
+        ),
+        ("GET", "/node/tx") | ("GET", "/app/tx") => match txid_param(node, query) {
+            Ok(id) => json_response(
+                200,
+                &serde_json::json!({"status": engine.tx_status(id).as_str(), "transaction_id": id.to_string()}),
+                current,
+            ),
+            Err(e) => error_response(&e, None),
+        },
+        ("GET", "/app/receipt") | ("GET", "/node/receipt") => match txid_param(node, query) {
+            Ok(id) => match engine.receipt(id) {
+                Ok(parts) => json_response(200, &receipt_json(&parts), Some(id)),
+                Err(e) => error_response(&ApiError::from(e), current),
+            },
+            Err(e) => error_response(&e, None),
+        },
+        ("GET", "/node/network") => json_response(200, &network_info(node), current),
+        ("POST", "/node/join") => match super::join::handle_join(node.clone(), body.to_vec()).await {
+            Ok(v) => json_response(200, &v, current),
+            Err(e) => error_response(&e, current),
+        },
+        ("GET", "/node/consensus") => match serde_json::to_value(engine.consensus_state()) {
+            Ok(v) => json_response(200, &v, current),
+            Err(e) => error_response(&ApiError::internal(e.to_string()), current),
+        },
+        ("GET", "/node/network/nodes") => json_response(200, &nodes_info(node), current),
+        ("GET", "/node/state") => json_response(
+            200,
+            &serde_json::json!({
+                "node_id": engine.identities().node_id,
+                "state": "PartOfNetwork",
+                "last_signed_seqno": engine.last_signature_seqno(),
+                "startup_seqno": 0,
+            }),
+            current,
+        ),
+        ("GET", "/node/metrics") => raw_response(
+            200,
+            "text/plain; version=0.0.4",
+            Bytes::from(engine.metrics().render()),
+            current.map(|t| t.to_string()),
+        ),
+        ("GET", "/node/api") => json_response(200, &super::openapi::node_api(), current),
+        ("GET", "/app/api") => json_response(200, &super::openapi::app_api(node.app()), current),
+        _ => return None,
+    };
+    Some(resp)
+}
+
+/// The `transaction_id` query parameter: 400 if missing or malformed.
+pub(super) fn txid_param(node: &Node, query: &str) -> Result<TxId, ApiError> {
+    let raw = crate::apps::query_param(query, "transaction_id").ok_or_else(|| {
+        ApiError::new(
+            400,
+            "InvalidQueryParameterValue",
+            "missing query parameter transaction_id",
+        )
+    })?;
+    raw.parse::<TxId>().map_err(|e| {
+        node.engine().metrics().rejected_requests.inc();
+        ApiError::new(400, "InvalidQueryParameterValue", e)
+    })
+}
+
+/// CCF's JSON receipt for a transaction that is not a signature transaction.
+fn receipt_json(parts: &ReceiptParts) -> serde_json::Value {
+    let proof: Vec<serde_json::Value> = parts
+        .proof
+        .iter()
+        .map(|s| match s {
+            ProofStep::Left(h) => serde_json::json!({"left": hex::encode(h)}),
+            ProofStep::Right(h) => serde_json::json!({"right": hex::encode(h)}),
+        })
+        .collect();
+    serde_json::json!({
+        "cert": parts.signature.cert,
+        "node_id": parts.signature.node,
+        "signature": parts.signature.sig,
+        "is_signature_transaction": false,
+        "leaf_components": {
+            "write_set_digest": hex::encode(parts.write_set_digest),
+            "commit_evidence": parts.commit_evidence,
+            "claims_digest": hex::encode([0u8; 32]),
+        },
+        "proof": proof,
+        "service_endorsements": [],
+    })
+}
+
+fn network_info(node: &Node) -> serde_json::Value {
+    let engine = node.engine();
+    serde_json::json!({
+        "service_status": engine.service_status(),
+        "service_certificate": engine.identities().service_cert_pem,
+        "current_view": engine.current_view(),
+        "primary_id": engine.leader().and_then(|l| engine.node_id_of(l)),
+        "current_service_create_txid": engine.service_info().map(|i| i["current_service_create_txid"].clone()),
+    })
+}
+
+fn nodes_info(node: &Node) -> serde_json::Value {
+    let engine = node.engine();
+    let primary = engine.leader().and_then(|l| engine.node_id_of(l));
+    let nodes: Vec<serde_json::Value> = node_records(engine)
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "node_id": r.node_id,
+                "status": r.status,
+                "primary": primary.as_deref() == Some(r.node_id.as_str()),
+                "rpc_interfaces": {"primary_rpc_interface": {"bind_address": r.rpc_address}},
+                "node_to_node_address": r.node_to_node_address,
+            })
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes })
+}

@@ -1,0 +1,135 @@
+//! Starting a service: the first node campaigns alone and writes the genesis transaction (service info, itself,
+//! members, users, constitution), then optionally opens the service.
+
+use super::{Engine, EngineError, TxId, WriteError};
+use consort_consensus::Event;
+use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SINGLETON_KEY};
+
+/// Ticks a starting node waits at most to become primary of a one-voter service.
+pub(super) const MAX_GENESIS_TICKS: usize = 1_000;
+
+impl Engine {
+    /// Starts an election at once if this node is the only voter and not yet primary; drives it to completion.
+    pub(super) fn campaign_if_alone(&self) {
+        let mut e = self.lock();
+        let voters = e.replica.conf_state().voters;
+        if voters != [self.raft_id] || e.replica.is_leader() {
+            return;
+        }
+        let actions = e.replica.step(Event::Campaign);
+        self.handle(&mut e, actions);
+        for _ in 0..MAX_GENESIS_TICKS {
+            e = self.persist_pending(e);
+            if e.replica.is_leader() {
+                break;
+            }
+            let actions = e.replica.step(Event::Tick);
+            self.handle(&mut e, actions);
+        }
+    }
+
+    /// Genesis: service info, this node, initial members and users; optionally open. Proposed through the replica;
+    /// the replica signs it.
+    pub(super) fn genesis(&self) -> Result<(), EngineError> {
+        let start = &self.cfg.start;
+        let gerr = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+            EngineError::Genesis(format!("{what} {}: {e}", path.display()))
+        };
+        let mut members = vec![];
+        for m in &start.members {
+            let cert_pem = std::fs::read_to_string(&m.cert).map_err(|e| gerr("member cert", &m.cert, &e))?;
+            let encryption_public_key_pem = match &m.encryption_public_key {
+                Some(k) => Some(std::fs::read_to_string(k).map_err(|e| gerr("member key", k, &e))?),
+                None => None,
+            };
+            members.push(consort_gov::MemberSpec {
+                cert_pem,
+                encryption_public_key_pem,
+                member_data: m.data.clone(),
+                recovery_role: None,
+            });
+        }
+        let mut users = vec![];
+        for u in &start.users {
+            let cert_pem = std::fs::read_to_string(&u.cert).map_err(|e| gerr("user cert", &u.cert, &e))?;
+            users.push(consort_gov::UserSpec {
+                cert_pem,
+                user_data: u.data.clone(),
+            });
+        }
+        let constitution = if start.constitution_files.is_empty() {
+            consort_gov::DEFAULT_CONSTITUTION.to_string()
+        } else {
+            let mut text = String::new();
+            for f in &start.constitution_files {
+                text.push_str(&std::fs::read_to_string(f).map_err(|e| gerr("constitution", f, &e))?);
+                text.push('\n');
+            }
+            text
+        };
+        let next = {
+            let e = self.lock();
+            if !e.replica.is_leader() {
+                return Err(EngineError::Genesis("this node did not become primary".into()));
+            }
+            TxId {
+                view: e.replica.view(),
+                seqno: e.replica.last_seqno() + 1,
+            }
+        };
+        let outcome = self.execute_write(|tx, _| -> Result<(), EngineError> {
+            let service_info = serde_json::json!({
+                "cert": self.ids.service_cert_pem,
+                "status": "Opening",
+                "recovery_count": 0,
+                "current_service_create_txid": next.to_string(),
+            });
+            tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service_info.to_string().as_bytes());
+            let node_info = serde_json::json!({
+                "status": "Trusted",
+                "public_key": self.ids.node_key.verifying_key().to_pem(),
+                "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
+                "node_to_node_address": self.cfg.network.node_to_node_address,
+                "node_data": null,
+                "ledger_secret_seqno": 0,
+                "retired_committed": false,
+            });
+            tx.put(
+                NODES_INFO_TABLE,
+                self.ids.node_id.as_bytes(),
+                node_info.to_string().as_bytes(),
+            );
+            tx.put(
+                ENDORSED_CERTS_TABLE,
+                self.ids.node_id.as_bytes(),
+                self.ids.node_cert_pem.as_bytes(),
+            );
+            consort_gov::genesis(tx, &members, &users, &constitution, start.recovery_threshold)
+                .map(|_| ())
+                .map_err(|e| EngineError::Genesis(e.to_string()))
+        });
+        match outcome {
+            Ok(_) => {}
+            Err(WriteError::Body(e)) => return Err(e),
+            Err(other) => return Err(EngineError::Genesis(format!("{other:?}"))),
+        }
+        if start.open_at_genesis {
+            self.set_service_status("Open").map_err(EngineError::Genesis)?;
+        }
+        self.wait_committed_inline(MAX_GENESIS_TICKS);
+        Ok(())
+    }
+
+    /// Drives the replica on the calling thread until everything proposed so far is committed (bounded).
+    fn wait_committed_inline(&self, max_ticks: usize) {
+        let mut e = self.lock();
+        for _ in 0..max_ticks {
+            e = self.persist_pending(e);
+            if e.replica.commit_point().seqno >= e.replica.last_seqno() {
+                return;
+            }
+            let actions = e.replica.step(Event::Tick);
+            self.handle(&mut e, actions);
+        }
+    }
+}

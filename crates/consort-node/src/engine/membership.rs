@@ -1,0 +1,218 @@
+//! Peers and membership: the Raft id of a node, the peers this node trusts (saved for restarts), the nodes table,
+//! and moving the Raft membership towards the Trusted nodes one change at a time.
+
+use super::{fatal, write_atomic, Engine};
+use consort_consensus::Event;
+use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
+
+/// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
+/// can verify their signature transactions while replaying the ledger.
+pub const PEERS_FILE: &str = "peers.json";
+
+/// The Raft id of a node: the first 8 bytes of its node id (hex SHA-256 of its public key) as a big-endian u64,
+/// never 0 (Raft's "nobody"). Every node derives every other node's Raft id from its node id alone.
+pub fn raft_id_of(node_id: &str) -> u64 {
+    let bytes = hex::decode(node_id.get(..16).unwrap_or("")).unwrap_or_default();
+    let mut be = [0u8; 8];
+    for (d, s) in be.iter_mut().zip(bytes.iter()) {
+        *d = *s;
+    }
+    u64::from_be_bytes(be).max(1)
+}
+
+impl Engine {
+    /// Records the node id of a Raft peer, and trusts its signatures (remembered in [`PEERS_FILE`]).
+    pub fn add_peer(&self, node_id: &str, cert_pem: &str) -> u64 {
+        let id = raft_id_of(node_id);
+        if node_id == self.ids.node_id {
+            return id;
+        }
+        let mut certs = self.peer_certs.lock().unwrap_or_else(|e| e.into_inner());
+        if certs.get(node_id).map(String::as_str) == Some(cert_pem) {
+            return id;
+        }
+        certs.insert(node_id.to_string(), cert_pem.to_string());
+        let bytes = serde_json::to_vec_pretty(&*certs).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.cfg.storage.secrets_dir.join(PEERS_FILE), &bytes) {
+            fatal("peers file write", e);
+        }
+        drop(certs);
+        self.peers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, node_id.to_string());
+        self.lock().replica.trust_node(id, cert_pem.to_string());
+        id
+    }
+
+    /// On the primary: moves the Raft membership one step towards `trusted` (the Raft ids of the Trusted nodes):
+    /// adds a missing node as a learner, or promotes a learner that has caught up with the commit index.
+    pub fn reconcile_membership(&self, trusted: &[u64], retired: &[u64]) {
+        use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        let mut e = self.lock();
+        if !e.replica.is_leader() {
+            return;
+        }
+        let cs = e.replica.conf_state();
+        let single = |change_type, node_id| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(change_type);
+            c.node_id = node_id;
+            let mut cc = ConfChangeV2::default();
+            cc.mut_changes().push(c);
+            cc
+        };
+        let change = if let Some(&new) = trusted
+            .iter()
+            .find(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
+        {
+            Some(single(ConfChangeType::AddLearnerNode, new))
+        } else {
+            let commit = e.replica.raft_commit_index();
+            let promote = cs
+                .learners
+                .iter()
+                .find(|l| trusted.contains(l) && e.replica.matched(**l).unwrap_or(0) >= commit)
+                .map(|&l| single(ConfChangeType::AddNode, l));
+            // Retirement (governance's remove_node marked the node Retired): the primary takes it out of the
+            // Raft membership, one change at a time like every other. Raft's joint agreement on the change keeps
+            // every commit. A retired primary first hands its role to the most caught-up other voter, which
+            // then removes it.
+            let own = e.replica.id();
+            promote.or_else(|| {
+                cs.voters
+                    .iter()
+                    .chain(cs.learners.iter())
+                    .find(|id| retired.contains(id) && **id != own)
+                    .map(|&id| single(ConfChangeType::RemoveNode, id))
+            })
+        };
+        if change.is_none() && retired.contains(&e.replica.id()) {
+            let own = e.replica.id();
+            let successor = cs
+                .voters
+                .iter()
+                .filter(|id| **id != own && !retired.contains(id))
+                .max_by_key(|id| e.replica.matched(**id).unwrap_or(0))
+                .copied();
+            match successor {
+                Some(to) => {
+                    tracing::info!(to, "retired: handing the primary role over");
+                    let actions = e.replica.step(Event::TransferLeadership { to });
+                    self.handle(&mut e, actions);
+                }
+                None => tracing::warn!("retired, but no other voter can take over the primary role"),
+            }
+            return;
+        }
+        if let Some(change) = change {
+            let actions = e.replica.step(Event::ProposeConfChange { change });
+            if let Some(Err(err)) = self.handle(&mut e, actions) {
+                tracing::debug!(%err, "membership change not proposed yet");
+            }
+        }
+    }
+
+    /// Whether `raft_id` is a learner or voter (as this node sees the membership).
+    pub fn is_member(&self, raft_id: u64) -> bool {
+        let cs = self.lock().replica.conf_state();
+        cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
+    }
+
+    /// The snapshot a joining node starts from, once the commit point covers its addition to the membership: the
+    /// latest committed snapshot file if there is one (the joiner catches up from the ledger after it), else a
+    /// snapshot at the commit point.
+    pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
+        let e = self.lock();
+        // The membership at the commit point must already hold the joiner. A node that restarted since the change
+        // did not see it happen: then every change applied so far must be at or below the commit point.
+        let cs = e.replica.conf_state();
+        if !cs.voters.contains(&raft_id) && !cs.learners.contains(&raft_id) {
+            return None;
+        }
+        let commit = e.replica.commit_point().seqno;
+        let covered = match e.member_since.get(&raft_id) {
+            Some(&since) => commit >= since,
+            None => commit >= e.replica.raft_commit_index(),
+        };
+        if !covered {
+            return None;
+        }
+        let base = e.replica.base_seqno();
+        // The file is read off the engine lock.
+        drop(e);
+        if let Some(file) = super::snapshot_files::latest_committed(&self.cfg.storage.snapshots_dir) {
+            // A file from before this node's own log starts cannot be followed by entries this node has.
+            if file.seqno >= base {
+                match std::fs::read(&file.path) {
+                    Ok(bytes) => return Some(bytes),
+                    Err(err) => tracing::warn!(%err, path = %file.path.display(), "snapshot file unreadable"),
+                }
+            }
+        }
+        self.lock().replica.snapshot().ok()
+    }
+
+    /// Whether `node_id` is a Trusted node of this service (per the nodes table).
+    pub fn is_trusted_node(&self, node_id: &str) -> bool {
+        node_records(self)
+            .into_iter()
+            .any(|r| r.node_id == node_id && r.status == "Trusted")
+    }
+}
+
+/// A node as recorded in the nodes table.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    /// The node's id (hex SHA-256 of its public key).
+    pub node_id: String,
+    /// `Pending`, `Trusted` or `Retired`.
+    pub status: String,
+    /// Where it serves clients.
+    pub rpc_address: Option<String>,
+    /// Where it accepts node-to-node channels.
+    pub node_to_node_address: Option<String>,
+    /// Its service-endorsed certificate, if it has one.
+    pub cert_pem: Option<String>,
+}
+
+/// Every node in `public:ccf.gov.nodes.info`, with its endorsed certificate.
+pub fn node_records(engine: &Engine) -> Vec<NodeRecord> {
+    let store = engine.store();
+    let tx = store.read_only();
+    let mut out = vec![];
+    tx.foreach(NODES_INFO_TABLE, |k, v| {
+        let node_id = String::from_utf8_lossy(k).to_string();
+        let info: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+        out.push(NodeRecord {
+            status: info["status"].as_str().unwrap_or("").to_string(),
+            rpc_address: info["rpc_interfaces"]["primary_rpc_interface"]["bind_address"]
+                .as_str()
+                .map(str::to_string),
+            node_to_node_address: info["node_to_node_address"].as_str().map(str::to_string),
+            cert_pem: None,
+            node_id,
+        });
+        true
+    });
+    for r in out.iter_mut() {
+        r.cert_pem = tx
+            .get(ENDORSED_CERTS_TABLE, r.node_id.as_bytes())
+            .map(|c| String::from_utf8_lossy(&c).to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_come_from_the_node_id_prefix_and_are_never_zero() {
+        let id = "0102030405060708".to_string() + &"ab".repeat(24);
+        assert_eq!(raft_id_of(&id), 0x0102_0304_0506_0708);
+        assert_eq!(raft_id_of(&"00".repeat(32)), 1);
+        assert_eq!(raft_id_of("not hex"), 1);
+        assert_eq!(raft_id_of(""), 1);
+    }
+}

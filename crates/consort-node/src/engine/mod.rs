@@ -1,0 +1,508 @@
+//! The transaction engine of one node over the replication core: the replica behind its lock, the store it
+//! mirrors for lock-free reads, and the threads that drive it (ticker, persister, snapshot builds).
+//!
+//! The primary executes transactions and proposes their write sets to its [`Replica`]; backups apply what the
+//! primary replicates. Raft messages leave through the [`RaftTransport`] the node attaches (the node-to-node
+//! channels); the engine knows nothing of HTTP or TLS.
+//!
+//! Ordering invariant: every store commit and every replica step happens under the engine lock, and a write is
+//! committed to the store and proposed (`Event::Propose`) under one hold of it, so KV versions, ledger entries and
+//! Merkle leaves are produced in the same order (version n is entry n is leaf n). A one-node service is a one-voter
+//! Raft: the same code path, with nobody to send to.
+
+mod execute;
+mod genesis;
+mod membership;
+mod persist;
+mod snapshots;
+mod status;
+mod ticker;
+
+pub mod offload;
+pub mod snapshot_files;
+pub mod storage;
+
+pub use execute::WriteError;
+pub use membership::{node_records, raft_id_of, NodeRecord, PEERS_FILE};
+pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
+pub use status::{ConsensusState, PeerState, ReceiptError, ReceiptParts};
+pub use ticker::TICK_MS;
+
+use crate::config::NodeConfig;
+use crate::identity::Identities;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use consort_consensus::eraftpb::HardState;
+use consort_consensus::{Action, Event, NodeIdentity, PersistedState, ProposeError, Replica};
+use consort_kv::Store;
+use consort_ledger::{SERVICE_INFO_TABLE, SINGLETON_KEY};
+use persist::{read_optional, PendingPersist};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
+use storage::{FsStorage, SyncQueue};
+
+pub use consort_consensus::{TxId, TxStatus};
+
+/// Where the engine's Raft messages go: the node-to-node channels in a running node, nothing in a test engine.
+pub trait RaftTransport: Send + Sync {
+    /// Queues `message` for the node `node_id`; dropping it is allowed (Raft retransmits).
+    fn send_raft(&self, node_id: &str, message: Bytes);
+}
+
+/// Errors while starting or running the engine; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file or directory of the node could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peers file does not parse.
+    #[error("{PEERS_FILE}: {0}")]
+    PeersFile(#[source] serde_json::Error),
+    /// The replication core refused to open or step.
+    #[error("consensus: {0}")]
+    Consensus(#[from] consort_consensus::ConsensusError),
+    /// Governance refused the genesis transaction.
+    #[error("genesis: {0}")]
+    Gov(#[from] consort_gov::GovError),
+    /// Genesis could not complete.
+    #[error("genesis: {0}")]
+    Genesis(String),
+}
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// State changed only under the engine mutex.
+struct Locked {
+    replica: Replica<FsStorage>,
+    pending: Option<PendingPersist>,
+    /// Seqno of the membership change that made each node a learner or voter (as seen by this node).
+    member_since: BTreeMap<u64, u64>,
+    /// The hard state last written to disk, and when.
+    durable_hard_state: Option<(HardState, Instant)>,
+}
+
+/// Holding the engine lock longer than this is logged (with where it was taken): every transaction on the node
+/// waits while it is held, so long holds show up directly in commit latency.
+const SLOW_ENGINE_LOCK: Duration = Duration::from_millis(20);
+
+/// The engine lock, held: logs a warning when released after more than [`SLOW_ENGINE_LOCK`].
+struct EngineGuard<'a> {
+    guard: MutexGuard<'a, Locked>,
+    since: Instant,
+    at: &'static std::panic::Location<'static>,
+}
+
+impl std::ops::Deref for EngineGuard<'_> {
+    type Target = Locked;
+    fn deref(&self) -> &Locked {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Locked {
+        &mut self.guard
+    }
+}
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        if held > SLOW_ENGINE_LOCK {
+            tracing::warn!(held_ms = held.as_millis() as u64, at = %self.at, "engine lock held long");
+        }
+    }
+}
+
+/// The engine of one node: owns the replica (behind the engine lock), the mirrors of its state that requests read
+/// without the lock, and the node's peers. Created by [`Engine::open`].
+pub struct Engine {
+    cfg: NodeConfig,
+    ids: Identities,
+    metrics: Metrics,
+    locked: Mutex<Locked>,
+    /// The replica's store, mirrored so that reads need not take the engine lock (replaced by a snapshot install).
+    store: RwLock<Arc<Store>>,
+    committed_seqno: AtomicU64,
+    committed_view: AtomicU64,
+    /// Mirror of the replica's view, so that stamping a response with a TxID does not take the engine lock.
+    view: AtomicU64,
+    /// Raft id of the primary as last seen (0: unknown).
+    leader: AtomicU64,
+    raft_id: u64,
+    /// Wakes the persister thread when there is persist work.
+    wake: (Mutex<bool>, Condvar),
+    /// Ledger fsyncs deferred out of the engine lock (see `persist_pending`).
+    syncs: SyncQueue,
+    /// Held by the thread doing persist work, which runs partly outside the engine lock.
+    persisting: Mutex<()>,
+    transport: OnceLock<Arc<dyn RaftTransport>>,
+    /// Told the node id of a new primary as soon as this node learns it.
+    on_primary_change: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    /// Node id of every peer by Raft id.
+    peers: RwLock<BTreeMap<u64, String>>,
+    /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
+    peer_certs: Mutex<BTreeMap<String, String>>,
+    started: Instant,
+    /// This engine, for the threads it starts (snapshot builds) to report back to.
+    me: OnceLock<Weak<Engine>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("node_id", &self.ids.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the process: the node found a state it must not go past (disk failure, halted replica).
+fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
+    tracing::error!("fatal: {what}: {e}; stopping the node to keep store and ledger consistent");
+    eprintln!("fatal: {what}: {e}");
+    std::process::exit(70)
+}
+
+impl Engine {
+    /// Opens the node's ledger and Raft state: replays them if the node has run before (restart), or creates a
+    /// new service with this node as its only voter (genesis). `trusted` lists the other nodes whose signature
+    /// transactions this node accepts (Raft id -> certificate PEM).
+    pub fn open(cfg: NodeConfig, ids: Identities) -> Result<Arc<Self>, EngineError> {
+        Self::open_with(cfg, ids, BTreeMap::new(), None)
+    }
+
+    /// [`Engine::open`] with extra trusted nodes and, for a joiner, the snapshot it starts from.
+    pub fn open_with(
+        cfg: NodeConfig,
+        ids: Identities,
+        mut trusted: BTreeMap<u64, String>,
+        join_snapshot: Option<Vec<u8>>,
+    ) -> Result<Arc<Self>, EngineError> {
+        for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        }
+        let syncs = SyncQueue::default();
+        let storage = FsStorage::with_sync_queue(&cfg.storage.ledger_dir, syncs.clone())
+            .map_err(|e| EngineError::io(&cfg.storage.ledger_dir, e))?;
+        let raft_id = raft_id_of(&ids.node_id);
+        trusted.insert(raft_id, ids.node_cert_pem.clone());
+        let mut known_peers = BTreeMap::new();
+        if let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? {
+            let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
+            for (node_id, cert) in saved {
+                trusted.insert(raft_id_of(&node_id), cert.clone());
+                known_peers.insert(node_id, cert);
+            }
+        }
+        let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
+            .map(|b| consort_consensus::decode_hard_state(&b))
+            .transpose()?;
+        let mut snapshot = read_optional(&Self::snapshot_path(&cfg))?;
+        if let Some(s) = join_snapshot {
+            let path = Self::snapshot_path(&cfg);
+            write_atomic(&path, &s).map_err(|e| EngineError::io(&path, e))?;
+            snapshot = Some(s);
+        }
+        let fresh = hard_state.is_none() && snapshot.is_none() && {
+            std::fs::read_dir(&cfg.storage.ledger_dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        };
+        let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
+        let persisted = PersistedState {
+            hard_state,
+            snapshot,
+            voters: vec![raft_id],
+        };
+        let identity = NodeIdentity {
+            key: ids.node_key.clone(),
+            cert_pem: ids.node_cert_pem.clone(),
+            node_id: ids.node_id.clone(),
+        };
+        let mut rc = Self::replica_config(&cfg, raft_id);
+        rc.sign_on_election = !fresh;
+        // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
+        let offload = offload::ThreadOffload;
+        let secret = ids.ledger_secret.clone();
+        let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))?;
+        let store = replica.store().clone();
+        let commit = replica.commit_point();
+        let view = replica.view();
+        let svc = Arc::new(Engine {
+            cfg,
+            ids,
+            metrics: Metrics::new(),
+            locked: Mutex::new(Locked {
+                replica,
+                pending: None,
+                member_since: BTreeMap::new(),
+                durable_hard_state,
+            }),
+            store: RwLock::new(store),
+            committed_seqno: AtomicU64::new(commit.seqno),
+            committed_view: AtomicU64::new(commit.view),
+            view: AtomicU64::new(view),
+            leader: AtomicU64::new(0),
+            raft_id,
+            wake: (Mutex::new(false), Condvar::new()),
+            syncs,
+            persisting: Mutex::new(()),
+            transport: OnceLock::new(),
+            on_primary_change: OnceLock::new(),
+            peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
+            peer_certs: Mutex::new(known_peers),
+            started: Instant::now(),
+            me: OnceLock::new(),
+        });
+        let _ = svc.me.set(Arc::downgrade(&svc));
+        svc.metrics.committed_seqno.set(commit.seqno as i64);
+        // The only voter need not wait for an election timeout.
+        svc.campaign_if_alone();
+        if fresh {
+            svc.genesis()?;
+            svc.lock().replica.set_sign_on_election(true);
+        }
+        Ok(svc)
+    }
+
+    #[track_caller]
+    fn lock(&self) -> EngineGuard<'_> {
+        let at = std::panic::Location::caller();
+        // A poisoned lock means a thread panicked mid-commit; the state may be torn, so stop.
+        let guard = self.locked.lock().unwrap_or_else(|e| fatal("engine lock poisoned", e));
+        EngineGuard {
+            guard,
+            since: Instant::now(),
+            at,
+        }
+    }
+
+    /// Ends the current ledger chunk at the next signature (governance's `trigger_ledger_chunk`; a no-op on a
+    /// backup, whose chunks follow the primary's entries).
+    pub fn request_chunk_end(&self) {
+        let mut engine = self.lock();
+        if engine.replica.is_leader() {
+            engine.replica.request_chunk_end();
+        }
+    }
+
+    /// Snapshots the state at the next signature (governance's `trigger_snapshot`; a no-op on a backup, which
+    /// snapshots where the primary's evidence says).
+    pub fn request_snapshot(&self) {
+        let mut engine = self.lock();
+        if engine.replica.is_leader() {
+            engine.replica.request_snapshot();
+        }
+    }
+
+    /// This node's Raft id.
+    pub fn raft_id(&self) -> u64 {
+        self.raft_id
+    }
+
+    /// The store holding every transaction this node has (committed or not).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes `status` in `public:ccf.gov.service.info`.
+    pub fn set_service_status(&self, status: &str) -> Result<TxId, String> {
+        let outcome = self.execute_write(|tx, _| -> Result<(), String> {
+            let raw = tx.get(SERVICE_INFO_TABLE, &SINGLETON_KEY).ok_or("no service info")?;
+            let mut info: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+            info["status"] = serde_json::Value::String(status.to_string());
+            tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, info.to_string().as_bytes());
+            Ok(())
+        });
+        match outcome {
+            Ok(((), txid)) => Ok(txid),
+            Err(WriteError::Body(e)) => Err(e),
+            Err(other) => Err(format!("{other:?}")),
+        }
+    }
+
+    /// The service status from the store.
+    pub fn service_status(&self) -> Option<String> {
+        self.service_info()?["status"].as_str().map(str::to_string)
+    }
+
+    /// `public:ccf.gov.service.info` as JSON.
+    pub fn service_info(&self) -> Option<serde_json::Value> {
+        let store = self.store();
+        let tx = store.read_only();
+        let raw = tx.get(SERVICE_INFO_TABLE, &SINGLETON_KEY)?;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Carries out the replica's actions (except Persist, which is queued for the persister). Returns the outcome of
+    /// a proposal made in the step that produced them.
+    fn handle(&self, e: &mut Locked, actions: Vec<Action>) -> Option<Result<TxId, ProposeError>> {
+        let mut outcome = None;
+        let mut wake = false;
+        for a in actions {
+            match a {
+                Action::Send { to, message } => self.send(to, message),
+                Action::Persist {
+                    number,
+                    hard_state,
+                    snapshot,
+                } => {
+                    let p = e.pending.get_or_insert_with(PendingPersist::default);
+                    p.number = number;
+                    if hard_state.is_some() {
+                        p.hard_state = hard_state;
+                    }
+                    if snapshot.is_some() {
+                        p.snapshot = snapshot;
+                    }
+                    wake = true;
+                }
+                Action::Committed(tx) => {
+                    self.committed_view.store(tx.view, Ordering::Release);
+                    self.committed_seqno.store(tx.seqno, Ordering::Release);
+                    self.metrics.committed_seqno.set(tx.seqno as i64);
+                }
+                Action::Applied { first, last } => {
+                    self.metrics.transactions.inc_by(last + 1 - first);
+                }
+                Action::RolledBack { to } => tracing::info!(to, "uncommitted transactions rolled back"),
+                Action::SnapshotCommitted {
+                    seqno,
+                    evidence,
+                    snapshot,
+                } => self.write_committed_snapshot(seqno, evidence, snapshot),
+                Action::BuildSnapshot(build) => self.build_snapshot(build),
+                Action::SnapshotInstalled(tx) => {
+                    tracing::info!(%tx, "snapshot installed");
+                    *self.store.write().unwrap_or_else(|e| e.into_inner()) = e.replica.store().clone();
+                }
+                Action::Proposed(tx) => {
+                    outcome.get_or_insert(Ok(tx));
+                }
+                Action::ProposalRejected { error, .. } => {
+                    outcome.get_or_insert(Err(error));
+                }
+                Action::ConfChanged { seqno, conf_state } => {
+                    for id in conf_state.voters.iter().chain(conf_state.learners.iter()) {
+                        e.member_since.entry(*id).or_insert(seqno);
+                    }
+                    tracing::info!(seqno, voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
+                }
+                Action::RoleChanged { role, view, leader } => {
+                    tracing::info!(?role, view, ?leader, "role changed");
+                    self.leader.store(leader.unwrap_or(0), Ordering::Release);
+                    // Requests forwarded to an earlier primary will not be answered once another node leads: answer
+                    // them now. While no primary is known (an election, or a primary that is merely slow), they keep
+                    // waiting, up to the forwarding timeout.
+                    if let Some(primary) = leader.and_then(|l| self.node_id_of(l)) {
+                        if let Some(notify) = self.on_primary_change.get() {
+                            notify(&primary);
+                        }
+                    }
+                }
+                Action::Dropped { from, error } => tracing::warn!(?from, %error, "input dropped"),
+                Action::Halted { error } => fatal("replica halted", error),
+            }
+        }
+        self.view.store(e.replica.view(), Ordering::Release);
+        if wake {
+            let (flag, cv) = &self.wake;
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_one();
+        }
+        outcome
+    }
+
+    fn send(&self, to: u64, message: Vec<u8>) {
+        let Some(transport) = self.transport.get() else { return };
+        let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
+        match node {
+            Some(node_id) => {
+                transport.send_raft(&node_id, Bytes::from(message));
+            }
+            None => tracing::debug!(to, "no channel to raft peer"),
+        }
+    }
+
+    /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
+    pub fn receive(&self, from: u64, message: Vec<u8>) {
+        let mut e = self.lock();
+        let actions = e.replica.step(Event::Receive { from, message });
+        self.handle(&mut e, actions);
+    }
+
+    /// Raft id of the primary as last seen, if any.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != 0)
+    }
+
+    /// Node id of a Raft peer (or of this node).
+    pub fn node_id_of(&self, raft_id: u64) -> Option<String> {
+        if raft_id == self.raft_id {
+            return Some(self.ids.node_id.clone());
+        }
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&raft_id)
+            .cloned()
+    }
+
+    /// Whether this node is the primary, as of the last role change (without the engine lock: every write request
+    /// asks). A write that reaches a replica that is no longer primary is refused there in any case.
+    pub fn is_primary(&self) -> bool {
+        self.leader.load(Ordering::Acquire) == self.raft_id
+    }
+
+    /// Attaches the transport Raft messages leave through (the node-to-node channels); the first one stays.
+    pub fn set_transport(&self, transport: Arc<dyn RaftTransport>) {
+        let _ = self.transport.set(transport);
+    }
+
+    /// Registers what to do when another node becomes primary (answer requests forwarded to the old one); the first
+    /// registration stays.
+    pub fn on_primary_change(&self, notify: Box<dyn Fn(&str) + Send + Sync>) {
+        let _ = self.on_primary_change.set(notify);
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The node's identities (node key and certificate, service certificate, ledger secret).
+    pub fn identities(&self) -> &Identities {
+        &self.ids
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Seconds since the service object was created.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The view (Raft term) as of the last step.
+    pub fn current_view(&self) -> u64 {
+        self.view.load(Ordering::Acquire)
+    }
+}

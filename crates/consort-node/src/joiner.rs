@@ -1,0 +1,109 @@
+//! The joiner's side of the join protocol: a new node asks a running service to admit it (`POST /node/join`),
+//! retries while it is Pending, and starts from the snapshot and secrets the primary hands it once it is Trusted.
+//! The service's side is [`crate::api::join`].
+
+use crate::api::join::JoinRequest;
+use crate::config::NodeConfig;
+use crate::engine::{raft_id_of, Engine};
+use crate::identity::Identities;
+use crate::net::client::{Connection, Protocol};
+use crate::net::forwarding::FORWARD_TIMEOUT;
+use crate::node::Node;
+use crate::NodeError;
+use consort_crypto::{Curve, SigningKey};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A joining node gives up after this long.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pause between join attempts while the node is Pending or the primary is not ready.
+pub const JOIN_RETRY: Duration = Duration::from_millis(300);
+
+/// Joins the service at `cfg.join.target`, or restarts a node that joined before. Returns the running engine.
+pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
+    let dir = cfg.storage.secrets_dir.clone();
+    if Identities::exist(&dir) {
+        return crate::launch::open_node(cfg);
+    }
+    let io = |e: String| NodeError::Io(e);
+    let target = cfg
+        .join
+        .target
+        .clone()
+        .ok_or_else(|| io("join.target is not set".into()))?;
+    let service_cert_path = cfg
+        .join
+        .service_cert
+        .clone()
+        .ok_or_else(|| io("join.service_cert is not set".into()))?;
+    let service_cert =
+        std::fs::read_to_string(&service_cert_path).map_err(|e| io(format!("{}: {e}", service_cert_path.display())))?;
+    let n2n = cfg
+        .network
+        .node_to_node_address
+        .clone()
+        .ok_or_else(|| io("network.node_to_node_address is needed to join".into()))?;
+    let node_key = SigningKey::generate(Curve::P384);
+    let req = JoinRequest {
+        public_key: node_key.verifying_key().to_pem(),
+        node_to_node_address: n2n,
+        rpc_address: cfg.network.rpc_address.clone(),
+    };
+    let body = serde_json::to_vec(&req).map_err(|e| io(e.to_string()))?;
+    let tls = crate::net::tls::client_config(&service_cert, None)?;
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let answer = loop {
+        if Instant::now() > deadline {
+            return Err(io(format!("could not join through {target} within {JOIN_TIMEOUT:?}")));
+        }
+        let attempt = async {
+            let conn = Connection::connect(&target, tls.clone(), Protocol::Http1).await?;
+            conn.request("POST", "/node/join", Some(body.clone())).await
+        };
+        match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
+            Ok(Ok(r)) if r.status == 200 => {
+                let v = r.json().map_err(|e| io(e.to_string()))?;
+                if v["node_status"] == "Trusted" {
+                    break v;
+                }
+                tracing::info!(status = %v["node_status"], "waiting to join");
+            }
+            Ok(Ok(r)) => tracing::info!(status = r.status, body = %String::from_utf8_lossy(&r.body), "join refused"),
+            Ok(Err(e)) => tracing::info!(%e, "join attempt failed"),
+            Err(_) => tracing::info!("join attempt timed out"),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    };
+    let field = |k: &str| -> Result<String, NodeError> {
+        answer[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| io(format!("join answer has no {k}")))
+    };
+    let ids = Identities::save_joined(
+        &dir,
+        &node_key,
+        &field("node_cert")?,
+        &field("service_key")?,
+        &field("service_cert")?,
+        &field("ledger_secret")?,
+    )?;
+    use base64::Engine as _;
+    let snapshot = base64::engine::general_purpose::STANDARD
+        .decode(field("snapshot")?)
+        .map_err(|e| io(format!("snapshot: {e}")))?;
+    let mut trusted = BTreeMap::new();
+    for p in answer["peers"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(cert)) = (p["node_id"].as_str(), p["cert"].as_str()) {
+            trusted.insert(raft_id_of(id), cert.to_string());
+        }
+    }
+    let engine = Engine::open_with(cfg, ids, trusted, Some(snapshot))?;
+    for p in answer["peers"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(cert)) = (p["node_id"].as_str(), p["cert"].as_str()) {
+            engine.add_peer(id, cert);
+        }
+    }
+    Ok(Node::new(engine, Box::new(crate::apps::logging::LoggingApp)))
+}

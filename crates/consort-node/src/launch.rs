@@ -1,0 +1,230 @@
+//! Starting and running a node: open (genesis or restart) or join, then serve the RPC and node-to-node
+//! interfaces, drive the replica's threads, keep peers and membership in line with the nodes table, and stop
+//! cleanly on SIGINT or SIGTERM.
+
+use crate::config::NodeConfig;
+use crate::engine::{node_records, raft_id_of, Engine};
+use crate::identity::Identities;
+use crate::net::channels::{Channels, FrameKind};
+use crate::node::Node;
+use crate::{apps, NodeError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the node re-reads the nodes table to update peers and membership.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Subject alternative names for the node certificate: the RPC host plus any configured extras.
+fn subject_alt_names(cfg: &NodeConfig) -> Vec<String> {
+    let mut sans = cfg.network.subject_alt_names.clone();
+    if let Ok(addr) = cfg.network.rpc_address.parse::<std::net::SocketAddr>() {
+        sans.push(addr.ip().to_string());
+    }
+    if !sans.iter().any(|s| s == "localhost") {
+        sans.push("localhost".into());
+    }
+    sans.dedup();
+    sans
+}
+
+/// Loads (restart) or creates (genesis) the node's identity and opens its service engine.
+pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
+    let dir = cfg.storage.secrets_dir.clone();
+    let ids = if Identities::exist(&dir) {
+        Identities::load(&dir)?
+    } else {
+        let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if ledger_has_files {
+            return Err(NodeError::Io(format!(
+                "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
+                cfg.storage.ledger_dir.display(),
+                dir.display()
+            )));
+        }
+        Identities::generate(&dir, &subject_alt_names(&cfg))?
+    };
+    Ok(Node::new(Engine::open(cfg, ids)?, Box::new(apps::Apps::builtin())))
+}
+
+/// Worker threads of the runtime that carries node-to-node channels (one: the traffic is a few large frames).
+pub const NODE_CHANNEL_THREADS: usize = 1;
+
+/// Runs a node (genesis or restart) until SIGINT or SIGTERM.
+pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    serve_node(open_node(cfg)?).await
+}
+
+/// Joins the service named in `cfg.join` (or restarts a node that joined before) and runs until SIGINT or SIGTERM.
+pub async fn join(cfg: NodeConfig) -> Result<(), NodeError> {
+    serve_node(crate::joiner::join_service(cfg).await?).await
+}
+
+/// Serves a node's RPC and node-to-node interfaces and drives its replica until SIGINT or SIGTERM.
+async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
+    let engine = node.engine().clone();
+    let server_runtime = tokio::runtime::Handle::current();
+    let addr = engine.config().network.rpc_address.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| NodeError::Io(format!("bind {addr}: {e}")))?;
+    let tls = crate::net::tls::server_config(
+        vec![engine.identities().node_cert_der.clone()],
+        &engine.identities().node_key,
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // The replica's ticker and persister run on threads of their own: they take the engine lock, and the persister
+    // fsyncs, which must not stall the async workers serving requests (nor the persister the ticker).
+    let stopping = Arc::new(AtomicBool::new(false));
+    let spawn = |name: &str, run: fn(&Engine, &AtomicBool)| {
+        let engine = engine.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(&engine, &stopping))
+            .map_err(|e| NodeError::Io(e.to_string()))
+    };
+    let ticker = spawn("replica-ticker", Engine::drive)?;
+    let persister = spawn("replica-persister", Engine::persist_loop)?;
+
+    let mut receiver = None;
+    // Node-to-node traffic has a runtime (one thread) of its own: under load the request runtime's queues hold
+    // thousands of tasks, and an append or an acknowledgement waiting behind them delays every commit.
+    let net = ChannelRuntime::build()?;
+    if let Some(n2n) = engine.config().network.node_to_node_address.clone() {
+        let _in_net = net.enter();
+        let (channels, mut incoming) = Channels::new(
+            &engine.identities().node_key,
+            &engine.identities().node_cert_der,
+            &engine.identities().service_cert_pem,
+        )
+        .map_err(|e| NodeError::Io(e.to_string()))?;
+        let n2n_listener = std::net::TcpListener::bind(&n2n)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| NodeError::Io(format!("bind {n2n}: {e}")))?;
+        node.attach_channels(channels.clone());
+        net.spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
+        server_runtime.spawn(reconcile_loop(node.clone(), channels, stop_rx.clone()));
+        // Raft messages are fed to the replica on a thread of their own (stepping takes the engine lock); forwarded
+        // requests run as tasks, and answers to this node's forwarded requests go to the waiting callers.
+        let node2 = node.clone();
+        let runtime = server_runtime.clone();
+        receiver = Some(
+            std::thread::Builder::new()
+                .name("raft-receiver".into())
+                .spawn(move || {
+                    while let Some(m) = incoming.blocking_recv() {
+                        match m.kind {
+                            FrameKind::Raft => node2.engine().receive(raft_id_of(&m.from), m.frame.to_vec()),
+                            FrameKind::ForwardedRequest => {
+                                runtime.spawn(crate::api::forwarded::serve(node2.clone(), m.from, m.frame));
+                            }
+                            FrameKind::ForwardedResponse => node2.forwarder().complete(&m.from, &m.frame),
+                        }
+                    }
+                })
+                .map_err(|e| NodeError::Io(e.to_string()))?,
+        );
+    }
+
+    tracing::info!(node_id = %engine.identities().node_id, %addr, "node listening");
+    println!("node {} listening on https://{addr}", engine.identities().node_id);
+    let handler = {
+        let node = node.clone();
+        move |peer, req| crate::api::handle(node.clone(), peer, req)
+    };
+    let server = tokio::spawn(crate::net::http::serve(engine.clone(), listener, tls, stop_rx, handler));
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    stopping.store(true, Ordering::Release);
+    let _ = ticker.join();
+    let _ = persister.join();
+    // The receiver thread ends when the channels are dropped with the runtimes.
+    drop(receiver);
+    Ok(())
+}
+
+/// The node-to-node runtime, shut down without waiting when dropped: dropping a runtime the usual way blocks, which
+/// panics inside the request runtime (on every return from [`serve_node`], errors included).
+struct ChannelRuntime(Option<tokio::runtime::Runtime>);
+
+impl ChannelRuntime {
+    fn build() -> Result<Self, NodeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(NODE_CHANNEL_THREADS)
+            .thread_name("node-channels")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?;
+        Ok(ChannelRuntime(Some(rt)))
+    }
+}
+
+impl std::ops::Deref for ChannelRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("taken only when dropped")
+    }
+}
+
+impl Drop for ChannelRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Keeps channels, trusted peers and (on the primary) the Raft membership in line with the nodes table.
+async fn reconcile_loop(node: Arc<Node>, channels: Arc<Channels>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let engine = node.engine().clone();
+        let channels = channels.clone();
+        let _ = tokio::task::spawn_blocking(move || reconcile_once(&engine, &channels)).await;
+    }
+}
+
+fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
+    let mut trusted = vec![];
+    let mut retired = vec![];
+    for r in node_records(svc) {
+        if r.status == "Retired" {
+            retired.push(raft_id_of(&r.node_id));
+        }
+        if r.status != "Trusted" {
+            continue;
+        }
+        trusted.push(raft_id_of(&r.node_id));
+        if r.node_id == svc.identities().node_id {
+            continue;
+        }
+        if let (Some(addr), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
+            channels.set_peer(&r.node_id, addr);
+            svc.add_peer(&r.node_id, cert);
+        }
+    }
+    svc.reconcile_membership(&trusted, &retired);
+}
