@@ -4,14 +4,14 @@
 
 use consort_consensus::codec::{encode_write_set_entry, inspect};
 use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState, Message};
-use consort_consensus::testing::FaultyDisk;
+use consort_consensus::testing::{Cluster as Harness, FaultyDisk, Message as Sent};
 use consort_consensus::{
     Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, TxId, TxStatus,
 };
 use consort_kv::{CommitOutcome, WriteSet};
 use consort_ledger::{Ledger, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
 use protobuf::Message as _;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 fn identities() -> Vec<NodeIdentity> {
     consort_consensus::testing::fixture_identities()
@@ -23,9 +23,10 @@ fn secret() -> LedgerSecret {
 
 type Tamper = Box<dyn FnMut(u64, u64, Vec<u8>) -> Vec<u8>>;
 
+/// The shared harness ([`consort_consensus::testing::Cluster`]) driven the simple way: every message delivered in
+/// order, every persist and snapshot build carried out at once, and the outcomes recorded.
 struct Cluster {
-    replicas: Vec<Replica<FaultyDisk>>,
-    net: VecDeque<(u64, u64, Vec<u8>)>,
+    h: Harness,
     halted: Vec<(u64, ConsensusError)>,
     dropped: Vec<(u64, ConsensusError)>,
     installed: Vec<(u64, TxId)>,
@@ -34,6 +35,14 @@ struct Cluster {
     /// Snapshot builds handed out: (replica, seqno).
     builds: Vec<(u64, u64)>,
     tamper: Option<Tamper>,
+}
+
+fn config(id: u64, snapshot_interval: u64, on_backups: bool) -> ReplicaConfig {
+    let mut cfg = ReplicaConfig::new(id);
+    cfg.signature_interval_tx = 3;
+    cfg.snapshot_interval_tx = snapshot_interval;
+    cfg.snapshots_on_backups = on_backups;
+    cfg
 }
 
 impl Cluster {
@@ -53,30 +62,18 @@ impl Cluster {
         on_backups: bool,
     ) -> Self {
         let ids = identities();
-        let replicas = (1..=n)
-            .map(|id| {
-                let mut cfg = ReplicaConfig::new(id);
-                cfg.signature_interval_tx = 3;
-                cfg.snapshot_interval_tx = snapshot_interval;
-                cfg.snapshots_on_backups = on_backups;
-                let persisted = PersistedState {
-                    voters: (1..=n).collect(),
-                    ..Default::default()
-                };
-                Replica::open(
-                    cfg,
-                    ids[id as usize - 1].clone(),
-                    trusted_for(id),
-                    secret(),
-                    FaultyDisk::new(),
-                    persisted,
-                )
-                .expect("open")
-            })
-            .collect();
+        let mut h = Harness::new(secret());
+        for id in 1..=n {
+            let persisted = PersistedState {
+                voters: (1..=n).collect(),
+                ..Default::default()
+            };
+            let cfg = config(id, snapshot_interval, on_backups);
+            let i = h.add_node(cfg, ids[id as usize - 1].clone(), trusted_for(id), persisted);
+            h.start(i).expect("open");
+        }
         Cluster {
-            replicas,
-            net: VecDeque::new(),
+            h,
             halted: Vec::new(),
             dropped: Vec::new(),
             installed: Vec::new(),
@@ -86,52 +83,81 @@ impl Cluster {
         }
     }
 
-    fn step(&mut self, i: usize, event: Event) -> Vec<Action> {
-        let mut work = VecDeque::from([(i, event)]);
-        let mut first = None;
-        while let Some((i, event)) = work.pop_front() {
-            let id = self.replicas[i].id();
-            // Snapshot builds run at once here (tests/sim.rs interleaves them with everything else).
-            let (builds, actions): (Vec<Action>, Vec<Action>) = self.replicas[i]
-                .step(event)
-                .into_iter()
-                .partition(|a| matches!(a, Action::BuildSnapshot(_)));
-            for b in builds {
-                if let Action::BuildSnapshot(b) = b {
-                    self.builds.push((id, b.seqno()));
-                    work.push_back((i, Event::SnapshotBuilt(b.run())));
-                }
+    fn replica(&self, i: usize) -> &Replica<FaultyDisk> {
+        self.h.replica(i)
+    }
+
+    fn replicas(&self) -> Vec<&Replica<FaultyDisk>> {
+        (0..self.h.nodes.len()).map(|i| self.h.replica(i)).collect()
+    }
+
+    /// Adds replica `id` (the next one), trusting every fixture node, and starts it over `disk` from `persisted`.
+    fn add(&mut self, id: u64, disk: FaultyDisk, persisted: PersistedState) {
+        let identity = identities()[id as usize - 1].clone();
+        let i = self
+            .h
+            .add_node(config(id, 0, false), identity, all_trusted(id), persisted.clone());
+        self.restart(i, disk, persisted);
+    }
+
+    /// Restarts node `i` over `disk` from `persisted` (as after moving to a new disk), with default snapshot
+    /// settings.
+    fn restart(&mut self, i: usize, disk: FaultyDisk, persisted: PersistedState) {
+        let n = &mut self.h.nodes[i];
+        n.config = config(n.id, 0, false);
+        n.disk = disk;
+        n.persisted = persisted;
+        self.h.start(i).expect("open");
+    }
+
+    fn record(&mut self, i: usize, actions: &[Action]) {
+        let id = self.h.nodes[i].id;
+        for a in actions {
+            match a {
+                Action::Halted { error } => self.halted.push((id, error.clone())),
+                Action::Dropped { error, .. } => self.dropped.push((id, error.clone())),
+                Action::SnapshotInstalled(tx) => self.installed.push((id, *tx)),
+                Action::SnapshotCommitted {
+                    seqno,
+                    evidence,
+                    snapshot,
+                } => self
+                    .snapshots
+                    .push((id, *seqno, *evidence, consort_consensus::encode_snapshot(snapshot))),
+                _ => {}
             }
-            for a in &actions {
-                match a {
-                    Action::Send { to, message } => self.net.push_back((id, *to, message.clone())),
-                    Action::Persist { number, .. } => {
-                        self.replicas[i].sync_ledger().expect("sync");
-                        work.push_back((i, Event::Persisted { number: *number }));
-                    }
-                    Action::Halted { error } => self.halted.push((id, error.clone())),
-                    Action::Dropped { error, .. } => self.dropped.push((id, error.clone())),
-                    Action::SnapshotInstalled(tx) => self.installed.push((id, *tx)),
-                    Action::SnapshotCommitted {
-                        seqno,
-                        evidence,
-                        snapshot,
-                    } => self
-                        .snapshots
-                        .push((id, *seqno, *evidence, consort_consensus::encode_snapshot(snapshot))),
-                    _ => {}
-                }
-            }
-            first.get_or_insert(actions);
         }
-        first.unwrap_or_default()
+    }
+
+    /// Steps replica `i`, then carries out at once the snapshot builds and persists it hands out (and those that
+    /// follow from them); returns the actions of `event` itself.
+    fn step(&mut self, i: usize, event: Event) -> Vec<Action> {
+        let first = self.h.step(i, event);
+        self.record(i, &first);
+        loop {
+            let id = self.h.nodes[i].id;
+            if !self.h.nodes[i].builds.is_empty() {
+                // Snapshot builds run at once here (tests/sim.rs interleaves them with everything else).
+                for b in self.h.nodes[i].builds.split_off(0) {
+                    self.builds.push((id, b.seqno()));
+                    let actions = self.h.step(i, Event::SnapshotBuilt(b.run()));
+                    self.record(i, &actions);
+                }
+            } else if !self.h.nodes[i].pending.is_empty() {
+                let actions = self.h.persist(i, 1).expect("sync");
+                self.record(i, &actions);
+            } else {
+                return first;
+            }
+        }
     }
 
     fn deliver_all(&mut self) {
         for _ in 0..10_000 {
-            let Some((from, to, mut bytes)) = self.net.pop_front() else {
+            if self.h.net.is_empty() {
                 return;
-            };
+            }
+            let Sent { from, to, mut bytes } = self.h.net.remove(0);
             if let Some(t) = self.tamper.as_mut() {
                 bytes = t(from, to, bytes);
             }
@@ -141,7 +167,7 @@ impl Cluster {
 
     fn settle(&mut self, ticks: usize) {
         for _ in 0..ticks {
-            for i in 0..self.replicas.len() {
+            for i in 0..self.h.nodes.len() {
                 self.step(i, Event::Tick);
             }
             self.deliver_all();
@@ -151,7 +177,7 @@ impl Cluster {
     fn elect(&mut self, i: usize) {
         self.step(i, Event::Campaign);
         self.deliver_all();
-        assert!(self.replicas[i].is_leader(), "replica {} did not win", i + 1);
+        assert!(self.replica(i).is_leader(), "replica {} did not win", i + 1);
         self.deliver_all();
     }
 
@@ -165,7 +191,7 @@ impl Cluster {
     }
 
     fn write(&mut self, i: usize, key: u64) -> Vec<Action> {
-        let store = self.replicas[i].store().clone();
+        let store = self.replica(i).store().clone();
         let mut tx = store.begin();
         tx.put("public:records", &key.to_le_bytes(), b"public");
         tx.put("records", &key.to_le_bytes(), b"private");
@@ -202,7 +228,7 @@ fn writes_commit_behind_signatures_on_every_replica() {
     let txs: Vec<TxId> = (0..7).map(|k| proposed(&c.write(0, k))).collect();
     c.deliver_all();
     c.settle(10);
-    for r in &c.replicas {
+    for r in c.replicas() {
         let commit = r.commit_point();
         assert!(r.is_signature(commit.seqno), "commit point {commit} is a signature");
         assert_eq!(r.last_seqno(), commit.seqno, "everything got signed and committed");
@@ -240,7 +266,7 @@ fn writes_commit_behind_signatures_on_every_replica() {
 fn a_backup_refuses_a_proposal_and_rolls_its_store_back() {
     let mut c = Cluster::new(3, all_trusted);
     c.elect(0);
-    let before = c.replicas[1].store().current_version();
+    let before = c.replica(1).store().current_version();
     let actions = c.write(1, 1);
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -249,7 +275,7 @@ fn a_backup_refuses_a_proposal_and_rolls_its_store_back() {
             ..
         }
     )));
-    assert_eq!(c.replicas[1].store().current_version(), before);
+    assert_eq!(c.replica(1).store().current_version(), before);
 }
 
 fn tamper_signatures(from: u64, _to: u64, bytes: Vec<u8>) -> Vec<u8> {
@@ -296,10 +322,10 @@ fn a_tampered_signature_halts_the_backup_before_it() {
     assert!(!c.halted.is_empty(), "backups must halt");
     for (id, e) in &c.halted {
         assert!(matches!(e, ConsensusError::BadSignature { .. }), "{id}: {e}");
-        let r = &c.replicas[*id as usize - 1];
+        let r = &c.replica(*id as usize - 1);
         assert!(r.halted().is_some());
         // Nothing at or after the bad signature was taken in.
-        assert!(r.last_seqno() < c.replicas[0].last_seqno());
+        assert!(r.last_seqno() < c.replica(0).last_seqno());
     }
     // A halted replica ignores everything.
     assert!(c.step(1, Event::Tick).is_empty());
@@ -375,21 +401,7 @@ fn bad_bytes_from_peers_are_dropped() {
     let tx = proposed(&c.write(0, 5));
     c.deliver_all();
     c.settle(10);
-    assert_eq!(c.replicas[1].tx_status(tx), TxStatus::Committed);
-}
-
-fn open(id: u64, disk: FaultyDisk, persisted: PersistedState) -> Replica<FaultyDisk> {
-    let mut cfg = ReplicaConfig::new(id);
-    cfg.signature_interval_tx = 3;
-    Replica::open(
-        cfg,
-        identities()[id as usize - 1].clone(),
-        all_trusted(id),
-        secret(),
-        disk,
-        persisted,
-    )
-    .expect("open")
+    assert_eq!(c.replica(1).tx_status(tx), TxStatus::Committed);
 }
 
 /// A primary whose ledger starts after a snapshot brings a fresh learner up with a Raft snapshot message; the
@@ -402,14 +414,14 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
         c.write(0, k);
     }
     c.settle(5);
-    let snapshot = c.replicas[0].snapshot().expect("snapshot");
-    let s = c.replicas[0].commit_point().seqno;
+    let snapshot = c.replica(0).snapshot().expect("snapshot");
+    let s = c.replica(0).commit_point().seqno;
     for k in 5..9 {
         c.write(0, k);
     }
     c.settle(5);
     // Node 1 restarts from its snapshot and the ledger after it (as after moving to a new disk).
-    let r1 = &c.replicas[0];
+    let r1 = &c.replica(0);
     let (mut ledger, _) = Ledger::open(FaultyDisk::new(), 1 << 20).expect("ledger");
     for seqno in s + 1..=r1.last_seqno() {
         let bytes = r1.ledger().read_entry(seqno).expect("entry");
@@ -431,12 +443,12 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
         snapshot: Some(snapshot),
         voters: vec![1],
     };
-    c.replicas[0] = open(1, ledger.into_storage(), persisted);
-    assert_eq!(c.replicas[0].base_seqno(), s);
-    assert_eq!(c.replicas[0].tx_status(last), TxStatus::Committed);
+    c.restart(0, ledger.into_storage(), persisted);
+    assert_eq!(c.replica(0).base_seqno(), s);
+    assert_eq!(c.replica(0).tx_status(last), TxStatus::Committed);
     c.elect(0);
     // A learner with nothing at all.
-    c.replicas.push(open(2, FaultyDisk::new(), PersistedState::default()));
+    c.add(2, FaultyDisk::new(), PersistedState::default());
     let mut cc = ConfChangeV2::default();
     let mut single = ConfChangeSingle::default();
     single.set_change_type(ConfChangeType::AddLearnerNode);
@@ -449,10 +461,10 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
         "{:?}",
         c.installed
     );
-    let learner = &c.replicas[1];
+    let learner = &c.replica(1);
     assert_eq!(learner.tx_status(last), TxStatus::Committed);
-    assert_eq!(learner.commit_point(), c.replicas[0].commit_point());
-    assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
+    assert_eq!(learner.commit_point(), c.replica(0).commit_point());
+    assert_eq!(learner.store().digest(), c.replica(0).store().digest());
     assert!(c.halted.is_empty(), "{:?}", c.halted);
 }
 
@@ -466,7 +478,7 @@ fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root()
     c.write_each(0, 0..60);
     c.settle(10);
     assert!(c.halted.is_empty(), "{:?}", c.halted);
-    for r in [&c.replicas[0], &c.replicas[2]] {
+    for r in [&c.replica(0), &c.replica(2)] {
         let commit = r.commit_point().seqno;
         assert!(commit > 60, "commit point {commit}");
         let mut checked = 0;
@@ -523,8 +535,8 @@ fn by_default_only_the_primary_builds_periodic_snapshots() {
         c.snapshots.iter().all(|s| s.0 == 1),
         "a backup reported a snapshot it did not build"
     );
-    let primary = &c.replicas[0];
-    for r in &c.replicas[1..] {
+    let primary = &c.replica(0);
+    for r in &c.replicas()[1..] {
         assert_eq!(r.commit_point(), primary.commit_point());
         assert_eq!(r.store().digest(), primary.store().digest());
         assert_eq!(r.snapshot_mismatches(), 0);
@@ -546,7 +558,7 @@ fn by_default_only_the_primary_builds_periodic_snapshots() {
     c.step(0, Event::TransferLeadership { to: 2 });
     c.deliver_all();
     c.settle(5);
-    assert!(c.replicas[1].is_leader(), "replica 2 took over");
+    assert!(c.replica(1).is_leader(), "replica 2 took over");
     c.write_each(1, 40..60);
     c.settle(10);
     let first_new = c.builds[builds_before..].iter().find(|b| b.0 == 2).map(|b| b.1);
@@ -569,7 +581,7 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
         c.write(0, k);
         if k % 4 == 3 {
             // Removals and overwrites too, so that tombstones and key versions are in the snapshot.
-            let store = c.replicas[0].store().clone();
+            let store = c.replica(0).store().clone();
             let mut tx = store.begin();
             tx.remove("records", &(k - 2).to_le_bytes());
             tx.put("public:records", &(k - 1).to_le_bytes(), b"again");
@@ -598,26 +610,27 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
         primary.len()
     );
     assert_eq!(primary, backup, "the backup rebuilt byte-identical snapshots");
-    for r in &c.replicas {
+    for r in c.replicas() {
         assert_eq!(r.snapshot_mismatches(), 0);
     }
     let mut last = 0;
     for (seqno, evidence, _) in &primary {
-        assert!(c.replicas[0].is_signature(*seqno), "{seqno} is a signature transaction");
+        assert!(c.replica(0).is_signature(*seqno), "{seqno} is a signature transaction");
         assert_eq!(*evidence, seqno + 1);
         assert!(*seqno >= last + 8, "snapshots at least the interval apart");
         assert!(
-            c.replicas[0].commit_point().seqno >= *evidence,
+            c.replica(0).commit_point().seqno >= *evidence,
             "reported only once the evidence committed"
         );
         last = *seqno;
     }
     let evidence_seqno = primary[0].1;
-    let entry = c.replicas[1]
+    let entry = c
+        .replica(1)
         .ledger()
         .read_entry(evidence_seqno)
         .expect("evidence entry");
-    let info = inspect(&entry, c.replicas[1].view_of(evidence_seqno).unwrap(), evidence_seqno).expect("inspect");
+    let info = inspect(&entry, c.replica(1).view_of(evidence_seqno).unwrap(), evidence_seqno).expect("inspect");
     assert!(
         info.public
             .maps
@@ -631,8 +644,8 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
         snapshot: Some(bytes),
         ..Default::default()
     };
-    c.replicas.push(open(3, FaultyDisk::new(), persisted));
-    assert_eq!(c.replicas[2].base_seqno(), seqno);
+    c.add(3, FaultyDisk::new(), persisted);
+    assert_eq!(c.replica(2).base_seqno(), seqno);
     let mut cc = ConfChangeV2::default();
     let mut single = ConfChangeSingle::default();
     single.set_change_type(ConfChangeType::AddLearnerNode);
@@ -644,14 +657,14 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
     c.deliver_all();
     c.settle(10);
     assert!(c.halted.is_empty(), "{:?}", c.halted);
-    let learner = &c.replicas[2];
+    let learner = &c.replica(2);
     assert!(
         c.installed.iter().all(|(id, _)| *id != 3),
         "caught up from the ledger, no Raft snapshot"
     );
     assert_eq!(learner.tx_status(tx), TxStatus::Committed);
-    assert_eq!(learner.store().digest(), c.replicas[0].store().digest());
-    assert_eq!(learner.merkle_root(), c.replicas[0].merkle_root());
+    assert_eq!(learner.store().digest(), c.replica(0).store().digest());
+    assert_eq!(learner.merkle_root(), c.replica(0).merkle_root());
 }
 
 /// The primary hands its role to a named voter (before its own removal); a transfer to a non-member is refused.
@@ -670,13 +683,13 @@ fn the_primary_hands_over_to_a_voter_on_request() {
     c.step(0, Event::TransferLeadership { to: 3 });
     c.deliver_all();
     c.settle(5);
-    assert!(c.replicas[2].is_leader(), "replica 3 took over");
-    assert!(!c.replicas[0].is_leader());
-    assert!(c.replicas[2].view() > tx.view);
+    assert!(c.replica(2).is_leader(), "replica 3 took over");
+    assert!(!c.replica(0).is_leader());
+    assert!(c.replica(2).view() > tx.view);
     let later = proposed(&c.write(2, 2));
     c.deliver_all();
     c.settle(5);
-    for r in &c.replicas {
+    for r in c.replicas() {
         assert_eq!(r.tx_status(tx), TxStatus::Committed);
         assert_eq!(r.tx_status(later), TxStatus::Committed);
     }

@@ -6,18 +6,15 @@
 //! Replay one seed: `CONSORT_SIM_SEED=1234 CONSORT_SIM_NODES=3 cargo test -p consort-consensus --test sim -- replay`
 //! More seeds: `CONSORT_SIM_SEEDS=10000 cargo test -p consort-consensus --test sim`.
 
-use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState};
-use consort_consensus::snapshot::SnapshotBuild;
-use consort_consensus::testing::FaultyDisk;
-use consort_consensus::{
-    Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig, TxId, TxStatus,
-};
+use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use consort_consensus::testing::{Cluster, Delivery};
+use consort_consensus::{Action, ConsensusError, Event, NodeIdentity, PersistedState, ReplicaConfig, TxId, TxStatus};
 use consort_crypto::sha256;
 use consort_kv::CommitOutcome;
 use consort_ledger::LedgerSecret;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 const CHAOS_STEPS: usize = 700;
@@ -58,37 +55,28 @@ fn config(id: u64, seed: u64) -> ReplicaConfig {
     c
 }
 
-struct Node {
-    id: u64,
-    replica: Option<Replica<FaultyDisk>>,
-    disk: FaultyDisk,
-    /// Durable hard state and snapshot (what `Action::Persist` wrote once completed).
-    hard_state: Option<HardState>,
-    snapshot: Option<Vec<u8>>,
-    voters: Vec<u64>,
-    /// Persists handed out and not yet carried out.
-    pending: VecDeque<(u64, Option<HardState>, Option<Vec<u8>>)>,
-    /// Snapshot builds handed out and not yet finished (they progress in small steps, between other events).
-    builds: Vec<SnapshotBuild>,
+/// What the simulator checks about each node across its restarts (the harness holds the node itself).
+#[derive(Default)]
+struct Watch {
     /// Commit point seen since the last restart (must not go backwards while alive).
     seen_commit: u64,
     /// Committed entries already checked against the global record.
     checked: u64,
+    /// Whether the node was ever started (the joiner is not, until it gets a snapshot).
     started: bool,
 }
 
-struct Msg {
-    from: u64,
-    to: u64,
-    bytes: Vec<u8>,
+/// Whether a simulation has a fifth (or fourth) node join as a learner and get promoted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Joiner {
+    With,
+    Without,
 }
 
 struct Sim {
     rng: ChaCha8Rng,
-    nodes: Vec<Node>,
-    net: Vec<Msg>,
-    /// Nodes cut off from everyone else.
-    isolated: BTreeSet<u64>,
+    cluster: Cluster,
+    watch: Vec<Watch>,
     leaders: BTreeMap<u64, u64>,
     committed: BTreeMap<u64, [u8; 32]>,
     final_status: BTreeMap<TxId, TxStatus>,
@@ -100,7 +88,6 @@ struct Sim {
     joiner_added_at: Option<TxId>,
     joiner_promoted: bool,
     log: Vec<String>,
-    seed: u64,
 }
 
 fn fail(msg: String) -> ! {
@@ -108,42 +95,42 @@ fn fail(msg: String) -> ! {
 }
 
 impl Sim {
-    fn new(seed: u64, voters: usize, with_joiner: bool) -> Self {
+    fn new(seed: u64, voters: usize, joiner: Joiner) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(seed);
         let voter_ids: Vec<u64> = (1..=voters as u64).collect();
-        let total = voters + usize::from(with_joiner);
-        let mut nodes = Vec::new();
+        let total = voters + usize::from(joiner == Joiner::With);
+        let mut cluster = Cluster::new(secret());
+        let mut watch = Vec::new();
         for id in 1..=total as u64 {
-            nodes.push(Node {
-                id,
-                replica: None,
-                disk: FaultyDisk::new(),
-                hard_state: None,
-                snapshot: None,
+            let persisted = PersistedState {
                 voters: voter_ids.clone(),
-                pending: VecDeque::new(),
-                builds: Vec::new(),
-                seen_commit: 0,
-                checked: 0,
+                ..Default::default()
+            };
+            cluster.add_node(
+                config(id, seed),
+                identities()[id as usize - 1].clone(),
+                trusted(),
+                persisted,
+            );
+            watch.push(Watch {
                 started: id <= voters as u64,
+                ..Default::default()
             });
         }
         let mut sim = Sim {
             rng,
-            nodes,
-            net: Vec::new(),
-            isolated: BTreeSet::new(),
+            cluster,
+            watch,
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
             final_status: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             proposals: Vec::new(),
             next_key: 0,
-            joiner: with_joiner.then_some(total as u64),
+            joiner: (joiner == Joiner::With).then_some(total as u64),
             joiner_added_at: None,
             joiner_promoted: false,
             log: Vec::new(),
-            seed,
         };
         for i in 0..voters {
             sim.start(i);
@@ -152,73 +139,37 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        let persisted = PersistedState {
-            hard_state: n.hard_state.clone(),
-            snapshot: n.snapshot.clone(),
-            voters: n.voters.clone(),
-        };
-        let identity = identities()[i].clone();
-        let seed = self.seed;
-        match Replica::open(
-            config(n.id, seed),
-            identity,
-            trusted(),
-            secret(),
-            n.disk.clone(),
-            persisted,
-        ) {
+        match self.cluster.start(i) {
             Ok(r) => {
-                n.seen_commit = r.commit_point().seqno;
-                n.checked = r.base_seqno();
-                n.replica = Some(r);
+                self.watch[i].seen_commit = r.commit_point().seqno;
+                self.watch[i].checked = r.base_seqno();
             }
-            Err(e) => fail(format!("node {} failed to restart: {e}", n.id)),
+            Err(e) => fail(format!("node {} failed to restart: {e}", i + 1)),
         }
     }
 
     fn crash(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        n.replica = None;
-        n.pending.clear();
-        n.builds.clear();
         let rng = &mut self.rng;
-        n.disk.crash(|len| {
+        self.cluster.crash(i, |len| {
             if len == 0 || rng.gen_bool(0.5) {
                 0
             } else {
                 rng.gen_range(0..=len)
             }
         });
-        self.log.push(format!("crash {}", n.id));
+        self.log.push(format!("crash {}", i + 1));
     }
 
     fn step_node(&mut self, i: usize, event: Event) {
-        let Some(r) = self.nodes[i].replica.as_mut() else {
-            return;
-        };
-        let actions = r.step(event);
+        let actions = self.cluster.step(i, event);
         self.handle(i, actions);
     }
 
+    /// The actions the harness did not route (messages, persists and builds it keeps for later).
     fn handle(&mut self, i: usize, actions: Vec<Action>) {
-        let id = self.nodes[i].id;
+        let id = self.cluster.nodes[i].id;
         for a in actions {
             match a {
-                Action::Send { to, message } => {
-                    if !self.isolated.contains(&id) && !self.isolated.contains(&to) {
-                        self.net.push(Msg {
-                            from: id,
-                            to,
-                            bytes: message,
-                        });
-                    }
-                }
-                Action::Persist {
-                    number,
-                    hard_state,
-                    snapshot,
-                } => self.nodes[i].pending.push_back((number, hard_state, snapshot)),
                 Action::Halted { error } => fail(format!("node {id} halted: {error}")),
                 Action::Dropped {
                     error: ConsensusError::Raft(_),
@@ -230,10 +181,6 @@ impl Sim {
                 Action::RolledBack { to } => self.log.push(format!("{id} rolled back to {to}")),
                 Action::Committed(tx) => self.log.push(format!("{id} committed {tx}")),
                 Action::SnapshotInstalled(tx) => self.log.push(format!("{id} installed snapshot {tx}")),
-                Action::BuildSnapshot(b) => {
-                    self.log.push(format!("{id} builds snapshot at {}", b.seqno()));
-                    self.nodes[i].builds.push(*b);
-                }
                 Action::SnapshotCommitted { seqno, snapshot, .. } => {
                     let h = sha256(&consort_consensus::encode_snapshot(&snapshot));
                     if self.snapshots.insert(seqno, h).is_some_and(|p| p != h) {
@@ -247,77 +194,39 @@ impl Sim {
                     .log
                     .push(format!("{id} conf change at {seqno}: {:?}", conf_state.voters)),
                 Action::Applied { .. } | Action::ProposalRejected { .. } => {}
+                Action::Send { .. } | Action::Persist { .. } | Action::BuildSnapshot(_) => {}
             }
         }
     }
 
-    /// Carries out the oldest `count` pending persists of node `i`: sync the ledger, store hard state and
-    /// snapshot, report completion.
+    /// Carries out the oldest `count` pending persists of node `i`.
     fn persist(&mut self, i: usize, count: usize) {
-        let mut last = None;
-        for _ in 0..count {
-            let Some((number, hs, snap)) = self.nodes[i].pending.pop_front() else {
-                break;
-            };
-            let n = &mut self.nodes[i];
-            let Some(r) = n.replica.as_mut() else { return };
-            if let Err(e) = r.sync_ledger() {
-                fail(format!("sync: {e}"));
-            }
-            if let Some(hs) = hs {
-                n.hard_state = Some(hs);
-            }
-            if let Some(s) = snap {
-                n.snapshot = Some(s);
-            }
-            last = Some(number);
-        }
-        if let Some(number) = last {
-            self.step_node(i, Event::Persisted { number });
+        match self.cluster.persist(i, count) {
+            Ok(actions) => self.handle(i, actions),
+            Err(e) => fail(format!("sync: {e}")),
         }
     }
 
     /// Finishes node `i`'s `k`th snapshot build and reports it.
     fn finish_build(&mut self, i: usize, k: usize) {
-        let built = self.nodes[i].builds.remove(k).run();
-        self.log
-            .push(format!("{} built snapshot at {}", self.nodes[i].id, built.seqno()));
-        self.step_node(i, Event::SnapshotBuilt(built));
+        let (seqno, actions) = self.cluster.finish_build(i, k);
+        self.log.push(format!("{} built snapshot at {seqno}", i + 1));
+        self.handle(i, actions);
     }
 
-    fn deliver(&mut self, k: usize, duplicate: bool) {
-        let m = if duplicate {
-            let m = &self.net[k];
-            Msg {
-                from: m.from,
-                to: m.to,
-                bytes: m.bytes.clone(),
-            }
-        } else {
-            self.net.swap_remove(k)
-        };
-        let Some(i) = self.nodes.iter().position(|n| n.id == m.to) else {
-            return;
-        };
-        if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
-            return;
+    fn deliver(&mut self, k: usize, delivery: Delivery) {
+        if let Some((i, actions)) = self.cluster.deliver(k, delivery) {
+            self.handle(i, actions);
         }
-        self.step_node(
-            i,
-            Event::Receive {
-                from: m.from,
-                message: m.bytes,
-            },
-        );
     }
 
     fn leader(&self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None;
-        for (i, n) in self.nodes.iter().enumerate() {
+        for (i, n) in self.cluster.nodes.iter().enumerate() {
             if let Some(r) = n
                 .replica
                 .as_ref()
-                .filter(|r| r.is_leader() && !self.isolated.contains(&n.id))
+                .filter(|r| r.is_leader() && !self.cluster.isolated.contains(&n.id))
             {
                 if best.is_none_or(|(v, _)| r.view() > v) {
                     best = Some((r.view(), i));
@@ -330,7 +239,7 @@ impl Sim {
     fn propose(&mut self, i: usize) {
         let key = self.next_key;
         self.next_key += 1;
-        let Some(r) = self.nodes[i].replica.as_mut() else {
+        let Some(r) = self.cluster.nodes[i].replica.as_ref() else {
             return;
         };
         let store = r.store().clone();
@@ -341,7 +250,7 @@ impl Sim {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => fail(format!("local commit failed: {other:?}")),
         };
-        let actions = r.step(Event::Propose { version, write_set: ws });
+        let actions = self.cluster.step(i, Event::Propose { version, write_set: ws });
         for a in &actions {
             if let Action::Proposed(tx) = a {
                 self.proposals.push(*tx);
@@ -356,8 +265,8 @@ impl Sim {
         single.set_change_type(ty);
         single.node_id = node;
         cc.mut_changes().push(single);
-        let r = self.nodes[i].replica.as_mut()?;
-        let actions = r.step(Event::ProposeConfChange { change: cc });
+        self.cluster.nodes[i].replica.as_ref()?;
+        let actions = self.cluster.step(i, Event::ProposeConfChange { change: cc });
         let at = actions.iter().find_map(|a| match a {
             Action::Proposed(tx) => Some(*tx),
             _ => None,
@@ -371,17 +280,17 @@ impl Sim {
         let Some(jid) = self.joiner else { return };
         let Some(l) = self.leader() else { return };
         let j = (jid - 1) as usize;
-        let r = self.nodes[l].replica.as_ref().expect("leader is alive");
+        let r = self.cluster.replica(l);
         let commit = r.commit_point().seqno;
         match self.joiner_added_at {
             None if commit > 0 => {
                 self.joiner_added_at = self.conf_change(l, ConfChangeType::AddLearnerNode, jid);
             }
-            Some(at) if !self.nodes[j].started => match r.tx_status(at) {
+            Some(at) if !self.watch[j].started => match r.tx_status(at) {
                 TxStatus::Committed => {
                     let snapshot = r.snapshot().unwrap_or_else(|e| fail(format!("snapshot: {e}")));
-                    self.nodes[j].snapshot = Some(snapshot);
-                    self.nodes[j].started = true;
+                    self.cluster.nodes[j].persisted.snapshot = Some(snapshot);
+                    self.watch[j].started = true;
                     self.log.push(format!("start joiner {jid} from a snapshot at {commit}"));
                     self.start(j);
                 }
@@ -404,7 +313,7 @@ impl Sim {
     }
 
     fn check(&mut self) {
-        for n in self.nodes.iter_mut() {
+        for (n, w) in self.cluster.nodes.iter().zip(self.watch.iter_mut()) {
             let Some(r) = n.replica.as_ref() else { continue };
             let id = n.id;
             if r.is_leader() {
@@ -413,13 +322,13 @@ impl Sim {
                 }
             }
             let c = r.commit_point();
-            if c.seqno < n.seen_commit {
+            if c.seqno < w.seen_commit {
                 fail(format!(
                     "node {id}: commit point went back from {} to {}",
-                    n.seen_commit, c.seqno
+                    w.seen_commit, c.seqno
                 ));
             }
-            n.seen_commit = c.seqno;
+            w.seen_commit = c.seqno;
             if r.snapshot_mismatches() > 0 {
                 fail(format!(
                     "node {id}: rebuilt a snapshot with a digest other than the evidence's"
@@ -437,7 +346,7 @@ impl Sim {
             if r.raft_commit_index() < c.seqno {
                 fail(format!("node {id}: commit point {c} past raft's commit index"));
             }
-            for seqno in n.checked.max(r.base_seqno()) + 1..=c.seqno {
+            for seqno in w.checked.max(r.base_seqno()) + 1..=c.seqno {
                 let bytes = r
                     .ledger()
                     .read_entry(seqno)
@@ -450,7 +359,7 @@ impl Sim {
                     ));
                 }
             }
-            n.checked = n.checked.max(c.seqno);
+            w.checked = w.checked.max(c.seqno);
             for tx in &self.proposals {
                 let st = r.tx_status(*tx);
                 if matches!(st, TxStatus::Committed | TxStatus::Invalid) {
@@ -463,28 +372,26 @@ impl Sim {
     }
 
     fn alive(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].replica.is_some())
-            .collect()
+        self.cluster.alive()
     }
 
     fn chaos(&mut self, steps: usize) {
-        let voters = self.nodes.len() - usize::from(self.joiner.is_some());
+        let voters = self.cluster.nodes.len() - usize::from(self.joiner.is_some());
         for _ in 0..steps {
             let roll = self.rng.gen_range(0..100);
             match roll {
                 0..=34 => {
                     for _ in 0..self.rng.gen_range(1..=4) {
-                        if self.net.is_empty() {
+                        if self.cluster.net.is_empty() {
                             break;
                         }
-                        let k = self.rng.gen_range(0..self.net.len());
+                        let k = self.rng.gen_range(0..self.cluster.net.len());
                         match self.rng.gen_range(0..100) {
                             0..=4 => {
-                                self.net.swap_remove(k);
+                                self.cluster.net.swap_remove(k);
                             }
-                            5..=7 => self.deliver(k, true),
-                            _ => self.deliver(k, false),
+                            5..=7 => self.deliver(k, Delivery::Duplicate),
+                            _ => self.deliver(k, Delivery::Take),
                         }
                     }
                 }
@@ -508,14 +415,14 @@ impl Sim {
                     let building: Vec<usize> = self
                         .alive()
                         .into_iter()
-                        .filter(|&i| !self.nodes[i].builds.is_empty())
+                        .filter(|&i| !self.cluster.nodes[i].builds.is_empty())
                         .collect();
                     if !building.is_empty() {
                         let i = building[self.rng.gen_range(0..building.len())];
-                        let k = self.rng.gen_range(0..self.nodes[i].builds.len());
+                        let k = self.rng.gen_range(0..self.cluster.nodes[i].builds.len());
                         if self.rng.gen_bool(0.6) {
                             let entries = self.rng.gen_range(1..=4);
-                            self.nodes[i].builds[k].step(entries);
+                            self.cluster.nodes[i].builds[k].step(entries);
                         } else {
                             self.finish_build(i, k);
                         }
@@ -536,22 +443,22 @@ impl Sim {
                     }
                 }
                 87..=88 => {
-                    let dead: Vec<usize> = (0..self.nodes.len())
-                        .filter(|&i| self.nodes[i].replica.is_none() && self.nodes[i].started)
+                    let dead: Vec<usize> = (0..self.cluster.nodes.len())
+                        .filter(|&i| self.cluster.nodes[i].replica.is_none() && self.watch[i].started)
                         .collect();
                     if !dead.is_empty() {
                         let i = dead[self.rng.gen_range(0..dead.len())];
-                        self.log.push(format!("restart {}", self.nodes[i].id));
+                        self.log.push(format!("restart {}", i + 1));
                         self.start(i);
                     }
                 }
                 89 => {
-                    if self.isolated.is_empty() {
-                        let id = self.rng.gen_range(1..=self.nodes.len() as u64);
-                        self.isolated.insert(id);
+                    if self.cluster.isolated.is_empty() {
+                        let id = self.rng.gen_range(1..=self.cluster.nodes.len() as u64);
+                        self.cluster.isolated.insert(id);
                         self.log.push(format!("isolate {id}"));
                     } else {
-                        self.isolated.clear();
+                        self.cluster.isolated.clear();
                         self.log.push("heal".into());
                     }
                 }
@@ -562,8 +469,8 @@ impl Sim {
                 }
                 _ => {
                     // A message stuck in the network for a long time: deliver the oldest.
-                    if !self.net.is_empty() {
-                        self.deliver(0, false);
+                    if !self.cluster.net.is_empty() {
+                        self.deliver(0, Delivery::Take);
                     }
                 }
             }
@@ -574,23 +481,23 @@ impl Sim {
     /// No more faults: heal, restart everyone, deliver everything, and require the service to commit a new
     /// transaction on every replica.
     fn calm(&mut self) {
-        self.isolated.clear();
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].replica.is_none() && self.nodes[i].started {
+        self.cluster.isolated.clear();
+        for i in 0..self.cluster.nodes.len() {
+            if self.cluster.nodes[i].replica.is_none() && self.watch[i].started {
                 self.start(i);
             }
         }
         let mut target: Option<TxId> = None;
         for _ in 0..CALM_ROUNDS {
-            while !self.net.is_empty() {
-                let k = self.rng.gen_range(0..self.net.len());
-                self.deliver(k, false);
+            while !self.cluster.net.is_empty() {
+                let k = self.rng.gen_range(0..self.cluster.net.len());
+                self.deliver(k, Delivery::Take);
                 self.check();
             }
             for i in self.alive() {
-                let n = self.nodes[i].pending.len();
+                let n = self.cluster.nodes[i].pending.len();
                 self.persist(i, n);
-                while !self.nodes[i].builds.is_empty() {
+                while !self.cluster.nodes[i].builds.is_empty() {
                     self.finish_build(i, 0);
                 }
             }
@@ -603,7 +510,7 @@ impl Sim {
                 if let Some(l) = self.leader() {
                     self.propose(l);
                     target = self.proposals.last().copied().filter(|t| {
-                        self.nodes[l]
+                        self.cluster.nodes[l]
                             .replica
                             .as_ref()
                             .is_some_and(|r| r.view_of(t.seqno) == Some(t.view))
@@ -612,11 +519,11 @@ impl Sim {
             }
             if let Some(t) = target {
                 let all = self.alive().iter().all(|&i| {
-                    let r = self.nodes[i].replica.as_ref().expect("alive");
+                    let r = self.cluster.replica(i);
                     r.tx_status(t) == TxStatus::Committed
                 });
                 let lost = self.alive().iter().any(|&i| {
-                    self.nodes[i]
+                    self.cluster.nodes[i]
                         .replica
                         .as_ref()
                         .is_some_and(|r| r.tx_status(t) == TxStatus::Invalid)
@@ -629,6 +536,7 @@ impl Sim {
             }
         }
         let states: Vec<String> = self
+            .cluster
             .nodes
             .iter()
             .filter_map(|n| n.replica.as_ref())
@@ -643,7 +551,7 @@ impl Sim {
                     r.commit_point(),
                     r.conf_state().voters,
                     r.conf_state().learners,
-                    self.nodes[(r.id() - 1) as usize].pending.len()
+                    self.cluster.nodes[(r.id() - 1) as usize].pending.len()
                 )
             })
             .collect();
@@ -654,8 +562,12 @@ impl Sim {
 }
 
 fn run(seed: u64, voters: usize) {
-    let with_joiner = seed.is_multiple_of(2);
-    let mut sim = Sim::new(seed, voters, with_joiner);
+    let joiner = if seed.is_multiple_of(2) {
+        Joiner::With
+    } else {
+        Joiner::Without
+    };
+    let mut sim = Sim::new(seed, voters, joiner);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         sim.chaos(CHAOS_STEPS);
         sim.calm();
@@ -683,6 +595,7 @@ fn run(seed: u64, voters: usize) {
             eprintln!("{line}");
         }
         let commits: Vec<String> = sim
+            .cluster
             .nodes
             .iter()
             .filter_map(|n| n.replica.as_ref())
@@ -738,7 +651,7 @@ fn run_many(voters: usize, count: u64) {
 #[test]
 fn a_seed_replays_identically() {
     let events = |seed| {
-        let mut sim = Sim::new(seed, 3, true);
+        let mut sim = Sim::new(seed, 3, Joiner::With);
         sim.chaos(400);
         sim.log
     };

@@ -1,6 +1,11 @@
 //! Test support: a faulty in-memory disk for deterministic simulation (writes land in a volatile copy, `sync` makes
 //! a file's content durable, and [`FaultyDisk::crash`] throws away what was not synced, keeping a torn prefix of
-//! it), and the fixed node identities the scenario, simulation and replay tests sign with.
+//! it), the fixed node identities the scenario, simulation and replay tests sign with, and the [`Cluster`] harness
+//! both the scenario tests and the simulator drive.
+
+mod cluster;
+
+pub use cluster::{Cluster, Delivery, Message, Node, PendingPersist};
 
 use crate::NodeIdentity;
 use consort_crypto::{key_id, SigningKey};
@@ -130,7 +135,7 @@ impl LedgerStorage for FaultyDisk {
 /// The node identities of `tests/fixtures/identities.txt` (private key PEM followed by certificate PEM, blocks
 /// separated by `=====` lines), in file order: fixed so that simulations replay byte for byte.
 pub fn fixture_identities() -> Vec<NodeIdentity> {
-    include_str!("../tests/fixtures/identities.txt")
+    include_str!("../../tests/fixtures/identities.txt")
         .split("=====\n")
         .filter(|s| !s.trim().is_empty())
         .map(|block| {
