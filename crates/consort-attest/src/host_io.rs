@@ -84,6 +84,9 @@ mod snp_guest {
     #[derive(Clone, Debug)]
     pub struct SnpGuestPlatform {
         endorsements: Vec<u8>,
+        /// The VM privilege level this guest runs at: a sealing key can be requested for it or a less privileged
+        /// level only, and the key depends on it, so it is read once from the guest's own report.
+        vmpl: u32,
     }
 
     fn unavailable(what: &str, e: impl std::fmt::Display) -> AttestError {
@@ -99,13 +102,22 @@ mod snp_guest {
                     "{SEV_GUEST_DEVICE} is absent: this machine is not an SEV-SNP guest"
                 )));
             }
-            open_firmware()?;
-            Ok(SnpGuestPlatform { endorsements })
+            let own_report = request_report([0; 64])?;
+            let vmpl = report_vmpl(&own_report)?;
+            Ok(SnpGuestPlatform { endorsements, vmpl })
         }
 
         fn sealing_key(&self) -> Result<consort_crypto::Aes256GcmKey, AttestError> {
-            derive_sealing_key()
+            derive_sealing_key(self.vmpl)
         }
+    }
+
+    /// The VMPL field of a report from this guest's own firmware.
+    fn report_vmpl(report: &[u8]) -> Result<u32, AttestError> {
+        use sev::parser::ByteParser;
+        sev::firmware::guest::AttestationReport::from_bytes(report)
+            .map(|parsed| parsed.vmpl)
+            .map_err(|e| unavailable("parsing this guest's own report", e))
     }
 
     #[cfg(target_os = "linux")]
@@ -138,12 +150,12 @@ mod snp_guest {
     /// so another image or a debuggable launch of the same image derives a different key. The TCB is not mixed
     /// in, so secrets survive firmware updates (the join policy's TCB minimum is what refuses old firmware).
     #[cfg(target_os = "linux")]
-    fn derive_sealing_key() -> Result<consort_crypto::Aes256GcmKey, AttestError> {
+    fn derive_sealing_key(vmpl: u32) -> Result<consort_crypto::Aes256GcmKey, AttestError> {
         use sev::firmware::guest::{DerivedKey, GuestFieldSelect};
         let mut fields = GuestFieldSelect::default();
         fields.set_measurement(true);
         fields.set_guest_policy(true);
-        let request = DerivedKey::new(false, fields, 0, 0, 0, None);
+        let request = DerivedKey::new(false, fields, vmpl, 0, 0, None);
         let mut firmware = open_firmware()?;
         let key = firmware
             .get_derived_key(Some(1), request)
@@ -152,7 +164,7 @@ mod snp_guest {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn derive_sealing_key() -> Result<consort_crypto::Aes256GcmKey, AttestError> {
+    fn derive_sealing_key(_vmpl: u32) -> Result<consort_crypto::Aes256GcmKey, AttestError> {
         open_firmware().and_then(|_| Err(AttestError::Unavailable("no SEV guest device".into())))
     }
 
