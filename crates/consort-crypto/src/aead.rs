@@ -48,6 +48,7 @@ impl Aes256GcmKey {
         let tag = self
             .cipher
             .encrypt_in_place_detached(iv.into(), aad, &mut buf)
+            // invariant: AES-GCM fails only for inputs beyond 64 GiB; ledger entries and snapshots are far smaller.
             .expect("AES-GCM encryption only fails for inputs beyond 64 GiB");
         (buf, tag.into())
     }

@@ -77,6 +77,20 @@ pub enum VerifyingKey {
     P384(p384::ecdsa::VerifyingKey),
 }
 
+/// The result of DER/PEM-encoding a key this crate holds. Encoding fails only for keys the encoder cannot
+/// represent, and every key here was parsed or generated on a supported curve.
+fn encoded<T, E: std::fmt::Debug>(result: Result<T, E>) -> T {
+    // invariant: encoding a valid P-256/P-384 key cannot fail (see above).
+    result.expect("encoding a valid key cannot fail")
+}
+
+/// The result of signing a digest made by [`HashAlg::digest`]: 32 or 48 bytes, which both curves accept
+/// (a longer digest is truncated, a shorter one padded), so signing cannot fail.
+fn signable(result: Result<Vec<u8>, CryptoError>) -> Vec<u8> {
+    // invariant: a SHA-256 or SHA-384 digest is always signable on P-256 and P-384 (see above).
+    result.expect("digests of 32 or 48 bytes are always signable")
+}
+
 fn key_err(e: impl std::fmt::Display) -> CryptoError {
     CryptoError::Key(e.to_string())
 }
@@ -138,7 +152,7 @@ impl SigningKey {
             SigningKey::P256(k) => p256::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF),
             SigningKey::P384(k) => p384::SecretKey::from(k).to_pkcs8_pem(LineEnding::LF),
         };
-        pem.expect("encoding a valid key cannot fail").to_string()
+        encoded(pem).to_string()
     }
 
     /// PKCS#8 DER encoding of the private key.
@@ -147,7 +161,7 @@ impl SigningKey {
             SigningKey::P256(k) => p256::SecretKey::from(k).to_pkcs8_der(),
             SigningKey::P384(k) => p384::SecretKey::from(k).to_pkcs8_der(),
         };
-        doc.expect("encoding a valid key cannot fail").as_bytes().to_vec()
+        encoded(doc).as_bytes().to_vec()
     }
 
     /// The public half of this key.
@@ -188,14 +202,12 @@ impl SigningKey {
 
     /// Hashes `msg` with `hash` and signs; DER signature.
     pub fn sign_der(&self, msg: &[u8], hash: HashAlg) -> Vec<u8> {
-        self.sign_prehash_der(&hash.digest(msg))
-            .expect("digests of 32 or 48 bytes are always signable")
+        signable(self.sign_prehash_der(&hash.digest(msg)))
     }
 
     /// Hashes `msg` with `hash` and signs; raw r||s signature.
     pub fn sign_raw(&self, msg: &[u8], hash: HashAlg) -> Vec<u8> {
-        self.sign_prehash_raw(&hash.digest(msg))
-            .expect("digests of 32 or 48 bytes are always signable")
+        signable(self.sign_prehash_raw(&hash.digest(msg)))
     }
 }
 
@@ -233,7 +245,7 @@ impl VerifyingKey {
             VerifyingKey::P256(k) => k.to_public_key_der(),
             VerifyingKey::P384(k) => k.to_public_key_der(),
         };
-        doc.expect("encoding a valid key cannot fail").as_bytes().to_vec()
+        encoded(doc).as_bytes().to_vec()
     }
 
     /// PEM `PUBLIC KEY`.
@@ -242,7 +254,7 @@ impl VerifyingKey {
             VerifyingKey::P256(k) => k.to_public_key_pem(LineEnding::LF),
             VerifyingKey::P384(k) => k.to_public_key_pem(LineEnding::LF),
         };
-        pem.expect("encoding a valid key cannot fail")
+        encoded(pem)
     }
 
     /// Verifies a DER signature over a digest.

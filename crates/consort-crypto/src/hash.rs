@@ -18,7 +18,7 @@ pub fn sha384(data: &[u8]) -> [u8; 48] {
 
 /// HMAC-SHA-256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so this cannot fail.
+    // invariant: HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("hmac accepts any key length");
     mac.update(msg);
     mac.finalize().into_bytes().into()

@@ -2,7 +2,7 @@
 //!
 //! Every other crate reaches cryptography through this one, so there is one line of RustCrypto versions in the
 //! workspace and one place to audit. Nothing here is hand-written cryptography: it wraps RustCrypto (sha2, hmac,
-//! p256, p384, ecdsa, aes-gcm), rcgen and x509-parser.
+//! p256, p384, ecdsa, aes-gcm, rsa), rcgen and x509-parser.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 

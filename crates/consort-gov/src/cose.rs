@@ -281,6 +281,6 @@ pub fn sign_gov_request(
         .payload(payload.to_vec())
         .create_signature(b"", |data| key.sign_raw(data, hash))
         .build();
-    // Our own header values are plain text and integers without duplicate labels: encoding cannot fail.
+    // invariant: our own header values are plain text and integers without duplicate labels: encoding cannot fail.
     sign1.to_tagged_vec().expect("COSE Sign1 encodes")
 }

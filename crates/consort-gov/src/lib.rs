@@ -33,11 +33,13 @@
 //!
 //! The constitution's `apply` reaches the node only through recorded [`HostAction`]s (`ccf.node.*`):
 //! `TransitionServiceToOpen` (without recovery: [`open_service`]), `EndorseNodeCertificate` (sign the node's
-//! certificate into `public:ccf.gov.nodes.endorsed_certificates`), and, for machinery that does not exist yet,
-//! `TriggerLedgerRekey`, `TriggerRecoverySharesRefresh`, `TriggerSnapshot`, `TriggerLedgerChunk`, which the
-//! node may log and ignore until recovery, rekeying and snapshots land. Attestation actions
-//! (`add_node_code`, `add_snp_measurement`, `add_snp_host_data` and their removals) only write their tables,
-//! which the join protocol will read.
+//! certificate into `public:ccf.gov.nodes.endorsed_certificates`), `TriggerSnapshot` (the constitution's
+//! `trigger_snapshot` action: the primary snapshots at its next signature) and `TriggerLedgerChunk`
+//! (`trigger_ledger_chunk`: the current ledger chunk ends at the next signature). `TriggerLedgerRekey` and
+//! `TriggerRecoverySharesRefresh` are recorded too; the node logs them and does nothing else until ledger
+//! rekeying and recovery shares exist. Attestation actions (`add_node_code`, `add_snp_measurement`,
+//! `add_snp_host_data` and their removals) only write their tables here; the node's join path decides whether
+//! it reads them.
 //!
 //! # Determinism
 //!

@@ -138,7 +138,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(table: &str, key: &str,
 }
 
 pub(crate) fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising our own plain data types (strings, maps, enums) cannot fail.
+    // invariant: serialising our own plain data types (strings, string-keyed maps, enums) cannot fail.
     serde_json::to_vec(value).expect("governance values serialise to JSON")
 }
 

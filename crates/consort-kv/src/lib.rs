@@ -9,7 +9,10 @@
 //!   next version (= seqno) while holding the commit lock, so the caller can append to its ledger in order.
 //! - [`WriteSet`]: the writes of one transaction, (de)serialised as CCF's public domain (`public:` maps, with a
 //!   header) and private domain plaintext (all other maps).
-//! - Snapshots: [`Store::snapshot`] / [`Store::from_snapshot`] in CCF's snapshot public-domain format.
+//! - [`WriteBatch`]: the flat form of a replicated or replayed entry, applied with [`Store::apply_batch`].
+//! - Snapshots: [`Store::snapshot`] / [`Store::from_snapshot`] in CCF's snapshot public-domain format, and
+//!   [`Store::snapshot_job`]: the same snapshot of a pinned version built in batches of [`SNAPSHOT_BATCH`]
+//!   entries while the store moves on.
 //! - Undo for Raft: versions above [`Store::set_committed`] can be rolled back with [`Store::rollback`].
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]

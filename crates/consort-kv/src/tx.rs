@@ -26,6 +26,7 @@ impl ReadSet {
         if !self.maps.contains_key(map) {
             self.maps.insert(map.to_owned(), MapReads::default());
         }
+        // invariant: inserted just above; a second lookup keeps the name unallocated when the map exists.
         self.maps.get_mut(map).expect("map inserted above")
     }
 

@@ -111,6 +111,7 @@ impl WriteSet {
         if !self.maps.contains_key(map) {
             self.maps.insert(map.to_owned(), MapWrites::default());
         }
+        // invariant: inserted just above; a second lookup keeps the name unallocated when the map exists.
         self.maps.get_mut(map).expect("map inserted above")
     }
 

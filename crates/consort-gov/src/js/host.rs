@@ -38,7 +38,7 @@ pub enum HostAction {
     EndorseNodeCertificate {
         /// The node whose certificate to endorse.
         node_id: String,
-        /// Start of validity (CCF's time string), or now.
+        /// Start of validity as the proposal gave it (CCF's time string), if it did.
         valid_from: Option<String>,
         /// Validity in days, or the service default.
         validity_period_days: Option<u64>,
@@ -97,6 +97,7 @@ impl Host {
             }
             return Err(format!("map {name} is being loaded"));
         }
+        // invariant: presence checked just above.
         Ok(self.maps.get_mut(name).expect("checked above"))
     }
 
