@@ -12,7 +12,7 @@ use coset::iana::{self, EnumI64};
 use coset::TaggedCborSerializable;
 use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, Label, RegisteredLabelWithPrivate};
 
-use consort_crypto::{Curve, HashAlg, ParsedCert, SigningKey};
+use consort_crypto::{Curve, HashAlg, ParsedCert, SigningKey, VerifyingKey};
 
 use crate::kv::KvRead;
 use crate::limits::{MAX_CREATED_AT_FUTURE_SKEW_SECONDS, MAX_CREATED_AT_SECONDS, MAX_GOV_REQUEST_SIZE_BYTES};
@@ -140,120 +140,158 @@ pub fn verify_gov_request(
         });
     }
     let sign1 = CoseSign1::from_tagged_slice(body).map_err(|e| GovError::MalformedCose(e.to_string()))?;
-    let header = &sign1.protected.header;
-
-    let kid = std::str::from_utf8(&header.key_id)
-        .map_err(|_| GovError::InvalidHeader("kid is not a UTF-8 member id".into()))?
-        .to_owned();
-    if kid.is_empty() {
-        return Err(GovError::InvalidHeader("missing kid".into()));
-    }
-    let alg = match &header.alg {
-        Some(RegisteredLabelWithPrivate::Assigned(a)) => *a,
-        Some(other) => return Err(GovError::UnsupportedAlgorithm(format!("{other:?}"))),
-        None => return Err(GovError::InvalidHeader("missing alg".into())),
-    };
-
-    let msg_type = match text_header(&header.rest, HEADER_MSG_TYPE) {
-        Some(Value::Text(t)) => t.clone(),
-        Some(_) => {
-            return Err(GovError::InvalidHeader(format!(
-                "{HEADER_MSG_TYPE} is not a text string"
-            )))
-        }
-        None => return Err(GovError::InvalidHeader(format!("missing {HEADER_MSG_TYPE}"))),
-    };
-    let created_at = match text_header(&header.rest, HEADER_CREATED_AT) {
-        Some(Value::Integer(i)) => i64::try_from(i128::from(*i))
-            .map_err(|_| GovError::InvalidCreatedAt(format!("{HEADER_CREATED_AT} is out of range")))?,
-        Some(_) => {
-            return Err(GovError::InvalidHeader(format!(
-                "{HEADER_CREATED_AT} is not an integer"
-            )))
-        }
-        None => return Err(GovError::InvalidHeader(format!("missing {HEADER_CREATED_AT}"))),
-    };
-    let proposal_id = match text_header(&header.rest, HEADER_PROPOSAL_ID) {
-        Some(Value::Text(t)) => Some(t.clone()),
-        Some(_) => {
-            return Err(GovError::InvalidHeader(format!(
-                "{HEADER_PROPOSAL_ID} is not a text string"
-            )))
-        }
-        None => None,
-    };
+    let headers = SignedHeaders::read(&sign1.protected.header)?;
     let payload = sign1
         .payload
         .clone()
         .ok_or_else(|| GovError::MalformedCose("detached payloads are not accepted".into()))?;
 
     // Authenticate before judging the content, so unauthenticated callers learn nothing about it.
-    let cert_pem = kv
-        .read(tables::MEMBERS_CERTS, kid.as_bytes())
-        .ok_or_else(|| GovError::UnknownMember(kid.clone()))?;
-    let cert_text = std::str::from_utf8(&cert_pem)
-        .map_err(|_| GovError::Internal(format!("certificate of member {kid} is not UTF-8 PEM")))?;
-    let cert = ParsedCert::from_pem(cert_text)
-        .map_err(|e| GovError::Internal(format!("certificate of member {kid} does not parse: {e}")))?;
-    let key = cert
-        .public_key()
-        .map_err(|e| GovError::Internal(format!("key of member {kid} is unusable: {e}")))?;
+    let key = member_key(kv, &headers.kid)?;
     let (expected_alg, hash) = alg_for_curve(key.curve());
-    if alg != expected_alg {
+    if headers.alg != expected_alg {
         return Err(GovError::UnsupportedAlgorithm(format!(
             "alg {} does not match the member's key (expected {})",
-            alg.to_i64(),
+            headers.alg.to_i64(),
             expected_alg.to_i64()
         )));
     }
     let signed = sign1.tbs_data(b"");
     let signature = key
         .verify_raw_canonical(&signed, hash, &sign1.signature)
-        .map_err(|_| GovError::InvalidSignature(kid.clone()))?;
+        .map_err(|_| GovError::InvalidSignature(headers.kid.clone()))?;
 
-    if msg_type != expected_type.as_str() {
-        return Err(GovError::WrongMessageType {
-            expected: expected_type.as_str().into(),
-            got: msg_type,
-        });
-    }
-    if expected_type.needs_proposal_id() {
-        let Some(signed) = &proposal_id else {
-            return Err(GovError::InvalidHeader(format!("missing {HEADER_PROPOSAL_ID}")));
-        };
-        if expected_proposal_id.is_some_and(|p| p != signed) {
-            return Err(GovError::InvalidResourceName(
-                "authenticated proposal id does not match URL".into(),
-            ));
-        }
-    }
-    if !(0..=MAX_CREATED_AT_SECONDS).contains(&created_at) {
-        return Err(GovError::InvalidCreatedAt(format!(
-            "created_at {created_at} is out of range"
-        )));
-    }
-    if created_at > now_seconds.saturating_add(MAX_CREATED_AT_FUTURE_SKEW_SECONDS) {
-        return Err(GovError::InvalidCreatedAt(format!(
-            "created_at {created_at} is more than {MAX_CREATED_AT_FUTURE_SKEW_SECONDS} s in the future (now {now_seconds})"
-        )));
-    }
+    headers.check(expected_type, expected_proposal_id, now_seconds)?;
     if expected_type.needs_active_member() {
-        let info = member_info(kv, &kid)?.ok_or_else(|| GovError::UnknownMember(kid.clone()))?;
+        let info = member_info(kv, &headers.kid)?.ok_or_else(|| GovError::UnknownMember(headers.kid.clone()))?;
         if info.status != MemberStatus::Active {
-            return Err(GovError::MemberNotActive(kid));
+            return Err(GovError::MemberNotActive(headers.kid));
         }
     }
 
     Ok(VerifiedRequest {
-        member_id: kid,
+        member_id: headers.kid,
         msg_type: expected_type,
         payload,
-        created_at,
-        proposal_id,
+        created_at: headers.created_at,
+        proposal_id: headers.proposal_id,
         signature,
         signed_digest: consort_crypto::sha256(&signed),
         envelope: body.to_vec(),
     })
+}
+
+/// The protected headers of a governance request, read but not yet checked against the endpoint.
+struct SignedHeaders {
+    kid: String,
+    alg: iana::Algorithm,
+    msg_type: String,
+    created_at: i64,
+    proposal_id: Option<String>,
+}
+
+impl SignedHeaders {
+    /// Reads `kid`, `alg` and the `ccf.gov.msg.*` headers, refusing missing ones and ones of the wrong type.
+    fn read(header: &coset::Header) -> Result<Self, GovError> {
+        let kid = std::str::from_utf8(&header.key_id)
+            .map_err(|_| GovError::InvalidHeader("kid is not a UTF-8 member id".into()))?
+            .to_owned();
+        if kid.is_empty() {
+            return Err(GovError::InvalidHeader("missing kid".into()));
+        }
+        let alg = match &header.alg {
+            Some(RegisteredLabelWithPrivate::Assigned(a)) => *a,
+            Some(other) => return Err(GovError::UnsupportedAlgorithm(format!("{other:?}"))),
+            None => return Err(GovError::InvalidHeader("missing alg".into())),
+        };
+        let msg_type = match text_header(&header.rest, HEADER_MSG_TYPE) {
+            Some(Value::Text(t)) => t.clone(),
+            Some(_) => {
+                return Err(GovError::InvalidHeader(format!(
+                    "{HEADER_MSG_TYPE} is not a text string"
+                )))
+            }
+            None => return Err(GovError::InvalidHeader(format!("missing {HEADER_MSG_TYPE}"))),
+        };
+        let created_at = match text_header(&header.rest, HEADER_CREATED_AT) {
+            Some(Value::Integer(i)) => i64::try_from(i128::from(*i))
+                .map_err(|_| GovError::InvalidCreatedAt(format!("{HEADER_CREATED_AT} is out of range")))?,
+            Some(_) => {
+                return Err(GovError::InvalidHeader(format!(
+                    "{HEADER_CREATED_AT} is not an integer"
+                )))
+            }
+            None => return Err(GovError::InvalidHeader(format!("missing {HEADER_CREATED_AT}"))),
+        };
+        let proposal_id = match text_header(&header.rest, HEADER_PROPOSAL_ID) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            Some(_) => {
+                return Err(GovError::InvalidHeader(format!(
+                    "{HEADER_PROPOSAL_ID} is not a text string"
+                )))
+            }
+            None => None,
+        };
+        Ok(SignedHeaders {
+            kid,
+            alg,
+            msg_type,
+            created_at,
+            proposal_id,
+        })
+    }
+
+    /// Checks the authenticated headers against the endpoint: the message type, the proposal id (present for
+    /// ballots and withdrawals, and equal to the URL's when given) and `created_at` (in range, not too far
+    /// ahead of `now_seconds`).
+    fn check(
+        &self,
+        expected_type: MsgType,
+        expected_proposal_id: Option<&str>,
+        now_seconds: i64,
+    ) -> Result<(), GovError> {
+        if self.msg_type != expected_type.as_str() {
+            return Err(GovError::WrongMessageType {
+                expected: expected_type.as_str().into(),
+                got: self.msg_type.clone(),
+            });
+        }
+        if expected_type.needs_proposal_id() {
+            let Some(signed) = &self.proposal_id else {
+                return Err(GovError::InvalidHeader(format!("missing {HEADER_PROPOSAL_ID}")));
+            };
+            if expected_proposal_id.is_some_and(|p| p != signed) {
+                return Err(GovError::InvalidResourceName(
+                    "authenticated proposal id does not match URL".into(),
+                ));
+            }
+        }
+        let created_at = self.created_at;
+        if !(0..=MAX_CREATED_AT_SECONDS).contains(&created_at) {
+            return Err(GovError::InvalidCreatedAt(format!(
+                "created_at {created_at} is out of range"
+            )));
+        }
+        if created_at > now_seconds.saturating_add(MAX_CREATED_AT_FUTURE_SKEW_SECONDS) {
+            return Err(GovError::InvalidCreatedAt(format!(
+                "created_at {created_at} is more than {MAX_CREATED_AT_FUTURE_SKEW_SECONDS} s in the future (now {now_seconds})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The public key of the member whose id is `kid`, from `public:ccf.gov.members.certs`.
+fn member_key(kv: &mut dyn KvRead, kid: &str) -> Result<VerifyingKey, GovError> {
+    let cert_pem = kv
+        .read(tables::MEMBERS_CERTS, kid.as_bytes())
+        .ok_or_else(|| GovError::UnknownMember(kid.to_owned()))?;
+    let cert_text = std::str::from_utf8(&cert_pem)
+        .map_err(|_| GovError::Internal(format!("certificate of member {kid} is not UTF-8 PEM")))?;
+    let cert = ParsedCert::from_pem(cert_text)
+        .map_err(|e| GovError::Internal(format!("certificate of member {kid} does not parse: {e}")))?;
+    cert.public_key()
+        .map_err(|e| GovError::Internal(format!("key of member {kid} is unusable: {e}")))
 }
 
 /// Signs a governance request as CCF's `ccf_cose_sign1` does: a tagged COSE Sign1 with `alg` from the key's
