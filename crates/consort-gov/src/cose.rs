@@ -286,12 +286,18 @@ fn member_key(kv: &mut dyn KvRead, kid: &str) -> Result<VerifyingKey, GovError> 
     let cert_pem = kv
         .read(tables::MEMBERS_CERTS, kid.as_bytes())
         .ok_or_else(|| GovError::UnknownMember(kid.to_owned()))?;
-    let cert_text = std::str::from_utf8(&cert_pem)
-        .map_err(|_| GovError::Internal(format!("certificate of member {kid} is not UTF-8 PEM")))?;
-    let cert = ParsedCert::from_pem(cert_text)
-        .map_err(|e| GovError::Internal(format!("certificate of member {kid} does not parse: {e}")))?;
-    cert.public_key()
-        .map_err(|e| GovError::Internal(format!("key of member {kid} is unusable: {e}")))
+    let unusable = |source| GovError::MemberCertificate {
+        member_id: kid.to_owned(),
+        source,
+    };
+    let cert_text = std::str::from_utf8(&cert_pem).map_err(|_| {
+        unusable(consort_crypto::CryptoError::Pem(
+            "the certificate is not UTF-8 text".into(),
+        ))
+    })?;
+    ParsedCert::from_pem(cert_text)
+        .and_then(|cert| cert.public_key())
+        .map_err(unusable)
 }
 
 /// Signs a governance request as CCF's `ccf_cose_sign1` does: a tagged COSE Sign1 with `alg` from the key's

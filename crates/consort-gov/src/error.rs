@@ -110,7 +110,27 @@ pub enum GovError {
         /// The digest the member signed.
         received: String,
     },
-    /// The service is in no state to do this (no constitution, corrupt governance table, ...).
+    /// A member's recorded certificate is unusable (not PEM, does not parse, unsupported key): the governance
+    /// tables are corrupt, the request cannot be authenticated.
+    #[error("internal governance error: certificate of member {member_id} is unusable: {source}")]
+    MemberCertificate {
+        /// The member named by the request's `kid`.
+        member_id: String,
+        /// Why the certificate or its key is unusable.
+        #[source]
+        source: consort_crypto::CryptoError,
+    },
+    /// A governance table holds a value that is not the JSON it must be.
+    #[error("internal governance error: corrupt {table}[{key}]: {reason}")]
+    CorruptTable {
+        /// The table.
+        table: String,
+        /// The key whose value is corrupt.
+        key: String,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// The service is in no state to do this (no constitution, no service information, ...).
     #[error("internal governance error: {0}")]
     Internal(String),
 }
@@ -139,7 +159,10 @@ impl GovError {
             GovError::ProposalFailedToValidate(_) => "ProposalFailedToValidate",
             GovError::AckNotFound(_) => "ResourceNotFound",
             GovError::StateDigestMismatch { .. } => "StateDigestMismatch",
-            GovError::ProposalFailed(_) | GovError::Internal(_) => "InternalError",
+            GovError::ProposalFailed(_)
+            | GovError::MemberCertificate { .. }
+            | GovError::CorruptTable { .. }
+            | GovError::Internal(_) => "InternalError",
         }
     }
 
@@ -164,7 +187,10 @@ impl GovError {
             | GovError::VoteAlreadyExists { .. }
             | GovError::ProposalFailedToValidate(_)
             | GovError::StateDigestMismatch { .. } => 400,
-            GovError::ProposalFailed(_) | GovError::Internal(_) => 500,
+            GovError::ProposalFailed(_)
+            | GovError::MemberCertificate { .. }
+            | GovError::CorruptTable { .. }
+            | GovError::Internal(_) => 500,
         }
     }
 

@@ -134,7 +134,11 @@ pub struct UserInfo {
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T, GovError> {
-    serde_json::from_slice(bytes).map_err(|e| GovError::Internal(format!("corrupt {table}[{key}]: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| GovError::CorruptTable {
+        table: table.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 pub(crate) fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {

@@ -481,3 +481,19 @@ fn re_encoding_the_envelope_does_not_bypass_the_replay_window() {
     // Another request by the same member (a different created_at) is still accepted.
     submit(&s, &proposal_body(&s, NOW + 1, 1)).unwrap();
 }
+
+#[test]
+fn an_unusable_member_certificate_is_a_typed_internal_error() {
+    let s = signer();
+    let body = proposal_body(&s, NOW, 1);
+    let mut tx = s.store.begin();
+    tx.put(tables::MEMBERS_CERTS, s.id.as_bytes(), b"not a certificate");
+    s.store.commit(tx, |_, _| ()).unwrap();
+    let err = verify(&s, &body, MsgType::Proposal).unwrap_err();
+    assert!(
+        matches!(&err, GovError::MemberCertificate { member_id, .. } if *member_id == s.id),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!((err.code(), err.http_status()), ("InternalError", 500));
+}
