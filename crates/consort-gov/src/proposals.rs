@@ -345,19 +345,17 @@ fn remove_other_closed_proposals(tx: &mut Tx<'_>, keep: &str) {
     }
 }
 
-/// Runs every ballot, then the constitution's resolve and, if Accepted, apply. Writes the info. A Failed
-/// outcome is returned as `Err(GovError::ProposalFailed)` (the caller drops the transaction).
-fn resolve(
+/// Runs every member's ballot (`vote`) on the proposal: the votes cast, and the ballots that failed.
+fn run_ballots(
     tx: &mut Tx<'_>,
     proposal_id: &str,
     proposal: &str,
-    info: &mut ProposalInfo,
-    constitution: &str,
+    info: &ProposalInfo,
     env: &GovEnv,
-) -> Result<ProposalOutcome, GovError> {
+    logs: &mut Vec<String>,
+) -> (BTreeMap<String, bool>, BTreeMap<String, Failure>) {
     let mut votes = BTreeMap::new();
     let mut vote_failures = BTreeMap::new();
-    let mut logs = Vec::new();
     for (member, ballot) in &info.ballots {
         let module_name = format!("{}[{proposal_id}].ballots[{member}]", tables::PROPOSALS_INFO);
         let call = JsCall {
@@ -377,7 +375,21 @@ fn resolve(
             }
         }
     }
+    (votes, vote_failures)
+}
 
+/// Runs the constitution's `resolve` over the votes and sets `info.state` (and `info.failure` when it fails or
+/// returns no valid state); returns the call's log lines.
+fn run_resolve(
+    tx: &mut Tx<'_>,
+    proposal_id: &str,
+    proposal: &str,
+    info: &mut ProposalInfo,
+    votes: &BTreeMap<String, bool>,
+    constitution: &str,
+    env: &GovEnv,
+) -> Vec<String> {
+    let mut logs = Vec::new();
     let votes_arg: Vec<serde_json::Value> = votes.iter().map(|(m, v)| json!({"member_id": m, "vote": v})).collect();
     let call = JsCall {
         source: constitution,
@@ -411,6 +423,22 @@ fn resolve(
             };
         }
     }
+    logs
+}
+
+/// Runs every ballot, then the constitution's resolve and, if Accepted, apply. Writes the info. A Failed
+/// outcome is returned as `Err(GovError::ProposalFailed)` (the caller drops the transaction).
+fn resolve(
+    tx: &mut Tx<'_>,
+    proposal_id: &str,
+    proposal: &str,
+    info: &mut ProposalInfo,
+    constitution: &str,
+    env: &GovEnv,
+) -> Result<ProposalOutcome, GovError> {
+    let mut logs = Vec::new();
+    let (votes, vote_failures) = run_ballots(tx, proposal_id, proposal, info, env, &mut logs);
+    logs.extend(run_resolve(tx, proposal_id, proposal, info, &votes, constitution, env));
     put_info(tx, proposal_id, info);
 
     let mut actions = Vec::new();
