@@ -51,7 +51,12 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         rpc_address: cfg.network.rpc_address.clone(),
     };
     let body = serde_json::to_vec(&req).map_err(|e| io(e.to_string()))?;
-    let tls = crate::net::tls::client_config(&service_cert, None)?;
+    // Proof of possession: the join goes over TLS with a certificate for the node key, so the service admits (and
+    // later hands secrets to) only the holder of the key the request names.
+    let own_cert = consort_crypto::x509::self_signed(&node_key, &consort_crypto::CertParams::new("CCF Node joiner"))
+        .map_err(|e| io(format!("joiner certificate: {e}")))?;
+    let key_pem = node_key.to_pkcs8_pem();
+    let tls = crate::net::tls::client_config(&service_cert, Some((&own_cert.pem, &key_pem)))?;
     let deadline = Instant::now() + JOIN_TIMEOUT;
     let answer = loop {
         if Instant::now() > deadline {
@@ -105,5 +110,6 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             engine.add_peer(id, cert);
         }
     }
-    Ok(Node::new(engine, Box::new(crate::apps::logging::LoggingApp)))
+    // A joined node serves exactly the applications a genesis node serves.
+    Ok(Node::new(engine, Box::new(crate::apps::Apps::builtin())))
 }

@@ -4,7 +4,7 @@
 
 use super::{error_response, json_response, raw_response, ApiError, Resp};
 use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
-use crate::engine::{TxId, WriteError};
+use crate::engine::{Engine, TxId, WriteError};
 use crate::net::client::Reply;
 use crate::net::forwarding::{ForwardError, ForwardedRequest, ForwardedResponse};
 use crate::node::Node;
@@ -255,6 +255,17 @@ pub fn execute_forwarded(node: &Node, from: &str, req: &ForwardedRequest) -> For
             resp.body.to_string().into_bytes(),
         );
     }
+    if path == "/node/join" && req.method == "POST" {
+        return match forwarded_join(engine, from, req) {
+            Ok(v) => answer(
+                200,
+                Some(engine.current_txid()),
+                "application/json",
+                v.to_string().into_bytes(),
+            ),
+            Err(e) => error(e),
+        };
+    }
     if path.starts_with("/gov/") {
         let r = super::gov::route(engine, &req.method, path, query, &req.body);
         return answer(
@@ -265,4 +276,25 @@ pub fn execute_forwarded(node: &Node, from: &str, req: &ForwardedRequest) -> For
         );
     }
     error(ApiError::new(404, "ResourceNotFound", format!("Unknown path: {path}.")))
+}
+
+/// A join a backup forwarded: believed only from a Trusted node, which vouches that the joiner proved possession
+/// of the key the request names (the forwarded caller is that key's node id).
+fn forwarded_join(engine: &Engine, from: &str, req: &ForwardedRequest) -> Result<serde_json::Value, ApiError> {
+    if !engine.is_trusted_node(from) {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            "joins are forwarded only by Trusted nodes",
+        ));
+    }
+    let join = super::join::parse_join(&req.body)?;
+    if req.caller.as_deref() != Some(join.node_id.as_str()) {
+        return Err(ApiError::new(
+            401,
+            "InvalidAuthenticationInfo",
+            "the forwarding node did not vouch for the joiner's key",
+        ));
+    }
+    super::join::join_on_primary(engine, &join)
 }

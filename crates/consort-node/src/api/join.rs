@@ -8,8 +8,6 @@
 
 use super::ApiError;
 use crate::engine::{node_records, raft_id_of, Engine, NodeRecord};
-use crate::net::client::{Connection, Protocol};
-use crate::net::forwarding::FORWARD_TIMEOUT;
 use crate::node::Node;
 use consort_crypto::{ParsedCert, VerifyingKey};
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
@@ -39,42 +37,104 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_input(msg)
 }
 
-/// Handles `POST /node/join` (see the module documentation). Returns the JSON answer.
-pub async fn handle_join(node: Arc<Node>, body: Vec<u8>) -> Result<serde_json::Value, ApiError> {
+/// A join request that parsed, with the key it names.
+pub struct ParsedJoin {
+    /// The request as sent.
+    pub request: JoinRequest,
+    /// Its public key.
+    pub key: VerifyingKey,
+    /// The node id that key gives (hex SHA-256 of its SubjectPublicKeyInfo).
+    pub node_id: String,
+}
+
+impl std::fmt::Debug for ParsedJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedJoin")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses and checks a join request body: size, JSON shape, key, addresses.
+pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
     if body.len() > MAX_JOIN_REQUEST_BYTES {
         return Err(ApiError::new(413, "RequestTooLarge", "join request too large"));
     }
-    let req: JoinRequest = serde_json::from_slice(&body).map_err(|e| bad(format!("join request: {e}")))?;
-    let key = VerifyingKey::from_pem(&req.public_key).map_err(|e| bad(format!("public_key: {e}")))?;
-    req.rpc_address
+    let request: JoinRequest = serde_json::from_slice(body).map_err(|e| bad(format!("join request: {e}")))?;
+    let key = VerifyingKey::from_pem(&request.public_key).map_err(|e| bad(format!("public_key: {e}")))?;
+    request
+        .rpc_address
         .parse::<std::net::SocketAddr>()
         .map_err(|e| bad(format!("rpc_address: {e}")))?;
-    req.node_to_node_address
+    request
+        .node_to_node_address
         .parse::<std::net::SocketAddr>()
         .map_err(|e| bad(format!("node_to_node_address: {e}")))?;
-    let svc = node.engine().clone();
-    if !svc.is_primary() {
-        return forward_join(&svc, body).await;
-    }
     let node_id = consort_crypto::key_id(&key.to_spki_der());
-    let raft_id = raft_id_of(&node_id);
-    let existing = node_records(&svc).into_iter().find(|r| r.node_id == node_id);
+    Ok(ParsedJoin { request, key, node_id })
+}
+
+/// Handles `POST /node/join` (see the module documentation). `client_key_id` is the key id (hex SHA-256 of the
+/// public key) of the TLS client certificate the caller presented, whose possession the handshake proved: the join
+/// is accepted only for that key, so nobody can join, or collect what a join answers, in another node's name. A
+/// backup forwards the request to the primary over the node-to-node channel, vouching for that proof.
+pub async fn handle_join(
+    node: Arc<Node>,
+    client_key_id: Option<&str>,
+    body: Vec<u8>,
+) -> Result<serde_json::Value, ApiError> {
+    let join = parse_join(&body)?;
+    if client_key_id != Some(join.node_id.as_str()) {
+        return Err(ApiError::new(
+            401,
+            "InvalidAuthenticationInfo",
+            "a join request must come over TLS with a client certificate for the public key it names",
+        ));
+    }
+    let engine = node.engine().clone();
+    if !engine.is_primary() {
+        let reply = super::app::forward(
+            &node,
+            "POST",
+            "/node/join",
+            Some(&join.node_id),
+            "application/json",
+            &body,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        let v: serde_json::Value = serde_json::from_slice(&reply.body)
+            .map_err(|e| ApiError::new(502, "ForwardingFailed", format!("primary's answer: {e}")))?;
+        if reply.status != 200 {
+            let message = v["error"]["message"]
+                .as_str()
+                .unwrap_or("the primary refused the join")
+                .to_string();
+            return Err(ApiError::new(reply.status, "JoinRefused", message));
+        }
+        return Ok(v);
+    }
+    tokio::task::spawn_blocking(move || join_on_primary(&engine, &join))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// On the primary: records the joiner (the first time), and answers with its status; once it is Trusted and its
+/// addition to the Raft membership is committed, also with its certificate, the service's secrets, the peers and
+/// the snapshot to start from. The caller has checked that the joiner holds the key.
+pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
+    let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
     let record = match existing {
         Some(r) => r,
-        None => {
-            let svc2 = svc.clone();
-            tokio::task::spawn_blocking(move || record_joiner(&svc2, &req, &key, &node_id))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??
-        }
+        None => record_joiner(svc, &join.request, &join.key, &join.node_id)?,
     };
     if record.status != "Trusted" {
         return Ok(serde_json::json!({"node_id": record.node_id, "node_status": record.status}));
     }
-    let Some(snapshot) = svc.snapshot_for(raft_id) else {
+    let Some(snapshot) = svc.snapshot_for(raft_id_of(&join.node_id)) else {
         return Ok(serde_json::json!({"node_id": record.node_id, "node_status": "Joining"}));
     };
-    let peers: Vec<serde_json::Value> = node_records(&svc)
+    let peers: Vec<serde_json::Value> = node_records(svc)
         .into_iter()
         // Retired nodes too: the joiner checks signature transactions they signed after its snapshot.
         .filter(|r| (r.status == "Trusted" || r.status == "Retired") && r.node_id != record.node_id)
@@ -139,14 +199,21 @@ pub fn endorse_node(
     Ok(())
 }
 
-/// On the primary: issues the joiner's certificate and records it in the nodes table.
+/// On the primary: records the joiner in the nodes table. Only a node admitted as Trusted (while the service is
+/// Opening) gets a service-endorsed certificate now; a Pending node gets one only when members trust it
+/// (`transition_node_to_trusted`, see [`endorse_node`]), so a certificate never vouches for a node nobody admitted.
 fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &str) -> Result<NodeRecord, ApiError> {
-    let cert_pem =
-        issue_node_cert(svc, key, &req.rpc_address, crate::identity::CERT_VALIDITY_DAYS).map_err(ApiError::internal)?;
     let status = if svc.service_status().as_deref() == Some("Opening") {
         "Trusted"
     } else {
         "Pending"
+    };
+    let cert_pem = if status == "Trusted" {
+        let pem = issue_node_cert(svc, key, &req.rpc_address, crate::identity::CERT_VALIDITY_DAYS)
+            .map_err(ApiError::internal)?;
+        Some(pem)
+    } else {
+        None
     };
     let info = serde_json::json!({
         "status": status,
@@ -159,7 +226,9 @@ fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &
     });
     let outcome = svc.execute_write(|tx, _| -> Result<(), ApiError> {
         tx.put(NODES_INFO_TABLE, node_id.as_bytes(), info.to_string().as_bytes());
-        tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), cert_pem.as_bytes());
+        if let Some(pem) = &cert_pem {
+            tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), pem.as_bytes());
+        }
         Ok(())
     });
     match outcome {
@@ -168,37 +237,9 @@ fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &
             status: status.to_string(),
             rpc_address: Some(req.rpc_address.clone()),
             node_to_node_address: Some(req.node_to_node_address.clone()),
-            cert_pem: Some(cert_pem),
+            cert_pem,
         }),
         Err(crate::engine::WriteError::Body(e)) => Err(e),
         Err(other) => Err(ApiError::new(503, "NotPrimary", format!("{other:?}"))),
     }
-}
-
-async fn forward_join(svc: &Engine, body: Vec<u8>) -> Result<serde_json::Value, ApiError> {
-    let addr =
-        primary_rpc_address(svc).ok_or_else(|| ApiError::new(503, "NoPrimary", "no primary known yet; retry"))?;
-    let tls = crate::net::tls::client_config(&svc.identities().service_cert_pem, None)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let fut = async {
-        let conn = Connection::connect(&addr, tls, Protocol::Http1).await?;
-        conn.request("POST", "/node/join", Some(body)).await
-    };
-    let reply = tokio::time::timeout(FORWARD_TIMEOUT, fut)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                504,
-                "ForwardingTimeout",
-                format!("the primary at {addr} did not answer"),
-            )
-        })?
-        .map_err(|e| ApiError::new(502, "ForwardingFailed", e.to_string()))?;
-    let v = reply
-        .json()
-        .map_err(|e| ApiError::new(502, "ForwardingFailed", e.to_string()))?;
-    if reply.status != 200 {
-        return Err(ApiError::new(502, "ForwardingFailed", v.to_string()));
-    }
-    Ok(v)
 }

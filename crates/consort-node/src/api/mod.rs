@@ -14,6 +14,7 @@ pub use error::ApiError;
 
 use crate::engine::TxId;
 use crate::metrics::RequestLabels;
+use crate::net::http::ClientCert;
 use crate::node::Node;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -59,10 +60,10 @@ pub fn error_response(e: &ApiError, txid: Option<TxId>) -> Resp {
     json_response(e.status, &e.body(), txid)
 }
 
-/// Handles one request; never panics on client input. `peer_cert` is the id of the client's TLS certificate.
-pub async fn handle(node: Arc<Node>, peer_cert: Option<Arc<str>>, req: Request<Incoming>) -> Resp {
+/// Handles one request; never panics on client input. `client` is the client's TLS certificate, if any.
+pub async fn handle(node: Arc<Node>, client: Option<Arc<ClientCert>>, req: Request<Incoming>) -> Resp {
     let method = req.method().as_str().to_string();
-    let resp = route(&node, peer_cert.as_deref(), req).await;
+    let resp = route(&node, client.as_deref(), req).await;
     node.engine()
         .metrics()
         .requests
@@ -109,7 +110,8 @@ struct Parts {
     body: Bytes,
 }
 
-async fn route(node: &Arc<Node>, peer_cert: Option<&str>, req: Request<Incoming>) -> Resp {
+async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incoming>) -> Resp {
+    let peer_cert = client.map(|c| c.cert_id.as_str());
     let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -132,7 +134,7 @@ async fn route(node: &Arc<Node>, peer_cert: Option<&str>, req: Request<Incoming>
     };
     let current = node.engine().current_txid();
     let p = parts.path.as_str();
-    if let Some(resp) = node::route(node, &parts.method, p, &parts.query, &parts.body).await {
+    if let Some(resp) = node::route(node, client, &parts.method, p, &parts.query, &parts.body).await {
         return resp;
     }
     if let Some(sub) = p.strip_prefix("/app/").map(|_| &p[4..]) {

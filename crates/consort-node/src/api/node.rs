@@ -3,13 +3,21 @@
 
 use super::{error_response, json_response, raw_response, ApiError, Resp};
 use crate::engine::{node_records, ReceiptParts, TxId};
+use crate::net::http::ClientCert;
 use crate::node::Node;
 use bytes::Bytes;
 use consort_ledger::ProofStep;
 use std::sync::Arc;
 
 /// Routes the fixed `/node` and `/app` views; `None` if `method path` is not one of them.
-pub(super) async fn route(node: &Arc<Node>, method: &str, path: &str, query: &str, body: &Bytes) -> Option<Resp> {
+pub(super) async fn route(
+    node: &Arc<Node>,
+    client: Option<&ClientCert>,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: &Bytes,
+) -> Option<Resp> {
     let engine = node.engine();
     let current = Some(engine.current_txid());
     let resp = match (method, path) {
@@ -34,10 +42,13 @@ pub(super) async fn route(node: &Arc<Node>, method: &str, path: &str, query: &st
             Err(e) => error_response(&e, None),
         },
         ("GET", "/node/network") => json_response(200, &network_info(node), current),
-        ("POST", "/node/join") => match super::join::handle_join(node.clone(), body.to_vec()).await {
-            Ok(v) => json_response(200, &v, current),
-            Err(e) => error_response(&e, current),
-        },
+        ("POST", "/node/join") => {
+            let key_id = client.and_then(|c| c.key_id.as_deref());
+            match super::join::handle_join(node.clone(), key_id, body.to_vec()).await {
+                Ok(v) => json_response(200, &v, current),
+                Err(e) => error_response(&e, current),
+            }
+        }
         ("GET", "/node/consensus") => match serde_json::to_value(engine.consensus_state()) {
             Ok(v) => json_response(200, &v, current),
             Err(e) => error_response(&ApiError::internal(e.to_string()), current),

@@ -15,8 +15,28 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// The client certificate of a TLS connection, identified once per connection (the handshake proved that the
+/// client holds its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Hex SHA-256 of the certificate's DER: how users and members are named.
+    pub cert_id: String,
+    /// Hex SHA-256 of its public key (SubjectPublicKeyInfo): how nodes are named.
+    pub key_id: Option<String>,
+}
+
+impl ClientCert {
+    /// Identifies a certificate presented in a handshake.
+    pub fn of(der: &[u8]) -> Self {
+        ClientCert {
+            cert_id: consort_crypto::cert_id(der),
+            key_id: consort_crypto::ParsedCert::from_der(der).ok().map(|c| c.key_id()),
+        }
+    }
+}
+
 /// Serves HTTPS on `listener` until `shutdown` fires.
-/// `handler` answers one request, given the id of the client's TLS certificate (hex SHA-256 of its DER), if any.
+/// `handler` answers one request, given the client's TLS certificate, if any.
 pub async fn serve<H, F>(
     svc: Arc<Engine>,
     listener: TcpListener,
@@ -24,7 +44,7 @@ pub async fn serve<H, F>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     handler: H,
 ) where
-    H: Fn(Option<Arc<str>>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Option<Arc<ClientCert>>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -60,13 +80,13 @@ pub async fn serve<H, F>(
                 Err(_) => return,
             };
             svc.metrics().open_connections.inc();
-            // The client certificate's id (SHA-256 of its DER), computed once per connection, not per request.
-            let peer_cert: Option<Arc<str>> = tls
+            // The client certificate's ids, computed once per connection, not per request.
+            let peer_cert: Option<Arc<ClientCert>> = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| Arc::from(consort_crypto::cert_id(c)));
+                .map(|c| Arc::new(ClientCert::of(c)));
             let service = hyper::service::service_fn(move |req| {
                 let answer = handler(peer_cert.clone(), req);
                 async move { Ok::<_, Infallible>(answer.await) }
