@@ -91,6 +91,7 @@ pub fn conf_change_write_set(cc: &ConfChangeV2) -> WriteSet {
             .collect(),
     };
     let mut ws = WriteSet::default();
+    // invariant: the record holds only strings and integers, which JSON always represents.
     let value = serde_json::to_vec(&json).expect("serialising a plain struct to JSON cannot fail");
     ws.put(CONF_CHANGE_TABLE, &SINGLETON_KEY, &value);
     ws
@@ -145,11 +146,15 @@ pub fn conf_change_entry(
 /// What this crate needs to know about a CCF entry without decrypting it.
 #[derive(Debug, Clone)]
 pub struct EntryInfo {
+    /// View the entry was written in.
     pub view: u64,
+    /// Position of the entry in the ledger.
     pub seqno: u64,
     /// The public write set (no private maps: those need the ledger secret).
     pub public: WriteSet,
+    /// Whether the entry is a signature transaction.
     pub is_signature: bool,
+    /// The membership change the entry records, if any.
     pub conf_change: Option<ConfChangeV2>,
     /// The entry's Merkle leaf.
     pub leaf: [u8; 32],
@@ -202,6 +207,7 @@ pub fn full_write_set(secret: &LedgerSecret, bytes: &[u8], info: &EntryInfo) -> 
 /// depend on the replica's state, so it can be computed ahead (on another core during replay).
 #[derive(Debug, Clone)]
 pub struct DecodedEntry {
+    /// The public parts of the entry: header, public write set, Merkle leaf.
     pub info: EntryInfo,
     /// The private maps' writes; `None` when not decrypted. With `info.public`, the whole write set.
     pub private: Option<WriteBatch>,
@@ -306,10 +312,7 @@ pub fn raft_entry(term: u64, index: u64, bytes: Vec<u8>, conf_change: Option<&Co
     match conf_change {
         Some(cc) => {
             e.set_entry_type(EntryType::EntryConfChangeV2);
-            e.data = Bytes::from(
-                cc.write_to_bytes()
-                    .expect("encoding a protobuf message to a Vec cannot fail"),
-            );
+            e.data = Bytes::from(crate::persisted::encode_protobuf(cc));
             e.context = Bytes::from(bytes);
         }
         None => e.data = Bytes::from(bytes),

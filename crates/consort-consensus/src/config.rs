@@ -6,7 +6,9 @@ use consort_crypto::SigningKey;
 /// This node's signing identity: signature transactions carry its certificate and node id.
 #[derive(Debug, Clone)]
 pub struct NodeIdentity {
+    /// Key the node signs signature transactions with.
     pub key: SigningKey,
+    /// The node's certificate (PEM), recorded with each of its signatures.
     pub cert_pem: String,
     /// CCF node id (hex SHA-256 of the public key DER).
     pub node_id: String,
@@ -17,13 +19,17 @@ pub struct NodeIdentity {
 pub struct ReplicaConfig {
     /// Raft id of this replica (non-zero).
     pub id: u64,
+    /// Ticks without a heartbeat before a backup starts an election (the timeout is drawn from [n, 2n)).
     pub election_ticks: usize,
+    /// Ticks between the primary's heartbeats.
     pub heartbeat_ticks: usize,
     /// The primary signs after this many transactions...
     pub signature_interval_tx: u64,
     /// ...or this many ticks after the first unsigned one, whichever comes first.
     pub signature_interval_ticks: u64,
+    /// Upper bound on the bytes of entries in one append message (raft-rs `max_size_per_msg`).
     pub max_append_bytes: u64,
+    /// Append messages in flight to one peer (raft-rs `max_inflight_msgs`).
     pub max_inflight_appends: usize,
     /// Ledger chunks are closed at the first signature after they reach this size.
     pub chunk_threshold_bytes: u64,
@@ -44,6 +50,7 @@ pub struct ReplicaConfig {
 }
 
 impl ReplicaConfig {
+    /// Defaults for replica `id`: Raft's usual timing in ticks, a signature every 100 transactions or 5 ticks, 5 MiB chunks, no periodic snapshots.
     pub fn new(id: u64) -> Self {
         ReplicaConfig {
             id,

@@ -7,24 +7,52 @@ use consort_ledger::LedgerError;
 /// them is a panic.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ConsensusError {
+    /// A peer's message does not decode, or breaks the protocol (wrong sender, a proposal).
     #[error("malformed message: {0}")]
     MalformedMessage(String),
     #[error("{what} of {size} bytes exceeds the limit of {limit}")]
-    TooLarge { what: &'static str, size: u64, limit: u64 },
+    /// Something from a peer or the disk is over its named limit ([`crate::limits`]).
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+    },
     #[error("invalid entry at seqno {seqno}: {reason}")]
-    InvalidEntry { seqno: u64, reason: String },
+    /// A ledger entry does not parse, decrypt or fit where it stands.
+    InvalidEntry {
+        /// The entry's seqno.
+        seqno: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("bad signature transaction at seqno {seqno}: {reason}")]
-    BadSignature { seqno: u64, reason: String },
+    /// A signature transaction does not verify: wrong root, untrusted signer, bad signature.
+    BadSignature {
+        /// The signature transaction's seqno.
+        seqno: u64,
+        /// Why it does not verify.
+        reason: String,
+    },
+    /// A snapshot (from a peer or the disk) does not verify or does not match its metadata.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// What the node persisted, or what it asks, contradicts the replica's state.
     #[error("inconsistent persisted state: {0}")]
     Inconsistent(String),
+    /// raft-rs refused an input or a configuration.
     #[error("raft: {0}")]
     Raft(String),
+    /// The ledger (chunk files) failed.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
+    /// The key-value store refused a write set or a rollback.
     #[error("kv: {0}")]
     Kv(#[from] KvError),
+    /// The replica halted earlier and takes no more input.
+    /// The replica halted earlier and takes no more proposals.
     #[error("replica halted: {0}")]
     Halted(String),
 }
@@ -43,13 +71,26 @@ impl ConsensusError {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ProposeError {
     #[error("not the primary (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
+    /// This replica is not the primary.
+    NotLeader {
+        /// The primary this replica knows of, if any.
+        leader: Option<u64>,
+    },
     #[error("proposal for version {got}, the next seqno is {expected}")]
-    VersionMismatch { expected: u64, got: u64 },
+    /// The proposal's store version is not the next seqno.
+    VersionMismatch {
+        /// The next seqno.
+        expected: u64,
+        /// The proposal's version.
+        got: u64,
+    },
+    /// raft-rs did not append the proposal (e.g. a leadership transfer is under way).
     #[error("raft dropped the proposal: {0}")]
     Dropped(String),
+    /// The write set could not be encoded as a ledger entry.
     #[error("could not encode the entry: {0}")]
     Encode(String),
+    /// The replica halted earlier and takes no more proposals.
     #[error("replica halted: {0}")]
     Halted(String),
 }

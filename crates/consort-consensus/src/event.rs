@@ -12,20 +12,39 @@ pub enum Event {
     /// One unit of time passed.
     Tick,
     /// A Raft message from peer `from` (authenticated by the node-to-node channel).
-    Receive { from: u64, message: Vec<u8> },
+    Receive {
+        /// The sender's Raft id.
+        from: u64,
+        /// The encoded Raft message.
+        message: Vec<u8>,
+    },
     /// The primary executed a transaction and committed it locally to [`Replica::store`] at `version` (the
     /// store's current version, which must be [`Replica::last_seqno`] + 1). Answered by [`Action::Proposed`]
     /// or, after the replica rolled the store back to `version - 1`, [`Action::ProposalRejected`].
-    Propose { version: Version, write_set: WriteSet },
+    Propose {
+        /// The store version the transaction committed at.
+        version: Version,
+        /// Its write set.
+        write_set: WriteSet,
+    },
     /// Change the membership (add a learner, promote it to voter, remove a node).
-    ProposeConfChange { change: ConfChangeV2 },
+    ProposeConfChange {
+        /// The change, as raft-rs takes it.
+        change: ConfChangeV2,
+    },
     /// The [`Action::Persist`] with this number (and every earlier one) is durable.
-    Persisted { number: u64 },
+    Persisted {
+        /// The number of the completed [`Action::Persist`].
+        number: u64,
+    },
     /// Start an election now.
     Campaign,
     /// On the primary: hand the primary role to voter `to` (Raft leadership transfer: `to` campaigns at once when
     /// its log is up to date). Used before the primary is removed from the membership.
-    TransferLeadership { to: u64 },
+    TransferLeadership {
+        /// Raft id of the voter to hand the role to.
+        to: u64,
+    },
     /// A build handed out by [`Action::BuildSnapshot`] finished.
     SnapshotBuilt(SnapshotBuilt),
 }
@@ -35,7 +54,9 @@ pub enum Event {
 pub enum Action {
     /// Send an encoded Raft message to a peer (best effort: Raft retries).
     Send {
+        /// The receiver's Raft id.
         to: u64,
+        /// The encoded Raft message.
         message: Vec<u8>,
     },
     /// Make the ledger durable ([`Replica::sync_ledger`]), then durably store `hard_state` (if any, replacing the
@@ -43,20 +64,26 @@ pub enum Action {
     /// order, then report [`Event::Persisted`]. Persist in order; completing number n completes all before it.
     /// Messages that depend on this durability are held back until then.
     Persist {
+        /// Reported back in [`Event::Persisted`].
         number: u64,
+        /// Raft's hard state to store, if it changed.
         hard_state: Option<HardState>,
+        /// An installed snapshot (encoded Raft `Snapshot`) to store, if any.
         snapshot: Option<Vec<u8>>,
     },
     /// The CCF commit point advanced: every transaction up to this signature transaction is Committed.
     Committed(TxId),
     /// Entries from the primary were appended and their write sets applied to the store (not yet committed).
     Applied {
+        /// First seqno applied.
         first: u64,
+        /// Last seqno applied.
         last: u64,
     },
     /// Uncommitted transactions after `to` were dropped from the ledger, the Merkle tree and the store; they will
     /// never be Committed in their view.
     RolledBack {
+        /// The last seqno kept.
         to: u64,
     },
     /// A snapshot from the primary replaced this replica's state (store, ledger, tree).
@@ -69,35 +96,49 @@ pub enum Action {
     /// joiner can start from; the node stores it ([`encode_snapshot`], off the engine lock: it is megabytes) as
     /// `snapshot_<seqno>_<evidence>.committed`.
     SnapshotCommitted {
+        /// The signature transaction the snapshot was taken at.
         seqno: u64,
+        /// The evidence transaction that records its digest.
         evidence: u64,
+        /// The snapshot, for joiners.
         snapshot: Snapshot,
     },
     /// The client proposal is in the log at this transaction id.
     Proposed(TxId),
     /// The proposal of `version` was refused; for client proposals the store was rolled back to `version - 1`.
     ProposalRejected {
+        /// The refused proposal's store version.
         version: Version,
+        /// Why it was refused.
         error: ProposeError,
     },
     /// A membership change committed and took effect.
     ConfChanged {
+        /// Seqno of the committed change.
         seqno: u64,
+        /// The membership now in force.
         conf_state: ConfState,
     },
+    /// This replica's role or the primary it knows of changed.
     RoleChanged {
+        /// The new role.
         role: Role,
+        /// The current view.
         view: u64,
+        /// The primary it knows of, if any.
         leader: Option<u64>,
     },
     /// An input was refused and ignored (malformed or invalid message from a peer, unknown persist number).
     Dropped {
+        /// The peer the input came from, if it came from one.
         from: Option<u64>,
+        /// Why it was refused.
         error: ConsensusError,
     },
     /// The replica found something it must not go past (a bad signature transaction, an entry that does not
     /// decrypt, a disk error) and stopped: it ignores every further event.
     Halted {
+        /// What stopped it.
         error: ConsensusError,
     },
 }

@@ -8,10 +8,12 @@ pub struct ViewHistory {
 }
 
 impl ViewHistory {
+    /// The history whose views start at the given seqnos (as [`ViewHistory::starts`] returns them).
     pub fn from_starts(starts: Vec<u64>) -> Self {
         ViewHistory { starts }
     }
 
+    /// The first seqno of each view, in view order.
     pub fn starts(&self) -> &[u64] {
         &self.starts
     }

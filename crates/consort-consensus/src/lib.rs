@@ -25,6 +25,7 @@
 //! - A transaction is Committed once a signature transaction at or below Raft's commit index covers it (CCF's
 //!   commit rule on top of Raft's).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 mod accept;
 pub mod codec;

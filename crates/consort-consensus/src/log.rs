@@ -44,11 +44,11 @@ pub(crate) struct Terms {
 }
 
 impl Terms {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len as usize
     }
 
-    pub fn get(&self, i: usize) -> Option<u64> {
+    pub(crate) fn get(&self, i: usize) -> Option<u64> {
         let i = i as u64;
         if i >= self.len {
             return None;
@@ -57,11 +57,11 @@ impl Terms {
         self.runs.get(run.checked_sub(1)?).map(|&(_, view)| view)
     }
 
-    pub fn last(&self) -> Option<u64> {
+    pub(crate) fn last(&self) -> Option<u64> {
         self.runs.last().map(|&(_, view)| view)
     }
 
-    pub fn push(&mut self, view: u64) {
+    pub(crate) fn push(&mut self, view: u64) {
         if self.last() != Some(view) {
             self.runs.push((self.len, view));
         }
@@ -69,7 +69,7 @@ impl Terms {
     }
 
     /// Keeps the first `len` entries.
-    pub fn truncate(&mut self, len: usize) {
+    pub(crate) fn truncate(&mut self, len: usize) {
         let len = len as u64;
         if len >= self.len {
             return;
@@ -80,7 +80,7 @@ impl Terms {
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.runs.clear();
         self.len = 0;
     }
@@ -91,11 +91,11 @@ fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
 }
 
 impl<S: LedgerStorage> Log<S> {
-    pub fn last_index(&self) -> u64 {
+    pub(crate) fn last_index(&self) -> u64 {
         self.base_index + self.terms.len() as u64
     }
 
-    pub fn term_of(&self, seqno: u64) -> Option<u64> {
+    pub(crate) fn term_of(&self, seqno: u64) -> Option<u64> {
         if seqno == self.base_index {
             return Some(self.base_term);
         }
@@ -104,7 +104,7 @@ impl<S: LedgerStorage> Log<S> {
     }
 
     /// The membership in force at `seqno` (for a snapshot taken there).
-    pub fn conf_state_at(&self, seqno: u64) -> ConfState {
+    pub(crate) fn conf_state_at(&self, seqno: u64) -> ConfState {
         self.conf_history
             .iter()
             .rev()
@@ -115,7 +115,7 @@ impl<S: LedgerStorage> Log<S> {
     }
 
     /// A Raft snapshot of the state at the commit point.
-    pub fn snapshot_at_commit(&self) -> Result<Snapshot, crate::ConsensusError> {
+    pub(crate) fn snapshot_at_commit(&self) -> Result<Snapshot, crate::ConsensusError> {
         let TxId { view, seqno } = self.commit;
         let data = if seqno == self.base_index {
             self.base_bundle
@@ -129,7 +129,12 @@ impl<S: LedgerStorage> Log<S> {
 
     /// The snapshot bundle of the store at signature transaction `seqno` (whose entry is `sig_entry`, in `view`),
     /// which must be at or above the store's committed version.
-    pub fn build_bundle(&self, sig_entry: &[u8], view: u64, seqno: u64) -> Result<Vec<u8>, crate::ConsensusError> {
+    pub(crate) fn build_bundle(
+        &self,
+        sig_entry: &[u8],
+        view: u64,
+        seqno: u64,
+    ) -> Result<Vec<u8>, crate::ConsensusError> {
         snapshot::build(
             &self.store,
             &self.secret,
@@ -142,14 +147,14 @@ impl<S: LedgerStorage> Log<S> {
 
     /// CCF's view history up to `seqno`, which is in `view` (and may not be in `views` yet: the primary starts a
     /// snapshot before its own signature entry comes back through Raft, a backup before it notes the entry).
-    pub fn view_history_at(&self, view: u64, seqno: u64) -> Vec<u64> {
+    pub(crate) fn view_history_at(&self, view: u64, seqno: u64) -> Vec<u64> {
         let mut views = self.views.clone();
         views.note(view, seqno);
         views.up_to(seqno)
     }
 
     /// The Raft snapshot carrying `bundle`, made at `seqno` in `view`, with the membership in force there.
-    pub fn raft_snapshot(&self, bundle: Vec<u8>, seqno: u64, view: u64) -> Snapshot {
+    pub(crate) fn raft_snapshot(&self, bundle: Vec<u8>, seqno: u64, view: u64) -> Snapshot {
         let mut snap = Snapshot {
             data: bundle.into(),
             ..Default::default()

@@ -19,18 +19,24 @@ pub struct PersistedState {
 
 /// Encodes a hard state for the node's disk.
 pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
-    hs.write_to_bytes()
-        .expect("encoding a protobuf message to a Vec cannot fail")
+    encode_protobuf(hs)
 }
 
 /// Encodes a Raft snapshot (as [`Action::SnapshotCommitted`] hands it out) for the node's disk or a joiner.
 pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
-    snapshot
-        .write_to_bytes()
-        .expect("encoding a protobuf message to a Vec cannot fail")
+    encode_protobuf(snapshot)
 }
 
 /// Decodes what [`encode_hard_state`] wrote.
 pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, ConsensusError> {
     HardState::parse_from_bytes(bytes).map_err(|e| ConsensusError::Inconsistent(format!("hard state: {e}")))
+}
+
+/// Encodes any protobuf message (Raft messages, hard states, snapshots) into bytes.
+pub(crate) fn encode_protobuf(message: &impl protobuf::Message) -> Vec<u8> {
+    // invariant: encoding into a Vec fails only for a message missing required fields, which proto3 messages
+    // (all of raft-rs's) do not have; the Vec grows as needed.
+    message
+        .write_to_bytes()
+        .expect("encoding a proto3 message into a Vec cannot fail")
 }

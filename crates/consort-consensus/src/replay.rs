@@ -32,7 +32,7 @@ pub(crate) struct DecodedChunk {
 
 impl DecodedChunk {
     /// Decodes every entry of `chunk` from seqno `from` on. Pure: safe to run on another thread.
-    pub fn decode(secret: &LedgerSecret, chunk: ChunkEntries, from: u64) -> Self {
+    pub(crate) fn decode(secret: &LedgerSecret, chunk: ChunkEntries, from: u64) -> Self {
         let mut entries = Vec::with_capacity(chunk.len());
         let mut error = None;
         for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from) {
@@ -57,7 +57,7 @@ impl DecodedChunk {
 
     /// The highest signature transaction in this chunk at or below `raft_commit`: every entry up to it is
     /// committed (Raft committed the signature, and CCF's commit rule makes what it covers Committed).
-    pub fn committed_through(&self, raft_commit: u64) -> Option<u64> {
+    pub(crate) fn committed_through(&self, raft_commit: u64) -> Option<u64> {
         self.entries
             .iter()
             .rev()

@@ -27,7 +27,9 @@ pub const SNAPSHOT_EVIDENCE_TABLE: &str = "public:ccf.internal.snapshot_evidence
 /// What an evidence transaction claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evidence {
+    /// Seqno of the signature transaction the snapshot was taken at.
     pub seqno: u64,
+    /// SHA-256 of the snapshot bundle.
     pub hash: [u8; 32],
 }
 
@@ -58,12 +60,17 @@ pub fn evidence_in(ws: &consort_kv::WriteSet) -> Option<Evidence> {
 /// A snapshot that passed every check, ready to become a replica's state.
 #[derive(Debug)]
 pub struct VerifiedSnapshot {
+    /// View of the signature transaction the snapshot was taken at.
     pub view: u64,
+    /// Seqno of that signature transaction.
     pub seqno: u64,
+    /// The key-value state at that seqno.
     pub store: Store,
+    /// First seqno of each view up to that seqno.
     pub view_history: ViewHistory,
     /// The Merkle tree over leaves 0..=seqno (the signature transaction's own leaf included).
     pub tree: MerkleTree,
+    /// The signature transaction's signed record, checked against the tree's root.
     pub signature: PrimarySignature,
 }
 
@@ -165,6 +172,7 @@ pub struct SnapshotBuilt {
 }
 
 impl SnapshotBuilt {
+    /// Seqno of the signature transaction this build snapshots.
     pub fn seqno(&self) -> u64 {
         self.seqno
     }
@@ -194,6 +202,7 @@ impl SnapshotBuild {
         })
     }
 
+    /// Seqno of the signature transaction the build snapshots.
     pub fn seqno(&self) -> u64 {
         self.seqno
     }

@@ -6,7 +6,9 @@ use raft::StateRole;
 /// A transaction id: view (Raft term) and seqno (Raft index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct TxId {
+    /// The view (Raft term) the transaction was written in.
     pub view: u64,
+    /// The transaction's position in the ledger (Raft index).
     pub seqno: u64,
 }
 
@@ -57,9 +59,13 @@ impl TxStatus {
 /// Raft role of a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A backup following a primary.
     Follower,
+    /// Checking, before a real election, that a majority would vote for it (Raft pre-vote).
     PreCandidate,
+    /// Campaigning for votes to become primary.
     Candidate,
+    /// The primary.
     Leader,
 }
 

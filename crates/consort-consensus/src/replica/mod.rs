@@ -62,9 +62,7 @@ impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
 
 fn send(msgs: Vec<Message>, out: &mut Vec<Action>) {
     for m in msgs {
-        let message = m
-            .write_to_bytes()
-            .expect("encoding a protobuf message to a Vec cannot fail");
+        let message = crate::persisted::encode_protobuf(&m);
         out.push(Action::Send { to: m.to, message });
     }
 }
@@ -396,10 +394,7 @@ impl<S: LedgerStorage> Replica<S> {
                 if let Err(e) = self.install_snapshot(&snap, out) {
                     return self.halt(e, out);
                 }
-                snapshot = Some(
-                    snap.write_to_bytes()
-                        .expect("encoding a protobuf message to a Vec cannot fail"),
-                );
+                snapshot = Some(crate::persisted::encode_protobuf(&snap));
             }
             let committed = rd.take_committed_entries();
             if let Err(e) = self.handle_committed(&committed, out) {

@@ -9,12 +9,12 @@ use consort_kv::Store;
 use consort_ledger::{
     Ledger, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
 };
-use protobuf::Message as _;
 use raft::eraftpb::ConfState;
 use raft::StateRole;
 use std::sync::Arc;
 
 impl<S: LedgerStorage> Replica<S> {
+    /// This replica's Raft id.
     pub fn id(&self) -> u64 {
         self.cfg.id
     }
@@ -25,14 +25,17 @@ impl<S: LedgerStorage> Replica<S> {
         &self.node.store().store
     }
 
+    /// The ledger (the Raft log), for reading entries back.
     pub fn ledger(&self) -> &Ledger<S> {
         &self.node.store().ledger
     }
 
+    /// This replica's Raft role.
     pub fn role(&self) -> Role {
         self.node.raft.state.into()
     }
 
+    /// Whether this replica is the primary (Raft leader).
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
     }
@@ -42,10 +45,12 @@ impl<S: LedgerStorage> Replica<S> {
         self.node.raft.term
     }
 
+    /// The primary this replica knows of, if any.
     pub fn leader(&self) -> Option<u64> {
         Some(self.node.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
     }
 
+    /// Seqno of the last entry in this replica's log.
     pub fn last_seqno(&self) -> u64 {
         self.node.store().last_index()
     }
@@ -65,6 +70,7 @@ impl<S: LedgerStorage> Replica<S> {
         self.node.store().base_index
     }
 
+    /// Whether `seqno` is a signature transaction in this replica's log.
     pub fn is_signature(&self, seqno: u64) -> bool {
         self.signatures.contains(&seqno)
     }
@@ -77,6 +83,7 @@ impl<S: LedgerStorage> Replica<S> {
         self.node.store().views.view_of(seqno)
     }
 
+    /// The error that stopped this replica, if it halted.
     pub fn halted(&self) -> Option<&ConsensusError> {
         self.halted.as_ref()
     }
@@ -181,7 +188,6 @@ impl<S: LedgerStorage> Replica<S> {
         self.cfg.sign_on_election = sign;
     }
 
-    /// Trusts signature transactions signed with `cert_pem` (a node that joined).
     /// Ends the current ledger chunk at the next signature transaction (signed as soon as possible). On the
     /// primary only: the flag travels in the signature entry's header, so every replica closes the same chunk.
     pub fn request_chunk_end(&mut self) {
@@ -196,6 +202,7 @@ impl<S: LedgerStorage> Replica<S> {
         self.sign_asap = true;
     }
 
+    /// Trusts signature transactions signed with `cert_pem` by Raft id `id` (a node that joined).
     pub fn trust_node(&mut self, id: u64, cert_pem: String) {
         self.trusted.insert(id, cert_pem);
     }
@@ -203,9 +210,7 @@ impl<S: LedgerStorage> Replica<S> {
     /// A snapshot at the commit point (an encoded Raft `Snapshot`), for the snapshots directory and for joiners.
     pub fn snapshot(&self) -> Result<Vec<u8>, ConsensusError> {
         let snap = self.node.store().snapshot_at_commit()?;
-        Ok(snap
-            .write_to_bytes()
-            .expect("encoding a protobuf message to a Vec cannot fail"))
+        Ok(crate::persisted::encode_protobuf(&snap))
     }
 
     /// Makes every appended ledger entry durable (called for [`Action::Persist`]).

@@ -29,6 +29,7 @@ pub struct FaultyDisk {
 }
 
 impl FaultyDisk {
+    /// An empty disk.
     pub fn new() -> Self {
         Self::default()
     }
