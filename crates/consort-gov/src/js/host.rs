@@ -215,7 +215,14 @@ fn pub_pem_to_jwk(pem: &str, kid: &str) -> Result<String, String> {
 /// Builds the native host object the prelude closes over.
 pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Object<'js>> {
     let obj = Object::new(ctx.clone())?;
+    install_kv(ctx, host, &obj)?;
+    install_codecs(ctx, &obj)?;
+    install_node(ctx, host, &obj)?;
+    Ok(obj)
+}
 
+/// The map accessors: `kvGet`, `kvHas`, `kvSet`, `kvDelete`, `kvClear`, `kvSize`, `kvEntries`.
+fn install_kv<'js>(ctx: &Ctx<'js>, host: &Shared, obj: &Object<'js>) -> rquickjs::Result<()> {
     let h = host.clone();
     let f = Function::new(
         ctx.clone(),
@@ -311,7 +318,11 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
         },
     )?;
     obj.set("kvEntries", f)?;
+    Ok(())
+}
 
+/// The stateless helpers: buffer/string conversion, digests, certificate checks, ids and JWKs.
+fn install_codecs<'js>(ctx: &Ctx<'js>, obj: &Object<'js>) -> rquickjs::Result<()> {
     let f = Function::new(
         ctx.clone(),
         move |ctx: Ctx<'js>, s: String| -> rquickjs::Result<Value<'js>> { buffer(&ctx, s.into_bytes()) },
@@ -365,7 +376,12 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
         },
     )?;
     obj.set("pubPemToJwk", f)?;
+    Ok(())
+}
 
+/// The node-facing calls: recorded `ccf.node` actions, the ledger secret seqno, `console.log` and the seeded
+/// `Math.random`.
+fn install_node<'js>(ctx: &Ctx<'js>, host: &Shared, obj: &Object<'js>) -> rquickjs::Result<()> {
     let h = host.clone();
     let f = Function::new(
         ctx.clone(),
@@ -406,6 +422,5 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     let h = host.clone();
     let f = Function::new(ctx.clone(), move || -> f64 { h.borrow_mut().next_random() })?;
     obj.set("random", f)?;
-
-    Ok(obj)
+    Ok(())
 }
