@@ -40,12 +40,13 @@ pub enum ReceiptError {
 
     /// A certificate (`cert`, `service_endorsements[i]` or the service certificate) could not be parsed, or does
     /// not hold an ECDSA P-256/P-384 key.
-    #[error("bad certificate {field}: {reason}")]
+    #[error("bad certificate {field}: {source}")]
     BadCertificate {
         /// Which certificate: the JSON field, or `service certificate`.
         field: String,
         /// Why it is unusable.
-        reason: String,
+        #[source]
+        source: consort_crypto::CryptoError,
     },
 
     /// The node's signature does not verify over the root recomputed from the leaf and the proof. Either the

@@ -17,7 +17,7 @@ pub struct Verified {
 fn parse_cert(field: &str, pem_text: &str) -> Result<ParsedCert, ReceiptError> {
     ParsedCert::from_pem(pem_text).map_err(|e| ReceiptError::BadCertificate {
         field: field.into(),
-        reason: e.to_string(),
+        source: e,
     })
 }
 
@@ -69,7 +69,7 @@ pub fn verify(receipt: &Receipt, service_cert_pem: &str) -> Result<Verified, Rec
     let node_cert = parse_cert("cert", &receipt.cert)?;
     let node_key = node_cert.public_key().map_err(|e| ReceiptError::BadCertificate {
         field: "cert".into(),
-        reason: e.to_string(),
+        source: e,
     })?;
     let endorsements = receipt
         .service_endorsements
