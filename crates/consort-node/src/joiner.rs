@@ -26,7 +26,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     if Identities::exist(&dir) {
         return crate::launch::open_node(cfg);
     }
-    let io = |e: String| NodeError::Io(e);
+    let io = NodeError::Join;
     let target = cfg
         .join
         .target

@@ -38,7 +38,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if ledger_has_files {
-            return Err(NodeError::Io(format!(
+            return Err(NodeError::Refused(format!(
                 "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
                 cfg.storage.ledger_dir.display(),
                 dir.display()
@@ -69,7 +69,10 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
     let addr = engine.config().network.rpc_address.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|e| NodeError::Io(format!("bind {addr}: {e}")))?;
+        .map_err(|source| NodeError::Bind {
+            address: addr.clone(),
+            source,
+        })?;
     let tls = crate::net::tls::server_config(
         vec![engine.identities().node_cert_der.clone()],
         &engine.identities().node_key,
@@ -85,7 +88,10 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || run(&engine, &stopping))
-            .map_err(|e| NodeError::Io(e.to_string()))
+            .map_err(|source| NodeError::Start {
+                what: "replica thread",
+                source,
+            })
     };
     let ticker = spawn("replica-ticker", Engine::drive)?;
     let persister = spawn("replica-persister", Engine::persist_loop)?;
@@ -100,12 +106,14 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
             &engine.identities().node_key,
             &engine.identities().node_cert_der,
             &engine.identities().service_cert_pem,
-        )
-        .map_err(|e| NodeError::Io(e.to_string()))?;
+        )?;
         let n2n_listener = std::net::TcpListener::bind(&n2n)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .and_then(tokio::net::TcpListener::from_std)
-            .map_err(|e| NodeError::Io(format!("bind {n2n}: {e}")))?;
+            .map_err(|source| NodeError::Bind {
+                address: n2n.clone(),
+                source,
+            })?;
         node.attach_channels(channels.clone());
         net.spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
         server_runtime.spawn(reconcile_loop(node.clone(), channels, stop_rx.clone()));
@@ -127,7 +135,10 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
                         }
                     }
                 })
-                .map_err(|e| NodeError::Io(e.to_string()))?,
+                .map_err(|source| NodeError::Start {
+                    what: "raft-receiver thread",
+                    source,
+                })?,
         );
     }
 
@@ -161,7 +172,10 @@ impl ChannelRuntime {
             .thread_name("node-channels")
             .enable_all()
             .build()
-            .map_err(|e| NodeError::Io(format!("node-to-node runtime: {e}")))?;
+            .map_err(|source| NodeError::Start {
+                what: "node-to-node runtime",
+                source,
+            })?;
         Ok(ChannelRuntime(Some(rt)))
     }
 }

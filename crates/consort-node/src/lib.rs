@@ -35,9 +35,36 @@ pub enum NodeError {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
-    /// A socket, thread or runtime could not be set up, or the join failed.
+    /// The node refuses to start in this state (the reason says why and what to change).
     #[error("{0}")]
-    Io(String),
+    Refused(String),
+    /// A listening socket could not be bound.
+    #[error("bind {address}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        address: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread or runtime of the node could not be started.
+    #[error("start {what}: {source}")]
+    Start {
+        /// Which thread or runtime.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node-to-node channels could not be set up.
+    #[error(transparent)]
+    Channels(#[from] net::channels::ChannelError),
+    /// A key or certificate operation failed.
+    #[error(transparent)]
+    Crypto(#[from] consort_crypto::CryptoError),
+    /// Joining the service failed.
+    #[error("join: {0}")]
+    Join(String),
 }
 
 // Paths of the layout before the split by concept, kept only until the CLI's imports move to the new ones.

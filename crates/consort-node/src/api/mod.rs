@@ -22,8 +22,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::sync::Arc;
 
-/// Header carrying the transaction id on every response.
-pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+pub use crate::net::http::TXID_HEADER;
 
 /// A finished HTTP response.
 pub type Resp = Response<Full<Bytes>>;

@@ -1,6 +1,7 @@
 //! A small HTTPS client for Consort's own tools and tests (sandbox, bench, CLI): hyper over tokio-rustls,
 //! HTTP/1.1 or HTTP/2 (for many requests in flight on one connection).
 
+use super::http::TXID_HEADER;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
@@ -154,7 +155,7 @@ impl Connection {
         let status = resp.status().as_u16();
         let txid = resp
             .headers()
-            .get(crate::api::TXID_HEADER)
+            .get(TXID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = resp.into_body().collect().await.map_err(cerr)?.to_bytes();

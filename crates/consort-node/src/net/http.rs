@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// Header carrying the transaction id on every response (CCF's name).
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
 /// The client certificate of a TLS connection, identified once per connection (the handshake proved that the
 /// client holds its key).
 #[derive(Debug, Clone, PartialEq, Eq)]
