@@ -32,8 +32,9 @@ pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
 pub const PROPOSALS: &str = "public:ccf.gov.proposals";
 /// Proposal state, ballots and outcome, JSON [`crate::ProposalInfo`] keyed by proposal id.
 pub const PROPOSALS_INFO: &str = "public:ccf.gov.proposals_info";
-/// Replay window of recent proposals: key `"<created_at, 10 digits>:<hex SHA-256 of the signature>"`, value the
-/// proposal id as a JSON string.
+/// Replay window of recent proposals: key `"<created_at, 10 digits>:<hex SHA-256 of the COSE Sig_structure>"`
+/// (CCF hashes the signature instead, which a replayer can re-encode; see [`crate::VerifiedRequest::signed_digest`]),
+/// value the proposal id as a JSON string.
 pub const COSE_RECENT_PROPOSALS: &str = "public:ccf.gov.cose_recent_proposals";
 /// The last governance request of each member: raw COSE Sign1 bytes keyed by member id.
 pub const COSE_HISTORY: &str = "public:ccf.gov.cose_history";
