@@ -46,42 +46,15 @@ impl<S: LedgerStorage> Replica<S> {
         offload: Option<&dyn Offload>,
     ) -> Result<Self, ConsensusError> {
         let ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
-        let is_trusted = |pem: &str| trusted.values().any(|c| c == pem);
-        let mut tree = MerkleTree::new();
-        let mut signatures = BTreeSet::new();
-        let (store, base, views, base_conf, base_bundle) = match &persisted.snapshot {
-            Some(bytes) => {
-                let snap = Snapshot::parse_from_bytes(bytes)
-                    .map_err(|e| ConsensusError::InvalidSnapshot(format!("protobuf: {e}")))?;
-                let v = snapshot::open(&snap.data, &secret, is_trusted)?;
-                let meta = snap.get_metadata();
-                if (meta.index, meta.term) != (v.seqno, v.view) {
-                    return Err(ConsensusError::InvalidSnapshot(
-                        "metadata does not match the bundle".into(),
-                    ));
-                }
-                tree = v.tree;
-                signatures.insert(v.seqno);
-                let base = TxId {
-                    view: v.view,
-                    seqno: v.seqno,
-                };
-                (
-                    v.store,
-                    base,
-                    v.view_history,
-                    meta.get_conf_state().clone(),
-                    Some(snap.data.to_vec()),
-                )
-            }
-            None => {
-                let cs = ConfState {
-                    voters: persisted.voters.clone(),
-                    ..Default::default()
-                };
-                (Store::new(), TxId::default(), ViewHistory::default(), cs, None)
-            }
-        };
+        let Start {
+            store,
+            base,
+            views,
+            conf,
+            bundle,
+            tree,
+            signatures,
+        } = Start::from_persisted(&persisted, &secret, &trusted)?;
         let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
         if first > base.seqno + 1 {
             return Err(ConsensusError::Inconsistent(format!(
@@ -93,11 +66,11 @@ impl<S: LedgerStorage> Replica<S> {
             ledger,
             base_index: base.seqno,
             base_term: base.view,
-            base_bundle,
+            base_bundle: bundle,
             terms: Terms::default(),
             conf_changes: BTreeMap::new(),
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
-            conf_history: vec![(base.seqno, base_conf)],
+            conf_history: vec![(base.seqno, conf)],
             store: Arc::new(store),
             secret,
             views,
@@ -119,40 +92,8 @@ impl<S: LedgerStorage> Replica<S> {
             signatures,
             ..
         } = replica;
-        let last = log.last_index();
-        let hs = &mut log.hard_state;
-        if hs.commit > last {
-            return Err(ConsensusError::Inconsistent(format!(
-                "hard state commits {} but the ledger ends at {last}",
-                hs.commit
-            )));
-        }
-        hs.commit = hs.commit.max(base.seqno);
-        hs.term = hs.term.max(base.view);
-        let commit_seqno = signatures
-            .range(..=hs.commit)
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(base.seqno);
-        log.commit = TxId {
-            view: log.views.view_of(commit_seqno).unwrap_or(0),
-            seqno: commit_seqno,
-        };
-        log.store.set_committed(commit_seqno);
-        log.ledger.commit(commit_seqno)?;
-
-        let raft_cfg = raft::Config {
-            id: cfg.id,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            applied: base.seqno,
-            max_size_per_msg: cfg.max_append_bytes,
-            max_inflight_msgs: cfg.max_inflight_appends,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
+        set_commit_point(&mut log, &signatures, base)?;
+        let raft_cfg = raft_config(&cfg, base.seqno);
         raft_cfg.validate().map_err(|e| ConsensusError::Raft(e.to_string()))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
@@ -200,5 +141,112 @@ impl<S: LedgerStorage> Replica<S> {
         self.node
             .raft
             .set_randomized_election_timeout(base + (z % base as u64) as usize);
+    }
+}
+
+/// The state a replica starts from before replaying its ledger: the persisted snapshot's, or an empty one.
+struct Start {
+    store: Store,
+    /// The snapshot's transaction id (0.0 without one): the ledger continues after it.
+    base: TxId,
+    views: ViewHistory,
+    /// Membership at `base`.
+    conf: ConfState,
+    /// The snapshot bundle, handed to learners Raft brings up with a snapshot.
+    bundle: Option<Vec<u8>>,
+    tree: MerkleTree,
+    signatures: BTreeSet<u64>,
+}
+
+impl Start {
+    /// Opens and checks the persisted snapshot (signed by a `trusted` node) if there is one; otherwise an empty
+    /// state with the first membership.
+    fn from_persisted(
+        persisted: &PersistedState,
+        secret: &LedgerSecret,
+        trusted: &BTreeMap<u64, String>,
+    ) -> Result<Self, ConsensusError> {
+        let Some(bytes) = &persisted.snapshot else {
+            return Ok(Start {
+                store: Store::new(),
+                base: TxId::default(),
+                views: ViewHistory::default(),
+                conf: ConfState {
+                    voters: persisted.voters.clone(),
+                    ..Default::default()
+                },
+                bundle: None,
+                tree: MerkleTree::new(),
+                signatures: BTreeSet::new(),
+            });
+        };
+        let snap =
+            Snapshot::parse_from_bytes(bytes).map_err(|e| ConsensusError::InvalidSnapshot(format!("protobuf: {e}")))?;
+        let v = snapshot::open(&snap.data, secret, |pem: &str| trusted.values().any(|c| c == pem))?;
+        let meta = snap.get_metadata();
+        if (meta.index, meta.term) != (v.seqno, v.view) {
+            return Err(ConsensusError::InvalidSnapshot(
+                "metadata does not match the bundle".into(),
+            ));
+        }
+        Ok(Start {
+            store: v.store,
+            base: TxId {
+                view: v.view,
+                seqno: v.seqno,
+            },
+            views: v.view_history,
+            conf: meta.get_conf_state().clone(),
+            bundle: Some(snap.data.to_vec()),
+            tree: v.tree,
+            signatures: [v.seqno].into(),
+        })
+    }
+}
+
+/// After replay: checks the persisted hard state against the ledger and sets the CCF commit point to the last
+/// signature transaction at or below Raft's commit index (the snapshot's base at least).
+fn set_commit_point<S: LedgerStorage>(
+    log: &mut Log<S>,
+    signatures: &BTreeSet<u64>,
+    base: TxId,
+) -> Result<(), ConsensusError> {
+    let last = log.last_index();
+    let hs = &mut log.hard_state;
+    if hs.commit > last {
+        return Err(ConsensusError::Inconsistent(format!(
+            "hard state commits {} but the ledger ends at {last}",
+            hs.commit
+        )));
+    }
+    hs.commit = hs.commit.max(base.seqno);
+    hs.term = hs.term.max(base.view);
+    let commit_seqno = signatures
+        .range(..=hs.commit)
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+        .max(base.seqno);
+    log.commit = TxId {
+        view: log.views.view_of(commit_seqno).unwrap_or(0),
+        seqno: commit_seqno,
+    };
+    log.store.set_committed(commit_seqno);
+    log.ledger.commit(commit_seqno)?;
+    Ok(())
+}
+
+/// raft-rs's configuration for `cfg`, with entries up to `applied` already applied (the snapshot's).
+fn raft_config(cfg: &ReplicaConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: cfg.max_append_bytes,
+        max_inflight_msgs: cfg.max_inflight_appends,
+        check_quorum: true,
+        pre_vote: true,
+        ..Default::default()
     }
 }
