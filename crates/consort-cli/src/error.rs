@@ -29,10 +29,10 @@ pub enum CliError {
     #[error(transparent)]
     Identity(#[from] consort_node::identity::IdentityError),
     #[error(transparent)]
-    Tls(#[from] consort_node::tls::TlsError),
+    Tls(#[from] consort_node::net::tls::TlsError),
     /// A request to a node failed (connection, TLS handshake, HTTP).
     #[error(transparent)]
-    Client(#[from] consort_node::client::ClientError),
+    Client(#[from] consort_node::net::client::ClientError),
     /// A key or certificate could not be parsed or made.
     #[error(transparent)]
     Crypto(#[from] consort_crypto::CryptoError),

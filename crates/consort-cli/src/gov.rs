@@ -4,7 +4,7 @@
 use crate::error::CliError;
 use consort_crypto::{ParsedCert, SigningKey};
 use consort_gov::MsgType;
-use consort_node::client::{Connection, Protocol, Reply};
+use consort_node::net::client::{Connection, Protocol, Reply};
 use std::path::{Path, PathBuf};
 
 /// CCF's governance API version, sent as `api-version`.
@@ -169,7 +169,7 @@ pub async fn run(args: GovArgs) -> Result<(), CliError> {
     let key = read(&args.key.clone().unwrap_or_else(|| ws.join("member0_privk.pem")))?;
     let address = address(&args)?;
     let member = Member::load(&cert, &key)?;
-    let tls = consort_node::tls::client_config(&service_cert, None)?;
+    let tls = consort_node::net::tls::client_config(&service_cert, None)?;
     let conn = Connection::connect(&address, tls, Protocol::Http1).await?;
     let v = GOV_API_VERSION;
     match args.cmd {

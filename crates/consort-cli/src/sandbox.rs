@@ -3,8 +3,8 @@
 use crate::error::CliError;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, SigningKey};
-use consort_node::client::{Connection, Protocol};
 use consort_node::config::{IdentityConfig, NodeConfig};
+use consort_node::net::client::{Connection, Protocol};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -305,7 +305,7 @@ async fn voters(node_dir: &Path, address: &str) -> usize {
     let Ok(cert) = std::fs::read_to_string(node_dir.join("service_cert.pem")) else {
         return 0;
     };
-    let Ok(tls) = consort_node::tls::client_config(&cert, None) else {
+    let Ok(tls) = consort_node::net::tls::client_config(&cert, None) else {
         return 0;
     };
     let Ok(conn) = Connection::connect(address, tls, Protocol::Http1).await else {
@@ -325,7 +325,7 @@ async fn voters(node_dir: &Path, address: &str) -> usize {
 /// (and add user0) when it is still Opening.
 async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String, String)> {
     let cert = std::fs::read_to_string(node_dir.join("service_cert.pem")).ok()?;
-    let tls = consort_node::tls::client_config(&cert, None).ok()?;
+    let tls = consort_node::net::tls::client_config(&cert, None).ok()?;
     let conn = Connection::connect(address, tls, Protocol::Http1).await.ok()?;
     let net = conn.get("/node/network").await.ok()?.json().ok()?;
     match net["service_status"].as_str() {

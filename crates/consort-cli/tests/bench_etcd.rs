@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, SigningKey};
-use consort_node::client::{Connection, Protocol};
+use consort_node::net::client::{Connection, Protocol};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,7 +128,7 @@ async fn connect(address: &str, pki: &Pki) -> Result<Connection, String> {
     let ca = std::fs::read_to_string(&pki.ca).unwrap();
     let cert = std::fs::read_to_string(&pki.client_cert).unwrap();
     let key = std::fs::read_to_string(&pki.client_key).unwrap();
-    let tls = consort_node::tls::client_config(&ca, Some((&cert, &key))).unwrap();
+    let tls = consort_node::net::tls::client_config(&ca, Some((&cert, &key))).unwrap();
     match tokio::time::timeout(REQUEST_TIMEOUT, Connection::connect(address, tls, Protocol::Http1)).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("connect timed out".into()),

@@ -3,7 +3,7 @@
 //! validation before any load.
 
 use super::{BenchError, ETCD_DEFAULT_ADDRESS, MAX_CONNECTIONS, MAX_WINDOW};
-use consort_node::client::TlsConfig;
+use consort_node::net::client::TlsConfig;
 use std::path::PathBuf;
 
 /// What the bench drives.
@@ -210,7 +210,7 @@ impl BenchArgs {
             (None, Target::Consort) => sandbox_address(ws.join("sandbox.json"))?,
         };
         let identity = identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
-        let tls = consort_node::tls::client_config(&ca, identity).map_err(|source| BenchError::Tls {
+        let tls = consort_node::net::tls::client_config(&ca, identity).map_err(|source| BenchError::Tls {
             address: address.clone(),
             source,
         })?;

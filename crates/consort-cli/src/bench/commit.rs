@@ -4,8 +4,8 @@
 
 use super::phase::{Live, Sample};
 use super::{COMMIT_POLL, COMMIT_WAIT, CONNECT_TIMEOUT};
-use consort_node::client::Connection;
-use consort_node::service::TxId;
+use consort_node::engine::TxId;
+use consort_node::net::client::Connection;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,8 +3,8 @@
 
 use super::workload::Call;
 use super::{BenchError, CONNECT_TIMEOUT, RECONNECT_BACKOFF};
-use consort_node::client::{Connection, Protocol, Reply, TlsConfig};
-use consort_node::service::TxId;
+use consort_node::engine::TxId;
+use consort_node::net::client::{Connection, Protocol, Reply, TlsConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::RwLock;

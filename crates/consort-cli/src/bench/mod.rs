@@ -29,9 +29,9 @@ pub use args::{BenchArgs, Target, Workload};
 
 use commit::{commit_poller, CommitReport};
 use connection::{connect, open_slots, Slot};
-use consort_node::client::{ClientError, TlsConfig};
-use consort_node::service::TxId;
-use consort_node::tls::TlsError;
+use consort_node::engine::TxId;
+use consort_node::net::client::{ClientError, TlsConfig};
+use consort_node::net::tls::TlsError;
 use phase::{spawn_progress, sum_balances, Live, Phase, Plan, Sampler, Stats};
 use report::{Findings, Invariant};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 use super::connection::{etcd_revision, send, Applied, Outcome, Slot};
 use super::workload::{Call, Effect, Generator, Op, Rng};
 use super::{BenchError, PROGRESS_EVERY, VERIFY_ATTEMPTS};
-use consort_node::service::TxId;
+use consort_node::engine::TxId;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
