@@ -143,20 +143,51 @@ impl Default for LedgerConfig {
     }
 }
 
-/// Named resource limits; each is enforced where the resource is used.
+/// Named resource limits; each is enforced where the resource is used. A field missing from a configuration file
+/// takes its default, so older files keep working.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
     /// Largest accepted request head (request line plus headers); larger ones get 431.
     pub max_header_bytes: usize,
-    /// Client connections served at once; further connections are closed at accept.
+    /// Client connections served at once. When all are taken, a new connection replaces the one that has been
+    /// idle (or stuck reading a request body) the longest; only when every connection is executing a request is
+    /// the new one closed at accept (see `net::http`).
     pub max_open_connections: usize,
     /// Times a transaction is re-executed after an optimistic-concurrency conflict before the request fails.
     pub max_occ_attempts: usize,
     /// TLS handshake must finish within this many milliseconds.
     pub tls_handshake_timeout_ms: u64,
+    /// An HTTP/1.1 request head must arrive within this many milliseconds of the server starting to wait for it;
+    /// otherwise the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight (including one that never sent a request after its handshake) is
+    /// closed after this many milliseconds.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive in full within this many milliseconds of the handler asking for it; a slower
+    /// upload is answered 408 `RequestTimeout` and its connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Request bodies buffered at once across all connections (each reading body reserves its declared length,
+    /// or `max_body_bytes` when it declares none); a request that finds no room gets 503 `ServiceUnavailable`.
+    pub max_buffered_body_bytes: usize,
+    /// HTTP/2 streams (requests) a client may have open on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of one stream: request bytes a client may send ahead of the handler reading
+    /// them.
+    pub h2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of a whole connection, across its streams.
+    pub h2_connection_window_bytes: u32,
+    /// Response bytes buffered per HTTP/2 stream while the client is not reading.
+    pub h2_max_send_buf_bytes: usize,
+    /// HTTP/2 streams a client opened and reset before the server accepted them, held at once (a bound against
+    /// rapid-reset floods).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// The server pings an HTTP/2 client this often to detect a dead peer.
+    pub h2_keep_alive_interval_ms: u64,
+    /// An HTTP/2 client that does not answer a ping within this many milliseconds is disconnected.
+    pub h2_keep_alive_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -167,6 +198,17 @@ impl Default for Limits {
             max_open_connections: 1024,
             max_occ_attempts: 16,
             tls_handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            body_read_timeout_ms: 10_000,
+            max_buffered_body_bytes: 64 * 1024 * 1024,
+            h2_max_concurrent_streams: 256,
+            h2_stream_window_bytes: 256 * 1024,
+            h2_connection_window_bytes: 1024 * 1024,
+            h2_max_send_buf_bytes: 256 * 1024,
+            h2_max_pending_accept_reset_streams: 32,
+            h2_keep_alive_interval_ms: 20_000,
+            h2_keep_alive_timeout_ms: 10_000,
         }
     }
 }
@@ -293,11 +335,38 @@ impl NodeConfig {
         if self.limits.max_open_connections == 0 || self.limits.max_occ_attempts == 0 {
             return Err("limits.max_open_connections and limits.max_occ_attempts must be at least 1".into());
         }
-        Ok(())
+        self.limits.validate()
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configuration always serialises")
+    }
+}
+
+impl Limits {
+    /// Checks the HTTP limits: a zero timeout or window would refuse every client.
+    fn validate(&self) -> Result<(), String> {
+        let timeouts = [
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("h2_keep_alive_interval_ms", self.h2_keep_alive_interval_ms),
+            ("h2_keep_alive_timeout_ms", self.h2_keep_alive_timeout_ms),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be at least 1"));
+        }
+        if self.max_buffered_body_bytes < self.max_body_bytes {
+            return Err("limits.max_buffered_body_bytes must be at least limits.max_body_bytes".into());
+        }
+        if self.h2_max_concurrent_streams == 0
+            || self.h2_stream_window_bytes == 0
+            || self.h2_connection_window_bytes == 0
+        {
+            return Err("limits.h2_max_concurrent_streams and the h2 windows must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

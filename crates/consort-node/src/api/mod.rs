@@ -12,9 +12,10 @@ pub mod openapi;
 
 pub use error::ApiError;
 
+use crate::apps::{AuthPolicy, Caller};
 use crate::engine::TxId;
 use crate::metrics::RequestLabels;
-use crate::net::http::ClientCert;
+use crate::net::http::{ClientCert, RequestContext};
 use crate::node::Node;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -74,7 +75,8 @@ pub async fn handle(node: Arc<Node>, client: Option<Arc<ClientCert>>, req: Reque
     resp
 }
 
-/// Reads a request body up to the configured limit: 413 beyond it, 400 if the body cannot be read.
+/// Reads a request body up to the configured limit: 413 beyond it, 400 if the body cannot be read, 408 if it does
+/// not arrive within `limits.body_read_timeout_ms`, 503 if the server-wide body budget is exhausted.
 async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let engine = node.engine();
     let max = engine.config().limits.max_body_bytes;
@@ -87,8 +89,44 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
         engine.metrics().rejected_requests.inc();
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
+    // Requests built by the HTTP server carry its context; others (tests driving `handle` directly) are bounded
+    // by size alone.
+    let ctx = req.extensions().get::<RequestContext>().cloned();
+    let _reservation = match &ctx {
+        // An empty body reserves nothing; an undeclared length (chunked) reserves the most it may grow to.
+        Some(ctx) => match ctx.reserve_body(declared.map_or(max, |n| n as usize)) {
+            Some(permit) => Some(permit),
+            None => {
+                engine.metrics().rejected_requests.inc();
+                let msg = "too many request bodies are being received; retry";
+                return Err(ApiError::new(503, "ServiceUnavailable", msg));
+            }
+        },
+        None => None,
+    };
+    let collect = Limited::new(req.into_body(), max).collect();
+    let collected = match &ctx {
+        Some(ctx) => match tokio::time::timeout(ctx.body_read_timeout(), collect).await {
+            Ok(r) => r,
+            Err(_) => {
+                engine.metrics().rejected_requests.inc();
+                let ms = ctx.body_read_timeout().as_millis();
+                return Err(ApiError::new(
+                    408,
+                    "RequestTimeout",
+                    format!("request body not received within {ms} ms"),
+                ));
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
+        Ok(c) => {
+            if let Some(ctx) = &ctx {
+                ctx.body_read();
+            }
+            Ok(c.to_bytes())
+        }
         Err(e) => {
             engine.metrics().rejected_requests.inc();
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
@@ -98,6 +136,29 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
             }
         }
     }
+}
+
+/// Refuses, before its body is read, an `/app` request to an endpoint that needs a user certificate the client
+/// does not hold: such a body could only be thrown away, so it is not worth receiving. The answer is the one
+/// `app::route` would give after reading it (same status, code and message).
+fn preauthorize(node: &Node, client: Option<&ClientCert>, method: &str, path: &str) -> Option<Resp> {
+    let sub = path.strip_prefix("/app").filter(|s| s.starts_with('/'))?;
+    let info = node.app().endpoint(method, sub)?;
+    if info.auth != AuthPolicy::UserCert {
+        return None;
+    }
+    let peer_cert = client.map(|c| c.cert_id.as_str());
+    if matches!(node.caller_of(peer_cert), Caller::User(_)) {
+        return None;
+    }
+    node.engine().metrics().rejected_requests.inc();
+    let msg = if peer_cert.is_some() {
+        "Could not find matching user certificate"
+    } else {
+        "Missing client certificate: this endpoint requires a user TLS certificate"
+    };
+    let e = ApiError::new(401, "InvalidAuthenticationInfo", msg);
+    Some(error_response(&e, Some(node.engine().current_txid())))
 }
 
 /// What routing needs of a request once its body is read.
@@ -120,6 +181,9 @@ async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incom
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    if let Some(refused) = preauthorize(node, client, &method, &path) {
+        return refused;
+    }
     let body = match read_body(node, req).await {
         Ok(b) => b,
         Err(e) => return error_response(&e, None),

@@ -62,23 +62,33 @@ impl Reply {
     }
 }
 
+/// Opens a TLS connection to `addr` ("127.0.0.1:8000") offering the ALPN protocol `alpn`, without speaking HTTP
+/// on it: [`Connection::connect`] builds on it, and tests use it to play clients that misbehave byte by byte.
+pub async fn connect_tls(
+    addr: &str,
+    tls: TlsConfig,
+    alpn: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(cerr)?;
+    let _ = tcp.set_nodelay(true);
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
+    let server_name = rustls::pki_types::ServerName::try_from(host).map_err(cerr)?;
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(server_name, tcp)
+        .await
+        .map_err(cerr)
+}
+
 impl Connection {
     /// Connects to `addr` ("127.0.0.1:8000") with `tls`.
     pub async fn connect(addr: &str, tls: TlsConfig, protocol: Protocol) -> Result<Self, ClientError> {
-        let mut tls = (*tls).clone();
-        tls.alpn_protocols = match protocol {
-            Protocol::Http1 => vec![b"http/1.1".to_vec()],
-            Protocol::Http2 => vec![b"h2".to_vec()],
+        let alpn: &[u8] = match protocol {
+            Protocol::Http1 => b"http/1.1",
+            Protocol::Http2 => b"h2",
         };
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(cerr)?;
-        let _ = tcp.set_nodelay(true);
-        let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
-        let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(cerr)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(server_name, tcp)
-            .await
-            .map_err(cerr)?;
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(connect_tls(addr, tls, alpn).await?);
         let sender = match protocol {
             Protocol::Http1 => {
                 let (s, conn) = http1::handshake(io).await.map_err(cerr)?;

@@ -1,22 +1,45 @@
-//! The HTTPS server: accepts TLS connections (bounded in number, with a handshake timeout), identifies the client
-//! certificate once per connection, and serves HTTP/1.1 and HTTP/2 with hyper, handing every request to the
-//! endpoint layer's handler.
+//! The HTTPS server: accepts TLS connections, identifies the client certificate once per connection, and serves
+//! HTTP/1.1 and HTTP/2 with hyper, handing every request to the endpoint layer's handler.
+//!
+//! Every way a client can hold a resource is bounded by a named field of [`crate::config::Limits`]:
+//! - time: the TLS handshake (`tls_handshake_timeout_ms`), an HTTP/1.1 request head (`header_read_timeout_ms`),
+//!   a request body (`body_read_timeout_ms`, enforced by the endpoint layer through [`RequestContext`]), a
+//!   connection with no request in flight (`idle_timeout_ms`, which also covers a client that completes the
+//!   handshake and then stays silent), an HTTP/2 peer that stops answering pings (`h2_keep_alive_*`);
+//! - bytes: the request head (`max_header_bytes`), one body (`max_body_bytes`), all bodies being read at once
+//!   (`max_buffered_body_bytes`), and per HTTP/2 connection its streams and flow-control windows;
+//! - connections: `max_open_connections`.
+//!
+//! Connection slots. A fixed number of slots alone lets silent or slow clients take every slot and lock everyone
+//! else, members included, out until their timeouts fire. So a full server does not refuse the newcomer: it closes
+//! the connection that has made the least recent progress among those that cost nothing to drop, that is, one
+//! that is idle (handshaking, or between requests) or whose request is still waiting for its body. Idle ones go
+//! first, oldest first; then body readers, oldest first. A connection whose request is executing (its body read)
+//! is never evicted, because that work is bounded and may already have changed the state. An attacker who keeps
+//! opening connections can therefore only cycle through slots that are not doing useful work, and a client that
+//! sends a whole request promptly always gets it executed. Only when every slot is executing a request is a new
+//! connection closed at accept (counted in `rejected_connections`).
 
 use crate::engine::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Header carrying the transaction id on every response (CCF's name).
 pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+
+/// How often the reaper looks for idle connections, at most (it also looks four times per idle timeout).
+const REAP_INTERVAL_MAX: Duration = Duration::from_millis(500);
 
 /// The client certificate of a TLS connection, identified once per connection (the handshake proved that the
 /// client holds its key).
@@ -38,6 +61,185 @@ impl ClientCert {
     }
 }
 
+/// What one connection is doing, for the slot policy and the idle reaper.
+#[derive(Debug)]
+struct Activity {
+    /// Requests whose handler has not finished.
+    in_flight: u32,
+    /// Of those, requests whose body has been read: their handler does bounded work and is not to be interrupted.
+    executing: u32,
+    /// When the connection last started or finished a request (or was accepted).
+    since: Instant,
+}
+
+/// One open connection: its activity and the signal that closes it.
+#[derive(Debug)]
+struct Conn {
+    activity: Mutex<Activity>,
+    close: Notify,
+}
+
+impl Conn {
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        // A poisoned lock only means a panic elsewhere while holding it; the counters stay usable.
+        self.activity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The eviction rank: idle before reading a body, then the least recent progress first; `None` while a
+    /// request executes.
+    fn eviction_rank(&self) -> Option<(bool, Instant)> {
+        let a = self.activity();
+        (a.executing == 0).then_some((a.in_flight > 0, a.since))
+    }
+}
+
+/// The server's open connections.
+struct Registry {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for a new connection, evicting per the module's slot policy when all `max` are taken;
+    /// `None` if every connection is executing a request.
+    fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
+        let mut conns = self.lock();
+        if conns.len() >= max {
+            let victim = conns
+                .iter()
+                .filter_map(|(id, c)| c.eviction_rank().map(|r| (r, *id)))
+                .min()
+                .map(|(_, id)| id)?;
+            if let Some(c) = conns.remove(&victim) {
+                c.close.notify_one();
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            activity: Mutex::new(Activity {
+                in_flight: 0,
+                executing: 0,
+                since: Instant::now(),
+            }),
+            close: Notify::new(),
+        });
+        conns.insert(id, conn.clone());
+        Some((id, conn))
+    }
+
+    /// Closes every connection that has had no request in flight for `idle`; returns how many.
+    fn reap_idle(&self, idle: Duration) -> usize {
+        let mut conns = self.lock();
+        let stale: Vec<u64> = conns
+            .iter()
+            .filter(|(_, c)| {
+                let a = c.activity();
+                a.in_flight == 0 && a.since.elapsed() >= idle
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stale {
+            if let Some(c) = conns.remove(id) {
+                c.close.notify_one();
+            }
+        }
+        stale.len()
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+/// Put by the server into every request's extensions: lets the endpoint layer reserve room for the body in the
+/// server-wide budget and say when the body has been read (from then on the request is executing; see the module
+/// doc).
+#[derive(Clone)]
+pub struct RequestContext {
+    conn: Arc<Conn>,
+    executing: Arc<AtomicBool>,
+    bodies: Arc<Semaphore>,
+    body_read_timeout: Duration,
+}
+
+impl RequestContext {
+    /// Reserves `bytes` of the server-wide body budget (`limits.max_buffered_body_bytes`) until the permit drops;
+    /// `None` if it is exhausted right now.
+    pub fn reserve_body(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes).ok()?;
+        self.bodies.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// How long the body may take to arrive (`limits.body_read_timeout_ms`).
+    pub fn body_read_timeout(&self) -> Duration {
+        self.body_read_timeout
+    }
+
+    /// Marks the request as executing: its body is read, so its connection is no longer evicted for a newcomer.
+    pub fn body_read(&self) {
+        if !self.executing.swap(true, Ordering::AcqRel) {
+            self.conn.activity().executing += 1;
+        }
+    }
+}
+
+/// Counts a request in flight on its connection for as long as it lives.
+struct InFlight {
+    conn: Arc<Conn>,
+    executing: Arc<AtomicBool>,
+}
+
+impl InFlight {
+    fn start(conn: Arc<Conn>) -> Self {
+        {
+            let mut a = conn.activity();
+            a.in_flight += 1;
+            a.since = Instant::now();
+        }
+        InFlight {
+            conn,
+            executing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut a = self.conn.activity();
+        a.in_flight = a.in_flight.saturating_sub(1);
+        if self.executing.load(Ordering::Acquire) {
+            a.executing = a.executing.saturating_sub(1);
+        }
+        a.since = Instant::now();
+    }
+}
+
+/// The hyper connection builder with every HTTP limit of `limits` applied.
+fn connection_builder(limits: &crate::config::Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(limits.max_header_bytes)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(limits.h2_stream_window_bytes)
+        .initial_connection_window_size(limits.h2_connection_window_bytes)
+        .max_send_buf_size(limits.h2_max_send_buf_bytes)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+        .keep_alive_interval(Duration::from_millis(limits.h2_keep_alive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(limits.h2_keep_alive_timeout_ms));
+    builder
+}
+
 /// Serves HTTPS on `listener` until `shutdown` fires.
 /// `handler` answers one request, given the client's TLS certificate, if any.
 pub async fn serve<H, F>(
@@ -52,61 +254,174 @@ pub async fn serve<H, F>(
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limits = svc.config().limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_open_connections));
+    let registry = Arc::new(Registry {
+        conns: Mutex::new(HashMap::new()),
+        next_id: std::sync::atomic::AtomicU64::new(0),
+    });
+    let bodies = Arc::new(Semaphore::new(
+        limits.max_buffered_body_bytes.min(Semaphore::MAX_PERMITS),
+    ));
+    let reaper = tokio::spawn(reap(registry.clone(), Duration::from_millis(limits.idle_timeout_ms)));
     loop {
         let (tcp, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => { tracing::warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(10)).await; continue; }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some((id, conn)) = registry.admit(limits.max_open_connections) else {
             svc.metrics().rejected_connections.inc();
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let svc = svc.clone();
-        let acceptor = acceptor.clone();
-        let limits = limits.clone();
+        let task = ConnTask {
+            svc: svc.clone(),
+            acceptor: acceptor.clone(),
+            limits: limits.clone(),
+            conn,
+            bodies: bodies.clone(),
+        };
+        let registry = registry.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let handshake = Duration::from_millis(limits.tls_handshake_timeout_ms);
-            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!("TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            svc.metrics().open_connections.inc();
-            // The client certificate's ids, computed once per connection, not per request.
-            let peer_cert: Option<Arc<ClientCert>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| Arc::new(ClientCert::of(c)));
-            let service = hyper::service::service_fn(move |req| {
-                let answer = handler(peer_cert.clone(), req);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(limits.max_header_bytes)
-                .timer(hyper_util::rt::TokioTimer::new());
-            builder
-                .http2()
-                .max_header_list_size(limits.max_header_bytes as u32)
-                .max_concurrent_streams(256);
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!("connection ended: {e}");
+            let close = task.conn.clone();
+            tokio::select! {
+                _ = task.run(tcp, handler) => {}
+                // Evicted or idle too long: dropping the connection's future closes the socket.
+                _ = close.close.notified() => {}
             }
-            svc.metrics().open_connections.dec();
+            registry.remove(id);
         });
+    }
+    reaper.abort();
+}
+
+/// Closes idle connections every quarter of the idle timeout.
+async fn reap(registry: Arc<Registry>, idle: Duration) {
+    let mut tick = tokio::time::interval((idle / 4).clamp(Duration::from_millis(10), REAP_INTERVAL_MAX));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = registry.reap_idle(idle);
+        if n > 0 {
+            tracing::debug!("closed {n} idle connections");
+        }
+    }
+}
+
+/// What one connection's task needs.
+struct ConnTask {
+    svc: Arc<Engine>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limits: crate::config::Limits,
+    conn: Arc<Conn>,
+    bodies: Arc<Semaphore>,
+}
+
+impl ConnTask {
+    /// Completes the TLS handshake and serves HTTP on the connection until it ends.
+    async fn run<H, F>(self, tcp: tokio::net::TcpStream, handler: H)
+    where
+        H: Fn(Option<Arc<ClientCert>>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let handshake = Duration::from_millis(self.limits.tls_handshake_timeout_ms);
+        let tls = match tokio::time::timeout(handshake, self.acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        let metrics = self.svc.metrics();
+        metrics.open_connections.inc();
+        // The client certificate's ids, computed once per connection, not per request.
+        let peer_cert: Option<Arc<ClientCert>> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::new(ClientCert::of(c)));
+        let conn = self.conn.clone();
+        let bodies = self.bodies.clone();
+        let body_read_timeout = Duration::from_millis(self.limits.body_read_timeout_ms);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let guard = InFlight::start(conn.clone());
+            req.extensions_mut().insert(RequestContext {
+                conn: conn.clone(),
+                executing: guard.executing.clone(),
+                bodies: bodies.clone(),
+                body_read_timeout,
+            });
+            let answer = handler(peer_cert.clone(), req);
+            async move {
+                let resp = answer.await;
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let builder = connection_builder(&self.limits);
+        if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            tracing::debug!("connection ended: {e}");
+        }
+        metrics.open_connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry {
+            conns: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn a_full_server_evicts_the_longest_idle_connection_first() {
+        let r = registry();
+        let (old, _) = r.admit(2).unwrap();
+        let (reading, reading_conn) = r.admit(2).unwrap();
+        let _req = InFlight::start(reading_conn);
+        let (new, _) = r.admit(2).unwrap();
+        let ids: Vec<u64> = r.lock().keys().copied().collect();
+        assert!(!ids.contains(&old), "the idle connection goes first");
+        assert!(ids.contains(&reading) && ids.contains(&new));
+    }
+
+    #[test]
+    fn a_connection_executing_a_request_is_never_evicted() {
+        let r = registry();
+        let (_, conn) = r.admit(1).unwrap();
+        let req = InFlight::start(conn.clone());
+        let ctx = RequestContext {
+            conn,
+            executing: req.executing.clone(),
+            bodies: Arc::new(Semaphore::new(10)),
+            body_read_timeout: Duration::from_secs(1),
+        };
+        ctx.body_read();
+        assert!(r.admit(1).is_none(), "the only slot executes a request");
+        drop(req);
+        assert!(
+            r.admit(1).is_some(),
+            "once the request finished its connection is idle again"
+        );
+    }
+
+    #[test]
+    fn only_connections_without_a_request_in_flight_are_reaped() {
+        let r = registry();
+        let (_, idle) = r.admit(4).unwrap();
+        let (_, busy) = r.admit(4).unwrap();
+        let _req = InFlight::start(busy);
+        idle.activity().since -= Duration::from_secs(5);
+        assert_eq!(r.reap_idle(Duration::from_secs(1)), 1);
+        assert_eq!(r.lock().len(), 1);
     }
 }
