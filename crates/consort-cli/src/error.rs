@@ -47,6 +47,9 @@ pub enum CliError {
     LedgerInvalid(#[source] consort_ledger::AuditError),
     #[error("receipt INVALID: {0}")]
     ReceiptInvalid(#[source] consort_receipt::ReceiptError),
+    /// Attestation evidence that does not verify.
+    #[error("attestation INVALID: {0}")]
+    AttestationInvalid(#[source] consort_attest::AttestError),
 
     #[error("member key does not match member certificate")]
     MemberKeyMismatch,

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         cmd: ReceiptCmd,
     },
+    /// Offline attestation tools.
+    Attest {
+        #[command(subcommand)]
+        cmd: AttestCmd,
+    },
     /// Member tooling: sign and submit proposals, ballots, withdrawals and acks; list and show proposals.
     Gov(gov::GovArgs),
     /// Load generator: pipelined HTTPS load on the logging or SmallBank app, or the same private writes as etcd
@@ -106,6 +111,18 @@ enum ReceiptCmd {
         file: PathBuf,
         #[arg(long)]
         service_cert: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AttestCmd {
+    /// Verify a node's attestation evidence (a `/node/quotes/self` answer or CCF's QuoteInfo JSON) against the
+    /// node's certificate (its key must be the one the evidence binds); prints the measured claims as JSON.
+    Verify {
+        file: PathBuf,
+        /// PEM certificate of the node (for example its entry in `/gov/service/nodes`).
+        #[arg(long)]
+        node_cert: PathBuf,
     },
 }
 
@@ -156,6 +173,9 @@ fn run(cmd: Command) -> Result<(), CliError> {
         Command::Receipt {
             cmd: ReceiptCmd::Verify { file, service_cert },
         } => receipt_verify(&file, &service_cert),
+        Command::Attest {
+            cmd: AttestCmd::Verify { file, node_cert },
+        } => attest_verify(&file, &node_cert),
         Command::Bench(args) => Ok(runtime().block_on(bench::run(args))?),
         Command::Gov(args) => runtime().block_on(gov::run(args)),
     }
@@ -229,6 +249,23 @@ fn ledger_audit(paths: &[PathBuf]) -> Result<(), CliError> {
         r.service_status.as_deref().unwrap_or("unknown"),
         r.nodes
     );
+    Ok(())
+}
+
+fn attest_verify(file: &Path, node_cert: &Path) -> Result<(), CliError> {
+    let bytes = std::fs::read(file).map_err(CliError::file(file))?;
+    let cert = std::fs::read_to_string(node_cert).map_err(CliError::file(node_cert))?;
+    let key = consort_crypto::ParsedCert::from_pem(&cert)?.public_key()?;
+    let evidence = consort_attest::Evidence::from_any_json(&bytes).map_err(CliError::AttestationInvalid)?;
+    let claims = consort_attest::verify(&evidence, &key.to_spki_der()).map_err(CliError::AttestationInvalid)?;
+    let out = serde_json::json!({
+        "format": claims.kind.ccf_name(),
+        "measurement": claims.measurement,
+        "host_data": claims.host_data,
+        "node_id": consort_crypto::key_id(&key.to_spki_der()),
+        "security_warning": claims.security_warning,
+    });
+    println!("{out}");
     Ok(())
 }
 

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use consort_crypto::{ParsedCert, SigningKey};
 use consort_gov::MsgType;
-use consort_node::client::{Connection, Protocol, Reply};
+use consort_node::net::client::{Connection, Protocol, Reply};
 use consort_node::config::IdentityConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -172,7 +172,7 @@ async fn connect_as(node: &TestNode, cert: &Path, key: &Path) -> Connection {
         std::fs::read_to_string(cert).unwrap(),
         std::fs::read_to_string(key).unwrap(),
     );
-    let tls = consort_node::tls::client_config(&node.service_cert(), Some((&cert, &key))).unwrap();
+    let tls = consort_node::net::tls::client_config(&node.service_cert(), Some((&cert, &key))).unwrap();
     Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap()
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use consort_node::client::{Connection, Protocol};
+use consort_node::net::client::{Connection, Protocol};
 use consort_node::config::{IdentityConfig, NodeConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ impl Net {
     async fn connect(&self, i: usize) -> Option<Connection> {
         let cert = std::fs::read_to_string(self.root.join("user0_cert.pem")).unwrap();
         let key = std::fs::read_to_string(self.root.join("user0_privk.pem")).unwrap();
-        let tls = consort_node::tls::client_config(&self.service_cert(), Some((&cert, &key))).unwrap();
+        let tls = consort_node::net::tls::client_config(&self.service_cert(), Some((&cert, &key))).unwrap();
         let fut = Connection::connect(&self.nodes[i].address, tls, Protocol::Http1);
         tokio::time::timeout(Duration::from_secs(5), fut).await.ok()?.ok()
     }
@@ -258,7 +258,7 @@ async fn reconnect(live: &[usize], slot: usize) -> Option<Connection> {
     let cert = std::fs::read_to_string(root.join("user0_cert.pem")).ok()?;
     let key = std::fs::read_to_string(root.join("user0_privk.pem")).ok()?;
     let sc = std::fs::read_to_string(root.join("service_cert.pem")).ok()?;
-    let tls = consort_node::tls::client_config(&sc, Some((&cert, &key))).ok()?;
+    let tls = consort_node::net::tls::client_config(&sc, Some((&cert, &key))).ok()?;
     let fut = Connection::connect(&addrs[live[slot]], tls, Protocol::Http1);
     tokio::time::timeout(Duration::from_secs(2), fut).await.ok()?.ok()
 }
@@ -287,7 +287,7 @@ fn committed_chunks(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// The committed snapshot files in `dir`, by name.
 fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    consort_node::snapshots::list_committed(dir)
+    consort_node::engine::snapshot_files::list_committed(dir)
         .into_iter()
         .map(|f| {
             let name = f.path.file_name().unwrap().to_string_lossy().to_string();
@@ -449,7 +449,7 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     let newest = |i: usize| {
         snapshot_files(&net.nodes[i].dir.join("snapshots"))
             .keys()
-            .filter_map(|n| consort_node::snapshots::parse_committed_name(n))
+            .filter_map(|n| consort_node::engine::snapshot_files::parse_committed_name(n))
             .map(|(s, _)| s)
             .max()
             .unwrap_or(0)
@@ -605,7 +605,7 @@ async fn a_write_forwarded_to_a_stalled_primary_gets_504() {
     let (conn, frozen) = chosen.expect("a backup that is not the primary, with the other two frozen");
     let body = serde_json::json!({"id": 2, "msg": "stalled"});
     let r = tokio::time::timeout(
-        consort_node::replication::FORWARD_TIMEOUT + Duration::from_secs(10),
+        consort_node::net::forwarding::FORWARD_TIMEOUT + Duration::from_secs(10),
         conn.post_json("/app/log/private", &body),
     )
     .await

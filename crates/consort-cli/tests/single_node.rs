@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-fn txid_of(r: &consort_node::client::Reply) -> String {
+fn txid_of(r: &consort_node::net::client::Reply) -> String {
     r.txid.clone().expect("every response carries x-ms-ccf-transaction-id")
 }
 
@@ -63,7 +63,7 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
 
     // Malformed and oversized input gets a JSON error and changes nothing. (HTTP/2, so that the early 413 reaches
     // the client while it is still sending; an HTTP/1.1 client must read the response before finishing the body.)
-    let user2 = node.connect_with(true, consort_node::client::Protocol::Http2).await;
+    let user2 = node.connect_with(true, consort_node::net::client::Protocol::Http2).await;
     let before = user.get("/node/commit").await.unwrap().json().unwrap();
     for (body, status) in [
         (b"{not json".to_vec(), 400),
@@ -203,10 +203,10 @@ async fn header_limit_and_connection_limit_are_enforced() {
     let b = node.connect(true).await;
     // A third connection is closed at accept: its handshake or first request fails.
     let third = tokio::time::timeout(Duration::from_secs(5), async {
-        let c = consort_node::client::Connection::connect(
+        let c = consort_node::net::client::Connection::connect(
             &node.address,
-            consort_node::tls::client_config(&node.service_cert(), None).unwrap(),
-            consort_node::client::Protocol::Http1,
+            consort_node::net::tls::client_config(&node.service_cert(), None).unwrap(),
+            consort_node::net::client::Protocol::Http1,
         )
         .await;
         match c {

@@ -1,6 +1,6 @@
 //! The join protocol as an outsider meets it, over real sockets: nobody gets the service's secrets, a snapshot or a
-//! service-endorsed certificate by naming a key they do not hold, and a Pending joiner's record carries no
-//! endorsed certificate.
+//! service-endorsed certificate by naming a key they do not hold, a Pending joiner's record carries no endorsed
+//! certificate, and the governed join policy on code ids decides which code may join.
 
 mod common;
 
@@ -34,12 +34,30 @@ async fn post_join(node: &TestNode, client_key: Option<&SigningKey>, body: &serd
         .unwrap()
 }
 
-fn join_body(public_key_pem: &str) -> serde_json::Value {
+/// SHA-256 of the `consort` binary the nodes run: the virtual platform's measurement of them.
+fn consort_measurement() -> [u8; 32] {
+    consort_attest::host_io::measure_file(std::path::Path::new(common::consort_bin())).unwrap()
+}
+
+/// A join request for `key` with virtual evidence binding it to `measurement`.
+fn join_body_measured(key: &SigningKey, measurement: [u8; 32]) -> serde_json::Value {
+    use consort_attest::Platform;
+    let evidence = consort_attest::VirtualPlatform::new(measurement)
+        .evidence_for(&key.verifying_key().to_spki_der())
+        .unwrap();
     serde_json::json!({
-        "public_key": public_key_pem,
+        "public_key": key.verifying_key().to_pem(),
         "node_to_node_address": "127.0.0.1:1",
         "rpc_address": "127.0.0.1:2",
+        "quote_info": evidence.to_json_value(),
     })
+}
+
+/// A join request naming `public_key_pem`, with evidence for a key the caller does not hold.
+fn join_body(public_key_pem: &str) -> serde_json::Value {
+    let mut body = join_body_measured(&SigningKey::generate(Curve::P384), consort_measurement());
+    body["public_key"] = serde_json::json!(public_key_pem);
+    body
 }
 
 /// Asserts that an answer carries nothing a joiner would start from.
@@ -82,7 +100,8 @@ async fn a_pending_joiner_holds_its_key_but_gets_no_endorsed_certificate() {
     let key = SigningKey::generate(Curve::P384);
     let node_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
 
-    let reply = post_join(&node, Some(&key), &join_body(&key.verifying_key().to_pem())).await;
+    let body = join_body_measured(&key, consort_measurement());
+    let reply = post_join(&node, Some(&key), &body).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let v = reply.json().unwrap();
     assert_eq!(v["node_status"], "Pending");
@@ -90,7 +109,7 @@ async fn a_pending_joiner_holds_its_key_but_gets_no_endorsed_certificate() {
     assert_no_secrets(&reply);
 
     // Asking again changes nothing.
-    let again = post_join(&node, Some(&key), &join_body(&key.verifying_key().to_pem())).await;
+    let again = post_join(&node, Some(&key), &body).await;
     assert_eq!(again.json().unwrap()["node_status"], "Pending");
     assert_no_secrets(&again);
 
@@ -133,4 +152,143 @@ async fn malformed_join_requests_get_a_clear_4xx_and_the_node_keeps_serving() {
     let tls = client_config(&node.service_cert(), None).unwrap();
     let conn = Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap();
     assert_eq!(conn.get("/node/commit").await.unwrap().status, 200);
+}
+
+/// Runs `consort gov` as member0 of `node`: proposes `actions` and votes for it; returns the final state.
+fn pass_proposal(node: &TestNode, actions: serde_json::Value) -> String {
+    let file = node.dir.join(format!("proposal_{}.json", rand_suffix()));
+    std::fs::write(&file, serde_json::json!({ "actions": actions }).to_string()).unwrap();
+    let gov = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::consort_bin());
+        cmd.args(["gov", "--address", &node.address])
+            .arg("--service-cert")
+            .arg(node.dir.join("service_cert.pem"))
+            .arg("--cert")
+            .arg(node.dir.join("member0_cert.pem"))
+            .arg("--key")
+            .arg(node.dir.join("member0_privk.pem"))
+            .args(args);
+        let out = common::run_bounded(cmd, std::time::Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "consort gov {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let proposed = gov(&["propose", file.to_str().unwrap()]);
+    let id = proposed["proposalId"].as_str().unwrap().to_string();
+    let voted = gov(&["vote", &id, "--accept"]);
+    voted["proposalState"].as_str().unwrap_or_default().to_string()
+}
+
+fn rand_suffix() -> String {
+    hex::encode(consort_crypto::sha256(
+        &SigningKey::generate(Curve::P256).verifying_key().to_spki_der(),
+    ))[..8]
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_policy_on_code_ids_is_enforced_and_governed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_service(dir.path()).await;
+    let tls = client_config(&node.service_cert(), None).unwrap();
+    let conn = Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap();
+
+    // Genesis recorded the first node's own measurement, and the node shows its quote, flagged as virtual.
+    let ours = hex::encode(consort_measurement());
+    let policy = conn.get("/gov/service/join-policy").await.unwrap().json().unwrap();
+    assert!(policy["codeIds"].get(&ours).is_some(), "{policy}");
+    let quote = conn.get("/node/quotes/self").await.unwrap().json().unwrap();
+    assert_eq!(quote["format"], "Insecure_Virtual", "{quote}");
+    assert_eq!(quote["measurement"], ours.as_str(), "{quote}");
+    assert!(
+        quote["security_warning"]
+            .as_str()
+            .unwrap()
+            .contains("no hardware guarantee"),
+        "{quote}"
+    );
+    let evidence = consort_attest::Evidence::from_any_json(quote.to_string().as_bytes()).unwrap();
+    let node_cert = std::fs::read_to_string(node.dir.join("node_cert.pem")).unwrap();
+    let node_key = consort_crypto::ParsedCert::from_pem(&node_cert)
+        .unwrap()
+        .public_key()
+        .unwrap();
+    consort_attest::verify(&evidence, &node_key.to_spki_der()).unwrap();
+    // `consort attest verify` checks the saved answer offline against the node's certificate, and refuses it for
+    // another node's certificate.
+    let saved = node.dir.join("quote.json");
+    std::fs::write(&saved, quote.to_string()).unwrap();
+    let cert_path = node.dir.join("node_cert.pem");
+    let (ok, out) = common::run_consort(&[
+        "attest",
+        "verify",
+        saved.to_str().unwrap(),
+        "--node-cert",
+        cert_path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&ours), "{out}");
+    let stranger = node.dir.join("stranger_cert.pem");
+    let stranger_key = SigningKey::generate(Curve::P384);
+    std::fs::write(
+        &stranger,
+        x509::self_signed(&stranger_key, &CertParams::new("stranger"))
+            .unwrap()
+            .pem,
+    )
+    .unwrap();
+    let (ok, out) = common::run_consort(&[
+        "attest",
+        "verify",
+        saved.to_str().unwrap(),
+        "--node-cert",
+        stranger.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("attestation INVALID"), "{out}");
+
+    // Other code is refused, with its measurement named.
+    let other = [7u8; 32];
+    let other_hex = hex::encode(other);
+    let key = SigningKey::generate(Curve::P384);
+    let refused = post_join(&node, Some(&key), &join_body_measured(&key, other)).await;
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    let v = refused.json().unwrap();
+    assert_eq!(v["error"]["code"], "JoinPolicyRefused");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&other_hex), "{v}");
+    assert_no_secrets(&refused);
+
+    // Evidence bound to another key than the one named is refused too.
+    let mut forged = join_body_measured(&SigningKey::generate(Curve::P384), consort_measurement());
+    forged["public_key"] = serde_json::json!(key.verifying_key().to_pem());
+    let refused = post_join(&node, Some(&key), &forged).await;
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json().unwrap()["error"]["code"], "InvalidQuote");
+
+    // Members add that code: the node may join (as Pending, the service being open).
+    let state = pass_proposal(
+        &node,
+        serde_json::json!([{"name": "add_node_code", "args": {"code_id": other_hex}}]),
+    );
+    assert_eq!(state, "Accepted");
+    let joined = post_join(&node, Some(&key), &join_body_measured(&key, other)).await;
+    assert_eq!(joined.status, 200, "{}", String::from_utf8_lossy(&joined.body));
+    assert_eq!(joined.json().unwrap()["node_status"], "Pending");
+
+    // Members remove it: a new node with that code is refused again.
+    let state = pass_proposal(
+        &node,
+        serde_json::json!([{"name": "remove_node_code", "args": {"code_id": other_hex}}]),
+    );
+    assert_eq!(state, "Accepted");
+    let key2 = SigningKey::generate(Curve::P384);
+    let refused = post_join(&node, Some(&key2), &join_body_measured(&key2, other)).await;
+    assert_eq!(refused.status, 403, "{}", String::from_utf8_lossy(&refused.body));
+    assert!(refused.json().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&other_hex));
 }

@@ -4,11 +4,11 @@
 
 use crate::api::join::JoinRequest;
 use crate::config::NodeConfig;
-use crate::engine::{raft_id_of, Engine};
+use crate::engine::{raft_id_of, Engine, OpenOptions};
 use crate::identity::Identities;
 use crate::net::client::{Connection, Protocol};
 use crate::net::forwarding::FORWARD_TIMEOUT;
-use crate::node::Node;
+use crate::node::{Node, SelfAttestation};
 use crate::NodeError;
 use consort_crypto::{Curve, SigningKey};
 use std::collections::BTreeMap;
@@ -45,10 +45,14 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         .clone()
         .ok_or_else(|| io("network.node_to_node_address is needed to join".into()))?;
     let node_key = SigningKey::generate(Curve::P384);
+    // The evidence binds the node key to the code this process runs; the primary checks it against the join policy.
+    let platform = consort_attest::host_io::virtual_platform_for_current_exe()?;
+    let attestation = SelfAttestation::produce(&platform, &node_key.verifying_key().to_spki_der())?;
     let req = JoinRequest {
         public_key: node_key.verifying_key().to_pem(),
         node_to_node_address: n2n,
         rpc_address: cfg.network.rpc_address.clone(),
+        quote_info: attestation.evidence.to_json_value(),
     };
     let body = serde_json::to_vec(&req).map_err(|e| io(e.to_string()))?;
     // Proof of possession: the join goes over TLS with a certificate for the node key, so the service admits (and
@@ -73,6 +77,10 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
                     break v;
                 }
                 tracing::info!(status = %v["node_status"], "waiting to join");
+            }
+            // A refusal by the join policy will not change by retrying; other refusals (no primary yet) may.
+            Ok(Ok(r)) if r.status == 403 => {
+                return Err(io(format!("join refused: {}", String::from_utf8_lossy(&r.body))));
             }
             Ok(Ok(r)) => tracing::info!(status = r.status, body = %String::from_utf8_lossy(&r.body), "join refused"),
             Ok(Err(e)) => tracing::info!(%e, "join attempt failed"),
@@ -104,12 +112,19 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             trusted.insert(raft_id_of(id), cert.to_string());
         }
     }
-    let engine = Engine::open_with(cfg, ids, trusted, Some(snapshot))?;
+    let options = OpenOptions {
+        trusted,
+        join_snapshot: Some(snapshot),
+        attestation: None,
+    };
+    let engine = Engine::open_with(cfg, ids, options)?;
     for p in answer["peers"].as_array().into_iter().flatten() {
         if let (Some(id), Some(cert)) = (p["node_id"].as_str(), p["cert"].as_str()) {
             engine.add_peer(id, cert);
         }
     }
     // A joined node serves exactly the applications a genesis node serves.
-    Ok(Node::new(engine, Box::new(crate::apps::Apps::builtin())))
+    let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
+    node.attach_attestation(attestation);
+    Ok(node)
 }

@@ -3,10 +3,10 @@
 //! cleanly on SIGINT or SIGTERM.
 
 use crate::config::NodeConfig;
-use crate::engine::{node_records, raft_id_of, Engine};
+use crate::engine::{node_records, raft_id_of, Engine, OpenOptions};
 use crate::identity::Identities;
 use crate::net::channels::{Channels, FrameKind};
-use crate::node::Node;
+use crate::node::{Node, SelfAttestation};
 use crate::{apps, NodeError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +46,24 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         }
         Identities::generate(&dir, &subject_alt_names(&cfg))?
     };
-    Ok(Node::new(Engine::open(cfg, ids)?, Box::new(apps::Apps::builtin())))
+    let attestation = attest_self(&ids)?;
+    let options = OpenOptions {
+        attestation: Some(attestation.genesis()),
+        ..OpenOptions::default()
+    };
+    let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
+    node.attach_attestation(attestation);
+    Ok(node)
+}
+
+/// This node's attestation on its platform. Only the virtual platform exists in this build: its measurement is
+/// SHA-256 of the running executable, taken now.
+pub fn attest_self(ids: &Identities) -> Result<SelfAttestation, NodeError> {
+    let platform = consort_attest::host_io::virtual_platform_for_current_exe()?;
+    Ok(SelfAttestation::produce(
+        &platform,
+        &ids.node_key.verifying_key().to_spki_der(),
+    )?)
 }
 
 /// Worker threads of the runtime that carries node-to-node channels (one: the traffic is a few large frames).

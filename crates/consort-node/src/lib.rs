@@ -62,26 +62,10 @@ pub enum NodeError {
     /// A key or certificate operation failed.
     #[error(transparent)]
     Crypto(#[from] consort_crypto::CryptoError),
+    /// This node could not attest itself.
+    #[error("attestation: {0}")]
+    Attest(#[from] consort_attest::AttestError),
     /// Joining the service failed.
     #[error("join: {0}")]
     Join(String),
-}
-
-// Paths of the layout before the split by concept, kept only until the CLI's imports move to the new ones.
-#[doc(hidden)]
-pub use net::{client, tls};
-#[doc(hidden)]
-pub mod snapshots {
-    //! Old path of [`crate::engine::snapshot_files`].
-    pub use crate::engine::snapshot_files::*;
-}
-#[doc(hidden)]
-pub mod service {
-    //! Old path of the engine's vocabulary.
-    pub use crate::engine::TxId;
-}
-#[doc(hidden)]
-pub mod replication {
-    //! Old path of the forwarding timeout.
-    pub use crate::net::forwarding::FORWARD_TIMEOUT;
 }

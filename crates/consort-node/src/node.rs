@@ -2,10 +2,11 @@
 //! sends writes it cannot execute to the primary. Each part owns one thing; the node only holds them together.
 
 use crate::apps::App;
-use crate::engine::{Engine, RaftTransport};
+use crate::engine::{Engine, GenesisAttestation, RaftTransport};
 use crate::net::channels::{Channels, FrameKind};
 use crate::net::forwarding::Forwarder;
 use bytes::Bytes;
+use consort_attest::{AttestError, Claims, Evidence, Platform, PlatformKind};
 use std::sync::{Arc, OnceLock};
 
 /// One node: engine, application, forwarding and (once attached) the node-to-node channels.
@@ -14,6 +15,41 @@ pub struct Node {
     app: Box<dyn App>,
     forwarder: Arc<Forwarder>,
     channels: OnceLock<Arc<Channels>>,
+    attestation: OnceLock<SelfAttestation>,
+}
+
+/// This node's own attestation: what it shows at `/node/quotes/self` and sends when it joins.
+#[derive(Debug, Clone)]
+pub struct SelfAttestation {
+    /// The evidence binding this node's key to its measurement.
+    pub evidence: Evidence,
+    /// What verifying that evidence gives.
+    pub claims: Claims,
+}
+
+impl SelfAttestation {
+    /// Produces and checks this node's evidence for its key on `platform`; logs the platform's warning, if any.
+    pub fn produce(platform: &dyn Platform, public_key_der: &[u8]) -> Result<Self, AttestError> {
+        let evidence = platform.evidence_for(public_key_der)?;
+        let claims = consort_attest::verify(&evidence, public_key_der)?;
+        if let Some(warning) = platform.security_warning() {
+            tracing::warn!(measurement = %claims.measurement, "{warning}");
+        }
+        Ok(SelfAttestation { evidence, claims })
+    }
+
+    /// The genesis record of it: the quote for the nodes table and the measurement for the join policy.
+    pub fn genesis(&self) -> GenesisAttestation {
+        let policy_table = match self.claims.kind {
+            PlatformKind::Virtual => consort_gov::tables::NODES_CODE_IDS,
+            PlatformKind::Snp => consort_gov::tables::NODES_SNP_MEASUREMENTS,
+        };
+        GenesisAttestation {
+            quote_info: self.evidence.to_json_value(),
+            measurement: self.claims.measurement.to_lowercase(),
+            policy_table,
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -43,6 +79,7 @@ impl Node {
             app,
             forwarder,
             channels: OnceLock::new(),
+            attestation: OnceLock::new(),
         })
     }
 
@@ -64,6 +101,16 @@ impl Node {
     /// The node-to-node channels, once attached.
     pub fn channels(&self) -> Option<&Arc<Channels>> {
         self.channels.get()
+    }
+
+    /// This node's attestation, once attached.
+    pub fn attestation(&self) -> Option<&SelfAttestation> {
+        self.attestation.get()
+    }
+
+    /// Attaches this node's attestation (the first one stays).
+    pub fn attach_attestation(&self, attestation: SelfAttestation) {
+        let _ = self.attestation.set(attestation);
     }
 
     /// Attaches the node-to-node channels: Raft messages and forwarded requests go through them from now on.

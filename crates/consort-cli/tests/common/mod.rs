@@ -4,8 +4,8 @@
 
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, SigningKey};
-use consort_node::client::{Connection, Protocol};
 use consort_node::config::{IdentityConfig, NodeConfig};
+use consort_node::net::client::{Connection, Protocol};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ impl TestNode {
         let Ok(cert) = std::fs::read_to_string(self.dir.join("service_cert.pem")) else {
             return false;
         };
-        let Ok(tls) = consort_node::tls::client_config(&cert, None) else {
+        let Ok(tls) = consort_node::net::tls::client_config(&cert, None) else {
             return false;
         };
         let Ok(conn) = Connection::connect(&self.address, tls, Protocol::Http1).await else {
@@ -147,7 +147,8 @@ impl TestNode {
     pub async fn connect_with(&self, as_user: bool, protocol: Protocol) -> Connection {
         let cert = std::fs::read_to_string(&self.user_cert).unwrap();
         let key = std::fs::read_to_string(&self.user_key).unwrap();
-        let tls = consort_node::tls::client_config(&self.service_cert(), as_user.then_some((&*cert, &*key))).unwrap();
+        let tls =
+            consort_node::net::tls::client_config(&self.service_cert(), as_user.then_some((&*cert, &*key))).unwrap();
         // Retry briefly: a connection closed a moment ago may still hold one of the node's connection slots.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

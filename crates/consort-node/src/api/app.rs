@@ -6,7 +6,7 @@ use super::{error_response, json_response, raw_response, ApiError, Resp};
 use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
 use crate::engine::{Engine, TxId, WriteError};
 use crate::net::client::Reply;
-use crate::net::forwarding::{ForwardError, ForwardedRequest, ForwardedResponse};
+use crate::net::forwarding::{ForwardError, ForwardedRequest, ForwardedResponse, Outgoing};
 use crate::node::Node;
 
 /// Users' certificates (user id -> PEM).
@@ -194,9 +194,14 @@ pub(super) async fn forward(
     let channels = node
         .channels()
         .ok_or(ForwardError::NoPrimary("this node has no channel to other nodes"))?;
-    node.forwarder()
-        .forward(channels, &primary, method, target, caller, content_type, body)
-        .await
+    let request = Outgoing {
+        method,
+        target,
+        caller,
+        content_type,
+        body,
+    };
+    node.forwarder().forward(channels, &primary, request).await
 }
 
 /// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).

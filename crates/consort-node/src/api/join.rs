@@ -28,9 +28,14 @@ pub fn primary_rpc_address(svc: &Engine) -> Option<String> {
 /// The request a joining node sends.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct JoinRequest {
+    /// The joiner's public key, PEM; the request must come over TLS with a certificate for it.
     pub public_key: String,
+    /// Where it accepts node-to-node channels.
     pub node_to_node_address: String,
+    /// Where it serves clients.
     pub rpc_address: String,
+    /// Its attestation evidence, CCF's `QuoteInfo` (`format`, `quote`, `endorsements`), binding `public_key`.
+    pub quote_info: serde_json::Value,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -45,6 +50,8 @@ pub struct ParsedJoin {
     pub key: VerifyingKey,
     /// The node id that key gives (hex SHA-256 of its SubjectPublicKeyInfo).
     pub node_id: String,
+    /// The attestation evidence it sent (parsed, not yet verified).
+    pub evidence: consort_attest::Evidence,
 }
 
 impl std::fmt::Debug for ParsedJoin {
@@ -71,7 +78,14 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
         .parse::<std::net::SocketAddr>()
         .map_err(|e| bad(format!("node_to_node_address: {e}")))?;
     let node_id = consort_crypto::key_id(&key.to_spki_der());
-    Ok(ParsedJoin { request, key, node_id })
+    let evidence =
+        consort_attest::Evidence::from_json_value(&request.quote_info).map_err(|e| bad(format!("quote_info: {e}")))?;
+    Ok(ParsedJoin {
+        request,
+        key,
+        node_id,
+        evidence,
+    })
 }
 
 /// Handles `POST /node/join` (see the module documentation). `client_key_id` is the key id (hex SHA-256 of the
@@ -123,6 +137,7 @@ pub async fn handle_join(
 /// addition to the Raft membership is committed, also with its certificate, the service's secrets, the peers and
 /// the snapshot to start from. The caller has checked that the joiner holds the key.
 pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
+    check_attestation(svc, join)?;
     let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
     let record = match existing {
         Some(r) => r,
@@ -151,6 +166,37 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
         "peers": peers,
         "snapshot": base64::engine::general_purpose::STANDARD.encode(snapshot),
     }))
+}
+
+/// Verifies the joiner's evidence against the key it proved it holds, then judges the claims by the governed join
+/// policy: 403 naming what did not match.
+fn check_attestation(svc: &Engine, join: &ParsedJoin) -> Result<consort_attest::Claims, ApiError> {
+    let claims = consort_attest::verify(&join.evidence, &join.key.to_spki_der())
+        .map_err(|e| ApiError::new(403, "InvalidQuote", format!("attestation: {e}")))?;
+    let policy = join_policy(svc);
+    consort_attest::check_policy(&claims, &policy)
+        .map_err(|e| ApiError::new(403, "JoinPolicyRefused", format!("join refused: {e}")))?;
+    Ok(claims)
+}
+
+/// The join policy as governance set it in the store.
+pub fn join_policy(svc: &Engine) -> consort_attest::JoinPolicy {
+    let store = svc.store();
+    let tx = store.read_only();
+    let keys = |table: &str| {
+        let mut out = vec![];
+        tx.foreach(table, |k, _| {
+            out.push(String::from_utf8_lossy(k).to_string());
+            true
+        });
+        out
+    };
+    consort_attest::JoinPolicy {
+        code_ids: keys(consort_gov::tables::NODES_CODE_IDS),
+        snp_measurements: keys(consort_gov::tables::NODES_SNP_MEASUREMENTS),
+        snp_host_data: keys(consort_gov::tables::NODES_SNP_HOST_DATA),
+        snp_min_tcb: vec![],
+    }
 }
 
 /// Issues a node certificate for `key` signed by the service key, valid `validity_days`, naming the host of
@@ -221,6 +267,7 @@ fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &
         "rpc_interfaces": {"primary_rpc_interface": {"bind_address": req.rpc_address}},
         "node_to_node_address": req.node_to_node_address,
         "node_data": null,
+        "quote_info": req.quote_info,
         "ledger_secret_seqno": 0,
         "retired_committed": false,
     });

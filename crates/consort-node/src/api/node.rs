@@ -2,11 +2,13 @@
 //! OpenAPI): read-only views of the engine, plus the join protocol.
 
 use super::{error_response, json_response, raw_response, ApiError, Resp};
-use crate::engine::{node_records, ReceiptParts, TxId};
+use crate::engine::{node_records, Engine, ReceiptParts, TxId};
 use crate::net::http::ClientCert;
 use crate::node::Node;
 use bytes::Bytes;
+use consort_attest::{Evidence, NodeQuote};
 use consort_ledger::ProofStep;
+use consort_ledger::NODES_INFO_TABLE;
 use std::sync::Arc;
 
 /// Routes the fixed `/node` and `/app` views; `None` if `method path` is not one of them.
@@ -70,6 +72,20 @@ pub(super) async fn route(
             Bytes::from(engine.metrics().render()),
             current.map(|t| t.to_string()),
         ),
+        ("GET", "/node/quotes/self") => match node.attestation() {
+            Some(a) => {
+                let quote = NodeQuote::new(&engine.identities().node_id, &a.evidence, Some(&a.claims));
+                match serde_json::to_value(quote) {
+                    Ok(v) => json_response(200, &v, current),
+                    Err(e) => error_response(&ApiError::internal(e.to_string()), current),
+                }
+            }
+            None => error_response(
+                &ApiError::new(404, "ResourceNotFound", "this node has no attestation"),
+                current,
+            ),
+        },
+        ("GET", "/node/quotes") => json_response(200, &serde_json::json!({"quotes": recorded_quotes(engine)}), current),
         ("GET", "/node/api") => json_response(200, &super::openapi::node_api(), current),
         ("GET", "/app/api") => json_response(200, &super::openapi::app_api(node.app()), current),
         _ => return None,
@@ -115,6 +131,26 @@ fn receipt_json(parts: &ReceiptParts) -> serde_json::Value {
         "proof": proof,
         "service_endorsements": [],
     })
+}
+
+/// The quotes the nodes table records for Trusted nodes (what each presented when it joined, or at genesis).
+fn recorded_quotes(engine: &Engine) -> Vec<serde_json::Value> {
+    let store = engine.store();
+    let tx = store.read_only();
+    let mut quotes = vec![];
+    tx.foreach(NODES_INFO_TABLE, |k, v| {
+        let info: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+        if info["status"] == "Trusted" {
+            if let Ok(evidence) = Evidence::from_json_value(&info["quote_info"]) {
+                let id = String::from_utf8_lossy(k);
+                if let Ok(q) = serde_json::to_value(NodeQuote::new(&id, &evidence, None)) {
+                    quotes.push(q);
+                }
+            }
+        }
+        true
+    });
+    quotes
 }
 
 fn network_info(node: &Node) -> serde_json::Value {

@@ -1,7 +1,7 @@
 //! Starting a service: the first node campaigns alone and writes the genesis transaction (service info, itself,
 //! members, users, constitution), then optionally opens the service.
 
-use super::{Engine, EngineError, TxId, WriteError};
+use super::{Engine, EngineError, GenesisAttestation, TxId, WriteError};
 use consort_consensus::Event;
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SINGLETON_KEY};
 
@@ -30,7 +30,7 @@ impl Engine {
 
     /// Genesis: service info, this node, initial members and users; optionally open. Proposed through the replica;
     /// the replica signs it.
-    pub(super) fn genesis(&self) -> Result<(), EngineError> {
+    pub(super) fn genesis(&self, attestation: Option<&GenesisAttestation>) -> Result<(), EngineError> {
         let start = &self.cfg.start;
         let gerr = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
             EngineError::Genesis(format!("{what} {}: {e}", path.display()))
@@ -93,7 +93,11 @@ impl Engine {
                 "node_data": null,
                 "ledger_secret_seqno": 0,
                 "retired_committed": false,
+                "quote_info": attestation.map(|a| a.quote_info.clone()),
             });
+            if let Some(a) = attestation {
+                tx.put(a.policy_table, a.measurement.as_bytes(), b"\"AllowedToJoin\"");
+            }
             tx.put(
                 NODES_INFO_TABLE,
                 self.ids.node_id.as_bytes(),

@@ -23,6 +23,7 @@ pub mod snapshot_files;
 pub mod storage;
 
 pub use execute::WriteError;
+
 pub use membership::{node_records, raft_id_of, NodeRecord, PEERS_FILE};
 pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
 pub use status::{ConsensusState, PeerState, ReceiptError, ReceiptParts};
@@ -45,6 +46,33 @@ use std::time::{Duration, Instant};
 use storage::{FsStorage, SyncQueue};
 
 pub use consort_consensus::{TxId, TxStatus};
+
+/// How [`Engine::open_with`] opens the engine, beyond the configuration and identities.
+#[derive(Debug, Default)]
+pub struct OpenOptions {
+    /// Other nodes whose signature transactions this node accepts (Raft id -> certificate PEM).
+    pub trusted: BTreeMap<u64, String>,
+    /// For a joiner: the snapshot it starts from.
+    pub join_snapshot: Option<Vec<u8>>,
+    /// For a genesis node: its own attestation, recorded in the nodes table, and its code id, added to the join
+    /// policy (as CCF 6 does, so that nodes running the same code can join).
+    pub attestation: Option<GenesisAttestation>,
+}
+
+/// The genesis node's attestation.
+#[derive(Debug, Clone)]
+pub struct GenesisAttestation {
+    /// CCF's `quote_info` object (`format`, `quote`, `endorsements`).
+    pub quote_info: serde_json::Value,
+    /// Its measurement, hex: the code id (virtual) or launch measurement (SNP) the join policy starts with.
+    pub measurement: String,
+    /// Which allowlist the measurement goes to: `public:ccf.gov.nodes.code_ids` (virtual) or
+    /// `public:ccf.gov.nodes.snp.measurements` (SNP).
+    pub policy_table: &'static str,
+}
+
+/// What the engine calls with the node id of a new primary.
+pub type PrimaryChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Where the engine's Raft messages go: the node-to-node channels in a running node, nothing in a test engine.
 pub trait RaftTransport: Send + Sync {
@@ -154,7 +182,7 @@ pub struct Engine {
     persisting: Mutex<()>,
     transport: OnceLock<Arc<dyn RaftTransport>>,
     /// Told the node id of a new primary as soon as this node learns it.
-    on_primary_change: OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    on_primary_change: OnceLock<PrimaryChangeHook>,
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<u64, String>>,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
@@ -184,16 +212,17 @@ impl Engine {
     /// new service with this node as its only voter (genesis). `trusted` lists the other nodes whose signature
     /// transactions this node accepts (Raft id -> certificate PEM).
     pub fn open(cfg: NodeConfig, ids: Identities) -> Result<Arc<Self>, EngineError> {
-        Self::open_with(cfg, ids, BTreeMap::new(), None)
+        Self::open_with(cfg, ids, OpenOptions::default())
     }
 
-    /// [`Engine::open`] with extra trusted nodes and, for a joiner, the snapshot it starts from.
-    pub fn open_with(
-        cfg: NodeConfig,
-        ids: Identities,
-        mut trusted: BTreeMap<u64, String>,
-        join_snapshot: Option<Vec<u8>>,
-    ) -> Result<Arc<Self>, EngineError> {
+    /// [`Engine::open`] with extra trusted nodes, for a joiner the snapshot it starts from, and for a genesis node
+    /// its attestation.
+    pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
+        let OpenOptions {
+            mut trusted,
+            join_snapshot,
+            attestation,
+        } = options;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
             std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         }
@@ -275,7 +304,7 @@ impl Engine {
         // The only voter need not wait for an election timeout.
         svc.campaign_if_alone();
         if fresh {
-            svc.genesis()?;
+            svc.genesis(attestation.as_ref())?;
             svc.lock().replica.set_sign_on_election(true);
         }
         Ok(svc)
@@ -477,7 +506,7 @@ impl Engine {
 
     /// Registers what to do when another node becomes primary (answer requests forwarded to the old one); the first
     /// registration stays.
-    pub fn on_primary_change(&self, notify: Box<dyn Fn(&str) + Send + Sync>) {
+    pub fn on_primary_change(&self, notify: PrimaryChangeHook) {
         let _ = self.on_primary_change.set(notify);
     }
 

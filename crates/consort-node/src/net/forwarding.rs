@@ -149,6 +149,22 @@ impl ForwardedResponse {
     }
 }
 
+/// A request to forward.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path and query.
+    pub target: &'a str,
+    /// The user id of an app request's caller, or the node id whose key a joiner proved it holds; none for
+    /// governance requests (signed by the member in the body).
+    pub caller: Option<&'a str>,
+    /// The body's content type.
+    pub content_type: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+}
+
 /// Why a forwarded request got no answer from the primary.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ForwardError {
@@ -196,18 +212,20 @@ impl Forwarder {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a request to the primary over the channel and waits for its answer (status, TxID, body). `caller` is
-    /// the user id of an app request's caller (none for governance requests, signed by the member).
+    /// Sends `request` to the primary over the channel and waits for its answer (status, TxID, body).
     pub async fn forward(
         &self,
         channels: &Channels,
         primary: &str,
-        method: &str,
-        target: &str,
-        caller: Option<&str>,
-        content_type: &str,
-        body: &[u8],
+        request: Outgoing<'_>,
     ) -> Result<Reply, ForwardError> {
+        let Outgoing {
+            method,
+            target,
+            caller,
+            content_type,
+            body,
+        } = request;
         let primary = primary.to_string();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
