@@ -97,10 +97,25 @@ fn reserved_bytes_are_refused_even_though_sev_re_encodes_them() {
 }
 
 #[test]
+fn vceks_chain_to_their_own_product_only() {
+    assert_eq!(snp::endorsements_product(VCEK_MILAN), Ok(SnpProduct::Milan));
+    assert_eq!(snp::endorsements_product(VCEK_TURIN), Ok(SnpProduct::Turin));
+    // An ASK is not signed by any ASK: it is not a VCEK of any product.
+    let (_, milan_ask) = snp::builtin_roots_pem(SnpProduct::Milan);
+    assert!(matches!(
+        snp::endorsements_product(milan_ask),
+        Err(AttestError::Endorsements(_))
+    ));
+}
+
+#[test]
 fn a_wrong_vcek_fails() {
     // A genuine AMD VCEK of another chip (Turin): it chains to AMD, but not for this report.
     let result = snp::verify_report_signature(&report(), VCEK_TURIN);
-    assert!(matches!(result, Err(AttestError::Endorsements(_))), "{result:?}");
+    assert!(
+        matches!(&result, Err(AttestError::Endorsements(m)) if m.contains("another chip")),
+        "{result:?}"
+    );
 
     // The Milan VCEK with a flipped signature byte no longer chains to the built-in ASK.
     let mut tampered = VCEK_MILAN.to_vec();

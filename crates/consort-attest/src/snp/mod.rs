@@ -214,6 +214,14 @@ pub fn verify_report_signature(
     Ok((report, product))
 }
 
+/// The product whose built-in root signs the VCEK in `endorsements`: lets a node check the endorsements its host
+/// configured at start, before it sends them to anyone.
+pub fn endorsements_product(endorsements: &[u8]) -> Result<SnpProduct, AttestError> {
+    let vcek_der = vcek::vcek_der(endorsements)?;
+    let vcek = Certificate::from_der(&vcek_der).map_err(|e| AttestError::Endorsements(format!("VCEK: {e}")))?;
+    chain_product(&vcek)
+}
+
 /// The product whose built-in ARK -> ASK chain signs `vcek`.
 fn chain_product(vcek: &Certificate) -> Result<SnpProduct, AttestError> {
     // The ARK -> ASK links were checked once when the roots were loaded; only ASK -> VCEK remains.
