@@ -1,7 +1,10 @@
 //! Node and service identities and the sealed secrets, kept in the node's secrets directory.
 //!
-//! Until attestation and secret sharing land, the virtual platform "seals" secrets by writing them to files
-//! readable only by the node's user (mode 0600). A restarted node reloads the same identity and secrets.
+//! The node key, the service key and the ledger secret are written sealed through the node's platform
+//! (`consort_attest::seal`): a file names the platform that sealed it, and a node refuses a secret file that is not
+//! sealed or was sealed by another platform. The virtual platform's seal is a documented stand-in, not protection:
+//! the file holds the format tag and the plaintext, and only its mode (0600, owner only) keeps other users out; on
+//! SEV-SNP the same files are AES-GCM under a key the hardware derives. A restarted node reloads the same identity.
 
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
@@ -80,6 +83,20 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
     String::from_utf8(read(path)?).map_err(|e| ierr(path, e))
 }
 
+/// Seals `secret` through the node's platform (the virtual one in this build) into `path`: mode 0600, written to a
+/// temporary file, synced and renamed, so a crash leaves the old or the new file.
+fn write_sealed(path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
+    let sealed = consort_attest::seal::virtual_seal(secret);
+    consort_attest::host_io::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
+}
+
+/// Reads and unseals a secret written by [`write_sealed`]; refuses unsealed files and other platforms' seals.
+fn read_sealed_text(path: &Path) -> Result<String, IdentityError> {
+    let sealed = consort_attest::host_io::read_secret_file(path).map_err(|e| ierr(path, e))?;
+    let plain = consort_attest::seal::virtual_unseal(&sealed).map_err(|e| ierr(path, e))?;
+    String::from_utf8(plain).map_err(|e| ierr(path, e))
+}
+
 impl Identities {
     /// Whether the secrets directory already holds a complete identity.
     pub fn exist(dir: &Path) -> bool {
@@ -110,9 +127,9 @@ impl Identities {
         let node = x509::issue(&node_key.verifying_key(), &np, &service_key, &service.der).map_err(|e| ierr(dir, e))?;
         let ledger_secret = LedgerSecret::generate();
 
-        write_private(&dir.join(SERVICE_KEY_FILE), service_key.to_pkcs8_pem().as_bytes())?;
-        write_private(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_private(
+        write_sealed(&dir.join(SERVICE_KEY_FILE), service_key.to_pkcs8_pem().as_bytes())?;
+        write_sealed(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_sealed(
             &dir.join(LEDGER_SECRET_FILE),
             hex::encode(ledger_secret.raw()).as_bytes(),
         )?;
@@ -132,9 +149,9 @@ impl Identities {
         ledger_secret_hex: &str,
     ) -> Result<Self, IdentityError> {
         std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
-        write_private(&dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
-        write_private(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_private(&dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
+        write_sealed(&dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
+        write_sealed(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_sealed(&dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
         write_public(&dir.join(SERVICE_CERT_FILE), service_cert_pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node_cert_pem.as_bytes())?;
         Self::load(dir)
@@ -143,9 +160,10 @@ impl Identities {
     /// Loads an identity written by [`Identities::generate`].
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let p = |f: &str| -> PathBuf { dir.join(f) };
-        let node_key = SigningKey::from_pem(&read_text(&p(NODE_KEY_FILE))?).map_err(|e| ierr(&p(NODE_KEY_FILE), e))?;
-        let service_key =
-            SigningKey::from_pem(&read_text(&p(SERVICE_KEY_FILE))?).map_err(|e| ierr(&p(SERVICE_KEY_FILE), e))?;
+        let node_key =
+            SigningKey::from_pem(&read_sealed_text(&p(NODE_KEY_FILE))?).map_err(|e| ierr(&p(NODE_KEY_FILE), e))?;
+        let service_key = SigningKey::from_pem(&read_sealed_text(&p(SERVICE_KEY_FILE))?)
+            .map_err(|e| ierr(&p(SERVICE_KEY_FILE), e))?;
         let node_cert_pem = read_text(&p(NODE_CERT_FILE))?;
         let node_cert = ParsedCert::from_pem(&node_cert_pem).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
         let service_cert_pem = read_text(&p(SERVICE_CERT_FILE))?;
@@ -162,7 +180,7 @@ impl Identities {
         node_cert
             .verify_signed_by(&service_key.verifying_key())
             .map_err(|e| ierr(&p(NODE_CERT_FILE), format!("not endorsed by the service: {e}")))?;
-        let secret_hex = read_text(&p(LEDGER_SECRET_FILE))?;
+        let secret_hex = read_sealed_text(&p(LEDGER_SECRET_FILE))?;
         let raw: [u8; 32] = hex::decode(secret_hex.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
@@ -209,5 +227,29 @@ mod tests {
         assert!(Identities::load(a.path()).is_err());
         std::fs::write(b.path().join(LEDGER_SECRET_FILE), "zz").unwrap();
         assert!(Identities::load(b.path()).is_err());
+    }
+
+    #[test]
+    fn secrets_are_sealed_and_unsealed_or_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = Identities::generate(dir.path(), &[]).unwrap();
+        for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
+            let bytes = std::fs::read(dir.path().join(f)).unwrap();
+            assert!(
+                bytes.starts_with(consort_attest::seal::VIRTUAL_SEAL_TAG),
+                "{f} is not sealed"
+            );
+        }
+        // A host that replaces a sealed secret with a plain one (its own key, say) is refused, naming the file.
+        std::fs::write(dir.path().join(NODE_KEY_FILE), ids.node_key.to_pkcs8_pem()).unwrap();
+        let err = Identities::load(dir.path()).unwrap_err();
+        assert!(err.path.ends_with(NODE_KEY_FILE), "{err}");
+        assert!(err.message.contains("not a sealed secret"), "{err}");
+        // Another platform's seal is refused too.
+        let mut snp = consort_attest::seal::SNP_SEAL_TAG.to_vec();
+        snp.extend_from_slice(&[0u8; 64]);
+        std::fs::write(dir.path().join(NODE_KEY_FILE), snp).unwrap();
+        let err = Identities::load(dir.path()).unwrap_err();
+        assert!(err.message.contains("AMD_SEV_SNP_v1"), "{err}");
     }
 }
