@@ -92,50 +92,74 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
     // Requests built by the HTTP server carry its context; others (tests driving `handle` directly) are bounded
     // by size alone.
     let ctx = req.extensions().get::<RequestContext>().cloned();
-    let _reservation = match &ctx {
-        // An empty body reserves nothing; an undeclared length (chunked) reserves the most it may grow to.
-        Some(ctx) => match ctx.reserve_body(declared.map_or(max, |n| n as usize)) {
-            Some(permit) => Some(permit),
-            None => {
-                engine.metrics().rejected_requests.inc();
-                let msg = "too many request bodies are being received; retry";
-                return Err(ApiError::new(503, "ServiceUnavailable", msg));
-            }
-        },
-        None => None,
-    };
-    let collect = Limited::new(req.into_body(), max).collect();
+    let collect = collect_body(Limited::new(req.into_body(), max), ctx.as_ref());
     let collected = match &ctx {
-        Some(ctx) => match tokio::time::timeout(ctx.body_read_timeout(), collect).await {
-            Ok(r) => r,
-            Err(_) => {
-                engine.metrics().rejected_requests.inc();
+        Some(ctx) => tokio::time::timeout(ctx.body_read_timeout(), collect)
+            .await
+            .unwrap_or_else(|_| {
                 let ms = ctx.body_read_timeout().as_millis();
-                return Err(ApiError::new(
-                    408,
-                    "RequestTimeout",
-                    format!("request body not received within {ms} ms"),
-                ));
-            }
-        },
+                Err(BodyError::Timeout(ms))
+            }),
         None => collect.await,
     };
     match collected {
-        Ok(c) => {
+        Ok(bytes) => {
             if let Some(ctx) = &ctx {
                 ctx.body_read();
             }
-            Ok(c.to_bytes())
+            Ok(bytes)
         }
         Err(e) => {
             engine.metrics().rejected_requests.inc();
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(too_large())
-            } else {
-                Err(ApiError::new(400, "InvalidBody", format!("could not read body: {e}")))
-            }
+            Err(match e {
+                BodyError::Timeout(ms) => ApiError::new(
+                    408,
+                    "RequestTimeout",
+                    format!("request body not received within {ms} ms"),
+                ),
+                BodyError::Busy => ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the node is receiving too many request bodies; retry",
+                ),
+                BodyError::Read(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => too_large(),
+                BodyError::Read(e) => ApiError::new(400, "InvalidBody", format!("could not read body: {e}")),
+            })
         }
     }
+}
+
+/// Why a body could not be collected.
+enum BodyError {
+    /// It did not arrive within this many milliseconds.
+    Timeout(u128),
+    /// The server-wide budget of buffered body bytes is used up.
+    Busy,
+    /// The client's stream failed, or the body exceeded its limit.
+    Read(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Collects a body frame by frame, charging the bytes that actually arrived to the server-wide budget
+/// (`limits.max_buffered_body_bytes`) until the body is complete. Charging what arrived rather than what was
+/// declared means a slow client holds only the little it has sent, and cannot exhaust the budget by declaring
+/// large bodies it never sends.
+async fn collect_body(mut body: Limited<Incoming>, ctx: Option<&RequestContext>) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers carry nothing the endpoints use
+        };
+        if let Some(ctx) = ctx {
+            let permit = ctx.reserve_body(data.len()).ok_or(BodyError::Busy)?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 /// Refuses, before its body is read, an `/app` request to an endpoint that needs a user certificate the client

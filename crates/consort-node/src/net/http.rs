@@ -13,12 +13,14 @@
 //! Connection slots. A fixed number of slots alone lets silent or slow clients take every slot and lock everyone
 //! else, members included, out until their timeouts fire. So a full server does not refuse the newcomer: it closes
 //! the connection that has made the least recent progress among those that cost nothing to drop, that is, one
-//! that is idle (handshaking, or between requests) or whose request is still waiting for its body. Idle ones go
-//! first, oldest first; then body readers, oldest first. A connection whose request is executing (its body read)
-//! is never evicted, because that work is bounded and may already have changed the state. An attacker who keeps
-//! opening connections can therefore only cycle through slots that are not doing useful work, and a client that
-//! sends a whole request promptly always gets it executed. Only when every slot is executing a request is a new
-//! connection closed at accept (counted in `rejected_connections`).
+//! that is idle (handshaking, or between requests) or whose request is still waiting for its body. Progress is
+//! the start of the connection, or of its latest request, or the end of its latest response; the oldest goes
+//! first. A connection whose request is executing (its body read) is never evicted, because that work is bounded
+//! and may already have changed the state. So a new connection survives at least as many further arrivals as there
+//! are slots not executing a request: enough, with any sane limit, to finish its handshake and send a request,
+//! after which it is executing. A flood of new connections can only cycle through the slots that are not doing
+//! useful work. Only when every slot is executing a request is a new connection closed at accept (counted in
+//! `rejected_connections`). Idle (not evicted) connections still close after `idle_timeout_ms`.
 
 use crate::engine::Engine;
 use bytes::Bytes;
@@ -85,11 +87,10 @@ impl Conn {
         self.activity.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The eviction rank: idle before reading a body, then the least recent progress first; `None` while a
-    /// request executes.
-    fn eviction_rank(&self) -> Option<(bool, Instant)> {
+    /// The eviction rank: least recent progress first; `None` while a request executes.
+    fn eviction_rank(&self) -> Option<Instant> {
         let a = self.activity();
-        (a.executing == 0).then_some((a.in_flight > 0, a.since))
+        (a.executing == 0).then_some(a.since)
     }
 }
 
@@ -383,15 +384,22 @@ mod tests {
     }
 
     #[test]
-    fn a_full_server_evicts_the_longest_idle_connection_first() {
+    fn a_full_server_evicts_the_connection_with_the_least_recent_progress() {
         let r = registry();
-        let (old, _) = r.admit(2).unwrap();
+        let (idle, idle_conn) = r.admit(2).unwrap();
         let (reading, reading_conn) = r.admit(2).unwrap();
-        let _req = InFlight::start(reading_conn);
+        let _req = InFlight::start(reading_conn.clone());
+        // The body reader started its request long ago, the idle connection arrived a little while ago.
+        reading_conn.activity().since -= Duration::from_secs(10);
+        idle_conn.activity().since -= Duration::from_secs(1);
         let (new, _) = r.admit(2).unwrap();
         let ids: Vec<u64> = r.lock().keys().copied().collect();
-        assert!(!ids.contains(&old), "the idle connection goes first");
-        assert!(ids.contains(&reading) && ids.contains(&new));
+        assert!(!ids.contains(&reading), "the stalled body reader goes first");
+        assert!(ids.contains(&idle) && ids.contains(&new));
+        let (newer, _) = r.admit(2).unwrap();
+        let ids: Vec<u64> = r.lock().keys().copied().collect();
+        assert!(!ids.contains(&idle), "then the connection idle the longest");
+        assert!(ids.contains(&new) && ids.contains(&newer));
     }
 
     #[test]

@@ -1,0 +1,389 @@
+//! Hostile clients against a real node over real sockets: a thousand silent TLS connections and a thousand
+//! slow-body uploads do not keep a member from passing a proposal, a slow body is cut off with 408, and an idle
+//! connection is closed after the idle timeout.
+
+mod common;
+
+use common::*;
+use consort_crypto::{ParsedCert, SigningKey};
+use consort_gov::MsgType;
+use consort_node::config::NodeConfig;
+use consort_node::net::client::{connect_tls, Connection, Protocol, Reply, TlsConfig};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// CCF's governance API version.
+const API: &str = "api-version=2024-07-01";
+/// Longest any one test may run: its node is dropped (killed) when it expires.
+const TEST_TIMEOUT: Duration = Duration::from_secs(240);
+/// Silent connections and slow uploads each, as issue 12 asks.
+const HOSTILE_CLIENTS: usize = 1_000;
+/// File descriptors the test process needs besides the hostile connections.
+const SPARE_FDS: usize = 200;
+
+async fn bounded<F: std::future::Future<Output = ()>>(fut: F) {
+    tokio::time::timeout(TEST_TIMEOUT, fut)
+        .await
+        .expect("test exceeded its time bound");
+}
+
+/// The soft limit on open files of this process (the node, its child, inherits it).
+fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A node with member0 and user0 whose HTTP limits are tuned by `tune`; started.
+async fn start_node(dir: &std::path::Path, tune: impl FnOnce(&mut NodeConfig)) -> TestNode {
+    let mut node = TestNode::configure(dir, tune);
+    node.start().await;
+    node
+}
+
+/// TLS client configuration trusting the node's service certificate, without a client certificate.
+fn anonymous_tls(node: &TestNode) -> TlsConfig {
+    consort_node::net::tls::client_config(&node.service_cert(), None).unwrap()
+}
+
+/// Reads from `stream` until it is closed, `needle` has arrived, or `limit` passes; returns what arrived and
+/// whether the peer closed the connection.
+async fn read_until<S: AsyncRead + Unpin>(stream: &mut S, needle: &str, limit: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if !needle.is_empty() && text.contains(needle) {
+                    return (text, false);
+                }
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// The head of a `POST` whose body of `len` bytes the client will send slowly.
+fn slow_post_head(path: &str, len: usize) -> String {
+    format!(
+        "POST {path}?{API} HTTP/1.1\r\nhost: node\r\ncontent-type: application/cose\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+/// member0 of `node`, on a new connection, proposes adding a user and votes for it; returns the proposal's state.
+async fn member_passes_a_proposal(node: &TestNode, member_key: &SigningKey, member_id: &str) -> String {
+    let conn = Connection::connect(&node.address, anonymous_tls(node), Protocol::Http1)
+        .await
+        .expect("the member connects despite the hostile clients");
+    let (user_cert, _) = keygen(&node.dir, &format!("extra{}", now_seconds()));
+    let proposal =
+        json!({"actions": [{"name": "set_user", "args": {"cert": std::fs::read_to_string(user_cert).unwrap()}}]});
+    let body = consort_gov::sign_gov_request(
+        member_key,
+        member_id,
+        MsgType::Proposal,
+        now_seconds(),
+        None,
+        proposal.to_string().as_bytes(),
+    );
+    let r = post_cose(&conn, "/gov/members/proposals:create", body).await;
+    let v = ok_json(&r, "create proposal");
+    let id = v["proposalId"].as_str().expect("proposalId").to_string();
+    let ballot = json!({"ballot": "export function vote (proposal, proposerId) { return true }"}).to_string();
+    let body = consort_gov::sign_gov_request(
+        member_key,
+        member_id,
+        MsgType::Ballot,
+        now_seconds(),
+        Some(&id),
+        ballot.as_bytes(),
+    );
+    let r = post_cose(
+        &conn,
+        &format!("/gov/members/proposals/{id}/ballots/{member_id}:submit"),
+        body,
+    )
+    .await;
+    ok_json(&r, "ballot")["proposalState"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn post_cose(conn: &Connection, path: &str, body: Vec<u8>) -> Reply {
+    conn.request_typed("POST", &format!("{path}?{API}"), Some(("application/cose", body)))
+        .await
+        .unwrap()
+}
+
+fn ok_json(r: &Reply, what: &str) -> Value {
+    assert_eq!(r.status, 200, "{what}: {}", String::from_utf8_lossy(&r.body));
+    r.json().unwrap()
+}
+
+/// member0's key and id, as `TestNode::configure` wrote them.
+fn member0(node: &TestNode) -> (SigningKey, String) {
+    let key = SigningKey::from_pem(&std::fs::read_to_string(node.dir.join("member0_privk.pem")).unwrap()).unwrap();
+    let cert = std::fs::read_to_string(node.dir.join("member0_cert.pem")).unwrap();
+    (key, ParsedCert::from_pem(&cert).unwrap().cert_id())
+}
+
+/// What a hostile client does once its TLS handshake is done.
+#[derive(Clone, Copy)]
+enum Hostile {
+    /// Sends nothing.
+    Silent,
+    /// Sends the head of a governance proposal, then its body a byte every `interval`.
+    SlowBody { interval: Duration },
+}
+
+/// How the hostile clients fared.
+#[derive(Default)]
+struct Tally {
+    established: AtomicUsize,
+    closed_by_server: AtomicUsize,
+}
+
+/// Plays `behaviour` on `stream` until the server closes it (counted) or `stop` fires.
+async fn play<S: AsyncRead + AsyncWrite + Unpin>(
+    behaviour: Hostile,
+    mut stream: S,
+    tally: &Tally,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let closed = match behaviour {
+        Hostile::Silent => tokio::select! {
+            _ = read_until(&mut stream, "", TEST_TIMEOUT) => true,
+            _ = stop.changed() => false,
+        },
+        Hostile::SlowBody { interval } => {
+            let len = 100_000;
+            if stream
+                .write_all(slow_post_head("/gov/members/proposals:create", len).as_bytes())
+                .await
+                .is_err()
+            {
+                tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let trickle = async {
+                for _ in 0..len {
+                    if stream.write_all(b"x").await.is_err() || stream.flush().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            };
+            tokio::select! {
+                _ = trickle => true,
+                _ = stop.changed() => false,
+            }
+        }
+    };
+    if closed {
+        tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts `n` hostile clients playing `behaviour`, at most 64 handshakes at a time, and waits until each has
+/// finished its handshake or failed to.
+async fn unleash(
+    n: usize,
+    node: &TestNode,
+    behaviour: Hostile,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Tally>) {
+    let tally = Arc::new(Tally::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let attempted = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (addr, tls, stop) = (node.address.clone(), anonymous_tls(node), stop.clone());
+        let (tally, gate, attempted) = (tally.clone(), gate.clone(), attempted.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.unwrap();
+            let stream = connect_tls(&addr, tls, b"http/1.1").await;
+            attempted.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            let Ok(stream) = stream else { return };
+            tally.established.fetch_add(1, Ordering::Relaxed);
+            play(behaviour, stream, &tally, stop).await;
+        }));
+    }
+    while attempted.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (tasks, tally)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_and_slow_uploads_do_not_lock_a_member_out() {
+    bounded(async {
+        let needed = 2 * HOSTILE_CLIENTS + SPARE_FDS;
+        let limit = open_files_limit();
+        // Each hostile client costs one descriptor here (and at most one in the node, which holds fewer).
+        let per_kind = if limit >= needed {
+            HOSTILE_CLIENTS
+        } else {
+            let n = limit.saturating_sub(SPARE_FDS) / 2;
+            eprintln!(
+                "open-file soft limit {limit} < {needed}: using {n} clients of each kind instead of {HOSTILE_CLIENTS}"
+            );
+            n
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            // Fewer slots than hostile clients, and timeouts longer than the test's attack, so that only the slot
+            // policy (not a timeout) can let the member in.
+            cfg.limits.max_open_connections = 256;
+            cfg.limits.idle_timeout_ms = 60_000;
+            cfg.limits.header_read_timeout_ms = 60_000;
+            cfg.limits.body_read_timeout_ms = 60_000;
+        })
+        .await;
+        let (member_key, member_id) = member0(&node);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (silent, silent_tally) = unleash(per_kind, &node, Hostile::Silent, &stop).await;
+        let slow_body = Hostile::SlowBody {
+            interval: Duration::from_millis(500),
+        };
+        let (slow, slow_tally) = unleash(per_kind, &node, slow_body, &stop).await;
+        let established = |t: &Tally| t.established.load(Ordering::Relaxed);
+        eprintln!(
+            "{} silent connections and {} slow uploads established",
+            established(&silent_tally),
+            established(&slow_tally)
+        );
+        assert!(
+            established(&silent_tally) + established(&slow_tally) > 256,
+            "the attack filled every slot"
+        );
+
+        let started = Instant::now();
+        let state = member_passes_a_proposal(&node, &member_key, &member_id).await;
+        let took = started.elapsed();
+        eprintln!("the member passed a proposal in {took:?} under attack");
+        assert_eq!(state, "Accepted");
+        assert!(took < Duration::from_secs(5), "the member needed {took:?}");
+
+        stop_tx.send(true).unwrap();
+        for t in silent.into_iter().chain(slow) {
+            let _ = t.await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_loses_its_connection() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.body_read_timeout_ms = 1_000;
+        })
+        .await;
+        let mut stream = connect_tls(&node.address, anonymous_tls(&node), b"http/1.1")
+            .await
+            .unwrap();
+        stream
+            .write_all(slow_post_head("/gov/members/proposals:create", 1000).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(b"partial").await.unwrap();
+        stream.flush().await.unwrap();
+        let started = Instant::now();
+        let (answer, _) = read_until(&mut stream, "RequestTimeout", Duration::from_secs(30)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+        assert!(answer.contains(r#""code":"RequestTimeout""#), "answer: {answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "cut off too early: {:?}",
+            started.elapsed()
+        );
+        let (_, closed) = read_until(&mut stream, "", Duration::from_secs(30)).await;
+        assert!(closed, "the connection of a timed-out upload is closed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            // The header timeout is longer, so the idle timeout is what closes these connections.
+            cfg.limits.idle_timeout_ms = 1_000;
+            cfg.limits.header_read_timeout_ms = 30_000;
+        })
+        .await;
+        let tls = anonymous_tls(&node);
+        // One connection that never sends a request, one that is idle between two requests.
+        let mut silent = connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap();
+        let mut kept_alive = connect_tls(&node.address, tls, b"http/1.1").await.unwrap();
+        kept_alive
+            .write_all(b"GET /node/commit HTTP/1.1\r\nhost: node\r\n\r\n")
+            .await
+            .unwrap();
+        kept_alive.flush().await.unwrap();
+        let (answer, closed) = read_until(&mut kept_alive, "transaction_id", Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && !closed, "answer: {answer}");
+        let started = Instant::now();
+        for (what, stream) in [("silent", &mut silent), ("kept-alive", &mut kept_alive)] {
+            let (_, closed) = read_until(stream, "", Duration::from_secs(10)).await;
+            assert!(closed, "the {what} connection was not closed");
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(800),
+            "closed before the idle timeout: {took:?}"
+        );
+        // A new client is served as usual.
+        let conn = node.connect(true).await;
+        assert_eq!(conn.get("/node/commit").await.unwrap().status, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_requests_without_a_user_certificate_are_refused_before_their_body() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.body_read_timeout_ms = 30_000;
+        })
+        .await;
+        // The body is declared but never sent: the refusal cannot wait for it.
+        let mut stream = connect_tls(&node.address, anonymous_tls(&node), b"http/1.1").await.unwrap();
+        let head = "POST /app/log/private HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        let (answer, _) = read_until(&mut stream, "client certificate", Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "answer: {answer}");
+        assert!(
+            answer.contains("Missing client certificate: this endpoint requires a user TLS certificate"),
+            "answer: {answer}"
+        );
+        // A registered user with the same request is served.
+        let user = node.connect(true).await;
+        let r = user.post_json("/app/log/private", &json!({"id": 1, "msg": "hello"})).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    })
+    .await;
+}
