@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use consort_node::net::client::{Connection, Protocol};
 use consort_node::config::{IdentityConfig, NodeConfig};
+use consort_node::net::client::{Connection, Protocol};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -63,7 +63,9 @@ async fn logging_app_auth_limits_receipts_and_restarts() {
 
     // Malformed and oversized input gets a JSON error and changes nothing. (HTTP/2, so that the early 413 reaches
     // the client while it is still sending; an HTTP/1.1 client must read the response before finishing the body.)
-    let user2 = node.connect_with(true, consort_node::net::client::Protocol::Http2).await;
+    let user2 = node
+        .connect_with(true, consort_node::net::client::Protocol::Http2)
+        .await;
     let before = user.get("/node/commit").await.unwrap().json().unwrap();
     for (body, status) in [
         (b"{not json".to_vec(), 400),
