@@ -1,0 +1,155 @@
+//! Writes the seed inputs of the `join_request`, `gov_request` and `node_frames` fuzz targets into `fuzz/seeds/`:
+//! valid join requests (virtual and SNP evidence), governance requests signed by the fixed members for each
+//! message type (a high-S twin too), and forwarded frames and the Raft messages of a cluster electing a primary and
+//! committing writes, so that the fuzzer starts past the decoders and reaches the checks behind them.
+//!
+//! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites the three directories). `consort-gov`'s
+//! `fuzz_replay_gov_request` test checks in every test run that the `gov_request` seeds still verify.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use consort_attest::{Evidence, Platform, PlatformKind, VirtualPlatform};
+use consort_consensus::testing::fixture_identities;
+use consort_fuzz::{gov_prefix, gov_signers, raft_prefix, running_cluster, GOV_NOW, GOV_PROPOSAL_ID};
+use consort_gov::{sign_gov_request, MsgType};
+use consort_node::api::join::JoinRequest;
+use consort_node::net::forwarding::{ForwardedRequest, ForwardedResponse};
+
+/// Raft messages kept as seeds, at most (the cluster exchanges many alike).
+const MAX_RAFT_SEEDS: usize = 40;
+
+fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)
+}
+
+fn join_seeds(out: &Path) -> std::io::Result<()> {
+    fresh_dir(out)?;
+    let key = &fixture_identities()[0].key;
+    let spki = key.verifying_key().to_spki_der();
+    let virtual_evidence = VirtualPlatform::new(consort_crypto::sha256(b"fuzz"))
+        .evidence_for(&spki)
+        .map_err(std::io::Error::other)?;
+    let attest_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/consort-attest/tests/data");
+    let report = std::fs::read_to_string(attest_data.join("report_milan.hex"))?;
+    let snp_evidence = Evidence {
+        format: PlatformKind::Snp,
+        quote: hex::decode(report.trim()).map_err(std::io::Error::other)?,
+        endorsements: std::fs::read(attest_data.join("vcek_milan.der"))?,
+    };
+    for (name, evidence, n2n, rpc) in [
+        ("virtual.json", &virtual_evidence, "127.0.0.1:8081", "127.0.0.1:8080"),
+        ("snp_ipv6.json", &snp_evidence, "[::1]:9001", "[::1]:9000"),
+    ] {
+        let request = JoinRequest {
+            public_key: key.verifying_key().to_pem(),
+            node_to_node_address: n2n.into(),
+            rpc_address: rpc.into(),
+            quote_info: evidence.to_json_value(),
+        };
+        let body = serde_json::to_vec_pretty(&request).map_err(std::io::Error::other)?;
+        consort_node::api::join::parse_join(&body).map_err(|e| std::io::Error::other(e.message))?;
+        std::fs::write(out.join(name), body)?;
+    }
+    Ok(())
+}
+
+fn cose_error(e: coset::CoseError) -> std::io::Error {
+    std::io::Error::other(format!("{e:?}"))
+}
+
+fn gov_seeds(out: &Path) -> std::io::Result<()> {
+    fresh_dir(out)?;
+    let signers = gov_signers();
+    let proposal = br#"{"actions": [{"name": "set_recovery_threshold", "args": {"recovery_threshold": 1}}]}"#;
+    let requests: [(&str, usize, MsgType, Option<&str>, &[u8]); 7] = [
+        ("proposal_p384", 0, MsgType::Proposal, None, proposal),
+        ("proposal_p256", 1, MsgType::Proposal, None, proposal),
+        (
+            "ballot_p256",
+            1,
+            MsgType::Ballot,
+            Some(GOV_PROPOSAL_ID),
+            br#"{"ballot": "export function vote(proposal, proposerId) { return true; }"}"#,
+        ),
+        ("withdrawal_p384", 0, MsgType::Withdrawal, Some(GOV_PROPOSAL_ID), b""),
+        ("ack_p384", 0, MsgType::Ack, None, br#"{"state_digest": "00"}"#),
+        ("state_digest_p256", 1, MsgType::StateDigest, None, b""),
+        (
+            "recovery_share_p384",
+            0,
+            MsgType::RecoveryShare,
+            None,
+            br#"{"share": "AAAA"}"#,
+        ),
+    ];
+    for (name, member, msg_type, proposal_id, payload) in requests {
+        let (key, id) = &signers[member];
+        let body = sign_gov_request(key, id, msg_type, GOV_NOW, proposal_id, payload);
+        let mut input = vec![gov_prefix(msg_type, proposal_id.is_some())];
+        input.extend_from_slice(&body);
+        std::fs::write(out.join(format!("{name}.cose")), &input)?;
+        if name == "proposal_p384" {
+            // The same request with the signature's twin (r, n - s), which verifies too.
+            let mut sign1 =
+                <coset::CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(&body).map_err(cose_error)?;
+            sign1.signature =
+                consort_crypto::malleate_raw(key.curve(), &sign1.signature).map_err(std::io::Error::other)?;
+            let twin = coset::TaggedCborSerializable::to_tagged_vec(sign1).map_err(cose_error)?;
+            let mut input = vec![gov_prefix(msg_type, false)];
+            input.extend_from_slice(&twin);
+            std::fs::write(out.join("proposal_p384_high_s.cose"), &input)?;
+        }
+    }
+    Ok(())
+}
+
+fn frame_seeds(out: &Path) -> std::io::Result<()> {
+    fresh_dir(out)?;
+    let request = ForwardedRequest {
+        id: 7,
+        method: "POST".into(),
+        target: "/app/log/private?id=1".into(),
+        caller: Some("ab".repeat(32)),
+        content_type: "application/json".into(),
+        body: br#"{"id": 1, "msg": "hello"}"#.to_vec(),
+    };
+    let response = ForwardedResponse {
+        id: 7,
+        status: 200,
+        txid: Some("2.10".into()),
+        content_type: "application/json".into(),
+        body: b"{}".to_vec(),
+    };
+    std::fs::write(out.join("forwarded_request.cbor"), request.encode())?;
+    std::fs::write(out.join("forwarded_response.cbor"), response.encode())?;
+    let (_, seen) = running_cluster();
+    // Every distinct message once, in the order they were sent, then evenly spaced picks from the whole exchange
+    // (election, appends with entries, signatures, heartbeats and their responses).
+    let mut distinct = BTreeSet::new();
+    let mut inputs = Vec::new();
+    for m in seen {
+        let mut input = vec![raft_prefix(m.from, m.to)];
+        input.extend_from_slice(&m.bytes);
+        if distinct.insert(input.clone()) {
+            inputs.push(input);
+        }
+    }
+    let step = inputs.len().div_ceil(MAX_RAFT_SEEDS).max(1);
+    for (k, input) in inputs.iter().step_by(step).enumerate() {
+        std::fs::write(out.join(format!("raft_{k:02}.bin")), input)?;
+    }
+    Ok(())
+}
+
+fn main() -> std::io::Result<()> {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    join_seeds(&seeds.join("join_request"))?;
+    gov_seeds(&seeds.join("gov_request"))?;
+    frame_seeds(&seeds.join("node_frames"))?;
+    println!("wrote seeds to {}", seeds.display());
+    Ok(())
+}
