@@ -153,9 +153,13 @@ pub struct Limits {
     /// Largest accepted request head (request line plus headers); larger ones get 431.
     pub max_header_bytes: usize,
     /// Client connections served at once. When all are taken, a new connection replaces the one that has been
-    /// idle (or stuck reading a request body) the longest; only when every connection is executing a request is
-    /// the new one closed at accept (see `net::http`).
+    /// idle (or stuck reading a request body) the longest, if that is longer than `eviction_grace_ms`; otherwise
+    /// the new one is closed at accept (see `net::http`).
     pub max_open_connections: usize,
+    /// A connection is closed to make room for a newcomer only once it has made no progress (accepted, started or
+    /// finished a request) for this many milliseconds: the time a new client has to finish its handshake and send
+    /// a request before later arrivals can displace it.
+    pub eviction_grace_ms: u64,
     /// Times a transaction is re-executed after an optimistic-concurrency conflict before the request fails.
     pub max_occ_attempts: usize,
     /// TLS handshake must finish within this many milliseconds.
@@ -196,6 +200,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_open_connections: 1024,
+            eviction_grace_ms: 1_000,
             max_occ_attempts: 16,
             tls_handshake_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,

@@ -16,11 +16,13 @@
 //! that is idle (handshaking, or between requests) or whose request is still waiting for its body. Progress is
 //! the start of the connection, or of its latest request, or the end of its latest response; the oldest goes
 //! first. A connection whose request is executing (its body read) is never evicted, because that work is bounded
-//! and may already have changed the state. So a new connection survives at least as many further arrivals as there
-//! are slots not executing a request: enough, with any sane limit, to finish its handshake and send a request,
-//! after which it is executing. A flood of new connections can only cycle through the slots that are not doing
-//! useful work. Only when every slot is executing a request is a new connection closed at accept (counted in
-//! `rejected_connections`). Idle (not evicted) connections still close after `idle_timeout_ms`.
+//! and may already have changed the state; nor is one that made progress within `eviction_grace_ms`, which gives
+//! every newcomer the time to finish its handshake and send a request (after which it is executing), however many
+//! connections arrive behind it. So an attacker holds slots only by keeping them fresher than legitimate clients,
+//! that is, by opening more than `max_open_connections` connections every `eviction_grace_ms` (each with a full
+//! handshake) for as long as the attack lasts, not by opening them once and staying silent. Only when no slot is
+//! evictable is a new connection closed at accept (counted in `rejected_connections`). Connections that are never
+//! evicted still close after `idle_timeout_ms` without a request.
 
 use crate::engine::Engine;
 use bytes::Bytes;
@@ -87,10 +89,11 @@ impl Conn {
         self.activity.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The eviction rank: least recent progress first; `None` while a request executes.
-    fn eviction_rank(&self) -> Option<Instant> {
+    /// The eviction rank: least recent progress first; `None` while a request executes or within `grace` of the
+    /// last progress.
+    fn eviction_rank(&self, grace: Duration) -> Option<Instant> {
         let a = self.activity();
-        (a.executing == 0).then_some(a.since)
+        (a.executing == 0 && a.since.elapsed() >= grace).then_some(a.since)
     }
 }
 
@@ -98,6 +101,8 @@ impl Conn {
 struct Registry {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// `limits.eviction_grace_ms`.
+    grace: Duration,
 }
 
 impl Registry {
@@ -112,7 +117,7 @@ impl Registry {
         if conns.len() >= max {
             let victim = conns
                 .iter()
-                .filter_map(|(id, c)| c.eviction_rank().map(|r| (r, *id)))
+                .filter_map(|(id, c)| c.eviction_rank(self.grace).map(|r| (r, *id)))
                 .min()
                 .map(|(_, id)| id)?;
             if let Some(c) = conns.remove(&victim) {
@@ -258,6 +263,7 @@ pub async fn serve<H, F>(
     let registry = Arc::new(Registry {
         conns: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
+        grace: Duration::from_millis(limits.eviction_grace_ms),
     });
     let bodies = Arc::new(Semaphore::new(
         limits.max_buffered_body_bytes.min(Semaphore::MAX_PERMITS),
@@ -380,6 +386,7 @@ mod tests {
         Registry {
             conns: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
+            grace: Duration::from_millis(500),
         }
     }
 
@@ -392,7 +399,7 @@ mod tests {
         // The body reader started its request long ago, the idle connection arrived a little while ago.
         reading_conn.activity().since -= Duration::from_secs(10);
         idle_conn.activity().since -= Duration::from_secs(1);
-        let (new, _) = r.admit(2).unwrap();
+        let (new, new_conn) = r.admit(2).unwrap();
         let ids: Vec<u64> = r.lock().keys().copied().collect();
         assert!(!ids.contains(&reading), "the stalled body reader goes first");
         assert!(ids.contains(&idle) && ids.contains(&new));
@@ -400,6 +407,10 @@ mod tests {
         let ids: Vec<u64> = r.lock().keys().copied().collect();
         assert!(!ids.contains(&idle), "then the connection idle the longest");
         assert!(ids.contains(&new) && ids.contains(&newer));
+        // Both remaining connections are within their grace period: a newcomer is refused.
+        assert!(r.admit(2).is_none());
+        new_conn.activity().since -= Duration::from_secs(1);
+        assert!(r.admit(2).is_some(), "a connection past its grace period makes room");
     }
 
     #[test]
@@ -407,6 +418,7 @@ mod tests {
         let r = registry();
         let (_, conn) = r.admit(1).unwrap();
         let req = InFlight::start(conn.clone());
+        conn.activity().since -= Duration::from_secs(10);
         let ctx = RequestContext {
             conn,
             executing: req.executing.clone(),
@@ -416,10 +428,18 @@ mod tests {
         ctx.body_read();
         assert!(r.admit(1).is_none(), "the only slot executes a request");
         drop(req);
+        conn_since_back(&r);
         assert!(
             r.admit(1).is_some(),
             "once the request finished its connection is idle again"
         );
+    }
+
+    /// Moves every connection's last progress 10 s into the past, beyond the grace period.
+    fn conn_since_back(r: &Registry) {
+        for c in r.lock().values() {
+            c.activity().since -= Duration::from_secs(10);
+        }
     }
 
     #[test]
