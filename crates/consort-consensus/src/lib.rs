@@ -32,6 +32,7 @@ pub mod codec;
 mod config;
 mod error;
 mod event;
+mod guard;
 mod history;
 pub mod limits;
 mod log;

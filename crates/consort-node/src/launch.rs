@@ -133,16 +133,22 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
             })?;
         node.attach_channels(channels.clone());
         net.spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
-        server_runtime.spawn(reconcile_loop(node.clone(), channels, stop_rx.clone()));
+        server_runtime.spawn(reconcile_loop(node.clone(), channels.clone(), stop_rx.clone()));
         // Raft messages are fed to the replica on a thread of their own (stepping takes the engine lock); forwarded
         // requests run as tasks, and answers to this node's forwarded requests go to the waiting callers.
         let node2 = node.clone();
         let runtime = server_runtime.clone();
+        let admission = channels.clone();
         receiver = Some(
             std::thread::Builder::new()
                 .name("raft-receiver".into())
                 .spawn(move || {
                     while let Some(m) = incoming.blocking_recv() {
+                        // Frames still queued from a peer evicted since they arrived are not acted on.
+                        if !admission.is_admitted(&m.from) {
+                            tracing::debug!(from = %m.from, "frame from a node no longer admitted dropped");
+                            continue;
+                        }
                         match m.kind {
                             FrameKind::Raft => node2.engine().receive(raft_id_of(&m.from), m.frame.to_vec()),
                             FrameKind::ForwardedRequest => {
@@ -227,34 +233,45 @@ async fn wait_for_signal() {
 
 /// Keeps channels, trusted peers and (on the primary) the Raft membership in line with the nodes table.
 async fn reconcile_loop(node: Arc<Node>, channels: Arc<Channels>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    channels.attach_metrics(node.engine().metrics().peers.clone());
     loop {
+        let engine = node.engine().clone();
+        let channels2 = channels.clone();
+        let _ = tokio::task::spawn_blocking(move || reconcile_once(&engine, &channels2)).await;
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        let engine = node.engine().clone();
-        let channels = channels.clone();
-        let _ = tokio::task::spawn_blocking(move || reconcile_once(&engine, &channels)).await;
     }
 }
 
 fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
+    let records = node_records(svc);
+    // Who may use the node-to-node channels: Trusted nodes, and a node that is no longer Trusted (Retired) only
+    // while it is still in the Raft membership, because the change that removes it may need its acknowledgement.
+    // Once removed it loses its connections; a Pending node never had any.
+    let admitted: std::collections::HashSet<String> = records
+        .iter()
+        .filter(|r| r.node_id != svc.identities().node_id)
+        .filter(|r| r.status == "Trusted" || svc.is_member(raft_id_of(&r.node_id)))
+        .map(|r| r.node_id.clone())
+        .collect();
+    channels.set_admitted(admitted.clone());
     let mut trusted = vec![];
     let mut retired = vec![];
-    for r in node_records(svc) {
+    for r in &records {
         if r.status == "Retired" {
             retired.push(raft_id_of(&r.node_id));
         }
-        if r.status != "Trusted" {
-            continue;
+        if r.status == "Trusted" {
+            trusted.push(raft_id_of(&r.node_id));
+            if let (Some(_), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
+                svc.add_peer(&r.node_id, cert);
+            }
         }
-        trusted.push(raft_id_of(&r.node_id));
-        if r.node_id == svc.identities().node_id {
-            continue;
-        }
-        if let (Some(addr), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
+        // Retiring members still in the membership keep their outgoing connection too (same reason as above).
+        if let (true, Some(addr)) = (admitted.contains(&r.node_id), &r.node_to_node_address) {
             channels.set_peer(&r.node_id, addr);
-            svc.add_peer(&r.node_id, cert);
         }
     }
     svc.reconcile_membership(&trusted, &retired);

@@ -13,6 +13,15 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Refusals on the node-to-node channels (shared handles: the channels count into the node's registry).
+#[derive(Clone, Debug, Default)]
+pub struct PeerCounters {
+    /// Handshakes (either way) with a node that holds a service-endorsed certificate but is not admitted.
+    pub refused_handshakes: Counter,
+    /// Connections closed because their node left the admitted set (retired or removed).
+    pub evicted_peers: Counter,
+}
+
 /// The node's metrics; cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
@@ -25,6 +34,7 @@ pub struct Metrics {
     pub rejected_connections: Counter,
     pub rejected_requests: Counter,
     pub snapshots: Counter,
+    pub peers: PeerCounters,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -52,6 +62,7 @@ impl Metrics {
             rejected_connections: Counter::default(),
             rejected_requests: Counter::default(),
             snapshots: Counter::default(),
+            peers: PeerCounters::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -94,6 +105,16 @@ impl Metrics {
             "rejected_requests",
             "Requests refused for exceeding a limit or being malformed",
             m.rejected_requests.clone(),
+        );
+        registry.register(
+            "node_channel_refused_handshakes",
+            "Node-to-node handshakes refused because the peer is not a current member",
+            m.peers.refused_handshakes.clone(),
+        );
+        registry.register(
+            "node_channel_evicted_peers",
+            "Node-to-node connections closed because the peer stopped being a member",
+            m.peers.evicted_peers.clone(),
         );
         Metrics { registry, ..m }
     }

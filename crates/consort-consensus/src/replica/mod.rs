@@ -9,6 +9,7 @@ use crate::codec::{conf_change_entry, encode_write_set_entry, normalise};
 use crate::config::{NodeIdentity, ReplicaConfig};
 use crate::error::{ConsensusError, ProposeError};
 use crate::event::{Action, Event};
+use crate::guard;
 use crate::limits::{MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE};
 use crate::log::Log;
 use crate::periodic::{PendingSnapshot, Snapshots};
@@ -177,15 +178,6 @@ impl<S: LedgerStorage> Replica<S> {
             });
         }
         let mut m = Message::parse_from_bytes(bytes).map_err(|e| ConsensusError::MalformedMessage(e.to_string()))?;
-        if m.from != from || m.to != self.cfg.id {
-            return Err(ConsensusError::MalformedMessage(format!(
-                "message from {} to {} on the channel from {from} to {}",
-                m.from, m.to, self.cfg.id
-            )));
-        }
-        if m.get_msg_type() == MessageType::MsgPropose {
-            return Err(ConsensusError::MalformedMessage("peers may not propose".into()));
-        }
         if m.entries.len() > MAX_ENTRIES_PER_MESSAGE {
             return Err(ConsensusError::TooLarge {
                 what: "entries in a message",
@@ -197,7 +189,43 @@ impl<S: LedgerStorage> Replica<S> {
         for e in m.mut_entries().iter_mut() {
             normalise(&secret, e)?;
         }
+        let log = &self.node.raft.raft_log;
+        let conf = self.conf_state();
+        let local = guard::Local {
+            id: self.cfg.id,
+            term: self.node.raft.term,
+            leader: self.is_leader(),
+            last_index: log.last_index(),
+            committed: log.committed,
+            // The committed entry is in the log or is its snapshot base, so its term is known.
+            committed_term: log.term(log.committed).unwrap_or(0),
+            conf: &conf,
+            trusted: &self.trusted,
+        };
+        guard::check(from, &m, &local).map_err(|r| ConsensusError::MalformedMessage(r.to_string()))?;
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            self.check_snapshot_bundle(m.get_snapshot())?;
+        }
         self.node.step(m).map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    /// A snapshot Raft would install must open and match its metadata before Raft takes it: once taken, a bundle that
+    /// fails to install halts the replica. One Raft ignores (at or below the commit index) is not opened.
+    fn check_snapshot_bundle(&self, snap: &Snapshot) -> Result<(), ConsensusError> {
+        let meta = snap.get_metadata();
+        if meta.index <= self.node.raft.raft_log.committed {
+            return Ok(());
+        }
+        let trusted = &self.trusted;
+        let v = snapshot::open(&snap.data, &self.node.store().secret, |pem| {
+            trusted.values().any(|c| c == pem)
+        })?;
+        if (meta.index, meta.term) != (v.seqno, v.view) {
+            return Err(ConsensusError::InvalidSnapshot(
+                "metadata does not match the bundle".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn check_can_propose(&self, version: Version) -> Result<(), ProposeError> {

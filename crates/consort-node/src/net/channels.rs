@@ -2,16 +2,26 @@
 //! certificate), length-prefixed frames with a size limit, bounded per-peer queues with write batching, and
 //! reconnection with exponential back-off.
 //!
+//! Admission: an endorsed certificate is not enough, because a Retired node keeps its certificate (and its validity
+//! outlives the retirement). The channels keep the set of node ids admitted now ([`Channels::set_admitted`], which
+//! the node's reconcile loop derives from the nodes table and the Raft membership). A handshake from a node outside
+//! the set fails in the certificate verifier, before any frame is read; an outgoing connection completes only to a
+//! server inside the set; a peer that leaves the set loses its connections at once, both ways.
+//!
 //! Wire frame: `u32 LE length ‖ u8 kind ‖ payload`, the length counting kind and payload. The kind says which
 //! layer the payload is for (Raft messages, forwarded requests and their responses); payloads are opaque here. A
 //! frame that cannot be delivered (queue full, connection lost) is dropped: Raft retransmits and forwarded
 //! requests time out, so the channel never blocks the caller.
 
+use crate::metrics::PeerCounters;
 use bytes::Bytes;
 use consort_crypto::{ParsedCert, SigningKey};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -78,6 +88,155 @@ fn cerr(e: impl std::fmt::Display) -> ChannelError {
     ChannelError(e.to_string())
 }
 
+/// The node ids admitted to the channels now, shared by the certificate verifiers (which read it during handshakes)
+/// and the connection tasks (which watch it to drop a peer that leaves it).
+#[derive(Debug)]
+struct Admission {
+    set: tokio::sync::watch::Sender<Arc<HashSet<String>>>,
+    /// Where refusals are counted, once the node attached its metrics.
+    counters: OnceLock<PeerCounters>,
+}
+
+impl Admission {
+    fn new() -> Self {
+        Admission {
+            set: tokio::sync::watch::Sender::new(Arc::new(HashSet::new())),
+            counters: OnceLock::new(),
+        }
+    }
+
+    fn admits(&self, node_id: &str) -> bool {
+        self.set.borrow().contains(node_id)
+    }
+
+    fn count(&self, which: fn(&PeerCounters) -> &prometheus_client::metrics::counter::Counter) {
+        if let Some(c) = self.counters.get() {
+            which(c).inc();
+        }
+    }
+
+    /// Checks that the certificate (already verified to chain to the service) names an admitted node.
+    fn check(&self, end_entity: &CertificateDer<'_>, side: &'static str) -> Result<(), rustls::Error> {
+        let node_id = ParsedCert::from_der(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?
+            .key_id();
+        if self.admits(&node_id) {
+            return Ok(());
+        }
+        self.count(|c| &c.refused_handshakes);
+        tracing::warn!(%node_id, side, "node-to-node handshake refused: the node is not a current member");
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+
+    /// Resolves once `node_id` is no longer admitted.
+    async fn evicted(&self, node_id: &str) {
+        let mut watch = self.set.subscribe();
+        loop {
+            if !watch.borrow_and_update().contains(node_id) {
+                return;
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The server's verifier of client (peer) certificates: the service chain (WebPKI), then admission.
+#[derive(Debug)]
+struct AdmittingClientVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    admission: Arc<Admission>,
+}
+
+impl ClientCertVerifier for AdmittingClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.chain.verify_client_cert(end_entity, intermediates, now)?;
+        self.admission.check(end_entity, "incoming")?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// The client's verifier of server (peer) certificates: the service chain and host name (WebPKI), then admission,
+/// so that frames never go to a node outside the set even if the network redirects the connection.
+#[derive(Debug)]
+struct AdmittingServerVerifier {
+    chain: Arc<dyn ServerCertVerifier>,
+    admission: Arc<Admission>,
+}
+
+impl ServerCertVerifier for AdmittingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self
+            .chain
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.admission.check(end_entity, "outgoing")?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
 struct Peer {
     address: String,
     queue: mpsc::Sender<(FrameKind, Bytes)>,
@@ -90,6 +249,7 @@ pub struct Channels {
     server_tls: Arc<rustls::ServerConfig>,
     peers: Mutex<HashMap<String, Peer>>,
     incoming: mpsc::Sender<Incoming>,
+    admission: Arc<Admission>,
     /// The runtime the connection tasks run on (the one current when the channels were made).
     runtime: tokio::runtime::Handle,
 }
@@ -121,21 +281,32 @@ impl Channels {
             roots.add(CertificateDer::from(c.der)).map_err(cerr)?;
         }
         let roots = Arc::new(roots);
+        let admission = Arc::new(Admission::new());
         let chain = vec![CertificateDer::from(cert_der.to_vec())];
         let private = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
+        let server_chain = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(cerr)?;
         let client_tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(cerr)?
-            .with_root_certificates(roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AdmittingServerVerifier {
+                chain: server_chain,
+                admission: admission.clone(),
+            }))
             .with_client_auth_cert(chain.clone(), private())
             .map_err(cerr)?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        let client_chain = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
             .build()
             .map_err(cerr)?;
         let server_tls = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(cerr)?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::new(AdmittingClientVerifier {
+                chain: client_chain,
+                admission: admission.clone(),
+            }))
             .with_single_cert(chain, private())
             .map_err(cerr)?;
         let (tx, rx) = mpsc::channel(INCOMING_QUEUE_FRAMES);
@@ -145,6 +316,7 @@ impl Channels {
             server_tls: Arc::new(server_tls),
             peers: Mutex::new(HashMap::new()),
             incoming: tx,
+            admission,
             runtime: tokio::runtime::Handle::current(),
         };
         Ok((Arc::new(channels), rx))
@@ -155,8 +327,39 @@ impl Channels {
         &self.node_id
     }
 
-    /// Registers (or re-addresses) a peer; a task keeps a connection to it and writes its queued frames.
+    /// Counts refused handshakes and evicted peers in the node's metrics from now on (the first call wins).
+    pub fn attach_metrics(&self, counters: PeerCounters) {
+        let _ = self.admission.counters.set(counters);
+    }
+
+    /// Replaces the set of node ids admitted to the channels. Peers outside it are forgotten and their connections
+    /// closed (outgoing ones when their queue closes, incoming ones at once).
+    pub fn set_admitted(&self, admitted: HashSet<String>) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| admitted.contains(id));
+        self.admission.set.send_if_modified(|set| {
+            if **set == admitted {
+                return false;
+            }
+            *set = Arc::new(admitted);
+            true
+        });
+    }
+
+    /// Whether `node_id` is admitted to the channels now.
+    pub fn is_admitted(&self, node_id: &str) -> bool {
+        self.admission.admits(node_id)
+    }
+
+    /// Registers (or re-addresses) a peer; a task keeps a connection to it and writes its queued frames. A node
+    /// outside the admitted set is not registered.
     pub fn set_peer(self: &Arc<Self>, node_id: &str, address: &str) {
+        if !self.admission.admits(node_id) {
+            tracing::debug!(%node_id, "not connecting to a node that is not admitted");
+            return;
+        }
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if peers.get(node_id).is_some_and(|p| p.address == address) {
             return;
@@ -260,7 +463,9 @@ impl Channels {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let incoming = self.incoming.clone();
+            let admission = self.admission.clone();
             tokio::spawn(async move {
+                // The verifier refused nodes outside the admitted set during the handshake.
                 let Ok(Ok(mut tls)) = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await else {
                     return;
                 };
@@ -274,38 +479,51 @@ impl Channels {
                 else {
                     return;
                 };
-                loop {
-                    let mut len = [0u8; 4];
-                    if tls.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let len = u32::from_le_bytes(len) as usize;
-                    if len == 0 || len > MAX_FRAME_BYTES {
-                        tracing::warn!(%from, len, "peer sent a frame of an invalid size; disconnecting");
-                        return;
-                    }
-                    let mut kind = [0u8; 1];
-                    let mut frame = vec![0u8; len - 1];
-                    if tls.read_exact(&mut kind).await.is_err() || tls.read_exact(&mut frame).await.is_err() {
-                        return;
-                    }
-                    let Some(kind) = FrameKind::from_byte(kind[0]) else {
-                        tracing::warn!(%from, kind = kind[0], "frame of an unknown kind dropped");
-                        continue;
-                    };
-                    if incoming
-                        .send(Incoming {
-                            from: from.clone(),
-                            kind,
-                            frame: Bytes::from(frame),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
+                tokio::select! {
+                    () = read_frames(&mut tls, &from, &incoming) => {}
+                    () = admission.evicted(&from) => {
+                        admission.count(|c| &c.evicted_peers);
+                        tracing::warn!(%from, "peer no longer admitted (retired or removed); disconnecting");
                     }
                 }
             });
+        }
+    }
+}
+
+/// Reads frames from an authenticated peer and passes them on, until the connection ends or the peer breaks the
+/// framing. Never cancelled in the middle of a frame except to close the connection.
+async fn read_frames(
+    tls: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    from: &str,
+    incoming: &mpsc::Sender<Incoming>,
+) {
+    loop {
+        let mut len = [0u8; 4];
+        if tls.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len == 0 || len > MAX_FRAME_BYTES {
+            tracing::warn!(%from, len, "peer sent a frame of an invalid size; disconnecting");
+            return;
+        }
+        let mut kind = [0u8; 1];
+        let mut frame = vec![0u8; len - 1];
+        if tls.read_exact(&mut kind).await.is_err() || tls.read_exact(&mut frame).await.is_err() {
+            return;
+        }
+        let Some(kind) = FrameKind::from_byte(kind[0]) else {
+            tracing::warn!(%from, kind = kind[0], "frame of an unknown kind dropped");
+            continue;
+        };
+        let frame = Incoming {
+            from: from.to_string(),
+            kind,
+            frame: Bytes::from(frame),
+        };
+        if incoming.send(frame).await.is_err() {
+            return;
         }
     }
 }
@@ -340,6 +558,64 @@ mod tests {
         (addr, tx)
     }
 
+    fn admit_each_other(a: &Channels, b: &Channels) {
+        a.set_admitted(HashSet::from([b.node_id().to_string()]));
+        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+    }
+
+    #[tokio::test]
+    async fn a_node_outside_the_admitted_set_is_refused_and_a_removed_peer_is_disconnected() {
+        let (skey, spem, sder) = service();
+        let (ka, ca) = node(&skey, &sder);
+        let (kb, cb) = node(&skey, &sder);
+        let (a, mut a_in) = Channels::new(&ka, &ca, &spem).unwrap();
+        let (b, _b_in) = Channels::new(&kb, &cb, &spem).unwrap();
+        let counters = PeerCounters::default();
+        a.attach_metrics(counters.clone());
+        let (addr_a, _stop) = listening(&a).await;
+
+        // b holds a certificate endorsed by the service, but a has not admitted it: nothing is delivered.
+        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_peer(a.node_id(), &addr_a);
+        for _ in 0..5 {
+            b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"not a member"));
+            let r = tokio::time::timeout(Duration::from_millis(200), a_in.recv()).await;
+            assert!(r.is_err(), "a frame from a node outside the set was delivered: {r:?}");
+        }
+        assert!(counters.refused_handshakes.get() > 0);
+
+        // Once admitted, b's frames flow.
+        a.set_admitted(HashSet::from([b.node_id().to_string()]));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"member"));
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), a_in.recv()).await {
+                assert_eq!(m.frame.as_ref(), b"member");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "an admitted peer could not deliver"
+            );
+        }
+
+        // b leaves the set (retired): its open connection is closed and later frames go nowhere.
+        a.set_admitted(HashSet::new());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counters.evicted_peers.get(), 1);
+        while a_in.try_recv().is_ok() {}
+        for _ in 0..5 {
+            b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"retired"));
+            let r = tokio::time::timeout(Duration::from_millis(200), a_in.recv()).await;
+            assert!(r.is_err(), "a frame from a removed peer was delivered: {r:?}");
+        }
+
+        // And a node never connects out to a peer outside its set.
+        assert!(!a.is_admitted(b.node_id()));
+        a.set_peer(b.node_id(), &addr_a);
+        assert!(!a.send(b.node_id(), FrameKind::Raft, Bytes::from_static(b"x")));
+    }
+
     #[tokio::test]
     async fn frames_flow_between_endorsed_nodes_in_order_and_strangers_are_refused() {
         let (skey, spem, sder) = service();
@@ -347,6 +623,7 @@ mod tests {
         let (kb, cb) = node(&skey, &sder);
         let (a, mut a_in) = Channels::new(&ka, &ca, &spem).unwrap();
         let (b, _b_in) = Channels::new(&kb, &cb, &spem).unwrap();
+        admit_each_other(&a, &b);
         let (addr_a, _stop) = listening(&a).await;
         b.set_peer(a.node_id(), &addr_a);
         for i in 0..500u32 {
@@ -372,6 +649,7 @@ mod tests {
         let (okey, opem, oder) = service();
         let (kc, cc) = node(&okey, &oder);
         let (c, _c_in) = Channels::new(&kc, &cc, &opem).unwrap();
+        c.set_admitted(HashSet::from([a.node_id().to_string()]));
         c.set_peer(a.node_id(), &addr_a);
         assert!(c.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"intruder")));
         let r = tokio::time::timeout(Duration::from_millis(500), a_in.recv()).await;
@@ -385,6 +663,7 @@ mod tests {
         let (kb, cb) = node(&skey, &sder);
         let (a, mut a_in) = Channels::new(&ka, &ca, &spem).unwrap();
         let (b, _b_in) = Channels::new(&kb, &cb, &spem).unwrap();
+        admit_each_other(&a, &b);
         // b starts sending before a listens: the sender retries with back-off.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();

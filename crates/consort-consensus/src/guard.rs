@@ -1,0 +1,291 @@
+//! The gate a peer's Raft message passes before raft-rs steps it: the sender must be who the channel authenticated
+//! and a member or a node this replica trusts, and no field may hold a value raft-rs
+//! 0.7 would turn into a panic (`commit_to` beyond the log, non-contiguous entries, an invalid membership in a
+//! snapshot, ...). Pure: it reads the replica's state as [`Local`] and returns why a message is refused.
+//!
+//! Every rule holds for the messages raft-rs itself sends (see each check), so an honest peer is never refused;
+//! dropping a message is always safe for Raft, which retransmits or times out.
+
+use raft::eraftpb::{ConfChangeType, ConfState, Message, MessageType};
+use raft::{Changer, ProgressTracker};
+use std::collections::BTreeMap;
+
+/// What the replica knows that the checks need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local<'a> {
+    /// This replica's Raft id.
+    pub(crate) id: u64,
+    /// The current term, and whether this replica is the primary in it.
+    pub(crate) term: u64,
+    pub(crate) leader: bool,
+    /// Raft's last index (stable and unstable entries).
+    pub(crate) last_index: u64,
+    /// Raft's commit index and the term of the entry there.
+    pub(crate) committed: u64,
+    pub(crate) committed_term: u64,
+    /// The membership in force.
+    pub(crate) conf: &'a ConfState,
+    /// The nodes whose signatures this replica accepts (Trusted when it last looked), by Raft id.
+    pub(crate) trusted: &'a BTreeMap<u64, String>,
+}
+
+/// Why a peer's message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("the message claims sender {claimed}, the channel authenticated {authenticated}")]
+    ForgedSender { claimed: u64, authenticated: u64 },
+    #[error("the message is addressed to {to}, not to this replica")]
+    WrongReceiver { to: u64 },
+    #[error("{0:?} is not a message peers send")]
+    NotFromPeers(MessageType),
+    #[error("a peer's message without a term")]
+    NoTerm,
+    #[error("sender {0} is not a member of the configuration for {1:?}")]
+    NotMember(u64, MessageType),
+    #[error("{0}")]
+    Field(String),
+}
+
+/// The largest term accepted from a peer. A view is a term, and a ledger entry's IV holds it in 31 bits: a replica
+/// that adopted a larger term would halt at its next entry. The margin leaves a million elections' room above it,
+/// which no service reaches, so a member cannot push the service there in one message.
+const MAX_PEER_TERM: u64 = (1 << 31) - 1 - (1 << 20);
+
+/// Message types one replica sends another. The rest are local to raft-rs, or unused here (read index, leadership
+/// transfer requests from followers, proposals), and stepping them from a peer would let it act for this replica.
+fn sent_by_peers(t: MessageType) -> bool {
+    use MessageType::*;
+    matches!(
+        t,
+        MsgAppend
+            | MsgAppendResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgSnapshot
+            | MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgTimeoutNow
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+    )
+}
+
+fn voters(conf: &ConfState) -> impl Iterator<Item = &u64> {
+    conf.voters.iter().chain(&conf.voters_outgoing)
+}
+
+/// Checks a message that arrived from the peer the channel authenticated as Raft id `from`.
+pub(crate) fn check(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
+    if m.from != from || from == local.id {
+        return Err(Refusal::ForgedSender {
+            claimed: m.from,
+            authenticated: from,
+        });
+    }
+    if m.to != local.id {
+        return Err(Refusal::WrongReceiver { to: m.to });
+    }
+    let t = m.get_msg_type();
+    if !sent_by_peers(t) {
+        return Err(Refusal::NotFromPeers(t));
+    }
+    // raft-rs takes a term of 0 for a local message and skips its term checks (a peer's append would make it the
+    // primary); every message one replica sends another carries its term.
+    if m.term == 0 {
+        return Err(Refusal::NoTerm);
+    }
+    // No honest term comes near the ledger's limit on views.
+    if m.term > MAX_PEER_TERM {
+        return Err(field(format!("term {} beyond {MAX_PEER_TERM}", m.term)));
+    }
+    check_sender(from, t, local)?;
+    if t != MessageType::MsgAppend && !m.entries.is_empty() {
+        return Err(field(format!("{t:?} with entries")));
+    }
+    match t {
+        MessageType::MsgAppend => check_append(m, local),
+        MessageType::MsgHeartbeat => check_heartbeat(m, local),
+        MessageType::MsgSnapshot => check_snapshot(m),
+        MessageType::MsgAppendResponse => check_append_response(m, local),
+        _ => Ok(()),
+    }
+}
+
+fn field(reason: String) -> Refusal {
+    Refusal::Field(reason)
+}
+
+/// The sender must be in this replica's membership or be a node it trusts (Trusted when it last looked). Messages
+/// from trusted nodes outside the membership are honest in two cases: a primary added by a change this replica has
+/// in its log but not yet committed (only that primary's messages can tell it so), and late answers from a node
+/// whose addition this replica lost in a crash; raft-rs ignores answers from nodes it tracks no progress for. Which
+/// of those nodes may reach the replica at all (current members only, never a Retired one) is the node-to-node
+/// channel's admission, which the node keeps in line with the nodes table.
+fn check_sender(from: u64, t: MessageType, local: &Local<'_>) -> Result<(), Refusal> {
+    let conf = local.conf;
+    let member = voters(conf)
+        .chain(&conf.learners)
+        .chain(&conf.learners_next)
+        .any(|&id| id == from);
+    if member || local.trusted.contains_key(&from) {
+        Ok(())
+    } else {
+        Err(Refusal::NotMember(from, t))
+    }
+}
+
+/// raft-rs appends after `m.index` by slicing the entries at `conflict - (index + 1)` and commits up to
+/// `min(commit, index + len)`: entries must continue `m.index` one by one, or the slice (or the commit) goes out
+/// of range. A primary's entries carry non-decreasing terms between `log_term` and its own term. When the entries
+/// do not match, raft-rs searches back from `min(index, last)` for a term at or below `log_term` and panics if it
+/// runs off the start of the log; a primary's `log_term` is at least the term of this replica's committed entry
+/// (its log holds every committed entry), which bounds that search.
+fn check_append(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
+    if m.log_term > m.term {
+        return Err(field(format!(
+            "append log term {} beyond its term {}",
+            m.log_term, m.term
+        )));
+    }
+    if m.index >= local.committed && m.log_term < local.committed_term {
+        return Err(field(format!(
+            "append after {} with log term {} below the committed term {}",
+            m.index, m.log_term, local.committed_term
+        )));
+    }
+    // raft-rs reads the term of an index past its log as 0, so a log term of 0 would "match" there and commit
+    // beyond the log. Every real entry has a term of at least 1.
+    if m.index > local.last_index && m.log_term == 0 {
+        return Err(field(format!(
+            "append after {} (past the log) with log term 0",
+            m.index
+        )));
+    }
+    let mut term = m.log_term;
+    for (i, e) in m.entries.iter().enumerate() {
+        let expected = m.index.checked_add(i as u64 + 1);
+        if expected != Some(e.index) {
+            return Err(field(format!("entry {i} has index {}, expected {expected:?}", e.index)));
+        }
+        if e.term < term || e.term > m.term {
+            return Err(field(format!("entry {} has term {} out of order", e.index, e.term)));
+        }
+        term = e.term;
+    }
+    Ok(())
+}
+
+/// raft-rs commits to a heartbeat's commit index without checking it against the log (`commit_to` panics beyond
+/// the last index). A primary sends `min(matched, committed)`, never past what this replica holds.
+fn check_heartbeat(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
+    if m.commit > local.last_index {
+        return Err(field(format!(
+            "heartbeat commit index {} beyond the last index {}",
+            m.commit, local.last_index
+        )));
+    }
+    Ok(())
+}
+
+/// raft-rs restores a snapshot's membership and panics if it is not one raft-rs could have produced; the metadata
+/// must name a real entry of the sender's log (index and term at least 1, term at most the sender's).
+fn check_snapshot(m: &Message) -> Result<(), Refusal> {
+    let meta = m.get_snapshot().get_metadata();
+    if meta.index == 0 || meta.term == 0 || meta.term > m.term {
+        return Err(field(format!(
+            "snapshot metadata {}.{} in a message of term {}",
+            meta.term, meta.index, m.term
+        )));
+    }
+    if !restorable(meta.get_conf_state()) {
+        return Err(field(format!(
+            "snapshot membership {:?} is not valid",
+            meta.get_conf_state()
+        )));
+    }
+    Ok(())
+}
+
+/// Replays `cs` the way raft-rs restores a snapshot's membership (voters, then the joint step) on an empty tracker,
+/// and checks that it comes out as `cs` again: raft-rs panics on either failure.
+fn restorable(cs: &ConfState) -> bool {
+    let single = |id: u64, change_type: ConfChangeType| {
+        let mut c = raft::eraftpb::ConfChangeSingle {
+            node_id: id,
+            ..Default::default()
+        };
+        c.set_change_type(change_type);
+        c
+    };
+    let mut outgoing = vec![];
+    let mut incoming = vec![];
+    for &id in &cs.voters_outgoing {
+        outgoing.push(single(id, ConfChangeType::AddNode));
+        incoming.push(single(id, ConfChangeType::RemoveNode));
+    }
+    incoming.extend(cs.voters.iter().map(|&id| single(id, ConfChangeType::AddNode)));
+    incoming.extend(cs.learners.iter().map(|&id| single(id, ConfChangeType::AddLearnerNode)));
+    incoming.extend(
+        cs.learners_next
+            .iter()
+            .map(|&id| single(id, ConfChangeType::AddLearnerNode)),
+    );
+    let mut tracker = ProgressTracker::new(1);
+    let apply_simple = |changes: &[raft::eraftpb::ConfChangeSingle], tracker: &mut ProgressTracker| {
+        changes
+            .iter()
+            .all(|c| match Changer::new(tracker).simple(std::slice::from_ref(c)) {
+                Ok((cfg, changes)) => {
+                    tracker.apply_conf(cfg, changes, 1);
+                    true
+                }
+                Err(_) => false,
+            })
+    };
+    let ok = if outgoing.is_empty() {
+        apply_simple(&incoming, &mut tracker)
+    } else {
+        apply_simple(&outgoing, &mut tracker)
+            && match Changer::new(&tracker).enter_joint(cs.auto_leave, &incoming) {
+                Ok((cfg, changes)) => {
+                    tracker.apply_conf(cfg, changes, 1);
+                    true
+                }
+                Err(_) => false,
+            }
+    };
+    ok && same_membership(&tracker.conf().to_conf_state(), cs)
+}
+
+fn same_membership(a: &ConfState, b: &ConfState) -> bool {
+    let sorted = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v
+    };
+    sorted(&a.voters) == sorted(&b.voters)
+        && sorted(&a.learners) == sorted(&b.learners)
+        && sorted(&a.voters_outgoing) == sorted(&b.voters_outgoing)
+        && sorted(&a.learners_next) == sorted(&b.learners_next)
+        && a.auto_leave == b.auto_leave
+}
+
+/// A primary takes acknowledgements of the appends it sent in its term (raft-rs ignores them in any other role or
+/// term, and stale ones may name entries a replica lost in a crash): their index and hint never pass its last index
+/// (raft-rs would move the peer's progress past the log and, for a hint of `u64::MAX`, overflow). This replica
+/// never asks for a snapshot, so a peer's request for one is not an acknowledgement it sent.
+fn check_append_response(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
+    if m.request_snapshot != 0 {
+        return Err(field("a peer's snapshot request".into()));
+    }
+    if !local.leader || m.term != local.term {
+        return Ok(());
+    }
+    if m.index > local.last_index || m.reject_hint > local.last_index {
+        return Err(field(format!(
+            "append response index {} hint {} beyond the last index {}",
+            m.index, m.reject_hint, local.last_index
+        )));
+    }
+    Ok(())
+}
