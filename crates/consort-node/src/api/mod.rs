@@ -190,6 +190,31 @@ fn preauthorize(node: &Node, client: Option<&ClientCert>, method: &str, path: &s
     Some(error_response(&e, Some(node.engine().current_txid())))
 }
 
+/// Reads and throws away what a refused request still sends of its body, up to `limits.max_body_bytes` and within
+/// `limits.body_read_timeout_ms`, holding none of it. Without this the answer could be lost: a server that closes a
+/// connection with unread request bytes makes its TCP stack send a reset, and the client then drops the answer it
+/// had not read yet. A body declared larger than the limit is not waited for (the connection just closes).
+async fn discard_body(node: &Node, req: Request<Incoming>) {
+    let limits = &node.engine().config().limits;
+    let max = limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return;
+    }
+    let mut body = Limited::new(req.into_body(), max);
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(limits.body_read_timeout_ms), drain).await;
+}
+
 /// What routing needs of a request once its body is read.
 struct Parts {
     method: String,
@@ -211,6 +236,7 @@ async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incom
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     if let Some(refused) = preauthorize(node, client, &method, &path) {
+        discard_body(node, req).await;
         return refused;
     }
     let body = match read_body(node, req).await {
