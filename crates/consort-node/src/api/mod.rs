@@ -190,9 +190,14 @@ fn preauthorize(node: &Node, client: Option<&ClientCert>, method: &str, path: &s
     Some(error_response(&e, Some(node.engine().current_txid())))
 }
 
-/// Reads and throws away what a refused request still sends of its body, up to `limits.max_body_bytes` and within
-/// `limits.body_read_timeout_ms`, holding none of it. Without this the answer could be lost: a server that closes a
-/// connection with unread request bytes makes its TCP stack send a reset, and the client then drops the answer it
+/// How long a request refused before its body is read may go on sending that body before the refusal is sent
+/// anyway: long enough for a client that sends its body right behind the head (curl, most libraries), short enough
+/// that a client declaring a body it never sends gets its answer at once.
+pub const REFUSED_BODY_DRAIN_MS: u64 = 300;
+
+/// Reads and throws away what a refused request sends of its body right away (up to `limits.max_body_bytes`, for at
+/// most [`REFUSED_BODY_DRAIN_MS`]), holding none of it. Without this the answer could be lost: a server that closes
+/// a connection with unread request bytes makes its TCP stack send a reset, and the client then drops the answer it
 /// had not read yet. A body declared larger than the limit is not waited for (the connection just closes).
 async fn discard_body(node: &Node, req: Request<Incoming>) {
     let limits = &node.engine().config().limits;
@@ -212,7 +217,8 @@ async fn discard_body(node: &Node, req: Request<Incoming>) {
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(limits.body_read_timeout_ms), drain).await;
+    let wait_ms = REFUSED_BODY_DRAIN_MS.min(limits.body_read_timeout_ms);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(wait_ms), drain).await;
 }
 
 /// What routing needs of a request once its body is read.
