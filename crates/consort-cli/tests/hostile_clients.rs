@@ -364,9 +364,12 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
             took >= Duration::from_millis(800),
             "closed before the idle timeout: {took:?}"
         );
-        // A new client is served as usual.
+        // A new client is served as usual, and the closed connections no longer count as open.
         let conn = node.connect(true).await;
         assert_eq!(conn.get("/node/commit").await.unwrap().status, 200);
+        let metrics = conn.get("/node/metrics").await.unwrap();
+        let metrics = String::from_utf8_lossy(&metrics.body);
+        assert!(metrics.contains("consort_open_connections 1\n"), "{metrics}");
     })
     .await;
 }

@@ -343,8 +343,7 @@ impl ConnTask {
             }
             Err(_) => return,
         };
-        let metrics = self.svc.metrics();
-        metrics.open_connections.inc();
+        let _counted = OpenConnection::count(self.svc.metrics().open_connections.clone());
         // The client certificate's ids, computed once per connection, not per request.
         let peer_cert: Option<Arc<ClientCert>> = tls
             .get_ref()
@@ -374,7 +373,23 @@ impl ConnTask {
         if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
             tracing::debug!("connection ended: {e}");
         }
-        metrics.open_connections.dec();
+    }
+}
+
+/// Counts an established connection in the `open_connections` gauge until dropped, which also happens when the
+/// connection's task is cancelled (evicted or idle).
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn count(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
