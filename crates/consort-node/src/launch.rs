@@ -247,15 +247,19 @@ async fn reconcile_loop(node: Arc<Node>, channels: Arc<Channels>, mut shutdown: 
 
 fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
     let records = node_records(svc);
-    // Who may use the node-to-node channels: Trusted nodes, and a node that is no longer Trusted (Retired) only
-    // while it is still in the Raft membership, because the change that removes it may need its acknowledgement.
-    // Once removed it loses its connections; a Pending node never had any.
-    let admitted: std::collections::HashSet<String> = records
-        .iter()
-        .filter(|r| r.node_id != svc.identities().node_id)
-        .filter(|r| r.status == "Trusted" || svc.is_member(raft_id_of(&r.node_id)))
-        .map(|r| r.node_id.clone())
-        .collect();
+    // Who may use the node-to-node channels: Trusted nodes, and the members of the Raft configuration as this node
+    // sees it, so that a node no longer Trusted (Retired) keeps its access only while it is still in the
+    // membership, because the change that removes it may need its acknowledgement. Once removed it loses its
+    // connections; a Pending node never had any.
+    let own = &svc.identities().node_id;
+    let mut admitted: std::collections::HashSet<String> = svc.consensus_state().peers.into_keys().collect();
+    admitted.extend(
+        records
+            .iter()
+            .filter(|r| r.status == "Trusted")
+            .map(|r| r.node_id.clone()),
+    );
+    admitted.remove(own);
     channels.set_admitted(admitted.clone());
     let mut trusted = vec![];
     let mut retired = vec![];
