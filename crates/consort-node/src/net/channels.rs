@@ -614,6 +614,20 @@ mod tests {
         assert!(!a.is_admitted(b.node_id()));
         a.set_peer(b.node_id(), &addr_a);
         assert!(!a.send(b.node_id(), FrameKind::Raft, Bytes::from_static(b"x")));
+
+        // Nor do frames for an admitted peer go to another endorsed node that answers at its address: the server's
+        // certificate must name an admitted node. (c admits b, so only b's check can stop them.)
+        let (kc, cc) = node(&skey, &sder);
+        let (c, mut c_in) = Channels::new(&kc, &cc, &spem).unwrap();
+        c.set_admitted(HashSet::from([b.node_id().to_string()]));
+        let (addr_c, _stop_c) = listening(&c).await;
+        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_peer(a.node_id(), &addr_c);
+        for _ in 0..5 {
+            b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"misdirected"));
+            let r = tokio::time::timeout(Duration::from_millis(200), c_in.recv()).await;
+            assert!(r.is_err(), "a frame went to a node outside the set: {r:?}");
+        }
     }
 
     #[tokio::test]
