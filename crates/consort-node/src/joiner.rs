@@ -61,33 +61,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         .map_err(|e| io(format!("joiner certificate: {e}")))?;
     let key_pem = node_key.to_pkcs8_pem();
     let tls = crate::net::tls::client_config(&service_cert, Some((&own_cert.pem, &key_pem)))?;
-    let deadline = Instant::now() + JOIN_TIMEOUT;
-    let answer = loop {
-        if Instant::now() > deadline {
-            return Err(io(format!("could not join through {target} within {JOIN_TIMEOUT:?}")));
-        }
-        let attempt = async {
-            let conn = Connection::connect(&target, tls.clone(), Protocol::Http1).await?;
-            conn.request("POST", "/node/join", Some(body.clone())).await
-        };
-        match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
-            Ok(Ok(r)) if r.status == 200 => {
-                let v = r.json().map_err(|e| io(e.to_string()))?;
-                if v["node_status"] == "Trusted" {
-                    break v;
-                }
-                tracing::info!(status = %v["node_status"], "waiting to join");
-            }
-            // A refusal by the join policy will not change by retrying; other refusals (no primary yet) may.
-            Ok(Ok(r)) if r.status == 403 => {
-                return Err(io(format!("join refused: {}", String::from_utf8_lossy(&r.body))));
-            }
-            Ok(Ok(r)) => tracing::info!(status = r.status, body = %String::from_utf8_lossy(&r.body), "join refused"),
-            Ok(Err(e)) => tracing::info!(%e, "join attempt failed"),
-            Err(_) => tracing::info!("join attempt timed out"),
-        }
-        tokio::time::sleep(JOIN_RETRY).await;
-    };
+    let answer = ask_until_trusted(&target, tls, body).await?;
     let field = |k: &str| -> Result<String, NodeError> {
         answer[k]
             .as_str()
@@ -127,4 +101,42 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
     node.attach_attestation(attestation);
     Ok(node)
+}
+
+/// Asks the service at `target` to admit this node (`body`, over `tls` with the node's own certificate) until it
+/// answers Trusted with everything the node starts from; gives up after [`JOIN_TIMEOUT`], or at once when the join
+/// policy refuses the node (retrying would not change that).
+async fn ask_until_trusted(
+    target: &str,
+    tls: crate::net::client::TlsConfig,
+    body: Vec<u8>,
+) -> Result<serde_json::Value, NodeError> {
+    let io = NodeError::Join;
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    loop {
+        if Instant::now() > deadline {
+            return Err(io(format!("could not join through {target} within {JOIN_TIMEOUT:?}")));
+        }
+        let attempt = async {
+            let conn = Connection::connect(&target, tls.clone(), Protocol::Http1).await?;
+            conn.request("POST", "/node/join", Some(body.clone())).await
+        };
+        match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
+            Ok(Ok(r)) if r.status == 200 => {
+                let v = r.json().map_err(|e| io(e.to_string()))?;
+                if v["node_status"] == "Trusted" {
+                    return Ok(v);
+                }
+                tracing::info!(status = %v["node_status"], "waiting to join");
+            }
+            // A refusal by the join policy will not change by retrying; other refusals (no primary yet) may.
+            Ok(Ok(r)) if r.status == 403 => {
+                return Err(io(format!("join refused: {}", String::from_utf8_lossy(&r.body))));
+            }
+            Ok(Ok(r)) => tracing::info!(status = r.status, body = %String::from_utf8_lossy(&r.body), "join refused"),
+            Ok(Err(e)) => tracing::info!(%e, "join attempt failed"),
+            Err(_) => tracing::info!("join attempt timed out"),
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
 }

@@ -119,7 +119,7 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
     let net = ChannelRuntime::build()?;
     if let Some(n2n) = engine.config().network.node_to_node_address.clone() {
         let _in_net = net.enter();
-        let (channels, mut incoming) = Channels::new(
+        let (channels, incoming) = Channels::new(
             &engine.identities().node_key,
             &engine.identities().node_cert_der,
             &engine.identities().service_cert_pem,
@@ -134,35 +134,12 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
         node.attach_channels(channels.clone());
         net.spawn(channels.clone().listen(n2n_listener, stop_rx.clone()));
         server_runtime.spawn(reconcile_loop(node.clone(), channels.clone(), stop_rx.clone()));
-        // Raft messages are fed to the replica on a thread of their own (stepping takes the engine lock); forwarded
-        // requests run as tasks, and answers to this node's forwarded requests go to the waiting callers.
-        let node2 = node.clone();
-        let runtime = server_runtime.clone();
-        let admission = channels.clone();
-        receiver = Some(
-            std::thread::Builder::new()
-                .name("raft-receiver".into())
-                .spawn(move || {
-                    while let Some(m) = incoming.blocking_recv() {
-                        // Frames still queued from a peer evicted since they arrived are not acted on.
-                        if !admission.is_admitted(&m.from) {
-                            tracing::debug!(from = %m.from, "frame from a node no longer admitted dropped");
-                            continue;
-                        }
-                        match m.kind {
-                            FrameKind::Raft => node2.engine().receive(raft_id_of(&m.from), m.frame.to_vec()),
-                            FrameKind::ForwardedRequest => {
-                                runtime.spawn(crate::api::forwarded::serve(node2.clone(), m.from, m.frame));
-                            }
-                            FrameKind::ForwardedResponse => node2.forwarder().complete(&m.from, &m.frame),
-                        }
-                    }
-                })
-                .map_err(|source| NodeError::Start {
-                    what: "raft-receiver thread",
-                    source,
-                })?,
-        );
+        receiver = Some(spawn_receiver(
+            node.clone(),
+            channels,
+            incoming,
+            server_runtime.clone(),
+        )?);
     }
 
     tracing::info!(node_id = %engine.identities().node_id, %addr, "node listening");
@@ -182,6 +159,39 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
     // The receiver thread ends when the channels are dropped with the runtimes.
     drop(receiver);
     Ok(())
+}
+
+/// Starts the thread that feeds frames from the node-to-node channels to the node: Raft messages are stepped into
+/// the replica on it (stepping takes the engine lock), forwarded requests run as tasks on `runtime`, and answers to
+/// this node's forwarded requests go to the waiting callers.
+fn spawn_receiver(
+    node: Arc<Node>,
+    admission: Arc<Channels>,
+    mut incoming: tokio::sync::mpsc::Receiver<crate::net::channels::Incoming>,
+    runtime: tokio::runtime::Handle,
+) -> Result<std::thread::JoinHandle<()>, NodeError> {
+    std::thread::Builder::new()
+        .name("raft-receiver".into())
+        .spawn(move || {
+            while let Some(m) = incoming.blocking_recv() {
+                // Frames still queued from a peer evicted since they arrived are not acted on.
+                if !admission.is_admitted(&m.from) {
+                    tracing::debug!(from = %m.from, "frame from a node no longer admitted dropped");
+                    continue;
+                }
+                match m.kind {
+                    FrameKind::Raft => node.engine().receive(raft_id_of(&m.from), m.frame.to_vec()),
+                    FrameKind::ForwardedRequest => {
+                        runtime.spawn(crate::api::forwarded::serve(node.clone(), m.from, m.frame));
+                    }
+                    FrameKind::ForwardedResponse => node.forwarder().complete(&m.from, &m.frame),
+                }
+            }
+        })
+        .map_err(|source| NodeError::Start {
+            what: "raft-receiver thread",
+            source,
+        })
 }
 
 /// The node-to-node runtime, shut down without waiting when dropped: dropping a runtime the usual way blocks, which

@@ -31,13 +31,6 @@ pub const LONG_FUNCTIONS: &[LongFunction] = &[
         lines: 105,
         reason: "the SmallBank dispatcher: one arm per transaction type of the benchmark",
     },
-    LongFunction {
-        path: "crates/consort-node/src/joiner.rs",
-        name: "join_service",
-        lines: 107,
-        reason: "the joiner's handshake in the order it happens (attestation evidence, proof-of-possession TLS, \
-                 retries until the service trusts the node); not yet split into its steps",
-    },
 ];
 
 pub const LONG_FILES: &[LongFile] = &[];
