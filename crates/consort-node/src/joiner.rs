@@ -118,7 +118,7 @@ async fn ask_until_trusted(
             return Err(io(format!("could not join through {target} within {JOIN_TIMEOUT:?}")));
         }
         let attempt = async {
-            let conn = Connection::connect(&target, tls.clone(), Protocol::Http1).await?;
+            let conn = Connection::connect(target, tls.clone(), Protocol::Http1).await?;
             conn.request("POST", "/node/join", Some(body.clone())).await
         };
         match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
