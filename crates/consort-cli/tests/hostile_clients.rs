@@ -278,9 +278,11 @@ async fn silent_connections_and_slow_uploads_do_not_lock_a_member_out() {
             established(&silent_tally),
             established(&slow_tally)
         );
+        // How many get in beyond the slots depends on how fast the attack arrives compared with the eviction grace
+        // period; what matters is that it took every slot, so that the member can only get in through the policy.
         assert!(
-            established(&silent_tally) + established(&slow_tally) > 256,
-            "the attack filled every slot"
+            established(&silent_tally) + established(&slow_tally) >= 256,
+            "the attack did not even fill the slots, so it proves nothing"
         );
 
         let started = Instant::now();
