@@ -468,10 +468,16 @@ async fn only_current_members_reach_the_node_to_node_port_and_bad_frames_are_dro
         // Not a Raft message at all.
         (FrameKind::Raft, vec![0xff; 64]),
     ];
+    let dropped_before = net.metric(0, "consort_dropped_inputs").await;
     let ch = channel_as(&member_key, &member_cert, &service_pem, &ids[0], &net.nodes[0].n2n);
     send_for_a_while(&ch, &ids[0], &frames).await;
     drop(ch);
     net.assert_all_alive(&live);
+    let dropped = net.metric(0, "consort_dropped_inputs").await;
+    assert!(
+        dropped > dropped_before,
+        "the bad frames were not counted as dropped ({dropped_before} -> {dropped})"
+    );
     let after = net.get_json(0, "/node/consensus").await.unwrap();
     assert!(
         after["view"].as_u64().unwrap_or(0) < 1 << 31,

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub rejected_connections: Counter,
     pub rejected_requests: Counter,
+    /// Inputs the replica refused to step (Raft messages from a forged sender or a non-member, or whose fields
+    /// would make raft-rs panic; see `consort_consensus::guard`).
+    pub dropped_inputs: Counter,
     pub snapshots: Counter,
     pub peers: PeerCounters,
 }
@@ -61,6 +64,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             rejected_connections: Counter::default(),
             rejected_requests: Counter::default(),
+            dropped_inputs: Counter::default(),
             snapshots: Counter::default(),
             peers: PeerCounters::default(),
             registry: Registry::default(),
@@ -105,6 +109,11 @@ impl Metrics {
             "rejected_requests",
             "Requests refused for exceeding a limit or being malformed",
             m.rejected_requests.clone(),
+        );
+        registry.register(
+            "dropped_inputs",
+            "Raft messages and other inputs the replica refused to step",
+            m.dropped_inputs.clone(),
         );
         registry.register(
             "node_channel_refused_handshakes",

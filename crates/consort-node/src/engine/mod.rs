@@ -445,7 +445,10 @@ impl Engine {
                         }
                     }
                 }
-                Action::Dropped { from, error } => tracing::warn!(?from, %error, "input dropped"),
+                Action::Dropped { from, error } => {
+                    self.metrics.dropped_inputs.inc();
+                    tracing::warn!(?from, %error, "input dropped");
+                }
                 Action::Halted { error } => fatal("replica halted", error),
             }
         }
