@@ -507,6 +507,12 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     })
     .await;
     check_reads(&net, &[3], &committed).await;
+    // The joined node serves the same applications as the nodes that started the service.
+    let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
+    let paths = |v: Option<serde_json::Value>| v.map(|v| v["paths"].clone()).unwrap_or_default();
+    let joined_paths = paths(net.get_json(3, "/app/api").await);
+    assert_eq!(joined_paths, paths(net.get_json(primary, "/app/api").await));
+    assert!(joined_paths.to_string().contains("/smallbank/"), "{joined_paths}");
     let base = net.get_json(3, "/node/consensus").await.expect("consensus")["base_seqno"]
         .as_u64()
         .unwrap();
