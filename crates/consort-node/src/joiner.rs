@@ -8,7 +8,7 @@ use crate::engine::{raft_id_of, Engine, OpenOptions};
 use crate::identity::Identities;
 use crate::net::client::{Connection, Protocol};
 use crate::net::forwarding::FORWARD_TIMEOUT;
-use crate::node::{Node, SelfAttestation};
+use crate::node::Node;
 use crate::NodeError;
 use consort_crypto::{Curve, SigningKey};
 use std::collections::BTreeMap;
@@ -46,8 +46,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         .ok_or_else(|| io("network.node_to_node_address is needed to join".into()))?;
     let node_key = SigningKey::generate(Curve::P384);
     // The evidence binds the node key to the code this process runs; the primary checks it against the join policy.
-    let platform = consort_attest::host_io::virtual_platform_for_current_exe()?;
-    let attestation = SelfAttestation::produce(&platform, &node_key.verifying_key().to_spki_der())?;
+    let attestation = crate::launch::attest_self(&node_key)?;
     let req = JoinRequest {
         public_key: node_key.verifying_key().to_pem(),
         node_to_node_address: n2n,

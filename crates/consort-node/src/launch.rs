@@ -46,7 +46,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         }
         Identities::generate(&dir, &subject_alt_names(&cfg))?
     };
-    let attestation = attest_self(&ids)?;
+    let attestation = attest_self(&ids.node_key)?;
     let options = OpenOptions {
         attestation: Some(attestation.genesis()),
         ..OpenOptions::default()
@@ -58,11 +58,11 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
 
 /// This node's attestation on its platform. Only the virtual platform exists in this build: its measurement is
 /// SHA-256 of the running executable, taken now.
-pub fn attest_self(ids: &Identities) -> Result<SelfAttestation, NodeError> {
+pub fn attest_self(node_key: &consort_crypto::SigningKey) -> Result<SelfAttestation, NodeError> {
     let platform = consort_attest::host_io::virtual_platform_for_current_exe()?;
     Ok(SelfAttestation::produce(
         &platform,
-        &ids.node_key.verifying_key().to_spki_der(),
+        &node_key.verifying_key().to_spki_der(),
     )?)
 }
 

@@ -81,11 +81,7 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
     let engine = node.engine();
     let max = engine.config().limits.max_body_bytes;
     let too_large = || ApiError::new(413, "RequestBodyTooLarge", format!("body larger than {max} bytes"));
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    if declares_more_than(&req, max) {
         engine.metrics().rejected_requests.inc();
         return Err(too_large());
     }
@@ -127,6 +123,14 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
             })
         }
     }
+}
+
+/// Whether the request's `content-length` announces more than `max` bytes.
+fn declares_more_than(req: &Request<Incoming>, max: usize) -> bool {
+    req.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
 }
 
 /// Why a body could not be collected.
@@ -202,11 +206,7 @@ pub const REFUSED_BODY_DRAIN_MS: u64 = 300;
 async fn discard_body(node: &Node, req: Request<Incoming>) {
     let limits = &node.engine().config().limits;
     let max = limits.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
+    if declares_more_than(&req, max) {
         return;
     }
     let mut body = Limited::new(req.into_body(), max);
