@@ -137,7 +137,7 @@ pub async fn handle_join(
 /// addition to the Raft membership is committed, also with its certificate, the service's secrets, the peers and
 /// the snapshot to start from. The caller has checked that the joiner holds the key.
 pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
-    check_attestation(svc, join)?;
+    super::join_policy::check_attestation(svc, join)?;
     let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
     let record = match existing {
         Some(r) => r,
@@ -166,37 +166,6 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
         "peers": peers,
         "snapshot": base64::engine::general_purpose::STANDARD.encode(snapshot),
     }))
-}
-
-/// Verifies the joiner's evidence against the key it proved it holds, then judges the claims by the governed join
-/// policy: 403 naming what did not match.
-fn check_attestation(svc: &Engine, join: &ParsedJoin) -> Result<consort_attest::Claims, ApiError> {
-    let claims = consort_attest::verify(&join.evidence, &join.key.to_spki_der())
-        .map_err(|e| ApiError::new(403, "InvalidQuote", format!("attestation: {e}")))?;
-    let policy = join_policy(svc);
-    consort_attest::check_policy(&claims, &policy)
-        .map_err(|e| ApiError::new(403, "JoinPolicyRefused", format!("join refused: {e}")))?;
-    Ok(claims)
-}
-
-/// The join policy as governance set it in the store.
-pub fn join_policy(svc: &Engine) -> consort_attest::JoinPolicy {
-    let store = svc.store();
-    let tx = store.read_only();
-    let keys = |table: &str| {
-        let mut out = vec![];
-        tx.foreach(table, |k, _| {
-            out.push(String::from_utf8_lossy(k).to_string());
-            true
-        });
-        out
-    };
-    consort_attest::JoinPolicy {
-        code_ids: keys(consort_gov::tables::NODES_CODE_IDS),
-        snp_measurements: keys(consort_gov::tables::NODES_SNP_MEASUREMENTS),
-        snp_host_data: keys(consort_gov::tables::NODES_SNP_HOST_DATA),
-        snp_min_tcb: vec![],
-    }
 }
 
 /// Issues a node certificate for `key` signed by the service key, valid `validity_days`, naming the host of

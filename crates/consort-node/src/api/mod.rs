@@ -7,6 +7,7 @@ pub mod error;
 pub mod forwarded;
 pub mod gov;
 pub mod join;
+pub mod join_policy;
 pub mod node;
 pub mod openapi;
 
