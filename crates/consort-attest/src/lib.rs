@@ -13,14 +13,14 @@
 //!
 //! The verification core does no IO: no files, no network, no clock. Endorsements arrive inside the evidence (the
 //! host fetched them beforehand); trust roots are compiled in. What needs the machine (measuring the executable,
-//! asking `/dev/sev-guest` for a report or a sealing key, writing sealed files) lives in [`host_io`].
+//! asking `/dev/sev-guest` for a report or a sealing key, writing sealed files) lives in the node
+//! (`consort_node::platform`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod conformance;
 mod error;
 mod evidence;
-pub mod host_io;
 mod policy;
 pub mod seal;
 pub mod snp;

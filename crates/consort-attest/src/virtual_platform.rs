@@ -29,7 +29,7 @@ struct VirtualQuote {
 ///
 /// Sealing is a documented stand-in: [`seal::virtual_seal`] tags the plaintext with its format and nothing more,
 /// because without hardware there is no key the host cannot read. The node keeps the sealed files at mode 0600
-/// ([`crate::host_io::write_secret_file`]).
+/// (`consort_node::platform::write_secret_file`).
 #[derive(Clone, Debug)]
 pub struct VirtualPlatform {
     measurement: [u8; 32],
@@ -37,7 +37,7 @@ pub struct VirtualPlatform {
 
 impl VirtualPlatform {
     /// A platform reporting `measurement` (SHA-256 of the executable; see
-    /// [`crate::host_io::measure_current_exe`]).
+    /// `consort_node::platform::measure_current_exe`).
     pub fn new(measurement: [u8; 32]) -> Self {
         VirtualPlatform { measurement }
     }

@@ -89,12 +89,6 @@ const IO_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "a generated certificate's validity is wall-clock time; read only when generating a certificate, never \
          when verifying a ledger or a receipt",
     ),
-    (
-        "crates/consort-attest/src/host_io.rs",
-        "std::fs",
-        "the attestation crate keeps its host side (measuring the executable, sealed files, the SEV-SNP guest \
-         device) in this one module, which the verification code never calls; it belongs in consort-node",
-    ),
 ];
 
 #[test]

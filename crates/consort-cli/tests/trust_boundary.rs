@@ -36,7 +36,7 @@ async fn post_join(node: &TestNode, client_key: Option<&SigningKey>, body: &serd
 
 /// SHA-256 of the `consort` binary the nodes run: the virtual platform's measurement of them.
 fn consort_measurement() -> [u8; 32] {
-    consort_attest::host_io::measure_file(std::path::Path::new(common::consort_bin())).unwrap()
+    consort_node::platform::measure_file(std::path::Path::new(common::consort_bin())).unwrap()
 }
 
 /// A join request for `key` with virtual evidence binding it to `measurement`.

@@ -87,12 +87,12 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
 /// temporary file, synced and renamed, so a crash leaves the old or the new file.
 fn write_sealed(path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
     let sealed = consort_attest::seal::virtual_seal(secret);
-    consort_attest::host_io::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
+    crate::platform::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
 }
 
 /// Reads and unseals a secret written by [`write_sealed`]; refuses unsealed files and other platforms' seals.
 fn read_sealed_text(path: &Path) -> Result<String, IdentityError> {
-    let sealed = consort_attest::host_io::read_secret_file(path).map_err(|e| ierr(path, e))?;
+    let sealed = crate::platform::read_secret_file(path).map_err(|e| ierr(path, e))?;
     let plain = consort_attest::seal::virtual_unseal(&sealed).map_err(|e| ierr(path, e))?;
     String::from_utf8(plain).map_err(|e| ierr(path, e))
 }

@@ -59,7 +59,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
 /// This node's attestation on its platform. Only the virtual platform exists in this build: its measurement is
 /// SHA-256 of the running executable, taken now.
 pub fn attest_self(node_key: &consort_crypto::SigningKey) -> Result<SelfAttestation, NodeError> {
-    let platform = consort_attest::host_io::virtual_platform_for_current_exe()?;
+    let platform = crate::platform::virtual_platform_for_current_exe()?;
     Ok(SelfAttestation::produce(
         &platform,
         &node_key.verifying_key().to_spki_der(),

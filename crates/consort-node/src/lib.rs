@@ -16,6 +16,7 @@ pub mod launch;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod platform;
 
 pub use launch::{join, open_node, run};
 

@@ -1,14 +1,11 @@
-//! Everything in this crate that touches the machine: measuring the executable, writing sealed files, and the
-//! SEV-SNP guest device. The verification core never calls into this module.
-
-// The one module of a core that does host IO (the cores' clippy configuration forbids it elsewhere); it belongs
-// with the node, which is the only caller.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+//! The host side of attestation: measuring the executable, writing and reading sealed secret files, and the
+//! SEV-SNP guest device. consort-attest verifies and defines formats without IO; everything that touches the
+//! machine for it lives here, in the node.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::{AttestError, VirtualPlatform};
+use consort_attest::{AttestError, VirtualPlatform};
 
 /// SHA-256 of the file at `path`, read in 64 KiB pieces.
 pub fn measure_file(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -74,7 +71,7 @@ pub use snp_guest::SnpGuestPlatform;
 /// It cannot be exercised without SNP hardware; on any other machine [`SnpGuestPlatform::open`] returns
 /// [`AttestError::Unavailable`] naming the missing device.
 mod snp_guest {
-    use crate::{seal, AttestError, Evidence, Platform, PlatformKind};
+    use consort_attest::{seal, AttestError, Evidence, Platform, PlatformKind};
 
     /// The path of the SEV guest device.
     pub(super) const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";
@@ -174,7 +171,7 @@ mod snp_guest {
         }
 
         fn evidence_for(&self, public_key_der: &[u8]) -> Result<Evidence, AttestError> {
-            let quote = request_report(crate::snp::expected_report_data(public_key_der))?;
+            let quote = request_report(consort_attest::snp::expected_report_data(public_key_der))?;
             Ok(Evidence {
                 format: PlatformKind::Snp,
                 quote,
