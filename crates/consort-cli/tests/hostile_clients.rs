@@ -1,6 +1,7 @@
 //! Hostile clients against a real node over real sockets: a thousand silent TLS connections and a thousand
-//! slow-body uploads do not keep a member from passing a proposal, a slow body is cut off with 408, and an idle
-//! connection is closed after the idle timeout.
+//! slow-body uploads do not keep a member from passing a proposal, a slow body is cut off with 408, an idle
+//! connection is closed after the idle timeout, and every connection the server closes or refuses is counted in
+//! `/node/metrics` by reason.
 
 mod common;
 
@@ -295,6 +296,20 @@ async fn silent_connections_and_slow_uploads_do_not_lock_a_member_out() {
         assert_eq!(state, "Accepted");
         assert!(took < Duration::from_secs(5), "the member needed {took:?}");
 
+        // The member got in through the slot policy: a hostile connection was displaced for it, and the attack's
+        // connections that found every slot within its grace period were refused at accept (both counted).
+        let metrics = metrics_text(&node).await;
+        assert!(
+            counter(&metrics, "consort_http_connections_evicted_total", "displaced") >= 1,
+            "{metrics}"
+        );
+        if established(&silent_tally) + established(&slow_tally) < 2 * per_kind {
+            assert!(
+                counter(&metrics, "consort_http_connections_refused_total", "slots_busy") >= 1,
+                "{metrics}"
+            );
+        }
+
         stop_tx.send(true).unwrap();
         for t in silent.into_iter().chain(slow) {
             let _ = t.await;
@@ -399,6 +414,152 @@ async fn app_requests_without_a_user_certificate_are_refused_before_their_body()
         let user = node.connect(true).await;
         let r = user.post_json("/app/log/private", &json!({"id": 1, "msg": "hello"})).await.unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    })
+    .await;
+}
+
+/// The value of the counter `name` with the label `reason="{reason}"` in a Prometheus text exposition (0 if absent).
+fn counter(metrics: &str, name: &str, reason: &str) -> u64 {
+    let series = format!("{name}{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `/node/metrics` of `node`, on a new connection (retried, like any client, while the node refuses it at accept).
+async fn metrics_text(node: &TestNode) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(conn) = Connection::connect(&node.address, anonymous_tls(node), Protocol::Http1).await {
+            if let Ok(r) = conn.get("/node/metrics").await {
+                assert_eq!(r.status, 200);
+                return String::from_utf8_lossy(&r.body).into_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer from /node/metrics within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most 10 s) until the server closes `stream`; panics if it does not.
+async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S, what: &str) {
+    let (_, closed) = read_until(stream, "", Duration::from_secs(10)).await;
+    assert!(closed, "the server did not close the {what} connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_timeout_that_closes_a_connection_is_counted_by_reason() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // The idle timeout is the longest, so that each other timeout is what closes its connection.
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.tls_handshake_timeout_ms = 500;
+            cfg.limits.header_read_timeout_ms = 500;
+            cfg.limits.body_read_timeout_ms = 500;
+            cfg.limits.idle_timeout_ms = 2_000;
+        })
+        .await;
+        let before = metrics_text(&node).await;
+        for reason in [
+            "tls_handshake_timeout",
+            "header_read_timeout",
+            "body_read_timeout",
+            "idle_timeout",
+        ] {
+            assert_eq!(
+                counter(&before, "consort_http_connections_evicted_total", reason),
+                0,
+                "{reason} before any hostile client: {before}"
+            );
+        }
+        let tls = anonymous_tls(&node);
+
+        // A TCP connection that never starts its TLS handshake.
+        let mut no_handshake = tokio::net::TcpStream::connect(&node.address).await.unwrap();
+        // A request head that never ends.
+        let mut half_head = connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap();
+        half_head
+            .write_all(b"GET /node/commit HTTP/1.1\r\nhost: no")
+            .await
+            .unwrap();
+        half_head.flush().await.unwrap();
+        // A body that never arrives.
+        let mut no_body = connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap();
+        no_body
+            .write_all(slow_post_head("/gov/members/proposals:create", 1000).as_bytes())
+            .await
+            .unwrap();
+        no_body.flush().await.unwrap();
+        // A connection that completes its handshake and says nothing.
+        let mut silent = connect_tls(&node.address, tls, b"http/1.1").await.unwrap();
+
+        closed_by_server(&mut no_handshake, "handshake-less").await;
+        closed_by_server(&mut half_head, "half-head").await;
+        let (answer, _) = read_until(&mut no_body, "RequestTimeout", Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+        closed_by_server(&mut no_body, "body-less").await;
+        closed_by_server(&mut silent, "silent").await;
+
+        let after = metrics_text(&node).await;
+        for reason in [
+            "tls_handshake_timeout",
+            "header_read_timeout",
+            "body_read_timeout",
+            "idle_timeout",
+        ] {
+            assert!(
+                counter(&after, "consort_http_connections_evicted_total", reason) >= 1,
+                "{reason} was not counted: {after}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn displaced_and_refused_connections_are_counted() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // Three slots, a grace period long enough for the test to fill them all within it, and timeouts that do not
+        // interfere.
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.max_open_connections = 3;
+            cfg.limits.eviction_grace_ms = 3_000;
+            cfg.limits.idle_timeout_ms = 60_000;
+            cfg.limits.header_read_timeout_ms = 60_000;
+        })
+        .await;
+        // Let the connections the start-up checks used leave their slots.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let tls = anonymous_tls(&node);
+        let mut silent = vec![];
+        for _ in 0..3 {
+            silent.push(connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap());
+        }
+        // Every slot is taken and within its grace period: the newcomer is closed at accept.
+        let refused = match connect_tls(&node.address, tls.clone(), b"http/1.1").await {
+            Err(_) => true,
+            Ok(mut s) => read_until(&mut s, "", Duration::from_secs(5)).await.1,
+        };
+        assert!(
+            refused,
+            "a connection beyond the slots within the grace period was served"
+        );
+        // Past the grace period, a newcomer displaces the silent connection that arrived first.
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        let metrics = metrics_text(&node).await;
+        assert!(
+            counter(&metrics, "consort_http_connections_evicted_total", "displaced") >= 1,
+            "{metrics}"
+        );
+        assert!(
+            counter(&metrics, "consort_http_connections_refused_total", "slots_busy") >= 1,
+            "{metrics}"
+        );
+        assert!(metrics.contains("consort_rejected_connections_total "), "{metrics}");
+        closed_by_server(&mut silent[0], "displaced").await;
     })
     .await;
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics served at `/node/metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +22,138 @@ pub struct PeerCounters {
     pub evicted_peers: Counter,
 }
 
+/// Why the HTTP server closed a client connection it had accepted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum EvictionReason {
+    /// Closed for a newcomer while every slot was taken (the slot policy in `net::http`).
+    Displaced,
+    /// No request in flight for `idle_timeout_ms`.
+    IdleTimeout,
+    /// The TLS handshake did not finish within `tls_handshake_timeout_ms`.
+    TlsHandshakeTimeout,
+    /// An HTTP/1.1 request head did not arrive within `header_read_timeout_ms`.
+    HeaderReadTimeout,
+    /// A request body did not arrive within `body_read_timeout_ms` (answered 408, then closed).
+    BodyReadTimeout,
+    /// An HTTP/2 client did not answer a keep-alive ping within `h2_keep_alive_timeout_ms`.
+    H2KeepAliveTimeout,
+}
+
+impl EvictionReason {
+    /// Every reason, so that each appears (at 0) in `/node/metrics` from the start.
+    pub const ALL: [EvictionReason; 6] = [
+        EvictionReason::Displaced,
+        EvictionReason::IdleTimeout,
+        EvictionReason::TlsHandshakeTimeout,
+        EvictionReason::HeaderReadTimeout,
+        EvictionReason::BodyReadTimeout,
+        EvictionReason::H2KeepAliveTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionReason::Displaced => "displaced",
+            EvictionReason::IdleTimeout => "idle_timeout",
+            EvictionReason::TlsHandshakeTimeout => "tls_handshake_timeout",
+            EvictionReason::HeaderReadTimeout => "header_read_timeout",
+            EvictionReason::BodyReadTimeout => "body_read_timeout",
+            EvictionReason::H2KeepAliveTimeout => "h2_keep_alive_timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for EvictionReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Why the HTTP server closed a connection at accept, before any byte of it was read.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// All `max_open_connections` slots were taken and none could be evicted (each was executing a request or
+    /// within `eviction_grace_ms` of its last progress).
+    SlotsBusy,
+    /// Accepting failed (for instance the process ran out of file descriptors).
+    AcceptFailed,
+}
+
+impl RefusalReason {
+    /// Every reason, so that each appears (at 0) in `/node/metrics` from the start.
+    pub const ALL: [RefusalReason; 2] = [RefusalReason::SlotsBusy, RefusalReason::AcceptFailed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::SlotsBusy => "slots_busy",
+            RefusalReason::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
+impl EncodeLabelValue for RefusalReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the eviction counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    pub reason: EvictionReason,
+}
+
+/// Labels of the refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: RefusalReason,
+}
+
+/// Connections the HTTP server closed or refused (shared handles: the server counts into the node's registry).
+#[derive(Clone, Debug, Default)]
+pub struct HttpCounters {
+    evicted: Family<EvictionLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
+    /// The older name of the `slots_busy` refusals, kept for dashboards that read it.
+    rejected_connections: Counter,
+}
+
+impl HttpCounters {
+    /// Counts a connection closed for `reason`.
+    pub fn evicted(&self, reason: EvictionReason) {
+        self.evicted.get_or_create(&EvictionLabels { reason }).inc();
+    }
+
+    /// Counts a connection refused at accept for `reason`.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
+        if reason == RefusalReason::SlotsBusy {
+            self.rejected_connections.inc();
+        }
+    }
+
+    /// Creates the series of every reason, so that each appears (at 0) in `/node/metrics` before its first event.
+    fn create_every_series(&self) {
+        for reason in EvictionReason::ALL {
+            let _zero = self.evicted_count(reason);
+        }
+        for reason in RefusalReason::ALL {
+            let _zero = self.refused_count(reason);
+        }
+    }
+
+    /// How many connections were closed for `reason` so far.
+    pub fn evicted_count(&self, reason: EvictionReason) -> u64 {
+        self.evicted.get_or_create(&EvictionLabels { reason }).get()
+    }
+
+    /// How many connections were refused for `reason` so far.
+    pub fn refused_count(&self, reason: RefusalReason) -> u64 {
+        self.refused.get_or_create(&RefusalLabels { reason }).get()
+    }
+}
+
 /// The node's metrics; cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
@@ -31,7 +163,8 @@ pub struct Metrics {
     pub occ_conflicts: Counter,
     pub committed_seqno: Gauge,
     pub open_connections: Gauge,
-    pub rejected_connections: Counter,
+    /// Connections the HTTP server evicted or refused, by reason.
+    pub http: HttpCounters,
     pub rejected_requests: Counter,
     /// Inputs the replica refused to step (Raft messages from a forged sender or a non-member, or whose fields
     /// would make raft-rs panic; see `consort_consensus::guard`).
@@ -62,7 +195,7 @@ impl Metrics {
             occ_conflicts: Counter::default(),
             committed_seqno: Gauge::default(),
             open_connections: Gauge::default(),
-            rejected_connections: Counter::default(),
+            http: HttpCounters::default(),
             rejected_requests: Counter::default(),
             dropped_inputs: Counter::default(),
             snapshots: Counter::default(),
@@ -97,8 +230,20 @@ impl Metrics {
         );
         registry.register(
             "rejected_connections",
-            "Connections closed at accept because max_open_connections was reached",
-            m.rejected_connections.clone(),
+            "Connections closed at accept because max_open_connections was reached \
+             (http_connections_refused{reason=\"slots_busy\"} under its older name)",
+            m.http.rejected_connections.clone(),
+        );
+        m.http.create_every_series();
+        registry.register(
+            "http_connections_evicted",
+            "Client connections the HTTP server closed, by reason (displaced for a newcomer, or a timeout)",
+            m.http.evicted.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Client connections the HTTP server closed at accept, by reason",
+            m.http.refused.clone(),
         );
         registry.register(
             "snapshots",

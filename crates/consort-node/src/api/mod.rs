@@ -94,6 +94,7 @@ async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, ApiErro
         Some(ctx) => tokio::time::timeout(ctx.body_read_timeout(), collect)
             .await
             .unwrap_or_else(|_| {
+                ctx.body_timed_out();
                 let ms = ctx.body_read_timeout().as_millis();
                 Err(BodyError::Timeout(ms))
             }),

@@ -21,10 +21,15 @@
 //! connections arrive behind it. So an attacker holds slots only by keeping them fresher than legitimate clients,
 //! that is, by opening more than `max_open_connections` connections every `eviction_grace_ms` (each with a full
 //! handshake) for as long as the attack lasts, not by opening them once and staying silent. Only when no slot is
-//! evictable is a new connection closed at accept (counted in `rejected_connections`). Connections that are never
-//! evicted still close after `idle_timeout_ms` without a request.
+//! evictable is a new connection closed at accept. Connections that are never evicted still close after
+//! `idle_timeout_ms` without a request.
+//!
+//! Every connection the server closes on its own is counted in `/node/metrics`, by reason: evicted
+//! (`consort_http_connections_evicted_total{reason}`: displaced for a newcomer, or one of the timeouts above) or
+//! refused at accept (`consort_http_connections_refused_total{reason}`: no evictable slot, or accept failed).
 
 use crate::engine::Engine;
+use crate::metrics::{EvictionReason, HttpCounters, RefusalReason};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -103,6 +108,8 @@ struct Registry {
     next_id: std::sync::atomic::AtomicU64,
     /// `limits.eviction_grace_ms`.
     grace: Duration,
+    /// Where evictions are counted.
+    counters: HttpCounters,
 }
 
 impl Registry {
@@ -121,6 +128,7 @@ impl Registry {
                 .min()
                 .map(|(_, id)| id)?;
             if let Some(c) = conns.remove(&victim) {
+                self.counters.evicted(EvictionReason::Displaced);
                 c.close.notify_one();
             }
         }
@@ -150,6 +158,7 @@ impl Registry {
             .collect();
         for id in &stale {
             if let Some(c) = conns.remove(id) {
+                self.counters.evicted(EvictionReason::IdleTimeout);
                 c.close.notify_one();
             }
         }
@@ -170,6 +179,7 @@ pub struct RequestContext {
     executing: Arc<AtomicBool>,
     bodies: Arc<Semaphore>,
     body_read_timeout: Duration,
+    counters: HttpCounters,
 }
 
 impl RequestContext {
@@ -183,6 +193,12 @@ impl RequestContext {
     /// How long the body may take to arrive (`limits.body_read_timeout_ms`).
     pub fn body_read_timeout(&self) -> Duration {
         self.body_read_timeout
+    }
+
+    /// Counts the connection as evicted for a body that did not arrive within the body-read timeout (the endpoint
+    /// layer answers 408 and the connection closes, its request body unread).
+    pub fn body_timed_out(&self) {
+        self.counters.evicted(EvictionReason::BodyReadTimeout);
     }
 
     /// Marks the request as executing: its body is read, so its connection is no longer evicted for a newcomer.
@@ -264,6 +280,7 @@ pub async fn serve<H, F>(
         conns: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
         grace: Duration::from_millis(limits.eviction_grace_ms),
+        counters: svc.metrics().http.clone(),
     });
     let bodies = Arc::new(Semaphore::new(
         limits.max_buffered_body_bytes.min(Semaphore::MAX_PERMITS),
@@ -273,12 +290,17 @@ pub async fn serve<H, F>(
         let (tcp, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(e) => { tracing::warn!("accept: {e}"); tokio::time::sleep(Duration::from_millis(10)).await; continue; }
+                Err(e) => {
+                    svc.metrics().http.refused(RefusalReason::AcceptFailed);
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = shutdown.changed() => break,
         };
         let Some((id, conn)) = registry.admit(limits.max_open_connections) else {
-            svc.metrics().rejected_connections.inc();
+            svc.metrics().http.refused(RefusalReason::SlotsBusy);
             drop(tcp);
             continue;
         };
@@ -341,7 +363,10 @@ impl ConnTask {
                 tracing::debug!("TLS handshake failed: {e}");
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                self.svc.metrics().http.evicted(EvictionReason::TlsHandshakeTimeout);
+                return;
+            }
         };
         let _counted = OpenConnection::count(self.svc.metrics().open_connections.clone());
         // The client certificate's ids, computed once per connection, not per request.
@@ -354,6 +379,7 @@ impl ConnTask {
         let conn = self.conn.clone();
         let bodies = self.bodies.clone();
         let body_read_timeout = Duration::from_millis(self.limits.body_read_timeout_ms);
+        let counters = self.svc.metrics().http.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let guard = InFlight::start(conn.clone());
             req.extensions_mut().insert(RequestContext {
@@ -361,6 +387,7 @@ impl ConnTask {
                 executing: guard.executing.clone(),
                 bodies: bodies.clone(),
                 body_read_timeout,
+                counters: counters.clone(),
             });
             let answer = handler(peer_cert.clone(), req);
             async move {
@@ -371,9 +398,25 @@ impl ConnTask {
         });
         let builder = connection_builder(&self.limits);
         if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+            if let Some(reason) = timeout_reason(&*e) {
+                self.svc.metrics().http.evicted(reason);
+            }
             tracing::debug!("connection ended: {e}");
         }
     }
+}
+
+/// Which of hyper's timeouts ended a connection, if one did: an HTTP/1.1 head not read in time is a timeout
+/// error of its own, an HTTP/2 keep-alive ping not answered in time is one caused by the missed ping.
+fn timeout_reason(e: &(dyn std::error::Error + 'static)) -> Option<EvictionReason> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if !e.is_timeout() {
+        return None;
+    }
+    Some(match std::error::Error::source(e) {
+        None => EvictionReason::HeaderReadTimeout,
+        Some(_) => EvictionReason::H2KeepAliveTimeout,
+    })
 }
 
 /// Counts an established connection in the `open_connections` gauge until dropped, which also happens when the
@@ -402,6 +445,7 @@ mod tests {
             conns: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             grace: Duration::from_millis(500),
+            counters: HttpCounters::default(),
         }
     }
 
@@ -439,6 +483,7 @@ mod tests {
             executing: req.executing.clone(),
             bodies: Arc::new(Semaphore::new(10)),
             body_read_timeout: Duration::from_secs(1),
+            counters: HttpCounters::default(),
         };
         ctx.body_read();
         assert!(r.admit(1).is_none(), "the only slot executes a request");
@@ -455,6 +500,19 @@ mod tests {
         for c in r.lock().values() {
             c.activity().since -= Duration::from_secs(10);
         }
+    }
+
+    #[test]
+    fn displaced_and_idle_connections_are_counted_by_reason() {
+        let r = registry();
+        let (_, first) = r.admit(1).unwrap();
+        first.activity().since -= Duration::from_secs(1);
+        let (_, second) = r.admit(1).unwrap();
+        assert_eq!(r.counters.evicted_count(EvictionReason::Displaced), 1);
+        second.activity().since -= Duration::from_secs(5);
+        assert_eq!(r.reap_idle(Duration::from_secs(1)), 1);
+        assert_eq!(r.counters.evicted_count(EvictionReason::IdleTimeout), 1);
+        assert_eq!(r.counters.evicted_count(EvictionReason::Displaced), 1);
     }
 
     #[test]
