@@ -227,6 +227,40 @@ impl Validator {
         if hdr.version != seqno {
             return Err(format!("public domain version {} differs from seqno {seqno}", hdr.version).into());
         }
+        self.apply_nodes(ws)?;
+        if let Some(records) = table(ws, SIGNATURES_TABLE) {
+            // ledger.py verifies every record of the table, whatever its key.
+            if records.get(&SINGLETON_KEY[..]).is_none() {
+                return Err("signatures table without the singleton key".into());
+            }
+            for value in records.values() {
+                let value = value.as_deref().ok_or("signatures table removes a signature")?;
+                self.check_signature(view, seqno, value, ws)?;
+            }
+            self.signatures += 1;
+            self.last_verified = (view, seqno);
+        }
+        if table(ws, SERVICE_INFO_TABLE).is_some() {
+            // ledger.py parses the value at the well-known key whenever the table is written.
+            let value = singleton(ws, SERVICE_INFO_TABLE).ok_or("service.info written without a value at its key")?;
+            self.update_service(value)?;
+        }
+        let leaf = match (hdr.claims_digest, hdr.commit_evidence_digest) {
+            (None, None) => write_set_digest,
+            (None, Some(ce)) => {
+                let mut both = write_set_digest.to_vec();
+                both.extend_from_slice(&ce);
+                sha256(&both)
+            }
+            (Some(claims), Some(ce)) => leaf_digest(&write_set_digest, &ce, &claims),
+            (Some(_), None) => return Err("claims digest without commit evidence".into()),
+        };
+        self.tree.append(leaf);
+        Ok(())
+    }
+
+    /// Takes in the writes of a transaction (or of a snapshot's state) to nodes.info and the endorsed certificates.
+    fn apply_nodes(&mut self, ws: &WriteSet) -> Result<(), Finding> {
         let mut certs_in_nodes_info = Vec::new();
         for (key, value) in table(ws, NODES_INFO_TABLE).into_iter().flatten() {
             let id = utf8_key(key, NODES_INFO_TABLE)?;
@@ -264,34 +298,6 @@ impl Validator {
             let pem = String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
             self.node_certs.insert(id, pem);
         }
-        if let Some(records) = table(ws, SIGNATURES_TABLE) {
-            // ledger.py verifies every record of the table, whatever its key.
-            if records.get(&SINGLETON_KEY[..]).is_none() {
-                return Err("signatures table without the singleton key".into());
-            }
-            for value in records.values() {
-                let value = value.as_deref().ok_or("signatures table removes a signature")?;
-                self.check_signature(view, seqno, value, ws)?;
-            }
-            self.signatures += 1;
-            self.last_verified = (view, seqno);
-        }
-        if table(ws, SERVICE_INFO_TABLE).is_some() {
-            // ledger.py parses the value at the well-known key whenever the table is written.
-            let value = singleton(ws, SERVICE_INFO_TABLE).ok_or("service.info written without a value at its key")?;
-            self.update_service(value)?;
-        }
-        let leaf = match (hdr.claims_digest, hdr.commit_evidence_digest) {
-            (None, None) => write_set_digest,
-            (None, Some(ce)) => {
-                let mut both = write_set_digest.to_vec();
-                both.extend_from_slice(&ce);
-                sha256(&both)
-            }
-            (Some(claims), Some(ce)) => leaf_digest(&write_set_digest, &ce, &claims),
-            (Some(_), None) => return Err("claims digest without commit evidence".into()),
-        };
-        self.tree.append(leaf);
         Ok(())
     }
 
