@@ -41,6 +41,7 @@ mod persisted;
 mod replay;
 mod replica;
 pub mod snapshot;
+pub mod snapshot_file;
 pub mod testing;
 mod vocab;
 

@@ -18,7 +18,7 @@ use consort_ledger::{
     SINGLETON_KEY, TREE_TABLE,
 };
 
-const MAGIC: [u8; 4] = *b"CSB1";
+pub(crate) const MAGIC: [u8; 4] = *b"CSB1";
 
 /// Table of the evidence transaction that records a periodic snapshot's digest in the ledger (CCF's name). Its
 /// singleton value is JSON `{"hash": "<hex SHA-256 of the snapshot bundle>", "version": <snapshot seqno>}`.
