@@ -1,6 +1,9 @@
 //! The offline auditor behind `consort ledger audit`: replays committed chunk files and checks framing, seqnos,
 //! Merkle roots, root signatures, node trust and endorsement, and service status transitions, as CCF's
-//! `ledger.py` `LedgerValidator` does, plus stricter framing checks of its own.
+//! `ledger.py` `LedgerValidator` does, plus stricter framing checks of its own. A ledger that begins after seqno 1
+//! (a node that joined from a snapshot) is audited from that snapshot ([`audit_chunks_from_snapshot`]): its public
+//! tables give the nodes, certificates, service and Merkle tree at s, its signature entry is checked like any
+//! other, and the chunks go on from s+1.
 
 use crate::chunk::{complete_chunk_entries, parse_chunk_name, ChunkName, CHUNK_HEADER_SIZE};
 use crate::entry::{leaf_digest, parse_entry};
@@ -12,7 +15,7 @@ use crate::signature::{
 };
 use crate::{JsonError, LedgerError};
 use consort_crypto::{sha256, CryptoError, ParsedCert};
-use consort_kv::{DomainHeader, Key, KvError, Value, WriteSet};
+use consort_kv::{DomainHeader, Key, KvError, Store, Value, WriteSet};
 use std::collections::BTreeMap;
 
 /// What a successful audit saw.
@@ -32,6 +35,41 @@ pub struct AuditReport {
     pub trailing_unsigned: u64,
     /// Chunk files read.
     pub chunks: usize,
+    /// The snapshot the audit started from, if it did not start at seqno 1.
+    pub snapshot: Option<SnapshotOrigin>,
+}
+
+/// A committed snapshot to start an audit from, taken apart without the ledger secret (the node's
+/// `consort_consensus::snapshot_file::split_snapshot_file` does that for its snapshot files).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotStart<'a> {
+    /// The snapshot file's name, for errors.
+    pub file: &'a str,
+    /// Seqno of the signature transaction the snapshot was taken at.
+    pub seqno: u64,
+    /// Its view.
+    pub view: u64,
+    /// That signature transaction's ledger entry.
+    pub signature_entry: &'a [u8],
+    /// The snapshot entry (CCF's snapshot framing) of the state at `seqno`.
+    pub snapshot_entry: &'a [u8],
+    /// SHA-256 of the snapshot as its evidence transaction records it; checked when the chunks hold that
+    /// transaction.
+    pub bundle_digest: Option<[u8; 32]>,
+}
+
+/// Where an audit that started from a snapshot started, and what it found there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotOrigin {
+    /// Seqno of the snapshot's signature transaction.
+    pub seqno: u64,
+    /// Its view.
+    pub view: u64,
+    /// The service certificate (PEM) in the snapshot's service.info: everything audited chains to it, so compare
+    /// it with the one you trust.
+    pub service_cert: String,
+    /// Seqno of the evidence transaction whose digest matched the snapshot, if the chunks hold one.
+    pub evidence_seqno: Option<u64>,
 }
 
 /// Why an audit failed, naming the first bad transaction ("view.seqno") and file when known.
@@ -149,6 +187,10 @@ fn file_error(file: &str, finding: impl Into<Finding>) -> AuditError {
     }
 }
 
+/// Table of the evidence transaction that records a periodic snapshot's digest (CCF's name; the consensus crate
+/// writes it as JSON `{"hash": "<hex SHA-256 of the snapshot>", "version": <snapshot seqno>}`).
+const SNAPSHOT_EVIDENCE_TABLE: &str = "public:ccf.internal.snapshot_evidence";
+
 /// Node status as recorded in nodes.info.
 #[derive(Debug, Clone)]
 struct NodeInfo {
@@ -165,6 +207,8 @@ struct Validator {
     signatures: u64,
     last_verified: (u64, u64),
     last_view: u64,
+    /// The snapshot the replay started from, with its digest and the evidence found for it so far.
+    snapshot: Option<(SnapshotOrigin, Option<[u8; 32]>)>,
 }
 
 fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Finding> {
@@ -208,6 +252,7 @@ impl Validator {
             signatures: 0,
             last_verified: (0, 0),
             last_view: 0,
+            snapshot: None,
         }
     }
 
@@ -244,6 +289,9 @@ impl Validator {
             // ledger.py parses the value at the well-known key whenever the table is written.
             let value = singleton(ws, SERVICE_INFO_TABLE).ok_or("service.info written without a value at its key")?;
             self.update_service(value)?;
+        }
+        if let Some(value) = singleton(ws, SNAPSHOT_EVIDENCE_TABLE) {
+            self.check_evidence(seqno, value)?;
         }
         let leaf = match (hdr.claims_digest, hdr.commit_evidence_digest) {
             (None, None) => write_set_digest,
@@ -397,6 +445,32 @@ impl Validator {
         Ok(())
     }
 
+    /// An evidence transaction for the snapshot the replay started from must record that snapshot's digest.
+    fn check_evidence(&mut self, seqno: u64, value: &[u8]) -> Result<(), Finding> {
+        let Some((origin, Some(digest))) = &mut self.snapshot else {
+            return Ok(());
+        };
+        let evidence = json_value(value, "snapshot evidence")?;
+        if evidence.get("version").and_then(|v| v.as_u64()) != Some(origin.seqno) {
+            return Ok(());
+        }
+        let recorded = evidence
+            .get("hash")
+            .and_then(|h| h.as_str())
+            .ok_or("snapshot evidence without hash")?;
+        let digest = hex::encode(*digest);
+        if !recorded.eq_ignore_ascii_case(&digest) {
+            return Err(format!(
+                "snapshot evidence records digest {recorded} for the snapshot at {}, the snapshot file's is {digest}: \
+                 not the snapshot this ledger recorded",
+                origin.seqno,
+            )
+            .into());
+        }
+        origin.evidence_seqno = Some(seqno);
+        Ok(())
+    }
+
     fn update_service(&mut self, value: &[u8]) -> Result<(), Finding> {
         let info = json_value(value, "service.info")?;
         let status = info
@@ -434,22 +508,34 @@ impl Validator {
 /// Audits a ledger given as chunk files `(name, bytes)` in any order. Fails on the first problem, naming the
 /// transaction and file; trailing transactions after the last signature are reported, not failed.
 pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditError> {
+    audit_from(Validator::new(), 1, chunks)
+}
+
+/// Audits a ledger that starts after a committed snapshot: checks the snapshot (its signature entry signed by a
+/// node its own tables trust and endorse, over the Merkle tree it stores, and its `hash_at_snapshot`), then the
+/// chunks exactly as [`audit_chunks`] does from seqno `snapshot.seqno + 1`, the tree continued from the
+/// snapshot's. Chunks must start there: a gap or an overlap is an error. When the chunks hold the snapshot's
+/// evidence transaction, its digest must be the snapshot's.
+pub fn audit_chunks_from_snapshot(
+    snapshot: &SnapshotStart<'_>,
+    chunks: &[(String, Vec<u8>)],
+) -> Result<AuditReport, AuditError> {
+    let validator = Validator::from_snapshot(snapshot)?;
+    audit_from(validator, snapshot.seqno + 1, chunks)
+}
+
+fn audit_from(mut validator: Validator, first: u64, chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditError> {
     let mut named: Vec<(ChunkName, &String, &Vec<u8>)> = Vec::with_capacity(chunks.len());
     for (name, bytes) in chunks {
         let cname = parse_chunk_name(name).ok_or_else(|| file_error(name, "not a ledger chunk file name"))?;
         named.push((cname, name, bytes));
     }
     named.sort_by_key(|(c, _, _)| c.start);
-    let mut validator = Validator::new();
-    let mut expected_seqno = 1u64;
-    let mut transactions = 0u64;
+    let mut expected_seqno = first;
     let count = named.len();
     for (i, (cname, name, bytes)) in named.into_iter().enumerate() {
         if cname.start != expected_seqno {
-            return Err(file_error(
-                name,
-                format!("starts at seqno {}, expected {expected_seqno}", cname.start),
-            ));
+            return Err(file_error(name, discontinuity(cname.start, expected_seqno, &validator)));
         }
         let (offsets, entries_end) = match cname.end {
             Some(end) => complete_chunk_entries(name, bytes, cname.start, Some(end)).map_err(|e| {
@@ -469,22 +555,116 @@ pub fn audit_chunks(chunks: &[(String, Vec<u8>)]) -> Result<AuditReport, AuditEr
                 return Err(at(view, format!("entry header says seqno {}", entry.seqno).into()));
             }
             let (hdr, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| at(view, Finding::of(e)))?;
+            let first_signature = validator.signatures == 0 && table(&ws, SIGNATURES_TABLE).is_some();
             validator
                 .add(entry.view, seqno, entry.write_set_digest(), &hdr, &ws)
-                .map_err(|f| at(view, f))?;
-            transactions += 1;
+                .map_err(|f| at(view, validator.after_snapshot(first_signature, f)))?;
         }
         expected_seqno = cname.start + offsets.len() as u64;
     }
+    let transactions = expected_seqno - first;
     Ok(AuditReport {
         transactions,
         signatures: validator.signatures,
         last_verified: validator.last_verified,
         service_status: validator.service_status,
         nodes: validator.nodes.len(),
-        trailing_unsigned: transactions - validator.last_verified.1,
+        trailing_unsigned: expected_seqno - 1 - validator.last_verified.1,
         chunks: count,
+        snapshot: validator.snapshot.map(|(origin, _)| origin),
     })
+}
+
+/// Why a chunk starting at `start` does not follow what came before (`expected` is the next seqno due).
+fn discontinuity(start: u64, expected: u64, validator: &Validator) -> String {
+    let after = match &validator.snapshot {
+        Some((origin, _)) if expected == origin.seqno + 1 => format!(" (the snapshot is at {})", origin.seqno),
+        _ => String::new(),
+    };
+    if start > expected {
+        format!(
+            "starts at seqno {start}, expected {expected}{after}: gap, seqnos {expected} to {} are missing",
+            start - 1
+        )
+    } else {
+        format!(
+            "starts at seqno {start}, expected {expected}{after}: overlap, seqnos {start} to {} are already covered",
+            expected - 1
+        )
+    }
+}
+
+impl Validator {
+    /// The state at a snapshot, from its public tables, once its signature entry verifies against them.
+    fn from_snapshot(start: &SnapshotStart<'_>) -> Result<Self, AuditError> {
+        let (seqno, view) = (start.seqno, start.view);
+        let fail = |finding: Finding| AuditError::at(seqno, Some(view), start.file, finding);
+        let refuse = |reason: String| Err(fail(reason.into()));
+        let (sig, used) = parse_entry(start.signature_entry).map_err(|e| fail(Finding::of(e)))?;
+        if used != start.signature_entry.len() || sig.is_snapshot || (sig.view, sig.seqno) != (view, seqno) {
+            return refuse(format!("signature entry is not one ledger entry at {view}.{seqno}"));
+        }
+        let (snap, used) = parse_entry(start.snapshot_entry).map_err(|e| fail(Finding::of(e)))?;
+        if used != start.snapshot_entry.len() || !snap.is_snapshot || (snap.view, snap.seqno) != (view, seqno) {
+            return refuse(format!("snapshot entry is not one snapshot entry at {view}.{seqno}"));
+        }
+        // The public tables suffice: the private domain stays encrypted (its integrity is the evidence's job).
+        let (store, header) = Store::from_snapshot(snap.public_domain, &[]).map_err(|e| fail(Finding::of(e)))?;
+        if header.version != seqno || header.hash_at_snapshot != sha256(start.signature_entry) {
+            return refuse("the snapshot's hash_at_snapshot is not the hash of its signature entry".to_string());
+        }
+        let (hdr, ws) = WriteSet::deserialise_public(sig.public_domain).map_err(|e| fail(Finding::of(e)))?;
+        if singleton(&ws, SIGNATURES_TABLE).is_none() {
+            return refuse("the snapshot's entry at its seqno is not a signature transaction".to_string());
+        }
+        let state = store.read_only();
+        for t in [SIGNATURES_TABLE, TREE_TABLE] {
+            if state.get(t, &SINGLETON_KEY).as_deref() != singleton(&ws, t) {
+                return refuse(format!("the snapshot's {t} differs from its signature entry's"));
+            }
+        }
+        let mut tables = WriteSet::default();
+        for t in [NODES_INFO_TABLE, ENDORSED_CERTS_TABLE] {
+            state.foreach(t, |k, v| {
+                tables.put(t, k, v);
+                true
+            });
+        }
+        let mut v = Validator::new();
+        v.apply_nodes(&tables).map_err(fail)?;
+        let service = state
+            .get(SERVICE_INFO_TABLE, &SINGLETON_KEY)
+            .ok_or_else(|| fail("the snapshot has no service.info".into()))?;
+        v.update_service(&service).map_err(fail)?;
+        let tree = state.get(TREE_TABLE, &SINGLETON_KEY).unwrap_or_default();
+        v.tree = MerkleTree::deserialise(&tree).map_err(|e| fail(Finding::caused_by(format!("tree table: {e}"), e)))?;
+        if v.tree.len() != seqno {
+            return refuse(format!("the snapshot's tree has {} leaves, not {seqno}", v.tree.len()));
+        }
+        v.last_view = view;
+        v.add(view, seqno, sig.write_set_digest(), &hdr, &ws).map_err(fail)?;
+        // The signature at the snapshot is the audit's starting point, not one of the signatures it counts.
+        v.signatures = 0;
+        let origin = SnapshotOrigin {
+            seqno,
+            view,
+            service_cert: v.service_cert.clone().unwrap_or_default(),
+            evidence_seqno: None,
+        };
+        v.snapshot = Some((origin, start.bundle_digest));
+        Ok(v)
+    }
+
+    /// A failure of the first signature after a snapshot means the chunks do not continue that snapshot.
+    fn after_snapshot(&self, first_signature: bool, mut finding: Finding) -> Finding {
+        if let (true, Some((origin, _))) = (first_signature, &self.snapshot) {
+            finding.reason = format!(
+                "{}; the ledger does not continue the snapshot at {}.{} (another service's snapshot or chunks?)",
+                finding.reason, origin.view, origin.seqno
+            );
+        }
+        finding
+    }
 }
 
 /// When a complete chunk's table does not validate, name the first entry that does not parse in sequence, if

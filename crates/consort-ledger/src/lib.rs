@@ -33,7 +33,9 @@ pub mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use audit::{audit_chunks, AuditCause, AuditError, AuditReport};
+pub use audit::{
+    audit_chunks, audit_chunks_from_snapshot, AuditCause, AuditError, AuditReport, SnapshotOrigin, SnapshotStart,
+};
 pub use chunk::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
 pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
