@@ -45,6 +45,13 @@ pub enum CliError {
     NoLedgerChunks,
     #[error("ledger INVALID: {0}")]
     LedgerInvalid(#[source] consort_ledger::AuditError),
+    /// A file given to `ledger audit --snapshot` that is not a snapshot file.
+    #[error("snapshot {} INVALID: {source}", .path.display())]
+    SnapshotInvalid {
+        path: PathBuf,
+        #[source]
+        source: consort_node::engine::snapshot_files::ConsensusError,
+    },
     #[error("receipt INVALID: {0}")]
     ReceiptInvalid(#[source] consort_receipt::ReceiptError),
     /// Attestation evidence that does not verify.

@@ -97,7 +97,15 @@ enum NodeCmd {
 #[derive(Subcommand)]
 enum LedgerCmd {
     /// Verify committed ledger chunks: Merkle roots, signatures, node trust, service status transitions.
+    ///
+    /// A ledger that starts at seqno 1 needs nothing else. One that starts after a snapshot (a node that joined
+    /// from one) is audited from that snapshot: give it with --snapshot.
     Audit {
+        /// A committed snapshot file (`snapshots/snapshot_<s>_<evidence>.committed`, or the `raft_snapshot` a
+        /// joined node keeps in its secrets directory). Its signature transaction is verified against the nodes,
+        /// certificates and Merkle tree in its public tables, and the chunks must continue at seqno s+1.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<PathBuf>,
         /// Ledger directories or chunk files.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -168,8 +176,8 @@ fn run(cmd: Command) -> Result<(), CliError> {
             cmd: NodeCmd::Join { config },
         } => node_join(&config),
         Command::Ledger {
-            cmd: LedgerCmd::Audit { paths },
-        } => ledger_audit(&paths),
+            cmd: LedgerCmd::Audit { snapshot, paths },
+        } => ledger_audit(&paths, snapshot.as_deref()),
         Command::Receipt {
             cmd: ReceiptCmd::Verify { file, service_cert },
         } => receipt_verify(&file, &service_cert),
@@ -233,12 +241,15 @@ fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, CliErro
         .collect()
 }
 
-fn ledger_audit(paths: &[PathBuf]) -> Result<(), CliError> {
+fn ledger_audit(paths: &[PathBuf], snapshot: Option<&Path>) -> Result<(), CliError> {
     let chunks = committed_chunks(paths)?;
     if chunks.is_empty() {
         return Err(CliError::NoLedgerChunks);
     }
-    let r = consort_ledger::audit_chunks(&chunks).map_err(CliError::LedgerInvalid)?;
+    let r = match snapshot {
+        None => consort_ledger::audit_chunks(&chunks).map_err(CliError::LedgerInvalid)?,
+        Some(path) => audit_from_snapshot(path, &chunks)?,
+    };
     println!(
         "ledger OK: {} chunks, {} transactions, {} signatures, verified up to {}.{}, service status {}, {} nodes",
         chunks.len(),
@@ -249,7 +260,43 @@ fn ledger_audit(paths: &[PathBuf]) -> Result<(), CliError> {
         r.service_status.as_deref().unwrap_or("unknown"),
         r.nodes
     );
+    if let Some(origin) = &r.snapshot {
+        let evidence = match origin.evidence_seqno {
+            Some(e) => format!("its digest matches the evidence transaction at seqno {e}"),
+            None => "no evidence transaction for it in these chunks".to_string(),
+        };
+        println!(
+            "started from the snapshot at {}.{} ({evidence}); service certificate in the snapshot, compare it with \
+             the one you trust:\n{}",
+            origin.view,
+            origin.seqno,
+            origin.service_cert.trim_end()
+        );
+    }
     Ok(())
+}
+
+/// Audits `chunks` from the snapshot file at `path`: the chunks must start right after it.
+fn audit_from_snapshot(path: &Path, chunks: &[(String, Vec<u8>)]) -> Result<consort_ledger::AuditReport, CliError> {
+    use consort_node::engine::snapshot_files::split_snapshot_file;
+    let bytes = std::fs::read(path).map_err(CliError::file(path))?;
+    let parts = split_snapshot_file(&bytes).map_err(|source| CliError::SnapshotInvalid {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let start = consort_ledger::SnapshotStart {
+        file: &file,
+        seqno: parts.seqno,
+        view: parts.view,
+        signature_entry: &parts.signature_entry,
+        snapshot_entry: &parts.snapshot_entry,
+        bundle_digest: Some(parts.bundle_digest),
+    };
+    consort_ledger::audit_chunks_from_snapshot(&start, chunks).map_err(CliError::LedgerInvalid)
 }
 
 fn attest_verify(file: &Path, node_cert: &Path) -> Result<(), CliError> {

@@ -4,6 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+/// Taking a snapshot file apart without the ledger secret, for offline tools (`consort ledger audit --snapshot`),
+/// which reach the consensus crate only through the node.
+pub use consort_consensus::{
+    snapshot_file::{split_snapshot_file, SnapshotFileParts},
+    ConsensusError,
+};
+
 /// A committed snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotFile {
