@@ -91,10 +91,6 @@ fn signable(result: Result<Vec<u8>, CryptoError>) -> Vec<u8> {
     result.expect("digests of 32 or 48 bytes are always signable")
 }
 
-fn key_err(e: impl std::fmt::Display) -> CryptoError {
-    CryptoError::Key(e.to_string())
-}
-
 impl SigningKey {
     /// A fresh key on `curve` from the operating system's CSPRNG.
     pub fn generate(curve: Curve) -> Self {
@@ -115,7 +111,7 @@ impl SigningKey {
     /// Reads a PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`, as `openssl ecparam -genkey` writes, possibly after
     /// an `EC PARAMETERS` block) PEM private key on P-256 or P-384.
     pub fn from_pem(pem_text: &str) -> Result<Self, CryptoError> {
-        let blocks = pem::parse_many(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        let blocks = pem::parse_many(pem_text)?;
         for block in blocks {
             match block.tag() {
                 "PRIVATE KEY" => return Self::from_pkcs8_der(block.contents()),
@@ -123,7 +119,9 @@ impl SigningKey {
                 _ => continue,
             }
         }
-        Err(CryptoError::Pem("no PRIVATE KEY or EC PRIVATE KEY block".into()))
+        Err(CryptoError::PemBlockMissing {
+            expected: "PRIVATE KEY or EC PRIVATE KEY",
+        })
     }
 
     /// Reads a PKCS#8 DER private key on P-384 or P-256.
@@ -133,7 +131,7 @@ impl SigningKey {
         }
         p256::SecretKey::from_pkcs8_der(der)
             .map(|k| SigningKey::P256(k.into()))
-            .map_err(key_err)
+            .map_err(CryptoError::PrivateKey)
     }
 
     /// Reads a SEC1 (`EC PRIVATE KEY`) DER private key on P-384 or P-256.
@@ -143,7 +141,7 @@ impl SigningKey {
         }
         p256::SecretKey::from_sec1_der(der)
             .map(|k| SigningKey::P256(k.into()))
-            .map_err(key_err)
+            .map_err(CryptoError::Sec1Key)
     }
 
     /// PKCS#8 PEM encoding of the private key.
@@ -176,11 +174,11 @@ impl SigningKey {
     pub fn sign_prehash_der(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(match self {
             SigningKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(signing_err)?;
                 s.to_der().as_bytes().to_vec()
             }
             SigningKey::P384(k) => {
-                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(signing_err)?;
                 s.to_der().as_bytes().to_vec()
             }
         })
@@ -190,11 +188,11 @@ impl SigningKey {
     pub fn sign_prehash_raw(&self, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
         Ok(match self {
             SigningKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(signing_err)?;
                 s.to_bytes().to_vec()
             }
             SigningKey::P384(k) => {
-                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|e| CryptoError::Key(e.to_string()))?;
+                let s: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(signing_err)?;
                 s.to_bytes().to_vec()
             }
         })
@@ -219,14 +217,17 @@ impl VerifyingKey {
         }
         p256::ecdsa::VerifyingKey::from_public_key_der(der)
             .map(VerifyingKey::P256)
-            .map_err(key_err)
+            .map_err(CryptoError::PublicKey)
     }
 
     /// Reads a PEM `PUBLIC KEY`.
     pub fn from_pem(pem_text: &str) -> Result<Self, CryptoError> {
-        let block = pem::parse(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        let block = pem::parse(pem_text)?;
         if block.tag() != "PUBLIC KEY" {
-            return Err(CryptoError::Pem(format!("expected PUBLIC KEY, found {}", block.tag())));
+            return Err(CryptoError::PemBlockUnexpected {
+                expected: "PUBLIC KEY",
+                found: block.tag().to_string(),
+            });
         }
         Self::from_spki_der(block.contents())
     }
@@ -259,7 +260,6 @@ impl VerifyingKey {
 
     /// Verifies a DER signature over a digest.
     pub fn verify_prehash_der(&self, digest: &[u8], sig_der: &[u8]) -> Result<(), CryptoError> {
-        let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
         match self {
             VerifyingKey::P256(k) => {
                 let s = p256::ecdsa::Signature::from_der(sig_der).map_err(sig_err)?;
@@ -274,7 +274,6 @@ impl VerifyingKey {
 
     /// Verifies a raw r||s signature over a digest.
     pub fn verify_prehash_raw(&self, digest: &[u8], sig_raw: &[u8]) -> Result<(), CryptoError> {
-        let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
         match self {
             VerifyingKey::P256(k) => {
                 let s = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
@@ -323,13 +322,12 @@ pub fn s_form_raw(curve: Curve, sig_raw: &[u8]) -> Result<SForm, CryptoError> {
         Curve::P256 => p256::ecdsa::Signature::from_slice(sig_raw).map(|s| s.normalize_s().is_some()),
         Curve::P384 => p384::ecdsa::Signature::from_slice(sig_raw).map(|s| s.normalize_s().is_some()),
     }
-    .map_err(|e| CryptoError::SignatureFormat(e.to_string()))?;
+    .map_err(sig_err)?;
     Ok(if high { SForm::High } else { SForm::Low })
 }
 
 /// The low-S form of a raw r||s signature on `curve`: the bytes themselves if s is already low, else (r, n - s).
 pub fn low_s_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
     Ok(match curve {
         Curve::P256 => {
             let s = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
@@ -345,7 +343,6 @@ pub fn low_s_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
 /// The other valid signature (r, n - s) for the same key and message: what anybody holding a signature can
 /// compute without the key. Replay protection must not tell the two apart; tests use this to check that.
 pub fn malleate_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let sig_err = |e: ecdsa_sig_error::E| CryptoError::SignatureFormat(e.to_string());
     match curve {
         Curve::P256 => {
             let sig = p256::ecdsa::Signature::from_slice(sig_raw).map_err(sig_err)?;
@@ -364,8 +361,14 @@ pub fn malleate_raw(curve: Curve, sig_raw: &[u8]) -> Result<Vec<u8>, CryptoError
     }
 }
 
-mod ecdsa_sig_error {
-    pub(super) type E = p256::ecdsa::Error;
+/// Signature bytes that are not a well-formed signature (p256 and p384 share the ecdsa crate's error type).
+fn sig_err(e: p256::ecdsa::Error) -> CryptoError {
+    CryptoError::SignatureFormat(e.into())
+}
+
+/// A digest the key refuses to sign.
+fn signing_err(e: p256::ecdsa::Error) -> CryptoError {
+    CryptoError::Signing(e.into())
 }
 
 #[cfg(test)]

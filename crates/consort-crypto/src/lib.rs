@@ -8,36 +8,15 @@
 
 pub mod aead;
 pub mod ecdsa;
+mod error;
 pub mod hash;
 pub mod x509;
 
 pub use aead::{AeadError, Aes256GcmKey, GCM_IV_SIZE, GCM_TAG_SIZE};
 pub use ecdsa::{low_s_raw, malleate_raw, s_form_raw, Curve, HashAlg, SForm, SigningKey, VerifyingKey};
+pub use error::{CryptoError, SharedError, X509ParseError};
 pub use hash::{hmac_sha256, sha256, sha384, Sha256Hasher, SHA256_SIZE};
 pub use x509::{CertParams, ParsedCert};
-
-/// Errors from this crate. Every malformed input (PEM, DER, signature, key) maps to one of these; nothing panics.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum CryptoError {
-    /// A PEM document that does not parse or lacks the expected block.
-    #[error("malformed PEM: {0}")]
-    Pem(String),
-    /// A key that does not parse, is on an unsupported curve, or cannot be used.
-    #[error("malformed or unsupported key: {0}")]
-    Key(String),
-    /// Signature bytes that are not a well-formed signature (bad DER, wrong length, zero or out-of-range scalars).
-    #[error("malformed signature: {0}")]
-    SignatureFormat(String),
-    /// A well-formed signature that does not verify under the key.
-    #[error("signature verification failed")]
-    BadSignature,
-    /// A certificate that does not parse, or whose key or signature algorithm is unsupported.
-    #[error("malformed certificate: {0}")]
-    Certificate(String),
-    /// rcgen could not build or sign a certificate.
-    #[error("certificate generation failed: {0}")]
-    CertGen(String),
-}
 
 /// Fills a fresh buffer with `n` bytes from the operating system's CSPRNG.
 pub fn random_bytes(n: usize) -> Vec<u8> {
@@ -74,15 +53,9 @@ pub mod rsa_keys {
 
     /// Generates an RSA key pair; returns (PKCS#8 private key PEM, SubjectPublicKeyInfo public key PEM).
     pub fn generate_pem(bits: usize) -> Result<(String, String), crate::CryptoError> {
-        let key =
-            rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| crate::CryptoError::Key(e.to_string()))?;
-        let private = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| crate::CryptoError::Key(e.to_string()))?;
-        let public = key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| crate::CryptoError::Key(e.to_string()))?;
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)?;
+        let private = key.to_pkcs8_pem(LineEnding::LF)?;
+        let public = key.to_public_key().to_public_key_pem(LineEnding::LF)?;
         Ok((private.to_string(), public))
     }
 

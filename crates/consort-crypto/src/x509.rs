@@ -28,12 +28,8 @@ impl CertParams {
     }
 }
 
-fn gen_err(e: impl std::fmt::Display) -> CryptoError {
-    CryptoError::CertGen(e.to_string())
-}
-
 fn rcgen_key(key: &SigningKey) -> Result<rcgen::KeyPair, CryptoError> {
-    rcgen::KeyPair::from_pem(&key.to_pkcs8_pem()).map_err(gen_err)
+    rcgen::KeyPair::from_pem(&key.to_pkcs8_pem()).map_err(CryptoError::from)
 }
 
 fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError> {
@@ -44,7 +40,7 @@ fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError>
     for san in &p.subject_alt_names {
         let name = match san.parse::<std::net::IpAddr>() {
             Ok(ip) => rcgen::SanType::IpAddress(ip),
-            Err(_) => rcgen::SanType::DnsName(san.clone().try_into().map_err(gen_err)?),
+            Err(_) => rcgen::SanType::DnsName(san.clone().try_into().map_err(CryptoError::from)?),
         };
         params.subject_alt_names.push(name);
     }
@@ -74,7 +70,7 @@ pub struct GeneratedCert {
 /// Generates a self-signed certificate for `key`.
 pub fn self_signed(key: &SigningKey, params: &CertParams) -> Result<GeneratedCert, CryptoError> {
     let kp = rcgen_key(key)?;
-    let cert = rcgen_params(params)?.self_signed(&kp).map_err(gen_err)?;
+    let cert = rcgen_params(params)?.self_signed(&kp).map_err(CryptoError::from)?;
     Ok(GeneratedCert {
         der: cert.der().to_vec(),
         pem: cert.pem(),
@@ -107,15 +103,15 @@ pub fn issue(
 ) -> Result<GeneratedCert, CryptoError> {
     let certified = ParsedCert::from_der(issuer_cert_der)?.public_key()?;
     if certified != issuer_key.verifying_key() {
-        return Err(gen_err("the issuer key is not the key of the issuer certificate"));
+        return Err(CryptoError::IssuerKeyMismatch);
     }
     let issuer_kp = rcgen_key(issuer_key)?;
     let issuer_params =
-        rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into()).map_err(gen_err)?;
-    let issuer = issuer_params.self_signed(&issuer_kp).map_err(gen_err)?;
+        rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into()).map_err(CryptoError::from)?;
+    let issuer = issuer_params.self_signed(&issuer_kp).map_err(CryptoError::from)?;
     let spki = subject_key.to_spki_der();
     let parsed = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki)
-        .map_err(|e| gen_err(format!("subject key: {e}")))?
+        .map_err(|e| CryptoError::SubjectKey(e.into()))?
         .1;
     let subject = SubjectKey {
         raw_point: parsed.subject_public_key.data.to_vec(),
@@ -126,7 +122,7 @@ pub fn issue(
     };
     let cert = rcgen_params(params)?
         .signed_by(&subject, &issuer, &issuer_kp)
-        .map_err(gen_err)?;
+        .map_err(CryptoError::from)?;
     Ok(GeneratedCert {
         der: cert.der().to_vec(),
         pem: cert.pem(),
@@ -155,16 +151,12 @@ pub struct ParsedCert {
     pub not_after: i64,
 }
 
-fn cert_err(e: impl std::fmt::Display) -> CryptoError {
-    CryptoError::Certificate(e.to_string())
-}
-
 impl ParsedCert {
     /// Parses a DER certificate (nothing may follow it).
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        let (rest, cert) = X509Certificate::from_der(der).map_err(cert_err)?;
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| CryptoError::Certificate(e.into()))?;
         if !rest.is_empty() {
-            return Err(cert_err("trailing bytes after certificate"));
+            return Err(CryptoError::CertificateTrailingBytes);
         }
         let alg = &cert.signature_algorithm.algorithm;
         let sig_hash = if *alg == x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256 {
@@ -199,12 +191,14 @@ impl ParsedCert {
         Self::all_from_pem(pem_text)?
             .into_iter()
             .next()
-            .ok_or_else(|| CryptoError::Pem("no CERTIFICATE block".into()))
+            .ok_or(CryptoError::PemBlockMissing {
+                expected: "CERTIFICATE",
+            })
     }
 
     /// Parses every `CERTIFICATE` block of a PEM text (a chain or bundle).
     pub fn all_from_pem(pem_text: &str) -> Result<Vec<Self>, CryptoError> {
-        let blocks = ::pem::parse_many(pem_text).map_err(|e| CryptoError::Pem(e.to_string()))?;
+        let blocks = ::pem::parse_many(pem_text)?;
         blocks
             .iter()
             .filter(|b| b.tag() == "CERTIFICATE")
@@ -237,9 +231,7 @@ impl ParsedCert {
 
     /// Checks that this certificate's signature was made by `issuer` (an endorsement check, as CCF's receipts do).
     pub fn verify_signed_by(&self, issuer: &VerifyingKey) -> Result<(), CryptoError> {
-        let hash = self
-            .sig_hash
-            .ok_or_else(|| cert_err("unsupported signature algorithm (want ECDSA SHA-256/384)"))?;
+        let hash = self.sig_hash.ok_or(CryptoError::UnsupportedSignatureAlgorithm)?;
         issuer.verify_der(&self.tbs, hash, &self.signature)
     }
 
@@ -303,7 +295,7 @@ mod tests {
         let node_key = SigningKey::generate(Curve::P384).verifying_key();
         for wrong in [SigningKey::generate(Curve::P384), SigningKey::generate(Curve::P256)] {
             let r = issue(&node_key, &CertParams::new("CCF Node"), &wrong, &service.der);
-            assert!(matches!(r, Err(CryptoError::CertGen(_))), "{r:?}");
+            assert_eq!(r.map(|c| c.pem), Err(CryptoError::IssuerKeyMismatch));
         }
         assert!(issue(
             &node_key,
