@@ -3,7 +3,7 @@
 //! by replay at start-up.
 
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
 use crate::periodic::Snapshots;
 use crate::snapshot;
@@ -68,11 +68,12 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         coverage: Coverage,
     ) -> Result<(), ConsensusError> {
         if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
-            return Err(ConsensusError::Inconsistent(format!(
-                "entry {seqno} after {} with {} Merkle leaves",
-                self.log.last_index(),
-                self.tree.len()
-            )));
+            return Err(Inconsistency::EntryOutOfOrder {
+                seqno,
+                last: self.log.last_index(),
+                leaves: self.tree.len(),
+            }
+            .into());
         }
         if self.log.terms.last().is_some_and(|t| t > view) || view < self.log.base_term {
             return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
@@ -80,8 +81,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         let DecodedEntry { info, private } = decoded;
         let store = self.log.store.clone();
         if seqno > store.current_version() {
-            let private =
-                private.ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} was not decrypted")))?;
+            let private = private.ok_or(Inconsistency::NotDecrypted { seqno })?;
             if info.is_signature {
                 // The signatures table is public: the public maps are all the check needs.
                 self.verify_signature(view, seqno, &info.public)?;

@@ -29,19 +29,33 @@ pub(crate) struct Local<'a> {
     pub(crate) trusted: &'a BTreeMap<u64, String>,
 }
 
-/// Why a peer's message was refused.
+/// Why a peer's message was refused: the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refusal {
+pub enum Refusal {
+    /// The message names another sender than the peer the channel authenticated (or this replica itself).
     #[error("the message claims sender {claimed}, the channel authenticated {authenticated}")]
-    ForgedSender { claimed: u64, authenticated: u64 },
+    ForgedSender {
+        /// The sender the message names.
+        claimed: u64,
+        /// The peer the channel authenticated.
+        authenticated: u64,
+    },
+    /// The message is for another replica.
     #[error("the message is addressed to {to}, not to this replica")]
-    WrongReceiver { to: u64 },
+    WrongReceiver {
+        /// The Raft id it is addressed to.
+        to: u64,
+    },
+    /// A message type that is local to raft-rs or unused between replicas.
     #[error("{0:?} is not a message peers send")]
     NotFromPeers(MessageType),
+    /// A message without a term.
     #[error("a peer's message without a term")]
     NoTerm,
+    /// A message type only members of the configuration send, from a node that is not one.
     #[error("sender {0} is not a member of the configuration for {1:?}")]
     NotMember(u64, MessageType),
+    /// A field with a value raft-rs would turn into a panic, or that no honest peer sends.
     #[error("{0}")]
     Field(String),
 }

@@ -47,8 +47,9 @@ mod vocab;
 
 pub use codec::CONF_CHANGE_TABLE;
 pub use config::{NodeIdentity, ReplicaConfig};
-pub use error::{ConsensusError, ProposeError};
+pub use error::{ConsensusError, Inconsistency, MessageError, ProposeError, ProtobufError, RaftError, SnapshotError};
 pub use event::{Action, Event};
+pub use guard::Refusal;
 pub use history::ViewHistory;
 pub use persisted::{decode_hard_state, encode_hard_state, encode_snapshot, PersistedState};
 pub use replay::Offload;

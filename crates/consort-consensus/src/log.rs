@@ -118,9 +118,7 @@ impl<S: LedgerStorage> Log<S> {
     pub(crate) fn snapshot_at_commit(&self) -> Result<Snapshot, crate::ConsensusError> {
         let TxId { view, seqno } = self.commit;
         let data = if seqno == self.base_index {
-            self.base_bundle
-                .clone()
-                .ok_or_else(|| crate::ConsensusError::InvalidSnapshot("nothing committed to snapshot yet".into()))?
+            self.base_bundle.clone().ok_or(crate::SnapshotError::NothingCommitted)?
         } else {
             self.build_bundle(&self.ledger.read_entry(seqno)?, view, seqno)?
         };

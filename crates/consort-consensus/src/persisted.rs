@@ -1,7 +1,7 @@
 //! What a node keeps on disk besides the ledger chunks (Raft hard state, the installed snapshot, the first
 //! membership), and the byte encodings it stores them in.
 
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, Inconsistency};
 use protobuf::Message as _;
 use raft::eraftpb::{HardState, Snapshot};
 
@@ -29,7 +29,7 @@ pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
 
 /// Decodes what [`encode_hard_state`] wrote.
 pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, ConsensusError> {
-    HardState::parse_from_bytes(bytes).map_err(|e| ConsensusError::Inconsistent(format!("hard state: {e}")))
+    HardState::parse_from_bytes(bytes).map_err(|e| Inconsistency::HardState(e.into()).into())
 }
 
 /// Encodes any protobuf message (Raft messages, hard states, snapshots) into bytes.

@@ -5,7 +5,7 @@
 use crate::accept::PartialReplicaRef;
 use crate::accept::{Coverage, Origin};
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
 use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,7 +126,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
                 },
             );
             applied?;
-            current = next.ok_or_else(|| ConsensusError::Inconsistent("the offloaded decoding did not run".into()))?;
+            current = next.ok_or(Inconsistency::OffloadDidNotRun)?;
         }
     }
 
@@ -137,7 +137,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
             let bytes = decoded
                 .chunk
                 .entry(seqno)
-                .ok_or_else(|| ConsensusError::Inconsistent(format!("entry {seqno} is not in its chunk")))?;
+                .ok_or(Inconsistency::EntryNotInChunk { seqno })?;
             let coverage = if seqno <= committed_through {
                 Coverage::Committed
             } else {

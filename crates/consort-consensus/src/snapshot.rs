@@ -10,13 +10,15 @@
 use crate::codec::{full_write_set, inspect};
 use crate::history::ViewHistory;
 use crate::limits::MAX_SNAPSHOT_SIZE;
-use crate::ConsensusError;
+use crate::vocab::TxId;
+use crate::{ConsensusError, SnapshotError};
 use consort_crypto::sha256;
 use consort_kv::{SnapshotHeader, Store};
 use consort_ledger::{
     parse_entry, try_encode_snapshot, verify_root, LedgerSecret, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
     SINGLETON_KEY, TREE_TABLE,
 };
+use raft::eraftpb::SnapshotMetadata;
 
 pub(crate) const MAGIC: [u8; 4] = *b"CSB1";
 
@@ -252,8 +254,21 @@ impl SnapshotBuild {
     }
 }
 
-fn bad(m: impl Into<String>) -> ConsensusError {
-    ConsensusError::InvalidSnapshot(m.into())
+/// Raft's metadata around a bundle must name the bundle's signature transaction.
+pub(crate) fn check_metadata(meta: &SnapshotMetadata, v: &VerifiedSnapshot) -> Result<(), SnapshotError> {
+    if (meta.index, meta.term) != (v.seqno, v.view) {
+        return Err(SnapshotError::MetadataMismatch {
+            metadata: TxId {
+                view: meta.term,
+                seqno: meta.index,
+            },
+            bundle: TxId {
+                view: v.view,
+                seqno: v.seqno,
+            },
+        });
+    }
+    Ok(())
 }
 
 /// Checks a bundle and rebuilds the state it carries. `trusted` says whether a node certificate (PEM) may sign.
@@ -270,68 +285,75 @@ pub fn open(
         });
     }
     if data.len() < 12 || data[..4] != MAGIC {
-        return Err(bad("not a Consort snapshot bundle"));
+        return Err(SnapshotError::NotABundle.into());
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&data[4..12]);
     let sig_len = u64::from_le_bytes(len);
     if sig_len > (data.len() - 12) as u64 {
-        return Err(bad("signature entry length exceeds the bundle"));
+        return Err(SnapshotError::SignatureEntryLength.into());
     }
     let (sig_bytes, snap_bytes) = data[12..].split_at(sig_len as usize);
 
     // The signature transaction at s, and the tree it signs.
-    let (sig_entry, _) = parse_entry(sig_bytes).map_err(|e| bad(format!("signature entry: {e}")))?;
+    let (sig_entry, _) = parse_entry(sig_bytes).map_err(SnapshotError::SignatureEntry)?;
     let (view, seqno) = (sig_entry.view, sig_entry.seqno);
     let info = inspect(sig_bytes, view, seqno)?;
     if !info.is_signature {
-        return Err(bad(format!("entry {view}.{seqno} is not a signature transaction")));
+        return Err(SnapshotError::NotASignature {
+            at: TxId { view, seqno },
+        }
+        .into());
     }
     let ws = full_write_set(secret, sig_bytes, &info)?;
-    let value = |table: &str| match ws.maps.get(table).and_then(|m| m.writes.get(&SINGLETON_KEY[..])) {
+    let value = |table: &'static str| match ws.maps.get(table).and_then(|m| m.writes.get(&SINGLETON_KEY[..])) {
         Some(Some(v)) => Ok(v.clone()),
-        _ => Err(bad(format!("signature transaction without {table}"))),
+        _ => Err(SnapshotError::MissingTable { table }),
     };
     let sig_json = value(SIGNATURES_TABLE)?;
-    let signature = PrimarySignature::from_json_bytes(&sig_json).map_err(|e| bad(e.to_string()))?;
-    let mut tree = MerkleTree::deserialise(&value(TREE_TABLE)?).map_err(|e| bad(format!("tree: {e}")))?;
+    let signature = PrimarySignature::from_json_bytes(&sig_json).map_err(SnapshotError::SignatureRecord)?;
+    let mut tree = MerkleTree::deserialise(&value(TREE_TABLE)?).map_err(SnapshotError::Tree)?;
     if tree.len() != seqno || signature.seqno != seqno || signature.view != view {
-        return Err(bad(format!(
-            "signature {}.{} with a tree of {} leaves at {view}.{seqno}",
-            signature.view,
-            signature.seqno,
-            tree.len()
-        )));
+        return Err(SnapshotError::TreeMismatch {
+            signed: TxId {
+                view: signature.view,
+                seqno: signature.seqno,
+            },
+            leaves: tree.len(),
+            at: TxId { view, seqno },
+        }
+        .into());
     }
-    let root = tree.try_root_at(seqno).map_err(|e| bad(e.to_string()))?;
-    if signature.root_bytes().map_err(|e| bad(e.to_string()))? != root {
-        return Err(bad("signed root is not the root of the stored tree"));
+    let root = tree.try_root_at(seqno).map_err(SnapshotError::Root)?;
+    if signature.root_bytes().map_err(SnapshotError::SignatureRecord)? != root {
+        return Err(SnapshotError::RootMismatch.into());
     }
     if !trusted(&signature.cert) {
-        return Err(bad(format!("signer {} is not a trusted node", signature.node)));
+        return Err(SnapshotError::UntrustedSigner {
+            node: signature.node.clone(),
+        }
+        .into());
     }
-    let sig_der = signature.sig_bytes().map_err(|e| bad(e.to_string()))?;
-    verify_root(&signature.cert, &root, &sig_der).map_err(|e| bad(e.to_string()))?;
+    let sig_der = signature.sig_bytes().map_err(SnapshotError::SignatureRecord)?;
+    verify_root(&signature.cert, &root, &sig_der).map_err(SnapshotError::Verify)?;
     tree.append(info.leaf);
 
     // The state at s.
-    let (snap, used) = parse_entry(snap_bytes).map_err(|e| bad(format!("snapshot entry: {e}")))?;
+    let (snap, used) = parse_entry(snap_bytes).map_err(SnapshotError::SnapshotEntry)?;
     if used != snap_bytes.len() || !snap.is_snapshot || snap.seqno != seqno || snap.view != view {
-        return Err(bad("snapshot entry does not match the signature transaction"));
+        return Err(SnapshotError::EntryMismatch.into());
     }
-    let private = snap.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
-    let (store, header) = Store::from_snapshot(snap.public_domain, &private).map_err(|e| bad(e.to_string()))?;
+    let private = snap.decrypt_private(secret).map_err(SnapshotError::Decrypt)?;
+    let (store, header) = Store::from_snapshot(snap.public_domain, &private).map_err(SnapshotError::State)?;
     if header.version != seqno || header.hash_at_snapshot != sha256(sig_bytes) {
-        return Err(bad("snapshot header does not match the signature transaction"));
+        return Err(SnapshotError::HeaderMismatch.into());
     }
     if store.read_only().get(SIGNATURES_TABLE, &SINGLETON_KEY) != Some(sig_json) {
-        return Err(bad(
-            "snapshot state does not hold the signature transaction's signature",
-        ));
+        return Err(SnapshotError::SignatureNotInState.into());
     }
     let view_history = ViewHistory::from_starts(header.view_history);
     if view_history.view_of(seqno) != Some(view) {
-        return Err(bad("view history does not place the snapshot in its view"));
+        return Err(SnapshotError::ViewHistory.into());
     }
     Ok(VerifiedSnapshot {
         view,

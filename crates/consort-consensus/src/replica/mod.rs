@@ -7,7 +7,7 @@ mod queries;
 use crate::accept::PartialReplicaRef;
 use crate::codec::{conf_change_entry, encode_write_set_entry, normalise};
 use crate::config::{NodeIdentity, ReplicaConfig};
-use crate::error::{ConsensusError, ProposeError};
+use crate::error::{ConsensusError, Inconsistency, MessageError, ProposeError};
 use crate::event::{Action, Event};
 use crate::guard;
 use crate::limits::{MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE};
@@ -76,7 +76,7 @@ impl<S: LedgerStorage> Replica<S> {
         let mut out = Vec::new();
         if let Some(error) = &self.halted {
             if let Event::Propose { version, .. } = event {
-                let error = ProposeError::Halted(error.to_string());
+                let error = ProposeError::Halted(error.clone());
                 self.reject_client_proposal(version, error, &mut out);
             }
             return out;
@@ -114,7 +114,7 @@ impl<S: LedgerStorage> Replica<S> {
                 if self.is_leader() && to != self.cfg.id && voters.contains(&to) {
                     self.node.transfer_leader(to);
                 } else {
-                    let error = ConsensusError::Raft(format!("cannot transfer the primary role to {to}"));
+                    let error = ConsensusError::CannotTransfer { to };
                     out.push(Action::Dropped { from: None, error });
                 }
             }
@@ -127,7 +127,7 @@ impl<S: LedgerStorage> Replica<S> {
                 if let Err(e) = self.node.campaign() {
                     out.push(Action::Dropped {
                         from: None,
-                        error: ConsensusError::Raft(e.to_string()),
+                        error: e.into(),
                     });
                 }
             }
@@ -177,7 +177,7 @@ impl<S: LedgerStorage> Replica<S> {
                 limit: MAX_MESSAGE_SIZE as u64,
             });
         }
-        let mut m = Message::parse_from_bytes(bytes).map_err(|e| ConsensusError::MalformedMessage(e.to_string()))?;
+        let mut m = Message::parse_from_bytes(bytes).map_err(|e| MessageError::Decode(e.into()))?;
         if m.entries.len() > MAX_ENTRIES_PER_MESSAGE {
             return Err(ConsensusError::TooLarge {
                 what: "entries in a message",
@@ -202,11 +202,11 @@ impl<S: LedgerStorage> Replica<S> {
             conf: &conf,
             trusted: &self.trusted,
         };
-        guard::check(from, &m, &local).map_err(|r| ConsensusError::MalformedMessage(r.to_string()))?;
+        guard::check(from, &m, &local).map_err(MessageError::from)?;
         if m.get_msg_type() == MessageType::MsgSnapshot {
             self.check_snapshot_bundle(m.get_snapshot())?;
         }
-        self.node.step(m).map_err(|e| ConsensusError::Raft(e.to_string()))
+        Ok(self.node.step(m)?)
     }
 
     /// A snapshot Raft would install must open and match its metadata before Raft takes it: once taken, a bundle that
@@ -220,12 +220,7 @@ impl<S: LedgerStorage> Replica<S> {
         let v = snapshot::open(&snap.data, &self.node.store().secret, |pem| {
             trusted.values().any(|c| c == pem)
         })?;
-        if (meta.index, meta.term) != (v.seqno, v.view) {
-            return Err(ConsensusError::InvalidSnapshot(
-                "metadata does not match the bundle".into(),
-            ));
-        }
-        Ok(())
+        Ok(snapshot::check_metadata(meta, &v)?)
     }
 
     fn check_can_propose(&self, version: Version) -> Result<(), ProposeError> {
@@ -249,13 +244,11 @@ impl<S: LedgerStorage> Replica<S> {
             });
         }
         let view = self.view();
-        let bytes = encode_write_set_entry(&self.node.store().secret, view, version, ws)
-            .map_err(|e| ProposeError::Encode(e.to_string()))?;
-        self.node
-            .propose(Vec::new(), bytes)
-            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        let bytes =
+            encode_write_set_entry(&self.node.store().secret, view, version, ws).map_err(ProposeError::Encode)?;
+        self.node.propose(Vec::new(), bytes)?;
         if self.node.raft.raft_log.last_index() != version {
-            return Err(ProposeError::Dropped("raft did not append the entry".into()));
+            return Err(ProposeError::NotAppended);
         }
         Ok(TxId { view, seqno: version })
     }
@@ -264,14 +257,11 @@ impl<S: LedgerStorage> Replica<S> {
         let version = self.last_seqno() + 1;
         self.check_can_propose(version)?;
         let view = self.view();
-        let bytes = conf_change_entry(&self.node.store().secret, view, version, &cc)
-            .map_err(|e| ProposeError::Encode(e.to_string()))?;
-        self.node
-            .propose_conf_change(bytes, cc)
-            .map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        let bytes = conf_change_entry(&self.node.store().secret, view, version, &cc).map_err(ProposeError::Encode)?;
+        self.node.propose_conf_change(bytes, cc)?;
         if self.node.raft.raft_log.last_index() != version || self.node.raft.pending_conf_index != version {
             // Raft appended an empty entry instead (another change is pending or the change is invalid now).
-            return Err(ProposeError::Dropped("raft refused the membership change".into()));
+            return Err(ProposeError::ConfChangeRefused);
         }
         Ok(TxId { view, seqno: version })
     }
@@ -283,11 +273,12 @@ impl<S: LedgerStorage> Replica<S> {
         self.ticks_since_signature = 0;
         let seqno = self.last_seqno() + 1;
         if self.tree.len() != seqno || self.store().current_version() != seqno - 1 {
-            return Err(ConsensusError::Inconsistent(format!(
-                "signing at {seqno} with {} leaves and store version {}",
-                self.tree.len(),
-                self.store().current_version()
-            )));
+            return Err(Inconsistency::SigningState {
+                seqno,
+                leaves: self.tree.len(),
+                store_version: self.store().current_version(),
+            }
+            .into());
         }
         let view = self.view();
         let commit = self.commit_point();
@@ -376,7 +367,7 @@ impl<S: LedgerStorage> Replica<S> {
 
     fn persisted(&mut self, number: u64, out: &mut Vec<Action>) {
         if !self.outstanding.contains(&number) {
-            let error = ConsensusError::Inconsistent(format!("persist number {number} is not outstanding"));
+            let error = Inconsistency::UnknownPersist { number }.into();
             out.push(Action::Dropped { from: None, error });
             return;
         }
@@ -552,9 +543,7 @@ impl<S: LedgerStorage> Replica<S> {
     fn truncate(&mut self, to: u64, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
         let commit = self.commit_point().seqno;
         if to < commit {
-            return Err(ConsensusError::Inconsistent(format!(
-                "rollback to {to} below the commit point {commit}"
-            )));
+            return Err(Inconsistency::RollbackBelowCommit { to, commit }.into());
         }
         let log = self.node.mut_store();
         log.ledger.truncate(to)?;
@@ -574,11 +563,7 @@ impl<S: LedgerStorage> Replica<S> {
         let secret = self.node.store().secret.clone();
         let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
         let meta = snap.get_metadata();
-        if (meta.index, meta.term) != (v.seqno, v.view) {
-            return Err(ConsensusError::InvalidSnapshot(
-                "metadata does not match the bundle".into(),
-            ));
-        }
+        snapshot::check_metadata(meta, &v)?;
         let base = TxId {
             view: v.view,
             seqno: v.seqno,

@@ -3,7 +3,7 @@
 
 use super::Replica;
 use crate::config::{NodeIdentity, ReplicaConfig};
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, Inconsistency, SnapshotError};
 use crate::history::ViewHistory;
 use crate::log::{Log, Terms};
 use crate::periodic::Snapshots;
@@ -57,10 +57,11 @@ impl<S: LedgerStorage> Replica<S> {
         } = Start::from_persisted(&persisted, &secret, &trusted)?;
         let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
         if first > base.seqno + 1 {
-            return Err(ConsensusError::Inconsistent(format!(
-                "the ledger starts at {first}, after the snapshot at {}",
-                base.seqno
-            )));
+            return Err(Inconsistency::LedgerAfterSnapshot {
+                first,
+                snapshot: base.seqno,
+            }
+            .into());
         }
         let log = Log {
             ledger,
@@ -94,9 +95,9 @@ impl<S: LedgerStorage> Replica<S> {
         } = replica;
         set_commit_point(&mut log, &signatures, base)?;
         let raft_cfg = raft_config(&cfg, base.seqno);
-        raft_cfg.validate().map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        raft_cfg.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let node = RawNode::new(&raft_cfg, log, &logger).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let node = RawNode::new(&raft_cfg, log, &logger)?;
         let random_state = cfg.random_seed;
         let snapshots_on_backups = cfg.snapshots_on_backups;
         let mut replica = Replica {
@@ -180,15 +181,10 @@ impl Start {
                 signatures: BTreeSet::new(),
             });
         };
-        let snap =
-            Snapshot::parse_from_bytes(bytes).map_err(|e| ConsensusError::InvalidSnapshot(format!("protobuf: {e}")))?;
+        let snap = Snapshot::parse_from_bytes(bytes).map_err(|e| SnapshotError::Protobuf(e.into()))?;
         let v = snapshot::open(&snap.data, secret, |pem: &str| trusted.values().any(|c| c == pem))?;
         let meta = snap.get_metadata();
-        if (meta.index, meta.term) != (v.seqno, v.view) {
-            return Err(ConsensusError::InvalidSnapshot(
-                "metadata does not match the bundle".into(),
-            ));
-        }
+        snapshot::check_metadata(meta, &v)?;
         Ok(Start {
             store: v.store,
             base: TxId {
@@ -214,10 +210,11 @@ fn set_commit_point<S: LedgerStorage>(
     let last = log.last_index();
     let hs = &mut log.hard_state;
     if hs.commit > last {
-        return Err(ConsensusError::Inconsistent(format!(
-            "hard state commits {} but the ledger ends at {last}",
-            hs.commit
-        )));
+        return Err(Inconsistency::CommitBeyondLedger {
+            commit: hs.commit,
+            last,
+        }
+        .into());
     }
     hs.commit = hs.commit.max(base.seqno);
     hs.term = hs.term.max(base.view);

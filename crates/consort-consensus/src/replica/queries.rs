@@ -3,7 +3,7 @@
 
 use super::Replica;
 use crate::codec::inspect;
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, Inconsistency};
 use crate::vocab::{Role, TxId, TxStatus};
 use consort_kv::Store;
 use consort_ledger::{
@@ -146,9 +146,11 @@ impl<S: LedgerStorage> Replica<S> {
         sig_seqno: u64,
     ) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
         if !self.signatures.contains(&sig_seqno) || seqno >= sig_seqno {
-            return Err(ConsensusError::Inconsistent(format!(
-                "{sig_seqno} is not a signature transaction covering {seqno}"
-            )));
+            return Err(Inconsistency::NotCoveringSignature {
+                signature: sig_seqno,
+                seqno,
+            }
+            .into());
         }
         let bytes = self.ledger().read_entry(sig_seqno)?;
         let info = inspect(&bytes, self.view_of(sig_seqno).unwrap_or_default(), sig_seqno)?;
