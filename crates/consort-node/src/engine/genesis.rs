@@ -4,6 +4,41 @@
 use super::{Engine, EngineError, GenesisAttestation, TxId, WriteError};
 use consort_consensus::Event;
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SINGLETON_KEY};
+use std::path::{Path, PathBuf};
+
+/// Why genesis did not complete (governance's refusal of the genesis transaction is [`EngineError::Gov`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// A file the start configuration names (member or user certificate, member key, constitution) is unreadable.
+    #[error("{what} {}: {source}", path.display())]
+    ReadFile {
+        /// What the file holds.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The node did not become primary of its one-voter service.
+    #[error("this node did not become primary")]
+    NotPrimary,
+    /// The node lost the primary role before the genesis transaction was proposed.
+    #[error("this node lost the primary role (primary: {primary:?})")]
+    LostPrimary {
+        /// The primary's Raft id, if known.
+        primary: Option<u64>,
+    },
+    /// The genesis transaction conflicted on every attempt.
+    #[error("the genesis transaction conflicted on every attempt")]
+    Conflict,
+    /// The replica refused the genesis transaction.
+    #[error("the replica refused the genesis transaction: {0}")]
+    Refused(String),
+    /// The service could not be opened at genesis.
+    #[error("opening the service: {0}")]
+    Open(String),
+}
 
 /// Ticks a starting node waits at most to become primary of a one-voter service.
 pub(super) const MAX_GENESIS_TICKS: usize = 1_000;
@@ -32,14 +67,16 @@ impl Engine {
     /// the replica signs it.
     pub(super) fn genesis(&self, attestation: Option<&GenesisAttestation>) -> Result<(), EngineError> {
         let start = &self.cfg.start;
-        let gerr = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-            EngineError::Genesis(format!("{what} {}: {e}", path.display()))
+        let gerr = |what: &'static str, path: &Path, source: std::io::Error| GenesisError::ReadFile {
+            what,
+            path: path.to_path_buf(),
+            source,
         };
         let mut members = vec![];
         for m in &start.members {
-            let cert_pem = std::fs::read_to_string(&m.cert).map_err(|e| gerr("member cert", &m.cert, &e))?;
+            let cert_pem = std::fs::read_to_string(&m.cert).map_err(|e| gerr("member cert", &m.cert, e))?;
             let encryption_public_key_pem = match &m.encryption_public_key {
-                Some(k) => Some(std::fs::read_to_string(k).map_err(|e| gerr("member key", k, &e))?),
+                Some(k) => Some(std::fs::read_to_string(k).map_err(|e| gerr("member key", k, e))?),
                 None => None,
             };
             members.push(consort_gov::MemberSpec {
@@ -51,7 +88,7 @@ impl Engine {
         }
         let mut users = vec![];
         for u in &start.users {
-            let cert_pem = std::fs::read_to_string(&u.cert).map_err(|e| gerr("user cert", &u.cert, &e))?;
+            let cert_pem = std::fs::read_to_string(&u.cert).map_err(|e| gerr("user cert", &u.cert, e))?;
             users.push(consort_gov::UserSpec {
                 cert_pem,
                 user_data: u.data.clone(),
@@ -62,7 +99,7 @@ impl Engine {
         } else {
             let mut text = String::new();
             for f in &start.constitution_files {
-                text.push_str(&std::fs::read_to_string(f).map_err(|e| gerr("constitution", f, &e))?);
+                text.push_str(&std::fs::read_to_string(f).map_err(|e| gerr("constitution", f, e))?);
                 text.push('\n');
             }
             text
@@ -70,7 +107,7 @@ impl Engine {
         let next = {
             let e = self.lock();
             if !e.replica.is_leader() {
-                return Err(EngineError::Genesis("this node did not become primary".into()));
+                return Err(GenesisError::NotPrimary.into());
             }
             TxId {
                 view: e.replica.view(),
@@ -110,15 +147,17 @@ impl Engine {
             );
             consort_gov::genesis(tx, &members, &users, &constitution, start.recovery_threshold)
                 .map(|_| ())
-                .map_err(|e| EngineError::Genesis(e.to_string()))
+                .map_err(EngineError::Gov)
         });
         match outcome {
             Ok(_) => {}
             Err(WriteError::Body(e)) => return Err(e),
-            Err(other) => return Err(EngineError::Genesis(format!("{other:?}"))),
+            Err(WriteError::Conflict) => return Err(GenesisError::Conflict.into()),
+            Err(WriteError::NotPrimary(primary)) => return Err(GenesisError::LostPrimary { primary }.into()),
+            Err(WriteError::Refused(reason)) => return Err(GenesisError::Refused(reason).into()),
         }
         if start.open_at_genesis {
-            self.set_service_status("Open").map_err(EngineError::Genesis)?;
+            self.set_service_status("Open").map_err(GenesisError::Open)?;
         }
         self.wait_committed_inline(MAX_GENESIS_TICKS);
         Ok(())
@@ -135,5 +174,27 @@ impl Engine {
             let actions = e.replica.step(Event::Tick);
             self.handle(&mut e, actions);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn an_unreadable_genesis_file_keeps_the_io_error_as_the_source() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = EngineError::from(GenesisError::ReadFile {
+            what: "member cert",
+            path: "member0_cert.pem".into(),
+            source,
+        });
+        assert_eq!(err.to_string(), "genesis: member cert member0_cert.pem: no such file");
+        let genesis = err.source().expect("the genesis error is kept");
+        assert!(genesis.downcast_ref::<GenesisError>().is_some(), "{genesis:?}");
+        let io = genesis.source().expect("the i/o error is kept");
+        let io = io.downcast_ref::<std::io::Error>().expect("an i/o error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -23,6 +23,7 @@ pub mod snapshot_files;
 pub mod storage;
 
 pub use execute::WriteError;
+pub use genesis::GenesisError;
 
 pub use membership::{node_records, raft_id_of, NodeRecord, PEERS_FILE};
 pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
@@ -103,7 +104,7 @@ pub enum EngineError {
     Gov(#[from] consort_gov::GovError),
     /// Genesis could not complete.
     #[error("genesis: {0}")]
-    Genesis(String),
+    Genesis(#[from] GenesisError),
 }
 
 impl EngineError {
