@@ -43,7 +43,7 @@ struct DirStorage {
 fn io(name: &str, e: std::io::Error) -> StorageError {
     match e.kind() {
         std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
-        _ => StorageError::Io(format!("{name}: {e}")),
+        _ => StorageError::io(name, e),
     }
 }
 

@@ -17,10 +17,102 @@ pub enum StorageError {
     /// A file name the storage refuses (for example one that would leave its directory).
     #[error("invalid file name: {0}")]
     InvalidName(String),
-    /// The operating system's error, as text: implementations keep this type `Clone` and comparable, which
-    /// `std::io::Error` is not.
-    #[error("i/o error: {0}")]
-    Io(String),
+    /// The operating system refused an operation on `path`; `source` is its error, kept (its
+    /// [`std::io::ErrorKind`] tells a full disk from a failing one).
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory operated on, as the storage names it.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: IoError,
+    },
+}
+
+impl StorageError {
+    /// [`StorageError::Io`] on `path`.
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.into(),
+            source: IoError(Arc::new(source)),
+        }
+    }
+}
+
+/// A `std::io::Error` shared so that [`StorageError`] stays `Clone` and comparable (`std::io::Error` is
+/// neither); two are equal when they have the same kind and say the same thing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct IoError(#[source] Arc<std::io::Error>);
+
+impl IoError {
+    /// The operating system's error.
+    pub fn get(&self) -> &std::io::Error {
+        &self.0
+    }
+
+    /// Its kind (for example [`std::io::ErrorKind::StorageFull`]).
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+}
+
+impl PartialEq for IoError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for IoError {}
+
+/// What is wrong with a damaged chunk file (see [`LedgerError::Damaged`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ChunkDamage {
+    /// The 8-byte chunk header (the position table's offset) is missing or holds a value this ledger never
+    /// writes there.
+    #[error("bad chunk header: {0}")]
+    BadHeader(String),
+    /// The position table at the end of a closed chunk is missing, torn or disagrees with the entries.
+    #[error("bad position table: {0}")]
+    BadPositionTable(String),
+    /// A closed chunk's name says it holds entries `start..=end`, its position table says otherwise.
+    #[error("the name says seqnos {start}-{end}, the position table holds {held} entries")]
+    NameRange {
+        /// First seqno of the name.
+        start: u64,
+        /// Last seqno of the name.
+        end: u64,
+        /// Entries the position table lists.
+        held: u64,
+    },
+    /// An entry whose header claims more bytes than there are before the end of its chunk's entries (in a
+    /// closed chunk, or not at the end of the open one, this is damage, not a torn write).
+    #[error("entry for seqno {seqno} claims {need} bytes, only {have} remain")]
+    LengthBeyondEnd {
+        /// Seqno the entry should have.
+        seqno: u64,
+        /// Bytes its header claims (header included).
+        need: u64,
+        /// Bytes left before the end.
+        have: u64,
+    },
+    /// An entry that does not parse.
+    #[error("bad entry for seqno {seqno}: {source}")]
+    BadEntry {
+        /// Seqno the entry should have.
+        seqno: u64,
+        /// Why it does not parse.
+        #[source]
+        source: Box<LedgerError>,
+    },
+    /// An entry that parses, for another seqno than its place in the chunk.
+    #[error("entry has seqno {got}, expected {expected}")]
+    WrongSeqno {
+        /// Seqno its place calls for.
+        expected: u64,
+        /// Seqno the entry holds.
+        got: u64,
+    },
 }
 
 /// Errors from parsing, encoding, verifying or storing ledger data. Malformed bytes always map to one of these.
@@ -87,16 +179,17 @@ pub enum LedgerError {
         /// What is wrong.
         reason: String,
     },
-    /// An entry inside a chunk file that does not parse.
-    #[error("chunk {name}: seqno {seqno}: {source}")]
-    ChunkEntry {
+    /// A chunk file whose bytes were changed after they were written: not a torn write the ledger may drop.
+    /// Loading refuses the ledger (a node stops); the file is left as it is.
+    #[error("chunk {name} is damaged at byte offset {offset}: {damage}")]
+    Damaged {
         /// The file's name.
         name: String,
-        /// Seqno the entry should have.
-        seqno: u64,
-        /// Why it does not parse.
+        /// Where in the file the damage was found.
+        offset: u64,
+        /// What is wrong there.
         #[source]
-        source: Box<LedgerError>,
+        damage: ChunkDamage,
     },
     /// An append that is not the next seqno.
     #[error("seqno {got} out of order: expected {expected}")]
@@ -127,6 +220,14 @@ impl LedgerError {
         LedgerError::Chunk {
             name: name.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn damaged(name: &str, offset: u64, damage: ChunkDamage) -> Self {
+        LedgerError::Damaged {
+            name: name.to_string(),
+            offset,
+            damage,
         }
     }
 }

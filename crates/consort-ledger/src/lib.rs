@@ -41,8 +41,8 @@ pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
     ENTRY_HEADER_SIZE,
 };
-pub use error::{JsonError, LedgerError, StorageError};
-pub use ledger::{ChunkEntries, EntryKind, Ledger};
+pub use error::{ChunkDamage, IoError, JsonError, LedgerError, StorageError};
+pub use ledger::{ChunkEntries, EntryKind, Ledger, TornTail};
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};

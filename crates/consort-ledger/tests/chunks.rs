@@ -216,7 +216,7 @@ fn truncate_open_and_complete_chunks_then_continue() {
 }
 
 #[test]
-fn torn_final_entry_is_truncated_on_open() {
+fn torn_final_entry_is_dropped_on_open_and_cut_by_the_first_write() {
     let b = sample_ledger(2, 3);
     let (mut l, _) = open(MemStorage::new(), 1 << 20);
     for e in b.entries() {
@@ -224,25 +224,33 @@ fn torn_final_entry_is_truncated_on_open() {
     }
     let mut storage = l.into_storage();
     let full = storage.files()["ledger_1"].clone();
-    for cut in [
-        full.len() - 1,
-        full.len() - 40,
-        full.len() - b.entries().last().unwrap().bytes.len() + 3,
-    ] {
+    let kept = full.len() - b.entries().last().unwrap().bytes.len();
+    for cut in [full.len() - 1, full.len() - 40, kept + 3] {
         let mut s = storage.clone();
         s.files_mut().insert("ledger_1".into(), full[..cut].to_vec());
-        let (l, entries) = open(s, 1 << 20);
+        let (mut l, entries) = open(s, 1 << 20);
         assert_eq!(entries.len(), b.entries().len() - 1);
         assert_eq!(l.last_seqno(), b.entries().len() as u64 - 1);
+        let torn = l.torn_tail().expect("the torn entry is reported").clone();
         assert_eq!(
-            l.storage().files()["ledger_1"].len(),
-            full.len() - b.entries().last().unwrap().bytes.len()
+            (torn.chunk.as_str(), torn.offset, torn.bytes),
+            ("ledger_1", kept as u64, (cut - kept) as u64)
         );
+        // Loading changed nothing on disk; the first write cuts the file to what was kept.
+        assert_eq!(l.storage().files()["ledger_1"].len(), cut);
+        assert!(l.needs_flush());
+        l.flush().unwrap();
+        assert_eq!(l.storage().files()["ledger_1"].len(), kept);
+        assert_eq!(l.torn_tail(), Some(&torn), "still reported after the cut");
     }
-    // A chunk torn inside its header holds nothing and is removed.
+    // A chunk torn inside its header holds nothing and is removed (by the first write).
     storage.files_mut().insert("ledger_1".into(), vec![0, 0, 0]);
-    let (l, entries) = open(storage, 1 << 20);
-    assert!(entries.is_empty() && l.storage().files().is_empty());
+    let (mut l, entries) = open(storage, 1 << 20);
+    assert!(entries.is_empty() && l.chunk_names().is_empty());
+    assert_eq!(l.torn_tail().map(|t| (t.offset, t.bytes)), Some((0, 3)));
+    assert_eq!(l.storage().files().len(), 1);
+    l.flush().unwrap();
+    assert!(l.storage().files().is_empty());
 }
 
 #[test]
@@ -268,9 +276,10 @@ fn interrupted_close_and_reopen_are_recovered() {
     let mut s = MemStorage::new();
     s.files_mut()
         .insert("ledger_1".into(), [&open_file[..], &table[..]].concat());
-    let (l2, entries) = open(s, 1 << 20);
+    let (mut l2, entries) = open(s, 1 << 20);
     assert_eq!(entries.len(), 6);
     assert_eq!(l2.chunk_names(), vec!["ledger_1"]);
+    l2.flush().unwrap();
     assert_eq!(l2.storage().files()["ledger_1"], open_file);
     // Crash after writing the header, before the rename: the close is finished.
     let mut closed = [&open_file[..], &table[..]].concat();
@@ -280,15 +289,28 @@ fn interrupted_close_and_reopen_are_recovered() {
     let (l3, entries) = open(s, 1 << 20);
     assert_eq!(entries.len(), 6);
     assert_eq!(l3.chunk_names(), vec!["ledger_1-6"]);
-    // Crash while reopening a complete chunk (table truncated, header stale): reopened as open.
-    let mut s = MemStorage::new();
+    // Crash while rolling a complete chunk back (renamed open, table truncated, header stale): reopened as open.
     let mut torn = closed.clone();
     torn.truncate(open_file.len() - b.entries()[5].bytes.len());
-    s.files_mut().insert("ledger_1-6".into(), torn);
-    let (l4, entries) = open(s, 1 << 20);
+    let mut s = MemStorage::new();
+    s.files_mut().insert("ledger_1".into(), torn.clone());
+    let (mut l4, entries) = open(s, 1 << 20);
     assert_eq!(entries.len(), 5);
     assert_eq!(l4.chunk_names(), vec!["ledger_1"]);
+    assert_eq!(l4.torn_tail(), None, "nothing was dropped");
+    l4.flush().unwrap();
     assert_eq!(&l4.storage().files()["ledger_1"][..8], &[0u8; 8]);
+    // The same bytes under a complete name are damage: a rollback renames the chunk open before truncating it.
+    let mut s = MemStorage::new();
+    s.files_mut().insert("ledger_1-6".into(), torn);
+    assert!(matches!(
+        Ledger::open(s, 1 << 20),
+        Err(LedgerError::Damaged {
+            offset: 0,
+            damage: ChunkDamage::BadHeader(_),
+            ..
+        })
+    ));
     // A damaged committed chunk is an error, not silently truncated.
     let mut s = MemStorage::new();
     let mut bad = closed;

@@ -27,7 +27,7 @@ impl Crashing {
 
     fn spend(&mut self) -> Result<(), StorageError> {
         if self.budget == 0 {
-            return Err(StorageError::Io("crashed".into()));
+            return Err(StorageError::io("disk", std::io::Error::other("crashed")));
         }
         self.budget -= 1;
         Ok(())
@@ -114,10 +114,11 @@ fn crash_at_every_storage_operation_of_append_commit_and_truncate() {
         let left = disk.borrow().clone();
         let what = format!("append, crash after {budget} operations");
         reopened_prefix(left.clone(), &entries, flushed, n, &what);
-        // A second crash, during the recovery that reopening does, leaves a disk that still reopens.
+        // A second crash, during the recovery that reopening and the first write do, leaves a disk that still
+        // reopens.
         for recovery_budget in 0..8 {
             let (storage, disk) = Crashing::new(&left, recovery_budget);
-            if Ledger::open(storage, 1).is_ok() {
+            if Ledger::open(storage, 1).and_then(|(mut l, _)| l.flush()).is_ok() {
                 break;
             }
             let again = disk.borrow().clone();
@@ -192,7 +193,7 @@ impl LedgerStorage for FlakyRenames {
     }
     fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
         if self.fail_renames.get() {
-            return Err(StorageError::Io("rename refused".into()));
+            return Err(StorageError::io("disk", std::io::Error::other("rename refused")));
         }
         self.inner.rename(from, to)
     }

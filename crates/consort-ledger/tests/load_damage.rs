@@ -106,3 +106,216 @@ fn a_flipped_byte_in_the_last_chunk_with_a_complete_name_refuses_the_load() {
     damaged.files_mut().get_mut("ledger_7-9").unwrap()[at] ^= 0x40;
     refused(damaged, "ledger_7-9", at, "version byte of entry 8 in the last chunk");
 }
+
+/// The typed error of a refused load: the damaged file, the offset and what is wrong there.
+fn damage_of(err: &LedgerError) -> (&str, u64, &ChunkDamage) {
+    match err {
+        LedgerError::Damaged { name, offset, damage } => (name, *offset, damage),
+        other => panic!("expected Damaged, got {other}"),
+    }
+}
+
+#[test]
+fn damage_is_typed_with_what_was_wrong() {
+    let (disk, entries) = ledger_on_disk();
+    let at = offset_of(&entries, 7, 8);
+    let mut version = disk.clone();
+    version.files_mut().get_mut("ledger_7-9").unwrap()[at] = 7;
+    let err = refused(version, "ledger_7-9", at, "version");
+    assert!(matches!(
+        damage_of(&err),
+        ("ledger_7-9", _, ChunkDamage::BadEntry { seqno: 8, source }) if **source == LedgerError::UnsupportedVersion(7)
+    ));
+
+    // A size that runs past the position table (and is within the entry size limit).
+    let mut size = disk.clone();
+    size.files_mut().get_mut("ledger_7-9").unwrap()[at + 4] ^= 0x01;
+    let err = refused(size, "ledger_7-9", at, "size");
+    assert!(matches!(
+        damage_of(&err).2,
+        ChunkDamage::LengthBeyondEnd { seqno: 8, .. }
+    ));
+
+    // The chunk header (position table offset).
+    let mut header = disk.clone();
+    header.files_mut().get_mut("ledger_3-6.committed").unwrap()[1] ^= 0x10;
+    let err = refused(header, "ledger_3-6.committed", 0, "header");
+    assert!(matches!(damage_of(&err).2, ChunkDamage::BadHeader(_)));
+
+    // The position table.
+    let mut table = disk.clone();
+    let f = table.files_mut().get_mut("ledger_3-6.committed").unwrap();
+    let last = f.len() - 4;
+    f[last] ^= 0x01;
+    let err = refused(table, "ledger_3-6.committed", last, "position table");
+    assert!(matches!(damage_of(&err).2, ChunkDamage::BadPositionTable(_)));
+
+    // An entry of another seqno in its place (entry 8's IV says 0x108).
+    let mut seqno = disk.clone();
+    seqno.files_mut().get_mut("ledger_7-9").unwrap()[at + 8 + 16 + 1] ^= 0x01;
+    let err = refused(seqno, "ledger_7-9", at, "seqno");
+    assert!(matches!(
+        damage_of(&err).2,
+        ChunkDamage::WrongSeqno {
+            expected: 8,
+            got: 0x108
+        }
+    ));
+
+    // A closed chunk whose name disagrees with its entries.
+    let mut renamed = disk.clone();
+    let bytes = renamed.files_mut().remove("ledger_7-9").unwrap();
+    renamed.files_mut().insert("ledger_7-10".into(), bytes);
+    renamed.files_mut().remove("ledger_10").unwrap();
+    let err = Ledger::load(renamed, 1).unwrap_err();
+    assert!(matches!(
+        damage_of(&err),
+        (
+            "ledger_7-10",
+            _,
+            ChunkDamage::NameRange {
+                start: 7,
+                end: 10,
+                held: 3
+            }
+        )
+    ));
+}
+
+/// Every single-bit flip anywhere in a closed chunk either refuses the load naming that chunk, or (a bit of an
+/// entry's payload, which only its AES-GCM tag covers: replay checks it) loads every entry; none drops one.
+#[test]
+fn no_flipped_bit_in_a_closed_chunk_loses_an_entry() {
+    let (disk, entries) = ledger_on_disk();
+    for name in ["ledger_1-2.committed", "ledger_3-6.committed", "ledger_7-9"] {
+        let len = disk.files()[name].len();
+        for at in 0..len {
+            for bit in [0x01u8, 0x80] {
+                let mut damaged = disk.clone();
+                damaged.files_mut().get_mut(name).unwrap()[at] ^= bit;
+                match Ledger::load(damaged, 1) {
+                    Ok(l) => {
+                        assert_eq!(l.last_seqno(), entries.len() as u64, "{name} byte {at} bit {bit:#x}");
+                        assert_eq!(l.torn_tail(), None, "{name} byte {at} bit {bit:#x}");
+                    }
+                    Err(e) => assert_eq!(damage_of(&e).0, name, "byte {at} bit {bit:#x}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn torn_tails_of_the_open_chunk_are_dropped_and_nothing_else() {
+    let (disk, entries) = ledger_on_disk();
+    let open = disk.files()["ledger_10"].clone();
+    let last = &entries[10].bytes;
+    let table: Vec<u8> = [8u32, 8 + entries[9].bytes.len() as u32]
+        .iter()
+        .flat_map(|o| o.to_le_bytes())
+        .collect();
+    let cases: [(&str, Vec<u8>, u64); 5] = [
+        ("a partial header", last[..5].to_vec(), 11),
+        ("a partial entry", last[..last.len() - 1].to_vec(), 11),
+        ("zeros", vec![0; 300], 11),
+        ("a partial position table", table[..6].to_vec(), 11),
+        ("the whole position table", table.clone(), 11),
+    ];
+    for (what, tail, last_seqno) in cases {
+        let mut torn = disk.clone();
+        torn.files_mut().get_mut("ledger_10").unwrap().extend_from_slice(&tail);
+        let before = torn.clone();
+        let (mut l, got) = Ledger::open(torn, 1).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(l.last_seqno(), last_seqno, "{what}");
+        assert_eq!(got.len(), entries.len(), "{what}");
+        let t = l.torn_tail().unwrap_or_else(|| panic!("{what}: not reported")).clone();
+        assert_eq!(
+            (t.chunk.as_str(), t.offset, t.bytes),
+            ("ledger_10", open.len() as u64, tail.len() as u64)
+        );
+        assert!(l.storage() == &before, "{what}: loading changed the disk");
+        l.flush().unwrap();
+        assert_eq!(
+            l.storage().files()["ledger_10"],
+            open,
+            "{what}: the first write cuts the tail"
+        );
+    }
+}
+
+#[test]
+fn bytes_after_the_open_chunk_that_no_torn_write_leaves_are_damage() {
+    let (disk, entries) = ledger_on_disk();
+    let open_len = disk.files()["ledger_10"].len();
+    let last = &entries[10].bytes;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("garbage", b"not a ledger entry".to_vec()),
+        ("a whole entry of the wrong seqno", entries[3].bytes.clone()),
+        ("a header claiming more than an entry may hold", {
+            let mut h = last[..8].to_vec();
+            h[7] = 0xff;
+            h
+        }),
+        ("zeros, then data", [vec![0u8; 16], b"data".to_vec()].concat()),
+    ];
+    for (what, tail) in cases {
+        let mut damaged = disk.clone();
+        damaged
+            .files_mut()
+            .get_mut("ledger_10")
+            .unwrap()
+            .extend_from_slice(&tail);
+        refused(damaged, "ledger_10", open_len, what);
+    }
+    // A header of the open chunk that no close or rollback writes.
+    let mut header = disk.clone();
+    header.files_mut().get_mut("ledger_10").unwrap()[0] = 9;
+    refused(header, "ledger_10", 0, "open chunk header");
+}
+
+#[test]
+fn gaps_overlaps_and_an_open_chunk_before_a_closed_one_are_refused_by_name() {
+    let (disk, _) = ledger_on_disk();
+    let mut gap = disk.clone();
+    gap.files_mut().remove("ledger_3-6.committed").unwrap();
+    let err = Ledger::load(gap, 1).unwrap_err().to_string();
+    assert!(err.contains("ledger_7-9") && err.contains("3-6 are missing"), "{err}");
+
+    let mut overlap = disk.clone();
+    let bytes = overlap.files()["ledger_3-6.committed"].clone();
+    overlap.files_mut().insert("ledger_3-6".into(), bytes);
+    let err = Ledger::load(overlap, 1).unwrap_err().to_string();
+    assert!(err.contains("overlaps"), "{err}");
+
+    let mut open_first = disk.clone();
+    let mut bytes = open_first.files_mut().remove("ledger_3-6.committed").unwrap();
+    let table_at = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes.truncate(table_at);
+    bytes[..8].fill(0);
+    open_first.files_mut().insert("ledger_3".into(), bytes);
+    let before = open_first.clone();
+    let err = Ledger::load(open_first.clone(), 1).unwrap_err().to_string();
+    assert!(
+        err.contains("ledger_3") && err.contains("followed by the closed chunk ledger_7-9"),
+        "{err}"
+    );
+    assert!(open_first == before);
+}
+
+/// Storage errors keep the operating system's error as their source.
+#[test]
+fn storage_io_errors_keep_their_source() {
+    use std::error::Error;
+    let err = StorageError::io("ledger/ledger_1", std::io::Error::from(std::io::ErrorKind::StorageFull));
+    let StorageError::Io { path, source } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        (path.as_str(), source.kind()),
+        ("ledger/ledger_1", std::io::ErrorKind::StorageFull)
+    );
+    let ledger_err = LedgerError::from(err.clone());
+    let chain = ledger_err.source().and_then(|s| s.source()).map(|s| s.to_string());
+    assert_eq!(chain, Some(source.to_string()));
+    assert!(ledger_err.to_string().contains("ledger/ledger_1"));
+}

@@ -9,14 +9,15 @@
 //! A complete or committed name therefore always means a durable position table.
 //!
 //! Crash safety comes from the order of these steps: every intermediate state is recognised by
-//! [`Ledger::open`], which finishes or undoes the step (a torn final entry is truncated away; a chunk whose
-//! position table is missing or torn is reopened by scanning its entries, and open-named chunks after it, which
-//! no completed flush covered, are removed).
+//! [`Ledger::load`], which finishes or undoes the step (a torn tail of the open chunk is dropped; a chunk whose
+//! position table is missing or torn is reopened, and open-named chunks after it, which no completed flush
+//! covered, are dropped), while anything that a crash cannot leave refuses the load as damage. What may be torn
+//! and what is damage is set out in the documentation of the `ledger::load` module.
 
 mod format;
 mod name;
 
-pub(crate) use format::{complete_chunk_entries, position_table, scan_entries};
+pub(crate) use format::{complete_chunk_entries, position_table, scan_open_chunk, ChunkPlace, OpenScan};
 pub use format::{entry_is_signature, CHUNK_HEADER_SIZE};
 pub use name::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
 

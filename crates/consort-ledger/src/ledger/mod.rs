@@ -7,6 +7,7 @@ mod load;
 mod read;
 mod truncate;
 
+pub use load::TornTail;
 pub use read::ChunkEntries;
 
 use crate::chunk::{chunk_name_open, position_table, CHUNK_HEADER_SIZE};
@@ -63,6 +64,10 @@ pub struct Ledger<S: LedgerStorage> {
     /// Chunks before this index are committed, synced and named so: [`Self::flush`] never looks at them again, so
     /// its work under the caller's lock does not grow with the ledger.
     settled: usize,
+    /// File changes the load decided on and the first write makes (`load`'s module documentation).
+    repair: Option<load::Repair>,
+    /// What the load dropped as a torn write.
+    torn_tail: Option<TornTail>,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Ledger<S> {
@@ -144,6 +149,7 @@ impl<S: LedgerStorage> Ledger<S> {
     pub fn append(&mut self, seqno: u64, entry: &[u8], kind: impl Into<EntryKind>) -> Result<(), LedgerError> {
         let is_signature = kind.into() == EntryKind::Signature;
         let flags = self.check_append(seqno, entry)?;
+        self.repair_after_load()?;
         if flags & FLAG_FORCE_CHUNK_BEFORE != 0 && self.last_is_signature && self.open_chunk().is_some() {
             self.close_open_chunk()?;
         }
@@ -285,6 +291,7 @@ impl<S: LedgerStorage> Ledger<S> {
     /// flush before the next flush. Each chunk's name changes only once its file is renamed, so a failed rename
     /// leaves the index true to the disk and the next flush retries it.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
+        self.repair_after_load()?;
         for i in self.settled..self.chunks.len() {
             let c = &self.chunks[i];
             if c.state != ChunkState::Open && c.synced && c.named != c.state {
@@ -308,12 +315,15 @@ impl<S: LedgerStorage> Ledger<S> {
         Ok(())
     }
 
-    /// Whether a [`Self::flush`] has work left: a closed chunk to sync or to rename.
+    /// Whether a [`Self::flush`] has work left: a closed chunk to sync or to rename, or files to cut to what
+    /// the load kept.
     pub fn needs_flush(&self) -> bool {
-        self.chunks
-            .iter()
-            .skip(self.settled)
-            .any(|c| c.state != ChunkState::Open && (!c.synced || c.named != c.state))
+        self.repair.is_some()
+            || self
+                .chunks
+                .iter()
+                .skip(self.settled)
+                .any(|c| c.state != ChunkState::Open && (!c.synced || c.named != c.state))
     }
 
     /// Flushes twice: everything appended is durable and every chunk has its final name (for a clean stop).

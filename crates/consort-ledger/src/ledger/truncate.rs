@@ -13,6 +13,7 @@ impl<S: LedgerStorage> Ledger<S> {
         if seqno >= self.last_seqno() {
             return Ok(());
         }
+        self.repair_after_load()?;
         if seqno < self.committed_seqno {
             return Err(LedgerError::TruncateCommitted {
                 requested: seqno,
@@ -43,19 +44,21 @@ impl<S: LedgerStorage> Ledger<S> {
             self.last_is_signature = !open || self.entry_at_is_signature(seqno)?;
             return Ok(());
         }
-        let name = chunk.name();
         let keep = (seqno - chunk.start + 1) as usize;
         // The chunk holding `seqno` is not settled (it holds uncommitted entries), so it has its offsets.
         let new_len = chunk.offsets[keep];
-        // Truncate first (drops the position table), then clear the header, then rename: every intermediate
-        // state reopens as this same open chunk.
-        self.storage.truncate(&name, new_len)?;
+        // Rename first, then truncate (drops the position table), then clear the header: a complete name always
+        // means a whole chunk, and every intermediate state loads as this same chunk, closed or open.
         let was_open = chunk.state == ChunkState::Open;
+        let open_name = chunk_name_open(chunk.start);
+        if chunk.named != ChunkState::Open {
+            self.storage.rename(&chunk.name(), &open_name)?;
+            chunk.named = ChunkState::Open;
+        }
+        self.storage.truncate(&open_name, new_len)?;
         if !was_open {
-            self.storage.write_at(&name, 0, &[0u8; CHUNK_HEADER_SIZE as usize])?;
-            if chunk.named != ChunkState::Open {
-                self.storage.rename(&name, &chunk_name_open(chunk.start))?;
-            }
+            self.storage
+                .write_at(&open_name, 0, &[0u8; CHUNK_HEADER_SIZE as usize])?;
         }
         chunk.offsets.truncate(keep);
         chunk.count = keep as u64;
@@ -63,7 +66,6 @@ impl<S: LedgerStorage> Ledger<S> {
         chunk.state = ChunkState::Open;
         chunk.named = ChunkState::Open;
         chunk.synced = false;
-        let open_name = chunk.name();
         if was_open && !self.open_bytes.is_empty() {
             self.open_bytes.truncate(new_len as usize);
         } else {
@@ -78,6 +80,7 @@ impl<S: LedgerStorage> Ledger<S> {
     /// seqno. For a replica that installs a snapshot past its own ledger: the snapshot replaces the history.
     /// Chunks are removed last one first, so a crash leaves a contiguous prefix.
     pub fn clear(&mut self) -> Result<(), LedgerError> {
+        self.repair_after_load()?;
         *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.settled = 0;
         while let Some(c) = self.chunks.last() {

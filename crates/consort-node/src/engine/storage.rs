@@ -68,8 +68,9 @@ impl std::fmt::Debug for FsStorage {
     }
 }
 
-fn serr(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(e.to_string())
+/// The operating system's error on `path`, kept as the source.
+fn serr(path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::io(path.display().to_string(), e)
 }
 
 /// Size of the user-space write buffer per open file.
@@ -109,41 +110,48 @@ impl FsStorage {
                 .read(true)
                 .write(true)
                 .truncate(false)
-                .open(path)
-                .map_err(serr)?;
-            f.seek(SeekFrom::End(0)).map_err(serr)?;
+                .open(&path)
+                .map_err(|e| serr(&path, e))?;
+            f.seek(SeekFrom::End(0)).map_err(|e| serr(&path, e))?;
             self.open.insert(
                 name.to_string(),
                 std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, f),
             );
         }
+        // invariant: inserted above when it was missing.
         Ok(self.open.get_mut(name).expect("inserted above"))
     }
 
     /// Flushes the buffer of `name` (if open) so that reads see every append.
     fn flush_buffer(&mut self, name: &str) -> Result<(), StorageError> {
         if let Some(w) = self.open.get_mut(name) {
-            w.flush().map_err(serr)?;
+            w.flush().map_err(|e| self.io_err(name, e))?;
         }
         Ok(())
     }
 
     fn sync_dir(&self) -> Result<(), StorageError> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(serr)
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| serr(&self.dir, e))
     }
-}
 
-fn io_err(name: &str, e: std::io::Error) -> StorageError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
-        _ => StorageError::Io(format!("{name}: {e}")),
+    /// The operating system's error on file `name` of this directory (a missing file is
+    /// [`StorageError::NotFound`]).
+    fn io_err(&self, name: &str, e: std::io::Error) -> StorageError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound(name.to_string()),
+            _ => serr(&self.dir.join(name), e),
+        }
     }
 }
 
 impl FsStorage {
     /// Length of `name` as readers see it (on disk plus buffered appends).
     fn len_of(&self, name: &str) -> Result<u64, StorageError> {
-        let on_disk = std::fs::metadata(self.path(name)?).map_err(|e| io_err(name, e))?.len();
+        let on_disk = std::fs::metadata(self.path(name)?)
+            .map_err(|e| self.io_err(name, e))?
+            .len();
         Ok(on_disk + self.open.get(name).map_or(0, |w| w.buffer().len() as u64))
     }
 }
@@ -151,9 +159,10 @@ impl FsStorage {
 impl LedgerStorage for FsStorage {
     fn list(&self) -> Result<Vec<String>, StorageError> {
         let mut names = vec![];
-        for e in std::fs::read_dir(&self.dir).map_err(serr)? {
-            let e = e.map_err(serr)?;
-            if e.file_type().map_err(serr)?.is_file() {
+        let dir_err = |e| serr(&self.dir, e);
+        for e in std::fs::read_dir(&self.dir).map_err(dir_err)? {
+            let e = e.map_err(dir_err)?;
+            if e.file_type().map_err(dir_err)?.is_file() {
                 if let Some(n) = e.file_name().to_str() {
                     names.push(n.to_string());
                 }
@@ -165,7 +174,7 @@ impl LedgerStorage for FsStorage {
 
     fn read(&self, name: &str) -> Result<Vec<u8>, StorageError> {
         // A file being appended to is read as on disk plus what is still buffered.
-        let mut bytes = std::fs::read(self.path(name)?).map_err(|e| io_err(name, e))?;
+        let mut bytes = std::fs::read(self.path(name)?).map_err(|e| self.io_err(name, e))?;
         if let Some(w) = self.open.get(name) {
             bytes.extend_from_slice(w.buffer());
         }
@@ -173,7 +182,7 @@ impl LedgerStorage for FsStorage {
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        self.writer(name)?.write_all(bytes).map_err(|e| io_err(name, e))
+        self.writer(name)?.write_all(bytes).map_err(|e| self.io_err(name, e))
     }
 
     fn write_at(&mut self, name: &str, offset: u64, bytes: &[u8]) -> Result<(), StorageError> {
@@ -185,8 +194,8 @@ impl LedgerStorage for FsStorage {
         let f = OpenOptions::new()
             .write(true)
             .open(self.path(name)?)
-            .map_err(|e| io_err(name, e))?;
-        f.write_all_at(bytes, offset).map_err(|e| io_err(name, e))
+            .map_err(|e| self.io_err(name, e))?;
+        f.write_all_at(bytes, offset).map_err(|e| self.io_err(name, e))
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> Result<(), StorageError> {
@@ -199,9 +208,9 @@ impl LedgerStorage for FsStorage {
         let f = OpenOptions::new()
             .write(true)
             .open(self.path(name)?)
-            .map_err(|e| io_err(name, e))?;
-        f.set_len(len).map_err(|e| io_err(name, e))?;
-        f.sync_data().map_err(|e| io_err(name, e))
+            .map_err(|e| self.io_err(name, e))?;
+        f.set_len(len).map_err(|e| self.io_err(name, e))?;
+        f.sync_data().map_err(|e| self.io_err(name, e))
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), StorageError> {
@@ -212,15 +221,15 @@ impl LedgerStorage for FsStorage {
         self.flush_buffer(from)?;
         let deferring = self.syncs.state().deferring;
         if let Some(w) = self.open.remove(from) {
-            let file = w.into_inner().map_err(serr)?;
+            let file = w.into_inner().map_err(|e| self.io_err(from, e.into_error()))?;
             if deferring {
                 self.syncs.state().files.push(file);
             } else {
-                file.sync_data().map_err(|e| io_err(from, e))?;
+                file.sync_data().map_err(|e| self.io_err(from, e))?;
             }
         }
         self.open.remove(to);
-        std::fs::rename(src, dst).map_err(|e| io_err(from, e))?;
+        std::fs::rename(src, dst).map_err(|e| self.io_err(from, e))?;
         if deferring {
             // Made durable with the other deferred syncs, before anything that depends on it is reported.
             self.syncs.state().dir = Some(self.dir.clone());
@@ -231,13 +240,13 @@ impl LedgerStorage for FsStorage {
 
     fn remove(&mut self, name: &str) -> Result<(), StorageError> {
         self.open.remove(name);
-        std::fs::remove_file(self.path(name)?).map_err(|e| io_err(name, e))?;
+        std::fs::remove_file(self.path(name)?).map_err(|e| self.io_err(name, e))?;
         self.sync_dir()
     }
 
     fn sync(&mut self, name: &str) -> Result<(), StorageError> {
         if let Some(w) = self.open.get_mut(name) {
-            w.flush().map_err(|e| io_err(name, e))?;
+            w.flush().map_err(|e| self.io_err(name, e))?;
         }
         let dir_dirty = std::mem::take(&mut self.dir_dirty);
         let mut q = self.syncs.state();
@@ -247,7 +256,7 @@ impl LedgerStorage for FsStorage {
                 Some(w) => w.get_ref().try_clone(),
                 None => File::open(self.path(name)?),
             };
-            q.files.push(file.map_err(|e| io_err(name, e))?);
+            q.files.push(file.map_err(|e| self.io_err(name, e))?);
             if dir_dirty {
                 q.dir = Some(self.dir.clone());
             }
@@ -258,7 +267,7 @@ impl LedgerStorage for FsStorage {
             Some(w) => w.get_ref().sync_data(),
             None => File::open(self.path(name)?).and_then(|f| f.sync_data()),
         };
-        synced.map_err(|e| io_err(name, e))?;
+        synced.map_err(|e| self.io_err(name, e))?;
         if dir_dirty {
             self.sync_dir()?;
         }
