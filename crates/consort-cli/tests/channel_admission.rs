@@ -207,14 +207,21 @@ impl Net {
     }
 
     async fn metric(&self, i: usize, name: &str) -> u64 {
-        let text = self.get_json(i, "/node/metrics").await.expect("metrics");
-        text.as_str()
+        self.metric_if_up(i, name).await.expect("metrics")
+    }
+
+    /// The metric `name` of node `i`, if the node answers.
+    async fn metric_if_up(&self, i: usize, name: &str) -> Option<u64> {
+        let text = self.get_json(i, "/node/metrics").await?;
+        let value = text
+            .as_str()
             .unwrap()
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+            .map_or(0, |v| v as u64);
+        Some(value)
     }
 }
 
@@ -382,6 +389,38 @@ async fn only_current_members_reach_the_node_to_node_port_and_bad_frames_are_dro
         .unwrap()
         .verify_signed_by(&service_public)
         .is_ok());
+    // The retired node, still running, may go on trying to reach its former peers, which refuse it after the TLS
+    // handshake: it retries with a growing back-off (capped at 2 s), not in a loop.
+    let window = Duration::from_secs(4);
+    let refused_before = [
+        net.metric(0, "consort_node_channel_refused_handshakes").await,
+        net.metric(1, "consort_node_channel_refused_handshakes").await,
+    ];
+    let attempts_before = net.metric_if_up(retired, "consort_node_channel_connect_attempts").await;
+    tokio::time::sleep(window).await;
+    for (k, &i) in [0usize, 1].iter().enumerate() {
+        let refused = net.metric(i, "consort_node_channel_refused_handshakes").await - refused_before[k];
+        eprintln!("node {i} refused the retired node {refused} times in {window:?}");
+        // A back-off whose waits are at least half of periods doubling from 20 ms fits at most 11 attempts in 4 s.
+        assert!(
+            refused <= 12,
+            "node {i} refused the retired node {refused} times in {window:?}"
+        );
+    }
+    if let (Some(before), Some(after)) = (
+        attempts_before,
+        net.metric_if_up(retired, "consort_node_channel_connect_attempts").await,
+    ) {
+        eprintln!(
+            "the retired node made {} connection attempts in {window:?}",
+            after - before
+        );
+        assert!(
+            after - before <= 24,
+            "{} attempts in {window:?} to two peers",
+            after - before
+        );
+    }
     kill_child(&mut net.nodes[retired].child);
     let live = [0usize, 1];
 

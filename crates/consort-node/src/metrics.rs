@@ -13,13 +13,17 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// Refusals on the node-to-node channels (shared handles: the channels count into the node's registry).
+/// Refusals and connection attempts on the node-to-node channels (shared handles: the channels count into the
+/// node's registry).
 #[derive(Clone, Debug, Default)]
 pub struct PeerCounters {
     /// Handshakes (either way) with a node that holds a service-endorsed certificate but is not admitted.
     pub refused_handshakes: Counter,
     /// Connections closed because their node left the admitted set (retired or removed).
     pub evicted_peers: Counter,
+    /// Outgoing connections this node started to its peers (TCP and TLS), successful or not: with the back-off in
+    /// `net::channels`, a peer that keeps refusing adds at most one every `RECONNECT_MAX`.
+    pub connect_attempts: Counter,
 }
 
 /// Why the HTTP server closed a client connection it had accepted.
@@ -269,6 +273,11 @@ impl Metrics {
             "node_channel_evicted_peers",
             "Node-to-node connections closed because the peer stopped being a member",
             m.peers.evicted_peers.clone(),
+        );
+        registry.register(
+            "node_channel_connect_attempts",
+            "Outgoing node-to-node connections started (TCP and TLS), successful or not",
+            m.peers.connect_attempts.clone(),
         );
         Metrics { registry, ..m }
     }

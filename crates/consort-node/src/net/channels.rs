@@ -1,6 +1,7 @@
 //! Node-to-node channels: mutually authenticated TLS (both ends present node certificates endorsed by the service
 //! certificate), length-prefixed frames with a size limit, bounded per-peer queues with write batching, and
-//! reconnection with exponential back-off.
+//! reconnection with a capped, jittered exponential back-off that only a connection that stayed up resets (see
+//! `outgoing`: a peer that refuses this node after the handshake must not make it reconnect in a tight loop).
 //!
 //! Admission: an endorsed certificate is not enough, because a Retired node keeps its certificate (and its validity
 //! outlives the retirement). The channels keep the set of node ids admitted now ([`Channels::set_admitted`], which
@@ -14,17 +15,20 @@
 //! requests time out, so the channel never blocks the caller.
 
 mod admission;
+mod outgoing;
 
 use crate::metrics::PeerCounters;
 use admission::{Admission, AdmittingClientVerifier, AdmittingServerVerifier};
 use bytes::Bytes;
 use consort_crypto::{ParsedCert, SigningKey};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+
+pub use outgoing::CONNECTION_STABLE_AFTER;
 use tokio::sync::mpsc;
 
 /// Largest frame accepted or sent; a peer announcing more is disconnected.
@@ -35,8 +39,10 @@ pub const OUTGOING_QUEUE_FRAMES: usize = 8192;
 pub const INCOMING_QUEUE_FRAMES: usize = 8192;
 /// Most frames written before one flush (batching).
 pub const MAX_FRAMES_PER_FLUSH: usize = 256;
-/// Reconnection back-off bounds.
+/// The first reconnection waits at most this long (and at least half of it).
 pub const RECONNECT_MIN: Duration = Duration::from_millis(20);
+/// The cap of the reconnection back-off: a peer that keeps failing or refusing is retried about once per this
+/// period (between half of it and all of it), and a refusal is logged at most once per this period.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Connecting (TCP and TLS) must finish within this time.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,9 +229,13 @@ impl Channels {
                 queue: tx,
             },
         );
-        let me = self.clone();
-        let (peer, address) = (node_id.to_string(), address.to_string());
-        self.runtime.spawn(async move { me.send_loop(peer, address, rx).await });
+        let link = outgoing::Link {
+            peer: node_id.to_string(),
+            address: address.to_string(),
+            tls: self.client_tls.clone(),
+            admission: self.admission.clone(),
+        };
+        self.runtime.spawn(outgoing::send_loop(link, rx));
     }
 
     /// Forgets a peer; its connection task ends.
@@ -241,66 +251,6 @@ impl Channels {
         }
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.get(to).is_some_and(|p| p.queue.try_send((kind, frame)).is_ok())
-    }
-
-    async fn connect(&self, address: &str) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address).to_string();
-        let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
-        let fut = async {
-            let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
-            let _ = tcp.set_nodelay(true);
-            tokio_rustls::TlsConnector::from(self.client_tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, fut)
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-    }
-
-    async fn send_loop(self: Arc<Self>, peer: String, address: String, mut rx: mpsc::Receiver<(FrameKind, Bytes)>) {
-        let mut backoff = RECONNECT_MIN;
-        'reconnect: loop {
-            let stream = match self.connect(&address).await {
-                Ok(s) => {
-                    backoff = RECONNECT_MIN;
-                    s
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, %address, "channel connect failed: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
-                    if rx.is_closed() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let mut w = BufWriter::new(stream);
-            loop {
-                let Some(first) = rx.recv().await else { return };
-                let mut batch = vec![first];
-                while batch.len() < MAX_FRAMES_PER_FLUSH {
-                    match rx.try_recv() {
-                        Ok(f) => batch.push(f),
-                        Err(_) => break,
-                    }
-                }
-                for (kind, frame) in &batch {
-                    let len = ((frame.len() + 1) as u32).to_le_bytes();
-                    if w.write_all(&len).await.is_err()
-                        || w.write_all(&[kind.byte()]).await.is_err()
-                        || w.write_all(frame).await.is_err()
-                    {
-                        continue 'reconnect;
-                    }
-                }
-                if w.flush().await.is_err() {
-                    continue 'reconnect;
-                }
-            }
-        }
     }
 
     /// Accepts peer connections on `listener` until `shutdown` fires.
@@ -479,6 +429,39 @@ mod tests {
             let r = tokio::time::timeout(Duration::from_millis(200), c_in.recv()).await;
             assert!(r.is_err(), "a frame went to a node outside the set: {r:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_peer_reconnects_with_a_growing_back_off_not_in_a_loop() {
+        let (skey, spem, sder) = service();
+        let (ka, ca) = node(&skey, &sder);
+        let (kb, cb) = node(&skey, &sder);
+        let (a, _a_in) = Channels::new(&ka, &ca, &spem).unwrap();
+        let (b, _b_in) = Channels::new(&kb, &cb, &spem).unwrap();
+        let (a_counters, b_counters) = (PeerCounters::default(), PeerCounters::default());
+        a.attach_metrics(a_counters.clone());
+        b.attach_metrics(b_counters.clone());
+        let (addr_a, _stop) = listening(&a).await;
+        // a does not admit b (it retired b); b still counts a as its peer and always has a frame for it. b's TLS 1.3
+        // handshakes complete before a refuses b's certificate.
+        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_peer(a.node_id(), &addr_a);
+        let window = Duration::from_secs(3);
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < window {
+            b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"vote for me"));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let attempts = b_counters.connect_attempts.get();
+        let refused = a_counters.refused_handshakes.get();
+        // Each wait is at least half its period, and the periods double from 20 ms up to 2 s: at most 10 attempts
+        // fit in 3 s. Resetting the back-off on every completed handshake made one attempt per frame or two.
+        assert!(attempts <= 12, "{attempts} connection attempts in {window:?}");
+        assert!(attempts >= 2, "the refused peer did not retry");
+        assert!(
+            refused >= 2 && refused <= attempts,
+            "{refused} refusals for {attempts} attempts"
+        );
     }
 
     #[tokio::test]

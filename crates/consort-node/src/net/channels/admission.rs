@@ -7,8 +7,34 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Most nodes whose refused handshakes are throttled in the log separately; beyond it the record starts over. Only
+/// holders of service-endorsed certificates get this far, so the bound is never reached in practice.
+const MAX_THROTTLED_NODES: usize = 1024;
+
+/// Lets a repeated event through to the log at most once per period, and counts the ones held back.
+#[derive(Debug, Default)]
+pub(super) struct Throttle {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    /// `Some(n)` if the event is to be logged now, `n` being how many were held back since the last one logged;
+    /// `None` if one was logged less than `every` ago.
+    pub(super) fn allow(&mut self, every: Duration) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < every) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
 
 /// The node ids admitted to the channels now, shared by the certificate verifiers (which read it during handshakes)
 /// and the connection tasks (which watch it to drop a peer that leaves it).
@@ -17,6 +43,9 @@ pub(super) struct Admission {
     pub(super) set: tokio::sync::watch::Sender<Arc<HashSet<String>>>,
     /// Where refusals are counted, once the node attached its metrics.
     pub(super) counters: OnceLock<PeerCounters>,
+    /// Refused handshakes are logged once per node per [`super::RECONNECT_MAX`] (the longest back-off period of a
+    /// peer that retries), not once per attempt.
+    refusal_logs: Mutex<HashMap<String, Throttle>>,
 }
 
 impl Admission {
@@ -24,6 +53,7 @@ impl Admission {
         Admission {
             set: tokio::sync::watch::Sender::new(Arc::new(HashSet::new())),
             counters: OnceLock::new(),
+            refusal_logs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -46,7 +76,20 @@ impl Admission {
             return Ok(());
         }
         self.count(|c| &c.refused_handshakes);
-        tracing::warn!(%node_id, side, "node-to-node handshake refused: the node is not a current member");
+        let mut logs = self.refusal_logs.lock().unwrap_or_else(|e| e.into_inner());
+        if logs.len() >= MAX_THROTTLED_NODES && !logs.contains_key(&node_id) {
+            logs.clear();
+        }
+        let not_logged = logs.entry(node_id.clone()).or_default().allow(super::RECONNECT_MAX);
+        drop(logs);
+        if let Some(not_logged) = not_logged {
+            tracing::warn!(
+                %node_id,
+                side,
+                not_logged,
+                "node-to-node handshake refused: the node is not a current member"
+            );
+        }
         Err(rustls::Error::InvalidCertificate(
             rustls::CertificateError::ApplicationVerificationFailure,
         ))
@@ -156,5 +199,22 @@ impl ServerCertVerifier for AdmittingServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.chain.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_event_through_per_period_and_counts_the_rest() {
+        let mut t = Throttle::default();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(t.allow(hour), Some(0));
+        assert_eq!(t.allow(hour), None);
+        assert_eq!(t.allow(hour), None);
+        // Once the period has passed (here: a period of zero), the next is logged with the two held back.
+        assert_eq!(t.allow(Duration::ZERO), Some(2));
+        assert_eq!(t.allow(hour), None);
     }
 }
