@@ -7,7 +7,7 @@ use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
 use crate::periodic::Snapshots;
 use crate::snapshot;
-use consort_kv::{WriteBatch, WriteSet};
+use consort_kv::{Commitment, WriteBatch, WriteSet};
 use consort_ledger::{
     verify_root, EntryKind, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
 };
@@ -32,16 +32,6 @@ pub(crate) enum Origin {
     Ledger,
 }
 
-/// Whether a committed signature transaction is known to cover an entry as it is taken in (only replay knows that
-/// ahead). The store keeps no undo record for a covered entry: it can never be rolled back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Coverage {
-    /// A committed signature covers it.
-    Committed,
-    /// Not known to be committed yet.
-    Uncommitted,
-}
-
 impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
     /// Takes entry `(view, seqno)` from Raft into the log: checks it, applies its write set to the store unless the
     /// store already holds it (the primary's own transactions), verifies it first if it is a signature transaction,
@@ -53,11 +43,13 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             PrivateDomain::Skip
         };
         let decoded = decode(&self.log.secret, &bytes, view, seqno, private)?;
-        self.accept_decoded(view, seqno, &bytes, decoded, Origin::Raft, Coverage::Uncommitted)
+        self.accept_decoded(view, seqno, &bytes, decoded, Origin::Raft, Commitment::Uncommitted)
     }
 
     /// [`Self::accept`] for an entry already [`decode`]d (decrypted if the store does not hold it yet), from
-    /// `origin`, with what is known of its `coverage` by a committed signature.
+    /// `origin`, with what is known of its `commitment`: [`Commitment::Committed`] when a committed signature
+    /// transaction is known to cover it (only replay knows that ahead), and then the store keeps no undo record
+    /// for it, as it can never be rolled back.
     pub(crate) fn accept_decoded(
         &mut self,
         view: u64,
@@ -65,7 +57,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         bytes: &[u8],
         decoded: DecodedEntry,
         origin: Origin,
-        coverage: Coverage,
+        commitment: Commitment,
     ) -> Result<(), ConsensusError> {
         if seqno != self.log.last_index() + 1 || self.tree.len() != seqno {
             return Err(Inconsistency::EntryOutOfOrder {
@@ -92,7 +84,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             let marked = info.is_signature && snapshot::is_marked_for_snapshot(&info.public, seqno);
             let mut batch = WriteBatch::from(info.public);
             batch.maps.extend(private.maps);
-            store.apply_batch(seqno, batch, coverage == Coverage::Committed)?;
+            store.apply_batch(seqno, batch, commitment)?;
             if marked {
                 if let Some(snapshots) = self.snapshots.as_deref_mut() {
                     snapshots.marked(&store, self.log, bytes, view, seqno)?;

@@ -2,11 +2,12 @@
 //! second core a node may lend to do that decoding while the replica applies the previous chunk, and the replay
 //! itself: every ledger entry taken in order into a replica that has no `RawNode` yet.
 
+use crate::accept::Origin;
 use crate::accept::PartialReplicaRef;
-use crate::accept::{Coverage, Origin};
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
+use consort_kv::Commitment;
 use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,13 +139,13 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
                 .chunk
                 .entry(seqno)
                 .ok_or(Inconsistency::EntryNotInChunk { seqno })?;
-            let coverage = if seqno <= committed_through {
-                Coverage::Committed
+            let commitment = if seqno <= committed_through {
+                Commitment::Committed
             } else {
-                Coverage::Uncommitted
+                Commitment::Uncommitted
             };
             self.as_ref()
-                .accept_decoded(view, seqno, bytes, entry, Origin::Ledger, coverage)?;
+                .accept_decoded(view, seqno, bytes, entry, Origin::Ledger, commitment)?;
             if is_signature && seqno <= raft_commit {
                 // Entries of earlier chunks that this signature covers still had undo records.
                 self.log.store.set_committed(seqno);
