@@ -271,6 +271,10 @@ impl Engine {
         let offload = offload::ThreadOffload;
         let secret = ids.ledger_secret.clone();
         let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))?;
+        if let Some(torn) = replica.ledger().torn_tail() {
+            // A crash cut an append short: the ledger left those bytes out (its files are cut at the first write).
+            tracing::warn!("ledger: {torn}");
+        }
         let store = replica.store().clone();
         let commit = replica.commit_point();
         let view = replica.view();
