@@ -85,13 +85,21 @@ pub struct Incoming {
     pub frame: Bytes,
 }
 
-/// Error building channel TLS configuration.
+/// Why the channels could not be set up (fatal for the node: it cannot reach its peers).
 #[derive(Debug, thiserror::Error)]
-#[error("node channels: {0}")]
-pub struct ChannelError(String);
-
-fn cerr(e: impl std::fmt::Display) -> ChannelError {
-    ChannelError(e.to_string())
+pub enum ChannelError {
+    /// This node's certificate cannot be parsed.
+    #[error("node channels: this node's certificate: {0}")]
+    NodeCertificate(#[source] consort_crypto::CryptoError),
+    /// The service certificate (PEM) cannot be parsed.
+    #[error("node channels: the service certificate: {0}")]
+    ServiceCertificate(#[source] consort_crypto::CryptoError),
+    /// The service certificate cannot serve as the root that verifies peers.
+    #[error("node channels: the service certificate cannot verify peers: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// rustls refused the configuration (a certificate or key it cannot use).
+    #[error("node channels: TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 struct Peer {
@@ -132,40 +140,35 @@ impl Channels {
         cert_der: &[u8],
         service_cert_pem: &str,
     ) -> Result<(Arc<Self>, mpsc::Receiver<Incoming>), ChannelError> {
-        let node_id = ParsedCert::from_der(cert_der).map_err(cerr)?.key_id();
+        let node_id = ParsedCert::from_der(cert_der)
+            .map_err(ChannelError::NodeCertificate)?
+            .key_id();
         let mut roots = rustls::RootCertStore::empty();
-        for c in ParsedCert::all_from_pem(service_cert_pem).map_err(cerr)? {
-            roots.add(CertificateDer::from(c.der)).map_err(cerr)?;
+        for c in ParsedCert::all_from_pem(service_cert_pem).map_err(ChannelError::ServiceCertificate)? {
+            roots.add(CertificateDer::from(c.der))?;
         }
         let roots = Arc::new(roots);
         let admission = Arc::new(Admission::new());
         let chain = vec![CertificateDer::from(cert_der.to_vec())];
         let private = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
-        let server_chain = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
-            .build()
-            .map_err(cerr)?;
+        let server_chain =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider()).build()?;
         let client_tls = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(cerr)?
+            .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AdmittingServerVerifier {
                 chain: server_chain,
                 admission: admission.clone(),
             }))
-            .with_client_auth_cert(chain.clone(), private())
-            .map_err(cerr)?;
-        let client_chain = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-            .build()
-            .map_err(cerr)?;
+            .with_client_auth_cert(chain.clone(), private())?;
+        let client_chain = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider()).build()?;
         let server_tls = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(cerr)?
+            .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(Arc::new(AdmittingClientVerifier {
                 chain: client_chain,
                 admission: admission.clone(),
             }))
-            .with_single_cert(chain, private())
-            .map_err(cerr)?;
+            .with_single_cert(chain, private())?;
         let (tx, rx) = mpsc::channel(INCOMING_QUEUE_FRAMES);
         let channels = Channels {
             node_id,

@@ -18,13 +18,39 @@ pub enum Protocol {
     Http2,
 }
 
-/// A client-side error.
+/// Why a request of Consort's client failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ClientError(pub String);
-
-fn cerr(e: impl std::fmt::Display) -> ClientError {
-    ClientError(e.to_string())
+pub enum ClientError {
+    /// The address has no host that TLS can name.
+    #[error("{address} is not a valid server name: {source}")]
+    ServerName {
+        address: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TCP connection could not be opened.
+    #[error("connect to {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (for instance the server's certificate does not chain to the service).
+    #[error("TLS handshake with {address}: {source}")]
+    Handshake {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be built (an invalid method, path or header).
+    #[error("invalid request: {0}")]
+    Request(#[from] hyper::http::Error),
+    /// HTTP failed on the connection (closed, reset, or a protocol error).
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// The response body is not the JSON expected.
+    #[error("the response is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 #[derive(Clone)]
@@ -58,7 +84,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Result<serde_json::Value, ClientError> {
-        serde_json::from_slice(&self.body).map_err(cerr)
+        Ok(serde_json::from_slice(&self.body)?)
     }
 }
 
@@ -71,14 +97,26 @@ pub async fn connect_tls(
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
     let mut tls = (*tls).clone();
     tls.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(cerr)?;
+    let address = || addr.to_string();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect {
+            address: address(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).to_string();
-    let server_name = rustls::pki_types::ServerName::try_from(host).map_err(cerr)?;
+    let server_name = rustls::pki_types::ServerName::try_from(host).map_err(|source| ClientError::ServerName {
+        address: address(),
+        source,
+    })?;
     tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(server_name, tcp)
         .await
-        .map_err(cerr)
+        .map_err(|source| ClientError::Handshake {
+            address: address(),
+            source,
+        })
 }
 
 impl Connection {
@@ -91,14 +129,14 @@ impl Connection {
         let io = TokioIo::new(connect_tls(addr, tls, alpn).await?);
         let sender = match protocol {
             Protocol::Http1 => {
-                let (s, conn) = http1::handshake(io).await.map_err(cerr)?;
+                let (s, conn) = http1::handshake(io).await?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
                 Sender::H1(Arc::new(tokio::sync::Mutex::new(s)))
             }
             Protocol::Http2 => {
-                let (s, conn) = http2::handshake(TokioExecutor::new(), io).await.map_err(cerr)?;
+                let (s, conn) = http2::handshake(TokioExecutor::new(), io).await?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -149,17 +187,17 @@ impl Connection {
             }
             None => None,
         };
-        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(cerr)?;
+        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = match &self.sender {
             Sender::H1(s) => {
                 let mut s = s.lock().await;
-                s.ready().await.map_err(cerr)?;
-                s.send_request(req).await.map_err(cerr)?
+                s.ready().await?;
+                s.send_request(req).await?
             }
             Sender::H2(s) => {
                 let mut s = s.clone();
-                s.ready().await.map_err(cerr)?;
-                s.send_request(req).await.map_err(cerr)?
+                s.ready().await?;
+                s.send_request(req).await?
             }
         };
         let status = resp.status().as_u16();
@@ -168,7 +206,7 @@ impl Connection {
             .get(TXID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.into_body().collect().await.map_err(cerr)?.to_bytes();
+        let body = resp.into_body().collect().await?.to_bytes();
         Ok(Reply { status, txid, body })
     }
 

@@ -58,39 +58,79 @@ fn opt_text(s: &Option<String>) -> Value {
     s.as_ref().map_or(Value::Null, |s| Value::Text(s.clone()))
 }
 
-fn decode_array(bytes: &[u8], len: usize) -> Result<Vec<Value>, String> {
-    let v: Value = ciborium::from_reader(bytes).map_err(|e| format!("malformed CBOR: {e}"))?;
-    match v {
-        Value::Array(a) if a.len() == len => Ok(a),
-        _ => Err(format!("expected an array of {len} items")),
+/// Why a forwarded request or response frame could not be decoded (the frame is dropped).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameDecodeError {
+    /// The frame is not CBOR.
+    #[error("malformed CBOR: {0}")]
+    Cbor(#[from] ciborium::de::Error<std::io::Error>),
+    /// The frame is not an array of the expected length.
+    #[error("expected an array of {0} items")]
+    NotAnArray(usize),
+    /// A field has the wrong CBOR type.
+    #[error("{field}: expected {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    /// A text field is longer than [`MAX_FORWARDED_FIELD_BYTES`].
+    #[error("{0}: longer than {MAX_FORWARDED_FIELD_BYTES} bytes")]
+    TooLong(&'static str),
+    /// The status is not an HTTP status code.
+    #[error("status {0} out of range")]
+    Status(u64),
+}
+
+/// Errors compare by what they say: the source of a CBOR error (an `io::Error`) has no equality of its own, and
+/// the fuzz target compares decoding results.
+impl PartialEq for FrameDecodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
     }
 }
 
-fn as_u64(v: &Value) -> Result<u64, String> {
+fn decode_array<const N: usize>(bytes: &[u8]) -> Result<[Value; N], FrameDecodeError> {
+    let v: Value = ciborium::from_reader(bytes)?;
+    match v {
+        Value::Array(a) => a.try_into().map_err(|_| FrameDecodeError::NotAnArray(N)),
+        _ => Err(FrameDecodeError::NotAnArray(N)),
+    }
+}
+
+fn as_u64(v: &Value, field: &'static str) -> Result<u64, FrameDecodeError> {
     v.as_integer()
         .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| "expected an unsigned integer".to_string())
+        .ok_or(FrameDecodeError::WrongType {
+            field,
+            expected: "an unsigned integer",
+        })
 }
 
-fn as_text(v: Value) -> Result<String, String> {
+fn as_text(v: Value, field: &'static str) -> Result<String, FrameDecodeError> {
     match v {
         Value::Text(t) if t.len() <= MAX_FORWARDED_FIELD_BYTES => Ok(t),
-        Value::Text(_) => Err("text field too long".into()),
-        _ => Err("expected text".into()),
+        Value::Text(_) => Err(FrameDecodeError::TooLong(field)),
+        _ => Err(FrameDecodeError::WrongType {
+            field,
+            expected: "text",
+        }),
     }
 }
 
-fn as_opt_text(v: Value) -> Result<Option<String>, String> {
+fn as_opt_text(v: Value, field: &'static str) -> Result<Option<String>, FrameDecodeError> {
     match v {
         Value::Null => Ok(None),
-        v => as_text(v).map(Some),
+        v => as_text(v, field).map(Some),
     }
 }
 
-fn as_bytes(v: Value) -> Result<Vec<u8>, String> {
+fn as_bytes(v: Value, field: &'static str) -> Result<Vec<u8>, FrameDecodeError> {
     match v {
         Value::Bytes(b) => Ok(b),
-        _ => Err("expected bytes".into()),
+        _ => Err(FrameDecodeError::WrongType {
+            field,
+            expected: "bytes",
+        }),
     }
 }
 
@@ -106,18 +146,15 @@ impl ForwardedRequest {
         ]))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let a = decode_array(bytes, 6)?;
-        let id = as_u64(&a[0])?;
-        let mut it = a.into_iter().skip(1);
-        let mut next = || it.next().ok_or_else(|| "missing field".to_string());
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameDecodeError> {
+        let [id, method, target, caller, content_type, body] = decode_array(bytes)?;
         Ok(ForwardedRequest {
-            id,
-            method: as_text(next()?)?,
-            target: as_text(next()?)?,
-            caller: as_opt_text(next()?)?,
-            content_type: as_text(next()?)?,
-            body: as_bytes(next()?)?,
+            id: as_u64(&id, "id")?,
+            method: as_text(method, "method")?,
+            target: as_text(target, "target")?,
+            caller: as_opt_text(caller, "caller")?,
+            content_type: as_text(content_type, "content type")?,
+            body: as_bytes(body, "body")?,
         })
     }
 }
@@ -133,18 +170,15 @@ impl ForwardedResponse {
         ]))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let a = decode_array(bytes, 5)?;
-        let id = as_u64(&a[0])?;
-        let status = u16::try_from(as_u64(&a[1])?).map_err(|_| "status out of range".to_string())?;
-        let mut it = a.into_iter().skip(2);
-        let mut next = || it.next().ok_or_else(|| "missing field".to_string());
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameDecodeError> {
+        let [id, status, txid, content_type, body] = decode_array(bytes)?;
+        let status = as_u64(&status, "status")?;
         Ok(ForwardedResponse {
-            id,
-            status,
-            txid: as_opt_text(next()?)?,
-            content_type: as_text(next()?)?,
-            body: as_bytes(next()?)?,
+            id: as_u64(&id, "id")?,
+            status: u16::try_from(status).map_err(|_| FrameDecodeError::Status(status))?,
+            txid: as_opt_text(txid, "txid")?,
+            content_type: as_text(content_type, "content type")?,
+            body: as_bytes(body, "body")?,
         })
     }
 }

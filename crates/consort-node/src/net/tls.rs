@@ -69,13 +69,18 @@ impl ClientCertVerifier for SelfSignedClientCerts {
     }
 }
 
-/// A TLS error while building a configuration.
+/// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS configuration: {0}")]
-pub struct TlsError(String);
-
-fn tls_err(e: impl std::fmt::Display) -> TlsError {
-    TlsError(e.to_string())
+pub enum TlsError {
+    /// A certificate (PEM) cannot be parsed.
+    #[error("TLS configuration: certificate: {0}")]
+    Certificate(#[source] consort_crypto::CryptoError),
+    /// The private key (PEM) cannot be parsed.
+    #[error("TLS configuration: private key: {0}")]
+    Key(#[source] consort_crypto::CryptoError),
+    /// rustls refused the configuration (a certificate or key it cannot use).
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
 }
 
 /// Server configuration presenting `cert_chain_der` (node certificate first) with `key`.
@@ -87,11 +92,9 @@ pub fn server_config(cert_chain_der: Vec<Vec<u8>>, key: &SigningKey) -> Result<A
     let chain = cert_chain_der.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
+        .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(tls_err)?;
+        .with_single_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -100,24 +103,23 @@ pub fn server_config(cert_chain_der: Vec<Vec<u8>>, key: &SigningKey) -> Result<A
 /// certificate and key (PEM).
 pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in ParsedCert::all_from_pem(ca_pem).map_err(tls_err)? {
-        roots.add(CertificateDer::from(cert.der)).map_err(tls_err)?;
+    for cert in ParsedCert::all_from_pem(ca_pem).map_err(TlsError::Certificate)? {
+        roots.add(CertificateDer::from(cert.der))?;
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let mut cfg = match identity {
         None => builder.with_no_client_auth(),
         Some((cert_pem, key_pem)) => {
             let chain = ParsedCert::all_from_pem(cert_pem)
-                .map_err(tls_err)?
+                .map_err(TlsError::Certificate)?
                 .into_iter()
                 .map(|c| CertificateDer::from(c.der))
                 .collect();
-            let key = SigningKey::from_pem(key_pem).map_err(tls_err)?;
+            let key = SigningKey::from_pem(key_pem).map_err(TlsError::Key)?;
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
-            builder.with_client_auth_cert(chain, key).map_err(tls_err)?
+            builder.with_client_auth_cert(chain, key)?
         }
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
