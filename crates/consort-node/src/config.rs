@@ -25,6 +25,51 @@ pub struct NodeConfig {
     /// Genesis parameters, read only when the node starts a new service (its ledger directory is empty).
     #[serde(default)]
     pub start: StartConfig,
+    /// How the node attests itself: its platform and, for SEV-SNP, the endorsements the host supplies.
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+}
+
+/// The attestation platform a node runs on (`[attestation] platform`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformChoice {
+    /// CCF's `Insecure_Virtual`: no hardware, the measurement is the executable's SHA-256. It gives no hardware
+    /// guarantee, and says so in the log and in `GET /node/quotes/self`.
+    #[default]
+    Virtual,
+    /// AMD SEV-SNP (`AMD_SEV_SNP_v1`): reports from `/dev/sev-guest`; the node refuses to start without it.
+    Snp,
+}
+
+/// `[attestation]`: which platform proves this node's code, and what the host provides for it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// `"virtual"` (the default) or `"snp"`.
+    #[serde(default)]
+    pub platform: PlatformChoice,
+    /// For `"snp"`, required: the VCEK of this chip at its current TCB, optionally followed by the ASK and ARK,
+    /// in PEM (or the VCEK alone in DER), as the host fetched them from AMD beforehand. The node sends them with
+    /// its report; no node fetches endorsements when it verifies one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp_endorsements_file: Option<PathBuf>,
+}
+
+impl AttestationConfig {
+    fn validate(&self) -> Result<(), String> {
+        match (self.platform, &self.snp_endorsements_file) {
+            (PlatformChoice::Snp, None) => Err(
+                "attestation.platform = \"snp\" needs attestation.snp_endorsements_file \
+                 (the host's VCEK, ASK and ARK in PEM)"
+                    .into(),
+            ),
+            (PlatformChoice::Virtual, Some(_)) => {
+                Err("attestation.snp_endorsements_file is read only with attestation.platform = \"snp\"".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Addresses.
@@ -304,6 +349,9 @@ impl NodeConfig {
         if let Some(p) = self.join.service_cert.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.attestation.snp_endorsements_file.as_mut() {
+            fix(p);
+        }
         for f in self.start.constitution_files.iter_mut() {
             fix(f);
         }
@@ -340,7 +388,8 @@ impl NodeConfig {
         if self.limits.max_open_connections == 0 || self.limits.max_occ_attempts == 0 {
             return Err("limits.max_open_connections and limits.max_occ_attempts must be at least 1".into());
         }
-        self.limits.validate()
+        self.limits.validate()?;
+        self.attestation.validate()
     }
 
     pub fn to_toml(&self) -> String {
@@ -400,9 +449,36 @@ mod tests {
             "[ledger]\nsignature_interval_tx = 0\nsignature_interval_ms = 5\nchunk_threshold_bytes = 1\n",
             "unknown_field = 1\n",
             "not toml at all [",
+            "[attestation]\nplatform = \"sgx\"\n",
+            "[attestation]\nplatform = \"snp\"\n",
+            "[attestation]\nsnp_endorsements_file = \"vcek.pem\"\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             assert!(NodeConfig::load(&path).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn attestation_defaults_to_virtual_and_snp_takes_an_endorsements_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "").unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.attestation.platform, PlatformChoice::Virtual);
+        assert_eq!(cfg.attestation.snp_endorsements_file, None);
+
+        std::fs::write(
+            &path,
+            "[attestation]\nplatform = \"snp\"\nsnp_endorsements_file = \"host/vcek.pem\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.attestation.platform, PlatformChoice::Snp);
+        assert_eq!(
+            cfg.attestation.snp_endorsements_file,
+            Some(dir.path().join("host/vcek.pem"))
+        );
+        let back: NodeConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back.attestation.platform, PlatformChoice::Snp);
     }
 }

@@ -46,7 +46,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         .ok_or_else(|| io("network.node_to_node_address is needed to join".into()))?;
     let node_key = SigningKey::generate(Curve::P384);
     // The evidence binds the node key to the code this process runs; the primary checks it against the join policy.
-    let attestation = crate::launch::attest_self(&node_key)?;
+    let attestation = crate::launch::attest_self(&node_key, &cfg.attestation)?;
     let req = JoinRequest {
         public_key: node_key.verifying_key().to_pem(),
         node_to_node_address: n2n,

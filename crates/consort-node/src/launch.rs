@@ -30,6 +30,8 @@ fn subject_alt_names(cfg: &NodeConfig) -> Vec<String> {
 
 /// Loads (restart) or creates (genesis) the node's identity and opens its service engine.
 pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
+    // The platform first: a node that cannot attest refuses to start before it writes anything.
+    let platform = crate::platform::open(&cfg.attestation)?;
     let dir = cfg.storage.secrets_dir.clone();
     let ids = if Identities::exist(&dir) {
         Identities::load(&dir)?
@@ -46,7 +48,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         }
         Identities::generate(&dir, &subject_alt_names(&cfg))?
     };
-    let attestation = attest_self(&ids.node_key)?;
+    let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
     let options = OpenOptions {
         attestation: Some(attestation.genesis()),
         ..OpenOptions::default()
@@ -56,12 +58,23 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     Ok(node)
 }
 
-/// This node's attestation on its platform. Only the virtual platform exists in this build: its measurement is
-/// SHA-256 of the running executable, taken now.
-pub fn attest_self(node_key: &consort_crypto::SigningKey) -> Result<SelfAttestation, NodeError> {
-    let platform = crate::platform::virtual_platform_for_current_exe()?;
+/// This node's attestation on the platform its configuration names (`[attestation]`): on the virtual platform the
+/// measurement is SHA-256 of the running executable, taken now; on SEV-SNP a fresh report from the guest device.
+pub fn attest_self(
+    node_key: &consort_crypto::SigningKey,
+    platform: &crate::config::AttestationConfig,
+) -> Result<SelfAttestation, NodeError> {
+    attest_on(crate::platform::open(platform)?.as_ref(), node_key)
+}
+
+/// Evidence for `node_key` on an opened platform, checked by the same verifier peers run; a platform without a
+/// hardware guarantee says so in the log here.
+fn attest_on(
+    platform: &dyn consort_attest::Platform,
+    node_key: &consort_crypto::SigningKey,
+) -> Result<SelfAttestation, NodeError> {
     Ok(SelfAttestation::produce(
-        &platform,
+        platform,
         &node_key.verifying_key().to_spki_der(),
     )?)
 }

@@ -5,7 +5,44 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use consort_attest::{AttestError, VirtualPlatform};
+use consort_attest::{AttestError, Platform, VirtualPlatform};
+
+use crate::config::{AttestationConfig, PlatformChoice};
+
+/// Opens the platform the configuration names. SEV-SNP needs the guest device (checked first, so that a machine
+/// without it is told so whatever else is wrong) and endorsements that chain to a built-in AMD root.
+pub fn open(cfg: &AttestationConfig) -> Result<Box<dyn Platform>, AttestError> {
+    match cfg.platform {
+        PlatformChoice::Virtual => Ok(Box::new(virtual_platform_for_current_exe()?)),
+        PlatformChoice::Snp => {
+            snp_guest::require_device()?;
+            let path = cfg
+                .snp_endorsements_file
+                .as_deref()
+                .ok_or_else(|| AttestError::Unavailable("attestation.snp_endorsements_file is not set".into()))?;
+            let endorsements = read_endorsements(path)?;
+            Ok(Box::new(SnpGuestPlatform::open(endorsements)?))
+        }
+    }
+}
+
+/// Reads the host's endorsements file, within [`consort_attest::MAX_ENDORSEMENTS_BYTES`], and checks that its
+/// VCEK chains to one of the built-in AMD roots before any peer is shown it.
+fn read_endorsements(path: &Path) -> Result<Vec<u8>, AttestError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        AttestError::Unavailable(format!("attestation.snp_endorsements_file {}: {e}", path.display()))
+    };
+    let len = std::fs::metadata(path).map_err(|e| unavailable(&e))?.len();
+    if len > consort_attest::MAX_ENDORSEMENTS_BYTES as u64 {
+        return Err(unavailable(&format_args!(
+            "{len} bytes exceeds MAX_ENDORSEMENTS_BYTES ({})",
+            consort_attest::MAX_ENDORSEMENTS_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| unavailable(&e))?;
+    consort_attest::snp::endorsements_product(&bytes).map_err(|e| unavailable(&e))?;
+    Ok(bytes)
+}
 
 /// SHA-256 of the file at `path`, read in 64 KiB pieces.
 pub fn measure_file(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -86,6 +123,18 @@ mod snp_guest {
         vmpl: u32,
     }
 
+    /// Refuses a machine without the SEV guest device, naming it.
+    pub(super) fn require_device() -> Result<(), AttestError> {
+        if std::path::Path::new(SEV_GUEST_DEVICE).exists() {
+            Ok(())
+        } else {
+            Err(AttestError::Unavailable(format!(
+                "{SEV_GUEST_DEVICE} is absent: this machine is not an SEV-SNP guest, so attestation.platform = \"snp\" \
+                 cannot run here"
+            )))
+        }
+    }
+
     fn unavailable(what: &str, e: impl std::fmt::Display) -> AttestError {
         AttestError::Unavailable(format!("{what} ({SEV_GUEST_DEVICE}): {e}"))
     }
@@ -94,11 +143,7 @@ mod snp_guest {
         /// Opens the SNP guest device. `endorsements` are the VCEK (and optionally ASK and ARK) in PEM or DER as
         /// the host provides them for this chip and TCB; they are sent with every report, never fetched here.
         pub fn open(endorsements: Vec<u8>) -> Result<Self, AttestError> {
-            if !std::path::Path::new(SEV_GUEST_DEVICE).exists() {
-                return Err(AttestError::Unavailable(format!(
-                    "{SEV_GUEST_DEVICE} is absent: this machine is not an SEV-SNP guest"
-                )));
-            }
+            require_device()?;
             let own_report = request_report([0; 64])?;
             let vmpl = report_vmpl(&own_report)?;
             Ok(SnpGuestPlatform { endorsements, vmpl })
@@ -240,5 +285,39 @@ mod tests {
             matches!(&err, AttestError::Unavailable(m) if m.contains("/dev/sev-guest")),
             "{err}"
         );
+        // Through the configuration, with or without a usable endorsements file, the device is what is named.
+        for endorsements in [None, Some(std::path::PathBuf::from("/nonexistent/vcek.pem"))] {
+            let cfg = AttestationConfig {
+                platform: PlatformChoice::Snp,
+                snp_endorsements_file: endorsements,
+            };
+            let err = open(&cfg).err().unwrap();
+            assert!(err.to_string().contains("/dev/sev-guest"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_virtual_platform_is_the_default_and_warns() {
+        let platform = open(&AttestationConfig::default()).unwrap();
+        assert_eq!(platform.kind(), consort_attest::PlatformKind::Virtual);
+        assert!(platform.security_warning().unwrap().contains("no hardware guarantee"));
+    }
+
+    #[test]
+    fn endorsements_must_exist_chain_to_amd_and_stay_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = read_endorsements(&missing).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, b"not a certificate").unwrap();
+        assert!(read_endorsements(&junk).is_err());
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; consort_attest::MAX_ENDORSEMENTS_BYTES + 1]).unwrap();
+        let err = read_endorsements(&huge).unwrap_err();
+        assert!(err.to_string().contains("MAX_ENDORSEMENTS_BYTES"), "{err}");
+        let vcek = dir.path().join("vcek.der");
+        std::fs::write(&vcek, include_bytes!("../../consort-attest/tests/data/vcek_milan.der")).unwrap();
+        assert!(read_endorsements(&vcek).is_ok());
     }
 }
