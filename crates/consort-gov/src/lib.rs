@@ -41,6 +41,9 @@
 //! `add_snp_host_data` and their removals) only write their tables here; the node's join path decides whether
 //! it reads them.
 //!
+//! Whatever the constitution, a proposal whose apply leaves a member certificate under an id that is not SHA-256
+//! of its DER, or a second member id for one public key, fails (`members::check_member_certs`).
+//!
 //! # Determinism
 //!
 //! Every JS call runs in a fresh QuickJS runtime without `Date`, `performance` or `WeakRef`, with a seeded

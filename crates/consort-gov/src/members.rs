@@ -222,7 +222,60 @@ pub fn genesis(
         });
         tx.put(tables::SERVICE_CONFIG, &tables::SINGLETON_KEY, &to_json_bytes(&config));
     }
+    check_member_certs(tx).map_err(GovError::InvalidInput)?;
     Ok(ids)
+}
+
+/// Checks every member certificate `tx` has written: it parses, its key (the member id) is SHA-256 of its DER as
+/// parsed, and no other member holds a certificate for the same public key. Run after genesis and after every
+/// proposal's apply, whatever the constitution: a key that signs for two member ids would vote twice, and a
+/// certificate re-encoded (other PEM wrapping, whitespace, line endings, or a DER variant a lenient parser
+/// accepts) or re-issued for the same key is how such a twin would be added.
+pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), String> {
+    let written: Vec<(Vec<u8>, Vec<u8>)> = tx
+        .write_set()
+        .maps
+        .get(tables::MEMBERS_CERTS)
+        .map(|m| {
+            m.writes
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_vec(), v.to_vec())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (id, pem) in written {
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let cert = std::str::from_utf8(&pem)
+            .map_err(|e| e.to_string())
+            .and_then(|text| ParsedCert::from_pem(text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the certificate of member {id} does not parse: {e}"))?;
+        if cert.cert_id() != id {
+            return Err(format!(
+                "member id {id} is not the id of its certificate ({}): a member id is SHA-256 of the certificate's DER",
+                cert.cert_id()
+            ));
+        }
+        let key = cert.key_id();
+        let mut twin = None;
+        tx.foreach(tables::MEMBERS_CERTS, |other_id, other_pem| {
+            let same_key = other_id != id.as_bytes()
+                && std::str::from_utf8(other_pem)
+                    .ok()
+                    .and_then(|text| ParsedCert::from_pem(text).ok())
+                    .is_some_and(|other| other.key_id() == key);
+            if same_key {
+                twin = Some(String::from_utf8_lossy(other_id).into_owned());
+            }
+            !same_key
+        });
+        if let Some(other) = twin {
+            return Err(format!(
+                "member {id} would hold the same public key as member {other}: a key belongs to one member only \
+                 (the certificate is a re-encoding or a re-issue of member {other}'s)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Performs [`crate::HostAction::TransitionServiceToOpen`] for a service that is not recovering: sets the

@@ -455,7 +455,12 @@ fn resolve(
                 args: json!([proposal, proposal_id]),
                 access: Access::Apply,
             };
-            match js::run(tx, &call, env) {
+            // The member-certificate invariant holds whatever the constitution wrote.
+            let applied = js::run(tx, &call, env).and_then(|out| match crate::members::check_member_certs(tx) {
+                Ok(()) => Ok(out),
+                Err(reason) => Err(Failure { reason, trace: None }),
+            });
+            match applied {
                 Ok(out) => {
                     logs.extend(out.logs);
                     actions = out.actions;

@@ -529,3 +529,114 @@ fn host_actions_are_recorded_for_the_node() {
     .unwrap();
     assert_eq!(info, json!({"status": "Open", "cert": "x"}));
 }
+
+fn member_ids(store: &Store) -> Vec<String> {
+    let mut ids = vec![];
+    store.read_only().foreach(tables::MEMBERS_CERTS, |k, _| {
+        ids.push(String::from_utf8_lossy(k).into_owned());
+        true
+    });
+    ids
+}
+
+fn set_member(cert_pem: &str) -> serde_json::Value {
+    json!({"actions": [{"name": "set_member", "args": {"cert": cert_pem}}]})
+}
+
+/// Re-wraps a PEM certificate at 76 columns with CRLF line endings and trailing whitespace.
+fn rewrapped(cert_pem: &str) -> String {
+    let body: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let mut out = String::from("-----BEGIN CERTIFICATE-----  \r\n");
+    for chunk in body.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push_str("\r\n");
+    }
+    out.push_str("-----END CERTIFICATE-----\r\n\r\n   \n");
+    out
+}
+
+/// The same certificate with its outer SEQUENCE length in a longer form than DER allows (BER): the same signed
+/// content under different bytes, so a different SHA-256.
+fn ber_twin(der: &[u8]) -> Vec<u8> {
+    assert_eq!((der[0], der[1]), (0x30, 0x82), "a certificate of 256 to 65535 bytes");
+    let mut out = vec![0x30, 0x83, 0x00];
+    out.extend_from_slice(&der[2..]);
+    out
+}
+
+#[test]
+fn a_member_certificate_twin_is_the_same_member_or_refused() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let newcomer = member(Curve::P384, "newcomer");
+    let pid = propose(&store, &m, &set_member(&newcomer.cert_pem))
+        .unwrap()
+        .proposal_id;
+    assert_eq!(
+        vote(&store, &m, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
+    let mut expected = vec![m.id.clone(), newcomer.id.clone()];
+    expected.sort();
+    assert_eq!(member_ids(&store), expected);
+
+    // Other PEM wrapping, CRLF and trailing whitespace: the id comes from the parsed DER, so it is the same member.
+    let twin = rewrapped(&newcomer.cert_pem);
+    assert_ne!(twin, newcomer.cert_pem);
+    assert_eq!(
+        consort_crypto::ParsedCert::from_pem(&twin).unwrap().cert_id(),
+        newcomer.id
+    );
+    let pid = propose_at(&store, &m, &set_member(&twin), NOW + 1).unwrap().proposal_id;
+    assert_eq!(
+        vote(&store, &m, &pid, true).unwrap().info.state,
+        ProposalState::Accepted
+    );
+    assert_eq!(
+        member_ids(&store),
+        expected,
+        "no second member for a re-encoded certificate"
+    );
+
+    // A certificate re-issued for the newcomer's key (another DER, so another id) is refused, naming the member.
+    let reissued = self_signed(&newcomer.key, &CertParams::new("newcomer again")).unwrap();
+    let pid = propose_at(&store, &m, &set_member(&reissued.pem), NOW + 2)
+        .unwrap()
+        .proposal_id;
+    let err = vote(&store, &m, &pid, true).unwrap_err();
+    assert!(err.to_string().contains("same public key"), "{err}");
+    assert!(err.to_string().contains(&newcomer.id), "{err}");
+    assert_eq!(member_ids(&store), expected);
+
+    // A BER variant of the very same certificate: refused, whether the parser rejects it or the key check does.
+    let der = pem::parse(&newcomer.cert_pem).unwrap().contents().to_vec();
+    let ber = pem::encode(&pem::Pem::new("CERTIFICATE", ber_twin(&der)));
+    match propose_at(&store, &m, &set_member(&ber), NOW + 3) {
+        Err(err) => assert_eq!(err.code(), "ProposalFailedToValidate", "{err}"),
+        Ok(out) => {
+            let err = vote(&store, &m, &out.proposal_id, true).unwrap_err();
+            assert!(err.to_string().contains("same public key"), "{err}");
+        }
+    }
+    assert_eq!(member_ids(&store), expected);
+}
+
+#[test]
+fn genesis_refuses_two_members_with_one_key() {
+    let m = member(Curve::P256, "m");
+    let again = self_signed(&m.key, &CertParams::new("m again")).unwrap();
+    let twin = MemberSpec {
+        cert_pem: again.pem,
+        encryption_public_key_pem: None,
+        member_data: None,
+        recovery_role: None,
+    };
+    let store = Store::new();
+    let mut tx = store.begin();
+    let err = genesis(&mut tx, &[spec(&m), twin], &[], DEFAULT_CONSTITUTION, 1).unwrap_err();
+    assert!(err.to_string().contains("same public key"), "{err}");
+}
