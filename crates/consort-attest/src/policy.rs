@@ -2,6 +2,11 @@
 //!
 //! Kept apart from [`crate::verify`] so that the evidence check (is this what the hardware said?) and the policy
 //! check (do the members accept it?) fail with different errors, and a refusal names exactly what did not match.
+//!
+//! SEV-SNP TCB: a report passes when every component of the TCB it was signed at is at or above the governed
+//! minimum for its product ([`SnpTcb::at_least`]). A product with no governed minimum is refused
+//! ([`PolicyError::NoMinimumTcb`]), as CCF 6 refuses a joiner whose CPU model has no entry in
+//! `nodes.snp.tcb_versions`: an empty table admits no SNP node, and members must name the firmware they accept.
 
 use crate::{Claims, PlatformKind, SnpProduct, SnpTcb};
 
@@ -14,8 +19,9 @@ pub struct JoinPolicy {
     pub snp_measurements: Vec<String>,
     /// Accepted SNP host data (`public:ccf.gov.nodes.snp.host_data`), hex.
     pub snp_host_data: Vec<String>,
-    /// Minimum TCB per product (`public:ccf.gov.nodes.snp.tcb_versions`). CCF keys this table by CPUID; the
-    /// product is what the VCEK's chain proves, and a version-2 report carries no CPUID.
+    /// Minimum TCB per product (`public:ccf.gov.nodes.snp.tcb_versions`). CCF keys this table by CPUID, which
+    /// the node maps to a product with [`SnpProduct::from_cpuid`]; the product a report is judged as is the one
+    /// its VCEK's chain proves, because a version-2 report carries no CPUID.
     pub snp_min_tcb: Vec<(SnpProduct, SnpTcb)>,
 }
 
@@ -99,6 +105,108 @@ pub fn check_policy(claims: &Claims, policy: &JoinPolicy) -> Result<(), PolicyEr
                 });
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The TCB minimum against the real Milan report of `tests/data` (see its README), whose signature and VCEK
+    //! chain verify; its report data binds no key we hold, so its claims are built past that one check.
+
+    use super::*;
+    use crate::snp::{claims_of, verify_report_signature};
+
+    fn real_claims() -> Claims {
+        let raw = hex::decode(include_str!("../tests/data/report_milan.hex").trim()).unwrap();
+        let (report, product) = verify_report_signature(&raw, include_bytes!("../tests/data/vcek_milan.der")).unwrap();
+        assert_eq!(product, SnpProduct::Milan);
+        claims_of(&report, product)
+    }
+
+    /// A policy that admits the report's measurement and host data, with `min_tcb` as its TCB table.
+    fn policy_for(claims: &Claims, min_tcb: Vec<(SnpProduct, SnpTcb)>) -> JoinPolicy {
+        JoinPolicy {
+            snp_measurements: vec![claims.measurement.clone()],
+            snp_host_data: vec![claims.host_data.clone()],
+            snp_min_tcb: min_tcb,
+            ..JoinPolicy::default()
+        }
+    }
+
+    fn reported(claims: &Claims) -> SnpTcb {
+        claims.snp.as_ref().unwrap().reported_tcb
+    }
+
+    #[test]
+    fn the_real_report_at_or_above_its_minimum_passes() {
+        let claims = real_claims();
+        assert!(
+            !claims.snp.as_ref().unwrap().debug_allowed,
+            "the vector is not a debug guest"
+        );
+        let at = reported(&claims);
+        check_policy(&claims, &policy_for(&claims, vec![(SnpProduct::Milan, at)])).unwrap();
+        let zero = SnpTcb {
+            boot_loader: 0,
+            tee: 0,
+            snp: 0,
+            microcode: 0,
+            fmc: None,
+        };
+        check_policy(&claims, &policy_for(&claims, vec![(SnpProduct::Milan, zero)])).unwrap();
+    }
+
+    #[test]
+    fn the_real_report_below_its_minimum_is_refused_naming_both_tcbs() {
+        let claims = real_claims();
+        let at = reported(&claims);
+        let minimums = [
+            SnpTcb {
+                microcode: at.microcode.saturating_add(1),
+                ..at
+            },
+            SnpTcb {
+                snp: at.snp.saturating_add(1),
+                ..at
+            },
+            SnpTcb {
+                boot_loader: at.boot_loader.saturating_add(1),
+                ..at
+            },
+            SnpTcb {
+                tee: at.tee.saturating_add(1),
+                ..at
+            },
+            // An FMC minimum (Turin's) admits no Milan TCB, which has no FMC.
+            SnpTcb { fmc: Some(0), ..at },
+        ];
+        for minimum in minimums {
+            let err = check_policy(&claims, &policy_for(&claims, vec![(SnpProduct::Milan, minimum)])).unwrap_err();
+            assert_eq!(
+                err,
+                PolicyError::TcbBelowMinimum {
+                    product: SnpProduct::Milan,
+                    reported: at,
+                    minimum,
+                }
+            );
+            let text = err.to_string();
+            assert!(text.contains("Milan"), "{text}");
+            assert!(text.contains(&at.to_string()), "names the reported TCB: {text}");
+            assert!(text.contains(&minimum.to_string()), "names the minimum: {text}");
+        }
+    }
+
+    #[test]
+    fn the_real_report_without_a_minimum_for_its_product_is_refused() {
+        let claims = real_claims();
+        let at = reported(&claims);
+        for table in [vec![], vec![(SnpProduct::Genoa, at), (SnpProduct::Turin, at)]] {
+            assert_eq!(
+                check_policy(&claims, &policy_for(&claims, table)),
+                Err(PolicyError::NoMinimumTcb(SnpProduct::Milan))
+            );
         }
     }
 }

@@ -14,6 +14,7 @@ const T = {
   codeIds: "public:ccf.gov.nodes.code_ids",
   snpMeasurements: "public:ccf.gov.nodes.snp.measurements",
   snpHostData: "public:ccf.gov.nodes.snp.host_data",
+  snpTcbVersions: "public:ccf.gov.nodes.snp.tcb_versions",
   constitution: "public:ccf.gov.constitution",
   proposalsInfo: "public:ccf.gov.proposals_info",
   serviceInfo: "public:ccf.gov.service.info",
@@ -147,6 +148,99 @@ function disallow(table, field) {
   return {
     validate: (args) => expectHex(args[field], field),
     apply: (args) => ccf.kv[table].delete(ccf.strToBuf(args[field].toLowerCase())),
+  };
+}
+
+// CCF keys the minimum SEV-SNP TCB versions by CPUID (family, model and stepping as 8 lowercase hex digits);
+// members may name the product instead. Turin's is the value AMD's revision guide gives (CCF 7 corrected it).
+const SNP_PRODUCT_CPUIDS = new Map([
+  ["Milan", "00a00f11"],
+  ["Genoa", "00a10f11"],
+  ["Turin", "00b00f21"],
+]);
+const TCB_SVN_FIELDS = ["boot_loader", "tee", "snp", "microcode"];
+
+function expectSvn(value, field) {
+  expectType(value, "integer", field);
+  if (value < 0 || value > 255) fail(`${field} must be between 0 and 255, not ${value}`);
+}
+
+// The table key of a TCB action: `cpuid` as CCF takes it, or `product` ("Milan", "Genoa", "Turin").
+function tcbCpuid(args) {
+  expectType(args, "object", "args");
+  if (args.product !== undefined && args.product !== null) {
+    if (args.cpuid !== undefined && args.cpuid !== null) fail("give either cpuid or product, not both");
+    expectType(args.product, "string", "product");
+    const cpuid = SNP_PRODUCT_CPUIDS.get(args.product);
+    if (cpuid === undefined) fail(`product must be Milan, Genoa or Turin, not ${JSON.stringify(args.product)}`);
+    return cpuid;
+  }
+  expectType(args.cpuid, "string", "cpuid");
+  if (!/^[0-9a-f]{8}$/.test(args.cpuid)) {
+    fail(`cpuid must be 8 lowercase hexadecimal digits (Milan is "00a00f11"), not ${JSON.stringify(args.cpuid)}`);
+  }
+  return args.cpuid;
+}
+
+// A TCB version object: the four SVNs, optionally fmc (Turin) and hexstring; nothing else.
+function expectTcbVersion(value, field) {
+  expectType(value, "object", field);
+  for (const key of Object.keys(value)) {
+    if (!TCB_SVN_FIELDS.includes(key) && key !== "fmc" && key !== "hexstring") {
+      fail(`${field}.${key} is not a TCB version field (boot_loader, tee, snp, microcode, fmc)`);
+    }
+  }
+  for (const name of TCB_SVN_FIELDS) expectSvn(value[name], `${field}.${name}`);
+  if (value.fmc !== undefined) expectSvn(value.fmc, `${field}.fmc`);
+  if (value.hexstring !== undefined) expectTcbHex(value.hexstring, `${field}.hexstring`);
+}
+
+function expectTcbHex(value, field) {
+  expectType(value, "string", field);
+  if (!/^[0-9a-f]{16}$/.test(value)) fail(`${field} must be 16 lowercase hexadecimal digits`);
+}
+
+// The fields of a TCB version as AMD prints it (the 64-bit value, most significant byte first). Turin moved the
+// SVNs and added the FMC's; Milan and Genoa share one layout. Reserved bytes must be zero.
+function tcbFromHex(cpuid, hex) {
+  const byte = (i) => parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  const reservedZero = (from, to) => {
+    for (let i = from; i < to; i++) {
+      if (byte(i) !== 0) fail(`tcb_version ${hex} has reserved byte ${i} set: not a TCB version of CPUID ${cpuid}`);
+    }
+  };
+  if (cpuid === SNP_PRODUCT_CPUIDS.get("Turin")) {
+    reservedZero(1, 4);
+    return { boot_loader: byte(6), tee: byte(5), snp: byte(4), microcode: byte(0), fmc: byte(7), hexstring: hex };
+  }
+  if (cpuid === SNP_PRODUCT_CPUIDS.get("Milan") || cpuid === SNP_PRODUCT_CPUIDS.get("Genoa")) {
+    reservedZero(2, 6);
+    return { boot_loader: byte(7), tee: byte(6), snp: byte(1), microcode: byte(0), hexstring: hex };
+  }
+  return fail(`CPUID ${cpuid} is not one whose TCB layout is known (Milan, Genoa, Turin): give the fields instead`);
+}
+
+// add_snp_tcb_version / set_snp_minimum_tcb_version: the TCB version given as an object of SVNs.
+function setTcbVersion() {
+  return {
+    validate: (args) => {
+      tcbCpuid(args);
+      expectTcbVersion(args.tcb_version, "tcb_version");
+    },
+    apply: (args) => {
+      const tcb = args.tcb_version;
+      const value = { boot_loader: tcb.boot_loader, tee: tcb.tee, snp: tcb.snp, microcode: tcb.microcode };
+      if (tcb.fmc !== undefined) value.fmc = tcb.fmc;
+      if (tcb.hexstring !== undefined) value.hexstring = tcb.hexstring;
+      setJson(T.snpTcbVersions, ccf.strToBuf(tcbCpuid(args)), value);
+    },
+  };
+}
+
+function removeTcbVersion() {
+  return {
+    validate: (args) => tcbCpuid(args),
+    apply: (args) => ccf.kv[T.snpTcbVersions].delete(ccf.strToBuf(tcbCpuid(args))),
   };
 }
 
@@ -409,4 +503,23 @@ const actions = new Map([
     },
   ],
   ["remove_snp_host_data", disallow(T.snpHostData, "host_data")],
+  ["add_snp_tcb_version", setTcbVersion()],
+  ["remove_snp_tcb_version", removeTcbVersion()],
+  // CCF's names for the same table.
+  ["set_snp_minimum_tcb_version", setTcbVersion()],
+  [
+    "set_snp_minimum_tcb_version_hex",
+    {
+      validate: (args) => {
+        const cpuid = tcbCpuid(args);
+        expectTcbHex(args.tcb_version, "tcb_version");
+        tcbFromHex(cpuid, args.tcb_version);
+      },
+      apply: (args) => {
+        const cpuid = tcbCpuid(args);
+        setJson(T.snpTcbVersions, ccf.strToBuf(cpuid), tcbFromHex(cpuid, args.tcb_version));
+      },
+    },
+  ],
+  ["remove_snp_minimum_tcb_version", removeTcbVersion()],
 ]);

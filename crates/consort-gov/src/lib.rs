@@ -38,8 +38,9 @@
 //! (`trigger_ledger_chunk`: the current ledger chunk ends at the next signature). `TriggerLedgerRekey` and
 //! `TriggerRecoverySharesRefresh` are recorded too; the node logs them and does nothing else until ledger
 //! rekeying and recovery shares exist. Attestation actions (`add_node_code`, `add_snp_measurement`,
-//! `add_snp_host_data` and their removals) only write their tables here; the node's join path decides whether
-//! it reads them.
+//! `add_snp_host_data`, `add_snp_tcb_version` (by CPUID or product name; CCF's `set_snp_minimum_tcb_version` and
+//! `set_snp_minimum_tcb_version_hex` too) and their removals) only write their tables here, after checking
+//! their shape; the node's join path reads them.
 //!
 //! Whatever the constitution, a proposal whose apply leaves a member certificate under an id that is not SHA-256
 //! of its DER, or a second member id for one public key, fails (`members::check_member_certs`).

@@ -26,6 +26,10 @@ pub const NODES_CODE_IDS: &str = "public:ccf.gov.nodes.code_ids";
 pub const NODES_SNP_MEASUREMENTS: &str = "public:ccf.gov.nodes.snp.measurements";
 /// SEV-SNP host data (security policy digests) allowed to join, JSON security policy string.
 pub const NODES_SNP_HOST_DATA: &str = "public:ccf.gov.nodes.snp.host_data";
+/// Minimum SEV-SNP TCB version per CPU model, keyed by CPUID as lowercase hex (`"00a00f11"` is Milan), JSON
+/// `{"boot_loader", "tee", "snp", "microcode"}` with an optional `"fmc"` (Turin) and `"hexstring"` (the TCB as AMD
+/// prints it, when set from one). A joiner whose model has no entry is refused, as in CCF 6.
+pub const NODES_SNP_TCB_VERSIONS: &str = "public:ccf.gov.nodes.snp.tcb_versions";
 /// The constitution: a JSON string holding the JS module source, at [`SINGLETON_KEY`].
 pub const CONSTITUTION: &str = "public:ccf.gov.constitution";
 /// Proposal bodies (raw signed payload bytes) keyed by proposal id.

@@ -640,3 +640,159 @@ fn genesis_refuses_two_members_with_one_key() {
     let err = genesis(&mut tx, &[spec(&m), twin], &[], DEFAULT_CONSTITUTION, 1).unwrap_err();
     assert!(err.to_string().contains("same public key"), "{err}");
 }
+
+fn tcb_table(store: &Store) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    store.read_only().foreach(tables::NODES_SNP_TCB_VERSIONS, |k, v| {
+        out.insert(
+            String::from_utf8_lossy(k).into_owned(),
+            serde_json::from_slice(v).unwrap(),
+        );
+        true
+    });
+    out
+}
+
+#[test]
+fn snp_tcb_versions_are_governed_by_cpuid_or_product() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let pass = |actions: serde_json::Value, at: i64| {
+        let pid = propose_at(&store, &m, &json!({ "actions": actions }), at)
+            .unwrap()
+            .proposal_id;
+        assert_eq!(
+            vote(&store, &m, &pid, true).unwrap().info.state,
+            ProposalState::Accepted
+        );
+    };
+    let tcb = json!({"boot_loader": 3, "tee": 0, "snp": 8, "microcode": 115});
+    pass(
+        json!([{"name": "add_snp_tcb_version", "args": {"product": "Milan", "tcb_version": tcb}}]),
+        NOW,
+    );
+    pass(
+        json!([{"name": "add_snp_tcb_version", "args": {"cpuid": "00b00f21",
+            "tcb_version": {"boot_loader": 1, "tee": 2, "snp": 3, "microcode": 4, "fmc": 5}}}]),
+        NOW + 1,
+    );
+    assert_eq!(
+        serde_json::Value::Object(tcb_table(&store)),
+        json!({"00a00f11": tcb, "00b00f21": {"boot_loader": 1, "tee": 2, "snp": 3, "microcode": 4, "fmc": 5}})
+    );
+
+    // CCF's hex form, read with each product's layout (the examples of CCF's documentation).
+    pass(
+        json!([
+            {"name": "set_snp_minimum_tcb_version_hex", "args": {"cpuid": "00a00f11", "tcb_version": "d315000000000004"}},
+            {"name": "set_snp_minimum_tcb_version_hex", "args": {"cpuid": "00b00f21", "tcb_version": "1100000022334455"}},
+        ]),
+        NOW + 2,
+    );
+    let table = tcb_table(&store);
+    assert_eq!(
+        table["00a00f11"],
+        json!({"boot_loader": 4, "tee": 0, "snp": 21, "microcode": 211, "hexstring": "d315000000000004"})
+    );
+    assert_eq!(
+        table["00b00f21"],
+        json!({"boot_loader": 68, "tee": 51, "snp": 34, "microcode": 17, "fmc": 85, "hexstring": "1100000022334455"})
+    );
+
+    pass(
+        json!([{"name": "remove_snp_tcb_version", "args": {"product": "Turin"}}]),
+        NOW + 3,
+    );
+    pass(
+        json!([{"name": "remove_snp_minimum_tcb_version", "args": {"cpuid": "00a00f11"}}]),
+        NOW + 4,
+    );
+    assert!(tcb_table(&store).is_empty());
+}
+
+#[test]
+fn malformed_snp_tcb_versions_are_refused_naming_the_field() {
+    let m = member(Curve::P256, "solo");
+    let store = setup(&[&m], DEFAULT_CONSTITUTION);
+    let ok = json!({"boot_loader": 3, "tee": 0, "snp": 8, "microcode": 115});
+    let with = |field: &str, value: serde_json::Value| {
+        let mut tcb = ok.clone();
+        tcb[field] = value;
+        tcb
+    };
+    let mut missing = ok.clone();
+    missing.as_object_mut().unwrap().remove("snp");
+    let cases = [
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Milan", "tcb_version": missing}),
+            "tcb_version.snp",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Milan", "tcb_version": with("tee", json!(256))}),
+            "tcb_version.tee",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Milan", "tcb_version": with("microcode", json!("115"))}),
+            "tcb_version.microcode",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Milan", "tcb_version": with("speed", json!(1))}),
+            "tcb_version.speed",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Milan", "tcb_version": "7308000000000003"}),
+            "tcb_version",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"product": "Naples", "tcb_version": ok}),
+            "product",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"cpuid": "00A00F11", "tcb_version": ok}),
+            "cpuid",
+        ),
+        (
+            "add_snp_tcb_version",
+            json!({"cpuid": "00a00f1", "tcb_version": ok}),
+            "cpuid",
+        ),
+        ("add_snp_tcb_version", json!({"tcb_version": ok}), "cpuid"),
+        (
+            "add_snp_tcb_version",
+            json!({"cpuid": "00a00f11", "product": "Milan", "tcb_version": ok}),
+            "not both",
+        ),
+        ("add_snp_tcb_version", json!(null), "args"),
+        ("remove_snp_tcb_version", json!({"cpuid": 1}), "cpuid"),
+        (
+            "set_snp_minimum_tcb_version_hex",
+            json!({"cpuid": "00a00f11", "tcb_version": "d3150000000000"}),
+            "tcb_version",
+        ),
+        (
+            "set_snp_minimum_tcb_version_hex",
+            json!({"cpuid": "00a00f11", "tcb_version": "d315000000010004"}),
+            "reserved",
+        ),
+        (
+            "set_snp_minimum_tcb_version_hex",
+            json!({"cpuid": "00a00f99", "tcb_version": "d315000000000004"}),
+            "00a00f99",
+        ),
+    ];
+    for (i, (action, args, named)) in cases.iter().enumerate() {
+        let proposal = json!({"actions": [{"name": action, "args": args}]});
+        let err = propose_at(&store, &m, &proposal, NOW + i as i64).unwrap_err();
+        assert_eq!(err.code(), "ProposalFailedToValidate", "{action} {args}: {err}");
+        assert!(err.to_string().contains(named), "{action} {args}: {err}");
+    }
+    assert!(tcb_table(&store).is_empty());
+    assert!(list_proposals(&mut store.read_only()).unwrap().is_empty());
+}

@@ -56,6 +56,22 @@ impl SnpProduct {
             SnpProduct::Turin => "Turin",
         }
     }
+
+    /// The CPUID (family, model and stepping) that keys this product's minimum TCB in
+    /// `public:ccf.gov.nodes.snp.tcb_versions`, as CCF writes it: 8 lowercase hex digits. Turin's is the value in
+    /// AMD's revision guide, which CCF 7 adopted (CCF 6 wrote `00b00f11`).
+    pub fn cpuid(self) -> &'static str {
+        match self {
+            SnpProduct::Milan => "00a00f11",
+            SnpProduct::Genoa => "00a10f11",
+            SnpProduct::Turin => "00b00f21",
+        }
+    }
+
+    /// The product whose [`SnpProduct::cpuid`] is `cpuid` (exactly, lowercase), if any.
+    pub fn from_cpuid(cpuid: &str) -> Option<SnpProduct> {
+        SnpProduct::ALL.into_iter().find(|p| p.cpuid() == cpuid)
+    }
 }
 
 impl std::fmt::Display for SnpProduct {
@@ -239,7 +255,13 @@ fn chain_product(vcek: &Certificate) -> Result<SnpProduct, AttestError> {
 pub fn verify_report(raw: &[u8], endorsements: &[u8], presented_public_key_der: &[u8]) -> Result<Claims, AttestError> {
     let (report, product) = verify_report_signature(raw, endorsements)?;
     check_report_data(&report.report_data, presented_public_key_der)?;
-    Ok(Claims {
+    Ok(claims_of(&report, product))
+}
+
+/// The claims of a report whose signature and endorsements have been verified. Only [`verify_report`] (after the
+/// key binding check) and tests may call it: the claims say the report data was checked.
+pub(crate) fn claims_of(report: &AttestationReport, product: SnpProduct) -> Claims {
+    Claims {
         kind: PlatformKind::Snp,
         measurement: hex::encode(report.measurement),
         host_data: hex::encode(report.host_data),
@@ -255,7 +277,7 @@ pub fn verify_report(raw: &[u8], endorsements: &[u8], presented_public_key_der: 
             report_version: report.version,
         }),
         security_warning: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +309,16 @@ mod tests {
         );
         assert!(SnpTcb { fmc: Some(2), ..min }.at_least(&with_fmc));
         assert_eq!(serde_json::to_value(min).unwrap()["boot_loader"], 3);
+    }
+
+    #[test]
+    fn cpuids_name_their_products_and_nothing_else() {
+        for product in SnpProduct::ALL {
+            assert_eq!(SnpProduct::from_cpuid(product.cpuid()), Some(product));
+        }
+        for other in ["", "00A00F11", "00a00f10", "Milan", "00b00f11"] {
+            assert_eq!(SnpProduct::from_cpuid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -205,6 +205,18 @@ fn map_json(svc: &Engine, map: &str, raw_values: bool) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// `GET /gov/service/join-policy`: the governed tables a joiner's attestation is judged by, in CCF's shape.
+fn join_policy_json(svc: &Engine) -> serde_json::Value {
+    serde_json::json!({
+        "snp": {
+            "measurements": map_json(svc, tables::NODES_SNP_MEASUREMENTS, false),
+            "hostData": map_json(svc, tables::NODES_SNP_HOST_DATA, false),
+            "tcbVersions": map_json(svc, tables::NODES_SNP_TCB_VERSIONS, false),
+        },
+        "codeIds": map_json(svc, tables::NODES_CODE_IDS, false),
+    })
+}
+
 fn service_info(svc: &Engine) -> serde_json::Value {
     let store = svc.store();
     let tx = store.read_only();
@@ -400,17 +412,7 @@ pub fn route(svc: &Engine, method: &str, path: &str, query: &str, body: &[u8]) -
             },
             Err(e) => err(&e),
         },
-        ("GET", ["service", "join-policy"]) => json(
-            200,
-            serde_json::json!({
-                "snp": {
-                    "measurements": map_json(svc, tables::NODES_SNP_MEASUREMENTS, false),
-                    "hostData": map_json(svc, tables::NODES_SNP_HOST_DATA, false),
-                },
-                "codeIds": map_json(svc, tables::NODES_CODE_IDS, false),
-            }),
-            None,
-        ),
+        ("GET", ["service", "join-policy"]) => json(200, join_policy_json(svc), None),
         _ => json(
             404,
             serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Unknown path: {path} for {method}.")}}),
