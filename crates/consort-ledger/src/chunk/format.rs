@@ -29,15 +29,6 @@ pub(crate) enum TornKind {
     PartialEntry,
 }
 
-/// Where an open-named chunk stands among the chunk files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChunkPlace {
-    /// No chunk file follows it.
-    Last,
-    /// Open-named chunk files follow it (it was closed, and the next chunk started, before a flush).
-    FollowedByOpenChunks,
-}
-
 impl TornKind {
     /// What the dropped bytes were, for the log.
     pub(crate) fn describe(self) -> &'static str {
@@ -65,14 +56,10 @@ pub(crate) struct OpenScan {
 /// Reads an open-named chunk (no valid position table): every entry must parse, in sequence, up to a tail that
 /// an interrupted append or close can have left ([`TornKind`]); anything else is [`LedgerError::Damaged`].
 /// A file shorter than the header (all zero, as it is written) holds no entry. The header must be 0 or the
-/// entries' end (or a torn write of it), or (the last chunk, ending on a whole entry) beyond the end of the file,
-/// as an interrupted rollback leaves it before clearing it.
-pub(crate) fn scan_open_chunk(
-    name: &str,
-    bytes: &[u8],
-    start: u64,
-    place: ChunkPlace,
-) -> Result<OpenScan, LedgerError> {
+/// entries' end (or a torn write of it), or, unless a position table follows the entries, beyond their end: a
+/// close whose last entries a crash lost (the header is written in place, and may reach the disk before them),
+/// or a rollback interrupted before it cleared the header.
+pub(crate) fn scan_open_chunk(name: &str, bytes: &[u8], start: u64) -> Result<OpenScan, LedgerError> {
     let len = bytes.len() as u64;
     if len < CHUNK_HEADER_SIZE {
         if bytes.iter().any(|&b| b != 0) {
@@ -115,7 +102,9 @@ pub(crate) fn scan_open_chunk(
         .iter()
         .zip(pos.to_le_bytes())
         .all(|(&have, written)| have == 0 || have == written);
-    let header_ok = partly_written || (place == ChunkPlace::Last && torn.is_none() && header > len);
+    // Past the entries: written by a close whose later bytes a crash lost, or left by an interrupted rollback. But
+    // a position table (even part of one) follows the entries it was written for, so its header is theirs.
+    let header_ok = partly_written || (torn != Some(TornKind::PositionTable) && header >= pos);
     if !header_ok {
         let damage = ChunkDamage::BadHeader(format!(
             "position table offset {header} in an open chunk whose entries end at {pos} of {len} bytes"

@@ -17,7 +17,7 @@
 mod format;
 mod name;
 
-pub(crate) use format::{complete_chunk_entries, position_table, scan_open_chunk, ChunkPlace, OpenScan};
+pub(crate) use format::{complete_chunk_entries, position_table, scan_open_chunk, OpenScan};
 pub use format::{entry_is_signature, CHUNK_HEADER_SIZE};
 pub use name::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
 

@@ -35,7 +35,7 @@ use super::index::{Chunk, ChunkState};
 use super::Ledger;
 use crate::chunk::{
     chunk_name_open, complete_chunk_entries, entry_is_signature, parse_chunk_name, scan_open_chunk, ChunkName,
-    ChunkPlace, OpenScan, CHUNK_HEADER_SIZE,
+    OpenScan, CHUNK_HEADER_SIZE,
 };
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER};
 use crate::{LedgerError, LedgerStorage, StorageError};
@@ -288,12 +288,7 @@ fn open_scan(name: &str, bytes: &[u8], start: u64, later: &[(ChunkName, String)]
         let reason = format!("open chunk is followed by the closed chunk {closed}: only the last chunk may be open");
         return Err(LedgerError::chunk(name, reason));
     }
-    let place = if later.is_empty() {
-        ChunkPlace::Last
-    } else {
-        ChunkPlace::FollowedByOpenChunks
-    };
-    scan_open_chunk(name, bytes, start, place)
+    scan_open_chunk(name, bytes, start)
 }
 
 /// The open chunk a scan found (None if it holds no whole entry), and what was dropped; records in `repair`
