@@ -1,9 +1,10 @@
-//! Writes the seed inputs of the `join_request`, `gov_request` and `node_frames` fuzz targets into `fuzz/seeds/`:
+//! Writes the seed inputs of the `join_request`, `gov_request`, `node_frames` and `ledger_load` fuzz targets into
+//! `fuzz/seeds/` (for `ledger_load`: a small valid ledger's chunk files, with and without a torn tail):
 //! valid join requests (virtual and SNP evidence), governance requests signed by the fixed members for each
 //! message type (a high-S twin too), and forwarded frames and the Raft messages of a cluster electing a primary and
 //! committing writes, so that the fuzzer starts past the decoders and reaches the checks behind them.
 //!
-//! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites the three directories). `consort-gov`'s
+//! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites the four directories). `consort-gov`'s
 //! `fuzz_replay_gov_request` test checks in every test run that the `gov_request` seeds still verify.
 
 use std::collections::BTreeSet;
@@ -145,8 +146,36 @@ fn frame_seeds(out: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `ledger_load` seeds: the chunk files of a small valid ledger (closed chunks, committed and not, and an open
+/// one), the same with a torn tail, and the open chunk alone.
+fn ledger_load_seeds(out: &Path) -> std::io::Result<()> {
+    use consort_ledger::{testing::sample_ledger, Ledger, MemStorage};
+    fresh_dir(out)?;
+    let mut b = sample_ledger(2, 2); // signatures at 2, 6 and 9
+    b.log_tx(100, "tail");
+    b.log_tx(101, "tail");
+    let (mut l, _) = Ledger::open(MemStorage::new(), 1).map_err(std::io::Error::other)?;
+    for e in b.entries() {
+        l.append(e.seqno, &e.bytes, e.is_signature).map_err(std::io::Error::other)?;
+    }
+    l.commit(6).map_err(std::io::Error::other)?;
+    l.settle().map_err(std::io::Error::other)?;
+    let files: Vec<(String, Vec<u8>)> = l.storage().files().clone().into_iter().collect();
+    let mut torn = files.clone();
+    if let Some((_, open)) = torn.iter_mut().find(|(n, _)| !n.contains('-')) {
+        open.extend_from_slice(&b.entries()[3].bytes[..40]);
+    }
+    let open_only: Vec<_> = files.iter().filter(|(n, _)| !n.contains('-')).cloned().collect();
+    for (name, set) in [("ledger", &files), ("torn_tail", &torn), ("open_chunk", &open_only)] {
+        let input = consort_fuzz::ledger_dir_input(set).ok_or_else(|| std::io::Error::other("seed layout"))?;
+        std::fs::write(out.join(name), input)?;
+    }
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    ledger_load_seeds(&seeds.join("ledger_load"))?;
     join_seeds(&seeds.join("join_request"))?;
     gov_seeds(&seeds.join("gov_request"))?;
     frame_seeds(&seeds.join("node_frames"))?;
