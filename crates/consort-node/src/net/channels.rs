@@ -11,8 +11,9 @@
 //!
 //! Wire frame: `u32 LE length ‖ u8 kind ‖ payload`, the length counting kind and payload. The kind says which
 //! layer the payload is for (Raft messages, forwarded requests and their responses); payloads are opaque here. A
-//! frame that cannot be delivered (queue full, connection lost) is dropped: Raft retransmits and forwarded
-//! requests time out, so the channel never blocks the caller.
+//! frame that cannot be delivered (queue full, connection lost, or queued while the channel was down and waiting
+//! to reconnect) is dropped: Raft retransmits and forwarded requests time out, so the channel never blocks the
+//! caller.
 
 mod admission;
 mod outgoing;

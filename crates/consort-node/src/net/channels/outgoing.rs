@@ -175,6 +175,15 @@ pub(super) async fn send_loop(link: Link, mut rx: mpsc::Receiver<(FrameKind, Byt
             Err(e) => link.log(&e, &mut refusals),
         }
         tokio::time::sleep(backoff.next_wait()).await;
+        // What was queued while the channel was down is stale by now (and, for a peer that refused this node, was
+        // never for it to read): Raft retransmits what still matters and a forwarded request times out.
+        let mut dropped = 0usize;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            tracing::debug!(peer = %link.peer, dropped, "frames queued while the channel was down dropped");
+        }
     }
 }
 
