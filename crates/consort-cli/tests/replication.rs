@@ -116,7 +116,19 @@ impl Net {
     async fn wait_for(&self, what: &str, mut check: impl AsyncFnMut() -> bool) {
         let deadline = Instant::now() + WAIT;
         while !check().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                // The nodes' own account of what happened, for whoever reads the failure.
+                for n in &self.nodes {
+                    let log = std::fs::read_to_string(n.dir.join("err.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!(
+                        "--- {} err.log (last lines, newest first):\n{}",
+                        n.dir.display(),
+                        tail.join("\n")
+                    );
+                }
+                panic!("timed out waiting for {what}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -557,6 +569,11 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
             let full = std::fs::read_dir(&ledger)
                 .unwrap()
                 .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("ledger_1-"));
+            // The first three nodes joined a young service (no committed snapshot yet): they replicated the
+            // ledger from seqno 1, so theirs verifies on its own.
+            if n.dir != net.nodes[3].dir {
+                assert!(full, "{} does not hold the ledger from seqno 1", n.dir.display());
+            }
             let mut cmd = Command::new(venv.join("bin/read_ledger.py"));
             if !full {
                 cmd.arg("--insecure-skip-verification");
@@ -712,4 +729,74 @@ async fn retired_nodes_leave_the_membership_the_primary_last_and_commits_go_on()
     for txid in before.values().chain(after.values()) {
         assert_eq!(status(&net, heir, txid).await, "Committed", "{txid}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joined_node_that_lost_its_ledger_catches_up_from_seqno_1_and_never_starts_a_service_of_its_own() {
+    let _serial = SERIAL.lock().await;
+    let (_tmp, mut net) = new_net();
+    three_node_service(&mut net).await;
+    let (before, _) = write_range(&net, &[0, 1, 2], 0..40).await;
+    assert_eq!(before.len(), 40);
+    let primary = net.primary(&[0, 1, 2]).await.expect("a primary");
+    // Nodes 1 and 2 joined; take one that is not the primary.
+    let victim = if primary == 1 { 2 } else { 1 };
+    let service_before = net.get_json(victim, "/node/network").await.expect("network")["service_certificate"].clone();
+
+    // The joined node loses everything but its identity and join record (as a crash right after the join would
+    // leave it): no ledger, no Raft state, no snapshot.
+    net.nodes[victim].stop();
+    let dir = net.nodes[victim].dir.clone();
+    std::fs::remove_dir_all(dir.join("ledger")).unwrap();
+    for f in ["raft_hard_state", "raft_snapshot"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    assert!(dir.join("join.json").exists(), "the join record is kept");
+    let live: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let (after, _) = write_range(&net, &live, 40..60).await;
+    assert_eq!(after.len(), 20);
+    net.nodes[victim].spawn("join");
+
+    // It comes back as a member of the same service and replicates every entry from seqno 1; it never becomes
+    // the primary of a service of its own.
+    let last = after
+        .values()
+        .map(|t| t.split_once('.').unwrap().1.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    net.wait_for("the node to catch up", async || {
+        net.get_json(victim, "/node/commit")
+            .await
+            .and_then(|v| v["transaction_id"].as_str().map(str::to_string))
+            .is_some_and(|t| t.split_once('.').unwrap().1.parse::<u64>().unwrap() >= last)
+    })
+    .await;
+    let network = net.get_json(victim, "/node/network").await.expect("network");
+    assert_eq!(network["service_certificate"], service_before);
+    let consensus = net.get_json(victim, "/node/consensus").await.expect("consensus");
+    assert_eq!(consensus["base_seqno"], 0, "{consensus}");
+    assert_ne!(consensus["role"], "Primary", "{consensus}");
+    let c = net.connect(victim).await.expect("connect");
+    for (id, txid) in before.iter().chain(after.iter()) {
+        if status(&net, live[0], txid).await != "Committed" {
+            continue;
+        }
+        let r = c.get(&format!("/app/log/private?id={id}")).await.unwrap();
+        assert_eq!(r.status, 200, "id {id} missing after catch-up");
+    }
+    drop(c);
+    for n in net.nodes.iter_mut() {
+        n.stop();
+    }
+    let ours = committed_chunks(&dir.join("ledger"));
+    let theirs = committed_chunks(&net.nodes[live[0]].dir.join("ledger"));
+    let mut compared = 0;
+    for (name, bytes) in &ours {
+        if let Some(other) = theirs.get(name) {
+            assert!(bytes == other, "chunk {name} differs after catch-up");
+            compared += 1;
+        }
+    }
+    assert!(ours.keys().any(|n| n.starts_with("ledger_1-")), "{:?}", ours.keys());
+    assert!(compared > 0 || ours.is_empty());
 }

@@ -292,3 +292,52 @@ async fn the_join_policy_on_code_ids_is_enforced_and_governed() {
         .unwrap()
         .contains(&other_hex));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_node_holding_its_key_gets_nothing_from_join() {
+    let dir = tempfile::tempdir().unwrap();
+    // With a node-to-node interface, so that the primary adds a Trusted joiner to the Raft membership.
+    let mut node = TestNode::configure(dir.path(), |cfg| {
+        cfg.network.node_to_node_address = Some(format!("127.0.0.1:{}", common::free_port()));
+    });
+    node.start().await;
+    let key = SigningKey::generate(Curve::P384);
+    let node_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
+    let body = join_body_measured(&key, consort_measurement());
+    let reply = post_join(&node, Some(&key), &body).await;
+    assert_eq!(reply.json().unwrap()["node_status"], "Pending");
+
+    // Members trust it: its key holder is then answered with what a joiner starts from.
+    let state = pass_proposal(
+        &node,
+        serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": node_id}}]),
+    );
+    assert_eq!(state, "Accepted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let trusted = loop {
+        let reply = post_join(&node, Some(&key), &body).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let v = reply.json().unwrap();
+        if v["node_status"] == "Trusted" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never Trusted: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(trusted["service_key"].is_string(), "{trusted}");
+    // A young service without a committed snapshot: the joiner replicates from seqno 1 and is told the first
+    // membership (the genesis node alone).
+    assert!(trusted["snapshot"].is_null(), "{trusted}");
+    assert_eq!(trusted["initial_voters"].as_array().map(Vec::len), Some(1), "{trusted}");
+
+    // Members retire it: from then on its key gets a 403 and nothing else.
+    let state = pass_proposal(
+        &node,
+        serde_json::json!([{"name": "remove_node", "args": {"node_id": node_id}}]),
+    );
+    assert_eq!(state, "Accepted");
+    let reply = post_join(&node, Some(&key), &body).await;
+    assert_eq!(reply.status, 403, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json().unwrap()["error"]["code"], "NodeNotTrusted");
+    assert_no_secrets(&reply);
+}

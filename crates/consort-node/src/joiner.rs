@@ -1,17 +1,17 @@
 //! The joiner's side of the join protocol: a new node asks a running service to admit it (`POST /node/join`),
-//! retries while it is Pending, and starts from the snapshot and secrets the primary hands it once it is Trusted.
+//! retries while it is Pending, and once it is Trusted saves what the primary handed it (its certificate, the
+//! service's secrets, the peers, and where its log starts: a committed snapshot or seqno 1) and starts.
 //! The service's side is [`crate::api::join`].
 
 use crate::api::join::JoinRequest;
 use crate::config::NodeConfig;
-use crate::engine::{raft_id_of, Engine, OpenOptions};
+use crate::engine::{Engine, JoinRecord, OpenOptions};
 use crate::identity::Identities;
 use crate::net::client::{Connection, Protocol};
 use crate::net::forwarding::FORWARD_TIMEOUT;
 use crate::node::Node;
 use crate::NodeError;
 use consort_crypto::{Curve, SigningKey};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,28 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             .map(str::to_string)
             .ok_or_else(|| io(format!("join answer has no {k}")))
     };
+    use base64::Engine as _;
+    let snapshot = match answer["snapshot"].as_str() {
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| io(format!("snapshot: {e}")))?,
+        ),
+        None => None,
+    };
+    let record = JoinRecord {
+        initial_voters: serde_json::from_value(answer["initial_voters"].clone())
+            .map_err(|e| io(format!("join answer: initial_voters: {e}")))?,
+        peers: serde_json::from_value(answer["peers"].clone()).map_err(|e| io(format!("join answer: peers: {e}")))?,
+    };
+    if snapshot.is_none() && record.initial_voters.is_empty() {
+        return Err(io(
+            "join answer names neither a snapshot nor the first membership".into()
+        ));
+    }
+    // The record first, the identity last: a node holding an identity always knows where its log starts, so a
+    // crash in between never leaves one that would start a new service under the real identity.
+    record.save(&cfg, snapshot.as_deref())?;
     let ids = Identities::save_joined(
         &dir,
         &node_key,
@@ -75,27 +97,16 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         &field("service_cert")?,
         &field("ledger_secret")?,
     )?;
-    use base64::Engine as _;
-    let snapshot = base64::engine::general_purpose::STANDARD
-        .decode(field("snapshot")?)
-        .map_err(|e| io(format!("snapshot: {e}")))?;
-    let mut trusted = BTreeMap::new();
-    for p in answer["peers"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(cert)) = (p["node_id"].as_str(), p["cert"].as_str()) {
-            trusted.insert(raft_id_of(id), cert.to_string());
+    tracing::info!(
+        from_snapshot = snapshot.is_some(),
+        "joined; starting from {}",
+        if snapshot.is_some() {
+            "the primary's latest committed snapshot"
+        } else {
+            "seqno 1"
         }
-    }
-    let options = OpenOptions {
-        trusted,
-        join_snapshot: Some(snapshot),
-        attestation: None,
-    };
-    let engine = Engine::open_with(cfg, ids, options)?;
-    for p in answer["peers"].as_array().into_iter().flatten() {
-        if let (Some(id), Some(cert)) = (p["node_id"].as_str(), p["cert"].as_str()) {
-            engine.add_peer(id, cert);
-        }
-    }
+    );
+    let engine = Engine::open_with(cfg, ids, OpenOptions::default())?;
     // A joined node serves exactly the applications a genesis node serves.
     let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
     node.attach_attestation(attestation);

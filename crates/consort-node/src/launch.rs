@@ -39,6 +39,12 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
+        if dir.join(crate::engine::JOIN_FILE).exists() {
+            return Err(NodeError::Refused(format!(
+                "{} holds a join record but no identity (a join was interrupted): run `join` again, not `start`",
+                dir.display()
+            )));
+        }
         if ledger_has_files {
             return Err(NodeError::Refused(format!(
                 "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
@@ -283,6 +289,21 @@ fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
             .map(|r| r.node_id.clone()),
     );
     admitted.remove(own);
+    // A node that joined and has not yet replicated its own admission does not know the current nodes from its
+    // table: until it does, it admits and dials the Trusted nodes its join answer named.
+    let caught_up = records.iter().any(|r| &r.node_id == own);
+    if !caught_up {
+        for p in svc
+            .join_seed()
+            .iter()
+            .filter(|p| p.status == "Trusted" && &p.node_id != own)
+        {
+            admitted.insert(p.node_id.clone());
+            if let Some(addr) = &p.node_to_node_address {
+                channels.set_peer(&p.node_id, addr);
+            }
+        }
+    }
     channels.set_admitted(admitted.clone());
     let mut trusted = vec![];
     let mut retired = vec![];

@@ -70,6 +70,17 @@ impl<S: LedgerStorage> Replica<S> {
         self.node.store().base_index
     }
 
+    /// The service's first membership (Raft voter ids), when this replica's log starts at seqno 1: it is not in the
+    /// ledger (the first node starts as the only voter), so a node that replicates the ledger from seqno 1 must be
+    /// told it. `None` when the log starts after a snapshot.
+    pub fn initial_voters(&self) -> Option<Vec<u64>> {
+        let log = self.node.store();
+        match log.conf_history.first() {
+            Some((0, cs)) if log.base_index == 0 => Some(cs.voters.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether `seqno` is a signature transaction in this replica's log.
     pub fn is_signature(&self, seqno: u64) -> bool {
         self.signatures.contains(&seqno)

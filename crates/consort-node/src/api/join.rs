@@ -3,11 +3,12 @@
 //! the service is Opening, Pending once it is Open, until members pass `transition_node_to_trusted`) with a
 //! certificate it issues with the service key. Once the node is Trusted, the primary adds it as a Raft learner, and
 //! when that change is committed answers with the node certificate, the service key, certificate and ledger secret
-//! (the virtual platform's stand-in for attested secret sharing), the peers, and a snapshot at the commit point.
+//! (handed only to the holder of the node key, over TLS with its client certificate), the peers, and where its log
+//! starts: the latest committed snapshot, or seqno 1 (see [`Engine::join_start_for`]). A Retired node is refused.
 //! The joiner's side is [`crate::joiner`].
 
 use super::ApiError;
-use crate::engine::{node_records, raft_id_of, Engine, NodeRecord};
+use crate::engine::{node_records, raft_id_of, Engine, NodeRecord, SeedPeer};
 use crate::node::Node;
 use consort_crypto::{ParsedCert, VerifyingKey};
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
@@ -143,28 +144,46 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
         Some(r) => r,
         None => record_joiner(svc, &join.request, &join.key, &join.node_id)?,
     };
-    if record.status != "Trusted" {
-        return Ok(serde_json::json!({"node_id": record.node_id, "node_status": record.status}));
+    match record.status.as_str() {
+        "Trusted" => {}
+        "Pending" => return Ok(serde_json::json!({"node_id": record.node_id, "node_status": "Pending"})),
+        // A node that left (or was never admitted) gets nothing, whoever holds its key.
+        other => {
+            return Err(ApiError::new(
+                403,
+                "NodeNotTrusted",
+                format!("node {} is {other}: it cannot join again", record.node_id),
+            ))
+        }
     }
-    let Some(snapshot) = svc.snapshot_for(raft_id_of(&join.node_id)) else {
+    let Some(start) = svc.join_start_for(raft_id_of(&join.node_id)) else {
         return Ok(serde_json::json!({"node_id": record.node_id, "node_status": "Joining"}));
     };
-    let peers: Vec<serde_json::Value> = node_records(svc)
+    let peers: Vec<SeedPeer> = node_records(svc)
         .into_iter()
-        // Retired nodes too: the joiner checks signature transactions they signed after its snapshot.
+        // Retired nodes too: the joiner checks signature transactions they signed.
         .filter(|r| (r.status == "Trusted" || r.status == "Retired") && r.node_id != record.node_id)
-        .map(|r| serde_json::json!({"node_id": r.node_id, "cert": r.cert_pem, "node_to_node_address": r.node_to_node_address}))
+        .filter_map(|r| {
+            Some(SeedPeer {
+                cert: r.cert_pem?,
+                node_id: r.node_id,
+                node_to_node_address: r.node_to_node_address,
+                status: r.status,
+            })
+        })
         .collect();
     use base64::Engine as _;
+    let ids = svc.identities();
     Ok(serde_json::json!({
         "node_id": record.node_id,
         "node_status": "Trusted",
         "node_cert": record.cert_pem,
-        "service_cert": svc.identities().service_cert_pem,
-        "service_key": svc.identities().service_key.to_pkcs8_pem(),
-        "ledger_secret": hex::encode(svc.identities().ledger_secret.raw()),
+        "service_cert": ids.service_cert_pem,
+        "service_key": ids.service_key.to_pkcs8_pem(),
+        "ledger_secret": hex::encode(ids.ledger_secret.raw()),
         "peers": peers,
-        "snapshot": base64::engine::general_purpose::STANDARD.encode(snapshot),
+        "snapshot": start.snapshot.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
+        "initial_voters": start.initial_voters,
     }))
 }
 

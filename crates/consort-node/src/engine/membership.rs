@@ -1,7 +1,7 @@
 //! Peers and membership: the Raft id of a node, the peers this node trusts (saved for restarts), the nodes table,
 //! and moving the Raft membership towards the Trusted nodes one change at a time.
 
-use super::{fatal, write_atomic, Engine};
+use super::{fatal, write_atomic, Engine, JoinStart, SeedPeer};
 use consort_consensus::Event;
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
 
@@ -119,10 +119,12 @@ impl Engine {
         cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
     }
 
-    /// The snapshot a joining node starts from, once the commit point covers its addition to the membership: the
-    /// latest committed snapshot file if there is one (the joiner catches up from the ledger after it), else a
-    /// snapshot at the commit point.
-    pub fn snapshot_for(&self, raft_id: u64) -> Option<Vec<u8>> {
+    /// On the primary: where the joiner with Raft id `raft_id` starts, once its addition to the membership is
+    /// committed (`None` before). As in CCF: from the latest committed periodic snapshot if this node has one that
+    /// its own log continues; otherwise, if this node's log starts at seqno 1, from seqno 1 (Raft replicates every
+    /// entry, so the joiner's ledger is the whole ledger and verifies on its own); otherwise (this node itself
+    /// started from a snapshot and wrote none since) from a snapshot at the commit point.
+    pub fn join_start_for(&self, raft_id: u64) -> Option<JoinStart> {
         let e = self.lock();
         // The membership at the commit point must already hold the joiner. A node that restarted since the change
         // did not see it happen: then every change applied so far must be at or below the commit point.
@@ -139,18 +141,41 @@ impl Engine {
             return None;
         }
         let base = e.replica.base_seqno();
+        let initial_voters = e.replica.initial_voters();
         // The file is read off the engine lock.
         drop(e);
         if let Some(file) = super::snapshot_files::latest_committed(&self.cfg.storage.snapshots_dir) {
             // A file from before this node's own log starts cannot be followed by entries this node has.
             if file.seqno >= base {
                 match std::fs::read(&file.path) {
-                    Ok(bytes) => return Some(bytes),
+                    Ok(bytes) => {
+                        return Some(JoinStart {
+                            snapshot: Some(bytes),
+                            initial_voters: vec![],
+                        })
+                    }
                     Err(err) => tracing::warn!(%err, path = %file.path.display(), "snapshot file unreadable"),
                 }
             }
         }
-        self.lock().replica.snapshot().ok()
+        if let Some(initial_voters) = initial_voters {
+            return Some(JoinStart {
+                snapshot: None,
+                initial_voters,
+            });
+        }
+        let snapshot = self.lock().replica.snapshot().ok()?;
+        Some(JoinStart {
+            snapshot: Some(snapshot),
+            initial_voters: vec![],
+        })
+    }
+
+    /// For a node that joined: the nodes its join answer named. Until its own nodes table holds itself (it has
+    /// replicated past its admission), the node admits and dials the Trusted ones from this list, since its table
+    /// does not know them yet.
+    pub fn join_seed(&self) -> &[SeedPeer] {
+        &self.join_seed
     }
 
     /// Whether `node_id` is a Trusted node of this service (per the nodes table).

@@ -12,6 +12,7 @@
 
 mod execute;
 mod genesis;
+mod join_record;
 mod membership;
 mod persist;
 mod snapshots;
@@ -25,6 +26,7 @@ pub mod storage;
 pub use execute::WriteError;
 pub use genesis::GenesisError;
 
+pub use join_record::{JoinRecord, JoinStart, SeedPeer, JOIN_FILE};
 pub use membership::{node_records, raft_id_of, NodeRecord, PEERS_FILE};
 pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
 pub use status::{ConsensusState, PeerState, ReceiptError, ReceiptParts};
@@ -51,10 +53,6 @@ pub use consort_consensus::{TxId, TxStatus};
 /// How [`Engine::open_with`] opens the engine, beyond the configuration and identities.
 #[derive(Debug, Default)]
 pub struct OpenOptions {
-    /// Other nodes whose signature transactions this node accepts (Raft id -> certificate PEM).
-    pub trusted: BTreeMap<u64, String>,
-    /// For a joiner: the snapshot it starts from.
-    pub join_snapshot: Option<Vec<u8>>,
     /// For a genesis node: its own attestation, recorded in the nodes table, and its code id, added to the join
     /// policy (as CCF 6 does, so that nodes running the same code can join).
     pub attestation: Option<GenesisAttestation>,
@@ -96,6 +94,15 @@ pub enum EngineError {
     /// The peers file does not parse.
     #[error("{PEERS_FILE}: {0}")]
     PeersFile(#[source] serde_json::Error),
+    /// The join record does not parse.
+    #[error("{}: {source}", path.display())]
+    JoinRecord {
+        /// The record's file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The replication core refused to open or step.
     #[error("consensus: {0}")]
     Consensus(#[from] consort_consensus::ConsensusError),
@@ -188,6 +195,8 @@ pub struct Engine {
     peers: RwLock<BTreeMap<u64, String>>,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
     peer_certs: Mutex<BTreeMap<String, String>>,
+    /// For a joined node, the nodes its join answer named (see [`Engine::join_seed`]).
+    join_seed: Vec<SeedPeer>,
     started: Instant,
     /// This engine, for the threads it starts (snapshot builds) to report back to.
     me: OnceLock<Weak<Engine>>,
@@ -216,14 +225,12 @@ impl Engine {
         Self::open_with(cfg, ids, OpenOptions::default())
     }
 
-    /// [`Engine::open`] with extra trusted nodes, for a joiner the snapshot it starts from, and for a genesis node
-    /// its attestation.
+    /// [`Engine::open`] with, for a genesis node, its attestation. A node that joined a service (it holds a
+    /// [`JoinRecord`]) starts from what the record names, and never runs genesis.
     pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
-        let OpenOptions {
-            mut trusted,
-            join_snapshot,
-            attestation,
-        } = options;
+        let OpenOptions { attestation } = options;
+        let mut trusted = BTreeMap::new();
+        let join_record = JoinRecord::load(&cfg.storage.secrets_dir)?;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
             std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         }
@@ -243,13 +250,9 @@ impl Engine {
         let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()?;
-        let mut snapshot = read_optional(&Self::snapshot_path(&cfg))?;
-        if let Some(s) = join_snapshot {
-            let path = Self::snapshot_path(&cfg);
-            write_atomic(&path, &s).map_err(|e| EngineError::io(&path, e))?;
-            snapshot = Some(s);
-        }
-        let fresh = hard_state.is_none() && snapshot.is_none() && {
+        let snapshot = read_optional(&Self::snapshot_path(&cfg))?;
+        // A joined node is never fresh: without a snapshot or entries yet, it waits for the primary to replicate.
+        let fresh = join_record.is_none() && hard_state.is_none() && snapshot.is_none() && {
             std::fs::read_dir(&cfg.storage.ledger_dir)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
@@ -258,7 +261,11 @@ impl Engine {
         let persisted = PersistedState {
             hard_state,
             snapshot,
-            voters: vec![raft_id],
+            // The first membership of the service: this node at genesis; for a joiner, what the primary named.
+            voters: match &join_record {
+                Some(record) => record.initial_voters.clone(),
+                None => vec![raft_id],
+            },
         };
         let identity = NodeIdentity {
             key: ids.node_key.clone(),
@@ -301,6 +308,7 @@ impl Engine {
             on_primary_change: OnceLock::new(),
             peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
             peer_certs: Mutex::new(known_peers),
+            join_seed: join_record.map(|r| r.peers).unwrap_or_default(),
             started: Instant::now(),
             me: OnceLock::new(),
         });
