@@ -42,7 +42,7 @@ pub use entry::{
     ENTRY_HEADER_SIZE,
 };
 pub use error::{ChunkDamage, IoError, JsonError, LedgerError, StorageError};
-pub use ledger::{ChunkEntries, EntryKind, Ledger, TornTail};
+pub use ledger::{ChunkEntries, EntryKind, EntrySource, Ledger, SettledEntry, TornTail};
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};

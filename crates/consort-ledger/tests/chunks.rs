@@ -576,6 +576,21 @@ fn settled_chunks_drop_their_offsets_and_still_read_back() {
             }
             next = chunk.last_seqno() + 1;
         }
+        // Through an entry source, read from another handle on the same files, as a reader off the ledger's lock
+        // does: settled chunks' entries point to their files, the rest are handed over as bytes.
+        let mut settled = 0;
+        for e in b.entries() {
+            let source = l.entry_source(e.seqno).unwrap();
+            if matches!(source, consort_ledger::EntrySource::Settled(_)) {
+                settled += 1;
+            }
+            assert_eq!(source.read(l.storage()).unwrap(), e.bytes, "seqno {}", e.seqno);
+        }
+        assert_eq!(
+            settled,
+            all - l.offsets_held(),
+            "settled entries are read from their files"
+        );
         // Reads in reverse order too (every read of an earlier chunk goes back to its file).
         for e in b.entries().iter().rev() {
             assert_eq!(l.read_entry(e.seqno).unwrap(), e.bytes, "seqno {}", e.seqno);

@@ -57,7 +57,6 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
     let options = OpenOptions {
         attestation: Some(attestation.genesis()),
-        ..OpenOptions::default()
     };
     let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
     node.attach_attestation(attestation);

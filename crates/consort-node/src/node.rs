@@ -16,7 +16,15 @@ pub struct Node {
     forwarder: Arc<Forwarder>,
     channels: OnceLock<Arc<Channels>>,
     attestation: OnceLock<SelfAttestation>,
+    /// Receipts built at once (each may read and decode an old ledger chunk, off the engine lock).
+    receipts: Arc<tokio::sync::Semaphore>,
 }
+
+/// Receipts a node builds at the same time; more wait (up to [`RECEIPT_QUEUE_WAIT`]), so that anonymous callers
+/// asking for many old receipts share at most this many threads' worth of disk reads and decoding.
+pub const MAX_CONCURRENT_RECEIPTS: usize = 2;
+/// How long a receipt request waits for a turn before it is answered 503.
+pub const RECEIPT_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// This node's own attestation: what it shows at `/node/quotes/self` and sends when it joins.
 #[derive(Debug, Clone)]
@@ -80,7 +88,17 @@ impl Node {
             forwarder,
             channels: OnceLock::new(),
             attestation: OnceLock::new(),
+            receipts: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIPTS)),
         })
+    }
+
+    /// A turn to build a receipt (see [`MAX_CONCURRENT_RECEIPTS`]), or `None` if none came within
+    /// [`RECEIPT_QUEUE_WAIT`].
+    pub async fn receipt_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(RECEIPT_QUEUE_WAIT, self.receipts.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The transaction engine.

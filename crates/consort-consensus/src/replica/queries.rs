@@ -2,13 +2,11 @@
 //! and the few settings it may change (signing on election, chunk ends, snapshots, trusted nodes, ledger flushes).
 
 use super::Replica;
-use crate::codec::inspect;
 use crate::error::{ConsensusError, Inconsistency};
+use crate::receipt::ReceiptSources;
 use crate::vocab::{Role, TxId, TxStatus};
 use consort_kv::Store;
-use consort_ledger::{
-    Ledger, LedgerStorage, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
-};
+use consort_ledger::{Ledger, LedgerStorage, PrimarySignature, ProofStep};
 use raft::eraftpb::ConfState;
 use raft::StateRole;
 use std::sync::Arc;
@@ -156,6 +154,15 @@ impl<S: LedgerStorage> Replica<S> {
         seqno: u64,
         sig_seqno: u64,
     ) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
+        let sources = self.receipt_sources(seqno, sig_seqno)?;
+        let signature_entry = self.ledger().read_entry(sig_seqno)?;
+        sources.finish(&signature_entry)
+    }
+
+    /// The cheap part of [`Replica::receipt_parts`], for a caller that finishes the rest without holding the
+    /// replica: checks that `sig_seqno` covers `seqno`, takes the Merkle path from the tree in memory when it still
+    /// has it, and says where the signature entry lies (see [`ReceiptSources::finish`]).
+    pub fn receipt_sources(&self, seqno: u64, sig_seqno: u64) -> Result<ReceiptSources, ConsensusError> {
         if !self.signatures.contains(&sig_seqno) || seqno >= sig_seqno {
             return Err(Inconsistency::NotCoveringSignature {
                 signature: sig_seqno,
@@ -163,32 +170,24 @@ impl<S: LedgerStorage> Replica<S> {
             }
             .into());
         }
-        let bytes = self.ledger().read_entry(sig_seqno)?;
-        let info = inspect(&bytes, self.view_of(sig_seqno).unwrap_or_default(), sig_seqno)?;
-        let value = |table: &str| match info
-            .public
-            .maps
-            .get(table)
-            .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
-        {
-            Some(Some(v)) => Ok(v),
-            _ => Err(ConsensusError::entry(
-                sig_seqno,
-                format!("no {table} at the singleton key"),
-            )),
-        };
         // The tree in memory keeps paths only from the commit point on; for an older transaction, the tree its
         // signature transaction stored (flushed to the commit point of the time, which is below `seqno`) has it.
         let path = if seqno >= self.tree.first_retained() {
-            self.tree.path(seqno, sig_seqno)
+            Some(
+                self.tree
+                    .path(seqno, sig_seqno)
+                    .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {seqno}: {e}")))?,
+            )
         } else {
-            MerkleTree::deserialise(value(TREE_TABLE)?).and_then(|stored| stored.path(seqno, sig_seqno))
-        }
-        .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {seqno}: {e}")))?;
-        let raw = value(SIGNATURES_TABLE)?.clone();
-        let sig =
-            PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e.to_string()))?;
-        Ok((sig, path))
+            None
+        };
+        Ok(ReceiptSources {
+            seqno,
+            sig_seqno,
+            sig_view: self.view_of(sig_seqno).unwrap_or_default(),
+            path,
+            signature_entry: self.ledger().entry_source(sig_seqno)?,
+        })
     }
 
     /// Evidence transactions whose snapshot this replica built with a different digest (and so did not keep).

@@ -8,7 +8,7 @@ mod read;
 mod truncate;
 
 pub use load::TornTail;
-pub use read::ChunkEntries;
+pub use read::{ChunkEntries, EntrySource, SettledEntry};
 
 use crate::chunk::{chunk_name_open, position_table, CHUNK_HEADER_SIZE};
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER, FLAG_FORCE_CHUNK_BEFORE};

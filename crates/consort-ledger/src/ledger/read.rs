@@ -164,3 +164,63 @@ impl<S: LedgerStorage> Ledger<S> {
         Ok((bytes, offsets))
     }
 }
+
+/// Where an entry can be read, for a reader that does not hold the ledger (a node serving receipts reads old
+/// entries without holding its engine lock): the entry itself, or the settled chunk file holding it, which
+/// nothing rewrites or renames again.
+#[derive(Debug, Clone)]
+pub enum EntrySource {
+    /// The entry's bytes (it was in memory, or in a chunk that is not settled yet).
+    Bytes(Vec<u8>),
+    /// A settled chunk holds it: read it with [`SettledEntry::read`].
+    Settled(SettledEntry),
+}
+
+/// An entry in a settled chunk file.
+#[derive(Debug, Clone)]
+pub struct SettledEntry {
+    chunk: Chunk,
+    seqno: u64,
+}
+
+impl SettledEntry {
+    /// Reads the entry from `storage` (a handle on the same ledger directory), checked as
+    /// [`Ledger::read_entry`] checks it.
+    pub fn read(&self, storage: &impl LedgerStorage) -> Result<Vec<u8>, LedgerError> {
+        let name = self.chunk.name();
+        let bytes = storage.read(&name)?;
+        let offsets = settled_offsets(&self.chunk, &bytes)?.unwrap_or_else(|| self.chunk.offsets.clone());
+        self.chunk
+            .entry_range(&offsets, self.seqno)
+            .and_then(|(from, to)| bytes.get(from..to))
+            .filter(|entry| matches!(parse_entry(entry), Ok((e, used)) if used == entry.len() && e.seqno == self.seqno))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| LedgerError::chunk(&name, format!("entry {} on disk does not match the index", self.seqno)))
+    }
+}
+
+impl EntrySource {
+    /// The entry, reading it from `storage` if it lies in a settled chunk.
+    pub fn read(&self, storage: &impl LedgerStorage) -> Result<Vec<u8>, LedgerError> {
+        match self {
+            EntrySource::Bytes(b) => Ok(b.clone()),
+            EntrySource::Settled(s) => s.read(storage),
+        }
+    }
+}
+
+impl<S: LedgerStorage> Ledger<S> {
+    /// Where entry `seqno` can be read without this ledger (see [`EntrySource`]): cheap for a settled chunk (no
+    /// file is read), [`Ledger::read_entry`] otherwise.
+    pub fn entry_source(&self, seqno: u64) -> Result<EntrySource, LedgerError> {
+        let i = self.chunk_index(seqno).ok_or(LedgerError::NotFound(seqno))?;
+        let chunk = &self.chunks[i];
+        if chunk.settled() {
+            return Ok(EntrySource::Settled(SettledEntry {
+                chunk: chunk.clone(),
+                seqno,
+            }));
+        }
+        self.read_entry(seqno).map(EntrySource::Bytes)
+    }
+}

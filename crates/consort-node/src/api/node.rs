@@ -37,9 +37,9 @@ pub(super) async fn route(
             Err(e) => error_response(&e, None),
         },
         ("GET", "/app/receipt") | ("GET", "/node/receipt") => match txid_param(node, query) {
-            Ok(id) => match engine.receipt(id) {
+            Ok(id) => match receipt(node, id).await {
                 Ok(parts) => json_response(200, &receipt_json(&parts), Some(id)),
-                Err(e) => error_response(&ApiError::from(e), current),
+                Err(e) => error_response(&e, current),
             },
             Err(e) => error_response(&e, None),
         },
@@ -106,6 +106,26 @@ pub(super) fn txid_param(node: &Node, query: &str) -> Result<TxId, ApiError> {
         node.engine().metrics().rejected_requests.inc();
         ApiError::new(400, "InvalidQueryParameterValue", e)
     })
+}
+
+/// Builds the receipt for `id` on a blocking thread, when the node gives this request a turn (503 otherwise).
+async fn receipt(node: &Arc<Node>, id: TxId) -> Result<ReceiptParts, ApiError> {
+    let Some(turn) = node.receipt_turn().await else {
+        return Err(ApiError::new(
+            503,
+            "TooManyRequests",
+            "the node is busy building other receipts; retry shortly",
+        ));
+    };
+    let engine = node.engine().clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let parts = engine.receipt(id);
+        drop(turn);
+        parts
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    built.map_err(ApiError::from)
 }
 
 /// CCF's JSON receipt for a transaction that is not a signature transaction.

@@ -160,21 +160,35 @@ impl Engine {
             TxStatus::Pending | TxStatus::Unknown => return Err(ReceiptError::NotCommitted(id)),
             TxStatus::Invalid => return Err(ReceiptError::Invalid(id)),
         }
+        // Under the engine lock only what is cheap: the covering signature, the Merkle path if the tree in memory
+        // still has it, and where the entries lie. Old entries are read and decoded after the lock is released.
         let e = self.lock();
         let sig_seqno = e
             .replica
             .signature_after(id.seqno)
             .ok_or(ReceiptError::NoSignatureYet(id))?;
-        let (signature, proof) = e
+        let sources = e
             .replica
-            .receipt_parts(id.seqno, sig_seqno)
+            .receipt_sources(id.seqno, sig_seqno)
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         let entry = e
             .replica
             .ledger()
-            .read_entry(id.seqno)
+            .entry_source(id.seqno)
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         drop(e);
+        let storage = super::storage::FsStorage::new(&self.cfg.storage.ledger_dir)
+            .map_err(|err| ReceiptError::Internal(err.to_string()))?;
+        let read = |source: &consort_ledger::EntrySource| {
+            source
+                .read(&storage)
+                .map_err(|err| ReceiptError::Internal(err.to_string()))
+        };
+        let signature_entry = read(&sources.signature_entry)?;
+        let entry = read(&entry)?;
+        let (signature, proof) = sources
+            .finish(&signature_entry)
+            .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         Ok(ReceiptParts {
             signature,
             proof,
