@@ -44,6 +44,9 @@ pub struct Replica<S: LedgerStorage> {
     /// Messages waiting for a persist number to become durable.
     held: VecDeque<(u64, Vec<Message>)>,
     halted: Option<ConsensusError>,
+    /// The persist number of an installed snapshot not yet reported durable: until it is, the old ledger chunks
+    /// stay on disk and no further Ready is taken (see [`Replica::install_snapshot`]).
+    installing: Option<u64>,
     /// State of the election-timeout generator (splitmix64).
     random_state: u64,
     snapshots: Snapshots,
@@ -374,6 +377,7 @@ impl<S: LedgerStorage> Replica<S> {
         }
         self.outstanding.retain(|&n| n > number);
         self.node.on_persist_ready(number);
+        self.finish_install(number, out);
         while self.held.front().is_some_and(|(n, _)| *n <= number) {
             if let Some((_, msgs)) = self.held.pop_front() {
                 send(msgs, out);
@@ -383,7 +387,7 @@ impl<S: LedgerStorage> Replica<S> {
 
     /// Handles every pending Ready: send, install, commit, append, persist.
     fn drain(&mut self, out: &mut Vec<Action>) {
-        while self.halted.is_none() && self.node.has_ready() {
+        while self.halted.is_none() && self.installing.is_none() && self.node.has_ready() {
             let mut rd = self.node.ready();
             // The leader sends appends before its own disk write (Raft thesis 10.2.1). Snapshots are sent best
             // effort like any message: report them finished so Raft goes back to probing (and resends if lost).
@@ -411,7 +415,7 @@ impl<S: LedgerStorage> Replica<S> {
             let mut snapshot = None;
             if !rd.snapshot().is_empty() {
                 let snap = rd.snapshot().clone();
-                if let Err(e) = self.install_snapshot(&snap, out) {
+                if let Err(e) = self.install_snapshot(&snap, !rd.entries().is_empty(), out) {
                     return self.halt(e, out);
                 }
                 snapshot = Some(crate::persisted::encode_protobuf(&snap));
@@ -437,6 +441,9 @@ impl<S: LedgerStorage> Replica<S> {
             }
             for to in snapshots_to {
                 self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
+            if snapshot.is_some() {
+                self.installing = Some(number);
             }
             if must_persist {
                 self.outstanding.push_back(number);
@@ -559,7 +566,29 @@ impl<S: LedgerStorage> Replica<S> {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snap: &Snapshot, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
+    /// Installs a snapshot Raft took from the primary, in memory: the store, tree, views and membership become the
+    /// snapshot's, and the log continues after it. The old ledger chunks are *not* removed here: the node writes
+    /// the snapshot file with this Ready's persist, and only once that is reported durable does
+    /// [`Self::finish_install`] remove them. Until then no further Ready is taken, so nothing is appended to the
+    /// old ledger. Crash points, and what a restart ([`Replica::open`]) finds:
+    ///
+    /// 1. before the snapshot file is durable: the old snapshot, the whole old ledger and the old hard state (the
+    ///    persist that carries the new snapshot writes the file before the hard state whose commit index is the
+    ///    snapshot's): the node restarts where it was, and Raft sends the snapshot again;
+    /// 2. the snapshot file is durable, the hard state is not: the new snapshot over the old ledger and the old
+    ///    hard state (its commit index is at most the old ledger's, which is at most the snapshot's);
+    /// 3. both durable, the old chunks not (or not all) removed: the new snapshot over the old ledger or a prefix
+    ///    of it (chunks are removed last one first);
+    /// 4. the chunks removed, entries after the snapshot appended: the new snapshot and the ledger after it.
+    ///
+    /// In 2 and 3 the ledger ends at or before the snapshot (or disagrees with it at its seqno): `open` removes
+    /// those leftover chunks, now that the snapshot stands for them, and the ledger continues after the snapshot.
+    fn install_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        entries: bool,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ConsensusError> {
         let trusted = &self.trusted;
         let secret = self.node.store().secret.clone();
         let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
@@ -570,7 +599,18 @@ impl<S: LedgerStorage> Replica<S> {
             seqno: v.seqno,
         };
         let log = self.node.mut_store();
-        log.ledger.clear()?;
+        if log.ledger.first_seqno().is_none() {
+            // No chunk on disk: nothing durable to lose, and entries in this Ready may follow at once.
+            log.ledger.clear()?;
+        } else if entries {
+            // Raft restores a snapshot with no entries after it, and a Ready is taken after every step, so the
+            // entries that follow come in a later Ready (after the old chunks are gone). Never append them to the
+            // old ledger.
+            return Err(ConsensusError::entry(
+                base.seqno + 1,
+                "entries in the same Ready as a snapshot over a non-empty ledger",
+            ));
+        }
         log.store = Arc::new(v.store);
         log.base_index = base.seqno;
         log.base_term = base.view;
@@ -586,6 +626,18 @@ impl<S: LedgerStorage> Replica<S> {
         out.push(Action::SnapshotInstalled(base));
         out.push(Action::Committed(base));
         Ok(())
+    }
+
+    /// The persist that carried an installed snapshot is durable: the old ledger chunks go (last one first), and
+    /// the ledger continues after the snapshot. A crash midway leaves a prefix of them, which `open` removes.
+    fn finish_install(&mut self, number: u64, out: &mut Vec<Action>) {
+        if !self.installing.is_some_and(|n| n <= number) {
+            return;
+        }
+        self.installing = None;
+        if let Err(e) = self.node.mut_store().ledger.clear() {
+            self.halt(e.into(), out);
+        }
     }
 
     fn with_partial<R>(&mut self, f: impl FnOnce(&mut PartialReplicaRef<'_, S>) -> R) -> R {

@@ -1,5 +1,11 @@
 //! Opening a replica: loading the ledger, starting from the persisted snapshot if there is one, replaying every
 //! entry after it, and building raft-rs's `RawNode` around the result.
+//!
+//! A crash while a snapshot from the primary was being installed can leave the new snapshot over chunks of the
+//! ledger it replaced (the snapshot file is made durable first, the old chunks removed after; see
+//! `Replica::install_snapshot` for every crash point). Such leftover chunks end at or before the snapshot, or
+//! disagree with it at its seqno: they are removed here, and the ledger continues after the snapshot. A ledger
+//! that starts after the snapshot's next seqno is still refused (entries are missing).
 
 use super::Replica;
 use crate::config::{NodeIdentity, ReplicaConfig};
@@ -45,7 +51,7 @@ impl<S: LedgerStorage> Replica<S> {
         persisted: PersistedState,
         offload: Option<&dyn Offload>,
     ) -> Result<Self, ConsensusError> {
-        let ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
+        let mut ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
         let Start {
             store,
             base,
@@ -55,6 +61,9 @@ impl<S: LedgerStorage> Replica<S> {
             tree,
             signatures,
         } = Start::from_persisted(&persisted, &secret, &trusted)?;
+        if persisted.snapshot.is_some() && left_over_from_install(&ledger, base)? {
+            ledger.clear()?;
+        }
         let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
         if first > base.seqno + 1 {
             return Err(Inconsistency::LedgerAfterSnapshot {
@@ -114,6 +123,7 @@ impl<S: LedgerStorage> Replica<S> {
             outstanding: VecDeque::new(),
             held: VecDeque::new(),
             halted: None,
+            installing: None,
             random_state,
             snapshots: Snapshots {
                 last: base_seqno,
@@ -198,6 +208,22 @@ impl Start {
             signatures: [v.seqno].into(),
         })
     }
+}
+
+/// Whether `ledger` is what a snapshot install at `base` replaced and did not get to remove: it starts at or
+/// before the snapshot and either ends at or before it, or holds a different transaction at its seqno (an
+/// uncommitted suffix of another view that the snapshot overrides). A ledger that holds the snapshot's own
+/// transaction and continues after it is kept and replayed from the snapshot on.
+fn left_over_from_install<S: LedgerStorage>(ledger: &Ledger<S>, base: TxId) -> Result<bool, ConsensusError> {
+    Ok(match ledger.first_seqno() {
+        None => false,
+        Some(first) if first > base.seqno => false,
+        Some(_) if ledger.last_seqno() <= base.seqno => true,
+        Some(_) => {
+            let bytes = ledger.read_entry(base.seqno)?;
+            crate::codec::inspect(&bytes, base.view, base.seqno).is_err()
+        }
+    })
 }
 
 /// After replay: checks the persisted hard state against the ledger and sets the CCF commit point to the last

@@ -1,5 +1,18 @@
-//! Making the engine's state durable: ledger fsyncs (deferred out of the engine lock), the Raft hard state and the
-//! installed snapshot, written atomically; the persister thread's loop.
+//! Making the engine's state durable: ledger fsyncs (deferred out of the engine lock), the installed snapshot and
+//! the Raft hard state, written atomically; the persister thread's loop.
+//!
+//! One persist round writes, in this order: the ledger (flush, fsync), the snapshot file [`SNAPSHOT_FILE`] (if
+//! the replica installed one), the hard state [`HARD_STATE_FILE`], and only then reports the round durable to the
+//! replica. Each file is replaced atomically (temporary file, fsync, rename, fsync of the directory), so a crash
+//! leaves either the old or the new file. The order keeps every crash point restartable:
+//!
+//! - the ledger first, so a hard state's commit index never points past the entries on disk;
+//! - the snapshot before the hard state, since the hard state that comes with an install has the snapshot's seqno
+//!   as its commit index, past the old ledger's end;
+//! - the old ledger chunks a snapshot replaces are removed by the replica only when it is told the round is
+//!   durable (after both files). A crash before that leaves the new snapshot over the old chunks, which
+//!   `Replica::open` recognises and removes; a crash before the snapshot file is renamed leaves the old snapshot
+//!   and the old ledger untouched.
 
 use super::{fatal, Engine, EngineError, EngineGuard};
 use crate::config::NodeConfig;
@@ -62,7 +75,7 @@ impl Engine {
         cfg.storage.secrets_dir.join(SNAPSHOT_FILE)
     }
 
-    /// Does the queued persist work: ledger fsync, hard state, snapshot, in that order, then tells the replica.
+    /// Does the queued persist work: ledger fsync, snapshot, hard state, in that order, then tells the replica.
     /// Only the flush of buffered ledger bytes runs under the engine lock; the fsyncs and file writes run outside
     /// it, so transactions keep executing (and are batched into the next persist) while the disk works. Takes and
     /// gives back the engine guard.
@@ -97,14 +110,15 @@ impl Engine {
         if let Err(err) = self.syncs.sync() {
             fatal("ledger sync", err);
         }
-        if let Some(hs) = &hard_state {
-            if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
-                fatal("hard state write", err);
-            }
-        }
+        // The snapshot before the hard state, whose commit index may be the snapshot's (module documentation).
         if let Some(s) = p.as_ref().and_then(|p| p.snapshot.as_ref()) {
             if let Err(err) = write_atomic(&Self::snapshot_path(&self.cfg), s) {
                 fatal("snapshot write", err);
+            }
+        }
+        if let Some(hs) = &hard_state {
+            if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
+                fatal("hard state write", err);
             }
         }
         e = self.lock();
