@@ -6,6 +6,7 @@
 //! the file holds the format tag and the plaintext, and only its mode (0600, owner only) keeps other users out; on
 //! SEV-SNP the same files are AES-GCM under a key the hardware derives. A restarted node reloads the same identity.
 
+use consort_attest::Platform;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
 use consort_ledger::LedgerSecret;
@@ -83,17 +84,18 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
     String::from_utf8(read(path)?).map_err(|e| ierr(path, e))
 }
 
-/// Seals `secret` through the node's platform (the virtual one in this build) into `path`: mode 0600, written to a
+/// Seals `secret` through the node's platform into `path` (on SEV-SNP under a key the firmware derives from the chip
+/// and this guest's measurement; the virtual platform's stand-in only marks the file): mode 0600, written to a
 /// temporary file, synced and renamed, so a crash leaves the old or the new file.
-fn write_sealed(path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
-    let sealed = consort_attest::seal::virtual_seal(secret);
+fn write_sealed(platform: &dyn Platform, path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
+    let sealed = platform.seal(secret).map_err(|e| ierr(path, e))?;
     crate::platform::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
 }
 
 /// Reads and unseals a secret written by [`write_sealed`]; refuses unsealed files and other platforms' seals.
-fn read_sealed_text(path: &Path) -> Result<String, IdentityError> {
+fn read_sealed_text(platform: &dyn Platform, path: &Path) -> Result<String, IdentityError> {
     let sealed = crate::platform::read_secret_file(path).map_err(|e| ierr(path, e))?;
-    let plain = consort_attest::seal::virtual_unseal(&sealed).map_err(|e| ierr(path, e))?;
+    let plain = platform.unseal(&sealed).map_err(|e| ierr(path, e))?;
     String::from_utf8(plain).map_err(|e| ierr(path, e))
 }
 
@@ -112,7 +114,7 @@ impl Identities {
     }
 
     /// Creates a new service (key, self-signed CA certificate, ledger secret) and a node endorsed by it.
-    pub fn generate(dir: &Path, subject_alt_names: &[String]) -> Result<Self, IdentityError> {
+    pub fn generate(platform: &dyn Platform, dir: &Path, subject_alt_names: &[String]) -> Result<Self, IdentityError> {
         std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
         let service_key = SigningKey::generate(Curve::P384);
         let mut sp = CertParams::new("CCF Service");
@@ -127,20 +129,26 @@ impl Identities {
         let node = x509::issue(&node_key.verifying_key(), &np, &service_key, &service.der).map_err(|e| ierr(dir, e))?;
         let ledger_secret = LedgerSecret::generate();
 
-        write_sealed(&dir.join(SERVICE_KEY_FILE), service_key.to_pkcs8_pem().as_bytes())?;
-        write_sealed(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
         write_sealed(
+            platform,
+            &dir.join(SERVICE_KEY_FILE),
+            service_key.to_pkcs8_pem().as_bytes(),
+        )?;
+        write_sealed(platform, &dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_sealed(
+            platform,
             &dir.join(LEDGER_SECRET_FILE),
             hex::encode(ledger_secret.raw()).as_bytes(),
         )?;
         write_public(&dir.join(SERVICE_CERT_FILE), service.pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node.pem.as_bytes())?;
-        Self::load(dir)
+        Self::load(platform, dir)
     }
 
     /// Stores the identity a joining node received from the primary (its own key, its certificate issued by the
     /// service, and the service's key, certificate and ledger secret), then loads it back.
     pub fn save_joined(
+        platform: &dyn Platform,
         dir: &Path,
         node_key: &SigningKey,
         node_cert_pem: &str,
@@ -149,20 +157,20 @@ impl Identities {
         ledger_secret_hex: &str,
     ) -> Result<Self, IdentityError> {
         std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
-        write_sealed(&dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
-        write_sealed(&dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_sealed(&dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
+        write_sealed(platform, &dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
+        write_sealed(platform, &dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
+        write_sealed(platform, &dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
         write_public(&dir.join(SERVICE_CERT_FILE), service_cert_pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node_cert_pem.as_bytes())?;
-        Self::load(dir)
+        Self::load(platform, dir)
     }
 
     /// Loads an identity written by [`Identities::generate`].
-    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+    pub fn load(platform: &dyn Platform, dir: &Path) -> Result<Self, IdentityError> {
         let p = |f: &str| -> PathBuf { dir.join(f) };
-        let node_key =
-            SigningKey::from_pem(&read_sealed_text(&p(NODE_KEY_FILE))?).map_err(|e| ierr(&p(NODE_KEY_FILE), e))?;
-        let service_key = SigningKey::from_pem(&read_sealed_text(&p(SERVICE_KEY_FILE))?)
+        let node_key = SigningKey::from_pem(&read_sealed_text(platform, &p(NODE_KEY_FILE))?)
+            .map_err(|e| ierr(&p(NODE_KEY_FILE), e))?;
+        let service_key = SigningKey::from_pem(&read_sealed_text(platform, &p(SERVICE_KEY_FILE))?)
             .map_err(|e| ierr(&p(SERVICE_KEY_FILE), e))?;
         let node_cert_pem = read_text(&p(NODE_CERT_FILE))?;
         let node_cert = ParsedCert::from_pem(&node_cert_pem).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
@@ -180,7 +188,7 @@ impl Identities {
         node_cert
             .verify_signed_by(&service_key.verifying_key())
             .map_err(|e| ierr(&p(NODE_CERT_FILE), format!("not endorsed by the service: {e}")))?;
-        let secret_hex = read_sealed_text(&p(LEDGER_SECRET_FILE))?;
+        let secret_hex = read_sealed_text(platform, &p(LEDGER_SECRET_FILE))?;
         let raw: [u8; 32] = hex::decode(secret_hex.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
@@ -199,6 +207,10 @@ impl Identities {
 
 #[cfg(test)]
 mod tests {
+    /// The virtual platform these tests seal with.
+    fn virt() -> consort_attest::VirtualPlatform {
+        consort_attest::VirtualPlatform::new([0; 32])
+    }
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -206,9 +218,9 @@ mod tests {
     fn generate_then_load_gives_same_identity_and_private_files_are_0600() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!Identities::exist(dir.path()));
-        let a = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+        let a = Identities::generate(&virt(), dir.path(), &["127.0.0.1".into()]).unwrap();
         assert!(Identities::exist(dir.path()));
-        let b = Identities::load(dir.path()).unwrap();
+        let b = Identities::load(&virt(), dir.path()).unwrap();
         assert_eq!(a.node_id, b.node_id);
         assert_eq!(a.ledger_secret.raw(), b.ledger_secret.raw());
         for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
@@ -221,18 +233,18 @@ mod tests {
     fn mismatched_files_are_refused() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        Identities::generate(a.path(), &[]).unwrap();
-        Identities::generate(b.path(), &[]).unwrap();
+        Identities::generate(&virt(), a.path(), &[]).unwrap();
+        Identities::generate(&virt(), b.path(), &[]).unwrap();
         std::fs::copy(b.path().join(NODE_CERT_FILE), a.path().join(NODE_CERT_FILE)).unwrap();
-        assert!(Identities::load(a.path()).is_err());
+        assert!(Identities::load(&virt(), a.path()).is_err());
         std::fs::write(b.path().join(LEDGER_SECRET_FILE), "zz").unwrap();
-        assert!(Identities::load(b.path()).is_err());
+        assert!(Identities::load(&virt(), b.path()).is_err());
     }
 
     #[test]
     fn secrets_are_sealed_and_unsealed_or_foreign_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = Identities::generate(dir.path(), &[]).unwrap();
+        let ids = Identities::generate(&virt(), dir.path(), &[]).unwrap();
         for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
             let bytes = std::fs::read(dir.path().join(f)).unwrap();
             assert!(
@@ -242,14 +254,62 @@ mod tests {
         }
         // A host that replaces a sealed secret with a plain one (its own key, say) is refused, naming the file.
         std::fs::write(dir.path().join(NODE_KEY_FILE), ids.node_key.to_pkcs8_pem()).unwrap();
-        let err = Identities::load(dir.path()).unwrap_err();
+        let err = Identities::load(&virt(), dir.path()).unwrap_err();
         assert!(err.path.ends_with(NODE_KEY_FILE), "{err}");
         assert!(err.message.contains("not a sealed secret"), "{err}");
         // Another platform's seal is refused too.
         let mut snp = consort_attest::seal::SNP_SEAL_TAG.to_vec();
         snp.extend_from_slice(&[0u8; 64]);
         std::fs::write(dir.path().join(NODE_KEY_FILE), snp).unwrap();
-        let err = Identities::load(dir.path()).unwrap_err();
+        let err = Identities::load(&virt(), dir.path()).unwrap_err();
         assert!(err.message.contains("AMD_SEV_SNP_v1"), "{err}");
+    }
+
+    /// A platform that seals under a key of its own, as SEV-SNP does under the firmware's derived key.
+    struct KeyedPlatform(consort_crypto::Aes256GcmKey);
+
+    impl Platform for KeyedPlatform {
+        fn kind(&self) -> consort_attest::PlatformKind {
+            consort_attest::PlatformKind::Snp
+        }
+        fn evidence_for(&self, _: &[u8]) -> Result<consort_attest::Evidence, consort_attest::AttestError> {
+            Err(consort_attest::AttestError::Unavailable("test platform".into()))
+        }
+        fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, consort_attest::AttestError> {
+            Ok(consort_attest::seal::aead_seal(&self.0, plaintext))
+        }
+        fn unseal(&self, sealed: &[u8]) -> Result<Vec<u8>, consort_attest::AttestError> {
+            consort_attest::seal::aead_unseal(&self.0, sealed)
+        }
+        fn security_warning(&self) -> Option<&'static str> {
+            None
+        }
+    }
+
+    #[test]
+    fn secrets_are_sealed_through_the_nodes_platform_and_only_it_unseals_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = KeyedPlatform(consort_crypto::Aes256GcmKey::generate());
+        let ids = Identities::generate(&platform, dir.path(), &[]).unwrap();
+        for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
+            let raw = std::fs::read(dir.path().join(f)).unwrap();
+            let text = String::from_utf8_lossy(&raw);
+            assert!(!text.contains("PRIVATE KEY"), "{f} holds a key in clear");
+            assert!(
+                !text.contains(&hex::encode(ids.ledger_secret.raw())),
+                "{f} holds the ledger secret in clear"
+            );
+        }
+        assert!(
+            Identities::load(&virt(), dir.path()).is_err(),
+            "another platform unsealed the secrets"
+        );
+        let other = KeyedPlatform(consort_crypto::Aes256GcmKey::generate());
+        assert!(
+            Identities::load(&other, dir.path()).is_err(),
+            "another key unsealed the secrets"
+        );
+        let again = Identities::load(&platform, dir.path()).unwrap();
+        assert_eq!(again.node_id, ids.node_id);
     }
 }

@@ -46,7 +46,9 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         .ok_or_else(|| io("network.node_to_node_address is needed to join".into()))?;
     let node_key = SigningKey::generate(Curve::P384);
     // The evidence binds the node key to the code this process runs; the primary checks it against the join policy.
-    let attestation = crate::launch::attest_self(&node_key, &cfg.attestation)?;
+    // The platform seals this node's secrets too.
+    let platform = crate::platform::open(&cfg.attestation)?;
+    let attestation = crate::launch::attest_on(platform.as_ref(), &node_key)?;
     let req = JoinRequest {
         public_key: node_key.verifying_key().to_pem(),
         node_to_node_address: n2n,
@@ -90,6 +92,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     // crash in between never leaves one that would start a new service under the real identity.
     record.save(&cfg, snapshot.as_deref())?;
     let ids = Identities::save_joined(
+        platform.as_ref(),
         &dir,
         &node_key,
         &field("node_cert")?,

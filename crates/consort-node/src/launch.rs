@@ -34,7 +34,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let platform = crate::platform::open(&cfg.attestation)?;
     let dir = cfg.storage.secrets_dir.clone();
     let ids = if Identities::exist(&dir) {
-        Identities::load(&dir)?
+        Identities::load(platform.as_ref(), &dir)?
     } else {
         let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir)
             .map(|mut d| d.next().is_some())
@@ -52,7 +52,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
                 dir.display()
             )));
         }
-        Identities::generate(&dir, &subject_alt_names(&cfg))?
+        Identities::generate(platform.as_ref(), &dir, &subject_alt_names(&cfg))?
     };
     let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
     let options = OpenOptions {
@@ -74,7 +74,7 @@ pub fn attest_self(
 
 /// Evidence for `node_key` on an opened platform, checked by the same verifier peers run; a platform without a
 /// hardware guarantee says so in the log here.
-fn attest_on(
+pub(crate) fn attest_on(
     platform: &dyn consort_attest::Platform,
     node_key: &consort_crypto::SigningKey,
 ) -> Result<SelfAttestation, NodeError> {

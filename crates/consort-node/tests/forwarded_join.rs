@@ -29,7 +29,12 @@ fn service() -> (tempfile::TempDir, Arc<Node>) {
         data: None,
     }];
     cfg.start.open_at_genesis = true;
-    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+    let ids = Identities::generate(
+        &consort_attest::VirtualPlatform::new([0; 32]),
+        dir.path(),
+        &["127.0.0.1".into()],
+    )
+    .unwrap();
     let node = Node::new(
         Engine::open(cfg, ids).unwrap(),
         Box::new(consort_node::apps::Apps::builtin()),

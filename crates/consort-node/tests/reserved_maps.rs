@@ -23,7 +23,12 @@ fn service_with(app: Box<dyn App>) -> (tempfile::TempDir, std::sync::Arc<Node>) 
         encryption_public_key: None,
         data: None,
     }];
-    let ids = Identities::generate(dir.path(), &["127.0.0.1".into()]).unwrap();
+    let ids = Identities::generate(
+        &consort_attest::VirtualPlatform::new([0; 32]),
+        dir.path(),
+        &["127.0.0.1".into()],
+    )
+    .unwrap();
     let svc = Node::new(consort_node::engine::Engine::open(cfg, ids).unwrap(), app);
     (dir, svc)
 }
