@@ -341,3 +341,27 @@ async fn a_retired_node_holding_its_key_gets_nothing_from_join() {
     assert_eq!(reply.json().unwrap()["error"]["code"], "NodeNotTrusted");
     assert_no_secrets(&reply);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_joiners_are_limited_and_the_limit_names_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_service(dir.path()).await;
+    let limit = consort_node::api::join::MAX_PENDING_NODES;
+    for i in 0..limit {
+        let key = SigningKey::generate(Curve::P384);
+        let reply = post_join(&node, Some(&key), &join_body_measured(&key, consort_measurement())).await;
+        assert_eq!(reply.status, 200, "joiner {i}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.json().unwrap()["node_status"], "Pending");
+    }
+    let key = SigningKey::generate(Curve::P384);
+    let reply = post_join(&node, Some(&key), &join_body_measured(&key, consort_measurement())).await;
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json().unwrap()["error"]["code"], "TooManyPendingNodes");
+    assert_no_secrets(&reply);
+    // Nothing was recorded for the refused joiner.
+    let node_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
+    let tls = client_config(&node.service_cert(), None).unwrap();
+    let conn = Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap();
+    let nodes = conn.get("/gov/service/nodes").await.unwrap().json().unwrap();
+    assert!(!nodes.to_string().contains(&node_id), "the refused joiner was recorded");
+}

@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 /// Largest join request body.
 pub const MAX_JOIN_REQUEST_BYTES: usize = 64 * 1024;
+/// Pending joiners the service records at most: anyone with a key and acceptable evidence can ask to join, and each
+/// request records a node; beyond this, new joiners are refused (503) until members trust or remove the others.
+pub const MAX_PENDING_NODES: usize = 32;
 
 /// RPC address of the primary, if known.
 pub fn primary_rpc_address(svc: &Engine) -> Option<String> {
@@ -242,6 +245,13 @@ fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &
     } else {
         "Pending"
     };
+    if status == "Pending" && node_records(svc).iter().filter(|r| r.status == "Pending").count() >= MAX_PENDING_NODES {
+        return Err(ApiError::new(
+            503,
+            "TooManyPendingNodes",
+            format!("{MAX_PENDING_NODES} nodes already wait for members to trust them; try again later"),
+        ));
+    }
     let cert_pem = if status == "Trusted" {
         let pem = issue_node_cert(svc, key, &req.rpc_address, crate::identity::CERT_VALIDITY_DAYS)
             .map_err(ApiError::internal)?;
