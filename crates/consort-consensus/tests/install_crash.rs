@@ -281,7 +281,7 @@ fn restart_and_catch_up(t: &mut T, s: u64, before: &Before, expect_snapshot: boo
         assert!(r.commit_point().seqno >= s);
         let first = r.ledger().first_seqno();
         assert!(
-            first.map_or(true, |f| f == s + 1),
+            first.is_none_or(|f| f == s + 1),
             "ledger continues after the snapshot: {first:?}"
         );
     } else {

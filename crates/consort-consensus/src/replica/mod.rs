@@ -631,7 +631,7 @@ impl<S: LedgerStorage> Replica<S> {
     /// The persist that carried an installed snapshot is durable: the old ledger chunks go (last one first), and
     /// the ledger continues after the snapshot. A crash midway leaves a prefix of them, which `open` removes.
     fn finish_install(&mut self, number: u64, out: &mut Vec<Action>) {
-        if !self.installing.is_some_and(|n| n <= number) {
+        if self.installing.is_none_or(|n| n > number) {
             return;
         }
         self.installing = None;

@@ -58,6 +58,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The files one persist round writes after the ledger, in the order they must be written: the installed snapshot
+/// before the hard state, whose commit index may be the snapshot's (module documentation). Each with what it is,
+/// for the fatal message.
+fn persist_files(
+    cfg: &NodeConfig,
+    snapshot: Option<&[u8]>,
+    hard_state: Option<&HardState>,
+) -> Vec<(&'static str, PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    if let Some(s) = snapshot {
+        files.push(("snapshot write", Engine::snapshot_path(cfg), s.to_vec()));
+    }
+    if let Some(hs) = hard_state {
+        files.push(("hard state write", Engine::hard_state_path(cfg), encode_hard_state(hs)));
+    }
+    files
+}
+
 pub(super) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, EngineError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -110,15 +128,11 @@ impl Engine {
         if let Err(err) = self.syncs.sync() {
             fatal("ledger sync", err);
         }
-        // The snapshot before the hard state, whose commit index may be the snapshot's (module documentation).
-        if let Some(s) = p.as_ref().and_then(|p| p.snapshot.as_ref()) {
-            if let Err(err) = write_atomic(&Self::snapshot_path(&self.cfg), s) {
-                fatal("snapshot write", err);
-            }
-        }
-        if let Some(hs) = &hard_state {
-            if let Err(err) = write_atomic(&Self::hard_state_path(&self.cfg), &encode_hard_state(hs)) {
-                fatal("hard state write", err);
+        let snapshot = p.as_ref().and_then(|p| p.snapshot.as_deref());
+        let files = persist_files(&self.cfg, snapshot, hard_state.as_ref());
+        for (what, path, bytes) in files {
+            if let Err(err) = write_atomic(&path, &bytes) {
+                fatal(what, err);
             }
         }
         e = self.lock();
@@ -169,5 +183,31 @@ mod tests {
         write_atomic(&path, b"second").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    /// An install's hard state commits the snapshot's seqno, past the old ledger: were it durable without the
+    /// snapshot, the node could not restart (consort-consensus tests/install_crash.rs reopens at each step).
+    #[test]
+    fn a_persist_writes_the_snapshot_before_the_hard_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[network]\nrpc_address = \"127.0.0.1:9000\"\n").unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        let hs = HardState {
+            term: 3,
+            vote: 1,
+            commit: 40,
+            ..Default::default()
+        };
+        let files = persist_files(&cfg, Some(b"snapshot"), Some(&hs));
+        let names: Vec<_> = files
+            .iter()
+            .map(|(_, p, _)| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, [SNAPSHOT_FILE, HARD_STATE_FILE]);
+        assert_eq!(files[0].2, b"snapshot");
+        assert_eq!(files[1].2, encode_hard_state(&hs));
+        assert_eq!(persist_files(&cfg, None, Some(&hs)).len(), 1);
+        assert!(persist_files(&cfg, None, None).is_empty());
     }
 }
