@@ -5,7 +5,7 @@
 
 use crate::api::join::JoinRequest;
 use crate::config::NodeConfig;
-use crate::engine::{Engine, JoinRecord, OpenOptions};
+use crate::engine::{Engine, JoinRecord, OpenOptions, Start};
 use crate::identity::Identities;
 use crate::net::client::{Connection, Protocol};
 use crate::net::forwarding::FORWARD_TIMEOUT;
@@ -109,7 +109,14 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             "seqno 1"
         }
     );
-    let engine = Engine::open_with(cfg, ids, OpenOptions::default())?;
+    let engine = Engine::open_with(
+        cfg,
+        ids,
+        OpenOptions {
+            start: Start::Joined,
+            attestation: None,
+        },
+    )?;
     // A joined node serves exactly the applications a genesis node serves.
     let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
     node.attach_attestation(attestation);

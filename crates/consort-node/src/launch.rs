@@ -3,7 +3,7 @@
 //! cleanly on SIGINT or SIGTERM.
 
 use crate::config::NodeConfig;
-use crate::engine::{node_records, raft_id_of, Engine, OpenOptions};
+use crate::engine::{node_records, raft_id_of, Engine, OpenOptions, Start};
 use crate::identity::Identities;
 use crate::net::channels::{Channels, FrameKind};
 use crate::node::{Node, SelfAttestation};
@@ -33,8 +33,9 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     // The platform first: a node that cannot attest refuses to start before it writes anything.
     let platform = crate::platform::open(&cfg.attestation)?;
     let dir = cfg.storage.secrets_dir.clone();
-    let ids = if Identities::exist(&dir) {
-        Identities::load(platform.as_ref(), &dir)?
+    // An identity on disk means a restart, never a new service (see `Start`).
+    let (ids, start) = if Identities::exist(&dir) {
+        (Identities::load(platform.as_ref(), &dir)?, Start::Restart)
     } else {
         let ledger_has_files = std::fs::read_dir(&cfg.storage.ledger_dir)
             .map(|mut d| d.next().is_some())
@@ -52,10 +53,14 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
                 dir.display()
             )));
         }
-        Identities::generate(platform.as_ref(), &dir, &subject_alt_names(&cfg))?
+        (
+            Identities::generate(platform.as_ref(), &dir, &subject_alt_names(&cfg))?,
+            Start::Genesis,
+        )
     };
     let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
     let options = OpenOptions {
+        start,
         attestation: Some(attestation.genesis()),
     };
     let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));

@@ -53,9 +53,25 @@ pub use consort_consensus::{TxId, TxStatus};
 /// How [`Engine::open_with`] opens the engine, beyond the configuration and identities.
 #[derive(Debug, Default)]
 pub struct OpenOptions {
+    /// How this node comes up; see [`Start`].
+    pub start: Start,
     /// For a genesis node: its own attestation, recorded in the nodes table, and its code id, added to the join
     /// policy (as CCF 6 does, so that nodes running the same code can join).
     pub attestation: Option<GenesisAttestation>,
+}
+
+/// How a node comes up. Which one is never inferred from what happens to be on disk: a host that deletes a node's
+/// ledger and Raft state must not make it start a new service under the real service identity (reusing the ledger
+/// secret with the same IVs), nor make a voter forget its votes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A restart: the node must find its ledger, Raft state or snapshot; if all are gone it refuses to start.
+    #[default]
+    Restart,
+    /// A new service whose identity was created just now: the directories must hold no state; runs genesis.
+    Genesis,
+    /// Right after a join: starts from the join record, waiting for the primary to replicate.
+    Joined,
 }
 
 /// The genesis node's attestation.
@@ -94,6 +110,9 @@ pub enum EngineError {
     /// The peers file does not parse.
     #[error("{PEERS_FILE}: {0}")]
     PeersFile(#[source] serde_json::Error),
+    /// The node must not start from what it found (see [`Start`]).
+    #[error("refusing to start: {0}")]
+    Refused(String),
     /// The join record does not parse.
     #[error("{}: {source}", path.display())]
     JoinRecord {
@@ -222,13 +241,20 @@ impl Engine {
     /// new service with this node as its only voter (genesis). `trusted` lists the other nodes whose signature
     /// transactions this node accepts (Raft id -> certificate PEM).
     pub fn open(cfg: NodeConfig, ids: Identities) -> Result<Arc<Self>, EngineError> {
-        Self::open_with(cfg, ids, OpenOptions::default())
+        Self::open_with(
+            cfg,
+            ids,
+            OpenOptions {
+                start: Start::Genesis,
+                attestation: None,
+            },
+        )
     }
 
     /// [`Engine::open`] with, for a genesis node, its attestation. A node that joined a service (it holds a
     /// [`JoinRecord`]) starts from what the record names, and never runs genesis.
     pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
-        let OpenOptions { attestation } = options;
+        let OpenOptions { start, attestation } = options;
         let mut trusted = BTreeMap::new();
         let join_record = JoinRecord::load(&cfg.storage.secrets_dir)?;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
@@ -251,12 +277,38 @@ impl Engine {
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()?;
         let snapshot = read_optional(&Self::snapshot_path(&cfg))?;
-        // A joined node is never fresh: without a snapshot or entries yet, it waits for the primary to replicate.
-        let fresh = join_record.is_none() && hard_state.is_none() && snapshot.is_none() && {
+        let empty = hard_state.is_none() && snapshot.is_none() && {
             std::fs::read_dir(&cfg.storage.ledger_dir)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
         };
+        let refuse = |reason: &str| {
+            Err(EngineError::Refused(format!(
+                "{reason} (secrets in {}, ledger in {})",
+                cfg.storage.secrets_dir.display(),
+                cfg.storage.ledger_dir.display()
+            )))
+        };
+        // Genesis only for an identity created just now; a joined node waits for the primary to replicate.
+        let fresh = match (start, empty) {
+            (Start::Genesis, true) => true,
+            (Start::Genesis, false) => return refuse("genesis refused: the node already holds a ledger or Raft state"),
+            (Start::Joined, _) if join_record.is_none() => return refuse("started as joined but holds no join record"),
+            (Start::Joined, _) | (Start::Restart, false) => false,
+            (Start::Restart, true) => {
+                return refuse(
+                    "this node holds an identity but its ledger, Raft state and snapshot are gone: it may have voted \
+                     and acknowledged entries it no longer has, so it refuses to start (start a new node and join it)",
+                )
+            }
+        };
+        if let Some(record) = &join_record {
+            if record.initial_voters.contains(&raft_id_of(&ids.node_id)) {
+                return refuse(
+                    "the join record names this node in the service's first membership, which no joiner is in",
+                );
+            }
+        }
         let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
             hard_state,
