@@ -3,6 +3,7 @@
 //! appending past the snapshot); each time it restarts from what was durable, with every committed entry it had,
 //! and catches up with the primary.
 
+use consort_consensus::codec::encode_write_set_entry;
 use consort_consensus::eraftpb::HardState;
 use consort_consensus::testing::{Cluster, FaultyDisk};
 use consort_consensus::{Action, Event, PersistedState, ReplicaConfig, TxId, TxStatus};
@@ -367,4 +368,30 @@ fn installing_removes_nothing_before_the_snapshot_is_durable() {
         assert!(on_disk.contains(&name), "{name} still on disk: {on_disk:?}");
     }
     assert_eq!(b.ledger().last_seqno(), before.last);
+}
+
+/// The snapshot replaced an uncommitted suffix of another view that went past its seqno: after a crash before the
+/// old chunks were removed, that suffix is not replayed on top of the snapshot; the chunks go and the ledger
+/// continues after the snapshot.
+#[test]
+fn a_leftover_suffix_of_another_view_past_the_snapshot_is_dropped() {
+    let (mut t, s, before) = up_to_install();
+    persist_install(&mut t, 1);
+    t.h.crash(BACKUP, |_| 0);
+    // Node 3's old ledger, extended with well-formed entries of an old view up to past the snapshot.
+    let view = t.h.replica(0).view_of(s).expect("view of the snapshot");
+    let old_view = before.commit.view;
+    assert_ne!(view, old_view, "the snapshot is from a later view");
+    let secret = LedgerSecret::from_bytes([9u8; 32]);
+    let mut ledger = Ledger::load(t.h.nodes[BACKUP].disk.clone(), 64).expect("load");
+    for seqno in before.last + 1..=s + 2 {
+        let mut ws = consort_kv::WriteSet::default();
+        ws.put("public:records", &seqno.to_le_bytes(), b"other view");
+        let bytes = encode_write_set_entry(&secret, old_view, seqno, &ws).expect("entry");
+        ledger.append(seqno, &bytes, false).expect("append");
+    }
+    ledger.settle().expect("settle");
+    assert_eq!(ledger.last_seqno(), s + 2);
+    drop(ledger);
+    restart_and_catch_up(&mut t, s, &before, true);
 }
