@@ -4,6 +4,7 @@ use crate::error::CliError;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, SigningKey};
 use consort_node::config::{IdentityConfig, NodeConfig};
+use consort_node::joiner::JOINING_NODE_ID_FILE;
 use consort_node::net::client::{Connection, Protocol};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -290,12 +291,52 @@ impl Sandbox {
                 });
             }
             children.check_node0(&self.node0)?;
+            self.trust_joiners().await;
             if voters(&self.node0, &self.address).await >= self.args.nodes {
                 if let Some((service_cert, _primary)) = poll_open(&self.node0, &self.address, &self.ws).await {
                     return Ok(service_cert);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Sandbox {
+    /// member0 trusts the sandbox's own joiners once they are Pending (a joiner on the virtual platform is never
+    /// trusted automatically: anyone can make its evidence). Each names itself in its directory's
+    /// `joining_node_id`; nodes the sandbox did not start are left Pending.
+    async fn trust_joiners(&self) {
+        let Ok(cert) = std::fs::read_to_string(self.node0.join("service_cert.pem")) else {
+            return;
+        };
+        let Ok(tls) = consort_node::net::tls::client_config(&cert, None) else {
+            return;
+        };
+        let Ok(conn) = Connection::connect(&self.address, tls, Protocol::Http1).await else {
+            return;
+        };
+        let Some(nodes) = conn.get("/node/network/nodes").await.ok().and_then(|r| r.json().ok()) else {
+            return;
+        };
+        for i in 1..self.args.nodes {
+            let file = self.ws.join("nodes").join(i.to_string()).join(JOINING_NODE_ID_FILE);
+            let Ok(id) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            let pending = nodes["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["node_id"] == id.trim() && n["status"] == "Pending");
+            if pending {
+                let actions = serde_json::json!([
+                    {"name": "transition_node_to_trusted", "args": {"node_id": id.trim()}},
+                ]);
+                if let Err(e) = pass_as_member0(&conn, &self.ws, actions).await {
+                    eprintln!("trusting node {i}: {e}");
+                }
+            }
         }
     }
 }
@@ -343,11 +384,18 @@ async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String,
 /// member0 proposes `set_user(user0)` and `transition_service_to_open`.
 async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> Result<(), CliError> {
     let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(CliError::file(ws.join(f)));
-    let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
-    let proposal = serde_json::json!({"actions": [
+    let actions = serde_json::json!([
         {"name": "set_user", "args": {"cert": read("user0_cert.pem")?}},
         {"name": "transition_service_to_open", "args": {"next_service_identity": service_cert}},
-    ]});
+    ]);
+    pass_as_member0(conn, ws, actions).await
+}
+
+/// member0 proposes `actions` and votes for them (one member: accepted at once).
+async fn pass_as_member0(conn: &Connection, ws: &Path, actions: serde_json::Value) -> Result<(), CliError> {
+    let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(CliError::file(ws.join(f)));
+    let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
+    let proposal = serde_json::json!({ "actions": actions });
     let body = member.sign(consort_gov::MsgType::Proposal, None, proposal.to_string().as_bytes());
     let r = crate::gov::post_cose(conn, "/gov/members/proposals:create", body).await?;
     let mut v = r.json()?;

@@ -338,6 +338,27 @@ async fn three_node_service(net: &mut Net) {
         net.configure(i, Some(&target));
         net.nodes[i].spawn("join");
     }
+    // Joiners on the virtual platform are never trusted automatically: member0 trusts each by its node id.
+    for i in 1..3 {
+        let file = net.nodes[i].dir.join("joining_node_id");
+        let mut id = String::new();
+        net.wait_for("a joiner to name itself", async || {
+            id = std::fs::read_to_string(&file).unwrap_or_default();
+            !id.is_empty()
+        })
+        .await;
+        net.wait_for("the joiner to be Pending", async || {
+            net.get_json(0, "/node/network/nodes").await.is_some_and(|v| {
+                v["nodes"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|n| n["node_id"] == id.as_str() && n["status"] == "Pending")
+                })
+            })
+        })
+        .await;
+        let actions = serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": id}}]);
+        net.pass_proposal(&[0], actions, false).await;
+    }
     net.wait_for("three voters", async || {
         net.get_json(0, "/node/consensus").await.is_some_and(|v| {
             v["peers"]

@@ -350,7 +350,12 @@ async fn pending_joiners_are_limited_and_the_limit_names_itself() {
     for i in 0..limit {
         let key = SigningKey::generate(Curve::P384);
         let reply = post_join(&node, Some(&key), &join_body_measured(&key, consort_measurement())).await;
-        assert_eq!(reply.status, 200, "joiner {i}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(
+            reply.status,
+            200,
+            "joiner {i}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
         assert_eq!(reply.json().unwrap()["node_status"], "Pending");
     }
     let key = SigningKey::generate(Curve::P384);
@@ -364,4 +369,43 @@ async fn pending_joiners_are_limited_and_the_limit_names_itself() {
     let conn = Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap();
     let nodes = conn.get("/gov/service/nodes").await.unwrap().json().unwrap();
     assert!(!nodes.to_string().contains(&node_id), "the refused joiner was recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_with_virtual_evidence_gets_nothing_while_the_service_is_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::configure(dir.path(), |cfg| {
+        cfg.start.open_at_genesis = false;
+        cfg.network.node_to_node_address = Some(format!("127.0.0.1:{}", common::free_port()));
+    });
+    node.child = Some(common::spawn_node(&node.dir, "start", &node.config));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(cert) = std::fs::read_to_string(node.dir.join("service_cert.pem")) {
+            let tls = client_config(&cert, None).unwrap();
+            if let Ok(conn) = Connection::connect(&node.address, tls, Protocol::Http1).await {
+                if let Ok(r) = conn.get("/node/network").await {
+                    if r.json().unwrap()["service_status"] == "Opening" {
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service never came up Opening"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Virtual evidence is made by whoever holds a key: the outsider's join is recorded Pending, not trusted, and
+    // asking again (as a Trusted joiner would to collect the secrets) still gives nothing.
+    let key = SigningKey::generate(Curve::P384);
+    let body = join_body_measured(&key, consort_measurement());
+    for _ in 0..5 {
+        let reply = post_join(&node, Some(&key), &body).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.json().unwrap()["node_status"], "Pending");
+        assert_no_secrets(&reply);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

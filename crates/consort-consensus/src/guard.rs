@@ -201,19 +201,6 @@ fn check_heartbeat(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A heartbeat from the primary whose commit index is beyond this replica's log (raft-rs would panic in
-/// `commit_to`) is not forged in one honest case: the primary's record of what this replica holds predates a loss
-/// of this replica's log (a node that lost its ledger and rejoined from seqno 1). Dropping it would leave the
-/// replica unheard, as the primary sends entries only on an answer, so the heartbeat is kept with its commit index
-/// lowered to this replica's own: it commits nothing, and the answer to it makes the primary send what is missing.
-pub(crate) fn clamp_heartbeat_commit(m: &mut Message, local: &Local<'_>) -> bool {
-    if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > local.last_index {
-        m.commit = local.committed;
-        return true;
-    }
-    false
-}
-
 /// raft-rs restores a snapshot's membership and panics if it is not one raft-rs could have produced; the metadata
 /// must name a real entry of the sender's log (index and term at least 1, term at most the sender's).
 fn check_snapshot(m: &Message) -> Result<(), Refusal> {

@@ -15,6 +15,8 @@ use consort_crypto::{Curve, SigningKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// File in the secrets directory holding the joining node's id (public), for members to trust it by.
+pub const JOINING_NODE_ID_FILE: &str = "joining_node_id";
 /// A joining node gives up after this long.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between join attempts while the node is Pending or the primary is not ready.
@@ -56,6 +58,13 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         quote_info: attestation.evidence.to_json_value(),
     };
     let body = serde_json::to_vec(&req).map_err(|e| io(e.to_string()))?;
+    // The node id is public (a digest of the public key); members need it to trust this node, so it is written
+    // where an operator (or the sandbox) finds it, and logged.
+    let node_id = consort_crypto::key_id(&node_key.verifying_key().to_spki_der());
+    std::fs::create_dir_all(&dir).map_err(|e| io(format!("{}: {e}", dir.display())))?;
+    let id_path = dir.join(JOINING_NODE_ID_FILE);
+    std::fs::write(&id_path, &node_id).map_err(|e| io(format!("{}: {e}", id_path.display())))?;
+    tracing::info!(%node_id, "asking to join; members trust this node with transition_node_to_trusted");
     // Proof of possession: the join goes over TLS with a certificate for the node key, so the service admits (and
     // later hands secrets to) only the holder of the key the request names.
     let own_cert = consort_crypto::x509::self_signed(&node_key, &consort_crypto::CertParams::new("CCF Node joiner"))

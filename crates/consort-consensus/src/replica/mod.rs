@@ -205,7 +205,6 @@ impl<S: LedgerStorage> Replica<S> {
             conf: &conf,
             trusted: &self.trusted,
         };
-        guard::clamp_heartbeat_commit(&mut m, &local);
         guard::check(from, &m, &local).map_err(MessageError::from)?;
         if m.get_msg_type() == MessageType::MsgSnapshot {
             self.check_snapshot_bundle(m.get_snapshot())?;

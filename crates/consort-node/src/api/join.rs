@@ -141,11 +141,11 @@ pub async fn handle_join(
 /// addition to the Raft membership is committed, also with its certificate, the service's secrets, the peers and
 /// the snapshot to start from. The caller has checked that the joiner holds the key.
 pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
-    super::join_policy::check_attestation(svc, join)?;
+    let claims = super::join_policy::check_attestation(svc, join)?;
     let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
     let record = match existing {
         Some(r) => r,
-        None => record_joiner(svc, &join.request, &join.key, &join.node_id)?,
+        None => record_joiner(svc, join, &claims)?,
     };
     match record.status.as_str() {
         "Trusted" => {}
@@ -239,8 +239,13 @@ pub fn endorse_node(
 /// On the primary: records the joiner in the nodes table. Only a node admitted as Trusted (while the service is
 /// Opening) gets a service-endorsed certificate now; a Pending node gets one only when members trust it
 /// (`transition_node_to_trusted`, see [`endorse_node`]), so a certificate never vouches for a node nobody admitted.
-fn record_joiner(svc: &Engine, req: &JoinRequest, key: &VerifyingKey, node_id: &str) -> Result<NodeRecord, ApiError> {
-    let status = if svc.service_status().as_deref() == Some("Opening") {
+fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claims) -> Result<NodeRecord, ApiError> {
+    let (req, key, node_id) = (&join.request, &join.key, join.node_id.as_str());
+    // While the service is Opening, CCF trusts joiners at once. Only hardware evidence earns that here: virtual
+    // evidence is made by whoever holds a key (anyone on the network can write it), so a virtual joiner always
+    // waits, Pending, for members to trust it.
+    let hardware = claims.kind != consort_attest::PlatformKind::Virtual;
+    let status = if hardware && svc.service_status().as_deref() == Some("Opening") {
         "Trusted"
     } else {
         "Pending"
