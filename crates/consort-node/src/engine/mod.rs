@@ -268,7 +268,17 @@ impl Engine {
         let mut known_peers = BTreeMap::new();
         if let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? {
             let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
+            let service_key = ids.service_key.verifying_key();
             for (node_id, cert) in saved {
+                // The file is on the host's disk: a signer is trusted only with a certificate the service endorsed,
+                // for the key its node id names.
+                let endorsed = consort_crypto::ParsedCert::from_pem(&cert)
+                    .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && c.key_id() == node_id);
+                if !endorsed {
+                    return Err(EngineError::Refused(format!(
+                        "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
+                    )));
+                }
                 trusted.insert(raft_id_of(&node_id), cert.clone());
                 known_peers.insert(node_id, cert);
             }

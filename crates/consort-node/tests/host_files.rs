@@ -1,0 +1,74 @@
+//! Files a hostile host can edit in a node's secrets directory are checked before the node believes them: a
+//! `peers.json` naming a signer whose certificate the service did not endorse, and a join record that names the
+//! node itself in the service's first membership, make the node refuse to start.
+
+use consort_node::config::NodeConfig;
+use consort_node::engine::{Engine, EngineError, JoinRecord, OpenOptions, Start, PEERS_FILE};
+use consort_node::identity::Identities;
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    let mut cfg = NodeConfig::default();
+    cfg.storage.ledger_dir = dir.join("ledger");
+    cfg.storage.snapshots_dir = dir.join("snapshots");
+    cfg.storage.secrets_dir = dir.to_path_buf();
+    cfg
+}
+
+fn identity(dir: &std::path::Path) -> Identities {
+    Identities::generate(
+        &consort_attest::VirtualPlatform::new([0; 32]),
+        dir,
+        &["127.0.0.1".into()],
+    )
+    .unwrap()
+}
+
+fn refused(result: Result<std::sync::Arc<Engine>, EngineError>) -> String {
+    match result {
+        Err(e @ EngineError::Refused(_)) => e.to_string(),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("the node started"),
+    }
+}
+
+#[test]
+fn a_signer_the_service_did_not_endorse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    // The host's own key and a self-signed certificate, under the node id that key gives.
+    let key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let cert = consort_crypto::x509::self_signed(&key, &consort_crypto::CertParams::new("CCF Node")).unwrap();
+    let node_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
+    let peers = serde_json::json!({ node_id: cert.pem });
+    std::fs::write(dir.path().join(PEERS_FILE), peers.to_string()).unwrap();
+    let err = refused(Engine::open(config(dir.path()), ids));
+    assert!(err.contains("did not endorse"), "{err}");
+}
+
+#[test]
+fn an_endorsed_certificate_under_another_nodes_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    // This node's own endorsed certificate, filed under someone else's node id.
+    let peers = serde_json::json!({ "ab".repeat(32): ids.node_cert_pem.clone() });
+    std::fs::write(dir.path().join(PEERS_FILE), peers.to_string()).unwrap();
+    let err = refused(Engine::open(config(dir.path()), ids));
+    assert!(err.contains("did not endorse"), "{err}");
+}
+
+#[test]
+fn a_join_record_naming_the_node_in_the_first_membership_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    let record = JoinRecord {
+        initial_voters: vec![consort_node::engine::raft_id_of(&ids.node_id)],
+        peers: vec![],
+    };
+    record.save(&config(dir.path()), None).unwrap();
+    let options = OpenOptions {
+        start: Start::Joined,
+        attestation: None,
+    };
+    let err = refused(Engine::open_with(config(dir.path()), ids, options));
+    assert!(err.contains("first membership"), "{err}");
+}
