@@ -72,6 +72,31 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let key_pem = node_key.to_pkcs8_pem();
     let tls = crate::net::tls::client_config(&service_cert, Some((&own_cert.pem, &key_pem)))?;
     let answer = ask_until_trusted(&target, tls, body).await?;
+    let ids = save_answer(&cfg, platform.as_ref(), &node_key, &answer)?;
+    let engine = Engine::open_with(
+        cfg,
+        ids,
+        OpenOptions {
+            start: Start::Joined,
+            attestation: None,
+        },
+    )?;
+    // A joined node serves exactly the applications a genesis node serves.
+    let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
+    node.attach_attestation(attestation);
+    Ok(node)
+}
+
+/// Saves what the primary handed this node: the join record (where its log starts, the peers) first, its identity
+/// last, so a node holding an identity always knows where its log starts and a crash in between never leaves one
+/// that would start a new service under the real identity.
+fn save_answer(
+    cfg: &NodeConfig,
+    platform: &dyn consort_attest::Platform,
+    node_key: &SigningKey,
+    answer: &serde_json::Value,
+) -> Result<Identities, NodeError> {
+    let io = NodeError::Join;
     let field = |k: &str| -> Result<String, NodeError> {
         answer[k]
             .as_str()
@@ -97,13 +122,11 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             "join answer names neither a snapshot nor the first membership".into()
         ));
     }
-    // The record first, the identity last: a node holding an identity always knows where its log starts, so a
-    // crash in between never leaves one that would start a new service under the real identity.
-    record.save(&cfg, snapshot.as_deref())?;
+    record.save(cfg, snapshot.as_deref())?;
     let ids = Identities::save_joined(
-        platform.as_ref(),
-        &dir,
-        &node_key,
+        platform,
+        &cfg.storage.secrets_dir,
+        node_key,
         &field("node_cert")?,
         &field("service_key")?,
         &field("service_cert")?,
@@ -118,18 +141,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             "seqno 1"
         }
     );
-    let engine = Engine::open_with(
-        cfg,
-        ids,
-        OpenOptions {
-            start: Start::Joined,
-            attestation: None,
-        },
-    )?;
-    // A joined node serves exactly the applications a genesis node serves.
-    let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
-    node.attach_attestation(attestation);
-    Ok(node)
+    Ok(ids)
 }
 
 /// Asks the service at `target` to admit this node (`body`, over `tls` with the node's own certificate) until it

@@ -229,6 +229,57 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The peers saved in [`PEERS_FILE`] (node id -> certificate). The file is on the host's disk: a signer is believed
+/// only with a certificate the service endorsed for the key its node id names; anything else stops the node.
+fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<BTreeMap<String, String>, EngineError> {
+    let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? else {
+        return Ok(BTreeMap::new());
+    };
+    let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
+    let service_key = ids.service_key.verifying_key();
+    for (node_id, cert) in &saved {
+        let endorsed = consort_crypto::ParsedCert::from_pem(cert)
+            .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && &c.key_id() == node_id);
+        if !endorsed {
+            return Err(EngineError::Refused(format!(
+                "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
+            )));
+        }
+    }
+    Ok(saved)
+}
+
+/// Whether the node may start as `start` with what it found (`empty`: no ledger, Raft state or snapshot), and
+/// whether that is genesis. Genesis only for an identity created just now; a joined node waits for the primary.
+fn may_start(
+    cfg: &NodeConfig,
+    ids: &Identities,
+    start: Start,
+    empty: bool,
+    join_record: Option<&JoinRecord>,
+) -> Result<bool, EngineError> {
+    let refuse = |reason: &str| {
+        Err(EngineError::Refused(format!(
+            "{reason} (secrets in {}, ledger in {})",
+            cfg.storage.secrets_dir.display(),
+            cfg.storage.ledger_dir.display()
+        )))
+    };
+    if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id_of(&ids.node_id))) {
+        return refuse("the join record names this node in the service's first membership, which no joiner is in");
+    }
+    match (start, empty) {
+        (Start::Genesis, true) => Ok(true),
+        (Start::Genesis, false) => refuse("genesis refused: the node already holds a ledger or Raft state"),
+        (Start::Joined, _) if join_record.is_none() => refuse("started as joined but holds no join record"),
+        (Start::Joined, _) | (Start::Restart, false) => Ok(false),
+        (Start::Restart, true) => refuse(
+            "this node holds an identity but its ledger, Raft state and snapshot are gone: it may have voted and \
+             acknowledged entries it no longer has, so it refuses to start (start a new node and join it)",
+        ),
+    }
+}
+
 /// Stops the process: the node found a state it must not go past (disk failure, halted replica).
 fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
     tracing::error!("fatal: {what}: {e}; stopping the node to keep store and ledger consistent");
@@ -265,23 +316,9 @@ impl Engine {
             .map_err(|e| EngineError::io(&cfg.storage.ledger_dir, e))?;
         let raft_id = raft_id_of(&ids.node_id);
         trusted.insert(raft_id, ids.node_cert_pem.clone());
-        let mut known_peers = BTreeMap::new();
-        if let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? {
-            let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
-            let service_key = ids.service_key.verifying_key();
-            for (node_id, cert) in saved {
-                // The file is on the host's disk: a signer is trusted only with a certificate the service endorsed,
-                // for the key its node id names.
-                let endorsed = consort_crypto::ParsedCert::from_pem(&cert)
-                    .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && c.key_id() == node_id);
-                if !endorsed {
-                    return Err(EngineError::Refused(format!(
-                        "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
-                    )));
-                }
-                trusted.insert(raft_id_of(&node_id), cert.clone());
-                known_peers.insert(node_id, cert);
-            }
+        let known_peers = saved_peers(&cfg, &ids)?;
+        for (node_id, cert) in &known_peers {
+            trusted.insert(raft_id_of(node_id), cert.clone());
         }
         let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
@@ -292,33 +329,7 @@ impl Engine {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
         };
-        let refuse = |reason: &str| {
-            Err(EngineError::Refused(format!(
-                "{reason} (secrets in {}, ledger in {})",
-                cfg.storage.secrets_dir.display(),
-                cfg.storage.ledger_dir.display()
-            )))
-        };
-        // Genesis only for an identity created just now; a joined node waits for the primary to replicate.
-        let fresh = match (start, empty) {
-            (Start::Genesis, true) => true,
-            (Start::Genesis, false) => return refuse("genesis refused: the node already holds a ledger or Raft state"),
-            (Start::Joined, _) if join_record.is_none() => return refuse("started as joined but holds no join record"),
-            (Start::Joined, _) | (Start::Restart, false) => false,
-            (Start::Restart, true) => {
-                return refuse(
-                    "this node holds an identity but its ledger, Raft state and snapshot are gone: it may have voted \
-                     and acknowledged entries it no longer has, so it refuses to start (start a new node and join it)",
-                )
-            }
-        };
-        if let Some(record) = &join_record {
-            if record.initial_voters.contains(&raft_id_of(&ids.node_id)) {
-                return refuse(
-                    "the join record names this node in the service's first membership, which no joiner is in",
-                );
-            }
-        }
+        let fresh = may_start(&cfg, &ids, start, empty, join_record.as_ref())?;
         let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
             hard_state,
