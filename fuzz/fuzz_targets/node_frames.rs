@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         let actions = cluster.step(
             to,
             Event::Receive {
-                from,
+                from: consort_consensus::RaftId(from),
                 message: message.to_vec(),
             },
         );

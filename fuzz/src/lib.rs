@@ -3,7 +3,7 @@
 //! writes are read by the targets exactly as it meant them.
 
 use consort_consensus::testing::{fixture_identities, Cluster, Message as Sent};
-use consort_consensus::{Action, Event, PersistedState, ReplicaConfig};
+use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig};
 use consort_crypto::SigningKey;
 use consort_gov::{genesis, MemberSpec, MsgType, DEFAULT_CONSTITUTION};
 use consort_kv::{CommitOutcome, Store};
@@ -111,12 +111,12 @@ pub fn raft_prefix(from: u64, to: u64) -> u8 {
 /// Three replicas with replica 1 elected and a few writes committed, and the messages they exchanged on the way.
 pub fn running_cluster() -> (Cluster, Vec<Sent>) {
     let ids = fixture_identities();
-    let trusted: BTreeMap<u64, String> = (1..=REPLICAS)
-        .map(|id| (id, ids[id as usize - 1].cert_pem.clone()))
+    let trusted: BTreeMap<RaftId, String> = (1..=REPLICAS)
+        .map(|id| (RaftId(id), ids[id as usize - 1].cert_pem.clone()))
         .collect();
     let mut cluster = Cluster::new(LedgerSecret::from_bytes([9u8; 32]));
     for id in 1..=REPLICAS {
-        let mut cfg = ReplicaConfig::new(id);
+        let mut cfg = ReplicaConfig::new(RaftId(id));
         cfg.signature_interval_tx = 2;
         let persisted = PersistedState {
             voters: (1..=REPLICAS).collect(),
@@ -171,7 +171,7 @@ pub fn step_and_settle(cluster: &mut Cluster, i: usize, event: Event, seen: &mut
         keep(cluster.step(
             to,
             Event::Receive {
-                from: m.from,
+                from: RaftId(m.from),
                 message: m.bytes,
             },
         ));

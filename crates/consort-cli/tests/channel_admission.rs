@@ -9,7 +9,7 @@ use common::*;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
 use consort_node::config::{IdentityConfig, NodeConfig};
-use consort_node::engine::raft_id_of;
+use consort_node::engine::NodeId;
 use consort_node::net::channels::{Channels, FrameKind};
 use consort_node::net::client::{Connection, Protocol};
 use std::collections::HashSet;
@@ -551,6 +551,11 @@ async fn only_current_members_reach_the_node_to_node_port_and_bad_frames_are_dro
 }
 
 /// The node id a certificate names (hex SHA-256 of its public key).
+/// A node's Raft id, as a raw Raft message carries it.
+fn raft_id_of(node_id: &str) -> u64 {
+    node_id.parse::<NodeId>().expect("a node id").raft_id().get()
+}
+
 fn stranger_cert_id(der: &[u8]) -> String {
     ParsedCert::from_der(der).unwrap().key_id()
 }

@@ -155,7 +155,7 @@ fn identity() -> NodeIdentity {
 }
 
 fn config() -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::new(1);
+    let mut cfg = ReplicaConfig::new(consort_consensus::RaftId(1));
     cfg.signature_interval_tx = 5_000;
     cfg.signature_interval_ticks = 10;
     cfg
@@ -166,7 +166,7 @@ fn open(dir: &Path, offload: Option<&dyn Offload>) -> Replica<DirStorage> {
         .ok()
         .map(|b| decode_hard_state(&b).expect("hard state decodes"));
     let id = identity();
-    let trusted = BTreeMap::from([(1, id.cert_pem.clone())]);
+    let trusted = BTreeMap::from([(consort_consensus::RaftId(1), id.cert_pem.clone())]);
     let persisted = PersistedState {
         hard_state,
         snapshot: None,
@@ -301,7 +301,7 @@ fn replay(dir: &Path, offload: Option<&dyn Offload>) {
     let r = open(dir, offload);
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu_before;
-    let n = r.last_seqno();
+    let n = r.last_seqno().get();
     println!(
         "replayed {n} transactions in {secs:.2} s ({cpu:.2} s CPU): {:.0} tx/s, peak RSS {} MiB",
         n as f64 / secs,

@@ -7,6 +7,7 @@ use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
 use crate::periodic::Snapshots;
 use crate::snapshot;
+use crate::vocab::RaftId;
 use consort_kv::{Commitment, WriteBatch, WriteSet};
 use consort_ledger::{
     verify_root, EntryKind, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
@@ -18,7 +19,7 @@ pub(crate) struct PartialReplicaRef<'a, S: LedgerStorage> {
     pub(crate) log: &'a mut Log<S>,
     pub(crate) tree: &'a mut MerkleTree,
     pub(crate) signatures: &'a mut BTreeSet<u64>,
-    pub(crate) trusted: &'a BTreeMap<u64, String>,
+    pub(crate) trusted: &'a BTreeMap<RaftId, String>,
     /// Where periodic snapshots are started and claimed (none while replaying the ledger at start-up).
     pub(crate) snapshots: Option<&'a mut Snapshots>,
 }

@@ -1,6 +1,7 @@
 //! Configuration of one replica: its tunables ([`ReplicaConfig`]) and its signing identity ([`NodeIdentity`]).
 
 use crate::limits::{DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS};
+use crate::vocab::RaftId;
 use consort_crypto::SigningKey;
 
 /// This node's signing identity: signature transactions carry its certificate and node id.
@@ -18,7 +19,7 @@ pub struct NodeIdentity {
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     /// Raft id of this replica (non-zero).
-    pub id: u64,
+    pub id: RaftId,
     /// Ticks without a heartbeat before a backup starts an election (the timeout is drawn from [n, 2n)).
     pub election_ticks: usize,
     /// Ticks between the primary's heartbeats.
@@ -51,7 +52,7 @@ pub struct ReplicaConfig {
 
 impl ReplicaConfig {
     /// Defaults for replica `id`: Raft's usual timing in ticks, a signature every 100 transactions or 5 ticks, 5 MiB chunks, no periodic snapshots.
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: RaftId) -> Self {
         ReplicaConfig {
             id,
             election_ticks: 10,
@@ -61,7 +62,7 @@ impl ReplicaConfig {
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_inflight_appends: DEFAULT_MAX_INFLIGHT_APPENDS,
             chunk_threshold_bytes: 5 * 1024 * 1024,
-            random_seed: id,
+            random_seed: id.get(),
             sign_on_election: true,
             snapshot_interval_tx: 0,
             snapshots_on_backups: false,

@@ -2,7 +2,7 @@
 
 use crate::error::{ConsensusError, ProposeError};
 use crate::snapshot::{SnapshotBuild, SnapshotBuilt};
-use crate::vocab::{Role, TxId};
+use crate::vocab::{RaftId, Role, Seqno, TxId, View};
 use consort_kv::{Version, WriteSet};
 use raft::eraftpb::{ConfChangeV2, ConfState, HardState, Snapshot};
 
@@ -14,7 +14,7 @@ pub enum Event {
     /// A Raft message from peer `from` (authenticated by the node-to-node channel).
     Receive {
         /// The sender's Raft id.
-        from: u64,
+        from: RaftId,
         /// The encoded Raft message.
         message: Vec<u8>,
     },
@@ -43,7 +43,7 @@ pub enum Event {
     /// its log is up to date). Used before the primary is removed from the membership.
     TransferLeadership {
         /// Raft id of the voter to hand the role to.
-        to: u64,
+        to: RaftId,
     },
     /// A build handed out by [`Action::BuildSnapshot`] finished.
     SnapshotBuilt(SnapshotBuilt),
@@ -55,7 +55,7 @@ pub enum Action {
     /// Send an encoded Raft message to a peer (best effort: Raft retries).
     Send {
         /// The receiver's Raft id.
-        to: u64,
+        to: RaftId,
         /// The encoded Raft message.
         message: Vec<u8>,
     },
@@ -76,15 +76,15 @@ pub enum Action {
     /// Entries from the primary were appended and their write sets applied to the store (not yet committed).
     Applied {
         /// First seqno applied.
-        first: u64,
+        first: Seqno,
         /// Last seqno applied.
-        last: u64,
+        last: Seqno,
     },
     /// Uncommitted transactions after `to` were dropped from the ledger, the Merkle tree and the store; they will
     /// never be Committed in their view.
     RolledBack {
         /// The last seqno kept.
-        to: u64,
+        to: Seqno,
     },
     /// A snapshot from the primary replaced this replica's state (store, ledger, tree).
     SnapshotInstalled(TxId),
@@ -97,9 +97,9 @@ pub enum Action {
     /// `snapshot_<seqno>_<evidence>.committed`.
     SnapshotCommitted {
         /// The signature transaction the snapshot was taken at.
-        seqno: u64,
+        seqno: Seqno,
         /// The evidence transaction that records its digest.
-        evidence: u64,
+        evidence: Seqno,
         /// The snapshot, for joiners.
         snapshot: Snapshot,
     },
@@ -115,7 +115,7 @@ pub enum Action {
     /// A membership change committed and took effect.
     ConfChanged {
         /// Seqno of the committed change.
-        seqno: u64,
+        seqno: Seqno,
         /// The membership now in force.
         conf_state: ConfState,
     },
@@ -124,14 +124,14 @@ pub enum Action {
         /// The new role.
         role: Role,
         /// The current view.
-        view: u64,
+        view: View,
         /// The primary it knows of, if any.
-        leader: Option<u64>,
+        leader: Option<RaftId>,
     },
     /// An input was refused and ignored (malformed or invalid message from a peer, unknown persist number).
     Dropped {
         /// The peer the input came from, if it came from one.
-        from: Option<u64>,
+        from: Option<RaftId>,
         /// Why it was refused.
         error: ConsensusError,
     },

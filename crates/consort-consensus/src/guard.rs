@@ -6,6 +6,7 @@
 //! Every rule holds for the messages raft-rs itself sends (see each check), so an honest peer is never refused;
 //! dropping a message is always safe for Raft, which retransmits or times out.
 
+use crate::vocab::RaftId;
 use raft::eraftpb::{ConfChangeType, ConfState, Message, MessageType};
 use raft::{Changer, ProgressTracker};
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub(crate) struct Local<'a> {
     /// The membership in force.
     pub(crate) conf: &'a ConfState,
     /// The nodes whose signatures this replica accepts (Trusted when it last looked), by Raft id.
-    pub(crate) trusted: &'a BTreeMap<u64, String>,
+    pub(crate) trusted: &'a BTreeMap<RaftId, String>,
 }
 
 /// Why a peer's message was refused: the rule it breaks.
@@ -141,7 +142,7 @@ fn check_sender(from: u64, t: MessageType, local: &Local<'_>) -> Result<(), Refu
         .chain(&conf.learners)
         .chain(&conf.learners_next)
         .any(|&id| id == from);
-    if member || local.trusted.contains_key(&from) {
+    if member || local.trusted.contains_key(&RaftId(from)) {
         Ok(())
     } else {
         Err(Refusal::NotMember(from, t))

@@ -56,7 +56,7 @@ pub use persisted::{decode_hard_state, encode_hard_state, encode_snapshot, Persi
 pub use receipt::ReceiptSources;
 pub use replay::Offload;
 pub use replica::Replica;
-pub use vocab::{Role, TxId, TxStatus};
+pub use vocab::{NodeId, RaftId, Role, Seqno, TxId, TxStatus, View};
 
 /// Raft's protobuf types the node needs (hard state, conf state, conf changes, snapshots).
 pub use raft::eraftpb;

@@ -116,7 +116,7 @@ impl<S: LedgerStorage> Log<S> {
 
     /// A Raft snapshot of the state at the commit point.
     pub(crate) fn snapshot_at_commit(&self) -> Result<Snapshot, crate::ConsensusError> {
-        let TxId { view, seqno } = self.commit;
+        let (view, seqno) = (self.commit.view.get(), self.commit.seqno.get());
         let data = if seqno == self.base_index {
             self.base_bundle.clone().ok_or(crate::SnapshotError::NothingCommitted)?
         } else {
@@ -221,14 +221,14 @@ impl<S: LedgerStorage> raft::Storage for Log<S> {
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // Raft refuses a snapshot whose membership does not name the receiver; wait until a signature commits
         // after the change that added it (the primary signs right after a membership change).
-        let cs = self.conf_state_at(self.commit.seqno);
+        let cs = self.conf_state_at(self.commit.seqno.get());
         let named = cs
             .voters
             .iter()
             .chain(&cs.learners)
             .chain(&cs.voters_outgoing)
             .chain(&cs.learners_next);
-        if self.commit.seqno < request_index || !named.into_iter().any(|&id| id == to) {
+        if self.commit.seqno.get() < request_index || !named.into_iter().any(|&id| id == to) {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         self.snapshot_at_commit()

@@ -7,6 +7,7 @@ use crate::accept::PartialReplicaRef;
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
+use crate::vocab::RaftId;
 use consort_kv::Commitment;
 use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,7 +73,7 @@ pub(crate) struct PartialReplica<'a, S: LedgerStorage> {
     pub(crate) log: Log<S>,
     pub(crate) tree: MerkleTree,
     pub(crate) signatures: BTreeSet<u64>,
-    pub(crate) trusted: &'a BTreeMap<u64, String>,
+    pub(crate) trusted: &'a BTreeMap<RaftId, String>,
 }
 
 impl<S: LedgerStorage> PartialReplica<'_, S> {

@@ -10,7 +10,7 @@
 use crate::codec::{full_write_set, inspect};
 use crate::history::ViewHistory;
 use crate::limits::MAX_SNAPSHOT_SIZE;
-use crate::vocab::TxId;
+use crate::vocab::{Seqno, TxId, View};
 use crate::{ConsensusError, SnapshotError};
 use consort_crypto::sha256;
 use consort_kv::{SnapshotHeader, Store};
@@ -258,14 +258,8 @@ impl SnapshotBuild {
 pub(crate) fn check_metadata(meta: &SnapshotMetadata, v: &VerifiedSnapshot) -> Result<(), SnapshotError> {
     if (meta.index, meta.term) != (v.seqno, v.view) {
         return Err(SnapshotError::MetadataMismatch {
-            metadata: TxId {
-                view: meta.term,
-                seqno: meta.index,
-            },
-            bundle: TxId {
-                view: v.view,
-                seqno: v.seqno,
-            },
+            metadata: TxId::new(View(meta.term), Seqno(meta.index)),
+            bundle: TxId::new(View(v.view), Seqno(v.seqno)),
         });
     }
     Ok(())
@@ -301,7 +295,7 @@ pub fn open(
     let info = inspect(sig_bytes, view, seqno)?;
     if !info.is_signature {
         return Err(SnapshotError::NotASignature {
-            at: TxId { view, seqno },
+            at: TxId::new(View(view), Seqno(seqno)),
         }
         .into());
     }
@@ -315,12 +309,9 @@ pub fn open(
     let mut tree = MerkleTree::deserialise(&value(TREE_TABLE)?).map_err(SnapshotError::Tree)?;
     if tree.len() != seqno || signature.seqno != seqno || signature.view != view {
         return Err(SnapshotError::TreeMismatch {
-            signed: TxId {
-                view: signature.view,
-                seqno: signature.seqno,
-            },
+            signed: TxId::new(View(signature.view), Seqno(signature.seqno)),
             leaves: tree.len(),
-            at: TxId { view, seqno },
+            at: TxId::new(View(view), Seqno(seqno)),
         }
         .into());
     }

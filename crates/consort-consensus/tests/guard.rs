@@ -4,7 +4,7 @@
 
 use consort_consensus::eraftpb::{ConfState, Entry, Message, MessageType};
 use consort_consensus::testing::{fixture_identities, Cluster, Message as Sent};
-use consort_consensus::{Action, Event, PersistedState, ReplicaConfig, TxId};
+use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig, Seqno, TxId, View};
 use consort_kv::CommitOutcome;
 use consort_ledger::LedgerSecret;
 use proptest::prelude::*;
@@ -15,15 +15,15 @@ use std::collections::BTreeMap;
 /// are returned as material for mutations.
 fn running_cluster() -> (Cluster, Vec<Sent>) {
     let ids = fixture_identities();
-    let trusted: BTreeMap<u64, String> = ids
+    let trusted: BTreeMap<RaftId, String> = ids
         .iter()
         .take(3)
         .enumerate()
-        .map(|(i, id)| (i as u64 + 1, id.cert_pem.clone()))
+        .map(|(i, id)| (RaftId(i as u64 + 1), id.cert_pem.clone()))
         .collect();
     let mut c = Cluster::new(LedgerSecret::from_bytes([9u8; 32]));
     for id in 1..=3u64 {
-        let mut cfg = ReplicaConfig::new(id);
+        let mut cfg = ReplicaConfig::new(RaftId(id));
         cfg.signature_interval_tx = 2;
         let persisted = PersistedState {
             voters: vec![1, 2, 3],
@@ -64,7 +64,7 @@ fn deliver_all(c: &mut Cluster, seen: &mut Vec<Sent>) {
         let actions = c.step(
             i,
             Event::Receive {
-                from: m.from,
+                from: RaftId(m.from),
                 message: m.bytes,
             },
         );
@@ -110,7 +110,7 @@ fn inject(c: &mut Cluster, from: u64, to: u64, m: &Message) -> bool {
     let actions = c.step(
         i,
         Event::Receive {
-            from,
+            from: RaftId(from),
             message: encode(m),
         },
     );
@@ -127,7 +127,7 @@ fn message(t: MessageType, from: u64, to: u64, term: u64) -> Message {
     m
 }
 
-fn state(c: &Cluster) -> Vec<(u64, u64, TxId)> {
+fn state(c: &Cluster) -> Vec<(View, Seqno, TxId)> {
     (0..3)
         .map(|i| {
             let r = c.replica(i);
@@ -140,8 +140,8 @@ fn state(c: &Cluster) -> Vec<(u64, u64, TxId)> {
 fn a_heartbeat_committing_beyond_the_log_is_dropped_not_stepped() {
     let (mut c, _) = running_cluster();
     let before = state(&c);
-    let last = c.replica(1).last_seqno();
-    let term = c.replica(0).view();
+    let last = c.replica(1).last_seqno().get();
+    let term = c.replica(0).view().get();
     let mut hb = message(MessageType::MsgHeartbeat, 1, 2, term);
     hb.commit = last + 1_000;
     assert!(inject(&mut c, 1, 2, &hb), "a heartbeat past the log was stepped");
@@ -155,7 +155,7 @@ fn a_heartbeat_committing_beyond_the_log_is_dropped_not_stepped() {
 fn forged_senders_foreign_receivers_and_local_message_types_are_dropped() {
     let (mut c, _) = running_cluster();
     let before = state(&c);
-    let term = c.replica(0).view();
+    let term = c.replica(0).view().get();
     // Replica 3 sends a heartbeat claiming to be the primary (1).
     assert!(inject(&mut c, 3, 2, &message(MessageType::MsgHeartbeat, 1, 2, term)));
     // A message for replica 3 delivered to 2.
@@ -182,7 +182,7 @@ fn forged_senders_foreign_receivers_and_local_message_types_are_dropped() {
 fn non_members_cannot_start_elections_or_act_as_primary() {
     let (mut c, _) = running_cluster();
     let before = state(&c);
-    let term = c.replica(0).view();
+    let term = c.replica(0).view().get();
     // Raft id 9 is neither in the membership nor trusted.
     let mut vote = message(MessageType::MsgRequestVote, 9, 2, term + 10);
     vote.index = 1_000;
@@ -207,8 +207,8 @@ fn non_members_cannot_start_elections_or_act_as_primary() {
 fn appends_with_inconsistent_indexes_or_terms_are_dropped() {
     let (mut c, _) = running_cluster();
     let before = state(&c);
-    let term = c.replica(0).view();
-    let last = c.replica(1).last_seqno();
+    let term = c.replica(0).view().get();
+    let last = c.replica(1).last_seqno().get();
     let entry = |index: u64, term: u64| Entry {
         index,
         term,
@@ -247,7 +247,7 @@ fn appends_with_inconsistent_indexes_or_terms_are_dropped() {
     assert!(inject(&mut c, 1, 2, &append(vec![], last + 50, 0)));
     // An acknowledgement of entries the primary never had.
     let mut ack = message(MessageType::MsgAppendResponse, 2, 1, term);
-    ack.index = c.replica(0).last_seqno() + 10;
+    ack.index = c.replica(0).last_seqno().get() + 10;
     assert!(inject(&mut c, 2, 1, &ack));
     ack.index = 1;
     ack.reject = true;
@@ -260,8 +260,8 @@ fn appends_with_inconsistent_indexes_or_terms_are_dropped() {
 fn snapshots_with_impossible_memberships_or_bad_bundles_are_dropped() {
     let (mut c, _) = running_cluster();
     let before = state(&c);
-    let term = c.replica(0).view();
-    let last = c.replica(1).last_seqno();
+    let term = c.replica(0).view().get();
+    let last = c.replica(1).last_seqno().get();
     let snapshot = |cs: ConfState, data: &[u8]| {
         let mut m = message(MessageType::MsgSnapshot, 1, 2, term);
         let s = m.mut_snapshot();
@@ -409,14 +409,14 @@ proptest! {
             let original = &seen[pick.index(seen.len())];
             let bytes = mutate(&original.bytes, &mutations[k % mutations.len()]);
             let i = *to as usize - 1;
-            assert_no_halt(&c.step(i, Event::Receive { from: *from, message: bytes }));
+            assert_no_halt(&c.step(i, Event::Receive { from: RaftId(*from), message: bytes }));
             while !c.nodes[i].pending.is_empty() {
                 assert_no_halt(&c.persist(i, 1).expect("sync"));
             }
         }
         for (k, bytes) in noise.into_iter().enumerate() {
             let to = k % 3;
-            assert_no_halt(&c.step(to, Event::Receive { from: 1 + (k as u64 % 3), message: bytes }));
+            assert_no_halt(&c.step(to, Event::Receive { from: RaftId(1 + (k as u64 % 3)), message: bytes }));
         }
         // Whatever was accepted, the cluster elects a primary and commits again.
         let mut seen = Vec::new();

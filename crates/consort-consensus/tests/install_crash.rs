@@ -6,7 +6,7 @@
 use consort_consensus::codec::encode_write_set_entry;
 use consort_consensus::eraftpb::HardState;
 use consort_consensus::testing::{Cluster, FaultyDisk};
-use consort_consensus::{Action, Event, PersistedState, ReplicaConfig, TxId, TxStatus};
+use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig, Seqno, TxId, TxStatus};
 use consort_kv::CommitOutcome;
 use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
 use std::collections::BTreeMap;
@@ -15,18 +15,18 @@ use std::collections::BTreeMap;
 const BACKUP: usize = 2;
 
 fn config(id: u64) -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::new(id);
+    let mut cfg = ReplicaConfig::new(RaftId(id));
     cfg.signature_interval_tx = 3;
     // Small chunks: each signature closes one, so the old ledger has several to remove.
     cfg.chunk_threshold_bytes = 64;
     cfg
 }
 
-fn all_trusted() -> BTreeMap<u64, String> {
+fn all_trusted() -> BTreeMap<RaftId, String> {
     consort_consensus::testing::fixture_identities()
         .into_iter()
         .enumerate()
-        .map(|(i, id)| (i as u64 + 1, id.cert_pem))
+        .map(|(i, id)| (RaftId(i as u64 + 1), id.cert_pem))
         .collect()
 }
 
@@ -64,7 +64,7 @@ impl T {
         for a in actions {
             match a {
                 Action::Halted { error } => self.halted.push(error.to_string()),
-                Action::SnapshotInstalled(tx) => self.installed.push((i, tx.seqno)),
+                Action::SnapshotInstalled(tx) => self.installed.push((i, tx.seqno.get())),
                 _ => {}
             }
         }
@@ -103,7 +103,7 @@ impl T {
             self.step(
                 m.to as usize - 1,
                 Event::Receive {
-                    from: m.from,
+                    from: RaftId(m.from),
                     message: m.bytes,
                 },
             );
@@ -152,18 +152,20 @@ impl T {
     fn restart_from_snapshot_of(&mut self, i: usize, from: usize) -> u64 {
         let r = self.h.replica(from);
         let snapshot = r.snapshot().expect("snapshot");
-        let s = r.commit_point().seqno;
+        let s = r.commit_point().seqno.get();
         let (mut ledger, _) = Ledger::open(FaultyDisk::new(), 64).expect("ledger");
-        for seqno in s + 1..=r.last_seqno() {
+        for seqno in s + 1..=r.last_seqno().get() {
             let bytes = r.ledger().read_entry(seqno).expect("entry");
-            ledger.append(seqno, &bytes, r.is_signature(seqno)).expect("append");
+            ledger
+                .append(seqno, &bytes, r.is_signature(Seqno(seqno)))
+                .expect("append");
         }
         ledger.flush().expect("flush");
         ledger.settle().expect("settle");
         let hs = HardState {
-            term: r.view(),
+            term: r.view().get(),
             vote: from as u64 + 1,
-            commit: r.raft_commit_index(),
+            commit: r.raft_commit_index().get(),
             ..Default::default()
         };
         let persisted = PersistedState {
@@ -200,7 +202,7 @@ fn up_to_install() -> (T, u64, Before) {
         assert_eq!(b.tx_status(*tx), TxStatus::Committed);
     }
     let before = Before {
-        last: b.last_seqno(),
+        last: b.last_seqno().get(),
         commit: b.commit_point(),
         committed,
     };
@@ -379,7 +381,7 @@ fn a_leftover_suffix_of_another_view_past_the_snapshot_is_dropped() {
     persist_install(&mut t, 1);
     t.h.crash(BACKUP, |_| 0);
     // Node 3's old ledger, extended with well-formed entries of an old view up to past the snapshot.
-    let view = t.h.replica(0).view_of(s).expect("view of the snapshot");
+    let view = t.h.replica(0).view_of(Seqno(s)).expect("view of the snapshot");
     let old_view = before.commit.view;
     assert_ne!(view, old_view, "the snapshot is from a later view");
     let secret = LedgerSecret::from_bytes([9u8; 32]);
@@ -387,7 +389,7 @@ fn a_leftover_suffix_of_another_view_past_the_snapshot_is_dropped() {
     for seqno in before.last + 1..=s + 2 {
         let mut ws = consort_kv::WriteSet::default();
         ws.put("public:records", &seqno.to_le_bytes(), b"other view");
-        let bytes = encode_write_set_entry(&secret, old_view, seqno, &ws).expect("entry");
+        let bytes = encode_write_set_entry(&secret, old_view.get(), seqno, &ws).expect("entry");
         ledger.append(seqno, &bytes, false).expect("append");
     }
     ledger.settle().expect("settle");

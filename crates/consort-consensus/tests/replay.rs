@@ -4,7 +4,9 @@
 
 use consort_consensus::eraftpb::HardState;
 use consort_consensus::testing::{FaultyDisk, ScopedThreadOffload};
-use consort_consensus::{Action, Event, NodeIdentity, Offload, PersistedState, Replica, ReplicaConfig, TxStatus};
+use consort_consensus::{
+    Action, Event, NodeIdentity, Offload, PersistedState, RaftId, Replica, ReplicaConfig, Seqno, TxStatus,
+};
 use consort_kv::CommitOutcome;
 use consort_ledger::{parse_chunk_name, LedgerSecret, LedgerStorage};
 use std::collections::BTreeMap;
@@ -14,7 +16,7 @@ fn identity() -> NodeIdentity {
 }
 
 fn config() -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::new(1);
+    let mut cfg = ReplicaConfig::new(RaftId(1));
     cfg.signature_interval_tx = 7;
     cfg.chunk_threshold_bytes = 4096;
     cfg
@@ -22,7 +24,7 @@ fn config() -> ReplicaConfig {
 
 fn open(disk: FaultyDisk, hard_state: Option<HardState>, offload: Option<&dyn Offload>) -> Replica<FaultyDisk> {
     let id = identity();
-    let trusted = BTreeMap::from([(1, id.cert_pem.clone())]);
+    let trusted = BTreeMap::from([(RaftId(1), id.cert_pem.clone())]);
     let persisted = PersistedState {
         hard_state,
         snapshot: None,
@@ -114,7 +116,7 @@ fn a_reopened_replica_equals_the_original() {
         assert_eq!(again.store().current_version(), r.last_seqno());
         // Replay committed the store exactly up to the commit point: the tail can still be rolled back.
         assert_eq!(again.store().committed_version(), commit.seqno);
-        for seqno in [1, commit.seqno, r.last_seqno()] {
+        for seqno in [Seqno(1), commit.seqno, r.last_seqno()] {
             let tx = consort_consensus::TxId {
                 view: r.view_of(seqno).unwrap(),
                 seqno,
@@ -146,7 +148,7 @@ fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
         }
         copy.write_at(&name, at as u64, &[bytes[at] ^ 0x20]).unwrap();
         let id = identity();
-        let trusted = BTreeMap::from([(1, id.cert_pem.clone())]);
+        let trusted = BTreeMap::from([(RaftId(1), id.cert_pem.clone())]);
         let persisted = PersistedState {
             hard_state: node.hard_state.clone(),
             snapshot: None,

@@ -6,7 +6,8 @@ use consort_consensus::codec::{encode_write_set_entry, inspect};
 use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, HardState, Message};
 use consort_consensus::testing::{Cluster as Harness, FaultyDisk, Message as Sent};
 use consort_consensus::{
-    Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, Replica, ReplicaConfig, TxId, TxStatus,
+    Action, ConsensusError, Event, NodeIdentity, PersistedState, ProposeError, RaftId, Replica, ReplicaConfig, Seqno,
+    TxId, TxStatus,
 };
 use consort_kv::{CommitOutcome, WriteSet};
 use consort_ledger::{Ledger, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY};
@@ -38,7 +39,7 @@ struct Cluster {
 }
 
 fn config(id: u64, snapshot_interval: u64, on_backups: bool) -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::new(id);
+    let mut cfg = ReplicaConfig::new(RaftId(id));
     cfg.signature_interval_tx = 3;
     cfg.snapshot_interval_tx = snapshot_interval;
     cfg.snapshots_on_backups = on_backups;
@@ -46,18 +47,18 @@ fn config(id: u64, snapshot_interval: u64, on_backups: bool) -> ReplicaConfig {
 }
 
 impl Cluster {
-    fn new(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>) -> Self {
+    fn new(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<RaftId, String>) -> Self {
         Self::with_snapshots(n, trusted_for, 0)
     }
 
-    fn with_snapshots(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<u64, String>, snapshot_interval: u64) -> Self {
+    fn with_snapshots(n: u64, trusted_for: impl Fn(u64) -> BTreeMap<RaftId, String>, snapshot_interval: u64) -> Self {
         Self::with_snapshot_builders(n, trusted_for, snapshot_interval, true)
     }
 
     /// `on_backups`: whether backups build the primary's periodic snapshots too.
     fn with_snapshot_builders(
         n: u64,
-        trusted_for: impl Fn(u64) -> BTreeMap<u64, String>,
+        trusted_for: impl Fn(u64) -> BTreeMap<RaftId, String>,
         snapshot_interval: u64,
         on_backups: bool,
     ) -> Self {
@@ -121,9 +122,12 @@ impl Cluster {
                     seqno,
                     evidence,
                     snapshot,
-                } => self
-                    .snapshots
-                    .push((id, *seqno, *evidence, consort_consensus::encode_snapshot(snapshot))),
+                } => self.snapshots.push((
+                    id,
+                    seqno.get(),
+                    evidence.get(),
+                    consort_consensus::encode_snapshot(snapshot),
+                )),
                 _ => {}
             }
         }
@@ -161,7 +165,13 @@ impl Cluster {
             if let Some(t) = self.tamper.as_mut() {
                 bytes = t(from, to, bytes);
             }
-            self.step(to as usize - 1, Event::Receive { from, message: bytes });
+            self.step(
+                to as usize - 1,
+                Event::Receive {
+                    from: RaftId(from),
+                    message: bytes,
+                },
+            );
         }
     }
 
@@ -203,11 +213,11 @@ impl Cluster {
     }
 }
 
-fn all_trusted(_: u64) -> BTreeMap<u64, String> {
+fn all_trusted(_: u64) -> BTreeMap<RaftId, String> {
     identities()
         .into_iter()
         .enumerate()
-        .map(|(i, id)| (i as u64 + 1, id.cert_pem))
+        .map(|(i, id)| (RaftId(i as u64 + 1), id.cert_pem))
         .collect()
 }
 
@@ -249,7 +259,7 @@ fn writes_commit_behind_signatures_on_every_replica() {
         assert_eq!(
             r.tx_status(TxId {
                 view: txs[0].view,
-                seqno: 10_000
+                seqno: Seqno(10_000)
             }),
             TxStatus::Unknown
         );
@@ -335,7 +345,7 @@ fn a_tampered_signature_halts_the_backup_before_it() {
 fn a_signature_from_an_untrusted_node_halts_the_backup() {
     let mut c = Cluster::new(3, |id| {
         let mut t = all_trusted(id);
-        t.remove(&1);
+        t.remove(&RaftId(1));
         t
     });
     c.elect(0);
@@ -352,7 +362,13 @@ fn bad_bytes_from_peers_are_dropped() {
     let mut c = Cluster::new(3, all_trusted);
     c.elect(0);
     for bad in [vec![], vec![0xff; 10], b"\x0a\x05hello".to_vec()] {
-        let actions = c.step(1, Event::Receive { from: 1, message: bad });
+        let actions = c.step(
+            1,
+            Event::Receive {
+                from: RaftId(1),
+                message: bad,
+            },
+        );
         let _ = actions;
     }
     // A message claiming another sender, and an append whose entry is not a CCF entry.
@@ -363,7 +379,7 @@ fn bad_bytes_from_peers_are_dropped() {
     let actions = c.step(
         1,
         Event::Receive {
-            from: 1,
+            from: RaftId(1),
             message: m.write_to_bytes().unwrap(),
         },
     );
@@ -385,7 +401,7 @@ fn bad_bytes_from_peers_are_dropped() {
     let actions = c.step(
         1,
         Event::Receive {
-            from: 1,
+            from: RaftId(1),
             message: m.write_to_bytes().unwrap(),
         },
     );
@@ -423,15 +439,17 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
     // Node 1 restarts from its snapshot and the ledger after it (as after moving to a new disk).
     let r1 = &c.replica(0);
     let (mut ledger, _) = Ledger::open(FaultyDisk::new(), 1 << 20).expect("ledger");
-    for seqno in s + 1..=r1.last_seqno() {
+    for seqno in s.get() + 1..=r1.last_seqno().get() {
         let bytes = r1.ledger().read_entry(seqno).expect("entry");
-        ledger.append(seqno, &bytes, r1.is_signature(seqno)).expect("append");
+        ledger
+            .append(seqno, &bytes, r1.is_signature(Seqno(seqno)))
+            .expect("append");
     }
     ledger.flush().expect("flush");
     let hs = HardState {
-        term: r1.view(),
+        term: r1.view().get(),
         vote: 1,
-        commit: r1.raft_commit_index(),
+        commit: r1.raft_commit_index().get(),
         ..Default::default()
     };
     let last = TxId {
@@ -482,7 +500,7 @@ fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root()
         let commit = r.commit_point().seqno;
         assert!(commit > 60, "commit point {commit}");
         let mut checked = 0;
-        for seqno in 1..commit {
+        for seqno in (1..commit.get()).map(Seqno) {
             if r.is_signature(seqno) {
                 continue;
             }
@@ -491,7 +509,7 @@ fn receipts_of_transactions_far_below_the_commit_point_fold_to_the_signed_root()
                 .expect("a signature covers every committed transaction");
             let (sig, path) = r.receipt_parts(seqno, sig_seqno).expect("receipt parts");
             let view = r.view_of(seqno).expect("view");
-            let leaf = inspect(&r.ledger().read_entry(seqno).unwrap(), view, seqno)
+            let leaf = inspect(&r.ledger().read_entry(seqno.get()).unwrap(), view.get(), seqno.get())
                 .unwrap()
                 .leaf;
             assert_eq!(
@@ -555,7 +573,7 @@ fn by_default_only_the_primary_builds_periodic_snapshots() {
     }
     let last_marked = c.builds.iter().map(|b| b.1).max().unwrap_or(0);
     let builds_before = c.builds.len();
-    c.step(0, Event::TransferLeadership { to: 2 });
+    c.step(0, Event::TransferLeadership { to: RaftId(2) });
     c.deliver_all();
     c.settle(5);
     assert!(c.replica(1).is_leader(), "replica 2 took over");
@@ -615,7 +633,10 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
     }
     let mut last = 0;
     for (seqno, evidence, _) in &primary {
-        assert!(c.replica(0).is_signature(*seqno), "{seqno} is a signature transaction");
+        assert!(
+            c.replica(0).is_signature(Seqno(*seqno)),
+            "{seqno} is a signature transaction"
+        );
         assert_eq!(*evidence, seqno + 1);
         assert!(*seqno >= last + 8, "snapshots at least the interval apart");
         assert!(
@@ -630,7 +651,12 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
         .ledger()
         .read_entry(evidence_seqno)
         .expect("evidence entry");
-    let info = inspect(&entry, c.replica(1).view_of(evidence_seqno).unwrap(), evidence_seqno).expect("inspect");
+    let info = inspect(
+        &entry,
+        c.replica(1).view_of(Seqno(evidence_seqno)).unwrap().get(),
+        evidence_seqno,
+    )
+    .expect("inspect");
     assert!(
         info.public
             .maps
@@ -675,12 +701,12 @@ fn the_primary_hands_over_to_a_voter_on_request() {
     let tx = proposed(&c.write(0, 1));
     c.deliver_all();
     c.settle(5);
-    let refused = c.step(0, Event::TransferLeadership { to: 9 });
+    let refused = c.step(0, Event::TransferLeadership { to: RaftId(9) });
     assert!(
         refused.iter().any(|a| matches!(a, Action::Dropped { .. })),
         "{refused:?}"
     );
-    c.step(0, Event::TransferLeadership { to: 3 });
+    c.step(0, Event::TransferLeadership { to: RaftId(3) });
     c.deliver_all();
     c.settle(5);
     assert!(c.replica(2).is_leader(), "replica 3 took over");

@@ -8,7 +8,9 @@
 
 use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use consort_consensus::testing::{Cluster, Delivery};
-use consort_consensus::{Action, ConsensusError, Event, NodeIdentity, PersistedState, ReplicaConfig, TxId, TxStatus};
+use consort_consensus::{
+    Action, ConsensusError, Event, NodeIdentity, PersistedState, RaftId, ReplicaConfig, Seqno, TxId, TxStatus, View,
+};
 use consort_crypto::sha256;
 use consort_kv::CommitOutcome;
 use consort_ledger::LedgerSecret;
@@ -28,11 +30,11 @@ fn identities() -> &'static Vec<NodeIdentity> {
     IDS.get_or_init(consort_consensus::testing::fixture_identities)
 }
 
-fn trusted() -> BTreeMap<u64, String> {
+fn trusted() -> BTreeMap<RaftId, String> {
     identities()
         .iter()
         .enumerate()
-        .map(|(i, id)| (i as u64 + 1, id.cert_pem.clone()))
+        .map(|(i, id)| (RaftId(i as u64 + 1), id.cert_pem.clone()))
         .collect()
 }
 
@@ -41,7 +43,7 @@ fn secret() -> LedgerSecret {
 }
 
 fn config(id: u64, seed: u64) -> ReplicaConfig {
-    let mut c = ReplicaConfig::new(id);
+    let mut c = ReplicaConfig::new(RaftId(id));
     c.random_seed = seed.wrapping_mul(1000).wrapping_add(id);
     c.election_ticks = 8;
     c.heartbeat_ticks = 2;
@@ -59,9 +61,9 @@ fn config(id: u64, seed: u64) -> ReplicaConfig {
 #[derive(Default)]
 struct Watch {
     /// Commit point seen since the last restart (must not go backwards while alive).
-    seen_commit: u64,
+    seen_commit: Seqno,
     /// Committed entries already checked against the global record.
-    checked: u64,
+    checked: Seqno,
     /// Whether the node was ever started (the joiner is not, until it gets a snapshot).
     started: bool,
 }
@@ -77,11 +79,11 @@ struct Sim {
     rng: ChaCha8Rng,
     cluster: Cluster,
     watch: Vec<Watch>,
-    leaders: BTreeMap<u64, u64>,
+    leaders: BTreeMap<View, u64>,
     committed: BTreeMap<u64, [u8; 32]>,
     final_status: BTreeMap<TxId, TxStatus>,
     /// Digest of the committed periodic snapshot at each seqno, as first reported.
-    snapshots: BTreeMap<u64, [u8; 32]>,
+    snapshots: BTreeMap<Seqno, [u8; 32]>,
     proposals: Vec<TxId>,
     next_key: u64,
     joiner: Option<u64>,
@@ -221,7 +223,7 @@ impl Sim {
     }
 
     fn leader(&self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
+        let mut best: Option<(View, usize)> = None;
         for (i, n) in self.cluster.nodes.iter().enumerate() {
             if let Some(r) = n
                 .replica
@@ -300,7 +302,7 @@ impl Sim {
             },
             Some(_) if !self.joiner_promoted => {
                 let learner = r.conf_state().learners.contains(&jid);
-                if learner && r.matched(jid).is_some_and(|m| m >= commit) {
+                if learner && r.matched(RaftId(jid)).is_some_and(|m| m >= commit) {
                     if self.conf_change(l, ConfChangeType::AddNode, jid).is_some() {
                         self.joiner_promoted = true;
                     }
@@ -346,7 +348,7 @@ impl Sim {
             if r.raft_commit_index() < c.seqno {
                 fail(format!("node {id}: commit point {c} past raft's commit index"));
             }
-            for seqno in w.checked.max(r.base_seqno()) + 1..=c.seqno {
+            for seqno in w.checked.max(r.base_seqno()).get() + 1..=c.seqno.get() {
                 let bytes = r
                     .ledger()
                     .read_entry(seqno)
@@ -551,7 +553,7 @@ impl Sim {
                     r.commit_point(),
                     r.conf_state().voters,
                     r.conf_state().learners,
-                    self.cluster.nodes[(r.id() - 1) as usize].pending.len()
+                    self.cluster.nodes[(r.id().get() - 1) as usize].pending.len()
                 )
             })
             .collect();

@@ -3,11 +3,12 @@
 //! cleanly on SIGINT or SIGTERM.
 
 use crate::config::NodeConfig;
-use crate::engine::{node_records, raft_id_of, Engine, OpenOptions, Start};
+use crate::engine::{node_records, Engine, OpenOptions, Start};
 use crate::identity::Identities;
 use crate::net::channels::{Channels, FrameKind};
 use crate::node::{Node, SelfAttestation};
 use crate::{apps, NodeError};
+use consort_consensus::NodeId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,7 +204,11 @@ fn spawn_receiver(
                     continue;
                 }
                 match m.kind {
-                    FrameKind::Raft => node.engine().receive(raft_id_of(&m.from), m.frame.to_vec()),
+                    FrameKind::Raft => match m.from.parse::<NodeId>() {
+                        Ok(from) => node.engine().receive(from.raft_id(), m.frame.to_vec()),
+                        // Channels admit only node ids; anything else has no Raft id.
+                        Err(e) => tracing::debug!(%e, "raft frame from a peer without a node id dropped"),
+                    },
                     FrameKind::ForwardedRequest => {
                         runtime.spawn(crate::api::forwarded::serve(node.clone(), m.from, m.frame));
                     }
@@ -312,14 +317,17 @@ fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
     let mut trusted = vec![];
     let mut retired = vec![];
     for r in &records {
-        if r.status == "Retired" {
-            retired.push(raft_id_of(&r.node_id));
-        }
-        if r.status == "Trusted" {
-            trusted.push(raft_id_of(&r.node_id));
-            if let (Some(_), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
-                svc.add_peer(&r.node_id, cert);
+        // Nodes are recorded under their node id; a key that is not one names no Raft member.
+        match r.node_id.parse::<NodeId>() {
+            Ok(node_id) if r.status == "Retired" => retired.push(node_id.raft_id()),
+            Ok(node_id) if r.status == "Trusted" => {
+                trusted.push(node_id.raft_id());
+                if let (Some(_), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
+                    svc.add_peer(&node_id, cert);
+                }
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%e, "nodes table entry ignored"),
         }
         // Retiring members still in the membership keep their outgoing connection too (same reason as above).
         if let (true, Some(addr)) = (admitted.contains(&r.node_id), &r.node_to_node_address) {

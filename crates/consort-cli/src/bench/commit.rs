@@ -96,7 +96,7 @@ pub(super) async fn commit_poller(
         }
         if let Some(commit) = commit_point(&conn).await {
             let now = Instant::now();
-            live.commit_seqno.store(commit.seqno, Ordering::Relaxed);
+            live.commit_seqno.store(commit.seqno.get(), Ordering::Relaxed);
             pending = resolve_samples(&conn, pending, commit, now, &mut report).await;
             if let Some(Some(t)) = target {
                 match resolve(&conn, t, commit).await {

@@ -14,7 +14,7 @@ use crate::limits::{MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE};
 use crate::log::Log;
 use crate::periodic::{PendingSnapshot, Snapshots};
 use crate::snapshot::{self, SnapshotBuilt};
-use crate::vocab::{Role, TxId};
+use crate::vocab::{RaftId, Role, Seqno, TxId, View};
 use consort_kv::{Version, WriteSet};
 use consort_ledger::{LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE};
 use protobuf::Message as _;
@@ -28,7 +28,7 @@ pub struct Replica<S: LedgerStorage> {
     cfg: ReplicaConfig,
     identity: NodeIdentity,
     /// Certificates of the nodes whose signature transactions this replica accepts, by Raft id.
-    trusted: BTreeMap<u64, String>,
+    trusted: BTreeMap<RaftId, String>,
     node: RawNode<Log<S>>,
     /// Leaves 0..=last seqno.
     tree: MerkleTree,
@@ -67,7 +67,10 @@ impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {
 fn send(msgs: Vec<Message>, out: &mut Vec<Action>) {
     for m in msgs {
         let message = crate::persisted::encode_protobuf(&m);
-        out.push(Action::Send { to: m.to, message });
+        out.push(Action::Send {
+            to: RaftId(m.to),
+            message,
+        });
     }
 }
 
@@ -90,7 +93,7 @@ impl<S: LedgerStorage> Replica<S> {
                 self.ticks_since_signature += 1;
             }
             Event::Receive { from, message } => {
-                if let Err(error) = self.receive(from, &message) {
+                if let Err(error) = self.receive(from.get(), &message) {
                     out.push(Action::Dropped {
                         from: Some(from),
                         error,
@@ -105,7 +108,7 @@ impl<S: LedgerStorage> Replica<S> {
                 Err(error) => self.reject_client_proposal(version, error, &mut out),
             },
             Event::ProposeConfChange { change } => {
-                let version = self.last_seqno() + 1;
+                let version = self.last_seqno().next().get();
                 match self.propose_conf_change(change) {
                     Ok(tx) => out.push(Action::Proposed(tx)),
                     Err(error) => out.push(Action::ProposalRejected { version, error }),
@@ -114,10 +117,10 @@ impl<S: LedgerStorage> Replica<S> {
             Event::Persisted { number } => self.persisted(number, &mut out),
             Event::TransferLeadership { to } => {
                 let voters = self.conf_state().voters;
-                if self.is_leader() && to != self.cfg.id && voters.contains(&to) {
-                    self.node.transfer_leader(to);
+                if self.is_leader() && to != self.cfg.id && voters.contains(&to.get()) {
+                    self.node.transfer_leader(to.get());
                 } else {
-                    let error = ConsensusError::CannotTransfer { to };
+                    let error = ConsensusError::CannotTransfer { to: to.get() };
                     out.push(Action::Dropped { from: None, error });
                 }
             }
@@ -137,7 +140,7 @@ impl<S: LedgerStorage> Replica<S> {
         }
         self.drain(&mut out);
         if self.halted.is_none() && self.is_leader() && self.node.raft.lead_transferee.is_none() {
-            let unsigned = self.signatures.range(..).next_back().copied().unwrap_or(0) < self.last_seqno();
+            let unsigned = self.signatures.range(..).next_back().copied().unwrap_or(0) < self.last_seqno().get();
             let due = self.sign_asap
                 || self.txs_since_signature >= self.cfg.signature_interval_tx
                 || (unsigned && self.ticks_since_signature >= self.cfg.signature_interval_ticks);
@@ -195,7 +198,7 @@ impl<S: LedgerStorage> Replica<S> {
         let log = &self.node.raft.raft_log;
         let conf = self.conf_state();
         let local = guard::Local {
-            id: self.cfg.id,
+            id: self.cfg.id.get(),
             term: self.node.raft.term,
             leader: self.is_leader(),
             last_index: log.last_index(),
@@ -228,9 +231,11 @@ impl<S: LedgerStorage> Replica<S> {
 
     fn check_can_propose(&self, version: Version) -> Result<(), ProposeError> {
         if !self.is_leader() {
-            return Err(ProposeError::NotLeader { leader: self.leader() });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader().map(RaftId::get),
+            });
         }
-        let expected = self.last_seqno() + 1;
+        let expected = self.last_seqno().next().get();
         if version != expected {
             return Err(ProposeError::VersionMismatch { expected, got: version });
         }
@@ -248,25 +253,26 @@ impl<S: LedgerStorage> Replica<S> {
         }
         let view = self.view();
         let bytes =
-            encode_write_set_entry(&self.node.store().secret, view, version, ws).map_err(ProposeError::Encode)?;
+            encode_write_set_entry(&self.node.store().secret, view.get(), version, ws).map_err(ProposeError::Encode)?;
         self.node.propose(Vec::new(), bytes)?;
         if self.node.raft.raft_log.last_index() != version {
             return Err(ProposeError::NotAppended);
         }
-        Ok(TxId { view, seqno: version })
+        Ok(TxId::new(view, Seqno(version)))
     }
 
     fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<TxId, ProposeError> {
-        let version = self.last_seqno() + 1;
+        let version = self.last_seqno().next().get();
         self.check_can_propose(version)?;
         let view = self.view();
-        let bytes = conf_change_entry(&self.node.store().secret, view, version, &cc).map_err(ProposeError::Encode)?;
+        let bytes =
+            conf_change_entry(&self.node.store().secret, view.get(), version, &cc).map_err(ProposeError::Encode)?;
         self.node.propose_conf_change(bytes, cc)?;
         if self.node.raft.raft_log.last_index() != version || self.node.raft.pending_conf_index != version {
             // Raft appended an empty entry instead (another change is pending or the change is invalid now).
             return Err(ProposeError::ConfChangeRefused);
         }
-        Ok(TxId { view, seqno: version })
+        Ok(TxId::new(view, Seqno(version)))
     }
 
     /// Appends a signature transaction over the Merkle root of every entry so far (leaves 0..s-1).
@@ -274,7 +280,7 @@ impl<S: LedgerStorage> Replica<S> {
         self.sign_asap = false;
         self.txs_since_signature = 0;
         self.ticks_since_signature = 0;
-        let seqno = self.last_seqno() + 1;
+        let seqno = self.last_seqno().next().get();
         if self.tree.len() != seqno || self.store().current_version() != seqno - 1 {
             return Err(Inconsistency::SigningState {
                 seqno,
@@ -283,7 +289,7 @@ impl<S: LedgerStorage> Replica<S> {
             }
             .into());
         }
-        let view = self.view();
+        let view = self.view().get();
         let commit = self.commit_point();
         let root = self.tree.root();
         let id = &self.identity;
@@ -293,8 +299,8 @@ impl<S: LedgerStorage> Replica<S> {
             &id.cert_pem,
             view,
             seqno,
-            commit.view,
-            commit.seqno,
+            commit.view.get(),
+            commit.seqno.get(),
             &root,
         );
         // The stored tree keeps only what roots after the commit point need, so it stays small.
@@ -303,7 +309,7 @@ impl<S: LedgerStorage> Replica<S> {
         ws.put(
             TREE_TABLE,
             &SINGLETON_KEY,
-            &self.tree.serialise_flushed_to(commit.seqno),
+            &self.tree.serialise_flushed_to(commit.seqno.get()),
         );
         let interval = self.cfg.snapshot_interval_tx;
         let snapshot_due =
@@ -356,9 +362,9 @@ impl<S: LedgerStorage> Replica<S> {
             return Ok(());
         }
         // The store refuses the evidence if it is not at the log's end (`append_own` applies it as the next version).
-        let evidence = self.last_seqno() + 1;
+        let evidence = self.last_seqno().next().get();
         let ws = snapshot::evidence_write_set(&digest, seqno);
-        let bytes = encode_write_set_entry(&self.node.store().secret, self.view(), evidence, &ws)?;
+        let bytes = encode_write_set_entry(&self.node.store().secret, self.view().get(), evidence, &ws)?;
         if !self.append_own(evidence, &ws, bytes)? {
             self.snapshots.keep_built(seqno, data, digest);
             return Ok(());
@@ -404,10 +410,10 @@ impl<S: LedgerStorage> Replica<S> {
                     self.txs_since_signature = 0;
                     self.ticks_since_signature = 0;
                 }
-                let leader = Some(ss.leader_id).filter(|&l| l != raft::INVALID_ID);
+                let leader = Some(ss.leader_id).filter(|&l| l != raft::INVALID_ID).map(RaftId);
                 out.push(Action::RoleChanged {
                     role,
-                    view: self.node.raft.term,
+                    view: View(self.node.raft.term),
                     leader,
                 });
             }
@@ -481,28 +487,30 @@ impl<S: LedgerStorage> Replica<S> {
                     self.sign_asap = true;
                     self.node.mut_store().conf_history.push((e.index, cs.clone()));
                     out.push(Action::ConfChanged {
-                        seqno: e.index,
+                        seqno: Seqno(e.index),
                         conf_state: cs,
                     });
                 }
             }
             if self.signatures.contains(&e.index) {
-                new_commit = Some(TxId {
-                    view: e.term,
-                    seqno: e.index,
-                });
+                new_commit = Some(TxId::new(View(e.term), Seqno(e.index)));
             }
         }
         if let Some(c) = new_commit.filter(|c| c.seqno > self.commit_point().seqno) {
             // Paths below the commit point are served from the trees signature transactions store: memory stays
             // proportional to the uncommitted suffix, not to the ledger.
-            self.tree.flush_to(c.seqno);
+            self.tree.flush_to(c.seqno.get());
             let log = self.node.mut_store();
             log.commit = c;
-            log.store.set_committed(c.seqno);
-            log.ledger.commit(c.seqno)?;
+            log.store.set_committed(c.seqno.get());
+            log.ledger.commit(c.seqno.get())?;
             out.push(Action::Committed(c));
-            while self.snapshots.pending.front().is_some_and(|p| p.evidence <= c.seqno) {
+            while self
+                .snapshots
+                .pending
+                .front()
+                .is_some_and(|p| p.evidence <= c.seqno.get())
+            {
                 let Some(p) = self.snapshots.pending.pop_front() else {
                     break;
                 };
@@ -510,8 +518,8 @@ impl<S: LedgerStorage> Replica<S> {
                 let view = log.views.view_of(p.seqno).unwrap_or_default();
                 let snap = log.raft_snapshot(p.data, p.seqno, view);
                 out.push(Action::SnapshotCommitted {
-                    seqno: p.seqno,
-                    evidence: p.evidence,
+                    seqno: Seqno(p.seqno),
+                    evidence: Seqno(p.evidence),
                     snapshot: snap,
                 });
             }
@@ -523,7 +531,7 @@ impl<S: LedgerStorage> Replica<S> {
         let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
-        if first <= self.last_seqno() {
+        if first <= self.last_seqno().get() {
             self.truncate(first - 1, out)?;
         }
         let secret = self.node.store().secret.clone();
@@ -539,8 +547,8 @@ impl<S: LedgerStorage> Replica<S> {
         let now = self.store().current_version();
         if now > before {
             out.push(Action::Applied {
-                first: before + 1,
-                last: now,
+                first: Seqno(before + 1),
+                last: Seqno(now),
             });
         }
         Ok(())
@@ -548,7 +556,7 @@ impl<S: LedgerStorage> Replica<S> {
 
     /// Drops every entry after `to` (a new primary's log replaces an uncommitted suffix).
     fn truncate(&mut self, to: u64, out: &mut Vec<Action>) -> Result<(), ConsensusError> {
-        let commit = self.commit_point().seqno;
+        let commit = self.commit_point().seqno.get();
         if to < commit {
             return Err(Inconsistency::RollbackBelowCommit { to, commit }.into());
         }
@@ -561,7 +569,7 @@ impl<S: LedgerStorage> Replica<S> {
         self.tree.truncate(to + 1);
         self.signatures.split_off(&(to + 1));
         self.snapshots.truncate(to);
-        out.push(Action::RolledBack { to });
+        out.push(Action::RolledBack { to: Seqno(to) });
         Ok(())
     }
 
@@ -593,10 +601,7 @@ impl<S: LedgerStorage> Replica<S> {
         let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
         let meta = snap.get_metadata();
         snapshot::check_metadata(meta, &v)?;
-        let base = TxId {
-            view: v.view,
-            seqno: v.seqno,
-        };
+        let base = TxId::new(View(v.view), Seqno(v.seqno));
         let log = self.node.mut_store();
         if log.ledger.first_seqno().is_none() {
             // No chunk on disk: nothing durable to lose, and entries in this Ready may follow at once.
@@ -606,22 +611,22 @@ impl<S: LedgerStorage> Replica<S> {
             // entries that follow come in a later Ready (after the old chunks are gone). Never append them to the
             // old ledger.
             return Err(ConsensusError::entry(
-                base.seqno + 1,
+                v.seqno + 1,
                 "entries in the same Ready as a snapshot over a non-empty ledger",
             ));
         }
         log.store = Arc::new(v.store);
-        log.base_index = base.seqno;
-        log.base_term = base.view;
+        log.base_index = v.seqno;
+        log.base_term = v.view;
         log.base_bundle = Some(snap.data.to_vec());
         log.terms.clear();
         log.conf_changes.clear();
-        log.conf_history = vec![(base.seqno, meta.get_conf_state().clone())];
+        log.conf_history = vec![(v.seqno, meta.get_conf_state().clone())];
         log.views = v.view_history;
         log.commit = base;
         self.tree = v.tree;
-        self.signatures = [base.seqno].into();
-        self.snapshots.reset(base.seqno);
+        self.signatures = [v.seqno].into();
+        self.snapshots.reset(v.seqno);
         out.push(Action::SnapshotInstalled(base));
         out.push(Action::Committed(base));
         Ok(())

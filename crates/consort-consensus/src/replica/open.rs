@@ -16,7 +16,7 @@ use crate::periodic::Snapshots;
 use crate::persisted::PersistedState;
 use crate::replay::{Offload, PartialReplica};
 use crate::snapshot;
-use crate::vocab::TxId;
+use crate::vocab::{RaftId, Seqno, TxId, View};
 use consort_kv::Store;
 use consort_ledger::{Ledger, LedgerSecret, LedgerStorage, MerkleTree};
 use protobuf::Message as _;
@@ -32,7 +32,7 @@ impl<S: LedgerStorage> Replica<S> {
     pub fn open(
         cfg: ReplicaConfig,
         identity: NodeIdentity,
-        trusted: BTreeMap<u64, String>,
+        trusted: BTreeMap<RaftId, String>,
         secret: LedgerSecret,
         storage: S,
         persisted: PersistedState,
@@ -45,7 +45,7 @@ impl<S: LedgerStorage> Replica<S> {
     pub fn open_with_offload(
         cfg: ReplicaConfig,
         identity: NodeIdentity,
-        trusted: BTreeMap<u64, String>,
+        trusted: BTreeMap<RaftId, String>,
         secret: LedgerSecret,
         storage: S,
         persisted: PersistedState,
@@ -64,23 +64,24 @@ impl<S: LedgerStorage> Replica<S> {
         if persisted.snapshot.is_some() && left_over_from_install(&ledger, base)? {
             ledger.clear()?;
         }
-        let first = ledger.first_seqno().unwrap_or(base.seqno + 1);
-        if first > base.seqno + 1 {
+        let base_seqno = base.seqno.get();
+        let first = ledger.first_seqno().unwrap_or(base_seqno + 1);
+        if first > base_seqno + 1 {
             return Err(Inconsistency::LedgerAfterSnapshot {
                 first,
-                snapshot: base.seqno,
+                snapshot: base_seqno,
             }
             .into());
         }
         let log = Log {
             ledger,
-            base_index: base.seqno,
-            base_term: base.view,
+            base_index: base_seqno,
+            base_term: base.view.get(),
             base_bundle: bundle,
             terms: Terms::default(),
             conf_changes: BTreeMap::new(),
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
-            conf_history: vec![(base.seqno, conf)],
+            conf_history: vec![(base_seqno, conf)],
             store: Arc::new(store),
             secret,
             views,
@@ -93,9 +94,8 @@ impl<S: LedgerStorage> Replica<S> {
             signatures,
             trusted: &trusted,
         };
-        let base_seqno = base.seqno;
         let raft_commit = persisted.hard_state.as_ref().map_or(0, |hs| hs.commit);
-        replica.replay(first.max(base.seqno + 1), raft_commit, offload)?;
+        replica.replay(first.max(base_seqno + 1), raft_commit, offload)?;
         let PartialReplica {
             mut log,
             tree,
@@ -103,7 +103,7 @@ impl<S: LedgerStorage> Replica<S> {
             ..
         } = replica;
         set_commit_point(&mut log, &signatures, base)?;
-        let raft_cfg = raft_config(&cfg, base.seqno);
+        let raft_cfg = raft_config(&cfg, base_seqno);
         raft_cfg.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&raft_cfg, log, &logger)?;
@@ -132,7 +132,7 @@ impl<S: LedgerStorage> Replica<S> {
             },
         };
         let commit = replica.commit_point().seqno;
-        replica.tree.flush_to(commit);
+        replica.tree.flush_to(commit.get());
         replica.draw_election_timeout();
         Ok(replica)
     }
@@ -175,7 +175,7 @@ impl Start {
     fn from_persisted(
         persisted: &PersistedState,
         secret: &LedgerSecret,
-        trusted: &BTreeMap<u64, String>,
+        trusted: &BTreeMap<RaftId, String>,
     ) -> Result<Self, ConsensusError> {
         let Some(bytes) = &persisted.snapshot else {
             return Ok(Start {
@@ -197,10 +197,7 @@ impl Start {
         snapshot::check_metadata(meta, &v)?;
         Ok(Start {
             store: v.store,
-            base: TxId {
-                view: v.view,
-                seqno: v.seqno,
-            },
+            base: TxId::new(View(v.view), Seqno(v.seqno)),
             views: v.view_history,
             conf: meta.get_conf_state().clone(),
             bundle: Some(snap.data.to_vec()),
@@ -220,8 +217,8 @@ fn left_over_from_install<S: LedgerStorage>(ledger: &Ledger<S>, base: TxId) -> R
         Some(first) if first > base.seqno => false,
         Some(_) if ledger.last_seqno() <= base.seqno => true,
         Some(_) => {
-            let bytes = ledger.read_entry(base.seqno)?;
-            crate::codec::inspect(&bytes, base.view, base.seqno).is_err()
+            let bytes = ledger.read_entry(base.seqno.get())?;
+            crate::codec::inspect(&bytes, base.view.get(), base.seqno.get()).is_err()
         }
     })
 }
@@ -242,18 +239,15 @@ fn set_commit_point<S: LedgerStorage>(
         }
         .into());
     }
-    hs.commit = hs.commit.max(base.seqno);
-    hs.term = hs.term.max(base.view);
+    hs.commit = hs.commit.max(base.seqno.get());
+    hs.term = hs.term.max(base.view.get());
     let commit_seqno = signatures
         .range(..=hs.commit)
         .next_back()
         .copied()
         .unwrap_or(0)
-        .max(base.seqno);
-    log.commit = TxId {
-        view: log.views.view_of(commit_seqno).unwrap_or(0),
-        seqno: commit_seqno,
-    };
+        .max(base.seqno.get());
+    log.commit = TxId::new(View(log.views.view_of(commit_seqno).unwrap_or(0)), Seqno(commit_seqno));
     log.store.set_committed(commit_seqno);
     log.ledger.commit(commit_seqno)?;
     Ok(())
@@ -262,7 +256,7 @@ fn set_commit_point<S: LedgerStorage>(
 /// raft-rs's configuration for `cfg`, with entries up to `applied` already applied (the snapshot's).
 fn raft_config(cfg: &ReplicaConfig, applied: u64) -> raft::Config {
     raft::Config {
-        id: cfg.id,
+        id: cfg.id.get(),
         election_tick: cfg.election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,
         applied,

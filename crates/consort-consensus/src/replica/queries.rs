@@ -4,7 +4,7 @@
 use super::Replica;
 use crate::error::{ConsensusError, Inconsistency};
 use crate::receipt::ReceiptSources;
-use crate::vocab::{Role, TxId, TxStatus};
+use crate::vocab::{RaftId, Role, Seqno, TxId, TxStatus, View};
 use consort_kv::Store;
 use consort_ledger::{Ledger, LedgerStorage, PrimarySignature, ProofStep};
 use raft::eraftpb::ConfState;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 impl<S: LedgerStorage> Replica<S> {
     /// This replica's Raft id.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> RaftId {
         self.cfg.id
     }
 
@@ -39,18 +39,20 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// The current view (Raft term).
-    pub fn view(&self) -> u64 {
-        self.node.raft.term
+    pub fn view(&self) -> View {
+        View(self.node.raft.term)
     }
 
     /// The primary this replica knows of, if any.
-    pub fn leader(&self) -> Option<u64> {
-        Some(self.node.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    pub fn leader(&self) -> Option<RaftId> {
+        Some(self.node.raft.leader_id)
+            .filter(|&l| l != raft::INVALID_ID)
+            .map(RaftId)
     }
 
     /// Seqno of the last entry in this replica's log.
-    pub fn last_seqno(&self) -> u64 {
-        self.node.store().last_index()
+    pub fn last_seqno(&self) -> Seqno {
+        Seqno(self.node.store().last_index())
     }
 
     /// The CCF commit point: the last committed signature transaction.
@@ -59,37 +61,37 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// Raft's commit index (may be past the commit point, up to the next signature).
-    pub fn raft_commit_index(&self) -> u64 {
-        self.node.raft.raft_log.committed
+    pub fn raft_commit_index(&self) -> Seqno {
+        Seqno(self.node.raft.raft_log.committed)
     }
 
     /// Seqno of the snapshot this replica's log starts after (0 if none).
-    pub fn base_seqno(&self) -> u64 {
-        self.node.store().base_index
+    pub fn base_seqno(&self) -> Seqno {
+        Seqno(self.node.store().base_index)
     }
 
     /// The service's first membership (Raft voter ids), when this replica's log starts at seqno 1: it is not in the
     /// ledger (the first node starts as the only voter), so a node that replicates the ledger from seqno 1 must be
     /// told it. `None` when the log starts after a snapshot.
-    pub fn initial_voters(&self) -> Option<Vec<u64>> {
+    pub fn initial_voters(&self) -> Option<Vec<RaftId>> {
         let log = self.node.store();
         match log.conf_history.first() {
-            Some((0, cs)) if log.base_index == 0 => Some(cs.voters.clone()),
+            Some((0, cs)) if log.base_index == 0 => Some(cs.voters.iter().copied().map(RaftId).collect()),
             _ => None,
         }
     }
 
     /// Whether `seqno` is a signature transaction in this replica's log.
-    pub fn is_signature(&self, seqno: u64) -> bool {
-        self.signatures.contains(&seqno)
+    pub fn is_signature(&self, seqno: Seqno) -> bool {
+        self.signatures.contains(&seqno.get())
     }
 
     /// The view of `seqno` in this replica's log.
-    pub fn view_of(&self, seqno: u64) -> Option<u64> {
+    pub fn view_of(&self, seqno: Seqno) -> Option<View> {
         if seqno > self.last_seqno() {
             return None;
         }
-        self.node.store().views.view_of(seqno)
+        self.node.store().views.view_of(seqno.get()).map(View)
     }
 
     /// The error that stopped this replica, if it halted.
@@ -103,14 +105,14 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// On the primary: the highest seqno known to be replicated on `peer`.
-    pub fn matched(&self, peer: u64) -> Option<u64> {
-        self.node.raft.prs().get(peer).map(|p| p.matched)
+    pub fn matched(&self, peer: RaftId) -> Option<Seqno> {
+        self.node.raft.prs().get(peer.get()).map(|p| Seqno(p.matched))
     }
 
     /// CCF's status of a transaction id, from this replica's point of view.
     pub fn tx_status(&self, tx: TxId) -> TxStatus {
         let commit = self.commit_point();
-        if tx.seqno == 0 {
+        if tx.seqno == Seqno(0) {
             return TxStatus::Unknown;
         }
         let local_view = self.view_of(tx.seqno);
@@ -137,13 +139,17 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// The first signature transaction after `seqno` in the log: the one whose signed root covers `seqno`.
-    pub fn signature_after(&self, seqno: u64) -> Option<u64> {
-        self.signatures.range(seqno + 1..).next().copied()
+    pub fn signature_after(&self, seqno: Seqno) -> Option<Seqno> {
+        self.signatures.range(seqno.get() + 1..).next().copied().map(Seqno)
     }
 
     /// The latest signature transaction at or below the commit point, if any is in the log.
-    pub fn last_committed_signature(&self) -> Option<u64> {
-        self.signatures.range(..=self.commit_point().seqno).next_back().copied()
+    pub fn last_committed_signature(&self) -> Option<Seqno> {
+        self.signatures
+            .range(..=self.commit_point().seqno.get())
+            .next_back()
+            .copied()
+            .map(Seqno)
     }
 
     /// What a receipt for `seqno` needs besides its leaf components: the signature transaction `sig_seqno`
@@ -151,18 +157,19 @@ impl<S: LedgerStorage> Replica<S> {
     /// root that signature signs (leaves 0..sig_seqno-1).
     pub fn receipt_parts(
         &self,
-        seqno: u64,
-        sig_seqno: u64,
+        seqno: Seqno,
+        sig_seqno: Seqno,
     ) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
         let sources = self.receipt_sources(seqno, sig_seqno)?;
-        let signature_entry = self.ledger().read_entry(sig_seqno)?;
+        let signature_entry = self.ledger().read_entry(sig_seqno.get())?;
         sources.finish(&signature_entry)
     }
 
     /// The cheap part of [`Replica::receipt_parts`], for a caller that finishes the rest without holding the
     /// replica: checks that `sig_seqno` covers `seqno`, takes the Merkle path from the tree in memory when it still
     /// has it, and says where the signature entry lies (see [`ReceiptSources::finish`]).
-    pub fn receipt_sources(&self, seqno: u64, sig_seqno: u64) -> Result<ReceiptSources, ConsensusError> {
+    pub fn receipt_sources(&self, seqno: Seqno, sig_seqno: Seqno) -> Result<ReceiptSources, ConsensusError> {
+        let (seqno, sig_seqno) = (seqno.get(), sig_seqno.get());
         if !self.signatures.contains(&sig_seqno) || seqno >= sig_seqno {
             return Err(Inconsistency::NotCoveringSignature {
                 signature: sig_seqno,
@@ -184,7 +191,7 @@ impl<S: LedgerStorage> Replica<S> {
         Ok(ReceiptSources {
             seqno,
             sig_seqno,
-            sig_view: self.view_of(sig_seqno).unwrap_or_default(),
+            sig_view: self.view_of(Seqno(sig_seqno)).unwrap_or_default().get(),
             path,
             signature_entry: self.ledger().entry_source(sig_seqno)?,
         })
@@ -215,7 +222,7 @@ impl<S: LedgerStorage> Replica<S> {
     }
 
     /// Trusts signature transactions signed with `cert_pem` by Raft id `id` (a node that joined).
-    pub fn trust_node(&mut self, id: u64, cert_pem: String) {
+    pub fn trust_node(&mut self, id: RaftId, cert_pem: String) {
         self.trusted.insert(id, cert_pem);
     }
 

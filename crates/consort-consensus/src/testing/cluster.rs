@@ -5,7 +5,7 @@
 
 use super::FaultyDisk;
 use crate::snapshot::SnapshotBuild;
-use crate::{Action, ConsensusError, Event, NodeIdentity, PersistedState, Replica, ReplicaConfig};
+use crate::{Action, ConsensusError, Event, NodeIdentity, PersistedState, RaftId, Replica, ReplicaConfig};
 use consort_ledger::LedgerSecret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,7 +36,7 @@ pub struct Node {
     /// Signing identity the replica is opened with.
     pub identity: NodeIdentity,
     /// Certificates of the nodes whose signatures the replica accepts, by Raft id.
-    pub trusted: BTreeMap<u64, String>,
+    pub trusted: BTreeMap<RaftId, String>,
     /// Persists handed out and not yet carried out, oldest first.
     pub pending: VecDeque<PendingPersist>,
     /// Snapshot builds handed out and not yet finished.
@@ -94,12 +94,16 @@ impl Cluster {
         &mut self,
         config: ReplicaConfig,
         identity: NodeIdentity,
-        trusted: BTreeMap<u64, String>,
+        trusted: BTreeMap<RaftId, String>,
         persisted: PersistedState,
     ) -> usize {
-        assert_eq!(config.id, self.nodes.len() as u64 + 1, "node ids follow their index");
+        assert_eq!(
+            config.id.get(),
+            self.nodes.len() as u64 + 1,
+            "node ids follow their index"
+        );
         self.nodes.push(Node {
-            id: config.id,
+            id: config.id.get(),
             replica: None,
             disk: FaultyDisk::new(),
             persisted,
@@ -178,10 +182,10 @@ impl Cluster {
         for a in actions {
             match a {
                 Action::Send { to, message } => {
-                    if !self.isolated.contains(&id) && !self.isolated.contains(&to) {
+                    if !self.isolated.contains(&id) && !self.isolated.contains(&to.get()) {
                         self.net.push(Message {
                             from: id,
-                            to,
+                            to: to.get(),
                             bytes: message,
                         });
                     }
@@ -255,7 +259,7 @@ impl Cluster {
             return None;
         }
         let event = Event::Receive {
-            from: m.from,
+            from: RaftId(m.from),
             message: m.bytes,
         };
         Some((i, self.step(i, event)))

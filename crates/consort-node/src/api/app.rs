@@ -201,7 +201,7 @@ pub(super) async fn forward(
         content_type,
         body,
     };
-    node.forwarder().forward(channels, &primary, request).await
+    node.forwarder().forward(channels, primary.as_str(), request).await
 }
 
 /// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).

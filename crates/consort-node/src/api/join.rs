@@ -8,8 +8,9 @@
 //! The joiner's side is [`crate::joiner`].
 
 use super::ApiError;
-use crate::engine::{node_records, raft_id_of, Engine, NodeRecord, SeedPeer};
+use crate::engine::{node_records, Engine, NodeRecord, SeedPeer};
 use crate::node::Node;
+use consort_consensus::NodeId;
 use consort_crypto::{ParsedCert, VerifyingKey};
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub fn primary_rpc_address(svc: &Engine) -> Option<String> {
     let primary = svc.node_id_of(svc.leader()?)?;
     node_records(svc)
         .into_iter()
-        .find(|r| r.node_id == primary)
+        .find(|r| r.node_id == primary.as_str())
         .and_then(|r| r.rpc_address)
 }
 
@@ -53,7 +54,7 @@ pub struct ParsedJoin {
     /// Its public key.
     pub key: VerifyingKey,
     /// The node id that key gives (hex SHA-256 of its SubjectPublicKeyInfo).
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The attestation evidence it sent (parsed, not yet verified).
     pub evidence: consort_attest::Evidence,
 }
@@ -81,7 +82,9 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
         .node_to_node_address
         .parse::<std::net::SocketAddr>()
         .map_err(|e| bad(format!("node_to_node_address: {e}")))?;
-    let node_id = consort_crypto::key_id(&key.to_spki_der());
+    let node_id: NodeId = consort_crypto::key_id(&key.to_spki_der())
+        .parse()
+        .map_err(|e: String| ApiError::new(500, "InternalError", e))?;
     let evidence =
         consort_attest::Evidence::from_json_value(&request.quote_info).map_err(|e| bad(format!("quote_info: {e}")))?;
     Ok(ParsedJoin {
@@ -115,7 +118,7 @@ pub async fn handle_join(
             &node,
             "POST",
             "/node/join",
-            Some(&join.node_id),
+            Some(join.node_id.as_str()),
             "application/json",
             &body,
         )
@@ -142,7 +145,9 @@ pub async fn handle_join(
 /// the snapshot to start from. The caller has checked that the joiner holds the key.
 pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
     let claims = super::join_policy::check_attestation(svc, join)?;
-    let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
+    let existing = node_records(svc)
+        .into_iter()
+        .find(|r| r.node_id == join.node_id.as_str());
     let record = match existing {
         Some(r) => r,
         None => record_joiner(svc, join, &claims)?,
@@ -159,7 +164,7 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
             ))
         }
     }
-    let Some(start) = svc.join_start_for(raft_id_of(&join.node_id)) else {
+    let Some(start) = svc.join_start_for(join.node_id.raft_id()) else {
         return Ok(serde_json::json!({"node_id": record.node_id, "node_status": "Joining"}));
     };
     let peers: Vec<SeedPeer> = node_records(svc)

@@ -7,6 +7,7 @@ use crate::net::http::ClientCert;
 use crate::node::Node;
 use bytes::Bytes;
 use consort_attest::{Evidence, NodeQuote};
+use consort_consensus::NodeId;
 use consort_ledger::ProofStep;
 use consort_ledger::NODES_INFO_TABLE;
 use std::sync::Arc;
@@ -193,7 +194,7 @@ fn nodes_info(node: &Node) -> serde_json::Value {
             serde_json::json!({
                 "node_id": r.node_id,
                 "status": r.status,
-                "primary": primary.as_deref() == Some(r.node_id.as_str()),
+                "primary": primary.as_ref().map(NodeId::as_str) == Some(r.node_id.as_str()),
                 "rpc_interfaces": {"primary_rpc_interface": {"bind_address": r.rpc_address}},
                 "node_to_node_address": r.node_to_node_address,
             })

@@ -14,7 +14,7 @@ pub enum WriteError<E> {
     /// Conflicts persisted through every re-execution.
     Conflict,
     /// This node is not the primary (Raft id of the primary, if known): the request must go there.
-    NotPrimary(Option<u64>),
+    NotPrimary(Option<consort_consensus::RaftId>),
     /// The replica refused the proposal (it stopped, or lost the primary role meanwhile).
     Refused(String),
 }
@@ -58,7 +58,9 @@ impl Engine {
                             self.metrics.transactions.inc();
                             return Ok((value, txid));
                         }
-                        Some(Err(ProposeError::NotLeader { leader })) => return Err(WriteError::NotPrimary(leader)),
+                        Some(Err(ProposeError::NotLeader { leader })) => {
+                            return Err(WriteError::NotPrimary(leader.map(consort_consensus::RaftId)))
+                        }
                         Some(Err(err)) => return Err(WriteError::Refused(err.to_string())),
                         None => return Err(WriteError::Refused("the replica did not answer the proposal".into())),
                     }

@@ -2,7 +2,7 @@
 //! members, users, constitution), then optionally opens the service.
 
 use super::{Engine, EngineError, GenesisAttestation, TxId, WriteError};
-use consort_consensus::Event;
+use consort_consensus::{Event, RaftId};
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SINGLETON_KEY};
 use std::path::{Path, PathBuf};
 
@@ -24,10 +24,10 @@ pub enum GenesisError {
     #[error("this node did not become primary")]
     NotPrimary,
     /// The node lost the primary role before the genesis transaction was proposed.
-    #[error("this node lost the primary role (primary: {primary:?})")]
+    #[error("this node lost the primary role (primary: {:?})", primary.map(RaftId::get))]
     LostPrimary {
         /// The primary's Raft id, if known.
-        primary: Option<u64>,
+        primary: Option<RaftId>,
     },
     /// The genesis transaction conflicted on every attempt.
     #[error("the genesis transaction conflicted on every attempt")]
@@ -48,7 +48,7 @@ impl Engine {
     pub(super) fn campaign_if_alone(&self) {
         let mut e = self.lock();
         let voters = e.replica.conf_state().voters;
-        if voters != [self.raft_id] || e.replica.is_leader() {
+        if voters != [self.raft_id.get()] || e.replica.is_leader() {
             return;
         }
         let actions = e.replica.step(Event::Campaign);

@@ -2,33 +2,22 @@
 //! and moving the Raft membership towards the Trusted nodes one change at a time.
 
 use super::{fatal, write_atomic, Engine, JoinStart, SeedPeer};
-use consort_consensus::Event;
+use consort_consensus::{Event, NodeId, RaftId, Seqno};
 use consort_ledger::{ENDORSED_CERTS_TABLE, NODES_INFO_TABLE};
 
 /// File in the node directory listing the peers this node trusts (node id -> certificate PEM), so that a restart
 /// can verify their signature transactions while replaying the ledger.
 pub const PEERS_FILE: &str = "peers.json";
 
-/// The Raft id of a node: the first 8 bytes of its node id (hex SHA-256 of its public key) as a big-endian u64,
-/// never 0 (Raft's "nobody"). Every node derives every other node's Raft id from its node id alone.
-pub fn raft_id_of(node_id: &str) -> u64 {
-    let bytes = hex::decode(node_id.get(..16).unwrap_or("")).unwrap_or_default();
-    let mut be = [0u8; 8];
-    for (d, s) in be.iter_mut().zip(bytes.iter()) {
-        *d = *s;
-    }
-    u64::from_be_bytes(be).max(1)
-}
-
 impl Engine {
     /// Records the node id of a Raft peer, and trusts its signatures (remembered in [`PEERS_FILE`]).
-    pub fn add_peer(&self, node_id: &str, cert_pem: &str) -> u64 {
-        let id = raft_id_of(node_id);
-        if node_id == self.ids.node_id {
+    pub fn add_peer(&self, node_id: &NodeId, cert_pem: &str) -> RaftId {
+        let id = node_id.raft_id();
+        if *node_id == self.node_id {
             return id;
         }
         let mut certs = self.peer_certs.lock().unwrap_or_else(|e| e.into_inner());
-        if certs.get(node_id).map(String::as_str) == Some(cert_pem) {
+        if certs.get(node_id.as_str()).map(String::as_str) == Some(cert_pem) {
             return id;
         }
         certs.insert(node_id.to_string(), cert_pem.to_string());
@@ -40,15 +29,19 @@ impl Engine {
         self.peers
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, node_id.to_string());
+            .insert(id, node_id.clone());
         self.lock().replica.trust_node(id, cert_pem.to_string());
         id
     }
 
     /// On the primary: moves the Raft membership one step towards `trusted` (the Raft ids of the Trusted nodes):
     /// adds a missing node as a learner, or promotes a learner that has caught up with the commit index.
-    pub fn reconcile_membership(&self, trusted: &[u64], retired: &[u64]) {
+    pub fn reconcile_membership(&self, trusted: &[RaftId], retired: &[RaftId]) {
         use consort_consensus::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+        // Raft's membership (and its conf changes) speak bare u64 ids.
+        let trusted: Vec<u64> = trusted.iter().map(|id| id.get()).collect();
+        let retired: Vec<u64> = retired.iter().map(|id| id.get()).collect();
+        let matched = |e: &super::EngineGuard<'_>, id: u64| e.replica.matched(RaftId(id)).map_or(0, Seqno::get);
         let mut e = self.lock();
         if !e.replica.is_leader() {
             return;
@@ -68,17 +61,17 @@ impl Engine {
         {
             Some(single(ConfChangeType::AddLearnerNode, new))
         } else {
-            let commit = e.replica.raft_commit_index();
+            let commit = e.replica.raft_commit_index().get();
             let promote = cs
                 .learners
                 .iter()
-                .find(|l| trusted.contains(l) && e.replica.matched(**l).unwrap_or(0) >= commit)
+                .find(|l| trusted.contains(l) && matched(&e, **l) >= commit)
                 .map(|&l| single(ConfChangeType::AddNode, l));
             // Retirement (governance's remove_node marked the node Retired): the primary takes it out of the
             // Raft membership, one change at a time like every other. Raft's joint agreement on the change keeps
             // every commit. A retired primary first hands its role to the most caught-up other voter, which
             // then removes it.
-            let own = e.replica.id();
+            let own = e.replica.id().get();
             promote.or_else(|| {
                 cs.voters
                     .iter()
@@ -87,18 +80,18 @@ impl Engine {
                     .map(|&id| single(ConfChangeType::RemoveNode, id))
             })
         };
-        if change.is_none() && retired.contains(&e.replica.id()) {
-            let own = e.replica.id();
+        if change.is_none() && retired.contains(&e.replica.id().get()) {
+            let own = e.replica.id().get();
             let successor = cs
                 .voters
                 .iter()
                 .filter(|id| **id != own && !retired.contains(id))
-                .max_by_key(|id| e.replica.matched(**id).unwrap_or(0))
+                .max_by_key(|id| matched(&e, **id))
                 .copied();
             match successor {
                 Some(to) => {
                     tracing::info!(to, "retired: handing the primary role over");
-                    let actions = e.replica.step(Event::TransferLeadership { to });
+                    let actions = e.replica.step(Event::TransferLeadership { to: RaftId(to) });
                     self.handle(&mut e, actions);
                 }
                 None => tracing::warn!("retired, but no other voter can take over the primary role"),
@@ -114,7 +107,8 @@ impl Engine {
     }
 
     /// Whether `raft_id` is a learner or voter (as this node sees the membership).
-    pub fn is_member(&self, raft_id: u64) -> bool {
+    pub fn is_member(&self, raft_id: RaftId) -> bool {
+        let raft_id = raft_id.get();
         let cs = self.lock().replica.conf_state();
         cs.voters.contains(&raft_id) || cs.learners.contains(&raft_id)
     }
@@ -124,7 +118,8 @@ impl Engine {
     /// its own log continues; otherwise, if this node's log starts at seqno 1, from seqno 1 (Raft replicates every
     /// entry, so the joiner's ledger is the whole ledger and verifies on its own); otherwise (this node itself
     /// started from a snapshot and wrote none since) from a snapshot at the commit point.
-    pub fn join_start_for(&self, raft_id: u64) -> Option<JoinStart> {
+    pub fn join_start_for(&self, raft_id: RaftId) -> Option<JoinStart> {
+        let raft_id = raft_id.get();
         let e = self.lock();
         // The membership at the commit point must already hold the joiner. A node that restarted since the change
         // did not see it happen: then every change applied so far must be at or below the commit point.
@@ -132,7 +127,7 @@ impl Engine {
         if !cs.voters.contains(&raft_id) && !cs.learners.contains(&raft_id) {
             return None;
         }
-        let commit = e.replica.commit_point().seqno;
+        let commit = e.replica.commit_point().seqno.get();
         let covered = match e.member_since.get(&raft_id) {
             Some(&since) => commit >= since,
             None => commit >= e.replica.raft_commit_index(),
@@ -140,8 +135,11 @@ impl Engine {
         if !covered {
             return None;
         }
-        let base = e.replica.base_seqno();
-        let initial_voters = e.replica.initial_voters();
+        let base = e.replica.base_seqno().get();
+        let initial_voters = e
+            .replica
+            .initial_voters()
+            .map(|voters| voters.into_iter().map(RaftId::get).collect());
         // The file is read off the engine lock.
         drop(e);
         if let Some(file) = super::snapshot_files::latest_committed(&self.cfg.storage.snapshots_dir) {
@@ -230,14 +228,20 @@ pub fn node_records(engine: &Engine) -> Vec<NodeRecord> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use consort_consensus::NodeId;
 
+    fn raft_id_of(node_id: &str) -> u64 {
+        node_id.parse::<NodeId>().expect("a node id").raft_id().get()
+    }
+
+    /// The Raft id of a node comes from its [`NodeId`] ([`NodeId::raft_id`]); a string that is not a node id has
+    /// none (parsing refuses it), where the `raft_id_of(&str)` this replaced answered 1.
     #[test]
     fn raft_ids_come_from_the_node_id_prefix_and_are_never_zero() {
         let id = "0102030405060708".to_string() + &"ab".repeat(24);
         assert_eq!(raft_id_of(&id), 0x0102_0304_0506_0708);
         assert_eq!(raft_id_of(&"00".repeat(32)), 1);
-        assert_eq!(raft_id_of("not hex"), 1);
-        assert_eq!(raft_id_of(""), 1);
+        assert!("not hex".parse::<NodeId>().is_err());
+        assert!("".parse::<NodeId>().is_err());
     }
 }

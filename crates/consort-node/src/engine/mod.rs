@@ -27,7 +27,7 @@ pub use execute::WriteError;
 pub use genesis::GenesisError;
 
 pub use join_record::{JoinRecord, JoinStart, SeedPeer, JOIN_FILE};
-pub use membership::{node_records, raft_id_of, NodeRecord, PEERS_FILE};
+pub use membership::{node_records, NodeRecord, PEERS_FILE};
 pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
 pub use status::{ConsensusState, PeerState, ReceiptError, ReceiptParts};
 pub use ticker::TICK_MS;
@@ -48,7 +48,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 use storage::{FsStorage, SyncQueue};
 
-pub use consort_consensus::{TxId, TxStatus};
+pub use consort_consensus::{NodeId, RaftId, Seqno, TxId, TxStatus, View};
 
 /// How [`Engine::open_with`] opens the engine, beyond the configuration and identities.
 #[derive(Debug, Default)]
@@ -131,6 +131,9 @@ pub enum EngineError {
     /// Genesis could not complete.
     #[error("genesis: {0}")]
     Genesis(#[from] GenesisError),
+    /// The node's own id (from its identity) is not a node id.
+    #[error("node identity: {0}")]
+    NodeId(String),
 }
 
 impl EngineError {
@@ -141,6 +144,9 @@ impl EngineError {
         }
     }
 }
+
+/// The peers file, read: certificate by node id (as saved), and the well-formed node ids by Raft id.
+type SavedPeers = (BTreeMap<String, String>, BTreeMap<RaftId, NodeId>);
 
 /// State changed only under the engine mutex.
 struct Locked {
@@ -200,7 +206,8 @@ pub struct Engine {
     view: AtomicU64,
     /// Raft id of the primary as last seen (0: unknown).
     leader: AtomicU64,
-    raft_id: u64,
+    node_id: NodeId,
+    raft_id: RaftId,
     /// Wakes the persister thread when there is persist work.
     wake: (Mutex<bool>, Condvar),
     /// Ledger fsyncs deferred out of the engine lock (see `persist_pending`).
@@ -211,7 +218,7 @@ pub struct Engine {
     /// Told the node id of a new primary as soon as this node learns it.
     on_primary_change: OnceLock<PrimaryChangeHook>,
     /// Node id of every peer by Raft id.
-    peers: RwLock<BTreeMap<u64, String>>,
+    peers: RwLock<BTreeMap<RaftId, NodeId>>,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
     peer_certs: Mutex<BTreeMap<String, String>>,
     /// For a joined node, the nodes its join answer named (see [`Engine::join_seed`]).
@@ -229,24 +236,28 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The peers saved in [`PEERS_FILE`] (node id -> certificate). The file is on the host's disk: a signer is believed
-/// only with a certificate the service endorsed for the key its node id names; anything else stops the node.
-fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<BTreeMap<String, String>, EngineError> {
+/// The peers saved in [`PEERS_FILE`] (node id -> certificate), and their node ids by Raft id. The file is on the
+/// host's disk: a signer is believed only with a certificate the service endorsed for the key its node id names;
+/// anything else stops the node.
+fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<SavedPeers, EngineError> {
     let Some(raw) = read_optional(&cfg.storage.secrets_dir.join(PEERS_FILE))? else {
-        return Ok(BTreeMap::new());
+        return Ok(Default::default());
     };
     let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
     let service_key = ids.service_key.verifying_key();
+    let mut peers = BTreeMap::new();
     for (node_id, cert) in &saved {
         let endorsed = consort_crypto::ParsedCert::from_pem(cert)
             .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && &c.key_id() == node_id);
-        if !endorsed {
+        // Endorsed for the key its node id names, so a well-formed node id.
+        let Some(id) = node_id.parse::<NodeId>().ok().filter(|_| endorsed) else {
             return Err(EngineError::Refused(format!(
                 "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
             )));
-        }
+        };
+        peers.insert(id.raft_id(), id);
     }
-    Ok(saved)
+    Ok((saved, peers))
 }
 
 /// Whether the node may start as `start` with what it found (`empty`: no ledger, Raft state or snapshot), and
@@ -265,7 +276,8 @@ fn may_start(
             cfg.storage.ledger_dir.display()
         )))
     };
-    if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id_of(&ids.node_id))) {
+    let raft_id = ids.node_id.parse::<NodeId>().map_err(EngineError::NodeId)?.raft_id();
+    if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id.get())) {
         return refuse("the join record names this node in the service's first membership, which no joiner is in");
     }
     match (start, empty) {
@@ -314,11 +326,12 @@ impl Engine {
         let syncs = SyncQueue::default();
         let storage = FsStorage::with_sync_queue(&cfg.storage.ledger_dir, syncs.clone())
             .map_err(|e| EngineError::io(&cfg.storage.ledger_dir, e))?;
-        let raft_id = raft_id_of(&ids.node_id);
+        let node_id: NodeId = ids.node_id.parse().map_err(EngineError::NodeId)?;
+        let raft_id = node_id.raft_id();
         trusted.insert(raft_id, ids.node_cert_pem.clone());
-        let known_peers = saved_peers(&cfg, &ids)?;
-        for (node_id, cert) in &known_peers {
-            trusted.insert(raft_id_of(node_id), cert.clone());
+        let (known_peers, peers) = saved_peers(&cfg, &ids)?;
+        for (id, node_id) in &peers {
+            trusted.extend(known_peers.get(node_id.as_str()).map(|cert| (*id, cert.clone())));
         }
         let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
@@ -337,7 +350,7 @@ impl Engine {
             // The first membership of the service: this node at genesis; for a joiner, what the primary named.
             voters: match &join_record {
                 Some(record) => record.initial_voters.clone(),
-                None => vec![raft_id],
+                None => vec![raft_id.get()],
             },
         };
         let identity = NodeIdentity {
@@ -369,24 +382,25 @@ impl Engine {
                 durable_hard_state,
             }),
             store: RwLock::new(store),
-            committed_seqno: AtomicU64::new(commit.seqno),
-            committed_view: AtomicU64::new(commit.view),
-            view: AtomicU64::new(view),
+            committed_seqno: AtomicU64::new(commit.seqno.get()),
+            committed_view: AtomicU64::new(commit.view.get()),
+            view: AtomicU64::new(view.get()),
             leader: AtomicU64::new(0),
+            node_id,
             raft_id,
             wake: (Mutex::new(false), Condvar::new()),
             syncs,
             persisting: Mutex::new(()),
             transport: OnceLock::new(),
             on_primary_change: OnceLock::new(),
-            peers: RwLock::new(known_peers.keys().map(|n| (raft_id_of(n), n.clone())).collect()),
+            peers: RwLock::new(peers),
             peer_certs: Mutex::new(known_peers),
             join_seed: join_record.map(|r| r.peers).unwrap_or_default(),
             started: Instant::now(),
             me: OnceLock::new(),
         });
         let _ = svc.me.set(Arc::downgrade(&svc));
-        svc.metrics.committed_seqno.set(commit.seqno as i64);
+        svc.metrics.committed_seqno.set(commit.seqno.get() as i64);
         // The only voter need not wait for an election timeout.
         svc.campaign_if_alone();
         if fresh {
@@ -427,7 +441,7 @@ impl Engine {
     }
 
     /// This node's Raft id.
-    pub fn raft_id(&self) -> u64 {
+    pub fn raft_id(&self) -> RaftId {
         self.raft_id
     }
 
@@ -489,19 +503,19 @@ impl Engine {
                     wake = true;
                 }
                 Action::Committed(tx) => {
-                    self.committed_view.store(tx.view, Ordering::Release);
-                    self.committed_seqno.store(tx.seqno, Ordering::Release);
-                    self.metrics.committed_seqno.set(tx.seqno as i64);
+                    self.committed_view.store(tx.view.get(), Ordering::Release);
+                    self.committed_seqno.store(tx.seqno.get(), Ordering::Release);
+                    self.metrics.committed_seqno.set(tx.seqno.get() as i64);
                 }
                 Action::Applied { first, last } => {
-                    self.metrics.transactions.inc_by(last + 1 - first);
+                    self.metrics.transactions.inc_by(last.next().since(first));
                 }
-                Action::RolledBack { to } => tracing::info!(to, "uncommitted transactions rolled back"),
+                Action::RolledBack { to } => tracing::info!(to = to.get(), "uncommitted transactions rolled back"),
                 Action::SnapshotCommitted {
                     seqno,
                     evidence,
                     snapshot,
-                } => self.write_committed_snapshot(seqno, evidence, snapshot),
+                } => self.write_committed_snapshot(seqno.get(), evidence.get(), snapshot),
                 Action::BuildSnapshot(build) => self.build_snapshot(build),
                 Action::SnapshotInstalled(tx) => {
                     tracing::info!(%tx, "snapshot installed");
@@ -515,30 +529,30 @@ impl Engine {
                 }
                 Action::ConfChanged { seqno, conf_state } => {
                     for id in conf_state.voters.iter().chain(conf_state.learners.iter()) {
-                        e.member_since.entry(*id).or_insert(seqno);
+                        e.member_since.entry(*id).or_insert(seqno.get());
                     }
-                    tracing::info!(seqno, voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
+                    tracing::info!(seqno = seqno.get(), voters = ?conf_state.voters, learners = ?conf_state.learners, "membership changed");
                 }
                 Action::RoleChanged { role, view, leader } => {
-                    tracing::info!(?role, view, ?leader, "role changed");
-                    self.leader.store(leader.unwrap_or(0), Ordering::Release);
+                    tracing::info!(?role, view = view.get(), leader = ?leader.map(RaftId::get), "role changed");
+                    self.leader.store(leader.map_or(0, RaftId::get), Ordering::Release);
                     // Requests forwarded to an earlier primary will not be answered once another node leads: answer
                     // them now. While no primary is known (an election, or a primary that is merely slow), they keep
                     // waiting, up to the forwarding timeout.
                     if let Some(primary) = leader.and_then(|l| self.node_id_of(l)) {
                         if let Some(notify) = self.on_primary_change.get() {
-                            notify(&primary);
+                            notify(primary.as_str());
                         }
                     }
                 }
                 Action::Dropped { from, error } => {
                     self.metrics.dropped_inputs.inc();
-                    tracing::warn!(?from, %error, "input dropped");
+                    tracing::warn!(from = ?from.map(RaftId::get), %error, "input dropped");
                 }
                 Action::Halted { error } => fatal("replica halted", error),
             }
         }
-        self.view.store(e.replica.view(), Ordering::Release);
+        self.view.store(e.replica.view().get(), Ordering::Release);
         if wake {
             let (flag, cv) = &self.wake;
             *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -547,33 +561,35 @@ impl Engine {
         outcome
     }
 
-    fn send(&self, to: u64, message: Vec<u8>) {
+    fn send(&self, to: RaftId, message: Vec<u8>) {
         let Some(transport) = self.transport.get() else { return };
         let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
         match node {
             Some(node_id) => {
-                transport.send_raft(&node_id, Bytes::from(message));
+                transport.send_raft(node_id.as_str(), Bytes::from(message));
             }
-            None => tracing::debug!(to, "no channel to raft peer"),
+            None => tracing::debug!(to = to.get(), "no channel to raft peer"),
         }
     }
 
     /// Feeds a Raft message from peer `from` (authenticated by the node-to-node channel).
-    pub fn receive(&self, from: u64, message: Vec<u8>) {
+    pub fn receive(&self, from: RaftId, message: Vec<u8>) {
         let mut e = self.lock();
         let actions = e.replica.step(Event::Receive { from, message });
         self.handle(&mut e, actions);
     }
 
     /// Raft id of the primary as last seen, if any.
-    pub fn leader(&self) -> Option<u64> {
-        Some(self.leader.load(Ordering::Acquire)).filter(|&l| l != 0)
+    pub fn leader(&self) -> Option<RaftId> {
+        Some(self.leader.load(Ordering::Acquire))
+            .filter(|&l| l != 0)
+            .map(RaftId)
     }
 
     /// Node id of a Raft peer (or of this node).
-    pub fn node_id_of(&self, raft_id: u64) -> Option<String> {
+    pub fn node_id_of(&self, raft_id: RaftId) -> Option<NodeId> {
         if raft_id == self.raft_id {
-            return Some(self.ids.node_id.clone());
+            return Some(self.node_id.clone());
         }
         self.peers
             .read()
@@ -585,7 +601,7 @@ impl Engine {
     /// Whether this node is the primary, as of the last role change (without the engine lock: every write request
     /// asks). A write that reaches a replica that is no longer primary is refused there in any case.
     pub fn is_primary(&self) -> bool {
-        self.leader.load(Ordering::Acquire) == self.raft_id
+        self.leader.load(Ordering::Acquire) == self.raft_id.get()
     }
 
     /// Attaches the transport Raft messages leave through (the node-to-node channels); the first one stays.
@@ -620,7 +636,7 @@ impl Engine {
     }
 
     /// The view (Raft term) as of the last step.
-    pub fn current_view(&self) -> u64 {
-        self.view.load(Ordering::Acquire)
+    pub fn current_view(&self) -> View {
+        View(self.view.load(Ordering::Acquire))
     }
 }

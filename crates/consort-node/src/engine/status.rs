@@ -2,7 +2,7 @@
 //! parts of a receipt (the endpoint layer renders them as CCF's JSON).
 
 use super::{Engine, TxId, TxStatus};
-use consort_consensus::Role;
+use consort_consensus::{NodeId, RaftId, Role, Seqno, View};
 use consort_crypto::sha256;
 use consort_ledger::{PrimarySignature, ProofStep, SIGNATURES_TABLE, SINGLETON_KEY};
 use std::collections::BTreeMap;
@@ -14,21 +14,21 @@ pub struct ConsensusState {
     /// This node's id.
     pub node_id: String,
     /// This node's Raft id.
-    pub raft_id: u64,
+    pub raft_id: RaftId,
     /// `Primary`, `Backup`, `Learner` or `Candidate`.
     pub role: &'static str,
     /// The view (Raft term).
-    pub view: u64,
+    pub view: View,
     /// Node id of the primary, if known.
-    pub leader: Option<String>,
+    pub leader: Option<NodeId>,
     /// Seqno of the last entry in this node's log.
-    pub last_seqno: u64,
+    pub last_seqno: Seqno,
     /// Raft's commit index (entries a majority has on disk).
-    pub raft_commit_index: u64,
+    pub raft_commit_index: Seqno,
     /// The commit point (`view.seqno` of the latest committed signature transaction).
     pub commit: String,
     /// Seqno this node's log starts after (its snapshot).
-    pub base_seqno: u64,
+    pub base_seqno: Seqno,
     /// Snapshots built here whose digest did not match the primary's evidence.
     pub snapshot_digest_mismatches: u64,
     /// Every voter and learner by node id.
@@ -39,11 +39,11 @@ pub struct ConsensusState {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PeerState {
     /// Its Raft id.
-    pub raft_id: u64,
+    pub raft_id: RaftId,
     /// Voter (true) or learner.
     pub voter: bool,
     /// Highest index it acknowledged (known on the primary only).
-    pub matched: Option<u64>,
+    pub matched: Option<Seqno>,
 }
 
 /// What a receipt is made of; the endpoint layer renders it as CCF's JSON.
@@ -84,7 +84,7 @@ impl Engine {
         let cs = r.conf_state();
         let role = match r.role() {
             Role::Leader => "Primary",
-            Role::Follower if cs.learners.contains(&self.raft_id) => "Learner",
+            Role::Follower if cs.learners.contains(&self.raft_id.get()) => "Learner",
             Role::Follower => "Backup",
             Role::PreCandidate | Role::Candidate => "Candidate",
         };
@@ -92,12 +92,13 @@ impl Engine {
             .voters
             .iter()
             .chain(cs.learners.iter())
-            .map(|id| {
-                let name = self.node_id_of(*id).unwrap_or_else(|| id.to_string());
-                let matched = if r.is_leader() { r.matched(*id) } else { None };
+            .map(|&raw| {
+                let id = RaftId(raw);
+                let name = self.node_id_of(id).map_or_else(|| id.to_string(), String::from);
+                let matched = if r.is_leader() { r.matched(id) } else { None };
                 let peer = PeerState {
-                    raft_id: *id,
-                    voter: cs.voters.contains(id),
+                    raft_id: id,
+                    voter: cs.voters.contains(&raw),
                     matched,
                 };
                 (name, peer)
@@ -133,18 +134,18 @@ impl Engine {
 
     /// TxID of the latest transaction in the store.
     pub fn current_txid(&self) -> TxId {
-        TxId {
-            view: self.view.load(Ordering::Acquire),
-            seqno: self.store().current_version(),
-        }
+        TxId::new(
+            View(self.view.load(Ordering::Acquire)),
+            Seqno(self.store().current_version()),
+        )
     }
 
     /// TxID of the commit point (the latest committed signature transaction).
     pub fn committed_txid(&self) -> TxId {
-        TxId {
-            view: self.committed_view.load(Ordering::Acquire),
-            seqno: self.committed_seqno.load(Ordering::Acquire),
-        }
+        TxId::new(
+            View(self.committed_view.load(Ordering::Acquire)),
+            Seqno(self.committed_seqno.load(Ordering::Acquire)),
+        )
     }
 
     /// CCF's status of a transaction id.
@@ -174,7 +175,7 @@ impl Engine {
         let entry = e
             .replica
             .ledger()
-            .entry_source(id.seqno)
+            .entry_source(id.seqno.get())
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         drop(e);
         let storage = super::storage::FsStorage::new(&self.cfg.storage.ledger_dir)
@@ -193,12 +194,12 @@ impl Engine {
             signature,
             proof,
             write_set_digest: sha256(&entry),
-            commit_evidence: self.ids.ledger_secret.commit_evidence(id.view, id.seqno),
+            commit_evidence: self.ids.ledger_secret.commit_evidence(id.view.get(), id.seqno.get()),
         })
     }
 
     /// Seqno of the latest signature transaction in the store (0 before the first).
-    pub fn last_signature_seqno(&self) -> u64 {
-        self.last_signature().map(|s| s.seqno).unwrap_or(0)
+    pub fn last_signature_seqno(&self) -> Seqno {
+        Seqno(self.last_signature().map(|s| s.seqno).unwrap_or(0))
     }
 }

@@ -31,7 +31,7 @@ fn ticks(ms: u64) -> usize {
 
 impl Engine {
     /// The replica configuration this node runs with.
-    pub fn replica_config(cfg: &NodeConfig, raft_id: u64) -> ReplicaConfig {
+    pub fn replica_config(cfg: &NodeConfig, raft_id: consort_consensus::RaftId) -> ReplicaConfig {
         let mut rc = ReplicaConfig::new(raft_id);
         rc.election_ticks = ticks(cfg.consensus.election_timeout_ms);
         rc.heartbeat_ticks = ticks(cfg.consensus.heartbeat_ms);
