@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     match parse_join(data) {
         Ok(join) => {
             // The node id is the key's, whatever the request said.
-            assert_eq!(join.node_id, consort_crypto::key_id(&join.key.to_spki_der()));
+            assert_eq!(join.node_id.as_str(), consort_crypto::key_id(&join.key.to_spki_der()));
         }
         Err(e) => assert!(
             (400..500).contains(&e.status),
