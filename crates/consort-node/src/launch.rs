@@ -69,17 +69,9 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     Ok(node)
 }
 
-/// This node's attestation on the platform its configuration names (`[attestation]`): on the virtual platform the
-/// measurement is SHA-256 of the running executable, taken now; on SEV-SNP a fresh report from the guest device.
-pub fn attest_self(
-    node_key: &consort_crypto::SigningKey,
-    platform: &crate::config::AttestationConfig,
-) -> Result<SelfAttestation, NodeError> {
-    attest_on(crate::platform::open(platform)?.as_ref(), node_key)
-}
-
-/// Evidence for `node_key` on an opened platform, checked by the same verifier peers run; a platform without a
-/// hardware guarantee says so in the log here.
+/// This node's attestation: evidence for `node_key` on the platform its configuration opened (virtual: SHA-256 of
+/// the running executable; SEV-SNP: a fresh report from the guest device), checked by the same verifier peers run;
+/// a platform without a hardware guarantee says so in the log here.
 pub(crate) fn attest_on(
     platform: &dyn consort_attest::Platform,
     node_key: &consort_crypto::SigningKey,
