@@ -409,3 +409,59 @@ async fn an_outsider_with_virtual_evidence_gets_nothing_while_the_service_is_ope
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_flood_of_receipt_requests_is_bounded_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small chunks, so that old receipts read settled chunk files off the engine lock.
+    let mut node = TestNode::configure(dir.path(), |cfg| cfg.ledger.chunk_threshold_bytes = 1024);
+    node.start().await;
+    let user = node.connect(true).await;
+    let mut txids = vec![];
+    for id in 0..40 {
+        let body = serde_json::json!({"id": id, "msg": "x".repeat(200)})
+            .to_string()
+            .into_bytes();
+        let r = user.request("POST", "/app/log/private", Some(body)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        txids.push(r.txid.clone().expect("a transaction id"));
+    }
+    node.wait_committed(&user, txids.last().unwrap()).await;
+    let commit_before = user.get("/node/commit").await.unwrap().json().unwrap();
+
+    // 200 anonymous receipt requests at once, over many connections, for every old transaction.
+    let mut tasks = vec![];
+    for i in 0..200 {
+        let (address, cert, txid) = (
+            node.address.clone(),
+            node.service_cert(),
+            txids[i % txids.len()].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let tls = client_config(&cert, None).unwrap();
+            let conn = Connection::connect(&address, tls, Protocol::Http1).await.unwrap();
+            conn.get(&format!("/node/receipt?transaction_id={txid}")).await.unwrap()
+        }));
+    }
+    let (mut ok, mut busy) = (0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            200 => {
+                consort_receipt::verify_json(&r.body, &node.service_cert()).expect("receipt verifies");
+                ok += 1;
+            }
+            503 => {
+                assert_eq!(r.json().unwrap()["error"]["code"], "TooManyRequests");
+                busy += 1;
+            }
+            other => panic!("receipt answered {other}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    assert!(ok > 0, "no receipt was served ({busy} refused as busy)");
+    // The flood changed nothing and the node still commits writes.
+    assert_eq!(user.get("/node/commit").await.unwrap().json().unwrap(), commit_before);
+    let body = serde_json::json!({"id": 999, "msg": "after"}).to_string().into_bytes();
+    let r = user.request("POST", "/app/log/private", Some(body)).await.unwrap();
+    assert_eq!(r.status, 200);
+}
