@@ -77,3 +77,29 @@ fn a_join_record_naming_the_node_in_the_first_membership_is_refused() {
     let err = refused(Engine::open_with(config(dir.path()), ids, options));
     assert!(err.contains("first membership"), "{err}");
 }
+
+#[test]
+fn a_join_record_that_does_not_parse_stops_the_node_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    std::fs::write(
+        dir.path().join(consort_node::engine::JOIN_FILE),
+        b"{\"initial_voters\": \"all\"}",
+    )
+    .unwrap();
+    let options = OpenOptions {
+        start: Start::Joined,
+        attestation: None,
+    };
+    match Engine::open_with(config(dir.path()), ids, options) {
+        Err(e @ EngineError::JoinRecord { .. }) => {
+            assert!(e.to_string().contains(consort_node::engine::JOIN_FILE), "{e}")
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("the node started"),
+    }
+    assert!(
+        !dir.path().join("raft_hard_state").exists(),
+        "the refused node wrote Raft state"
+    );
+}
