@@ -103,3 +103,42 @@ fn a_join_record_that_does_not_parse_stops_the_node_naming_the_file() {
         "the refused node wrote Raft state"
     );
 }
+
+#[test]
+fn a_node_whose_raft_state_was_deleted_but_whose_ledger_remains_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    let platform = consort_attest::VirtualPlatform::new([0; 32]);
+    let mut cfg = config(dir.path());
+    let member_key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let member = consort_crypto::x509::self_signed(&member_key, &consort_crypto::CertParams::new("member0")).unwrap();
+    let member_path = dir.path().join("member0_cert.pem");
+    std::fs::write(&member_path, member.pem).unwrap();
+    cfg.start.members = vec![consort_node::config::IdentityConfig {
+        cert: member_path,
+        encryption_public_key: None,
+        data: None,
+    }];
+    let engine = Engine::open(cfg, ids).unwrap();
+    // Genesis made the Raft state durable before its first ledger entry, so the ledger is never alone on disk.
+    let hard_state = dir.path().join(consort_node::engine::HARD_STATE_FILE);
+    assert!(hard_state.exists(), "genesis wrote no Raft state");
+    engine.persist_loop(&std::sync::atomic::AtomicBool::new(true));
+    drop(engine);
+    let ledger_files = std::fs::read_dir(dir.path().join("ledger")).unwrap().count();
+    assert!(ledger_files > 0, "genesis wrote no ledger");
+
+    // The host deletes the Raft state (the term and vote this node gave) and keeps the ledger.
+    std::fs::remove_file(&hard_state).unwrap();
+    let ids = Identities::load(&platform, dir.path()).unwrap();
+    let options = OpenOptions {
+        start: Start::Restart,
+        attestation: None,
+    };
+    let err = refused(Engine::open_with(config(dir.path()), ids, options));
+    assert!(
+        err.contains(consort_node::engine::HARD_STATE_FILE) && err.contains("voted"),
+        "{err}"
+    );
+    assert!(!hard_state.exists(), "the refused node wrote a fresh Raft state");
+}

@@ -292,6 +292,31 @@ fn may_start(
     }
 }
 
+/// The Raft state of a node that has none on disk yet, made durable before the node writes its first ledger entry:
+/// from then on a ledger without `raft_hard_state` means the file was deleted (the node may have voted and forgot
+/// it), which [`may_start`]'s caller refuses. A node with no hard state may hold a join snapshot (it joined and
+/// had not started yet) but no ledger entry.
+fn first_hard_state(cfg: &NodeConfig) -> Result<HardState, EngineError> {
+    let ledger = &cfg.storage.ledger_dir;
+    let holds_entries = std::fs::read_dir(ledger)
+        .map_err(|e| EngineError::io(ledger, e))?
+        .flatten()
+        .any(|f| f.metadata().is_ok_and(|m| m.len() > 0));
+    let path = Engine::hard_state_path(cfg);
+    if holds_entries {
+        return Err(EngineError::Refused(format!(
+            "{} is missing but the ledger in {} holds entries: this node may have voted or acknowledged entries \
+             that its Raft state no longer records, so it refuses to start (restore the file, or start a new node \
+             and join it)",
+            path.display(),
+            ledger.display()
+        )));
+    }
+    let hs = HardState::default();
+    write_atomic(&path, &consort_consensus::encode_hard_state(&hs)).map_err(|e| EngineError::io(&path, e))?;
+    Ok(hs)
+}
+
 /// Stops the process: the node found a state it must not go past (disk failure, halted replica).
 fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
     tracing::error!("fatal: {what}: {e}; stopping the node to keep store and ledger consistent");
@@ -343,6 +368,10 @@ impl Engine {
                 .unwrap_or(true)
         };
         let fresh = may_start(&cfg, &ids, start, empty, join_record.as_ref())?;
+        let hard_state = match hard_state {
+            Some(hs) => Some(hs),
+            None => Some(first_hard_state(&cfg)?),
+        };
         let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
             hard_state,
