@@ -144,15 +144,16 @@ impl Engine {
         drop(e);
         if let Some(file) = super::snapshot_files::latest_committed(&self.cfg.storage.snapshots_dir) {
             // A file from before this node's own log starts cannot be followed by entries this node has.
+            // The host keeps the file: it is handed out only if the ledger's evidence records its digest.
             if file.seqno >= base {
-                match std::fs::read(&file.path) {
+                match super::snapshot_files::read_verified(&file, self.snapshot_evidence()) {
                     Ok(bytes) => {
                         return Some(JoinStart {
                             snapshot: Some(bytes),
                             initial_voters: vec![],
                         })
                     }
-                    Err(err) => tracing::warn!(%err, path = %file.path.display(), "snapshot file unreadable"),
+                    Err(err) => tracing::warn!(%err, "not handing this snapshot file to a joiner"),
                 }
             }
         }
@@ -167,6 +168,15 @@ impl Engine {
             snapshot: Some(snapshot),
             initial_voters: vec![],
         })
+    }
+
+    /// The latest snapshot evidence in this node's store (`public:ccf.internal.snapshot_evidence`).
+    fn snapshot_evidence(&self) -> Option<super::snapshot_files::RecordedEvidence> {
+        let value = self.store().read_only().get(
+            consort_consensus::snapshot::SNAPSHOT_EVIDENCE_TABLE,
+            &consort_ledger::SINGLETON_KEY,
+        )?;
+        super::snapshot_files::RecordedEvidence::parse(&value)
     }
 
     /// For a node that joined: the nodes its join answer named. Until its own nodes table holds itself (it has

@@ -78,6 +78,90 @@ pub fn write_committed(dir: &Path, seqno: u64, evidence: u64, snapshot: &[u8], k
     }
 }
 
+/// What the ledger's latest evidence transaction records about a periodic snapshot (`{"hash", "version"}` in
+/// `public:ccf.internal.snapshot_evidence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedEvidence {
+    /// Seqno of the snapshot the evidence names.
+    pub seqno: u64,
+    /// SHA-256 of its bundle.
+    pub digest: [u8; 32],
+}
+
+impl RecordedEvidence {
+    /// Parses the evidence table's singleton value; `None` if it is not a well-formed evidence record.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        let digest = hex::decode(v["hash"].as_str()?).ok()?.try_into().ok()?;
+        Some(Self {
+            seqno: v["version"].as_u64()?,
+            digest,
+        })
+    }
+}
+
+/// Why a committed snapshot file on disk is not handed to a joiner (the host may have replaced or damaged it).
+#[derive(Debug, thiserror::Error)]
+pub enum UnusableSnapshot {
+    #[error("{path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: ConsensusError,
+    },
+    #[error("{path}: the file is named for seqno {named} but holds the snapshot at {inside}")]
+    Misnamed { path: PathBuf, named: u64, inside: u64 },
+    #[error(
+        "{path}: the ledger records no evidence for a snapshot at seqno {seqno} (its latest evidence: {latest:?})"
+    )]
+    NoEvidence {
+        path: PathBuf,
+        seqno: u64,
+        latest: Option<u64>,
+    },
+    #[error("{path}: its digest {found} is not the {recorded} that the ledger's evidence records")]
+    DigestMismatch {
+        path: PathBuf,
+        found: String,
+        recorded: String,
+    },
+}
+
+/// Reads `file` and checks it against `evidence` (the ledger's latest snapshot evidence): it must be a
+/// well-formed snapshot file taken at the seqno its name gives, and its bundle digest must be the one the
+/// evidence records. Returns the bytes to hand out.
+pub fn read_verified(file: &SnapshotFile, evidence: Option<RecordedEvidence>) -> Result<Vec<u8>, UnusableSnapshot> {
+    let path = || file.path.clone();
+    let bytes = std::fs::read(&file.path).map_err(|source| UnusableSnapshot::Unreadable { path: path(), source })?;
+    let parts = split_snapshot_file(&bytes).map_err(|source| UnusableSnapshot::Malformed { path: path(), source })?;
+    if parts.seqno != file.seqno {
+        return Err(UnusableSnapshot::Misnamed {
+            path: path(),
+            named: file.seqno,
+            inside: parts.seqno,
+        });
+    }
+    match evidence {
+        Some(ev) if ev.seqno == file.seqno && ev.digest == parts.bundle_digest => Ok(bytes),
+        Some(ev) if ev.seqno == file.seqno => Err(UnusableSnapshot::DigestMismatch {
+            path: path(),
+            found: hex::encode(parts.bundle_digest),
+            recorded: hex::encode(ev.digest),
+        }),
+        other => Err(UnusableSnapshot::NoEvidence {
+            path: path(),
+            seqno: file.seqno,
+            latest: other.map(|ev| ev.seqno),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +181,97 @@ mod tests {
         ] {
             assert_eq!(parse_committed_name(bad), None, "{bad}");
         }
+    }
+
+    /// A committed snapshot file of a sample ledger's state at its last signature, in `dir`, and its evidence.
+    fn sample_snapshot(dir: &Path) -> (SnapshotFile, RecordedEvidence) {
+        use consort_consensus::codec::{full_write_set, inspect};
+        let ledger = consort_ledger::testing::sample_ledger(1, 3);
+        let store = consort_kv::Store::new();
+        for e in ledger.entries() {
+            let ws = full_write_set(
+                &ledger.service.secret,
+                &e.bytes,
+                &inspect(&e.bytes, e.view, e.seqno).unwrap(),
+            );
+            store.apply(e.seqno, &ws.unwrap()).unwrap();
+        }
+        let at = ledger.entries().last().unwrap();
+        let bundle =
+            consort_consensus::snapshot::build(&store, &ledger.service.secret, &at.bytes, at.view, at.seqno, vec![])
+                .unwrap();
+        let mut snap = consort_consensus::eraftpb::Snapshot::default();
+        snap.mut_metadata().index = at.seqno;
+        snap.mut_metadata().term = at.view;
+        let digest = consort_crypto::sha256(&bundle);
+        snap.data = bundle.into();
+        write_committed(
+            dir,
+            at.seqno,
+            at.seqno + 1,
+            &consort_consensus::encode_snapshot(&snap),
+            3,
+        );
+        let evidence = RecordedEvidence {
+            seqno: at.seqno,
+            digest,
+        };
+        (latest_committed(dir).unwrap(), evidence)
+    }
+
+    #[test]
+    fn a_snapshot_file_is_handed_out_only_if_the_ledger_records_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, evidence) = sample_snapshot(dir.path());
+        let bytes = read_verified(&file, Some(evidence)).unwrap();
+        assert_eq!(bytes, std::fs::read(&file.path).unwrap());
+        let value = serde_json::json!({"hash": hex::encode(evidence.digest), "version": evidence.seqno});
+        assert_eq!(RecordedEvidence::parse(value.to_string().as_bytes()), Some(evidence));
+
+        // No evidence, or evidence of another snapshot: the file is not vouched for.
+        let err = read_verified(&file, None).unwrap_err();
+        assert!(
+            matches!(err, UnusableSnapshot::NoEvidence { latest: None, .. }),
+            "{err}"
+        );
+        let newer = RecordedEvidence {
+            seqno: evidence.seqno + 10,
+            ..evidence
+        };
+        assert!(matches!(
+            read_verified(&file, Some(newer)),
+            Err(UnusableSnapshot::NoEvidence { .. })
+        ));
+
+        // The host flips a byte near the end (inside the encrypted state): the digest no longer matches.
+        let mut tampered = bytes.clone();
+        let at = tampered.len() - 20;
+        tampered[at] ^= 1;
+        std::fs::write(&file.path, &tampered).unwrap();
+        let err = read_verified(&file, Some(evidence)).unwrap_err();
+        assert!(matches!(err, UnusableSnapshot::DigestMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&hex::encode(evidence.digest)), "{err}");
+
+        // Garbage, or a genuine file renamed to claim another seqno.
+        std::fs::write(&file.path, b"not a snapshot").unwrap();
+        assert!(matches!(
+            read_verified(&file, Some(evidence)),
+            Err(UnusableSnapshot::Malformed { .. })
+        ));
+        std::fs::write(&file.path, &bytes).unwrap();
+        let renamed = SnapshotFile {
+            seqno: file.seqno - 1,
+            ..file.clone()
+        };
+        assert!(matches!(
+            read_verified(&renamed, Some(evidence)),
+            Err(UnusableSnapshot::Misnamed { .. })
+        ));
+        std::fs::remove_file(&file.path).unwrap();
+        assert!(matches!(
+            read_verified(&file, Some(evidence)),
+            Err(UnusableSnapshot::Unreadable { .. })
+        ));
     }
 
     #[test]
