@@ -28,7 +28,7 @@ mod virtual_platform;
 
 pub use error::AttestError;
 pub use evidence::{Evidence, NodeQuote, PlatformKind};
-pub use policy::{check_policy, JoinPolicy, PolicyError};
+pub use policy::{check_policy, JoinPolicy, PolicyError, GUEST_POLICY_MIGRATE_MA};
 pub use snp::{SnpClaims, SnpProduct, SnpTcb};
 pub use virtual_platform::{VirtualPlatform, VIRTUAL_SECURITY_WARNING};
 

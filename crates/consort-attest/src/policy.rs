@@ -55,17 +55,29 @@ pub enum PolicyError {
     /// The guest's policy allows the host to debug it, so its memory is open to the host.
     #[error("the SNP guest policy allows debugging, which opens the guest's memory to the host")]
     DebugGuest,
+    /// The report was requested from a less privileged VM privilege level than 0: the software that asked for it
+    /// (and chose its report data) runs under other guest code whose launch measurement alone covers it.
+    #[error("the SNP report was requested at VMPL {0}; the join policy accepts reports from VMPL 0 only")]
+    NotVmpl0(u32),
+    /// The guest's policy lets a migration agent move it, so its memory can leave the chip the report names.
+    #[error(
+        "the SNP guest policy allows a migration agent (policy {0:#x}), which can move the guest's memory off the chip"
+    )]
+    MigrationAgentAllowed(u64),
     /// SNP claims came without their SNP part (a programming error in the caller that built them).
     #[error("SNP claims without SNP details")]
     MissingSnpClaims,
 }
+
+/// Bit of the SNP guest policy (fixed at launch) that allows a migration agent to be associated with the guest.
+pub const GUEST_POLICY_MIGRATE_MA: u64 = 1 << 18;
 
 fn listed(list: &[String], value: &str) -> bool {
     list.iter().any(|entry| entry.eq_ignore_ascii_case(value))
 }
 
 /// Checks verified claims against `policy`: for virtual evidence, the measurement is a code id; for SNP, the
-/// guest is not debuggable, its measurement and host data are listed, and its TCB meets its product's minimum.
+/// guest is not debuggable and allows no migration agent, the report came from VMPL 0, its measurement and host data are listed, and its TCB meets its product's minimum.
 pub fn check_policy(claims: &Claims, policy: &JoinPolicy) -> Result<(), PolicyError> {
     match claims.kind {
         PlatformKind::Virtual => {
@@ -81,6 +93,12 @@ pub fn check_policy(claims: &Claims, policy: &JoinPolicy) -> Result<(), PolicyEr
             let snp = claims.snp.as_ref().ok_or(PolicyError::MissingSnpClaims)?;
             if snp.debug_allowed {
                 return Err(PolicyError::DebugGuest);
+            }
+            if snp.vmpl != 0 {
+                return Err(PolicyError::NotVmpl0(snp.vmpl));
+            }
+            if snp.guest_policy & GUEST_POLICY_MIGRATE_MA != 0 {
+                return Err(PolicyError::MigrationAgentAllowed(snp.guest_policy));
             }
             if !listed(&policy.snp_measurements, &claims.measurement) {
                 return Err(PolicyError::MeasurementNotAllowed {

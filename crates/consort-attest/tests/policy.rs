@@ -90,6 +90,26 @@ fn each_snp_mismatch_is_named() {
 }
 
 #[test]
+fn a_report_from_a_lower_vmpl_or_a_migratable_guest_is_refused_naming_why() {
+    assert_eq!(check_policy(&snp_claims(), &snp_policy()), Ok(()));
+    let mut lower = snp_claims();
+    if let Some(snp) = lower.snp.as_mut() {
+        snp.vmpl = 2;
+    }
+    let err = check_policy(&lower, &snp_policy()).unwrap_err();
+    assert_eq!(err, PolicyError::NotVmpl0(2));
+    assert!(err.to_string().contains("VMPL 2"), "{err}");
+
+    let mut migratable = snp_claims();
+    if let Some(snp) = migratable.snp.as_mut() {
+        snp.guest_policy |= consort_attest::GUEST_POLICY_MIGRATE_MA;
+    }
+    let err = check_policy(&migratable, &snp_policy()).unwrap_err();
+    assert_eq!(err, PolicyError::MigrationAgentAllowed(0x70000));
+    assert!(err.to_string().contains("migration agent"), "{err}");
+}
+
+#[test]
 fn virtual_claims_are_judged_by_code_ids_only() {
     let claims = Claims {
         kind: PlatformKind::Virtual,

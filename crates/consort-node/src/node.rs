@@ -46,16 +46,44 @@ impl SelfAttestation {
         Ok(SelfAttestation { evidence, claims })
     }
 
-    /// The genesis record of it: the quote for the nodes table and the measurement for the join policy.
+    /// The genesis record of it: the quote for the nodes table, and the join policy entries that admit nodes
+    /// like this one (as CCF 6 records at genesis: the code id; or the SNP measurement, host data, and the report's
+    /// TCB as the minimum for its product).
     pub fn genesis(&self) -> GenesisAttestation {
-        let policy_table = match self.claims.kind {
-            PlatformKind::Virtual => consort_gov::tables::NODES_CODE_IDS,
-            PlatformKind::Snp => consort_gov::tables::NODES_SNP_MEASUREMENTS,
+        const ALLOWED: &[u8] = b"\"AllowedToJoin\"";
+        let measurement = self.claims.measurement.to_lowercase();
+        let join_policy = match (&self.claims.kind, &self.claims.snp) {
+            (PlatformKind::Snp, Some(snp)) => {
+                let no_security_policy = serde_json::Value::from("").to_string().into_bytes();
+                let tcb = serde_json::to_vec(&snp.reported_tcb).unwrap_or_default();
+                vec![
+                    (
+                        consort_gov::tables::NODES_SNP_MEASUREMENTS,
+                        measurement,
+                        ALLOWED.to_vec(),
+                    ),
+                    (
+                        consort_gov::tables::NODES_SNP_HOST_DATA,
+                        self.claims.host_data.to_lowercase(),
+                        no_security_policy,
+                    ),
+                    (
+                        consort_gov::tables::NODES_SNP_TCB_VERSIONS,
+                        snp.product.cpuid().to_string(),
+                        tcb,
+                    ),
+                ]
+            }
+            (PlatformKind::Snp, None) => vec![(
+                consort_gov::tables::NODES_SNP_MEASUREMENTS,
+                measurement,
+                ALLOWED.to_vec(),
+            )],
+            (PlatformKind::Virtual, _) => vec![(consort_gov::tables::NODES_CODE_IDS, measurement, ALLOWED.to_vec())],
         };
         GenesisAttestation {
             quote_info: self.evidence.to_json_value(),
-            measurement: self.claims.measurement.to_lowercase(),
-            policy_table,
+            join_policy,
         }
     }
 }

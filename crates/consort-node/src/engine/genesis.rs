@@ -132,8 +132,8 @@ impl Engine {
                 "retired_committed": false,
                 "quote_info": attestation.map(|a| a.quote_info.clone()),
             });
-            if let Some(a) = attestation {
-                tx.put(a.policy_table, a.measurement.as_bytes(), b"\"AllowedToJoin\"");
+            for (table, key, value) in attestation.iter().flat_map(|a| &a.join_policy) {
+                tx.put(table, key.as_bytes(), value);
             }
             tx.put(
                 NODES_INFO_TABLE,

@@ -79,11 +79,9 @@ pub enum Start {
 pub struct GenesisAttestation {
     /// CCF's `quote_info` object (`format`, `quote`, `endorsements`).
     pub quote_info: serde_json::Value,
-    /// Its measurement, hex: the code id (virtual) or launch measurement (SNP) the join policy starts with.
-    pub measurement: String,
-    /// Which allowlist the measurement goes to: `public:ccf.gov.nodes.code_ids` (virtual) or
-    /// `public:ccf.gov.nodes.snp.measurements` (SNP).
-    pub policy_table: &'static str,
+    /// What the join policy starts with, as (table, key, JSON value): the code id (virtual), or the launch
+    /// measurement, host data and minimum TCB of the genesis node's own report (SNP), so that nodes like it can join.
+    pub join_policy: Vec<(&'static str, String, Vec<u8>)>,
 }
 
 /// What the engine calls with the node id of a new primary.
