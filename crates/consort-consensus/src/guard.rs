@@ -19,6 +19,8 @@ pub(crate) struct Local<'a> {
     /// The current term, and whether this replica is the primary in it.
     pub(crate) term: u64,
     pub(crate) leader: bool,
+    /// The primary this replica follows in that term (0 if none).
+    pub(crate) leader_id: u64,
     /// Raft's last index (stable and unstable entries).
     pub(crate) last_index: u64,
     /// Raft's commit index and the term of the entry there.
@@ -56,6 +58,15 @@ pub enum Refusal {
     /// A message type only members of the configuration send, from a node that is not one.
     #[error("sender {0} is not a member of the configuration for {1:?}")]
     NotMember(u64, MessageType),
+    /// A `MsgTimeoutNow` (campaign at once, past the primary's lease) from another node than the primary this
+    /// replica follows in the message's term: only that primary hands over its role.
+    #[error("MsgTimeoutNow from {from} in term {term}, which is not the primary this replica follows")]
+    NotFromPrimary {
+        /// The sender.
+        from: u64,
+        /// The message's term.
+        term: u64,
+    },
     /// A field with a value raft-rs would turn into a panic, or that no honest peer sends.
     #[error("{0}")]
     Field(String),
@@ -122,6 +133,7 @@ pub(crate) fn check(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Ref
         MessageType::MsgHeartbeat => check_heartbeat(m, local),
         MessageType::MsgSnapshot => check_snapshot(m),
         MessageType::MsgAppendResponse => check_append_response(m, local),
+        MessageType::MsgTimeoutNow => check_timeout_now(from, m, local),
         _ => Ok(()),
     }
 }
@@ -147,6 +159,19 @@ fn check_sender(from: u64, t: MessageType, local: &Local<'_>) -> Result<(), Refu
     } else {
         Err(Refusal::NotMember(from, t))
     }
+}
+
+/// raft-rs campaigns on a `MsgTimeoutNow` from anyone, skipping the pre-vote and the lease that otherwise keep a
+/// node from deposing a primary its peers still hear from, so a learner or a trusted non-member could force
+/// election after election. Honestly only the primary sends it, in its term, to a follower that has matched its
+/// log (so that follower has taken its appends and follows it): anything else is refused. Vote requests need no
+/// such rule: pre-vote and the lease (`check_quorum`) already make raft-rs ignore a candidate while the primary is
+/// heard from, and a voter this replica does not know of yet may legitimately ask.
+fn check_timeout_now(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
+    if local.leader_id != from || m.term != local.term {
+        return Err(Refusal::NotFromPrimary { from, term: m.term });
+    }
+    Ok(())
 }
 
 /// raft-rs appends after `m.index` by slicing the entries at `conflict - (index + 1)` and commits up to

@@ -14,10 +14,15 @@ use std::collections::BTreeMap;
 /// Three replicas (Raft ids 1-3) with replica 1 elected and a few writes committed; the messages they exchanged
 /// are returned as material for mutations.
 fn running_cluster() -> (Cluster, Vec<Sent>) {
+    running_cluster_trusting(3)
+}
+
+/// [`running_cluster`] whose replicas also trust the fixture nodes up to Raft id `trusted` (beyond the three).
+fn running_cluster_trusting(trusted: usize) -> (Cluster, Vec<Sent>) {
     let ids = fixture_identities();
     let trusted: BTreeMap<RaftId, String> = ids
         .iter()
-        .take(3)
+        .take(trusted)
         .enumerate()
         .map(|(i, id)| (RaftId(i as u64 + 1), id.cert_pem.clone()))
         .collect();
@@ -201,6 +206,34 @@ fn non_members_cannot_start_elections_or_act_as_primary() {
         &message(MessageType::MsgAppendResponse, 9, 1, term)
     ));
     assert_eq!(state(&c), before);
+}
+
+#[test]
+fn only_the_primary_can_hand_over_its_role_and_non_voters_cannot_depose_it() {
+    // Raft id 4 is trusted (Trusted in the nodes table, say a learner catching up) but not a voter.
+    let (mut c, _) = running_cluster_trusting(4);
+    let before = state(&c);
+    let term = c.replica(0).view().get();
+    let last = c.replica(1).last_seqno().get();
+    // MsgTimeoutNow makes raft-rs campaign at once: from a non-voter, from a voter that is not the primary, or from
+    // the primary in another term, it is dropped.
+    for (from, t) in [(4, term), (3, term), (4, term + 1), (1, term + 1)] {
+        let m = message(MessageType::MsgTimeoutNow, from, 2, t);
+        assert!(
+            inject(&mut c, from, 2, &m),
+            "MsgTimeoutNow from {from} in term {t} was stepped"
+        );
+    }
+    // Vote requests from the non-voter reach raft-rs, whose pre-vote and lease ignore them while the primary is
+    // heard from.
+    for t in [MessageType::MsgRequestPreVote, MessageType::MsgRequestVote] {
+        let mut m = message(t, 4, 2, term + 1);
+        m.index = last + 10;
+        m.log_term = term + 1;
+        inject(&mut c, 4, 2, &m);
+    }
+    assert_eq!(state(&c), before);
+    assert!(c.replica(0).is_leader(), "the primary was deposed");
 }
 
 #[test]

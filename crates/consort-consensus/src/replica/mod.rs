@@ -201,6 +201,7 @@ impl<S: LedgerStorage> Replica<S> {
             id: self.cfg.id.get(),
             term: self.node.raft.term,
             leader: self.is_leader(),
+            leader_id: self.node.raft.leader_id,
             last_index: log.last_index(),
             committed: log.committed,
             // The committed entry is in the log or is its snapshot base, so its term is known.
