@@ -61,6 +61,7 @@ fn ierr(path: &Path, e: impl std::fmt::Display) -> IdentityError {
 
 /// Writes `bytes` to `path` with mode 0600, durably.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    fail::fail_point!("identity::write");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -73,6 +74,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    fail::fail_point!("identity::write");
     std::fs::write(path, bytes).map_err(|e| ierr(path, e))
 }
 
@@ -88,6 +90,7 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
 /// and this guest's measurement; the virtual platform's stand-in only marks the file): mode 0600, written to a
 /// temporary file, synced and renamed, so a crash leaves the old or the new file.
 fn write_sealed(platform: &dyn Platform, path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
+    fail::fail_point!("identity::write");
     let sealed = platform.seal(secret).map_err(|e| ierr(path, e))?;
     crate::platform::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
 }

@@ -285,7 +285,8 @@ fn may_start(
         (Start::Joined, _) | (Start::Restart, false) => Ok(false),
         (Start::Restart, true) => refuse(
             "this node holds an identity but its ledger, Raft state and snapshot are gone: it may have voted and \
-             acknowledged entries it no longer has, so it refuses to start (start a new node and join it)",
+             acknowledged entries it no longer has, so it refuses to start (start a new node and join it; if it \
+             crashed while it started a new service, before writing anything, start that service afresh)",
         ),
     }
 }

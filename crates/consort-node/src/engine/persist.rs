@@ -45,12 +45,14 @@ pub(super) struct PendingPersist {
 
 /// Writes `bytes` to `path` atomically and durably: a temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fail::fail_point!("atomic::write", |_| Err(std::io::Error::from_raw_os_error(28)));
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
+    fail::fail_point!("atomic::rename");
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
@@ -114,6 +116,7 @@ impl Engine {
         if let Err(err) = flushed {
             fatal("ledger sync", err);
         }
+        fail::fail_point!("persist::flushed");
         let hard_state = p.as_mut().and_then(|p| p.hard_state.take()).filter(|hs| {
             e.durable_hard_state.as_ref().is_none_or(|(d, at)| {
                 d.term != hs.term
@@ -128,6 +131,7 @@ impl Engine {
         if let Err(err) = self.syncs.sync() {
             fatal("ledger sync", err);
         }
+        fail::fail_point!("persist::synced");
         let snapshot = p.as_ref().and_then(|p| p.snapshot.as_deref());
         let files = persist_files(&self.cfg, snapshot, hard_state.as_ref());
         for (what, path, bytes) in files {
@@ -135,6 +139,7 @@ impl Engine {
                 fatal(what, err);
             }
         }
+        fail::fail_point!("persist::written");
         e = self.lock();
         if let Some(p) = p {
             let actions = e.replica.step(Event::Persisted { number: p.number });

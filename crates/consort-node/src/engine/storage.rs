@@ -48,6 +48,7 @@ impl SyncQueue {
 
     /// Makes every queued file (and directory) durable.
     pub fn sync(&self) -> std::io::Result<()> {
+        fail::fail_point!("ledger::fsync", |_| Err(injected(IO_ERROR)));
         let (files, dir) = {
             let mut s = self.state();
             (std::mem::take(&mut s.files), s.dir.take())
@@ -60,6 +61,18 @@ impl SyncQueue {
         }
         Ok(())
     }
+}
+
+/// `ENOSPC` and `EIO`, the storage errors the failpoints inject (tests only; see `tests/crash_points.rs`).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code, reason = "used only by failpoints"))]
+const NO_SPACE: i32 = 28;
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code, reason = "used only by failpoints"))]
+const IO_ERROR: i32 = 5;
+
+/// The error an injected storage failure reports.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code, reason = "used only by failpoints"))]
+fn injected(errno: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(errno)
 }
 
 impl std::fmt::Debug for FsStorage {
@@ -182,6 +195,7 @@ impl LedgerStorage for FsStorage {
     }
 
     fn append(&mut self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        fail::fail_point!("ledger::append", |_| Err(self.io_err(name, injected(NO_SPACE))));
         self.writer(name)?.write_all(bytes).map_err(|e| self.io_err(name, e))
     }
 
@@ -229,6 +243,7 @@ impl LedgerStorage for FsStorage {
             }
         }
         self.open.remove(to);
+        fail::fail_point!("ledger::rename");
         std::fs::rename(src, dst).map_err(|e| self.io_err(from, e))?;
         if deferring {
             // Made durable with the other deferred syncs, before anything that depends on it is reported.
@@ -245,6 +260,7 @@ impl LedgerStorage for FsStorage {
     }
 
     fn sync(&mut self, name: &str) -> Result<(), StorageError> {
+        fail::fail_point!("ledger::fsync", |_| Err(self.io_err(name, injected(IO_ERROR))));
         if let Some(w) = self.open.get_mut(name) {
             w.flush().map_err(|e| self.io_err(name, e))?;
         }
