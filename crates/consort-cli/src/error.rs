@@ -41,7 +41,7 @@ pub enum CliError {
 
     #[error("{} is not a ledger directory or chunk file", .0.display())]
     NotALedger(PathBuf),
-    #[error("no committed ledger chunks found")]
+    #[error("no ledger chunk files (ledger_<start>[-<end>][.committed]) found")]
     NoLedgerChunks,
     #[error("ledger INVALID: {0}")]
     LedgerInvalid(#[source] consort_ledger::AuditError),

@@ -96,8 +96,11 @@ enum NodeCmd {
 
 #[derive(Subcommand)]
 enum LedgerCmd {
-    /// Verify committed ledger chunks: Merkle roots, signatures, node trust, service status transitions.
+    /// Verify ledger chunks: Merkle roots, signatures, node trust, service status transitions.
     ///
+    /// Every chunk found is read, committed (`ledger_a-b.committed`) or not (`ledger_a-b`, and the open
+    /// `ledger_a` of a running node), as `read_ledger.py --uncommitted` does; the report says how far signatures
+    /// cover the ledger and how many transactions after the last one no signature covers yet.
     /// A ledger that starts at seqno 1 needs nothing else. One that starts after a snapshot (a node that joined
     /// from one) is audited from that snapshot: give it with --snapshot.
     Audit {
@@ -199,15 +202,15 @@ fn node_join(config: &Path) -> Result<(), CliError> {
     Ok(runtime().block_on(consort_node::join(cfg))?)
 }
 
-/// Collects committed chunk files from directories and explicit paths, sorted by start seqno.
-fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, CliError> {
+/// Collects chunk files (committed or not) from directories and explicit paths, sorted by start seqno.
+fn chunk_files(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, CliError> {
     let mut files = vec![];
     for p in paths {
         if p.is_dir() {
             for e in std::fs::read_dir(p).map_err(CliError::file(p))? {
                 let e = e.map_err(CliError::file(p))?;
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with("ledger_") && name.ends_with(".committed") {
+                if consort_ledger::parse_chunk_name(&name).is_some() {
                     files.push(e.path());
                 }
             }
@@ -242,10 +245,11 @@ fn committed_chunks(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, CliErro
 }
 
 fn ledger_audit(paths: &[PathBuf], snapshot: Option<&Path>) -> Result<(), CliError> {
-    let chunks = committed_chunks(paths)?;
+    let chunks = chunk_files(paths)?;
     if chunks.is_empty() {
         return Err(CliError::NoLedgerChunks);
     }
+    let committed = chunks.iter().filter(|(name, _)| name.ends_with(".committed")).count();
     let r = match snapshot {
         None => consort_ledger::audit_chunks(&chunks).map_err(CliError::LedgerInvalid)?,
         Some(path) => audit_from_snapshot(path, &chunks)?,
@@ -260,6 +264,16 @@ fn ledger_audit(paths: &[PathBuf], snapshot: Option<&Path>) -> Result<(), CliErr
         r.service_status.as_deref().unwrap_or("unknown"),
         r.nodes
     );
+    println!("chunks: {committed} committed, {} not yet", chunks.len() - committed);
+    if r.trailing_unsigned > 0 {
+        println!(
+            "covered by signatures up to seqno {}; the {} transactions after it are framed and chain correctly but \
+             no signature covers them yet (they may never commit)",
+            r.last_verified.1, r.trailing_unsigned
+        );
+    } else {
+        println!("every transaction read is covered by a signature");
+    }
     if let Some(origin) = &r.snapshot {
         let evidence = match origin.evidence_seqno {
             Some(e) => format!("its digest matches the evidence transaction at seqno {e}"),

@@ -18,12 +18,24 @@ pub fn consort_bin() -> &'static str {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
+///
+/// Ports come from below the kernel's ephemeral range (32768-60999 by default), where no outgoing connection can
+/// take one between this check and the node's bind, and each is handed out once per test process; the range is
+/// split by process id so that test binaries run side by side rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = (std::process::id() * 997) % SPAN;
+    for _ in 0..SPAN {
+        let port = FIRST + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(port).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// The `ccf==6.0.28` virtualenv, if any. Under CI (CI=true) its absence is a failure, not a skip.
