@@ -82,6 +82,9 @@ fn child_process_entry() {
         }
         other => panic!("unknown mode {other}"),
     }
+    if point.starts_with("join|") || std::env::var("CONSORT_CRASH_JOIN").is_ok() {
+        return join_child(&dir);
+    }
     let cfg = config(&dir);
     let secrets = cfg.storage.secrets_dir.clone();
     let (ids, start) = if Identities::exist(&secrets) {
@@ -153,7 +156,12 @@ enum Ended {
 }
 
 fn run_child(dir: &Path, spec: &str) -> Ended {
+    run_child_with(dir, spec, &[])
+}
+
+fn run_child_with(dir: &Path, spec: &str, env: &[(&str, &str)]) -> Ended {
     let mut child = Command::new(std::env::current_exe().unwrap())
+        .envs(env.iter().copied())
         .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{spec}|{}", dir.display()))
         .stdout(Stdio::null())
@@ -334,4 +342,79 @@ fn storage_errors_stop_the_node_cleanly_and_it_restarts_once_the_disk_is_back() 
         check_restart(dir.path(), &what).unwrap();
         assert_eq!(acked_keys(dir.path()).len() as u64, before as u64 + WRITES, "{what}");
     }
+}
+
+/// The joiner's save, as `consort node join` does it once the primary admitted the node: the join record (where its
+/// log starts, the peers), then the identity (its key, its certificate issued by the service, the service's key and
+/// certificate, the ledger secret); then the engine's first start as a joined node.
+fn join_child(dir: &Path) {
+    let cfg = config(dir);
+    let service = Identities::generate(&platform(), &dir.join("service"), &["127.0.0.1".into()]).unwrap();
+    let service_cert = consort_crypto::ParsedCert::from_pem(&service.service_cert_pem).unwrap();
+    let node_key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let node_cert = consort_crypto::x509::issue(
+        &node_key.verifying_key(),
+        &consort_crypto::CertParams::new("CCF Node"),
+        &service.service_key,
+        &service_cert.der,
+    )
+    .unwrap();
+    let primary: consort_node::engine::NodeId = service.node_id.parse().unwrap();
+    let record = consort_node::engine::JoinRecord {
+        initial_voters: vec![primary.raft_id().get()],
+        peers: vec![],
+    };
+    record.save(&cfg, None).unwrap();
+    let ids = Identities::save_joined(
+        &platform(),
+        &cfg.storage.secrets_dir,
+        &node_key,
+        &node_cert.pem,
+        &service.service_key.to_pkcs8_pem(),
+        &service.service_cert_pem,
+        &hex::encode(service.ledger_secret.raw()),
+    )
+    .unwrap();
+    let options = OpenOptions {
+        start: Start::Joined,
+        attestation: None,
+    };
+    Engine::open_with(cfg, ids, options).unwrap();
+}
+
+/// A joiner crashed anywhere in saving its join: if it holds an identity, it also holds where its log starts and it
+/// restarts (as `consort node join` does for a node that joined before); if not, it never joined and `start` refuses
+/// to make a new service over its join record.
+#[test]
+fn a_joiner_crashed_while_saving_its_join_restarts_as_the_node_it_joined_as() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let join = [("CONSORT_CRASH_JOIN", "1")];
+    let mut crashed = 0;
+    for point in ["atomic::write", "atomic::rename", "identity::write"] {
+        for n in 1..=12 {
+            let what = format!("joiner crashed at the {n}th {point}");
+            let dir = node_dir();
+            match run_child_with(dir.path(), &format!("{point}|{n}|crash"), &join) {
+                Ended::Aborted => crashed += 1,
+                Ended::Completed => break,
+                other => panic!("{what}: {other:?}"),
+            }
+            let cfg = config(dir.path());
+            let secrets = &cfg.storage.secrets_dir;
+            if Identities::exist(secrets) {
+                let record = consort_node::engine::JoinRecord::load(secrets).unwrap();
+                assert!(record.is_some(), "{what}: an identity without its join record");
+                check_restart(dir.path(), &what).unwrap_or_else(|e| panic!("{what}: refused to restart: {e}"));
+            } else if secrets.join(consort_node::engine::JOIN_FILE).exists() {
+                let err = consort_node::open_node(cfg)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                assert!(err.contains("join"), "{what}: start over a join record: {err:?}");
+            }
+        }
+    }
+    assert!(crashed >= 8, "only {crashed} crashes");
 }

@@ -46,7 +46,7 @@ pub struct JoinRecord {
 
 impl JoinRecord {
     /// Writes what the node starts from, each file atomically and durably, in this order: the snapshot (if any),
-    /// the certificates of the nodes whose signatures it accepts, then the record itself. The caller saves the
+    /// the certificates of the nodes whose signatures it accepts, its initial Raft state, then the record itself. The caller saves the
     /// node's identity after this returns.
     pub fn save(&self, cfg: &NodeConfig, snapshot: Option<&[u8]>) -> Result<(), EngineError> {
         let dir = &cfg.storage.secrets_dir;
@@ -68,6 +68,13 @@ impl JoinRecord {
         let peers_path = dir.join(PEERS_FILE);
         let bytes = serde_json::to_vec_pretty(&certs).map_err(EngineError::PeersFile)?;
         write_atomic(&peers_path, &bytes).map_err(|e| EngineError::io(&peers_path, e))?;
+        // The Raft state a node that never ran starts with, before the identity: a node holding an identity then
+        // always holds Raft state, so one whose Raft state is gone was wiped, never merely interrupted here.
+        let hard_state_path = Engine::hard_state_path(cfg);
+        if !hard_state_path.exists() {
+            let initial = consort_consensus::encode_hard_state(&consort_consensus::eraftpb::HardState::default());
+            write_atomic(&hard_state_path, &initial).map_err(|e| EngineError::io(&hard_state_path, e))?;
+        }
         let path = dir.join(JOIN_FILE);
         let bytes = serde_json::to_vec_pretty(self).map_err(|source| EngineError::JoinRecord {
             path: path.clone(),
