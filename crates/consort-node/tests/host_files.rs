@@ -14,6 +14,21 @@ fn config(dir: &std::path::Path) -> NodeConfig {
     cfg
 }
 
+/// [`config`] with the member genesis needs.
+fn genesis_config(dir: &std::path::Path) -> NodeConfig {
+    let mut cfg = config(dir);
+    let member_key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
+    let member = consort_crypto::x509::self_signed(&member_key, &consort_crypto::CertParams::new("member0")).unwrap();
+    let member_path = dir.join("member0_cert.pem");
+    std::fs::write(&member_path, member.pem).unwrap();
+    cfg.start.members = vec![consort_node::config::IdentityConfig {
+        cert: member_path,
+        encryption_public_key: None,
+        data: None,
+    }];
+    cfg
+}
+
 fn identity(dir: &std::path::Path) -> Identities {
     Identities::generate(
         &consort_attest::VirtualPlatform::new([0; 32]),
@@ -109,17 +124,7 @@ fn a_node_whose_raft_state_was_deleted_but_whose_ledger_remains_refuses_to_start
     let dir = tempfile::tempdir().unwrap();
     let ids = identity(dir.path());
     let platform = consort_attest::VirtualPlatform::new([0; 32]);
-    let mut cfg = config(dir.path());
-    let member_key = consort_crypto::SigningKey::generate(consort_crypto::Curve::P384);
-    let member = consort_crypto::x509::self_signed(&member_key, &consort_crypto::CertParams::new("member0")).unwrap();
-    let member_path = dir.path().join("member0_cert.pem");
-    std::fs::write(&member_path, member.pem).unwrap();
-    cfg.start.members = vec![consort_node::config::IdentityConfig {
-        cert: member_path,
-        encryption_public_key: None,
-        data: None,
-    }];
-    let engine = Engine::open(cfg, ids).unwrap();
+    let engine = Engine::open(genesis_config(dir.path()), ids).unwrap();
     // Genesis made the Raft state durable before its first ledger entry, so the ledger is never alone on disk.
     let hard_state = dir.path().join(consort_node::engine::HARD_STATE_FILE);
     assert!(hard_state.exists(), "genesis wrote no Raft state");
@@ -141,4 +146,58 @@ fn a_node_whose_raft_state_was_deleted_but_whose_ledger_remains_refuses_to_start
         "{err}"
     );
     assert!(!hard_state.exists(), "the refused node wrote a fresh Raft state");
+}
+
+#[test]
+fn a_changed_byte_inside_an_encrypted_entry_stops_the_node_naming_the_chunk_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = identity(dir.path());
+    let engine = Engine::open(genesis_config(dir.path()), ids).unwrap();
+    for k in 0u64..3 {
+        engine
+            .execute_write(|tx, _| -> Result<(), ()> {
+                tx.put("records", &k.to_le_bytes(), b"private value");
+                Ok(())
+            })
+            .unwrap();
+    }
+    engine.persist_loop(&std::sync::atomic::AtomicBool::new(true));
+    drop(engine);
+
+    // The host flips the last byte of the private domain of the first entry that has one.
+    let mut flipped = None;
+    for f in std::fs::read_dir(dir.path().join("ledger")).unwrap() {
+        let path = f.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = 8;
+        while let Ok((entry, used)) = consort_ledger::parse_entry(&bytes[at..]) {
+            if !entry.encrypted_private.is_empty() {
+                let seqno = entry.seqno;
+                bytes[at + used - 1] ^= 0x01;
+                std::fs::write(&path, &bytes).unwrap();
+                flipped = Some((path.clone(), seqno));
+                break;
+            }
+            at += used;
+        }
+        if flipped.is_some() {
+            break;
+        }
+    }
+    let (chunk, seqno) = flipped.expect("no entry with a private domain");
+    let platform = consort_attest::VirtualPlatform::new([0; 32]);
+    let ids = Identities::load(&platform, dir.path()).unwrap();
+    let options = OpenOptions {
+        start: Start::Restart,
+        attestation: None,
+    };
+    match Engine::open_with(config(dir.path()), ids, options) {
+        Err(e @ EngineError::DamagedEntry { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&chunk.display().to_string()), "{text}");
+            assert!(text.contains(&format!("seqno {seqno}")), "{text}");
+        }
+        Err(other) => panic!("refused without naming the chunk: {other}"),
+        Ok(_) => panic!("the node started over a damaged entry"),
+    }
 }

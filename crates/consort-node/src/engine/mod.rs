@@ -123,6 +123,16 @@ pub enum EngineError {
     /// The replication core refused to open or step.
     #[error("consensus: {0}")]
     Consensus(#[from] consort_consensus::ConsensusError),
+    /// An entry of the ledger on disk did not check out during replay (a changed byte inside an entry fails its
+    /// AES-GCM tag or its signature): the chunk file that holds it.
+    #[error("ledger chunk {}: {source}", file.display())]
+    DamagedEntry {
+        /// The chunk file holding the entry.
+        file: PathBuf,
+        /// What replay found, naming the transaction.
+        #[source]
+        source: consort_consensus::ConsensusError,
+    },
     /// Governance refused the genesis transaction.
     #[error("genesis: {0}")]
     Gov(#[from] consort_gov::GovError),
@@ -316,6 +326,27 @@ fn first_hard_state(cfg: &NodeConfig) -> Result<HardState, EngineError> {
     Ok(hs)
 }
 
+/// Names the chunk file that holds the entry a replay error is about (a changed byte inside an entry is found by
+/// decryption or signature checks, which know the seqno but not the file); other errors pass through.
+fn name_damaged_chunk(ledger_dir: &std::path::Path, e: consort_consensus::ConsensusError) -> EngineError {
+    use consort_consensus::ConsensusError::{BadSignature, InvalidEntry};
+    let seqno = match &e {
+        InvalidEntry { seqno, .. } | BadSignature { seqno, .. } => *seqno,
+        _ => return e.into(),
+    };
+    let holder = std::fs::read_dir(ledger_dir).into_iter().flatten().flatten().find(|f| {
+        consort_ledger::parse_chunk_name(&f.file_name().to_string_lossy())
+            .is_some_and(|c| c.start <= seqno && c.end.is_none_or(|end| seqno <= end))
+    });
+    match holder {
+        Some(f) => EngineError::DamagedEntry {
+            file: f.path(),
+            source: e,
+        },
+        None => e.into(),
+    }
+}
+
 /// Stops the process: the node found a state it must not go past (disk failure, halted replica).
 fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
     tracing::error!("fatal: {what}: {e}; stopping the node to keep store and ledger consistent");
@@ -391,7 +422,8 @@ impl Engine {
         // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
         let offload = offload::ThreadOffload;
         let secret = ids.ledger_secret.clone();
-        let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))?;
+        let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))
+            .map_err(|e| name_damaged_chunk(&cfg.storage.ledger_dir, e))?;
         if let Some(torn) = replica.ledger().torn_tail() {
             // A crash cut an append short: the ledger left those bytes out (its files are cut at the first write).
             tracing::warn!("ledger: {torn}");
