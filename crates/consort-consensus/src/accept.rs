@@ -3,11 +3,11 @@
 //! by replay at start-up.
 
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
-use crate::error::{ConsensusError, Inconsistency};
+use crate::error::{ConsensusError, EntryFault, Inconsistency, SignatureFault};
 use crate::log::Log;
 use crate::periodic::Snapshots;
 use crate::snapshot;
-use crate::vocab::RaftId;
+use crate::vocab::{RaftId, Seqno, TxId, View};
 use consort_kv::{Commitment, WriteBatch, WriteSet};
 use consort_ledger::{
     verify_root, EntryKind, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
@@ -69,7 +69,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             .into());
         }
         if self.log.terms.last().is_some_and(|t| t > view) || view < self.log.base_term {
-            return Err(ConsensusError::entry(seqno, format!("view {view} goes backwards")));
+            return Err(ConsensusError::entry(seqno, EntryFault::ViewBackwards(view)));
         }
         let DecodedEntry { info, private } = decoded;
         let store = self.log.store.clone();
@@ -125,31 +125,33 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
     }
 
     pub(crate) fn verify_signature(&self, view: u64, seqno: u64, ws: &WriteSet) -> Result<(), ConsensusError> {
-        let bad = |reason: String| ConsensusError::BadSignature { seqno, reason };
+        let bad = |reason: SignatureFault| ConsensusError::BadSignature { seqno, reason };
         let value = match ws
             .maps
             .get(SIGNATURES_TABLE)
             .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
         {
             Some(Some(v)) => v,
-            _ => return Err(bad("no signature at the singleton key".into())),
+            _ => return Err(bad(SignatureFault::NoSignature)),
         };
-        let sig = PrimarySignature::from_json_bytes(value).map_err(|e| bad(e.to_string()))?;
+        let sig = PrimarySignature::from_json_bytes(value).map_err(|e| bad(SignatureFault::Record(e)))?;
         if sig.seqno != seqno || sig.view != view {
-            return Err(bad(format!("signature claims {}.{}", sig.view, sig.seqno)));
+            return Err(bad(SignatureFault::WrongTransaction(TxId::new(
+                View(sig.view),
+                Seqno(sig.seqno),
+            ))));
         }
-        let root = self.tree.try_root_at(seqno).map_err(|e| bad(e.to_string()))?;
-        if sig.root_bytes().map_err(|e| bad(e.to_string()))? != root {
-            return Err(bad(format!(
-                "signed root {} is not the Merkle root {}",
-                sig.root,
-                hex::encode(root)
-            )));
+        let root = self.tree.try_root_at(seqno).map_err(|e| bad(SignatureFault::Root(e)))?;
+        if sig.root_bytes().map_err(|e| bad(SignatureFault::Record(e)))? != root {
+            return Err(bad(SignatureFault::RootMismatch {
+                signed: sig.root.clone(),
+                root: hex::encode(root),
+            }));
         }
         if !self.trusted.values().any(|c| *c == sig.cert) {
-            return Err(bad(format!("signer {} is not a trusted node", sig.node)));
+            return Err(bad(SignatureFault::UntrustedSigner { node: sig.node.clone() }));
         }
-        let der = sig.sig_bytes().map_err(|e| bad(e.to_string()))?;
-        verify_root(&sig.cert, &root, &der).map_err(|e| bad(e.to_string()))
+        let der = sig.sig_bytes().map_err(|e| bad(SignatureFault::Record(e)))?;
+        verify_root(&sig.cert, &root, &der).map_err(|e| bad(SignatureFault::Verify(e)))
     }
 }

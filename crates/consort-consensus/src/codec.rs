@@ -7,7 +7,9 @@
 //!   for [`conf_change_entry`] of that change.
 //! - `EntryConfChange` (v1) is never produced by Consort and is refused from peers.
 
+use crate::error::{ConfChangeFault, EntryFault};
 use crate::limits::MAX_CONF_CHANGES;
+use crate::vocab::{Seqno, TxId, View};
 use crate::ConsensusError;
 use bytes::Bytes;
 use consort_crypto::sha256;
@@ -98,26 +100,26 @@ pub fn conf_change_write_set(cc: &ConfChangeV2) -> WriteSet {
 }
 
 /// The membership change a public write set records, if any.
-pub fn conf_change_of(ws: &WriteSet) -> Result<Option<ConfChangeV2>, String> {
+pub fn conf_change_of(ws: &WriteSet) -> Result<Option<ConfChangeV2>, ConfChangeFault> {
     let Some(map) = ws.maps.get(CONF_CHANGE_TABLE) else {
         return Ok(None);
     };
     let Some(Some(value)) = map.writes.get(&SINGLETON_KEY[..]) else {
-        return Err("conf change table without a value at the singleton key".into());
+        return Err(ConfChangeFault::NoValue);
     };
-    let json: ConfChangeJson = serde_json::from_slice(value).map_err(|e| format!("conf change JSON: {e}"))?;
+    let json: ConfChangeJson = serde_json::from_slice(value).map_err(|e| ConfChangeFault::Json(e.into()))?;
     if json.changes.len() > MAX_CONF_CHANGES {
-        return Err(format!(
-            "{} changes exceed the limit of {MAX_CONF_CHANGES}",
-            json.changes.len()
-        ));
+        return Err(ConfChangeFault::TooMany {
+            count: json.changes.len(),
+            limit: MAX_CONF_CHANGES,
+        });
     }
     let mut cc = ConfChangeV2::default();
     cc.set_transition(match json.transition.as_str() {
         "auto" => ConfChangeTransition::Auto,
         "implicit" => ConfChangeTransition::Implicit,
         "explicit" => ConfChangeTransition::Explicit,
-        other => return Err(format!("unknown transition {other:?}")),
+        other => return Err(ConfChangeFault::UnknownTransition(other.to_owned())),
     });
     for c in json.changes {
         let mut single = ConfChangeSingle::default();
@@ -125,7 +127,7 @@ pub fn conf_change_of(ws: &WriteSet) -> Result<Option<ConfChangeV2>, String> {
             "add_node" => ConfChangeType::AddNode,
             "remove_node" => ConfChangeType::RemoveNode,
             "add_learner" => ConfChangeType::AddLearnerNode,
-            other => return Err(format!("unknown change {other:?}")),
+            other => return Err(ConfChangeFault::UnknownChange(other.to_owned())),
         });
         single.node_id = c.node_id;
         cc.mut_changes().push(single);
@@ -162,25 +164,23 @@ pub struct EntryInfo {
 
 /// Parses and checks a CCF entry that must be the transaction at `(view, seqno)`.
 pub fn inspect(bytes: &[u8], view: u64, seqno: u64) -> Result<EntryInfo, ConsensusError> {
-    let bad = |r: String| ConsensusError::entry(seqno, r);
-    let (entry, used) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
+    let bad = |r: EntryFault| ConsensusError::entry(seqno, r);
+    let (entry, used) = parse_entry(bytes).map_err(|e| bad(e.into()))?;
     if used != bytes.len() {
-        return Err(bad(format!("{} trailing bytes", bytes.len() - used)));
+        return Err(bad(EntryFault::TrailingBytes(bytes.len() - used)));
     }
     if entry.is_snapshot || entry.seqno != seqno || entry.view != view {
-        return Err(bad(format!(
-            "entry says {}.{} (snapshot: {}), raft says {view}.{seqno}",
-            entry.view, entry.seqno, entry.is_snapshot
-        )));
+        return Err(bad(EntryFault::NotAtItsPlace {
+            entry: TxId::new(View(entry.view), Seqno(entry.seqno)),
+            is_snapshot: entry.is_snapshot,
+            raft: TxId::new(View(view), Seqno(seqno)),
+        }));
     }
-    let (header, public) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| bad(e.to_string()))?;
+    let (header, public) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| bad(e.into()))?;
     if header.version != seqno {
-        return Err(bad(format!(
-            "public domain version {} is not the seqno",
-            header.version
-        )));
+        return Err(bad(EntryFault::VersionNotSeqno(header.version)));
     }
-    let conf_change = conf_change_of(&public).map_err(bad)?;
+    let conf_change = conf_change_of(&public).map_err(|e| bad(e.into()))?;
     let ce = header.commit_evidence_digest.unwrap_or([0u8; 32]);
     let claims = header.claims_digest.unwrap_or(NO_CLAIMS);
     Ok(EntryInfo {
@@ -195,11 +195,11 @@ pub fn inspect(bytes: &[u8], view: u64, seqno: u64) -> Result<EntryInfo, Consens
 
 /// Decrypts the private domain and returns the whole write set of an entry [`inspect`] accepted.
 pub fn full_write_set(secret: &LedgerSecret, bytes: &[u8], info: &EntryInfo) -> Result<WriteSet, ConsensusError> {
-    let bad = |r: String| ConsensusError::entry(info.seqno, r);
-    let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
-    let private = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
+    let bad = |r: EntryFault| ConsensusError::entry(info.seqno, r);
+    let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.into()))?;
+    let private = entry.decrypt_private(secret).map_err(|e| bad(e.into()))?;
     let mut ws = info.public.clone();
-    ws.merge(WriteSet::deserialise_private(&private).map_err(|e| bad(e.to_string()))?);
+    ws.merge(WriteSet::deserialise_private(&private).map_err(|e| bad(e.into()))?);
     Ok(ws)
 }
 
@@ -233,10 +233,10 @@ pub fn decode(
 ) -> Result<DecodedEntry, ConsensusError> {
     let info = inspect(bytes, view, seqno)?;
     let private = if private == PrivateDomain::Decrypt {
-        let bad = |r: String| ConsensusError::entry(seqno, r);
-        let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.to_string()))?;
-        let plaintext = entry.decrypt_private(secret).map_err(|e| bad(e.to_string()))?;
-        Some(WriteBatch::deserialise_private(&plaintext).map_err(|e| bad(e.to_string()))?)
+        let bad = |r: EntryFault| ConsensusError::entry(seqno, r);
+        let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.into()))?;
+        let plaintext = entry.decrypt_private(secret).map_err(|e| bad(e.into()))?;
+        Some(WriteBatch::deserialise_private(&plaintext).map_err(|e| bad(e.into()))?)
     } else {
         None
     };
@@ -259,23 +259,17 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
         EntryType::EntryNormal if !e.data.is_empty() => {
             let info = inspect(&e.data, view, seqno)?;
             if info.conf_change.is_some() {
-                return Err(ConsensusError::entry(
-                    seqno,
-                    "a normal entry may not change the membership",
-                ));
+                return Err(ConsensusError::entry(seqno, EntryFault::NormalEntryChangesMembership));
             }
             Ok(())
         }
         EntryType::EntryConfChangeV2 if !e.context.is_empty() => {
             let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                .map_err(|err| ConsensusError::entry(seqno, format!("conf change protobuf: {err}")))?;
+                .map_err(|err| ConsensusError::entry(seqno, EntryFault::ConfChangeProtobuf(err.into())))?;
             let info = inspect(&e.context, view, seqno)?;
             match info.conf_change {
                 Some(recorded) if recorded == cc => Ok(()),
-                _ => Err(ConsensusError::entry(
-                    seqno,
-                    "conf change protobuf and ledger entry disagree",
-                )),
+                _ => Err(ConsensusError::entry(seqno, EntryFault::ConfChangeDisagrees)),
             }
         }
         // Raft's own entries without CCF bytes, and v1 conf changes (refused there).
@@ -293,10 +287,10 @@ pub fn fill_empty(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusE
         }
         EntryType::EntryConfChangeV2 if e.context.is_empty() => {
             let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                .map_err(|err| ConsensusError::entry(seqno, format!("conf change protobuf: {err}")))?;
+                .map_err(|err| ConsensusError::entry(seqno, EntryFault::ConfChangeProtobuf(err.into())))?;
             e.context = Bytes::from(conf_change_entry(secret, view, seqno, &cc)?);
         }
-        EntryType::EntryConfChange => return Err(ConsensusError::entry(seqno, "v1 conf changes are not supported")),
+        EntryType::EntryConfChange => return Err(ConsensusError::entry(seqno, EntryFault::ConfChangeV1)),
         _ => {}
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Typed errors: what a peer, the disk or a caller can get wrong, and why a proposal was refused. An error that
 //! comes from another crate (raft-rs, protobuf, the ledger, the store) keeps it as its source.
 
+#[cfg(test)]
+use crate::guard::FieldRefusal;
 use crate::guard::Refusal;
 use crate::vocab::TxId;
 use consort_crypto::SharedError;
@@ -36,7 +38,8 @@ pub enum ConsensusError {
         /// The entry's seqno.
         seqno: u64,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: EntryFault,
     },
     #[error("bad signature transaction at seqno {seqno}: {reason}")]
     /// A signature transaction does not verify: wrong root, untrusted signer, bad signature.
@@ -44,15 +47,16 @@ pub enum ConsensusError {
         /// The signature transaction's seqno.
         seqno: u64,
         /// Why it does not verify.
-        reason: String,
+        #[source]
+        reason: SignatureFault,
     },
     /// A snapshot (from a peer or the disk) does not verify or does not match its metadata.
     #[error("invalid snapshot: {0}")]
     Snapshot(#[from] SnapshotError),
-    /// A snapshot file that does not split into its parts, described in words (offline tools' reading of
-    /// committed snapshot files; the replica's own checks report [`ConsensusError::Snapshot`]).
+    /// A snapshot file that does not split into its parts (offline tools' reading of committed snapshot files;
+    /// the replica's own checks report [`ConsensusError::Snapshot`]).
     #[error("invalid snapshot: {0}")]
-    InvalidSnapshot(String),
+    InvalidSnapshot(#[source] SnapshotFileError),
     /// What the node persisted, or what it asks, contradicts the replica's state.
     #[error("inconsistent persisted state: {0}")]
     Inconsistent(#[from] Inconsistency),
@@ -75,12 +79,172 @@ pub enum ConsensusError {
 }
 
 impl ConsensusError {
-    pub(crate) fn entry(seqno: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn entry(seqno: u64, reason: impl Into<EntryFault>) -> Self {
         ConsensusError::InvalidEntry {
             seqno,
             reason: reason.into(),
         }
     }
+}
+
+/// What is wrong with a ledger entry (see [`ConsensusError::InvalidEntry`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum EntryFault {
+    /// The entry's framing does not parse, or its private domain does not decrypt.
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    /// A domain of the entry is not a valid write set.
+    #[error("{0}")]
+    WriteSet(#[from] KvError),
+    /// Bytes after the one entry expected.
+    #[error("{0} trailing bytes")]
+    TrailingBytes(usize),
+    /// The entry names another transaction than the place Raft gives it.
+    #[error("entry says {entry} (snapshot: {is_snapshot}), raft says {raft}")]
+    NotAtItsPlace {
+        /// The transaction the entry names.
+        entry: TxId,
+        /// Whether it is a snapshot entry.
+        is_snapshot: bool,
+        /// Raft's (term, index) as a transaction id.
+        raft: TxId,
+    },
+    /// The public domain's version is not the entry's seqno.
+    #[error("public domain version {0} is not the seqno")]
+    VersionNotSeqno(u64),
+    /// The membership change the entry records does not parse.
+    #[error("{0}")]
+    ConfChange(#[from] ConfChangeFault),
+    /// A normal Raft entry whose ledger entry records a membership change.
+    #[error("a normal entry may not change the membership")]
+    NormalEntryChangesMembership,
+    /// A Raft conf change entry whose protobuf does not decode.
+    #[error("conf change protobuf: {0}")]
+    ConfChangeProtobuf(#[source] ProtobufError),
+    /// A Raft conf change entry whose protobuf is not the change its ledger entry records.
+    #[error("conf change protobuf and ledger entry disagree")]
+    ConfChangeDisagrees,
+    /// A version 1 Raft conf change, which this replica never makes.
+    #[error("v1 conf changes are not supported")]
+    ConfChangeV1,
+    /// An entry whose view is below the view of an entry before it.
+    #[error("view {0} goes backwards")]
+    ViewBackwards(u64),
+    /// A signature transaction without one of the tables it writes.
+    #[error("no {0} at the singleton key")]
+    MissingSingleton(&'static str),
+    /// The Merkle path from a transaction to the signature transaction is not there.
+    #[error("Merkle path for {seqno}: {source}")]
+    MerklePath {
+        /// The transaction the path is for.
+        seqno: u64,
+        /// Why there is no path.
+        source: LedgerError,
+    },
+    /// Entries handed over with a snapshot to install over a ledger that is not empty.
+    #[error("entries in the same Ready as a snapshot over a non-empty ledger")]
+    EntriesWithSnapshot,
+}
+
+/// What is wrong with the membership change an entry records (`public:ccf.internal.raft_conf_change`).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConfChangeFault {
+    /// The table is written without a value at the singleton key.
+    #[error("conf change table without a value at the singleton key")]
+    NoValue,
+    /// The value is not the JSON of a change.
+    #[error("conf change JSON: {0}")]
+    Json(#[source] SharedError<serde_json::Error>),
+    /// More changes than [`crate::limits::MAX_CONF_CHANGES`].
+    #[error("{count} changes exceed the limit of {limit}")]
+    TooMany {
+        /// The changes recorded.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A transition other than `auto`, `implicit` or `explicit`.
+    #[error("unknown transition {0:?}")]
+    UnknownTransition(String),
+    /// A change other than `add_node`, `remove_node` or `add_learner`.
+    #[error("unknown change {0:?}")]
+    UnknownChange(String),
+}
+
+/// Why a signature transaction does not verify (see [`ConsensusError::BadSignature`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SignatureFault {
+    /// The signatures table has no value at the singleton key.
+    #[error("no signature at the singleton key")]
+    NoSignature,
+    /// The signature record (its JSON, root or signature encoding) does not parse.
+    #[error("{0}")]
+    Record(#[source] LedgerError),
+    /// The record signs another transaction than the one holding it.
+    #[error("signature claims {0}")]
+    WrongTransaction(TxId),
+    /// The Merkle tree has no root at the signature's seqno.
+    #[error("{0}")]
+    Root(#[source] LedgerError),
+    /// The signed root is not the root of this replica's Merkle tree.
+    #[error("signed root {signed} is not the Merkle root {root}")]
+    RootMismatch {
+        /// The signed root, hex.
+        signed: String,
+        /// This replica's root, hex.
+        root: String,
+    },
+    /// The signer is not a node this replica trusts.
+    #[error("signer {node} is not a trusted node")]
+    UntrustedSigner {
+        /// The signer's node id.
+        node: String,
+    },
+    /// The signature over the root does not verify under the signer's certificate.
+    #[error("{0}")]
+    Verify(#[source] LedgerError),
+}
+
+/// Why a committed snapshot file does not split into its parts (see [`crate::split_snapshot_file`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SnapshotFileError {
+    /// The file is not an encoded Raft snapshot.
+    #[error("not an encoded Raft snapshot: {0}")]
+    NotARaftSnapshot(#[source] ProtobufError),
+    /// The snapshot's data does not start as a bundle does.
+    #[error("not a Consort snapshot bundle")]
+    NotABundle,
+    /// The bundle's signature entry length points past its end.
+    #[error("signature entry length exceeds the bundle")]
+    SignatureEntryLength,
+    /// The bundle's signature entry does not parse.
+    #[error("signature entry: {0}")]
+    SignatureEntry(#[source] LedgerError),
+    /// The signature entry is a snapshot entry, or does not fill its part of the bundle.
+    #[error("the signature entry is not one whole ledger entry")]
+    SignatureEntryNotWhole,
+    /// The bundle's snapshot entry does not parse.
+    #[error("snapshot entry: {0}")]
+    SnapshotEntry(#[source] LedgerError),
+    /// The snapshot entry is not a snapshot entry, or does not fill the rest of the bundle.
+    #[error("the snapshot entry is not one whole snapshot entry")]
+    SnapshotEntryNotWhole,
+    /// The two entries name different transactions.
+    #[error("snapshot entry {snapshot} does not match signature entry {signature}")]
+    EntryMismatch {
+        /// The snapshot entry's transaction.
+        snapshot: TxId,
+        /// The signature entry's transaction.
+        signature: TxId,
+    },
+    /// Raft's metadata names another transaction than the bundle.
+    #[error("Raft metadata {metadata} does not match the bundle's {bundle}")]
+    MetadataMismatch {
+        /// Raft's (term, index) as a transaction id.
+        metadata: TxId,
+        /// The bundle's signature transaction.
+        bundle: TxId,
+    },
 }
 
 impl From<raft::Error> for ConsensusError {
@@ -365,6 +529,55 @@ mod tests {
         ));
         assert_eq!(source.to_string(), text);
         assert_eq!(err.to_string(), format!("malformed message: {text}"));
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_keeps_the_ledger_error() {
+        let err = crate::codec::inspect(&[0u8; 3], 1, 4).unwrap_err();
+        let ConsensusError::InvalidEntry {
+            seqno: 4,
+            reason: EntryFault::Ledger(ledger),
+        } = &err
+        else {
+            panic!("not a framing fault: {err:?}");
+        };
+        let fault = err.source().expect("the fault is kept");
+        let source = fault.source().expect("the ledger error is kept");
+        assert_eq!(source.downcast_ref::<LedgerError>(), Some(ledger));
+        assert_eq!(err.to_string(), format!("invalid entry at seqno 4: {ledger}"));
+    }
+
+    #[test]
+    fn a_refused_field_names_the_rule_and_the_values() {
+        use crate::guard::{check, Local};
+        use raft::eraftpb::{ConfState, Message, MessageType};
+        let conf = ConfState {
+            voters: vec![1, 2],
+            ..Default::default()
+        };
+        let trusted = std::collections::BTreeMap::new();
+        let local = Local {
+            id: 2,
+            term: 3,
+            leader: false,
+            last_index: 5,
+            committed: 4,
+            committed_term: 3,
+            conf: &conf,
+            trusted: &trusted,
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        (m.from, m.to, m.term, m.commit) = (1, 2, 3, 9);
+        let refusal = check(1, &m, &local).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::Field(FieldRefusal::HeartbeatCommitBeyondLog {
+                commit: 9,
+                last_index: 5
+            })
+        );
+        assert_eq!(refusal.to_string(), "heartbeat commit index 9 beyond the last index 5");
     }
 
     #[test]

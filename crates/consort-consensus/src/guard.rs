@@ -69,8 +69,115 @@ pub enum Refusal {
     },
     /// A field with a value raft-rs would turn into a panic, or that no honest peer sends.
     #[error("{0}")]
-    Field(String),
+    Field(#[from] FieldRefusal),
 }
+
+/// Which field of a peer's message holds a value raft-rs would turn into a panic, or that no honest peer sends,
+/// and the values that break the rule (see [`Refusal::Field`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldRefusal {
+    /// A term beyond the largest a ledger entry can record, with the margin kept below it.
+    #[error("term {term} beyond {max}")]
+    TermTooLarge {
+        /// The message's term.
+        term: u64,
+        /// The largest term accepted from a peer.
+        max: u64,
+    },
+    /// Entries in a message type other than an append.
+    #[error("{0:?} with entries")]
+    EntriesOutsideAppend(MessageType),
+    /// An append whose log term is beyond its own term.
+    #[error("append log term {log_term} beyond its term {term}")]
+    AppendLogTermBeyondTerm {
+        /// The term of the entry the append follows.
+        log_term: u64,
+        /// The message's term.
+        term: u64,
+    },
+    /// An append at or after this replica's commit point whose log term is below the committed entry's term.
+    #[error("append after {index} with log term {log_term} below the committed term {committed_term}")]
+    AppendLogTermBelowCommitted {
+        /// The index the append follows.
+        index: u64,
+        /// The term of the entry it follows.
+        log_term: u64,
+        /// The term of this replica's committed entry.
+        committed_term: u64,
+    },
+    /// An append after an index past this replica's log with a log term of 0, which raft-rs would take as a match.
+    #[error("append after {index} (past the log) with log term 0")]
+    AppendPastLogWithTermZero {
+        /// The index the append follows.
+        index: u64,
+    },
+    /// An append whose entries do not continue its index one by one.
+    #[error("entry {position} has index {index}, expected {expected:?}")]
+    EntryIndex {
+        /// The entry's position in the message, from 0.
+        position: usize,
+        /// Its index.
+        index: u64,
+        /// The index it should have (`None` when that would overflow).
+        expected: Option<u64>,
+    },
+    /// An appended entry whose term is below the one before it or beyond the message's term.
+    #[error("entry {index} has term {term} out of order")]
+    EntryTerm {
+        /// The entry's index.
+        index: u64,
+        /// Its term.
+        term: u64,
+    },
+    /// A heartbeat committing beyond this replica's log.
+    #[error("heartbeat commit index {commit} beyond the last index {last_index}")]
+    HeartbeatCommitBeyondLog {
+        /// The heartbeat's commit index.
+        commit: u64,
+        /// This replica's last index.
+        last_index: u64,
+    },
+    /// Snapshot metadata that names no real entry of the sender's log.
+    #[error("snapshot metadata {term}.{index} in a message of term {message_term}")]
+    SnapshotMetadata {
+        /// The metadata's term.
+        term: u64,
+        /// The metadata's index.
+        index: u64,
+        /// The message's term.
+        message_term: u64,
+    },
+    /// A snapshot membership raft-rs could not restore.
+    #[error("snapshot membership {:?} is not valid", .0.get())]
+    SnapshotMembership(Membership),
+    /// A request for a snapshot, which this replica never asks of a peer.
+    #[error("a peer's snapshot request")]
+    SnapshotRequest,
+    /// An acknowledgement naming an index or hint beyond the primary's log.
+    #[error("append response index {index} hint {reject_hint} beyond the last index {last_index}")]
+    AppendResponseBeyondLog {
+        /// The acknowledged index.
+        index: u64,
+        /// The rejection hint.
+        reject_hint: u64,
+        /// This replica's last index.
+        last_index: u64,
+    },
+}
+
+/// A membership as a peer's message carries it. A newtype so that [`FieldRefusal`] stays `Eq`: protobuf messages
+/// are only `PartialEq`, and a `ConfState` (integers and a bool) compares totally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership(ConfState);
+
+impl Membership {
+    /// The membership.
+    pub fn get(&self) -> &ConfState {
+        &self.0
+    }
+}
+
+impl Eq for Membership {}
 
 /// The largest term accepted from a peer. A view is a term, and a ledger entry's IV holds it in 31 bits: a replica
 /// that adopted a larger term would halt at its next entry. The margin leaves a million elections' room above it,
@@ -122,11 +229,15 @@ pub(crate) fn check(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Ref
     }
     // No honest term comes near the ledger's limit on views.
     if m.term > MAX_PEER_TERM {
-        return Err(field(format!("term {} beyond {MAX_PEER_TERM}", m.term)));
+        return Err(FieldRefusal::TermTooLarge {
+            term: m.term,
+            max: MAX_PEER_TERM,
+        }
+        .into());
     }
     check_sender(from, t, local)?;
     if t != MessageType::MsgAppend && !m.entries.is_empty() {
-        return Err(field(format!("{t:?} with entries")));
+        return Err(FieldRefusal::EntriesOutsideAppend(t).into());
     }
     match t {
         MessageType::MsgAppend => check_append(m, local),
@@ -136,10 +247,6 @@ pub(crate) fn check(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Ref
         MessageType::MsgTimeoutNow => check_timeout_now(from, m, local),
         _ => Ok(()),
     }
-}
-
-fn field(reason: String) -> Refusal {
-    Refusal::Field(reason)
 }
 
 /// The sender must be in this replica's membership or be a node it trusts (Trusted when it last looked). Messages
@@ -182,33 +289,42 @@ fn check_timeout_now(from: u64, m: &Message, local: &Local<'_>) -> Result<(), Re
 /// (its log holds every committed entry), which bounds that search.
 fn check_append(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
     if m.log_term > m.term {
-        return Err(field(format!(
-            "append log term {} beyond its term {}",
-            m.log_term, m.term
-        )));
+        return Err(FieldRefusal::AppendLogTermBeyondTerm {
+            log_term: m.log_term,
+            term: m.term,
+        }
+        .into());
     }
     if m.index >= local.committed && m.log_term < local.committed_term {
-        return Err(field(format!(
-            "append after {} with log term {} below the committed term {}",
-            m.index, m.log_term, local.committed_term
-        )));
+        return Err(FieldRefusal::AppendLogTermBelowCommitted {
+            index: m.index,
+            log_term: m.log_term,
+            committed_term: local.committed_term,
+        }
+        .into());
     }
     // raft-rs reads the term of an index past its log as 0, so a log term of 0 would "match" there and commit
     // beyond the log. Every real entry has a term of at least 1.
     if m.index > local.last_index && m.log_term == 0 {
-        return Err(field(format!(
-            "append after {} (past the log) with log term 0",
-            m.index
-        )));
+        return Err(FieldRefusal::AppendPastLogWithTermZero { index: m.index }.into());
     }
     let mut term = m.log_term;
     for (i, e) in m.entries.iter().enumerate() {
         let expected = m.index.checked_add(i as u64 + 1);
         if expected != Some(e.index) {
-            return Err(field(format!("entry {i} has index {}, expected {expected:?}", e.index)));
+            return Err(FieldRefusal::EntryIndex {
+                position: i,
+                index: e.index,
+                expected,
+            }
+            .into());
         }
         if e.term < term || e.term > m.term {
-            return Err(field(format!("entry {} has term {} out of order", e.index, e.term)));
+            return Err(FieldRefusal::EntryTerm {
+                index: e.index,
+                term: e.term,
+            }
+            .into());
         }
         term = e.term;
     }
@@ -219,10 +335,11 @@ fn check_append(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
 /// the last index). A primary sends `min(matched, committed)`, never past what this replica holds.
 fn check_heartbeat(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
     if m.commit > local.last_index {
-        return Err(field(format!(
-            "heartbeat commit index {} beyond the last index {}",
-            m.commit, local.last_index
-        )));
+        return Err(FieldRefusal::HeartbeatCommitBeyondLog {
+            commit: m.commit,
+            last_index: local.last_index,
+        }
+        .into());
     }
     Ok(())
 }
@@ -232,16 +349,15 @@ fn check_heartbeat(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
 fn check_snapshot(m: &Message) -> Result<(), Refusal> {
     let meta = m.get_snapshot().get_metadata();
     if meta.index == 0 || meta.term == 0 || meta.term > m.term {
-        return Err(field(format!(
-            "snapshot metadata {}.{} in a message of term {}",
-            meta.term, meta.index, m.term
-        )));
+        return Err(FieldRefusal::SnapshotMetadata {
+            term: meta.term,
+            index: meta.index,
+            message_term: m.term,
+        }
+        .into());
     }
     if !restorable(meta.get_conf_state()) {
-        return Err(field(format!(
-            "snapshot membership {:?} is not valid",
-            meta.get_conf_state()
-        )));
+        return Err(FieldRefusal::SnapshotMembership(Membership(meta.get_conf_state().clone())).into());
     }
     Ok(())
 }
@@ -316,16 +432,18 @@ fn same_membership(a: &ConfState, b: &ConfState) -> bool {
 /// never asks for a snapshot, so a peer's request for one is not an acknowledgement it sent.
 fn check_append_response(m: &Message, local: &Local<'_>) -> Result<(), Refusal> {
     if m.request_snapshot != 0 {
-        return Err(field("a peer's snapshot request".into()));
+        return Err(FieldRefusal::SnapshotRequest.into());
     }
     if !local.leader || m.term != local.term {
         return Ok(());
     }
     if m.index > local.last_index || m.reject_hint > local.last_index {
-        return Err(field(format!(
-            "append response index {} hint {} beyond the last index {}",
-            m.index, m.reject_hint, local.last_index
-        )));
+        return Err(FieldRefusal::AppendResponseBeyondLog {
+            index: m.index,
+            reject_hint: m.reject_hint,
+            last_index: local.last_index,
+        }
+        .into());
     }
     Ok(())
 }

@@ -48,9 +48,12 @@ mod vocab;
 
 pub use codec::CONF_CHANGE_TABLE;
 pub use config::{NodeIdentity, ReplicaConfig};
-pub use error::{ConsensusError, Inconsistency, MessageError, ProposeError, ProtobufError, RaftError, SnapshotError};
+pub use error::{
+    ConfChangeFault, ConsensusError, EntryFault, Inconsistency, MessageError, ProposeError, ProtobufError, RaftError,
+    SignatureFault, SnapshotError, SnapshotFileError,
+};
 pub use event::{Action, Event};
-pub use guard::Refusal;
+pub use guard::{FieldRefusal, Membership, Refusal};
 pub use history::ViewHistory;
 pub use persisted::{decode_hard_state, encode_hard_state, encode_snapshot, PersistedState};
 pub use receipt::ReceiptSources;

@@ -2,7 +2,7 @@
 //! ([`crate::Replica::receipt_sources`]), and [`ReceiptSources::finish`] does the rest without it.
 
 use crate::codec::inspect;
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, EntryFault};
 use consort_ledger::{
     EntrySource, MerkleTree, PrimarySignature, ProofStep, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
 };
@@ -25,27 +25,31 @@ impl ReceiptSources {
     pub fn finish(self, signature_entry: &[u8]) -> Result<(PrimarySignature, Vec<ProofStep>), ConsensusError> {
         let sig_seqno = self.sig_seqno;
         let info = inspect(signature_entry, self.sig_view, sig_seqno)?;
-        let value = |table: &str| match info
+        let value = |table: &'static str| match info
             .public
             .maps
             .get(table)
             .and_then(|m| m.writes.get(&SINGLETON_KEY[..]))
         {
             Some(Some(v)) => Ok(v),
-            _ => Err(ConsensusError::entry(
-                sig_seqno,
-                format!("no {table} at the singleton key"),
-            )),
+            _ => Err(ConsensusError::entry(sig_seqno, EntryFault::MissingSingleton(table))),
         };
         let path = match self.path {
             Some(path) => path,
             None => MerkleTree::deserialise(value(TREE_TABLE)?)
                 .and_then(|stored| stored.path(self.seqno, sig_seqno))
-                .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {}: {e}", self.seqno)))?,
+                .map_err(|source| {
+                    ConsensusError::entry(
+                        sig_seqno,
+                        EntryFault::MerklePath {
+                            seqno: self.seqno,
+                            source,
+                        },
+                    )
+                })?,
         };
         let raw = value(SIGNATURES_TABLE)?.clone();
-        let sig =
-            PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e.to_string()))?;
+        let sig = PrimarySignature::from_json_bytes(&raw).map_err(|e| ConsensusError::entry(sig_seqno, e))?;
         Ok((sig, path))
     }
 }

@@ -39,7 +39,7 @@ impl DecodedChunk {
         let mut error = None;
         for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from) {
             let decoded = parse_entry(bytes)
-                .map_err(|e| ConsensusError::entry(seqno, e.to_string()))
+                .map_err(|e| ConsensusError::entry(seqno, e))
                 .and_then(|(entry, _)| {
                     Ok((
                         entry.view,

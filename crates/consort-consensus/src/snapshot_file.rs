@@ -5,7 +5,8 @@
 
 use crate::limits::MAX_SNAPSHOT_SIZE;
 use crate::snapshot::MAGIC;
-use crate::ConsensusError;
+use crate::vocab::{Seqno, TxId, View};
+use crate::{ConsensusError, SnapshotFileError};
 use consort_crypto::sha256;
 use consort_ledger::parse_entry;
 use protobuf::Message as _;
@@ -29,8 +30,8 @@ pub struct SnapshotFileParts {
     pub bundle_digest: [u8; 32],
 }
 
-fn bad(m: impl Into<String>) -> ConsensusError {
-    ConsensusError::InvalidSnapshot(m.into())
+fn bad(e: SnapshotFileError) -> ConsensusError {
+    ConsensusError::InvalidSnapshot(e)
 }
 
 /// Splits a committed snapshot file (`snapshot_<seqno>_<evidence>.committed`, or the snapshot a joiner keeps) into
@@ -45,42 +46,40 @@ pub fn split_snapshot_file(bytes: &[u8]) -> Result<SnapshotFileParts, ConsensusE
             limit: MAX_SNAPSHOT_SIZE as u64,
         });
     }
-    let snap = Snapshot::parse_from_bytes(bytes).map_err(|e| bad(format!("not an encoded Raft snapshot: {e}")))?;
+    let snap = Snapshot::parse_from_bytes(bytes).map_err(|e| bad(SnapshotFileError::NotARaftSnapshot(e.into())))?;
     let data: &[u8] = &snap.data;
     if data.len() < BUNDLE_PREFIX_SIZE || data[..4] != MAGIC {
-        return Err(bad("not a Consort snapshot bundle"));
+        return Err(bad(SnapshotFileError::NotABundle));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&data[4..BUNDLE_PREFIX_SIZE]);
     let sig_len = u64::from_le_bytes(len);
     let rest = &data[BUNDLE_PREFIX_SIZE..];
     if sig_len > rest.len() as u64 {
-        return Err(bad("signature entry length exceeds the bundle"));
+        return Err(bad(SnapshotFileError::SignatureEntryLength));
     }
     let (sig_bytes, snap_bytes) = rest.split_at(sig_len as usize);
-    let (sig, used) = parse_entry(sig_bytes).map_err(|e| bad(format!("signature entry: {e}")))?;
+    let (sig, used) = parse_entry(sig_bytes).map_err(|e| bad(SnapshotFileError::SignatureEntry(e)))?;
     if used != sig_bytes.len() || sig.is_snapshot {
-        return Err(bad("the signature entry is not one whole ledger entry"));
+        return Err(bad(SnapshotFileError::SignatureEntryNotWhole));
     }
-    let (entry, used) = parse_entry(snap_bytes).map_err(|e| bad(format!("snapshot entry: {e}")))?;
+    let (entry, used) = parse_entry(snap_bytes).map_err(|e| bad(SnapshotFileError::SnapshotEntry(e)))?;
     if used != snap_bytes.len() || !entry.is_snapshot {
-        return Err(bad("the snapshot entry is not one whole snapshot entry"));
+        return Err(bad(SnapshotFileError::SnapshotEntryNotWhole));
     }
+    let txid = |view: u64, seqno: u64| TxId::new(View(view), Seqno(seqno));
     if (entry.view, entry.seqno) != (sig.view, sig.seqno) {
-        return Err(bad(format!(
-            "snapshot entry {} does not match signature entry {}",
-            entry.txid(),
-            sig.txid()
-        )));
+        return Err(bad(SnapshotFileError::EntryMismatch {
+            snapshot: txid(entry.view, entry.seqno),
+            signature: txid(sig.view, sig.seqno),
+        }));
     }
     let meta = snap.get_metadata();
     if (meta.term, meta.index) != (sig.view, sig.seqno) {
-        return Err(bad(format!(
-            "Raft metadata {}.{} does not match the bundle's {}",
-            meta.term,
-            meta.index,
-            sig.txid()
-        )));
+        return Err(bad(SnapshotFileError::MetadataMismatch {
+            metadata: txid(meta.term, meta.index),
+            bundle: txid(sig.view, sig.seqno),
+        }));
     }
     Ok(SnapshotFileParts {
         seqno: sig.seqno,

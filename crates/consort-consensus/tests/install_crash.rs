@@ -1,14 +1,18 @@
 //! A backup installing a snapshot from the primary crashes at each step of the install (before the snapshot is
 //! durable, after the snapshot file, after the hard state, midway through removing the old ledger chunks, after
 //! appending past the snapshot); each time it restarts from what was durable, with every committed entry it had,
-//! and catches up with the primary.
+//! and catches up with the primary. The steps are the harness's, in the node's order ([`NODE_PERSIST_ORDER`]); a
+//! seeded campaign crashes between every two of them, and checks that the campaign fails with the orders that
+//! lose a node (the ledger cleared before the snapshot is durable, the hard state before the snapshot).
 
 use consort_consensus::codec::encode_write_set_entry;
 use consort_consensus::eraftpb::HardState;
-use consort_consensus::testing::{Cluster, FaultyDisk};
+use consort_consensus::testing::{Cluster, FaultyDisk, PersistStep, NODE_PERSIST_ORDER};
 use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig, Seqno, TxId, TxStatus};
 use consort_kv::CommitOutcome;
 use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
 /// Node 3's index: the backup that falls behind and gets a snapshot.
@@ -193,9 +197,16 @@ struct Before {
 /// snapshot from the primary (whose ledger starts after it) and the persist carrying it waits. Returns the
 /// the installed snapshot's seqno and node 3's state before.
 fn up_to_install() -> (T, u64, Before) {
+    up_to_install_with(NODE_PERSIST_ORDER, 6, 20)
+}
+
+/// [`up_to_install`] with persists carried out in `order`, `early` writes node 3 has and writes up to key
+/// `late` it misses.
+fn up_to_install_with(order: [PersistStep; 4], early: u64, late: u64) -> (T, u64, Before) {
     let mut t = T::new();
+    t.h.persist_order = order;
     t.elect(0);
-    let committed: Vec<TxId> = (0..6).map(|k| t.write(0, k)).collect();
+    let committed: Vec<TxId> = (0..early).map(|k| t.write(0, k)).collect();
     t.settle(5);
     let b = t.h.replica(BACKUP);
     for tx in &committed {
@@ -213,7 +224,7 @@ fn up_to_install() -> (T, u64, Before) {
     );
     // Node 3 is cut off while the service goes on; then both others restart from a snapshot past its ledger.
     t.h.isolated.insert(BACKUP as u64 + 1);
-    for k in 6..20 {
+    for k in early..late {
         t.write(0, k);
     }
     t.settle(5);
@@ -247,29 +258,20 @@ fn up_to_install() -> (T, u64, Before) {
 /// `upto` allows, as a crash would cut them: 0 nothing, 1 the ledger sync and snapshot file, 2 also the hard
 /// state, 3 also the report to the replica (which removes the old chunks).
 fn persist_install(t: &mut T, upto: usize) {
-    while let Some(p) = t.h.nodes[BACKUP].pending.pop_front() {
-        let last = p.snapshot.is_some();
-        if last && upto == 0 {
-            return;
-        }
-        t.h.replica_mut(BACKUP).sync_ledger().expect("sync");
-        let n = &mut t.h.nodes[BACKUP];
-        if let Some(s) = p.snapshot {
-            n.persisted.snapshot = Some(s);
-        }
-        if let Some(hs) = p.hard_state {
-            if !last || upto >= 2 {
-                n.persisted.hard_state = Some(hs);
-            }
-        }
-        if !last || upto >= 3 {
-            let actions = t.h.step(BACKUP, Event::Persisted { number: p.number });
-            t.record(BACKUP, &actions);
-        }
-        if last {
-            return;
-        }
+    // The harness's steps in the node's order: ledger, snapshot, hard state, report.
+    let steps = [0, 2, 3, 4][upto];
+    persist_install_steps(t, steps);
+}
+
+/// Carries out node 3's waiting persists before the one with the snapshot, then the first `steps` steps of that
+/// one (in the harness's order).
+fn persist_install_steps(t: &mut T, steps: usize) {
+    while t.h.nodes[BACKUP].pending.front().is_some_and(|p| p.snapshot.is_none()) {
+        let actions = t.h.persist(BACKUP, 1).expect("sync");
+        t.record(BACKUP, &actions);
     }
+    let actions = t.h.persist_partly(BACKUP, steps).expect("sync");
+    t.record(BACKUP, &actions);
 }
 
 /// Restarts node 3 from what is durable, lets it catch up, and checks it has everything committed.
@@ -396,4 +398,113 @@ fn a_leftover_suffix_of_another_view_past_the_snapshot_is_dropped() {
     assert_eq!(ledger.last_seqno(), s + 2);
     drop(ledger);
     restart_and_catch_up(&mut t, s, &before, true);
+}
+
+/// Crashes node 3 (losing a seeded part of what it had not synced), restarts it, and checks what it comes back
+/// with: it starts, every transaction it had committed is still committed, and its commit point did not go back;
+/// then it catches up with the primary and commits a new write. Returns what broke instead of panicking, so that
+/// a campaign can count failures.
+fn crash_restart_check(t: &mut T, rng: &mut ChaCha8Rng, before: &Before) -> Result<(), String> {
+    t.h.crash(BACKUP, |len| if len == 0 { 0 } else { rng.gen_range(0..=len) });
+    let r =
+        t.h.start(BACKUP)
+            .map_err(|e| format!("node 3 cannot start after the crash: {e}"))?;
+    if r.commit_point().seqno < before.commit.seqno {
+        return Err(format!(
+            "commit point went back from {} to {}",
+            before.commit,
+            r.commit_point()
+        ));
+    }
+    if let Some(tx) = before
+        .committed
+        .iter()
+        .find(|tx| r.tx_status(**tx) != TxStatus::Committed)
+    {
+        return Err(format!("{tx} is {:?} after the restart", r.tx_status(*tx)));
+    }
+    t.hold = None;
+    t.settle(30);
+    let late = t.write(0, 1000);
+    t.settle(10);
+    let (p, b) = (t.h.replica(0), t.h.replica(BACKUP));
+    if b.tx_status(late) != TxStatus::Committed || b.store().digest() != p.store().digest() {
+        return Err(format!(
+            "node 3 did not catch up: {} vs {}",
+            b.commit_point(),
+            p.commit_point()
+        ));
+    }
+    if !t.halted.is_empty() {
+        return Err(format!("halted: {:?}", t.halted));
+    }
+    Ok(())
+}
+
+/// For each seed (how many writes node 3 has and misses, what a crash tears) and each crash point of the persist
+/// that carries the installed snapshot (after 0, 1, ... all of its steps in `order`): the failures, as
+/// `(seed, steps, what broke)`.
+fn install_crash_campaign(order: [PersistStep; 4], seeds: u64) -> Vec<(u64, usize, String)> {
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        for steps in 0..=order.len() {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let early = rng.gen_range(6..=9);
+            let late = early + rng.gen_range(8..=16);
+            let (mut t, _, before) = up_to_install_with(order, early, late);
+            persist_install_steps(&mut t, steps);
+            if let Err(e) = crash_restart_check(&mut t, &mut rng, &before) {
+                failures.push((seed, steps, e));
+            }
+        }
+    }
+    failures
+}
+
+const CAMPAIGN_SEEDS: u64 = 12;
+
+/// The node's order survives a crash between any two steps of an install's persist, over many seeds.
+#[test]
+fn a_crash_between_any_two_persist_steps_of_an_install_loses_nothing() {
+    let failures = install_crash_campaign(NODE_PERSIST_ORDER, CAMPAIGN_SEEDS);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The snapshot-install bug this simulation must catch: the old ledger cleared before the snapshot file is durable
+/// (here: the persist reported, which clears it, before the snapshot is stored). A crash in between leaves a node
+/// with neither, which cannot start.
+#[test]
+fn the_campaign_catches_the_ledger_cleared_before_the_snapshot_is_durable() {
+    let order = [
+        PersistStep::Ledger,
+        PersistStep::Report,
+        PersistStep::Snapshot,
+        PersistStep::HardState,
+    ];
+    let failures = install_crash_campaign(order, CAMPAIGN_SEEDS);
+    assert!(
+        failures
+            .iter()
+            .any(|(_, steps, e)| *steps == 2 && e.contains("cannot start")),
+        "{failures:#?}"
+    );
+}
+
+/// The hard state of an install commits the snapshot's seqno: stored before the snapshot, a crash in between
+/// leaves a hard state committing past the old ledger.
+#[test]
+fn the_campaign_catches_the_hard_state_before_the_snapshot() {
+    let order = [
+        PersistStep::Ledger,
+        PersistStep::HardState,
+        PersistStep::Snapshot,
+        PersistStep::Report,
+    ];
+    let failures = install_crash_campaign(order, CAMPAIGN_SEEDS);
+    assert!(
+        failures
+            .iter()
+            .any(|(_, steps, e)| *steps == 2 && e.contains("cannot start")),
+        "{failures:#?}"
+    );
 }

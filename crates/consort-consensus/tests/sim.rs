@@ -1,6 +1,6 @@
 //! Deterministic simulation of N replicas (consensus + kv + ledger on a faulty in-memory disk) on one thread:
 //! a seeded network that drops, delays, reorders and duplicates messages, partitions, crash-restarts that lose
-//! unsynced data, a joiner that starts from a snapshot as a learner and is promoted, and clients writing to the
+//! unsynced data (half of them between two steps of a persist, which the harness carries out in the node's order), a joiner that starts from a snapshot as a learner and is promoted, and clients writing to the
 //! primary. Safety invariants are checked after every step; liveness once the faults stop.
 //!
 //! Replay one seed: `CONSORT_SIM_SEED=1234 CONSORT_SIM_NODES=3 cargo test -p consort-consensus --test sim -- replay`
@@ -151,6 +151,15 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize) {
+        // Half the crashes fall inside a persist, after some of its steps (ledger, snapshot, hard state, report).
+        if !self.cluster.nodes[i].pending.is_empty() && self.rng.gen_bool(0.5) {
+            let steps = self.rng.gen_range(0..self.cluster.persist_order.len());
+            match self.cluster.persist_partly(i, steps) {
+                Ok(actions) => self.handle(i, actions),
+                Err(e) => fail(format!("sync: {e}")),
+            }
+            self.log.push(format!("{} persisted {steps} steps of a persist", i + 1));
+        }
         let rng = &mut self.rng;
         self.cluster.crash(i, |len| {
             if len == 0 || rng.gen_bool(0.5) {

@@ -1,5 +1,5 @@
 //! Typed errors of the crypto crate, each keeping the dependency's error (pem, pkcs8, spki, sec1, ecdsa, rsa,
-//! x509-parser, rcgen) as its source, and [`SharedError`], which lets such an error sit in a `Clone` enum.
+//! x509-parser, rcgen, UTF-8) as its source, and [`SharedError`], which lets such an error sit in a `Clone` enum.
 
 use std::sync::Arc;
 
@@ -10,10 +10,9 @@ pub type X509ParseError = x509_parser::nom::Err<x509_parser::error::X509Error>;
 /// Errors that come from a dependency keep it as their [`std::error::Error::source`].
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CryptoError {
-    /// Text that is not a usable PEM document for a reason its syntax does not show (for example bytes that are
-    /// not UTF-8 text), described by a caller outside this crate.
-    #[error("malformed PEM: {0}")]
-    Pem(String),
+    /// Bytes offered as a PEM document that are not UTF-8 text (PEM is ASCII); the UTF-8 error says where.
+    #[error("malformed PEM: not UTF-8 text: {0}")]
+    PemNotUtf8(#[from] std::str::Utf8Error),
     /// A PEM document that does not parse.
     #[error("malformed PEM: {0}")]
     PemSyntax(#[source] SharedError<pem::PemError>),
@@ -187,6 +186,16 @@ mod tests {
         // Clones share the error and compare equal; the errors stay comparable for callers' tests.
         assert_eq!(err.clone(), err);
         assert_ne!(err, CryptoError::CertificateTrailingBytes);
+    }
+
+    #[test]
+    fn pem_bytes_that_are_not_utf8_keep_the_utf8_error_as_their_source() {
+        let bytes = b"-----BEGIN CERTIFICATE-----\n\xff\n".to_vec();
+        let utf8 = std::str::from_utf8(&bytes).unwrap_err();
+        let err = CryptoError::from(utf8);
+        let source = err.source().expect("the UTF-8 error is kept");
+        assert_eq!(source.downcast_ref::<std::str::Utf8Error>(), Some(&utf8));
+        assert_eq!(err.to_string(), format!("malformed PEM: not UTF-8 text: {utf8}"));
     }
 
     #[test]

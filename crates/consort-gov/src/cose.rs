@@ -290,11 +290,7 @@ fn member_key(kv: &mut dyn KvRead, kid: &str) -> Result<VerifyingKey, GovError> 
         member_id: kid.to_owned(),
         source,
     };
-    let cert_text = std::str::from_utf8(&cert_pem).map_err(|_| {
-        unusable(consort_crypto::CryptoError::Pem(
-            "the certificate is not UTF-8 text".into(),
-        ))
-    })?;
+    let cert_text = std::str::from_utf8(&cert_pem).map_err(|e| unusable(consort_crypto::CryptoError::from(e)))?;
     ParsedCert::from_pem(cert_text)
         .and_then(|cert| cert.public_key())
         .map_err(unusable)

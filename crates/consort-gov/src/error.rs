@@ -121,14 +121,15 @@ pub enum GovError {
         source: consort_crypto::CryptoError,
     },
     /// A governance table holds a value that is not the JSON it must be.
-    #[error("internal governance error: corrupt {table}[{key}]: {reason}")]
+    #[error("internal governance error: corrupt {table}[{key}]: {source}")]
     CorruptTable {
         /// The table.
         table: String,
         /// The key whose value is corrupt.
         key: String,
-        /// What the JSON parser said.
-        reason: String,
+        /// The JSON parser's error (shared so that this enum stays `Clone` and comparable).
+        #[source]
+        source: consort_crypto::SharedError<serde_json::Error>,
     },
     /// The service is in no state to do this (no constitution, no service information, ...).
     #[error("internal governance error: {0}")]

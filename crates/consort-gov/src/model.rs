@@ -137,7 +137,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(table: &str, key: &str,
     serde_json::from_slice(bytes).map_err(|e| GovError::CorruptTable {
         table: table.to_owned(),
         key: key.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 

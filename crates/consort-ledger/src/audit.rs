@@ -81,7 +81,10 @@ pub struct AuditError {
     pub view: Option<u64>,
     /// The chunk file it is in, when known.
     pub file: Option<String>,
-    /// What is wrong, for a human.
+    /// What is wrong, for a human: the line `consort ledger audit` prints. It stays text because it is a report
+    /// line, often naming several values at once (a root and the root computed, a status and the one expected);
+    /// when another layer's error explains the finding, that error is kept with its type in [`AuditError::source`]
+    /// (and callers match on that, never on this text).
     pub reason: String,
     /// The error beneath, when the finding is that a parser or a check of another crate failed.
     pub source: Option<Box<AuditCause>>,
@@ -102,6 +105,12 @@ pub enum AuditCause {
     /// A table value that is not JSON.
     #[error(transparent)]
     Json(#[from] JsonError),
+    /// A table key or certificate that is not UTF-8.
+    #[error(transparent)]
+    Utf8(#[from] std::string::FromUtf8Error),
+    /// A signature that is not base64.
+    #[error(transparent)]
+    Base64(#[from] base64::DecodeError),
 }
 
 impl std::fmt::Display for AuditError {
@@ -219,8 +228,8 @@ fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Finding> {
         .map_err(|e| Finding::caused_by(format!("{what} is not JSON: {e}"), JsonError::from(e)))
 }
 
-fn utf8_key(key: &[u8], table: &str) -> Result<String, String> {
-    String::from_utf8(key.to_vec()).map_err(|_| format!("{table}: key is not UTF-8"))
+fn utf8_key(key: &[u8], table: &str) -> Result<String, Finding> {
+    String::from_utf8(key.to_vec()).map_err(|e| Finding::caused_by(format!("{table}: key is not UTF-8"), e))
 }
 
 fn table<'a>(ws: &'a WriteSet, name: &str) -> Option<&'a BTreeMap<Key, Option<Value>>> {
@@ -343,7 +352,8 @@ impl Validator {
             if certs_in_nodes_info.contains(&id) {
                 return Err(format!("node {id} has both a self-signed and an endorsed certificate").into());
             }
-            let pem = String::from_utf8(value.clone()).map_err(|_| format!("endorsed cert of {id} is not UTF-8"))?;
+            let pem = String::from_utf8(value.clone())
+                .map_err(|e| Finding::caused_by(format!("endorsed cert of {id} is not UTF-8"), e))?;
             self.node_certs.insert(id, pem);
         }
         Ok(())
@@ -421,7 +431,7 @@ impl Validator {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD
                 .decode(field_str("sig")?)
-                .map_err(|_| "signature sig is not base64")?
+                .map_err(|e| Finding::caused_by("signature sig is not base64".to_string(), e))?
         };
         verify_root(cert_pem, &root, &sig_der).map_err(failed(format!("node {node}")))?;
         // 4. The signed root is the root of every transaction before this one.

@@ -1,6 +1,7 @@
 //! CCF ledger entry framing: the transaction header, the AES-GCM header, the public domain and the encrypted
 //! private domain, plus the ledger secret and the commit evidence derived from it.
 
+use crate::error::EntryFraming;
 use crate::limits::MAX_ENTRY_SIZE;
 use crate::reader::Reader;
 use crate::LedgerError;
@@ -123,9 +124,7 @@ fn encode_with_iv(
     payload: Payload,
 ) -> Result<Vec<u8>, LedgerError> {
     if view > u64::from(!IV_SNAPSHOT_BIT) {
-        return Err(LedgerError::MalformedEntry(format!(
-            "view {view} does not fit in 31 bits"
-        )));
+        return Err(LedgerError::MalformedEntry(EntryFraming::ViewTooLarge(view)));
     }
     let total = ENTRY_PREFIX_SIZE as u64 + public_domain.len() as u64 + private_plain.len() as u64;
     if total > MAX_ENTRY_SIZE as u64 {
@@ -233,9 +232,7 @@ pub fn parse_entry(bytes: &[u8]) -> Result<(EntryView<'_>, usize), LedgerError> 
         });
     }
     if total < ENTRY_PREFIX_SIZE as u64 {
-        return Err(LedgerError::MalformedEntry(format!(
-            "entry size {total} is smaller than its fixed headers"
-        )));
+        return Err(LedgerError::MalformedEntry(EntryFraming::SmallerThanHeaders(total)));
     }
     if total > bytes.len() as u64 {
         return Err(LedgerError::Truncated {
@@ -250,10 +247,10 @@ pub fn parse_entry(bytes: &[u8]) -> Result<(EntryView<'_>, usize), LedgerError> 
     let iv: [u8; GCM_IV_SIZE] = r.array()?;
     let public_size = r.u64()?;
     if public_size > r.remaining() as u64 {
-        return Err(LedgerError::MalformedEntry(format!(
-            "public domain size {public_size} exceeds the {} bytes left in the entry",
-            r.remaining()
-        )));
+        return Err(LedgerError::MalformedEntry(EntryFraming::PublicDomainSize {
+            size: public_size,
+            left: r.remaining(),
+        }));
     }
     let public_domain = r.take(public_size)?;
     let encrypted_private = r.take(r.remaining() as u64)?;

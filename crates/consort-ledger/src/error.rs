@@ -1,7 +1,7 @@
 //! Typed errors of the ledger crate: framing, crypto, Merkle, chunk and storage failures. Errors that come from
 //! another crate's error keep it as their source.
 
-use consort_crypto::CryptoError;
+use consort_crypto::{CryptoError, SharedError};
 use consort_kv::KvError;
 use std::sync::Arc;
 
@@ -71,10 +71,10 @@ pub enum ChunkDamage {
     /// The 8-byte chunk header (the position table's offset) is missing or holds a value this ledger never
     /// writes there.
     #[error("bad chunk header: {0}")]
-    BadHeader(String),
+    BadHeader(HeaderDamage),
     /// The position table at the end of a closed chunk is missing, torn or disagrees with the entries.
     #[error("bad position table: {0}")]
-    BadPositionTable(String),
+    BadPositionTable(TableDamage),
     /// A closed chunk's name says it holds entries `start..=end`, its position table says otherwise.
     #[error("the name says seqnos {start}-{end}, the position table holds {held} entries")]
     NameRange {
@@ -143,7 +143,7 @@ pub enum LedgerError {
     },
     /// An entry whose framing is inconsistent, or that is not the entry expected.
     #[error("malformed entry: {0}")]
-    MalformedEntry(String),
+    MalformedEntry(EntryFraming),
     /// An entry's public domain that is not a valid write set.
     #[error("malformed entry: public domain: {0}")]
     PublicDomain(#[source] KvError),
@@ -152,10 +152,10 @@ pub enum LedgerError {
     Decrypt,
     /// A Merkle tree question with no answer (a flushed or missing leaf) or a malformed serialised tree.
     #[error("merkle tree: {0}")]
-    Merkle(String),
+    Merkle(MerkleFault),
     /// A signature record that is malformed or inconsistent.
     #[error("signature: {0}")]
-    Signature(String),
+    Signature(#[source] SignatureRecordFault),
     /// A signature record that is not valid JSON.
     #[error("signature: malformed signature JSON: {0}")]
     SignatureJson(#[source] JsonError),
@@ -177,7 +177,7 @@ pub enum LedgerError {
         /// The file's name.
         name: String,
         /// What is wrong.
-        reason: String,
+        reason: ChunkFault,
     },
     /// A chunk file whose bytes were changed after they were written: not a torn write the ledger may drop.
     /// Loading refuses the ledger (a node stops); the file is left as it is.
@@ -216,10 +216,10 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    pub(crate) fn chunk(name: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn chunk(name: &str, reason: ChunkFault) -> Self {
         LedgerError::Chunk {
             name: name.to_string(),
-            reason: reason.into(),
+            reason,
         }
     }
 
@@ -230,6 +230,192 @@ impl LedgerError {
             damage,
         }
     }
+}
+
+/// What is wrong with a damaged chunk's 8-byte header (see [`ChunkDamage::BadHeader`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum HeaderDamage {
+    /// A file shorter than the header whose bytes are not the zeros the header is written as.
+    #[error("a torn header of {0} bytes that are not all zero")]
+    TornNotZero(u64),
+    /// An open chunk's header that is neither 0, the entries' end (or part of it), nor a close's left-over.
+    #[error("position table offset {header} in an open chunk whose entries end at {entries_end} of {len} bytes")]
+    OpenChunkOffset {
+        /// The header's value.
+        header: u64,
+        /// Where the entries end.
+        entries_end: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// A closed chunk shorter than its header.
+    #[error("{0} bytes is shorter than the chunk header")]
+    Short(u64),
+    /// A closed chunk's header that points where no position table can be.
+    #[error("position table offset {table_at} in a file of {len} bytes")]
+    TableOffset {
+        /// The header's value.
+        table_at: u64,
+        /// The file's length.
+        len: u64,
+    },
+}
+
+/// What is wrong with a closed chunk's position table (see [`ChunkDamage::BadPositionTable`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TableDamage {
+    /// No entries, or more than a chunk may hold.
+    #[error("it holds {0} entries")]
+    Count(u64),
+    /// The table places an entry elsewhere than it is.
+    #[error("it places seqno {seqno} at {offset}, the entry is at {actual}")]
+    Misplaced {
+        /// The entry's seqno.
+        seqno: u64,
+        /// Where the table places it.
+        offset: u64,
+        /// Where it is.
+        actual: u64,
+    },
+    /// The entries end before or after the table starts.
+    #[error("the entries end at {entries_end}, the position table starts at {table_at}")]
+    EntriesEnd {
+        /// Where the entries end.
+        entries_end: u64,
+        /// Where the table starts.
+        table_at: u64,
+    },
+}
+
+/// What is inconsistent in an entry's framing, or makes it another entry than the one expected (see
+/// [`LedgerError::MalformedEntry`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum EntryFraming {
+    /// A view the entry's IV cannot hold.
+    #[error("view {0} does not fit in 31 bits")]
+    ViewTooLarge(u64),
+    /// A size field smaller than the headers every entry has.
+    #[error("entry size {0} is smaller than its fixed headers")]
+    SmallerThanHeaders(u64),
+    /// A public domain size past the end of the entry.
+    #[error("public domain size {size} exceeds the {left} bytes left in the entry")]
+    PublicDomainSize {
+        /// The public domain size field.
+        size: u64,
+        /// Bytes left in the entry.
+        left: usize,
+    },
+    /// Bytes after the one entry appended.
+    #[error("{0} trailing bytes after the entry")]
+    TrailingBytes(usize),
+    /// An entry appended at another seqno than its own.
+    #[error("entry is for seqno {entry}, appended at {appended}")]
+    WrongSeqno {
+        /// The entry's seqno.
+        entry: u64,
+        /// The seqno it was appended at.
+        appended: u64,
+    },
+}
+
+/// A Merkle tree question with no answer, or a serialised tree that does not parse (see [`LedgerError::Merkle`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum MerkleFault {
+    /// No root for that many leaves: none, more than the tree holds, or fewer than it kept.
+    #[error("no root for {leaves} leaves (tree holds {len}, flushed below {first})")]
+    NoRoot {
+        /// The leaves asked for.
+        leaves: u64,
+        /// The leaves the tree holds.
+        len: u64,
+        /// The first leaf it kept.
+        first: u64,
+    },
+    /// No path for that leaf in that tree.
+    #[error("no path for leaf {index} in {leaves} leaves (tree holds {len}, flushed below {first})")]
+    NoPath {
+        /// The leaf asked for.
+        index: u64,
+        /// The tree's size asked for.
+        leaves: u64,
+        /// The leaves the tree holds.
+        len: u64,
+        /// The first leaf it kept.
+        first: u64,
+    },
+    /// A serialised tree that does not start with its magic.
+    #[error("bad magic")]
+    BadMagic,
+    /// A serialised tree with sizes no tree has.
+    #[error("invalid sizes: first {first}, len {len}")]
+    InvalidSizes {
+        /// The first leaf kept.
+        first: u64,
+        /// The leaves.
+        len: u64,
+    },
+    /// A serialised tree with more or fewer node bytes than its sizes call for.
+    #[error("expected {expected} nodes, found {found} bytes")]
+    NodeCount {
+        /// Nodes the sizes call for.
+        expected: u64,
+        /// Bytes there are.
+        found: usize,
+    },
+    /// A node whose children the serialised tree does not hold.
+    #[error("level {level} node {index} has no children")]
+    NoChildren {
+        /// The node's level.
+        level: usize,
+        /// Its index in the level.
+        index: u64,
+    },
+}
+
+/// What is wrong with a signature record (see [`LedgerError::Signature`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SignatureRecordFault {
+    /// The signatures table is written without a value at the singleton key.
+    #[error("signatures table without a value at the singleton key")]
+    NoValue,
+    /// The root is not hex.
+    #[error("root is not hex")]
+    RootNotHex(#[source] SharedError<hex::FromHexError>),
+    /// The root is not a 32-byte digest.
+    #[error("root is not 32 bytes")]
+    RootLength(usize),
+}
+
+/// Why a chunk file does not hold what its name and the index say (see [`LedgerError::Chunk`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ChunkFault {
+    /// The file ends before an entry the index places in it.
+    #[error("file is shorter than its index")]
+    ShorterThanIndex,
+    /// The entry where the index places it is not that entry.
+    #[error("entry {0} on disk does not match the index")]
+    EntryNotAsIndexed(u64),
+    /// The chunk starts after the seqno following the chunk before it.
+    #[error("does not follow {previous}: seqnos {first_missing}-{last_missing} are missing")]
+    Gap {
+        /// The chunk before it.
+        previous: String,
+        /// The first seqno missing.
+        first_missing: u64,
+        /// The last seqno missing.
+        last_missing: u64,
+    },
+    /// The chunk starts at or before the end of the chunk before it.
+    #[error("overlaps {previous}, which ends at seqno {end}")]
+    Overlap {
+        /// The chunk before it.
+        previous: String,
+        /// That chunk's last seqno.
+        end: u64,
+    },
+    /// An open chunk with a closed chunk after it.
+    #[error("open chunk is followed by the closed chunk {0}: only the last chunk may be open")]
+    OpenBeforeClosed(String),
 }
 
 /// A JSON error shared so that [`LedgerError`] stays `Clone` and comparable (`serde_json::Error` is neither);

@@ -41,7 +41,10 @@ pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
     ENTRY_HEADER_SIZE,
 };
-pub use error::{ChunkDamage, IoError, JsonError, LedgerError, StorageError};
+pub use error::{
+    ChunkDamage, ChunkFault, EntryFraming, HeaderDamage, IoError, JsonError, LedgerError, MerkleFault,
+    SignatureRecordFault, StorageError, TableDamage,
+};
 pub use ledger::{ChunkEntries, EntryKind, EntrySource, Ledger, SettledEntry, TornTail};
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};

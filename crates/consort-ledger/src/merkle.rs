@@ -11,6 +11,7 @@
 //! roots of prefixes at least that long and paths of leaves at or after it. At level `k` the tree keeps nodes from
 //! index `(first >> k) & !1`, so the sibling of every retained node is retained too.
 
+use crate::error::MerkleFault;
 use crate::limits::MAX_MERKLE_LEAVES;
 use crate::reader::Reader;
 use crate::segvec::SegVec;
@@ -166,10 +167,11 @@ impl MerkleTree {
     /// Root of the first `leaves` leaves, or an error if that prefix is empty, too long, or partly flushed.
     pub fn try_root_at(&self, leaves: u64) -> Result<[u8; 32], LedgerError> {
         if leaves == 0 || leaves > self.len || leaves < self.first {
-            return Err(LedgerError::Merkle(format!(
-                "no root for {leaves} leaves (tree holds {}, flushed below {})",
-                self.len, self.first
-            )));
+            return Err(LedgerError::Merkle(MerkleFault::NoRoot {
+                leaves,
+                len: self.len,
+                first: self.first,
+            }));
         }
         // invariant: `leaves` > 0 (checked above) has a set bit, so the fold covers at least one node.
         Ok(self.fold_low_bits(leaves, 64).expect("leaves > 0 has a set bit"))
@@ -206,10 +208,12 @@ impl MerkleTree {
     /// Inclusion proof of leaf `index` in the tree of the first `leaves` leaves, leaf to root.
     pub fn path(&self, index: u64, leaves: u64) -> Result<Vec<ProofStep>, LedgerError> {
         if leaves > self.len || index >= leaves || index < self.first {
-            return Err(LedgerError::Merkle(format!(
-                "no path for leaf {index} in {leaves} leaves (tree holds {}, flushed below {})",
-                self.len, self.first
-            )));
+            return Err(LedgerError::Merkle(MerkleFault::NoPath {
+                index,
+                leaves,
+                len: self.len,
+                first: self.first,
+            }));
         }
         let mut steps = Vec::new();
         let mut level = 0usize;
@@ -320,15 +324,15 @@ impl MerkleTree {
 
     /// The tree [`Self::serialise`] wrote, checked (these bytes come from the ledger, so from the host).
     pub fn deserialise(bytes: &[u8]) -> Result<Self, LedgerError> {
-        let bad = |m: String| LedgerError::Merkle(m);
+        let bad = LedgerError::Merkle;
         let mut r = Reader::new(bytes, "serialised merkle tree");
         if r.array::<4>()? != SERIALISED_MAGIC {
-            return Err(bad("bad magic".into()));
+            return Err(bad(MerkleFault::BadMagic));
         }
         let first = r.u64()?;
         let len = r.u64()?;
         if len == 0 || len > MAX_MERKLE_LEAVES || first > len {
-            return Err(bad(format!("invalid sizes: first {first}, len {len}")));
+            return Err(bad(MerkleFault::InvalidSizes { first, len }));
         }
         let levels_count = Self::levels_for(len);
         let leaf_base = level_base(first, 0);
@@ -339,10 +343,10 @@ impl MerkleTree {
         }
         // Checked against the actual byte count before anything is allocated from these lengths.
         if r.remaining() as u64 != expected_nodes * 32 {
-            return Err(bad(format!(
-                "expected {expected_nodes} nodes, found {} bytes",
-                r.remaining()
-            )));
+            return Err(bad(MerkleFault::NodeCount {
+                expected: expected_nodes,
+                found: r.remaining(),
+            }));
         }
         let mut leaves = SegVec::new();
         for _ in leaf_base..len {
@@ -364,7 +368,7 @@ impl MerkleTree {
                     below
                         .nodes
                         .get((i - below.base) as usize)
-                        .ok_or_else(|| bad(format!("level {k} node {index} has no children")))
+                        .ok_or_else(|| bad(MerkleFault::NoChildren { level: k, index }))
                 };
                 nodes.push(hash_pair(&child(2 * index)?, &child(2 * index + 1)?));
             }

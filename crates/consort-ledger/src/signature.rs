@@ -1,6 +1,7 @@
 //! Signature transactions: the JSON a primary writes to `public:ccf.internal.signatures`, the internal table
 //! names, and signing/verifying a Merkle root (ECDSA over the 32-byte root taken as a prehashed SHA-256 digest).
 
+use crate::error::SignatureRecordFault;
 use crate::LedgerError;
 use consort_crypto::{ParsedCert, SigningKey};
 use serde::{Deserialize, Serialize};
@@ -106,19 +107,16 @@ impl PrimarySignature {
         };
         match map.writes.get(&SINGLETON_KEY[..]) {
             Some(Some(value)) => Self::from_json_bytes(value).map(Some),
-            _ => Err(LedgerError::Signature(
-                "signatures table without a value at the singleton key".into(),
-            )),
+            _ => Err(LedgerError::Signature(SignatureRecordFault::NoValue)),
         }
     }
 
     /// The root as bytes.
     pub fn root_bytes(&self) -> Result<[u8; 32], LedgerError> {
-        let v = hex::decode(&self.root)
-            // `hex::FromHexError` is not `Eq`, which `LedgerError` is: the message says what matters.
-            .map_err(|_| LedgerError::Signature("root is not hex".into()))?;
+        let v =
+            hex::decode(&self.root).map_err(|e| LedgerError::Signature(SignatureRecordFault::RootNotHex(e.into())))?;
         v.try_into()
-            .map_err(|_| LedgerError::Signature("root is not 32 bytes".into()))
+            .map_err(|v: Vec<u8>| LedgerError::Signature(SignatureRecordFault::RootLength(v.len())))
     }
 
     /// The DER signature as bytes.
@@ -150,6 +148,26 @@ pub fn verify_root(cert_pem: &str, root: &[u8; 32], sig_der: &[u8]) -> Result<()
 mod tests {
     use super::*;
     use consort_crypto::{x509, CertParams, Curve};
+
+    #[test]
+    fn a_root_that_is_not_hex_or_not_32_bytes_says_which_and_keeps_the_hex_error() {
+        let key = SigningKey::generate(Curve::P256);
+        let cert = x509::self_signed(&key, &CertParams::new("CCF Node")).unwrap();
+        let mut sig = PrimarySignature::new(&key, "n", &cert.pem, 2, 10, 2, 5, &[1u8; 32]);
+        sig.root = "zz".into();
+        let err = sig.root_bytes().unwrap_err();
+        let LedgerError::Signature(SignatureRecordFault::RootNotHex(hex_error)) = &err else {
+            panic!("not a hex fault: {err:?}");
+        };
+        let fault = std::error::Error::source(&err).expect("the fault is kept");
+        assert_eq!(fault.source().map(|e| e.to_string()), Some(hex_error.get().to_string()));
+        assert_eq!(err.to_string(), "signature: root is not hex");
+        sig.root = "abcd".into();
+        assert_eq!(
+            sig.root_bytes(),
+            Err(LedgerError::Signature(SignatureRecordFault::RootLength(2)))
+        );
+    }
 
     #[test]
     fn sign_and_verify_root() {

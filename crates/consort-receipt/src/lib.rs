@@ -18,7 +18,7 @@ mod merkle;
 mod model;
 mod verify;
 
-pub use error::ReceiptError;
+pub use error::{EndorsementFault, FieldFault, ProofStepFault, ReceiptError};
 pub use merkle::{leaf, leaf_from_components, root};
 pub use model::{LeafComponents, ProofElement, Receipt};
 pub use verify::{parse_json, verify, verify_json, Verified};

@@ -1,14 +1,15 @@
 //! Recomputing a Merkle root from a receipt: the leaf from its components, then the proof folded over it.
 
+use crate::error::{FieldFault, ProofStepFault};
 use crate::{limits, LeafComponents, ProofElement, Receipt, ReceiptError};
 use consort_crypto::{sha256, Sha256Hasher};
 
 /// Decodes a hex SHA-256 digest; `field` names it in the error.
 fn digest_from_hex(field: &str, text: &str) -> Result<[u8; 32], ReceiptError> {
-    let bytes = hex::decode(text).map_err(|e| ReceiptError::malformed(field, format!("bad hex: {e}")))?;
+    let bytes = hex::decode(text).map_err(|e| ReceiptError::malformed(field, FieldFault::Hex(e.into())))?;
     bytes
         .try_into()
-        .map_err(|b: Vec<u8>| ReceiptError::malformed(field, format!("expected 32 bytes, got {}", b.len())))
+        .map_err(|b: Vec<u8>| ReceiptError::malformed(field, FieldFault::DigestLength(b.len())))
 }
 
 /// The leaf digest of a transaction: SHA-256(write_set_digest ‖ SHA-256(commit_evidence) ‖ claims_digest).
@@ -37,20 +38,16 @@ pub fn leaf(receipt: &Receipt) -> Result<[u8; 32], ReceiptError> {
             match given {
                 Some(given) if given != computed => Err(ReceiptError::malformed(
                     "leaf",
-                    format!(
-                        "{} differs from the leaf of leaf_components, {}",
-                        hex::encode(given),
-                        hex::encode(computed)
-                    ),
+                    FieldFault::LeafMismatch {
+                        given: hex::encode(given),
+                        computed: hex::encode(computed),
+                    },
                 )),
                 _ => Ok(computed),
             }
         }
         (None, Some(given)) => Ok(given),
-        (None, None) => Err(ReceiptError::malformed(
-            "leaf_components",
-            "missing (and no leaf either)",
-        )),
+        (None, None) => Err(ReceiptError::malformed("leaf_components", FieldFault::MissingLeaf)),
     }
 }
 
@@ -65,17 +62,17 @@ pub fn root(leaf: [u8; 32], proof: &[ProofElement]) -> Result<[u8; 32], ReceiptE
     }
     let mut current = leaf;
     for (index, step) in proof.iter().enumerate() {
-        let bad = |reason: String| ReceiptError::BadProofStep { index, reason };
+        let bad = |fault| ReceiptError::BadProofStep { index, fault };
         let (sibling_hex, sibling_is_left) = match (&step.left, &step.right) {
             (Some(left), None) => (left, true),
             (None, Some(right)) => (right, false),
-            (Some(_), Some(_)) => return Err(bad("has both left and right".into())),
-            (None, None) => return Err(bad("has neither left nor right".into())),
+            (Some(_), Some(_)) => return Err(bad(ProofStepFault::BothSides)),
+            (None, None) => return Err(bad(ProofStepFault::NeitherSide)),
         };
-        let sibling_bytes = hex::decode(sibling_hex).map_err(|e| bad(format!("bad hex: {e}")))?;
+        let sibling_bytes = hex::decode(sibling_hex).map_err(|e| bad(ProofStepFault::Hex(e.into())))?;
         let sibling: [u8; 32] = sibling_bytes
             .try_into()
-            .map_err(|b: Vec<u8>| bad(format!("expected 32 bytes, got {}", b.len())))?;
+            .map_err(|b: Vec<u8>| bad(ProofStepFault::DigestLength(b.len())))?;
         let mut hasher = Sha256Hasher::new();
         if sibling_is_left {
             hasher.update(&sibling);
@@ -162,6 +159,43 @@ mod tests {
             let e = root([0u8; 32], &[ok.clone(), bad]).unwrap_err();
             assert!(matches!(e, ReceiptError::BadProofStep { index: 1, .. }), "{e:?}");
         }
+    }
+
+    #[test]
+    fn field_and_step_faults_say_what_was_wrong_and_keep_the_hex_error() {
+        let mut c = components();
+        c.claims_digest = "00".into();
+        let e = leaf_from_components(&c).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ReceiptError::Malformed {
+                    fault: FieldFault::DigestLength(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "malformed receipt field leaf_components.claims_digest: expected 32 bytes, got 1"
+        );
+        let not_hex = ProofElement {
+            left: None,
+            right: Some("xy".repeat(32)),
+        };
+        let e = root([0u8; 32], &[not_hex]).unwrap_err();
+        let ReceiptError::BadProofStep {
+            index: 0,
+            fault: ProofStepFault::Hex(hex_error),
+        } = &e
+        else {
+            panic!("not a hex fault: {e:?}");
+        };
+        let fault = std::error::Error::source(&e).expect("the fault is kept");
+        let source = fault.source().expect("the hex error is kept");
+        assert_eq!(source.to_string(), hex_error.get().to_string());
+        assert_eq!(e.to_string(), format!("bad proof step 0: bad hex: {}", hex_error.get()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Full receipt verification: recompute the root, check the node's signature over it, the node's identity, and
 //! the chain of endorsements from the node certificate up to the service certificate.
 
+use crate::error::{EndorsementFault, FieldFault};
 use crate::{leaf, limits, root, Receipt, ReceiptError};
 use base64::Engine as _;
 use consort_crypto::{CryptoError, ParsedCert};
@@ -28,17 +29,17 @@ fn check_endorsement(
     endorser: &ParsedCert,
     endorser_name: &str,
 ) -> Result<(), ReceiptError> {
-    let not_endorsed = |reason: String| ReceiptError::NotEndorsed {
+    let not_endorsed = |fault| ReceiptError::NotEndorsed {
         endorsee: endorsee_name.into(),
         endorser: endorser_name.into(),
-        reason,
+        fault,
     };
     let endorser_key = endorser
         .public_key()
-        .map_err(|e| not_endorsed(format!("endorser key: {e}")))?;
+        .map_err(|e| not_endorsed(EndorsementFault::EndorserKey(e)))?;
     endorsee
         .verify_signed_by(&endorser_key)
-        .map_err(|e| not_endorsed(e.to_string()))
+        .map_err(|e| not_endorsed(EndorsementFault::Signature(e)))
 }
 
 /// Verifies `receipt` against the service certificate (PEM).
@@ -65,7 +66,7 @@ pub fn verify(receipt: &Receipt, service_cert_pem: &str) -> Result<Verified, Rec
     let root = root(leaf(receipt)?, &receipt.proof)?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(receipt.signature.as_bytes())
-        .map_err(|e| ReceiptError::malformed("signature", format!("bad base64: {e}")))?;
+        .map_err(|e| ReceiptError::malformed("signature", FieldFault::Base64(e)))?;
     let node_cert = parse_cert("cert", &receipt.cert)?;
     let node_key = node_cert.public_key().map_err(|e| ReceiptError::BadCertificate {
         field: "cert".into(),
@@ -96,7 +97,7 @@ pub fn verify(receipt: &Receipt, service_cert_pem: &str) -> Result<Verified, Rec
                 root: hex::encode(root),
             })
         }
-        Err(e) => return Err(ReceiptError::malformed("signature", e)),
+        Err(e) => return Err(ReceiptError::malformed("signature", FieldFault::Signature(e))),
     }
 
     // The node certificate chains to the service certificate.
@@ -130,5 +131,5 @@ pub fn parse_json(bytes: &[u8]) -> Result<Receipt, ReceiptError> {
             limit: limits::MAX_RECEIPT_BYTES,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| ReceiptError::malformed("receipt", format!("bad JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ReceiptError::malformed("receipt", FieldFault::Json(e.into())))
 }

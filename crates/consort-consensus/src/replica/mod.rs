@@ -7,7 +7,7 @@ mod queries;
 use crate::accept::PartialReplicaRef;
 use crate::codec::{conf_change_entry, encode_write_set_entry, normalise};
 use crate::config::{NodeIdentity, ReplicaConfig};
-use crate::error::{ConsensusError, Inconsistency, MessageError, ProposeError};
+use crate::error::{ConsensusError, EntryFault, Inconsistency, MessageError, ProposeError};
 use crate::event::{Action, Event};
 use crate::guard;
 use crate::limits::{MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE};
@@ -480,7 +480,7 @@ impl<S: LedgerStorage> Replica<S> {
         for e in entries {
             if e.get_entry_type() == EntryType::EntryConfChangeV2 {
                 let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                    .map_err(|err| ConsensusError::entry(e.index, format!("conf change: {err}")))?;
+                    .map_err(|err| ConsensusError::entry(e.index, EntryFault::ConfChangeProtobuf(err.into())))?;
                 // Raft refuses changes that became invalid (e.g. removing the last voter): the entry stays in the
                 // ledger, the membership does not change.
                 if let Ok(cs) = self.node.apply_conf_change(&cc) {
@@ -611,10 +611,7 @@ impl<S: LedgerStorage> Replica<S> {
             // Raft restores a snapshot with no entries after it, and a Ready is taken after every step, so the
             // entries that follow come in a later Ready (after the old chunks are gone). Never append them to the
             // old ledger.
-            return Err(ConsensusError::entry(
-                v.seqno + 1,
-                "entries in the same Ready as a snapshot over a non-empty ledger",
-            ));
+            return Err(ConsensusError::entry(v.seqno + 1, EntryFault::EntriesWithSnapshot));
         }
         log.store = Arc::new(v.store);
         log.base_index = v.seqno;

@@ -2,7 +2,7 @@
 //! and the few settings it may change (signing on election, chunk ends, snapshots, trusted nodes, ledger flushes).
 
 use super::Replica;
-use crate::error::{ConsensusError, Inconsistency};
+use crate::error::{ConsensusError, EntryFault, Inconsistency};
 use crate::receipt::ReceiptSources;
 use crate::vocab::{RaftId, Role, Seqno, TxId, TxStatus, View};
 use consort_kv::Store;
@@ -183,7 +183,7 @@ impl<S: LedgerStorage> Replica<S> {
             Some(
                 self.tree
                     .path(seqno, sig_seqno)
-                    .map_err(|e| ConsensusError::entry(sig_seqno, format!("Merkle path for {seqno}: {e}")))?,
+                    .map_err(|source| ConsensusError::entry(sig_seqno, EntryFault::MerklePath { seqno, source }))?,
             )
         } else {
             None

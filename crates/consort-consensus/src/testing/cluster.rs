@@ -2,12 +2,41 @@
 //! builds N replicas over [`FaultyDisk`]s, carries their messages, persists and snapshot builds, ticks them, and
 //! crashes and restarts them. *When* each thing happens is the caller's choice: the scenario tests deliver and
 //! persist everything at once, the simulator draws the order from a seed.
+//!
+//! A persist is carried out in the node's steps and order ([`PersistStep`], [`NODE_PERSIST_ORDER`]: consort-node's
+//! `engine/persist.rs` syncs the ledger, writes the snapshot file, then the hard state, and only then reports the
+//! persist durable, which is when an installed snapshot's old chunks go), and [`Cluster::persist_partly`] stops
+//! after any of them, so that a crash can fall between any two.
 
 use super::FaultyDisk;
 use crate::snapshot::SnapshotBuild;
 use crate::{Action, ConsensusError, Event, NodeIdentity, PersistedState, RaftId, Replica, ReplicaConfig};
 use consort_ledger::LedgerSecret;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// One step of carrying out an [`Action::Persist`], as the node does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistStep {
+    /// Sync the ledger (flush, fsync, closed chunks renamed).
+    Ledger,
+    /// Store the installed snapshot, if the persist carries one (the node's `raft_snapshot` file).
+    Snapshot,
+    /// Store the hard state, if the persist carries one (the node's `raft_hard_state` file).
+    HardState,
+    /// Report the persist durable ([`Event::Persisted`]); the replica then removes the chunks an installed snapshot
+    /// replaced.
+    Report,
+}
+
+/// The order consort-node carries out a persist in (`engine/persist.rs`): the ledger first, so that a hard state's
+/// commit index never points past the entries on disk; the snapshot before the hard state, whose commit index may
+/// be the snapshot's; the report last, since it lets the replica drop the old ledger the snapshot replaces.
+pub const NODE_PERSIST_ORDER: [PersistStep; 4] = [
+    PersistStep::Ledger,
+    PersistStep::Snapshot,
+    PersistStep::HardState,
+    PersistStep::Report,
+];
 
 /// An [`Action::Persist`] handed out and not yet carried out.
 #[derive(Debug)]
@@ -74,6 +103,9 @@ pub struct Cluster {
     pub net: Vec<Message>,
     /// Nodes cut off from everyone else: what they send is lost, what is sent to them is not delivered.
     pub isolated: BTreeSet<u64>,
+    /// The order persists are carried out in: [`NODE_PERSIST_ORDER`] unless a test sets another, to check that the
+    /// simulation catches a wrong one.
+    pub persist_order: [PersistStep; 4],
     secret: LedgerSecret,
 }
 
@@ -84,6 +116,7 @@ impl Cluster {
             nodes: Vec::new(),
             net: Vec::new(),
             isolated: BTreeSet::new(),
+            persist_order: NODE_PERSIST_ORDER,
             secret,
         }
     }
@@ -206,32 +239,66 @@ impl Cluster {
         rest
     }
 
-    /// Carries out the oldest `count` pending persists of node `i` (sync the ledger, keep hard state and snapshot
-    /// as persisted state) and reports the last of them; returns the replica's actions. A failed ledger sync is
-    /// returned as the error.
+    /// Carries out the oldest `count` pending persists of node `i` in [`Cluster::persist_order`] (sync the ledger,
+    /// keep snapshot and hard state as persisted state) and reports the last of them, as the node reports one round;
+    /// returns the replica's actions. A failed ledger sync is returned as the error.
     pub fn persist(&mut self, i: usize, count: usize) -> Result<Vec<Action>, ConsensusError> {
-        let mut last = None;
-        for _ in 0..count {
-            let n = &mut self.nodes[i];
-            let Some(r) = n.replica.as_mut() else {
-                return Ok(Vec::new());
-            };
-            let Some(p) = n.pending.pop_front() else {
+        let mut out = Vec::new();
+        for k in 0..count {
+            if self.nodes[i].replica.is_none() {
+                break;
+            }
+            let Some(p) = self.nodes[i].pending.pop_front() else {
                 break;
             };
-            r.sync_ledger()?;
-            if let Some(hs) = p.hard_state {
-                n.persisted.hard_state = Some(hs);
+            let last = k + 1 == count || self.nodes[i].pending.is_empty();
+            for step in self.persist_order {
+                if step != PersistStep::Report || last {
+                    out.extend(self.persist_step(i, &p, step)?);
+                }
             }
-            if let Some(s) = p.snapshot {
-                n.persisted.snapshot = Some(s);
-            }
-            last = Some(p.number);
         }
-        Ok(match last {
-            Some(number) => self.step(i, Event::Persisted { number }),
-            None => Vec::new(),
-        })
+        Ok(out)
+    }
+
+    /// Carries out only the first `steps` steps (in [`Cluster::persist_order`]) of node `i`'s oldest pending
+    /// persist, and drops it: what a crash right after them leaves (the caller crashes the node next). Returns
+    /// the replica's actions (from the report, if it is among the steps).
+    pub fn persist_partly(&mut self, i: usize, steps: usize) -> Result<Vec<Action>, ConsensusError> {
+        let mut out = Vec::new();
+        if self.nodes[i].replica.is_none() {
+            return Ok(out);
+        }
+        let Some(p) = self.nodes[i].pending.pop_front() else {
+            return Ok(out);
+        };
+        for step in self.persist_order.into_iter().take(steps) {
+            out.extend(self.persist_step(i, &p, step)?);
+        }
+        Ok(out)
+    }
+
+    fn persist_step(&mut self, i: usize, p: &PendingPersist, step: PersistStep) -> Result<Vec<Action>, ConsensusError> {
+        let n = &mut self.nodes[i];
+        match step {
+            PersistStep::Ledger => {
+                if let Some(r) = n.replica.as_mut() {
+                    r.sync_ledger()?;
+                }
+            }
+            PersistStep::Snapshot => {
+                if let Some(s) = &p.snapshot {
+                    n.persisted.snapshot = Some(s.clone());
+                }
+            }
+            PersistStep::HardState => {
+                if let Some(hs) = &p.hard_state {
+                    n.persisted.hard_state = Some(hs.clone());
+                }
+            }
+            PersistStep::Report => return Ok(self.step(i, Event::Persisted { number: p.number })),
+        }
+        Ok(Vec::new())
     }
 
     /// Finishes node `i`'s `k`th snapshot build and reports it; returns the build's seqno and the replica's

@@ -5,7 +5,7 @@
 
 mod cluster;
 
-pub use cluster::{Cluster, Delivery, Message, Node, PendingPersist};
+pub use cluster::{Cluster, Delivery, Message, Node, PendingPersist, PersistStep, NODE_PERSIST_ORDER};
 
 use crate::NodeIdentity;
 use consort_crypto::{key_id, SigningKey};

@@ -2,6 +2,7 @@
 //! a file read back from the host's disk really holds the entries its name and table say.
 
 use crate::entry::{parse_entry, parse_entry_header, ENTRY_HEADER_SIZE, ENTRY_PREFIX_SIZE, ENTRY_VERSION};
+use crate::error::{HeaderDamage, TableDamage};
 use crate::limits::{MAX_ENTRIES_PER_CHUNK, MAX_ENTRY_SIZE};
 use crate::signature::SIGNATURES_TABLE;
 use crate::{ChunkDamage, LedgerError};
@@ -63,7 +64,7 @@ pub(crate) fn scan_open_chunk(name: &str, bytes: &[u8], start: u64) -> Result<Op
     let len = bytes.len() as u64;
     if len < CHUNK_HEADER_SIZE {
         if bytes.iter().any(|&b| b != 0) {
-            let damage = ChunkDamage::BadHeader(format!("a torn header of {len} bytes that are not all zero"));
+            let damage = ChunkDamage::BadHeader(HeaderDamage::TornNotZero(len));
             return Err(LedgerError::damaged(name, 0, damage));
         }
         let torn = (len > 0).then_some(TornKind::Zeros);
@@ -106,9 +107,11 @@ pub(crate) fn scan_open_chunk(name: &str, bytes: &[u8], start: u64) -> Result<Op
     // a position table (even part of one) follows the entries it was written for, so its header is theirs.
     let header_ok = partly_written || (torn != Some(TornKind::PositionTable) && header >= pos);
     if !header_ok {
-        let damage = ChunkDamage::BadHeader(format!(
-            "position table offset {header} in an open chunk whose entries end at {pos} of {len} bytes"
-        ));
+        let damage = ChunkDamage::BadHeader(HeaderDamage::OpenChunkOffset {
+            header,
+            entries_end: pos,
+            len,
+        });
         return Err(LedgerError::damaged(name, 0, damage));
     }
     Ok(OpenScan {
@@ -173,17 +176,17 @@ pub(crate) fn complete_chunk_entries(
     let damaged = |offset: u64, damage: ChunkDamage| LedgerError::damaged(name, offset, damage);
     let len = bytes.len() as u64;
     if len < CHUNK_HEADER_SIZE {
-        let damage = ChunkDamage::BadHeader(format!("{len} bytes is shorter than the chunk header"));
+        let damage = ChunkDamage::BadHeader(HeaderDamage::Short(len));
         return Err(damaged(0, damage));
     }
     let table_at = read_header(bytes);
     if table_at <= CHUNK_HEADER_SIZE || table_at > len || (len - table_at) & 3 != 0 {
-        let damage = ChunkDamage::BadHeader(format!("position table offset {table_at} in a file of {len} bytes"));
+        let damage = ChunkDamage::BadHeader(HeaderDamage::TableOffset { table_at, len });
         return Err(damaged(0, damage));
     }
     let count = (len - table_at) / 4;
     if count == 0 || count > MAX_ENTRIES_PER_CHUNK {
-        let damage = ChunkDamage::BadPositionTable(format!("it holds {count} entries"));
+        let damage = ChunkDamage::BadPositionTable(TableDamage::Count(count));
         return Err(damaged(table_at, damage));
     }
     if let Some(end) = expected_end {
@@ -208,8 +211,11 @@ pub(crate) fn complete_chunk_entries(
     for (i, &offset) in offsets.iter().enumerate() {
         let seqno = start + i as u64;
         if offset != pos {
-            let damage =
-                ChunkDamage::BadPositionTable(format!("it places seqno {seqno} at {offset}, the entry is at {pos}"));
+            let damage = ChunkDamage::BadPositionTable(TableDamage::Misplaced {
+                seqno,
+                offset,
+                actual: pos,
+            });
             return Err(damaged(table_at + 4 * i as u64, damage));
         }
         match parse_entry(&entries[pos as usize..]) {
@@ -218,9 +224,10 @@ pub(crate) fn complete_chunk_entries(
         }
     }
     if pos != table_at {
-        let damage = ChunkDamage::BadPositionTable(format!(
-            "the entries end at {pos}, the position table starts at {table_at}"
-        ));
+        let damage = ChunkDamage::BadPositionTable(TableDamage::EntriesEnd {
+            entries_end: pos,
+            table_at,
+        });
         return Err(damaged(pos, damage));
     }
     Ok((offsets, table_at))

@@ -38,6 +38,7 @@ use crate::chunk::{
     OpenScan, CHUNK_HEADER_SIZE,
 };
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER};
+use crate::error::ChunkFault;
 use crate::{LedgerError, LedgerStorage, StorageError};
 use std::sync::Mutex;
 
@@ -238,15 +239,18 @@ fn chunk_files(storage: &impl LedgerStorage) -> Result<Vec<(ChunkName, String)>,
 fn check_follows(prev: &Chunk, cname: &ChunkName, name: &str) -> Result<(), LedgerError> {
     let expected = prev.end() + 1;
     if cname.start > expected {
-        let reason = format!(
-            "does not follow {}: seqnos {expected}-{} are missing",
-            prev.name(),
-            cname.start - 1
-        );
+        let reason = ChunkFault::Gap {
+            previous: prev.name(),
+            first_missing: expected,
+            last_missing: cname.start - 1,
+        };
         return Err(LedgerError::chunk(name, reason));
     }
     if cname.start < expected {
-        let reason = format!("overlaps {}, which ends at seqno {}", prev.name(), prev.end());
+        let reason = ChunkFault::Overlap {
+            previous: prev.name(),
+            end: prev.end(),
+        };
         return Err(LedgerError::chunk(name, reason));
     }
     Ok(())
@@ -285,7 +289,7 @@ fn load_complete(
 /// open-named chunks may follow it (an interrupted close); its bytes must be whole entries and a torn tail.
 fn open_scan(name: &str, bytes: &[u8], start: u64, later: &[(ChunkName, String)]) -> Result<OpenScan, LedgerError> {
     if let Some((_, closed)) = later.iter().find(|(c, _)| c.end.is_some()) {
-        let reason = format!("open chunk is followed by the closed chunk {closed}: only the last chunk may be open");
+        let reason = ChunkFault::OpenBeforeClosed(closed.clone());
         return Err(LedgerError::chunk(name, reason));
     }
     scan_open_chunk(name, bytes, start)

@@ -12,6 +12,7 @@ pub use read::{ChunkEntries, EntrySource, SettledEntry};
 
 use crate::chunk::{chunk_name_open, position_table, CHUNK_HEADER_SIZE};
 use crate::entry::{parse_entry, FLAG_FORCE_CHUNK_AFTER, FLAG_FORCE_CHUNK_BEFORE};
+use crate::error::EntryFraming;
 use crate::limits::MAX_CHUNK_SIZE;
 use crate::{LedgerError, LedgerStorage};
 use index::{Chunk, ChunkState};
@@ -184,16 +185,15 @@ impl<S: LedgerStorage> Ledger<S> {
     fn check_append(&self, seqno: u64, entry: &[u8]) -> Result<u8, LedgerError> {
         let (e, used) = parse_entry(entry)?;
         if used != entry.len() {
-            return Err(LedgerError::MalformedEntry(format!(
-                "{} trailing bytes after the entry",
-                entry.len() - used
+            return Err(LedgerError::MalformedEntry(EntryFraming::TrailingBytes(
+                entry.len() - used,
             )));
         }
         if e.seqno != seqno {
-            return Err(LedgerError::MalformedEntry(format!(
-                "entry is for seqno {}, appended at {seqno}",
-                e.seqno
-            )));
+            return Err(LedgerError::MalformedEntry(EntryFraming::WrongSeqno {
+                entry: e.seqno,
+                appended: seqno,
+            }));
         }
         if seqno == 0 || (!self.chunks.is_empty() && seqno != self.last_seqno() + 1) {
             return Err(LedgerError::OutOfOrder {

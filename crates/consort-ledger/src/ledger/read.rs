@@ -5,6 +5,7 @@ use super::index::{Chunk, ChunkState};
 use super::Ledger;
 use crate::chunk::complete_chunk_entries;
 use crate::entry::parse_entry;
+use crate::error::ChunkFault;
 use crate::{LedgerError, LedgerStorage};
 use std::sync::Arc;
 
@@ -89,13 +90,10 @@ impl<S: LedgerStorage> Ledger<S> {
                 .and_then(|(from, to)| file.get(from..to))
                 .map(<[u8]>::to_vec)
         };
-        let bytes = bytes.ok_or_else(|| LedgerError::chunk(&chunk.name(), "file is shorter than its index"))?;
+        let bytes = bytes.ok_or_else(|| LedgerError::chunk(&chunk.name(), ChunkFault::ShorterThanIndex))?;
         match parse_entry(&bytes) {
             Ok((e, used)) if used == bytes.len() && e.seqno == seqno => Ok(bytes),
-            _ => Err(LedgerError::chunk(
-                &chunk.name(),
-                format!("entry {seqno} on disk does not match the index"),
-            )),
+            _ => Err(LedgerError::chunk(&chunk.name(), ChunkFault::EntryNotAsIndexed(seqno))),
         }
     }
 
@@ -120,7 +118,7 @@ impl<S: LedgerStorage> Ledger<S> {
                 .entry_range(offsets, s)
                 .and_then(|(from, to)| Some((from, to, bytes.get(from..to)?)));
             let Some((from, to, entry)) = entry else {
-                return Err(LedgerError::chunk(&chunk.name(), "file is shorter than its index"));
+                return Err(LedgerError::chunk(&chunk.name(), ChunkFault::ShorterThanIndex));
             };
             if checked {
                 ranges.push((from, to));
@@ -128,12 +126,7 @@ impl<S: LedgerStorage> Ledger<S> {
             }
             match parse_entry(entry) {
                 Ok((e, used)) if used == entry.len() && e.seqno == s => ranges.push((from, to)),
-                _ => {
-                    return Err(LedgerError::chunk(
-                        &chunk.name(),
-                        format!("entry {s} on disk does not match the index"),
-                    ))
-                }
+                _ => return Err(LedgerError::chunk(&chunk.name(), ChunkFault::EntryNotAsIndexed(s))),
             }
         }
         Ok(ChunkEntries {
@@ -195,7 +188,7 @@ impl SettledEntry {
             .and_then(|(from, to)| bytes.get(from..to))
             .filter(|entry| matches!(parse_entry(entry), Ok((e, used)) if used == entry.len() && e.seqno == self.seqno))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| LedgerError::chunk(&name, format!("entry {} on disk does not match the index", self.seqno)))
+            .ok_or_else(|| LedgerError::chunk(&name, ChunkFault::EntryNotAsIndexed(self.seqno)))
     }
 }
 
