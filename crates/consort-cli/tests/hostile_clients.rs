@@ -1,7 +1,9 @@
 //! Hostile clients against a real node over real sockets: a thousand silent TLS connections and a thousand
-//! slow-body uploads do not keep a member from passing a proposal, a slow body is cut off with 408, an idle
-//! connection is closed after the idle timeout, and every connection the server closes or refuses is counted in
-//! `/node/metrics` by reason.
+//! slow-body uploads do not keep a member from passing a proposal, nor do HTTP/2 uploads that stall just short of
+//! the body budget, nor a full table of anonymous connections that each keep making progress; anonymous
+//! connections beyond their cap are closed while known clients get in; ordinary uploads are untouched by the body
+//! limits; a slow body is cut off with 408, an idle connection is closed after the idle timeout, and every
+//! connection the server closes or refuses is counted in `/node/metrics` by reason.
 
 mod common;
 
@@ -889,6 +891,50 @@ async fn anonymous_connections_beyond_their_cap_are_closed_while_known_clients_g
                 "the anonymous two were kept: {answer}"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_uploads_are_served_within_the_body_share_and_reserve() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |_| {}).await;
+        // One HTTP/2 connection of a user: 32 bodies of 60 KB at once (the logging app takes messages up to 64 KiB),
+        // and one body just under max_body_bytes, which the server reads in full for the app to refuse.
+        let user = Arc::new(node.connect_with(true, Protocol::Http2).await);
+        let mut uploads = vec![];
+        for id in 0..33u32 {
+            let user = user.clone();
+            let len = if id == 32 { 1_000_000 } else { 60_000 };
+            uploads.push(tokio::spawn(async move {
+                let body = json!({"id": id, "msg": "m".repeat(len)});
+                user.post_json("/app/log/private", &body).await.unwrap()
+            }));
+        }
+        for (id, u) in uploads.into_iter().enumerate() {
+            let r = u.await.unwrap();
+            let text = String::from_utf8_lossy(&r.body);
+            if id == 32 {
+                assert_eq!(r.status, 400, "{text}");
+                assert!(text.contains("msg longer than 65536 bytes"), "{text}");
+            } else {
+                assert_eq!(r.status, 200, "{text}");
+            }
+        }
+        let metrics = metrics_text(&node).await;
+        for reason in ["connection_share", "budget"] {
+            assert_eq!(
+                counter(&metrics, "consort_http_bodies_refused_total", reason),
+                0,
+                "{metrics}"
+            );
+        }
+        assert_eq!(
+            counter(&metrics, "consort_http_connections_evicted_total", "body_budget"),
+            0,
+            "{metrics}"
+        );
     })
     .await;
 }
