@@ -93,7 +93,7 @@ impl EncodeLabelValue for EvictionReason {
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RefusalReason {
     /// All `max_open_connections` slots were taken and none could be evicted (each was executing a request or
-    /// within `eviction_grace_ms` of its last progress).
+    /// within `eviction_grace_ms` of its last progress, and none was an anonymous connection older than that).
     SlotsBusy,
     /// Accepting failed (for instance the process ran out of file descriptors).
     AcceptFailed,
@@ -306,7 +306,8 @@ impl Metrics {
         m.http.create_every_series();
         registry.register(
             "http_connections_evicted",
-            "Client connections the HTTP server closed, by reason (displaced for a newcomer, or a timeout)",
+            "Client connections the HTTP server closed, by reason (displaced for a newcomer, the oldest anonymous \
+             one, over the anonymous cap, for the body budget, or a timeout)",
             m.http.evicted.clone(),
         );
         registry.register(
