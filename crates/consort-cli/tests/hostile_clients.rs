@@ -1,7 +1,9 @@
 //! Hostile clients against a real node over real sockets: a thousand silent TLS connections and a thousand
-//! slow-body uploads do not keep a member from passing a proposal, a slow body is cut off with 408, an idle
-//! connection is closed after the idle timeout, and every connection the server closes or refuses is counted in
-//! `/node/metrics` by reason.
+//! slow-body uploads do not keep a member from passing a proposal, nor do HTTP/2 uploads that stall just short of
+//! the body budget, nor a full table of anonymous connections that each keep making progress; anonymous
+//! connections beyond their cap are closed while known clients get in; ordinary uploads are untouched by the body
+//! limits; a slow body is cut off with 408, an idle connection is closed after the idle timeout, and every
+//! connection the server closes or refuses is counted in `/node/metrics` by reason.
 
 mod common;
 
@@ -91,9 +93,19 @@ fn slow_post_head(path: &str, len: usize) -> String {
 /// member0 of `node`, on a new connection, proposes adding a user and votes for it; returns the proposal's state.
 /// The caller bounds the time this takes.
 async fn member_passes_a_proposal(node: &TestNode, member_key: &SigningKey, member_id: &str) -> String {
+    member_passes_a_proposal_with(node, anonymous_tls(node), member_key, member_id).await
+}
+
+/// [`member_passes_a_proposal`] over a connection made with `tls` (with or without a client certificate).
+async fn member_passes_a_proposal_with(
+    node: &TestNode,
+    tls: TlsConfig,
+    member_key: &SigningKey,
+    member_id: &str,
+) -> String {
     // Like any client refused at accept, the member retries; the caller's time bound includes the retries.
     let conn = loop {
-        match Connection::connect(&node.address, anonymous_tls(node), Protocol::Http1).await {
+        match Connection::connect(&node.address, tls.clone(), Protocol::Http1).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -560,6 +572,379 @@ async fn displaced_and_refused_connections_are_counted() {
         );
         assert!(metrics.contains("consort_rejected_connections_total "), "{metrics}");
         closed_by_server(&mut silent[0], "displaced").await;
+    })
+    .await;
+}
+
+/// A request body fed by the test through a channel: it sends what the test pushes and ends only when the test
+/// drops the sender, so it can declare a length, send part of it and then stall or trickle.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Declared length of each stalled upload: the largest body the node accepts by default (`max_body_bytes`).
+const STALLED_BODY_BYTES: usize = 1024 * 1024;
+
+/// One stalled HTTP/2 upload after another on `sender`, until `stop` fires: each declares
+/// [`STALLED_BODY_BYTES`], sends all but its last 4 bytes at once, then 3 of those a byte every 400 ms (so that 64
+/// of them leave less of the 64 MiB budget than a governance request needs); once the server answers
+/// (or resets the stream), the next one starts. Adds the body bytes the server took in to `delivered`.
+async fn stall_uploads(
+    mut sender: hyper::client::conn::http2::SendRequest<ChannelBody>,
+    delivered: Arc<AtomicUsize>,
+    answers: Arc<std::sync::Mutex<std::collections::BTreeMap<u16, usize>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        if sender.ready().await.is_err() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let req = hyper::Request::post(format!("/gov/members/proposals:create?{API}"))
+            .header("content-type", "application/cose")
+            .header("content-length", STALLED_BODY_BYTES.to_string())
+            .body(ChannelBody(rx))
+            .unwrap();
+        let answer = sender.send_request(req);
+        let feed = async {
+            let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+            let mut sent = 0;
+            while sent < STALLED_BODY_BYTES - 4 {
+                let n = chunk.len().min(STALLED_BODY_BYTES - 4 - sent);
+                if tx.send(chunk.slice(..n)).await.is_err() {
+                    return;
+                }
+                sent += n;
+                delivered.fetch_add(n, Ordering::Relaxed);
+            }
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                if tx.send(bytes::Bytes::from_static(b"x")).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let status = tokio::select! {
+            r = answer => r.map(|r| r.status().as_u16()).unwrap_or(0),
+            _ = feed => 0,
+            _ = stop.changed() => return,
+        };
+        *answers.lock().unwrap().entry(status).or_default() += 1;
+        // Pace the retries, so that the refusals do not turn into a CPU flood on a shared test machine.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http2_uploads_do_not_exhaust_the_body_budget_for_a_member() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // The default limits: a 64 MiB body budget, 1 MiB bodies, 10 s to send one.
+        let node = start_node(&tmp.path().join("n0"), |_| {}).await;
+        let (member_key, member_id) = member0(&node);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let answers = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        // 8 connections of 16 streams: twice as many stalled bodies as the budget holds.
+        let mut tasks = vec![];
+        for _ in 0..8 {
+            let stream = connect_tls(&node.address, anonymous_tls(&node), b"h2").await.unwrap();
+            let (sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            for _ in 0..16 {
+                let (sender, delivered, answers, stop) =
+                    (sender.clone(), delivered.clone(), answers.clone(), stop.clone());
+                tasks.push(tokio::spawn(stall_uploads(sender, delivered, answers, stop)));
+            }
+        }
+        // Let the uploads take the budget (or be refused their share of it).
+        let budget = consort_node::config::Limits::default().max_buffered_body_bytes;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while delivered.load(Ordering::Relaxed) < budget && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        eprintln!(
+            "stalled uploads delivered {} bytes; answers so far {:?}",
+            delivered.load(Ordering::Relaxed),
+            answers.lock().unwrap()
+        );
+        assert!(
+            delivered.load(Ordering::Relaxed) >= budget,
+            "the uploads did not even send as much as the budget, so the attack proves nothing"
+        );
+
+        let started = Instant::now();
+        let passing = member_passes_a_proposal(&node, &member_key, &member_id);
+        let state = tokio::time::timeout(Duration::from_secs(30), passing)
+            .await
+            .expect("the member got no answer within 30 s");
+        let took = started.elapsed();
+        eprintln!("the member passed a proposal in {took:?} under attack");
+        assert_eq!(state, "Accepted");
+        assert!(took < Duration::from_secs(5), "the member needed {took:?}");
+
+        // The stalled uploads lost their share: refused beyond their connection's, and closed once they reached
+        // into the small-body reserve (which the attack, still going on, does within a few rounds if it has not yet).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let metrics = loop {
+            let metrics = metrics_text(&node).await;
+            if counter(&metrics, "consort_http_connections_evicted_total", "body_budget") >= 1
+                || Instant::now() > deadline
+            {
+                break metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!("answers to the attack: {:?}", answers.lock().unwrap());
+        assert!(
+            counter(&metrics, "consort_http_connections_evicted_total", "body_budget") >= 1,
+            "{metrics}"
+        );
+        assert!(
+            counter(&metrics, "consort_http_bodies_refused_total", "connection_share") >= 1,
+            "{metrics}"
+        );
+        stop_tx.send(true).unwrap();
+        for t in tasks {
+            t.abort();
+        }
+    })
+    .await;
+}
+
+/// Keeps a keep-alive HTTP/1.1 connection busy with `GET /node/commit` every 400 ms until `stop` fires, opening a
+/// new one whenever the server closes it; counts the connections it opened and those the server closed.
+async fn trickle_gets(
+    node_address: String,
+    tls: TlsConfig,
+    tally: Arc<Tally>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let Ok(mut stream) = connect_tls(&node_address, tls.clone(), b"http/1.1").await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tally.established.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let get = stream
+                .write_all(b"GET /node/commit HTTP/1.1\r\nhost: node\r\n\r\n")
+                .await;
+            if get.is_err() || stream.flush().await.is_err() {
+                break;
+            }
+            let (answer, closed) = read_until(&mut stream, "transaction_id", Duration::from_secs(5)).await;
+            if closed || !answer.contains("transaction_id") {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(400)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+        tally.closed_by_server.fetch_add(1, Ordering::Relaxed);
+        // Reconnect at once, but not in a tight loop on a shared test machine.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// TLS client configuration presenting member0's certificate.
+fn member_tls(node: &TestNode) -> TlsConfig {
+    let cert = std::fs::read_to_string(node.dir.join("member0_cert.pem")).unwrap();
+    let key = std::fs::read_to_string(node.dir.join("member0_privk.pem")).unwrap();
+    consort_node::net::tls::client_config(&node.service_cert(), Some((&cert, &key))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_anonymous_connections_do_not_keep_a_member_with_a_certificate_out() {
+    bounded(async {
+        let limit = open_files_limit();
+        let wanted = consort_node::config::Limits::default().max_open_connections;
+        let attackers = if limit >= wanted + SPARE_FDS {
+            wanted
+        } else {
+            let n = limit.saturating_sub(SPARE_FDS);
+            eprintln!("open-file soft limit {limit}: using {n} connections instead of {wanted}");
+            n
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        // As many slots as attackers, each of which makes progress every 400 ms: within the default 1 s grace.
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.max_open_connections = attackers
+        })
+        .await;
+        let (member_key, member_id) = member0(&node);
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let tally = Arc::new(Tally::default());
+        let mut tasks = vec![];
+        for _ in 0..attackers {
+            let (addr, tls, tally, stop) = (node.address.clone(), anonymous_tls(&node), tally.clone(), stop.clone());
+            tasks.push(tokio::spawn(trickle_gets(addr, tls, tally, stop)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tally.established.load(Ordering::Relaxed) < attackers && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every attacking connection is past its grace period, and each has made progress within it.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        eprintln!(
+            "{} anonymous connections established, {} closed by the server",
+            tally.established.load(Ordering::Relaxed),
+            tally.closed_by_server.load(Ordering::Relaxed)
+        );
+        assert!(
+            tally.established.load(Ordering::Relaxed) >= attackers,
+            "the attack did not even fill the slots, so it proves nothing"
+        );
+
+        let started = Instant::now();
+        let passing = member_passes_a_proposal_with(&node, member_tls(&node), &member_key, &member_id);
+        let state = tokio::time::timeout(Duration::from_secs(30), passing)
+            .await
+            .expect("the member got no answer within 30 s");
+        let took = started.elapsed();
+        eprintln!("the member with a certificate passed a proposal in {took:?} under attack");
+        assert_eq!(state, "Accepted");
+        assert!(took < Duration::from_secs(5), "the member needed {took:?}");
+
+        let metrics = metrics_text(&node).await;
+        assert!(
+            counter(&metrics, "consort_http_connections_evicted_total", "oldest_anonymous") >= 1,
+            "{metrics}"
+        );
+        stop_tx.send(true).unwrap();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_connections_beyond_their_cap_are_closed_while_known_clients_get_in() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        // Two anonymous slots of eight, and a grace period longer than the test, so that no anonymous connection
+        // is old enough to make room.
+        let node = start_node(&tmp.path().join("n0"), |cfg| {
+            cfg.limits.max_open_connections = 8;
+            cfg.limits.max_anonymous_connections = 2;
+            cfg.limits.eviction_grace_ms = 60_000;
+            cfg.limits.idle_timeout_ms = 60_000;
+        })
+        .await;
+        // Let the connections the start-up checks used leave their slots.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let tls = anonymous_tls(&node);
+        let mut anonymous = vec![];
+        for _ in 0..2 {
+            let mut s = connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap();
+            s.write_all(b"GET /node/commit HTTP/1.1\r\nhost: node\r\n\r\n")
+                .await
+                .unwrap();
+            let (answer, _) = read_until(&mut s, "transaction_id", Duration::from_secs(10)).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "answer: {answer}");
+            anonymous.push(s);
+        }
+        // A third anonymous client completes its handshake and is closed before it is served.
+        let mut third = connect_tls(&node.address, tls.clone(), b"http/1.1").await.unwrap();
+        let _ = third
+            .write_all(b"GET /node/commit HTTP/1.1\r\nhost: node\r\n\r\n")
+            .await;
+        let (answer, closed) = read_until(&mut third, "transaction_id", Duration::from_secs(10)).await;
+        assert!(
+            closed && answer.is_empty(),
+            "an anonymous client beyond the cap was served: {answer}"
+        );
+        // A user and a member presenting their certificates are served, alongside the anonymous two.
+        let user = node.connect(true).await;
+        assert_eq!(user.get("/node/commit").await.unwrap().status, 200);
+        let (member_key, member_id) = member0(&node);
+        let state = tokio::time::timeout(
+            Duration::from_secs(30),
+            member_passes_a_proposal_with(&node, member_tls(&node), &member_key, &member_id),
+        )
+        .await
+        .expect("the member got no answer within 30 s");
+        assert_eq!(state, "Accepted");
+        let metrics = String::from_utf8_lossy(&user.get("/node/metrics").await.unwrap().body).into_owned();
+        assert!(
+            counter(&metrics, "consort_http_connections_evicted_total", "anonymous_cap") >= 1,
+            "{metrics}"
+        );
+        for s in &mut anonymous {
+            s.write_all(b"GET /node/commit HTTP/1.1\r\nhost: node\r\n\r\n")
+                .await
+                .unwrap();
+            let (answer, _) = read_until(s, "transaction_id", Duration::from_secs(10)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "the anonymous two were kept: {answer}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_uploads_are_served_within_the_body_share_and_reserve() {
+    bounded(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = start_node(&tmp.path().join("n0"), |_| {}).await;
+        // One HTTP/2 connection of a user: 32 bodies of 60 KB at once (the logging app takes messages up to 64 KiB),
+        // and one body just under max_body_bytes, which the server reads in full for the app to refuse.
+        let user = Arc::new(node.connect_with(true, Protocol::Http2).await);
+        let mut uploads = vec![];
+        for id in 0..33u32 {
+            let user = user.clone();
+            let len = if id == 32 { 1_000_000 } else { 60_000 };
+            uploads.push(tokio::spawn(async move {
+                let body = json!({"id": id, "msg": "m".repeat(len)});
+                user.post_json("/app/log/private", &body).await.unwrap()
+            }));
+        }
+        for (id, u) in uploads.into_iter().enumerate() {
+            let r = u.await.unwrap();
+            let text = String::from_utf8_lossy(&r.body);
+            if id == 32 {
+                assert_eq!(r.status, 400, "{text}");
+                assert!(text.contains("msg longer than 65536 bytes"), "{text}");
+            } else {
+                assert_eq!(r.status, 200, "{text}");
+            }
+        }
+        let metrics = metrics_text(&node).await;
+        for reason in ["connection_share", "budget"] {
+            assert_eq!(
+                counter(&metrics, "consort_http_bodies_refused_total", reason),
+                0,
+                "{metrics}"
+            );
+        }
+        assert_eq!(
+            counter(&metrics, "consort_http_connections_evicted_total", "body_budget"),
+            0,
+            "{metrics}"
+        );
     })
     .await;
 }

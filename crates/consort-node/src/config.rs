@@ -198,9 +198,15 @@ pub struct Limits {
     /// Largest accepted request head (request line plus headers); larger ones get 431.
     pub max_header_bytes: usize,
     /// Client connections served at once. When all are taken, a new connection replaces the one that has been
-    /// idle (or stuck reading a request body) the longest, if that is longer than `eviction_grace_ms`; otherwise
-    /// the new one is closed at accept (see `net::http`).
+    /// idle (or stuck reading a request body) the longest, if that is longer than `eviction_grace_ms`; failing
+    /// that, the anonymous connection accepted first, if it is older than `eviction_grace_ms`; otherwise the new
+    /// one is closed at accept (see `net::http`).
     pub max_open_connections: usize,
+    /// Connections open at once whose client presented no certificate of a known member, user or Trusted node
+    /// (checked right after the handshake). An anonymous newcomer beyond it replaces the oldest anonymous
+    /// connection (if older than `eviction_grace_ms`) or is closed, so that `max_open_connections` minus this many
+    /// slots stay for handshakes and known clients. At or above `max_open_connections` it reserves nothing.
+    pub max_anonymous_connections: usize,
     /// A connection is closed to make room for a newcomer only once it has made no progress (accepted, started or
     /// finished a request) for this many milliseconds: the time a new client has to finish its handshake and send
     /// a request before later arrivals can displace it.
@@ -218,9 +224,18 @@ pub struct Limits {
     /// A request body must arrive in full within this many milliseconds of the handler asking for it; a slower
     /// upload is answered 408 `RequestTimeout` and its connection closed.
     pub body_read_timeout_ms: u64,
-    /// Request bodies buffered at once across all connections (each reading body reserves its declared length,
-    /// or `max_body_bytes` when it declares none); a request that finds no room gets 503 `ServiceUnavailable`.
+    /// Request body bytes buffered at once across all connections (a body is charged as its bytes arrive, until it
+    /// has been read); a request that finds no room gets 503 `ServiceUnavailable`.
     pub max_buffered_body_bytes: usize,
+    /// Of `max_buffered_body_bytes`, what the bodies being read on one connection (all its HTTP/2 streams) may
+    /// hold at once; beyond it a request gets 503 `ServiceUnavailable`.
+    pub max_buffered_body_bytes_per_connection: usize,
+    /// The last part of `max_buffered_body_bytes`, kept for bodies of at most `small_body_max_bytes` (governance
+    /// requests, most app calls): a larger body that would reach into it gets 503. Whenever a body reaches into
+    /// it, the connection whose body read has made the least recent progress is closed to free room.
+    pub small_body_reserve_bytes: usize,
+    /// Largest body (declared, or received so far) that may use `small_body_reserve_bytes`.
+    pub small_body_max_bytes: usize,
     /// HTTP/2 streams (requests) a client may have open on one connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2 flow-control window of one stream: request bytes a client may send ahead of the handler reading
@@ -245,6 +260,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_open_connections: 1024,
+            max_anonymous_connections: 896,
             eviction_grace_ms: 1_000,
             max_occ_attempts: 16,
             tls_handshake_timeout_ms: 10_000,
@@ -252,6 +268,9 @@ impl Default for Limits {
             idle_timeout_ms: 30_000,
             body_read_timeout_ms: 10_000,
             max_buffered_body_bytes: 64 * 1024 * 1024,
+            max_buffered_body_bytes_per_connection: 8 * 1024 * 1024,
+            small_body_reserve_bytes: 8 * 1024 * 1024,
+            small_body_max_bytes: 256 * 1024,
             h2_max_concurrent_streams: 256,
             h2_stream_window_bytes: 256 * 1024,
             h2_connection_window_bytes: 1024 * 1024,
@@ -414,6 +433,26 @@ impl Limits {
         if self.max_buffered_body_bytes < self.max_body_bytes {
             return Err("limits.max_buffered_body_bytes must be at least limits.max_body_bytes".into());
         }
+        if self.max_buffered_body_bytes_per_connection < self.max_body_bytes {
+            return Err("limits.max_buffered_body_bytes_per_connection must be at least limits.max_body_bytes".into());
+        }
+        if self
+            .max_buffered_body_bytes
+            .saturating_sub(self.small_body_reserve_bytes)
+            < self.max_body_bytes
+        {
+            return Err(
+                "limits.max_buffered_body_bytes minus limits.small_body_reserve_bytes must be at least \
+                 limits.max_body_bytes"
+                    .into(),
+            );
+        }
+        if self.small_body_max_bytes > self.small_body_reserve_bytes {
+            return Err("limits.small_body_max_bytes must be at most limits.small_body_reserve_bytes".into());
+        }
+        if self.max_anonymous_connections == 0 {
+            return Err("limits.max_anonymous_connections must be at least 1".into());
+        }
         if self.h2_max_concurrent_streams == 0
             || self.h2_stream_window_bytes == 0
             || self.h2_connection_window_bytes == 0
@@ -452,6 +491,10 @@ mod tests {
             "[attestation]\nplatform = \"sgx\"\n",
             "[attestation]\nplatform = \"snp\"\n",
             "[attestation]\nsnp_endorsements_file = \"vcek.pem\"\n",
+            "[limits]\nmax_anonymous_connections = 0\n",
+            "[limits]\nmax_buffered_body_bytes_per_connection = 1000\n",
+            "[limits]\nsmall_body_reserve_bytes = 67108864\n",
+            "[limits]\nsmall_body_max_bytes = 9000000\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             assert!(NodeConfig::load(&path).is_err(), "{bad}");

@@ -41,17 +41,30 @@ pub enum EvictionReason {
     BodyReadTimeout,
     /// An HTTP/2 client did not answer a keep-alive ping within `h2_keep_alive_timeout_ms`.
     H2KeepAliveTimeout,
+    /// Closed because the request bodies being read had reached the part of `max_buffered_body_bytes` kept for
+    /// small bodies (`small_body_reserve_bytes`), and this connection's body read had made the least recent
+    /// progress.
+    BodyBudget,
+    /// Closed for a newcomer while every slot was taken and none had been idle for `eviction_grace_ms`, or for an
+    /// anonymous newcomer beyond `max_anonymous_connections`: the anonymous connection accepted first.
+    OldestAnonymous,
+    /// An anonymous connection closed right after its handshake: `max_anonymous_connections` were open, none of
+    /// them old enough to make room.
+    AnonymousCap,
 }
 
 impl EvictionReason {
     /// Every reason, so that each appears (at 0) in `/node/metrics` from the start.
-    pub const ALL: [EvictionReason; 6] = [
+    pub const ALL: [EvictionReason; 9] = [
         EvictionReason::Displaced,
         EvictionReason::IdleTimeout,
         EvictionReason::TlsHandshakeTimeout,
         EvictionReason::HeaderReadTimeout,
         EvictionReason::BodyReadTimeout,
         EvictionReason::H2KeepAliveTimeout,
+        EvictionReason::BodyBudget,
+        EvictionReason::OldestAnonymous,
+        EvictionReason::AnonymousCap,
     ];
 
     /// The label value.
@@ -63,6 +76,9 @@ impl EvictionReason {
             EvictionReason::HeaderReadTimeout => "header_read_timeout",
             EvictionReason::BodyReadTimeout => "body_read_timeout",
             EvictionReason::H2KeepAliveTimeout => "h2_keep_alive_timeout",
+            EvictionReason::BodyBudget => "body_budget",
+            EvictionReason::OldestAnonymous => "oldest_anonymous",
+            EvictionReason::AnonymousCap => "anonymous_cap",
         }
     }
 }
@@ -77,7 +93,7 @@ impl EncodeLabelValue for EvictionReason {
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RefusalReason {
     /// All `max_open_connections` slots were taken and none could be evicted (each was executing a request or
-    /// within `eviction_grace_ms` of its last progress).
+    /// within `eviction_grace_ms` of its last progress, and none was an anonymous connection older than that).
     SlotsBusy,
     /// Accepting failed (for instance the process ran out of file descriptors).
     AcceptFailed,
@@ -102,6 +118,41 @@ impl EncodeLabelValue for RefusalReason {
     }
 }
 
+/// Why the HTTP server refused room for a request body (the request is answered 503 `ServiceUnavailable`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum BodyRefusalReason {
+    /// The bodies being read on the request's connection already held `max_buffered_body_bytes_per_connection`.
+    ConnectionShare,
+    /// The server-wide `max_buffered_body_bytes` had no room for it: the budget was used up, or only its part kept
+    /// for small bodies (`small_body_reserve_bytes`) was left and this body is larger than `small_body_max_bytes`.
+    Budget,
+}
+
+impl BodyRefusalReason {
+    /// Every reason, so that each appears (at 0) in `/node/metrics` from the start.
+    pub const ALL: [BodyRefusalReason; 2] = [BodyRefusalReason::ConnectionShare, BodyRefusalReason::Budget];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyRefusalReason::ConnectionShare => "connection_share",
+            BodyRefusalReason::Budget => "budget",
+        }
+    }
+}
+
+impl EncodeLabelValue for BodyRefusalReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the body refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BodyRefusalLabels {
+    pub reason: BodyRefusalReason,
+}
+
 /// Labels of the eviction counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvictionLabels {
@@ -119,6 +170,7 @@ pub struct RefusalLabels {
 pub struct HttpCounters {
     evicted: Family<EvictionLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
+    bodies_refused: Family<BodyRefusalLabels, Counter>,
     /// The older name of the `slots_busy` refusals, kept for dashboards that read it.
     rejected_connections: Counter,
 }
@@ -137,8 +189,21 @@ impl HttpCounters {
         }
     }
 
+    /// Counts a request body refused room for `reason`.
+    pub fn body_refused(&self, reason: BodyRefusalReason) {
+        self.bodies_refused.get_or_create(&BodyRefusalLabels { reason }).inc();
+    }
+
+    /// How many request bodies were refused room for `reason` so far.
+    pub fn body_refused_count(&self, reason: BodyRefusalReason) -> u64 {
+        self.bodies_refused.get_or_create(&BodyRefusalLabels { reason }).get()
+    }
+
     /// Creates the series of every reason, so that each appears (at 0) in `/node/metrics` before its first event.
     fn create_every_series(&self) {
+        for reason in BodyRefusalReason::ALL {
+            let _zero = self.body_refused_count(reason);
+        }
         for reason in EvictionReason::ALL {
             let _zero = self.evicted_count(reason);
         }
@@ -241,13 +306,19 @@ impl Metrics {
         m.http.create_every_series();
         registry.register(
             "http_connections_evicted",
-            "Client connections the HTTP server closed, by reason (displaced for a newcomer, or a timeout)",
+            "Client connections the HTTP server closed, by reason (displaced for a newcomer, the oldest anonymous \
+             one, over the anonymous cap, for the body budget, or a timeout)",
             m.http.evicted.clone(),
         );
         registry.register(
             "http_connections_refused",
             "Client connections the HTTP server closed at accept, by reason",
             m.http.refused.clone(),
+        );
+        registry.register(
+            "http_bodies_refused",
+            "Request bodies refused room in the buffered-body budget (answered 503), by reason",
+            m.http.bodies_refused.clone(),
         );
         registry.register(
             "snapshots",

@@ -8,7 +8,8 @@
 //!   handshake and then stays silent), an HTTP/2 peer that stops answering pings (`h2_keep_alive_*`);
 //! - bytes: the request head (`max_header_bytes`), one body (`max_body_bytes`), all bodies being read at once
 //!   (`max_buffered_body_bytes`), and per HTTP/2 connection its streams and flow-control windows;
-//! - connections: `max_open_connections`.
+//! - connections: `max_open_connections`, of which at most `max_anonymous_connections` without a known client
+//!   certificate.
 //!
 //! Connection slots. A fixed number of slots alone lets silent or slow clients take every slot and lock everyone
 //! else, members included, out until their timeouts fire. So a full server does not refuse the newcomer: it closes
@@ -18,31 +19,49 @@
 //! first. A connection whose request is executing (its body read) is never evicted, because that work is bounded
 //! and may already have changed the state; nor is one that made progress within `eviction_grace_ms`, which gives
 //! every newcomer the time to finish its handshake and send a request (after which it is executing), however many
-//! connections arrive behind it. So an attacker holds slots only by keeping them fresher than legitimate clients,
-//! that is, by opening more than `max_open_connections` connections every `eviction_grace_ms` (each with a full
-//! handshake) for as long as the attack lasts, not by opening them once and staying silent. Only when no slot is
-//! evictable is a new connection closed at accept. Connections that are never evicted still close after
-//! `idle_timeout_ms` without a request.
+//! connections arrive behind it. A connection that keeps making progress (a cheap request every few hundred
+//! milliseconds) is never stale, though; so when no connection is stale, the *anonymous* connection accepted first
+//! goes, if it is older than `eviction_grace_ms` and executing nothing. Anonymous means that its client presented
+//! no certificate of a known member, user or Trusted node (looked up in the store once, right after the
+//! handshake); a known client is never displaced for its age. So an attacker holds slots only by keeping them
+//! fresher (or younger) than legitimate clients, that is, by opening more than `max_open_connections` connections
+//! every `eviction_grace_ms` (each with a full handshake) for as long as the attack lasts, not by opening them once
+//! and staying silent or busy. Only when no slot is evictable is a new connection closed at accept. Connections
+//! that are never evicted still close after `idle_timeout_ms` without a request.
+//!
+//! Beyond that, anonymous connections hold at most `max_anonymous_connections` slots: an anonymous client whose
+//! handshake would exceed it displaces the oldest anonymous connection past the grace period, or else is closed.
+//! The slots above the cap stay for handshakes and known clients, so a member presenting its certificate gets in
+//! even while anonymous clients open connections faster than the grace period lets them age.
+//!
+//! Request bodies share `max_buffered_body_bytes` under the rules of [`bodies`]: a share per connection, a reserve
+//! for small bodies, and the eviction of the stalest body reader when that reserve is reached.
 //!
 //! Every connection the server closes on its own is counted in `/node/metrics`, by reason: evicted
-//! (`consort_http_connections_evicted_total{reason}`: displaced for a newcomer, or one of the timeouts above) or
-//! refused at accept (`consort_http_connections_refused_total{reason}`: no evictable slot, or accept failed).
+//! (`consort_http_connections_evicted_total{reason}`: displaced for a newcomer, the oldest anonymous one, over the
+//! anonymous cap, closed for the body budget, or one of the timeouts above) or refused at accept
+//! (`consort_http_connections_refused_total{reason}`: no evictable slot, or accept failed); so is every body
+//! refused room (`consort_http_bodies_refused_total{reason}`).
+
+mod bodies;
+mod slots;
 
 use crate::engine::Engine;
 use crate::metrics::{EvictionReason, HttpCounters, RefusalReason};
+use bodies::{BodyBudget, BodyLimits, BodyOf};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::collections::HashMap;
+use slots::{Client, Conn, Registry};
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Header carrying the transaction id on every response (CCF's name).
 pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
@@ -70,124 +89,31 @@ impl ClientCert {
     }
 }
 
-/// What one connection is doing, for the slot policy and the idle reaper.
-#[derive(Debug)]
-struct Activity {
-    /// Requests whose handler has not finished.
-    in_flight: u32,
-    /// Of those, requests whose body has been read: their handler does bounded work and is not to be interrupted.
-    executing: u32,
-    /// When the connection last started or finished a request (or was accepted).
-    since: Instant,
-}
-
-/// One open connection: its activity and the signal that closes it.
-#[derive(Debug)]
-struct Conn {
-    activity: Mutex<Activity>,
-    close: Notify,
-}
-
-impl Conn {
-    fn activity(&self) -> MutexGuard<'_, Activity> {
-        // A poisoned lock only means a panic elsewhere while holding it; the counters stay usable.
-        self.activity.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The eviction rank: least recent progress first; `None` while a request executes or within `grace` of the
-    /// last progress.
-    fn eviction_rank(&self, grace: Duration) -> Option<Instant> {
-        let a = self.activity();
-        (a.executing == 0 && a.since.elapsed() >= grace).then_some(a.since)
-    }
-}
-
-/// The server's open connections.
-struct Registry {
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    next_id: std::sync::atomic::AtomicU64,
-    /// `limits.eviction_grace_ms`.
-    grace: Duration,
-    /// Where evictions are counted.
-    counters: HttpCounters,
-}
-
-impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a slot for a new connection, evicting per the module's slot policy when all `max` are taken;
-    /// `None` if every connection is executing a request.
-    fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
-        let mut conns = self.lock();
-        if conns.len() >= max {
-            let victim = conns
-                .iter()
-                .filter_map(|(id, c)| c.eviction_rank(self.grace).map(|r| (r, *id)))
-                .min()
-                .map(|(_, id)| id)?;
-            if let Some(c) = conns.remove(&victim) {
-                self.counters.evicted(EvictionReason::Displaced);
-                c.close.notify_one();
-            }
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn {
-            activity: Mutex::new(Activity {
-                in_flight: 0,
-                executing: 0,
-                since: Instant::now(),
-            }),
-            close: Notify::new(),
-        });
-        conns.insert(id, conn.clone());
-        Some((id, conn))
-    }
-
-    /// Closes every connection that has had no request in flight for `idle`; returns how many.
-    fn reap_idle(&self, idle: Duration) -> usize {
-        let mut conns = self.lock();
-        let stale: Vec<u64> = conns
-            .iter()
-            .filter(|(_, c)| {
-                let a = c.activity();
-                a.in_flight == 0 && a.since.elapsed() >= idle
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &stale {
-            if let Some(c) = conns.remove(id) {
-                self.counters.evicted(EvictionReason::IdleTimeout);
-                c.close.notify_one();
-            }
-        }
-        stale.len()
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-}
-
 /// Put by the server into every request's extensions: lets the endpoint layer reserve room for the body in the
 /// server-wide budget and say when the body has been read (from then on the request is executing; see the module
 /// doc).
 #[derive(Clone)]
 pub struct RequestContext {
-    conn: Arc<Conn>,
-    executing: Arc<AtomicBool>,
-    bodies: Arc<Semaphore>,
+    request: Arc<RequestState>,
+    registry: Arc<Registry>,
+    /// The length the request's `content-length` declares, if any.
+    declared: Option<u64>,
     body_read_timeout: Duration,
     counters: HttpCounters,
 }
 
 impl RequestContext {
-    /// Reserves `bytes` of the server-wide body budget (`limits.max_buffered_body_bytes`) until the permit drops;
-    /// `None` if it is exhausted right now.
+    /// Reserves `bytes` more of the request's body in the body budget (`limits.max_buffered_body_bytes`, with the
+    /// rules of [`bodies`]) until the permit drops; `None` if there is no room for it right now.
     pub fn reserve_body(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let n = u32::try_from(bytes).ok()?;
-        self.bodies.clone().try_acquire_many_owned(n).ok()
+        let r = &self.request;
+        let body = BodyOf {
+            conn_id: r.conn_id,
+            conn: &r.conn,
+            request: r.number,
+            declared: self.declared,
+        };
+        r.budget.reserve(&self.registry, &body, bytes)
     }
 
     /// How long the body may take to arrive (`limits.body_read_timeout_ms`).
@@ -201,42 +127,84 @@ impl RequestContext {
         self.counters.evicted(EvictionReason::BodyReadTimeout);
     }
 
-    /// Marks the request as executing: its body is read, so its connection is no longer evicted for a newcomer.
+    /// Marks the request as executing: its body is read, so its connection is no longer evicted for a newcomer,
+    /// and what it held of the body budget is returned.
     pub fn body_read(&self) {
-        if !self.executing.swap(true, Ordering::AcqRel) {
-            self.conn.activity().executing += 1;
+        let r = &self.request;
+        r.budget.release(&r.conn, r.number);
+        if !r.executing.swap(true, Ordering::AcqRel) {
+            r.conn.activity().executing += 1;
         }
     }
 }
 
-/// Counts a request in flight on its connection for as long as it lives.
-struct InFlight {
+/// One request on a connection, for as long as it is in flight.
+struct RequestState {
+    conn_id: u64,
     conn: Arc<Conn>,
-    executing: Arc<AtomicBool>,
+    /// Its number on the connection (for the body budget).
+    number: u64,
+    executing: AtomicBool,
+    budget: Arc<BodyBudget>,
 }
 
+/// Counts a request in flight on its connection for as long as it lives, and returns what its body held of the
+/// budget when it ends.
+struct InFlight(Arc<RequestState>);
+
 impl InFlight {
-    fn start(conn: Arc<Conn>) -> Self {
+    fn start(conn_id: u64, conn: Arc<Conn>, budget: Arc<BodyBudget>, number: u64) -> Self {
         {
             let mut a = conn.activity();
             a.in_flight += 1;
             a.since = Instant::now();
         }
-        InFlight {
+        InFlight(Arc::new(RequestState {
+            conn_id,
             conn,
-            executing: Arc::new(AtomicBool::new(false)),
-        }
+            number,
+            executing: AtomicBool::new(false),
+            budget,
+        }))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut a = self.conn.activity();
+        let r = &self.0;
+        r.budget.release(&r.conn, r.number);
+        let mut a = r.conn.activity();
         a.in_flight = a.in_flight.saturating_sub(1);
-        if self.executing.load(Ordering::Acquire) {
+        if r.executing.load(Ordering::Acquire) {
             a.executing = a.executing.saturating_sub(1);
         }
         a.since = Instant::now();
+    }
+}
+
+/// The length a request's `content-length` declares, if it declares one.
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// Whether `cert` is that of a known member, user or Trusted node of the service (the tables the endpoints
+/// authenticate against).
+fn client_of(svc: &Engine, cert: Option<&ClientCert>) -> Client {
+    let Some(cert) = cert else {
+        return Client::Anonymous;
+    };
+    let store = svc.store();
+    let tx = store.read_only();
+    let id = cert.cert_id.as_bytes();
+    let known = tx.has(consort_gov::tables::MEMBERS_CERTS, id)
+        || tx.has(consort_gov::tables::USERS_CERTS, id)
+        || cert.key_id.as_deref().is_some_and(|k| svc.is_trusted_node(k));
+    if known {
+        Client::Known
+    } else {
+        Client::Anonymous
     }
 }
 
@@ -276,15 +244,11 @@ pub async fn serve<H, F>(
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limits = svc.config().limits.clone();
-    let registry = Arc::new(Registry {
-        conns: Mutex::new(HashMap::new()),
-        next_id: std::sync::atomic::AtomicU64::new(0),
-        grace: Duration::from_millis(limits.eviction_grace_ms),
-        counters: svc.metrics().http.clone(),
-    });
-    let bodies = Arc::new(Semaphore::new(
-        limits.max_buffered_body_bytes.min(Semaphore::MAX_PERMITS),
+    let registry = Arc::new(Registry::new(
+        Duration::from_millis(limits.eviction_grace_ms),
+        svc.metrics().http.clone(),
     ));
+    let budget = Arc::new(BodyBudget::new(BodyLimits::of(&limits), svc.metrics().http.clone()));
     let reaper = tokio::spawn(reap(registry.clone(), Duration::from_millis(limits.idle_timeout_ms)));
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -309,8 +273,10 @@ pub async fn serve<H, F>(
             svc: svc.clone(),
             acceptor: acceptor.clone(),
             limits: limits.clone(),
+            id,
             conn,
-            bodies: bodies.clone(),
+            registry: registry.clone(),
+            budget: budget.clone(),
         };
         let registry = registry.clone();
         let handler = handler.clone();
@@ -345,8 +311,11 @@ struct ConnTask {
     svc: Arc<Engine>,
     acceptor: tokio_rustls::TlsAcceptor,
     limits: crate::config::Limits,
+    /// The connection's number in the registry.
+    id: u64,
     conn: Arc<Conn>,
-    bodies: Arc<Semaphore>,
+    registry: Arc<Registry>,
+    budget: Arc<BodyBudget>,
 }
 
 impl ConnTask {
@@ -368,7 +337,6 @@ impl ConnTask {
                 return;
             }
         };
-        let _counted = OpenConnection::count(self.svc.metrics().open_connections.clone());
         // The client certificate's ids, computed once per connection, not per request.
         let peer_cert: Option<Arc<ClientCert>> = tls
             .get_ref()
@@ -376,16 +344,26 @@ impl ConnTask {
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| Arc::new(ClientCert::of(c)));
-        let conn = self.conn.clone();
-        let bodies = self.bodies.clone();
+        let client = client_of(&self.svc, peer_cert.as_deref());
+        if !self
+            .registry
+            .identify(self.id, client, self.limits.max_anonymous_connections)
+        {
+            return;
+        }
+        let _counted = OpenConnection::count(self.svc.metrics().open_connections.clone());
+        let (id, conn, registry, budget) = (self.id, self.conn.clone(), self.registry.clone(), self.budget.clone());
         let body_read_timeout = Duration::from_millis(self.limits.body_read_timeout_ms);
         let counters = self.svc.metrics().http.clone();
+        let requests = AtomicU64::new(0);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let guard = InFlight::start(conn.clone());
+            let number = requests.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight::start(id, conn.clone(), budget.clone(), number);
+            let declared = declared_length(&req);
             req.extensions_mut().insert(RequestContext {
-                conn: conn.clone(),
-                executing: guard.executing.clone(),
-                bodies: bodies.clone(),
+                request: guard.0.clone(),
+                registry: registry.clone(),
+                declared,
                 body_read_timeout,
                 counters: counters.clone(),
             });
@@ -441,12 +419,17 @@ mod tests {
     use super::*;
 
     fn registry() -> Registry {
-        Registry {
-            conns: Mutex::new(HashMap::new()),
-            next_id: std::sync::atomic::AtomicU64::new(0),
-            grace: Duration::from_millis(500),
-            counters: HttpCounters::default(),
-        }
+        Registry::new(Duration::from_millis(500), HttpCounters::default())
+    }
+
+    fn budget() -> Arc<BodyBudget> {
+        let limits = BodyLimits::of(&crate::config::Limits::default());
+        Arc::new(BodyBudget::new(limits, HttpCounters::default()))
+    }
+
+    /// A request in flight on connection `id`.
+    fn request(id: u64, conn: &Arc<Conn>) -> InFlight {
+        InFlight::start(id, conn.clone(), budget(), 0)
     }
 
     #[test]
@@ -454,7 +437,7 @@ mod tests {
         let r = registry();
         let (idle, idle_conn) = r.admit(2).unwrap();
         let (reading, reading_conn) = r.admit(2).unwrap();
-        let _req = InFlight::start(reading_conn.clone());
+        let _req = request(reading, &reading_conn);
         // The body reader started its request long ago, the idle connection arrived a little while ago.
         reading_conn.activity().since -= Duration::from_secs(10);
         idle_conn.activity().since -= Duration::from_secs(1);
@@ -475,13 +458,13 @@ mod tests {
     #[test]
     fn a_connection_executing_a_request_is_never_evicted() {
         let r = registry();
-        let (_, conn) = r.admit(1).unwrap();
-        let req = InFlight::start(conn.clone());
+        let (id, conn) = r.admit(1).unwrap();
+        let req = request(id, &conn);
         conn.activity().since -= Duration::from_secs(10);
         let ctx = RequestContext {
-            conn,
-            executing: req.executing.clone(),
-            bodies: Arc::new(Semaphore::new(10)),
+            request: req.0.clone(),
+            registry: Arc::new(registry()),
+            declared: None,
             body_read_timeout: Duration::from_secs(1),
             counters: HttpCounters::default(),
         };
@@ -519,10 +502,35 @@ mod tests {
     fn only_connections_without_a_request_in_flight_are_reaped() {
         let r = registry();
         let (_, idle) = r.admit(4).unwrap();
-        let (_, busy) = r.admit(4).unwrap();
-        let _req = InFlight::start(busy);
+        let (busy_id, busy) = r.admit(4).unwrap();
+        let _req = request(busy_id, &busy);
         idle.activity().since -= Duration::from_secs(5);
         assert_eq!(r.reap_idle(Duration::from_secs(1)), 1);
         assert_eq!(r.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_request_returns_its_body_bytes_when_read_or_when_it_ends() {
+        let r = Arc::new(registry());
+        let (id, conn) = r.admit(4).unwrap();
+        let budget = budget();
+        let context = |req: &InFlight| RequestContext {
+            request: req.0.clone(),
+            registry: r.clone(),
+            declared: None,
+            body_read_timeout: Duration::from_secs(1),
+            counters: HttpCounters::default(),
+        };
+        let read = InFlight::start(id, conn.clone(), budget.clone(), 0);
+        let failed = InFlight::start(id, conn.clone(), budget.clone(), 1);
+        let _permit = context(&read).reserve_body(1000).unwrap();
+        let _other = context(&failed).reserve_body(500).unwrap();
+        assert_eq!(conn.activity().body_bytes, 1500);
+        context(&read).body_read();
+        assert_eq!(conn.activity().body_bytes, 500);
+        assert_eq!(conn.activity().executing, 1);
+        drop(failed);
+        assert_eq!(conn.activity().body_bytes, 0);
+        assert!(conn.activity().readers.is_empty());
     }
 }
