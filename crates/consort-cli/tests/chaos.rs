@@ -15,8 +15,8 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// `consort chaos`'s exit status when namespaces are unavailable.
 const EXIT_UNAVAILABLE: i32 = 77;
 /// This seed's first rounds draw every kind of fault (see the schedule the campaign prints).
-const SEED: &str = "SEED_PLACEHOLDER";
-const ROUNDS: &str = "ROUNDS_PLACEHOLDER";
+const SEED: &str = "20";
+const ROUNDS: &str = "6";
 
 #[test]
 fn a_short_fault_campaign_loses_nothing_and_stays_linearizable() {
@@ -34,8 +34,11 @@ fn a_short_fault_campaign_loses_nothing_and_stays_linearizable() {
             SEED,
             "--settle-ms",
             "500",
-            "--workspace",
         ])
+        // Known defect (README, Fault campaign): a flipped byte inside an encrypted entry stops the node with the
+        // seqno but not the chunk file. Reported by the campaign; remove this flag once the node names the file.
+        .arg("--tolerate-unnamed-damage")
+        .arg("--workspace")
         .arg(&ws)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())

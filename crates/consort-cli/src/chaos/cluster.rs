@@ -136,6 +136,7 @@ impl Cluster {
             .args(["node", verb, "--config"])
             .arg(node.dir.join("node.toml"))
             .env(crate::ALLOCATOR_PURGE_DELAY_VAR, crate::NODE_ALLOCATOR_PURGE_DELAY_MS)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log("out.log")?)
             .stderr(log("err.log")?)
@@ -310,9 +311,27 @@ impl Cluster {
 pub fn last_lines(path: &Path, from: u64, n: usize) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
     let tail = bytes.get(from as usize..).unwrap_or_default();
-    let text = String::from_utf8_lossy(tail);
+    let text = strip_ansi(&String::from_utf8_lossy(tail));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `text` without terminal colour sequences (ESC [ ... letter).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Cluster {
@@ -333,5 +352,14 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_sequences_are_stripped() {
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m fatal: ledger_1-28.committed";
+        assert_eq!(super::strip_ansi(line), "2026 ERROR fatal: ledger_1-28.committed");
     }
 }
