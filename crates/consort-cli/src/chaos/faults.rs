@@ -167,7 +167,7 @@ pub async fn run_fault(cluster: &mut Cluster, fault: &Fault, log: &mut RoundLog)
         }
         FaultKind::OneWayPartition => {
             let others: Vec<usize> = (0..n).filter(|&j| j != target).collect();
-            let dir = if fault.pick % 2 == 0 {
+            let dir = if fault.pick.is_multiple_of(2) {
                 Direction::In
             } else {
                 Direction::Out
