@@ -209,7 +209,7 @@ async fn campaign(args: &ChaosArgs, seed: u64) -> Result<bool, ChaosError> {
         *tally.faults.entry(fault.kind).or_insert(0) += 1;
         let recovered = checks::wait_converged(&cluster, ROUND_RECOVERY_TIMEOUT).await;
         if let Err(e) = &recovered {
-            log.defects.push(format!("round {round}: service did not recover: {e}"));
+            log.defects.push(format!("service did not recover: {e}"));
         }
         println!(
             "round {round}: {fault} (node {target}){}{}",
@@ -223,9 +223,15 @@ async fn campaign(args: &ChaosArgs, seed: u64) -> Result<bool, ChaosError> {
         tally
             .notes
             .extend(log.notes.into_iter().map(|n| format!("round {round}: {n}")));
-        tally
-            .defects
-            .extend(log.defects.into_iter().map(|d| format!("round {round}: {d}")));
+        for d in &log.defects {
+            println!("  DEFECT: {d}");
+        }
+        for d in &log.tolerated {
+            println!("  KNOWN DEFECT (tolerated): {d}");
+        }
+        let tag = |d: String| format!("round {round}: {d}");
+        tally.defects.extend(log.defects.into_iter().map(tag));
+        tally.tolerated.extend(log.tolerated.into_iter().map(tag));
         tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     }
     stop.store(true, Ordering::Relaxed);
