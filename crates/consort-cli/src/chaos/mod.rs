@@ -207,6 +207,7 @@ async fn campaign(args: &ChaosArgs, seed: u64) -> Result<bool, ChaosError> {
         };
         let target = faults::run_fault(&mut cluster, fault, &mut log).await?;
         *tally.faults.entry(fault.kind).or_insert(0) += 1;
+        restart_exited(&mut cluster, &mut log)?;
         let recovered = checks::wait_converged(&cluster, ROUND_RECOVERY_TIMEOUT).await;
         if let Err(e) = &recovered {
             log.defects.push(format!("service did not recover: {e}"));
@@ -240,6 +241,22 @@ async fn campaign(args: &ChaosArgs, seed: u64) -> Result<bool, ChaosError> {
         ops.extend(c.await.unwrap_or_default());
     }
     finish(&mut cluster, ops, tally, args, seed, started).await
+}
+
+/// Restarts every node that stopped on its own during a round (not by the fault itself): a defect to report, with
+/// the node's last log line, since the fault campaign only stops nodes it then restarts.
+fn restart_exited(cluster: &mut Cluster, log: &mut RoundLog) -> Result<(), ChaosError> {
+    for i in 0..cluster.nodes.len() {
+        if cluster.running(i) {
+            continue;
+        }
+        let status = cluster.exited(i).map_or("not started".to_string(), |s| s.to_string());
+        let why = cluster::last_lines(&cluster.nodes[i].err_log(), 0, 1);
+        log.defects
+            .push(format!("node {i} stopped on its own ({status}): {why}; restarted"));
+        cluster.start(i)?;
+    }
+    Ok(())
 }
 
 /// Heals, lets the service converge, runs the final checks and prints the report.
