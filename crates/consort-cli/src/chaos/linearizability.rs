@@ -190,14 +190,6 @@ impl Pending {
     }
 }
 
-fn set_bit(bits: &mut [u64], i: usize, on: bool) {
-    if on {
-        bits[i / 64] |= 1 << (i % 64);
-    } else {
-        bits[i / 64] &= !(1 << (i % 64));
-    }
-}
-
 /// Where the search got furthest, for the report.
 struct Deepest {
     linearized: usize,
@@ -208,8 +200,16 @@ struct Deepest {
 fn check_key(key: &str, ops: &[&Op], max_states: usize) -> Result<(), Verdict> {
     let n = ops.len();
     let mut pending = Pending::new(n);
-    let mut bits = vec![0u64; n.div_ceil(64)];
-    let mut seen: HashSet<(Vec<u64>, Value)> = HashSet::new();
+    // The memo keys a linearized set by its Zobrist hash (a random 128-bit word per operation, XORed in and out):
+    // O(1) per step and 16 bytes per state, where the set itself would take n bits per state (gigabytes on a long
+    // campaign's history). A collision, which could only hide a path, has probability about states^2 / 2^129.
+    let zobrist: Vec<u128> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
+        (0..n).map(|_| rng.gen()).collect()
+    };
+    let mut bits = 0u128;
+    let mut seen: HashSet<(u128, Value)> = HashSet::new();
     let mut stack: Vec<Frame> = vec![];
     let (mut linearized, mut state) = (0usize, None);
     let mut deepest = Deepest {
@@ -246,15 +246,15 @@ fn check_key(key: &str, ops: &[&Op], max_states: usize) -> Result<(), Verdict> {
                 let Some(next_state) = step(&top.state, ops[i]) else {
                     continue;
                 };
-                set_bit(&mut bits, i, true);
-                if seen.insert((bits.clone(), next_state.clone())) {
+                bits ^= zobrist[i];
+                if seen.insert((bits, next_state.clone())) {
                     pending.unlink(i);
                     linearized += 1;
                     state = next_state;
                     advanced = true;
                     break;
                 }
-                set_bit(&mut bits, i, false);
+                bits ^= zobrist[i];
             }
             if advanced {
                 break;
@@ -269,7 +269,7 @@ fn check_key(key: &str, ops: &[&Op], max_states: usize) -> Result<(), Verdict> {
             if let Some(parent) = stack.last() {
                 let i = parent.candidates[parent.next - 1];
                 pending.relink(i);
-                set_bit(&mut bits, i, false);
+                bits ^= zobrist[i];
                 linearized -= 1;
             }
         }
