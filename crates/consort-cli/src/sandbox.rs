@@ -173,7 +173,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
 
 /// Clears an earlier sandbox from `dir` and writes the identities: member0 (signing and recovery encryption
 /// keys) and user0. Returns the workspace's absolute path.
-fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
+pub(crate) fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
     if dir.join("sandbox.json").exists() {
         std::fs::remove_dir_all(dir).map_err(|source| CliError::ClearWorkspace {
             path: dir.to_path_buf(),
@@ -342,7 +342,7 @@ impl Sandbox {
 }
 
 /// Number of voters node 0 (the primary until the service opens) reports.
-async fn voters(node_dir: &Path, address: &str) -> usize {
+pub(crate) async fn voters(node_dir: &Path, address: &str) -> usize {
     let Ok(cert) = std::fs::read_to_string(node_dir.join("service_cert.pem")) else {
         return 0;
     };
@@ -364,7 +364,7 @@ async fn voters(node_dir: &Path, address: &str) -> usize {
 
 /// Returns (service certificate PEM, primary node id) once node 0 reports the service Open; proposes to open it
 /// (and add user0) when it is still Opening.
-async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String, String)> {
+pub(crate) async fn poll_open(node_dir: &Path, address: &str, ws: &Path) -> Option<(String, String)> {
     let cert = std::fs::read_to_string(node_dir.join("service_cert.pem")).ok()?;
     let tls = consort_node::net::tls::client_config(&cert, None).ok()?;
     let conn = Connection::connect(address, tls, Protocol::Http1).await.ok()?;
@@ -392,7 +392,7 @@ async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> R
 }
 
 /// member0 proposes `actions` and votes for them (one member: accepted at once).
-async fn pass_as_member0(conn: &Connection, ws: &Path, actions: serde_json::Value) -> Result<(), CliError> {
+pub(crate) async fn pass_as_member0(conn: &Connection, ws: &Path, actions: serde_json::Value) -> Result<(), CliError> {
     let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(CliError::file(ws.join(f)));
     let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
     let proposal = serde_json::json!({ "actions": actions });

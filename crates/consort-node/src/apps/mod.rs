@@ -3,6 +3,7 @@
 //! Later app kinds (JavaScript bundles, the EVM app) plug in here; the node owns authentication, transactions,
 //! commit and the ledger, the app owns its endpoints and maps. [`Apps`] composes several apps by path prefix.
 
+pub mod kv;
 pub mod logging;
 pub mod smallbank;
 
@@ -107,11 +108,12 @@ impl Apps {
         self
     }
 
-    /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`.
+    /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`, the kv register under `/kv`.
     pub fn builtin() -> Self {
         Apps::new()
             .with("/log", Box::new(logging::LoggingApp))
             .with(smallbank::PREFIX, Box::new(smallbank::SmallBankApp))
+            .with(kv::PREFIX, Box::new(kv::KvApp))
     }
 
     fn route(&self, path: &str) -> Option<&dyn App> {
