@@ -35,9 +35,6 @@ fn a_short_fault_campaign_loses_nothing_and_stays_linearizable() {
             "--settle-ms",
             "500",
         ])
-        // Known defect (README, Fault campaign): a flipped byte inside an encrypted entry stops the node with the
-        // seqno but not the chunk file. Reported by the campaign; remove this flag once the node names the file.
-        .arg("--tolerate-unnamed-damage")
         .arg("--workspace")
         .arg(&ws)
         .stdin(Stdio::null())
