@@ -129,9 +129,9 @@ pub enum EngineError {
     DamagedEntry {
         /// The chunk file holding the entry.
         file: PathBuf,
-        /// What replay found, naming the transaction.
+        /// What replay found, naming the transaction (boxed: it is large, and this error is rare).
         #[source]
-        source: consort_consensus::ConsensusError,
+        source: Box<consort_consensus::ConsensusError>,
     },
     /// Governance refused the genesis transaction.
     #[error("genesis: {0}")]
@@ -341,7 +341,7 @@ fn name_damaged_chunk(ledger_dir: &std::path::Path, e: consort_consensus::Consen
     match holder {
         Some(f) => EngineError::DamagedEntry {
             file: f.path(),
-            source: e,
+            source: Box::new(e),
         },
         None => e.into(),
     }
