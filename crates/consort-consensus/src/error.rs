@@ -560,6 +560,7 @@ mod tests {
             id: 2,
             term: 3,
             leader: false,
+            leader_id: 0,
             last_index: 5,
             committed: 4,
             committed_term: 3,
