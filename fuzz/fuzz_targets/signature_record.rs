@@ -18,5 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = audit(fx, data);
     let replica = consort_fuzz::signature_replica::open(fx, data);
     // The replica reads the record with `PrimarySignature`, so it accepts nothing that does not parse.
-    assert!(replica.is_err() || parsed.is_some(), "the replica accepted a record that does not parse");
+    assert!(
+        replica.is_err() || parsed.is_some(),
+        "the replica accepted a record that does not parse"
+    );
 });

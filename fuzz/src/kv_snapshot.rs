@@ -30,16 +30,30 @@ pub fn check(data: &[u8]) -> Option<(Store, SnapshotHeader)> {
     let (public, private) = split(data);
     let (store, header) = Store::from_snapshot(public, private).ok()?;
     let version = header.version;
-    assert_eq!(store.current_version(), version, "restored store is not at the snapshot's version");
-    assert_eq!(store.committed_version(), version, "restored store is not committed at its version");
+    assert_eq!(
+        store.current_version(),
+        version,
+        "restored store is not at the snapshot's version"
+    );
+    assert_eq!(
+        store.committed_version(),
+        version,
+        "restored store is not committed at its version"
+    );
     let (public2, private2) = store
         .try_snapshot(&header)
         .unwrap_or_else(|e| panic!("a restored store cannot snapshot its own version: {e}"));
     let (again, header2) = Store::from_snapshot(&public2, &private2)
         .unwrap_or_else(|e| panic!("a restored store's own snapshot is refused: {e}"));
     assert_eq!(header2, header, "the header changed through a re-snapshot");
-    assert_eq!(again.digest(), store.digest(), "the state changed through a re-snapshot");
-    let third = again.try_snapshot(&header2).unwrap_or_else(|e| panic!("second re-snapshot: {e}"));
+    assert_eq!(
+        again.digest(),
+        store.digest(),
+        "the state changed through a re-snapshot"
+    );
+    let third = again
+        .try_snapshot(&header2)
+        .unwrap_or_else(|e| panic!("second re-snapshot: {e}"));
     assert_eq!(third, (public2, private2), "re-snapshotting is not a fixed point");
     // The restored store goes on: a write lands at the next version, and leaves the restored state's digest
     // different (the version at least changed).
@@ -54,13 +68,25 @@ pub fn check(data: &[u8]) -> Option<(Store, SnapshotHeader)> {
     Some((again, header))
 }
 
+/// One write of a seed transaction: map, key, and the value (None: a removal).
+type Write<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
 /// A store with public and private maps, some keys overwritten and removed, and a map emptied, at version 6.
 fn sample_store() -> Store {
     let store = Store::new();
-    let writes: [&[(&str, &[u8], Option<&[u8]>)]; 6] = [
-        &[("public:records", b"a", Some(b"1")), ("records", b"a", Some(b"secret 1"))],
-        &[("public:records", b"b", Some(b"2")), ("public:gone", b"x", Some(b"temporary"))],
-        &[("records", b"a", Some(b"secret 1 again")), ("records", b"longer key 0123456789", Some(b""))],
+    let writes: [&[Write<'_>]; 6] = [
+        &[
+            ("public:records", b"a", Some(b"1")),
+            ("records", b"a", Some(b"secret 1")),
+        ],
+        &[
+            ("public:records", b"b", Some(b"2")),
+            ("public:gone", b"x", Some(b"temporary")),
+        ],
+        &[
+            ("records", b"a", Some(b"secret 1 again")),
+            ("records", b"longer key 0123456789", Some(b"")),
+        ],
         &[("public:records", b"a", None), ("public:gone", b"x", None)],
         &[("public:ccf.gov.service.info", &[0; 8], Some(br#"{"status": "Open"}"#))],
         &[("private map", b"\x00\xff", Some(&[7; 40]))],
@@ -74,7 +100,10 @@ fn sample_store() -> Store {
             }
         }
         // Only the seed builder calls this; a refused commit is a bug in the fixture.
-        assert!(matches!(store.commit(tx, |_, _| ()), Ok(CommitOutcome::Committed { .. })));
+        assert!(matches!(
+            store.commit(tx, |_, _| ()),
+            Ok(CommitOutcome::Committed { .. })
+        ));
     }
     store
 }
@@ -96,7 +125,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let (public, private) = store.snapshot(&header);
     out.push(("sample".to_string(), join(&public, &private)));
     out.push(("sample_public_only".to_string(), join(&public, &[])));
-    out.push(("sample_with_tombstone".to_string(), join(&with_tombstone(&public), &private)));
+    out.push((
+        "sample_with_tombstone".to_string(),
+        join(&with_tombstone(&public), &private),
+    ));
     out
 }
 

@@ -10,8 +10,7 @@ use consort_crypto::{key_id, SigningKey, VerifyingKey};
 use consort_kv::WriteSet;
 use consort_ledger::testing::{LedgerBuilder, TestService};
 use consort_ledger::{
-    audit_chunks, AuditError, AuditReport, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
-    TREE_TABLE,
+    audit_chunks, AuditError, AuditReport, LedgerSecret, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY, TREE_TABLE,
 };
 
 /// The fixed service identity (P-384, self-signed CA) and the node it endorses. Test keys made for the fuzzer
@@ -82,7 +81,16 @@ impl Fixture {
     /// A genuine record: the node's signature over the root, at the record's place.
     pub fn genuine(&self) -> PrimarySignature {
         let s = &self.builder.service;
-        PrimarySignature::new(&s.node_key, &s.node_id, NODE_CERT_PEM, self.view, self.seqno, 0, 0, &self.root)
+        PrimarySignature::new(
+            &s.node_key,
+            &s.node_id,
+            NODE_CERT_PEM,
+            self.view,
+            self.seqno,
+            0,
+            0,
+            &self.root,
+        )
     }
 }
 
@@ -105,7 +113,10 @@ pub fn assert_genuine(fx: &Fixture, root_hex: &str, sig_b64: &str) {
         .unwrap_or_else(|e| panic!("accepted a signature the node did not make: {e}"));
     let mut other = fx.root;
     other[0] ^= 1;
-    assert!(fx.node_key.verify_prehash_der(&other, &der).is_err(), "the signature verifies any root");
+    assert!(
+        fx.node_key.verify_prehash_der(&other, &der).is_err(),
+        "the signature verifies any root"
+    );
 }
 
 /// `PrimarySignature::from_json_bytes`: what it accepts serialises back to a record that parses equal, and its
@@ -116,10 +127,18 @@ pub fn check_parse(data: &[u8]) -> Option<PrimarySignature> {
         .unwrap_or_else(|e| panic!("a parsed record does not parse again: {e}"));
     assert_eq!(back, sig, "a parsed record changes through a round trip");
     if let Ok(root) = sig.root_bytes() {
-        assert_eq!(hex::encode(root), sig.root.to_ascii_lowercase(), "root decodes to other bytes");
+        assert_eq!(
+            hex::encode(root),
+            sig.root.to_ascii_lowercase(),
+            "root decodes to other bytes"
+        );
     }
     if let Ok(der) = sig.sig_bytes() {
-        assert_eq!(base64::engine::general_purpose::STANDARD.encode(der), sig.sig, "sig decodes ambiguously");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(der),
+            sig.sig,
+            "sig decodes ambiguously"
+        );
     }
     Some(sig)
 }
@@ -136,7 +155,11 @@ pub fn audit(fx: &Fixture, record: &[u8]) -> Result<AuditReport, AuditError> {
     assert_eq!((report.signatures, report.last_verified), (1, (fx.view, fx.seqno)));
     let json: serde_json::Value =
         serde_json::from_slice(record).unwrap_or_else(|e| panic!("the auditor accepted non-JSON: {e}"));
-    let field = |k: &str| json.get(k).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("accepted without {k}"));
+    let field = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_else(|| panic!("accepted without {k}"))
+    };
     assert_genuine(fx, field("root"), field("sig"));
     Ok(report)
 }

@@ -24,10 +24,20 @@ pub fn bundle(fx: &Fixture, record: &[u8]) -> Result<Vec<u8>, ConsensusError> {
             tx.put("public:records", &seqno.to_le_bytes(), b"earlier");
         }
         // Only fixture writes reach this store; a refusal is a bug in the fixture.
-        assert!(matches!(store.commit(tx, |_, _| ()), Ok(CommitOutcome::Committed { .. })));
+        assert!(matches!(
+            store.commit(tx, |_, _| ()),
+            Ok(CommitOutcome::Committed { .. })
+        ));
     }
     // View 2 starts at seqno 1 (view 1 had no entries).
-    snapshot::build(&store, &fx.builder.service.secret, &entry, fx.view, fx.seqno, vec![1, 1])
+    snapshot::build(
+        &store,
+        &fx.builder.service.secret,
+        &entry,
+        fx.view,
+        fx.seqno,
+        vec![1, 1],
+    )
 }
 
 /// Opens the bundle of `record` trusting only the fixed node's certificate. When it accepts, the record is the
@@ -38,7 +48,11 @@ pub fn open(fx: &Fixture, record: &[u8]) -> Result<VerifiedSnapshot, ConsensusEr
     assert_eq!((v.view, v.seqno), (fx.view, fx.seqno), "accepted at another place");
     assert_eq!(v.signature.cert, NODE_CERT_PEM, "accepted an untrusted signer");
     assert_genuine(fx, &v.signature.root, &v.signature.sig);
-    assert_eq!(v.tree.len(), fx.seqno + 1, "the tree does not cover the signature transaction");
+    assert_eq!(
+        v.tree.len(),
+        fx.seqno + 1,
+        "the tree does not cover the signature transaction"
+    );
     assert_eq!(v.tree.try_root_at(fx.seqno).ok(), Some(fx.root));
     assert_eq!(
         v.store.read_only().get(SIGNATURES_TABLE, &SINGLETON_KEY),

@@ -11,7 +11,10 @@ mod kv_snapshot;
 
 /// The files of `fuzz/<kind>/kv_snapshot/`, sorted; an absent directory is an error unless `optional`.
 fn inputs(kind: &str, optional: bool) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz").join(kind).join("kv_snapshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz")
+        .join(kind)
+        .join("kv_snapshot");
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -81,8 +84,8 @@ fn write_set_seeds_parse() {
     assert!(seeds.len() >= 3, "the write_set seeds are missing");
     for seed in seeds {
         let bytes = std::fs::read(&seed).unwrap();
-        let (header, ws) = consort_kv::WriteSet::deserialise_public(&bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
+        let (header, ws) =
+            consort_kv::WriteSet::deserialise_public(&bytes).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
         assert!(header.version >= 1 && !ws.maps.is_empty(), "{}", seed.display());
     }
 }

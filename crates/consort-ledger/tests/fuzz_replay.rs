@@ -15,8 +15,11 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
+/// Inputs read from a corpus directory: each file's path and bytes.
+type Inputs = Vec<(PathBuf, Vec<u8>)>;
+
 /// The files of `fuzz/<kind>/<target>/`, sorted; an absent directory is an error unless `optional`.
-fn inputs(kind: &str, target: &str, optional: bool) -> Vec<(PathBuf, Vec<u8>)> {
+fn inputs(kind: &str, target: &str, optional: bool) -> Inputs {
     let dir = fuzz_dir().join(kind).join(target);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -35,7 +38,7 @@ fn inputs(kind: &str, target: &str, optional: bool) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Seeds, then the minimised corpus, then the regressions of `target`; seeds and minimised corpus must exist.
-fn corpus(target: &str) -> (Vec<(PathBuf, Vec<u8>)>, Vec<(PathBuf, Vec<u8>)>) {
+fn corpus(target: &str) -> (Inputs, Inputs) {
     let seeds = inputs("seeds", target, false);
     assert!(!seeds.is_empty(), "fuzz/seeds/{target}/ is empty");
     let minimised = inputs("minimised", target, false);
@@ -111,7 +114,10 @@ fn signature_record_fixture_refuses_forgeries() {
     ];
     for forged in forgeries {
         assert_ne!(forged, genuine);
-        assert!(signature_record::audit(&fx, &forged.to_json_bytes()).is_err(), "{forged:?}");
+        assert!(
+            signature_record::audit(&fx, &forged.to_json_bytes()).is_err(),
+            "{forged:?}"
+        );
     }
 }
 
@@ -137,5 +143,9 @@ fn ledger_entry_seeds_parse_and_audit() {
         assert!(report.signatures >= 1, "{file}");
         chunks += 1;
     }
-    assert!(seeds.len() >= 3 && chunks == 2, "ledger_entry seeds: {} files, {chunks} chunks", seeds.len());
+    assert!(
+        seeds.len() >= 3 && chunks == 2,
+        "ledger_entry seeds: {} files, {chunks} chunks",
+        seeds.len()
+    );
 }
