@@ -1,11 +1,15 @@
-//! Writes the seed inputs of the `join_request`, `gov_request`, `node_frames` and `ledger_load` fuzz targets into
-//! `fuzz/seeds/` (for `ledger_load`: a small valid ledger's chunk files, with and without a torn tail):
+//! Writes the seed inputs of the `join_request`, `gov_request`, `node_frames`, `ledger_load`, `snapshot_file`,
+//! `merkle_tree`, `signature_record` and `kv_snapshot` fuzz targets into `fuzz/seeds/` (for `ledger_load`: a small
+//! valid ledger's chunk files, with and without a torn tail; for the last three, what their modules in `src/`
+//! build, each checked with the target's own properties before it is written):
 //! valid join requests (virtual and SNP evidence), governance requests signed by the fixed members for each
 //! message type (a high-S twin too), and forwarded frames and the Raft messages of a cluster electing a primary and
 //! committing writes, so that the fuzzer starts past the decoders and reaches the checks behind them.
 //!
-//! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites the four directories). `consort-gov`'s
-//! `fuzz_replay_gov_request` test checks in every test run that the `gov_request` seeds still verify.
+//! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites those directories). `consort-gov`'s
+//! `fuzz_replay_gov_request` test checks in every test run that the `gov_request` seeds still verify;
+//! `consort-ledger`'s and `consort-kv`'s `fuzz_replay` tests check the `merkle_tree`, `signature_record` and
+//! `kv_snapshot` seeds.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -173,8 +177,53 @@ fn ledger_load_seeds(out: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn write_all(dir: &Path, seeds: Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+    fresh_dir(dir)?;
+    for (name, bytes) in seeds {
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// `merkle_tree`, `signature_record` and `kv_snapshot` seeds, each accepted by its target's checks; and a
+/// `snapshot_file` seed: the committed snapshot file of the `signature_record` fixture's genuine bundle.
+fn module_seeds(seeds: &Path) -> std::io::Result<()> {
+    use consort_fuzz::{kv_snapshot, merkle_tree, signature_record, signature_replica};
+    let refused = |target: &str, name: &str| std::io::Error::other(format!("{target} seed {name} is refused"));
+    let trees = merkle_tree::seeds();
+    for (name, bytes) in &trees {
+        merkle_tree::check(bytes).ok_or_else(|| refused("merkle_tree", name))?;
+    }
+    write_all(&seeds.join("merkle_tree"), trees)?;
+    let snapshots = kv_snapshot::seeds();
+    for (name, bytes) in &snapshots {
+        kv_snapshot::check(bytes).ok_or_else(|| refused("kv_snapshot", name))?;
+    }
+    write_all(&seeds.join("kv_snapshot"), snapshots)?;
+    let fx = signature_record::Fixture::new();
+    let records = signature_record::seeds(&fx);
+    for (name, bytes) in &records {
+        signature_record::audit(&fx, bytes).map_err(|e| std::io::Error::other(format!("{name}: {e}")))?;
+    }
+    let genuine = fx.genuine().to_json_bytes();
+    signature_replica::open(&fx, &genuine).map_err(std::io::Error::other)?;
+    write_all(&seeds.join("signature_record"), records)?;
+    let bundle = signature_replica::bundle(&fx, &genuine).map_err(std::io::Error::other)?;
+    let mut snap = consort_consensus::eraftpb::Snapshot::default();
+    snap.mut_metadata().index = fx.seqno;
+    snap.mut_metadata().term = fx.view;
+    snap.data = bundle.into();
+    let file = consort_consensus::encode_snapshot(&snap);
+    consort_consensus::snapshot_file::split_snapshot_file(&file).map_err(std::io::Error::other)?;
+    write_all(
+        &seeds.join("snapshot_file"),
+        vec![(format!("snapshot_{}_{}.committed", fx.seqno, fx.seqno + 1), file)],
+    )
+}
+
 fn main() -> std::io::Result<()> {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    module_seeds(&seeds)?;
     ledger_load_seeds(&seeds.join("ledger_load"))?;
     join_seeds(&seeds.join("join_request"))?;
     gov_seeds(&seeds.join("gov_request"))?;

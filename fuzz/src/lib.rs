@@ -1,6 +1,12 @@
 //! Fixtures shared by the fuzz targets and `examples/fuzz_seeds.rs`: the fixed member table of `gov_request`, the
 //! running Raft cluster of `node_frames`, and how both targets split their input, so that the seeds the example
-//! writes are read by the targets exactly as it meant them.
+//! writes are read by the targets exactly as it meant them. The modules hold the properties of the targets whose
+//! seeds are replayed in the main workspace's tests (which include them with `#[path]`).
+
+pub mod kv_snapshot;
+pub mod merkle_tree;
+pub mod signature_record;
+pub mod signature_replica;
 
 use consort_consensus::testing::{fixture_identities, Cluster, Message as Sent};
 use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig};

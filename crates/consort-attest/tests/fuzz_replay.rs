@@ -1,5 +1,6 @@
 //! Replays fuzzing inputs in every `cargo test`: the `attest_evidence` seeds still reach the checks they were made
-//! for, and every input in `tests/fuzz_regressions/` (inputs that once crashed the target) returns, not panics.
+//! for, and every seed and every input in `fuzz/regressions/attest_evidence/` (inputs that once crashed the target,
+//! when there are any) returns, not panics.
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +10,13 @@ use consort_attest::{verify, AttestError, Evidence, PlatformKind};
 const PRESENTED_KEY: &[u8] = b"fuzz presented key";
 const VCEK_MILAN: &[u8] = include_bytes!("data/vcek_milan.der");
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![];
+/// The files of `dir`, sorted; a missing directory fails the test unless `optional` (a replay of a directory that
+/// does not exist could never fail).
+fn files(dir: &Path, optional: bool) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return vec![],
+        Err(e) => panic!("{}: {e}", dir.display()),
     };
     let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
     paths.sort();
@@ -63,7 +68,11 @@ fn virtual_seeds_verify() {
 
 #[test]
 fn fuzz_regressions_do_not_panic() {
-    for input in files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions")) {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut inputs = files(&fuzz.join("seeds/attest_evidence"), false);
+    assert!(inputs.len() >= 5, "the attest_evidence seeds are missing");
+    inputs.extend(files(&fuzz.join("regressions/attest_evidence"), true));
+    for input in inputs {
         // Any result is fine; returning at all is the test.
         let _ = run_target(&std::fs::read(&input).unwrap());
     }

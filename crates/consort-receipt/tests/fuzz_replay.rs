@@ -1,11 +1,16 @@
 //! Replays fuzzing inputs in every `cargo test`: the seed receipts must verify under the fuzz target's service
-//! certificate, and every input in `tests/fuzz_regressions/` (inputs that once crashed) must return, not panic.
+//! certificate, and every seed and every input in `fuzz/regressions/receipt_verify/` (inputs that once crashed
+//! the target, when there are any) must return, not panic.
 
 use std::path::{Path, PathBuf};
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![];
+/// The files of `dir`, sorted; a missing directory fails the test unless `optional` (a replay of a directory that
+/// does not exist could never fail).
+fn files(dir: &Path, optional: bool) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return vec![],
+        Err(e) => panic!("{}: {e}", dir.display()),
     };
     let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
     paths.sort();
@@ -19,7 +24,7 @@ fn fuzz_dir() -> PathBuf {
 #[test]
 fn fuzz_seeds_verify() {
     let service_cert = std::fs::read_to_string(fuzz_dir().join("service_cert.pem")).unwrap();
-    let seeds = files(&fuzz_dir().join("seeds/receipt_verify"));
+    let seeds = files(&fuzz_dir().join("seeds/receipt_verify"), false);
     assert!(!seeds.is_empty());
     for seed in seeds {
         let bytes = std::fs::read(&seed).unwrap();
@@ -30,7 +35,10 @@ fn fuzz_seeds_verify() {
 #[test]
 fn fuzz_regressions_do_not_panic() {
     let service_cert = std::fs::read_to_string(fuzz_dir().join("service_cert.pem")).unwrap();
-    for input in files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions")) {
+    let mut inputs = files(&fuzz_dir().join("seeds/receipt_verify"), false);
+    inputs.extend(files(&fuzz_dir().join("regressions/receipt_verify"), true));
+    assert!(!inputs.is_empty());
+    for input in inputs {
         let bytes = std::fs::read(&input).unwrap();
         // Any result is fine; returning at all is the test.
         let _ = consort_receipt::verify_json(&bytes, &service_cert);
