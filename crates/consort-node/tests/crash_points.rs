@@ -293,6 +293,8 @@ fn a_node_crashed_at_any_persist_step_restarts_with_every_acknowledged_write() {
                 // Only a crash during genesis, before the node wrote its first entry (so before it acknowledged
                 // anything), may leave a node that cannot start; it says why and names its directories.
                 Err(refusal) => {
+                    let during_genesis = point == "identity::write" || (point.starts_with("atomic::") && n == 1);
+                    assert!(during_genesis, "{what}: refused to start: {refusal}");
                     assert!(acked_keys(dir.path()).is_empty(), "{what}: refused to start: {refusal}");
                     assert!(
                         std::fs::read_dir(dir.path().join("ledger")).map_or(true, |mut d| d.next().is_none()),
@@ -310,10 +312,6 @@ fn a_node_crashed_at_any_persist_step_restarts_with_every_acknowledged_write() {
         CRASH_POINTS.len()
     );
     assert!(crashed >= 2 * CRASH_POINTS.len(), "only {crashed} crashes");
-    assert!(
-        refused < crashed / 4,
-        "{refused} of {crashed} crashed nodes refused to start"
-    );
 }
 
 /// Storage errors stop the node with a message naming the error (exit code 70), never a panic; once the disk works
