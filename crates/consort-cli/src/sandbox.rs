@@ -173,6 +173,19 @@ pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
 
 /// Clears an earlier sandbox from `dir` and writes the identities: member0 (signing and recovery encryption
 /// keys) and user0. Returns the workspace's absolute path.
+/// The id of the joiner whose secrets directory is `dir` (its `joining_node_id` file), if `/node/network/nodes`
+/// (`nodes`) lists it as Pending: a joiner members still have to trust.
+pub(crate) fn pending_joiner(dir: &Path, nodes: &serde_json::Value) -> Option<String> {
+    let id = std::fs::read_to_string(dir.join(JOINING_NODE_ID_FILE)).ok()?;
+    let id = id.trim();
+    let pending = nodes["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["node_id"] == id && n["status"] == "Pending");
+    pending.then(|| id.to_string())
+}
+
 pub(crate) fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
     if dir.join("sandbox.json").exists() {
         std::fs::remove_dir_all(dir).map_err(|source| CliError::ClearWorkspace {
@@ -320,18 +333,9 @@ impl Sandbox {
             return;
         };
         for i in 1..self.args.nodes {
-            let file = self.ws.join("nodes").join(i.to_string()).join(JOINING_NODE_ID_FILE);
-            let Ok(id) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            let pending = nodes["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|n| n["node_id"] == id.trim() && n["status"] == "Pending");
-            if pending {
+            if let Some(id) = pending_joiner(&self.ws.join("nodes").join(i.to_string()), &nodes) {
                 let actions = serde_json::json!([
-                    {"name": "transition_node_to_trusted", "args": {"node_id": id.trim()}},
+                    {"name": "transition_node_to_trusted", "args": {"node_id": id}},
                 ]);
                 if let Err(e) = pass_as_member0(&conn, &self.ws, actions).await {
                     eprintln!("trusting node {i}: {e}");

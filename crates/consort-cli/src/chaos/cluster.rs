@@ -4,7 +4,6 @@
 use super::netns::Net;
 use super::ChaosError;
 use consort_node::config::{IdentityConfig, NodeConfig};
-use consort_node::joiner::JOINING_NODE_ID_FILE;
 use consort_node::net::client::{Connection, Protocol};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -287,17 +286,8 @@ impl Cluster {
             return;
         };
         for node in &self.nodes[1..] {
-            let Ok(id) = std::fs::read_to_string(node.dir.join(JOINING_NODE_ID_FILE)) else {
-                continue;
-            };
-            let pending = nodes["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|n| n["node_id"] == id.trim() && n["status"] == "Pending");
-            if pending {
-                let actions =
-                    serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": id.trim()}}]);
+            if let Some(id) = crate::sandbox::pending_joiner(&node.dir, &nodes) {
+                let actions = serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": id}}]);
                 let pass = crate::sandbox::pass_as_member0(&conn, &self.ws, actions);
                 if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, pass).await {
                     eprintln!("trusting {}: {e}", node.dir.display());
