@@ -49,8 +49,9 @@ pub enum CliError {
     #[error("snapshot {} INVALID: {source}", .path.display())]
     SnapshotInvalid {
         path: PathBuf,
+        // Boxed: it would make every CliError this large.
         #[source]
-        source: consort_node::engine::snapshot_files::ConsensusError,
+        source: Box<consort_node::engine::snapshot_files::ConsensusError>,
     },
     #[error("receipt INVALID: {0}")]
     ReceiptInvalid(#[source] consort_receipt::ReceiptError),

@@ -296,7 +296,7 @@ fn audit_from_snapshot(path: &Path, chunks: &[(String, Vec<u8>)]) -> Result<cons
     let bytes = std::fs::read(path).map_err(CliError::file(path))?;
     let parts = split_snapshot_file(&bytes).map_err(|source| CliError::SnapshotInvalid {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let file = path
         .file_name()

@@ -7,6 +7,7 @@
 //! SEV-SNP the same files are AES-GCM under a key the hardware derives. A restarted node reloads the same identity.
 
 use consort_attest::Platform;
+use consort_consensus::NodeId;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
 use consort_ledger::LedgerSecret;
@@ -30,7 +31,7 @@ pub struct Identities {
     pub node_key: SigningKey,
     pub node_cert_pem: String,
     pub node_cert_der: Vec<u8>,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub service_key: SigningKey,
     pub service_cert_pem: String,
     pub ledger_secret: LedgerSecret,
@@ -50,6 +51,21 @@ impl std::fmt::Debug for Identities {
 pub struct IdentityError {
     pub path: String,
     pub message: String,
+}
+
+/// Text that should have been a node id (64 hex digits) but is not, as [`NodeId`]'s parser described it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotANodeId(pub String);
+
+/// The node id a certificate names: the hex SHA-256 of its public key, checked as a [`NodeId`] once here.
+pub fn cert_node_id(cert: &ParsedCert) -> Result<NodeId, NotANodeId> {
+    cert.key_id().parse().map_err(NotANodeId)
+}
+
+/// Parses a node id arriving as text from outside (a JSON field, a URL path, a table key).
+pub fn parse_node_id(text: &str) -> Result<NodeId, NotANodeId> {
+    text.parse().map_err(NotANodeId)
 }
 
 fn ierr(path: &Path, e: impl std::fmt::Display) -> IdentityError {
@@ -196,8 +212,9 @@ impl Identities {
             .ok()
             .and_then(|v| v.try_into().ok())
             .ok_or_else(|| ierr(&p(LEDGER_SECRET_FILE), "expected 64 hex characters"))?;
+        let node_id = cert_node_id(&node_cert).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
         Ok(Identities {
-            node_id: node_cert.key_id(),
+            node_id,
             node_key,
             node_cert_der: node_cert.der.clone(),
             node_cert_pem,

@@ -112,8 +112,9 @@ pub enum UnusableSnapshot {
     #[error("{path}: {source}")]
     Malformed {
         path: PathBuf,
+        // Boxed: it would make every variant this large.
         #[source]
-        source: ConsensusError,
+        source: Box<ConsensusError>,
     },
     #[error("{path}: the file is named for seqno {named} but holds the snapshot at {inside}")]
     Misnamed { path: PathBuf, named: u64, inside: u64 },
@@ -139,7 +140,10 @@ pub enum UnusableSnapshot {
 pub fn read_verified(file: &SnapshotFile, evidence: Option<RecordedEvidence>) -> Result<Vec<u8>, UnusableSnapshot> {
     let path = || file.path.clone();
     let bytes = std::fs::read(&file.path).map_err(|source| UnusableSnapshot::Unreadable { path: path(), source })?;
-    let parts = split_snapshot_file(&bytes).map_err(|source| UnusableSnapshot::Malformed { path: path(), source })?;
+    let parts = split_snapshot_file(&bytes).map_err(|source| UnusableSnapshot::Malformed {
+        path: path(),
+        source: Box::new(source),
+    })?;
     if parts.seqno != file.seqno {
         return Err(UnusableSnapshot::Misnamed {
             path: path(),
