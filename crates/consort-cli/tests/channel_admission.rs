@@ -245,8 +245,9 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 /// sends to the node `target_id` at `address`.
 fn channel_as(key: &SigningKey, cert_der: &[u8], service_pem: &str, target_id: &str, address: &str) -> Arc<Channels> {
     let (ch, _incoming) = Channels::new(key, cert_der, service_pem).unwrap();
-    ch.set_admitted(HashSet::from([target_id.to_string()]));
-    ch.set_peer(target_id, address);
+    let target_id: NodeId = target_id.parse().unwrap();
+    ch.set_admitted(HashSet::from([target_id.clone()]));
+    ch.set_peer(&target_id, address);
     ch
 }
 
@@ -280,9 +281,10 @@ const MSG_REQUEST_VOTE: u64 = 5;
 /// Sends `frames` over `ch` to `target` for a while (the channel connects in the background and drops what it
 /// cannot deliver).
 async fn send_for_a_while(ch: &Channels, target: &str, frames: &[(FrameKind, Vec<u8>)]) {
+    let target: NodeId = target.parse().unwrap();
     for _ in 0..20 {
         for (kind, f) in frames {
-            ch.send(target, *kind, f.clone().into());
+            ch.send(&target, *kind, f.clone().into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

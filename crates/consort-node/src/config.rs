@@ -333,26 +333,43 @@ impl Default for StartConfig {
     }
 }
 
-/// A configuration error: unreadable file, bad TOML, or an invalid value.
+/// A configuration error: the file, and what was wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration {path}: {message}")]
+#[error("configuration {}: {source}", path.display())]
 pub struct ConfigError {
-    pub path: String,
-    pub message: String,
+    /// The configuration file.
+    pub path: PathBuf,
+    /// What was wrong.
+    #[source]
+    pub source: ConfigFault,
+}
+
+/// What was wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFault {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not valid TOML for a node configuration (boxed: TOML's error is large).
+    #[error("{0}")]
+    Toml(#[source] Box<toml::de::Error>),
+    /// A value is out of range or inconsistent with another ([`NodeConfig::validate`]'s reason, naming the field).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl NodeConfig {
     /// Reads and validates a TOML configuration file, resolving relative paths against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError {
-            path: path.display().to_string(),
-            message,
+        let err = |fault: ConfigFault| ConfigError {
+            path: path.to_path_buf(),
+            source: fault,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.into()))?;
+        let mut cfg: NodeConfig = toml::from_str(&text).map_err(|e| err(ConfigFault::Toml(Box::new(e))))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
-        cfg.validate().map_err(err)?;
+        cfg.validate().map_err(|reason| err(ConfigFault::Invalid(reason)))?;
         Ok(cfg)
     }
 

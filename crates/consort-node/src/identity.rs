@@ -7,6 +7,7 @@
 //! SEV-SNP the same files are AES-GCM under a key the hardware derives. A restarted node reloads the same identity.
 
 use consort_attest::Platform;
+use consort_consensus::NodeId;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
 use consort_ledger::LedgerSecret;
@@ -30,7 +31,7 @@ pub struct Identities {
     pub node_key: SigningKey,
     pub node_cert_pem: String,
     pub node_cert_der: Vec<u8>,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub service_key: SigningKey,
     pub service_cert_pem: String,
     pub ledger_secret: LedgerSecret,
@@ -44,18 +45,68 @@ impl std::fmt::Debug for Identities {
     }
 }
 
-/// Error reading or writing identity files.
+/// Error reading or writing identity files: the file, and what was wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("identity {path}: {message}")]
+#[error("identity {}: {source}", path.display())]
 pub struct IdentityError {
-    pub path: String,
-    pub message: String,
+    /// The file (or directory) concerned.
+    pub path: PathBuf,
+    /// What was wrong.
+    #[source]
+    pub source: IdentityFault,
 }
 
-fn ierr(path: &Path, e: impl std::fmt::Display) -> IdentityError {
+/// What was wrong with an identity file.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityFault {
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A text file is not UTF-8.
+    #[error("{0}")]
+    NotText(#[from] std::string::FromUtf8Error),
+    /// A key or certificate does not parse, or could not be made.
+    #[error("{0}")]
+    Crypto(#[from] consort_crypto::CryptoError),
+    /// The platform could not seal or unseal a secret.
+    #[error("{0}")]
+    Seal(#[from] consort_attest::AttestError),
+    /// The certificate's key does not give a node id.
+    #[error("{0}")]
+    NodeId(#[from] NotANodeId),
+    /// The certificate is not for the key in the named file.
+    #[error("certificate does not match {key_file}")]
+    KeyMismatch {
+        /// The key file.
+        key_file: &'static str,
+    },
+    /// The node certificate is not signed by the service key.
+    #[error("not endorsed by the service: {0}")]
+    NotEndorsed(#[source] consort_crypto::CryptoError),
+    /// The ledger secret is not 64 hex characters.
+    #[error("expected 64 hex characters")]
+    LedgerSecretFormat,
+}
+
+/// Text that should have been a node id (64 hex digits) but is not, as [`NodeId`]'s parser described it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotANodeId(pub String);
+
+/// The node id a certificate names: the hex SHA-256 of its public key, checked as a [`NodeId`] once here.
+pub fn cert_node_id(cert: &ParsedCert) -> Result<NodeId, NotANodeId> {
+    cert.key_id().parse().map_err(NotANodeId)
+}
+
+/// Parses a node id arriving as text from outside (a JSON field, a URL path, a table key).
+pub fn parse_node_id(text: &str) -> Result<NodeId, NotANodeId> {
+    text.parse().map_err(NotANodeId)
+}
+
+fn ierr(path: &Path, e: impl Into<IdentityFault>) -> IdentityError {
     IdentityError {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        path: path.to_path_buf(),
+        source: e.into(),
     }
 }
 
@@ -180,24 +231,32 @@ impl Identities {
         let service_cert_pem = read_text(&p(SERVICE_CERT_FILE))?;
         let service_cert = ParsedCert::from_pem(&service_cert_pem).map_err(|e| ierr(&p(SERVICE_CERT_FILE), e))?;
         if node_cert.public_key().ok() != Some(node_key.verifying_key()) {
-            return Err(ierr(&p(NODE_CERT_FILE), "certificate does not match node_privk.pem"));
+            return Err(ierr(
+                &p(NODE_CERT_FILE),
+                IdentityFault::KeyMismatch {
+                    key_file: NODE_KEY_FILE,
+                },
+            ));
         }
         if service_cert.public_key().ok() != Some(service_key.verifying_key()) {
             return Err(ierr(
                 &p(SERVICE_CERT_FILE),
-                "certificate does not match service_privk.pem",
+                IdentityFault::KeyMismatch {
+                    key_file: SERVICE_KEY_FILE,
+                },
             ));
         }
         node_cert
             .verify_signed_by(&service_key.verifying_key())
-            .map_err(|e| ierr(&p(NODE_CERT_FILE), format!("not endorsed by the service: {e}")))?;
+            .map_err(|e| ierr(&p(NODE_CERT_FILE), IdentityFault::NotEndorsed(e)))?;
         let secret_hex = read_sealed_text(platform, &p(LEDGER_SECRET_FILE))?;
         let raw: [u8; 32] = hex::decode(secret_hex.trim())
             .ok()
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| ierr(&p(LEDGER_SECRET_FILE), "expected 64 hex characters"))?;
+            .ok_or_else(|| ierr(&p(LEDGER_SECRET_FILE), IdentityFault::LedgerSecretFormat))?;
+        let node_id = cert_node_id(&node_cert).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
         Ok(Identities {
-            node_id: node_cert.key_id(),
+            node_id,
             node_key,
             node_cert_der: node_cert.der.clone(),
             node_cert_pem,
@@ -259,13 +318,13 @@ mod tests {
         std::fs::write(dir.path().join(NODE_KEY_FILE), ids.node_key.to_pkcs8_pem()).unwrap();
         let err = Identities::load(&virt(), dir.path()).unwrap_err();
         assert!(err.path.ends_with(NODE_KEY_FILE), "{err}");
-        assert!(err.message.contains("not a sealed secret"), "{err}");
+        assert!(err.source.to_string().contains("not a sealed secret"), "{err}");
         // Another platform's seal is refused too.
         let mut snp = consort_attest::seal::SNP_SEAL_TAG.to_vec();
         snp.extend_from_slice(&[0u8; 64]);
         std::fs::write(dir.path().join(NODE_KEY_FILE), snp).unwrap();
         let err = Identities::load(&virt(), dir.path()).unwrap_err();
-        assert!(err.message.contains("AMD_SEV_SNP_v1"), "{err}");
+        assert!(err.source.to_string().contains("AMD_SEV_SNP_v1"), "{err}");
     }
 
     /// A platform that seals under a key of its own, as SEV-SNP does under the firmware's derived key.

@@ -196,11 +196,7 @@ fn spawn_receiver(
                     continue;
                 }
                 match m.kind {
-                    FrameKind::Raft => match m.from.parse::<NodeId>() {
-                        Ok(from) => node.engine().receive(from.raft_id(), m.frame.to_vec()),
-                        // Channels admit only node ids; anything else has no Raft id.
-                        Err(e) => tracing::debug!(%e, "raft frame from a peer without a node id dropped"),
-                    },
+                    FrameKind::Raft => node.engine().receive(m.from.raft_id(), m.frame.to_vec()),
                     FrameKind::ForwardedRequest => {
                         runtime.spawn(crate::api::forwarded::serve(node.clone(), m.from, m.frame));
                     }
@@ -282,7 +278,14 @@ fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
     // membership, because the change that removes it may need its acknowledgement. Once removed it loses its
     // connections; a Pending node never had any.
     let own = &svc.identities().node_id;
-    let mut admitted: std::collections::HashSet<String> = svc.consensus_state().peers.into_keys().collect();
+    // The consensus state names a peer by node id, or by Raft id when its node id is not known yet: only the
+    // former can be admitted.
+    let mut admitted: std::collections::HashSet<NodeId> = svc
+        .consensus_state()
+        .peers
+        .into_keys()
+        .filter_map(|name| name.parse().ok())
+        .collect();
     admitted.extend(
         records
             .iter()
@@ -309,17 +312,15 @@ fn reconcile_once(svc: &Engine, channels: &Arc<Channels>) {
     let mut trusted = vec![];
     let mut retired = vec![];
     for r in &records {
-        // Nodes are recorded under their node id; a key that is not one names no Raft member.
-        match r.node_id.parse::<NodeId>() {
-            Ok(node_id) if r.status == "Retired" => retired.push(node_id.raft_id()),
-            Ok(node_id) if r.status == "Trusted" => {
-                trusted.push(node_id.raft_id());
+        match r.status.as_str() {
+            "Retired" => retired.push(r.node_id.raft_id()),
+            "Trusted" => {
+                trusted.push(r.node_id.raft_id());
                 if let (Some(_), Some(cert)) = (&r.node_to_node_address, &r.cert_pem) {
-                    svc.add_peer(&node_id, cert);
+                    svc.add_peer(&r.node_id, cert);
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(%e, "nodes table entry ignored"),
+            _ => {}
         }
         // Retiring members still in the membership keep their outgoing connection too (same reason as above).
         if let (true, Some(addr)) = (admitted.contains(&r.node_id), &r.node_to_node_address) {

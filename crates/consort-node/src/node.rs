@@ -2,7 +2,7 @@
 //! sends writes it cannot execute to the primary. Each part owns one thing; the node only holds them together.
 
 use crate::apps::App;
-use crate::engine::{Engine, GenesisAttestation, RaftTransport};
+use crate::engine::{Engine, GenesisAttestation, NodeId, RaftTransport};
 use crate::net::channels::{Channels, FrameKind};
 use crate::net::forwarding::Forwarder;
 use bytes::Bytes;
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Node {
 
 /// The channels carry the engine's Raft messages.
 impl RaftTransport for Channels {
-    fn send_raft(&self, node_id: &str, message: Bytes) {
+    fn send_raft(&self, node_id: &NodeId, message: Bytes) {
         self.send(node_id, FrameKind::Raft, message);
     }
 }

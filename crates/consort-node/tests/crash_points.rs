@@ -359,7 +359,7 @@ fn join_child(dir: &Path) {
         &service_cert.der,
     )
     .unwrap();
-    let primary: consort_node::engine::NodeId = service.node_id.parse().unwrap();
+    let primary: consort_node::engine::NodeId = service.node_id.clone();
     let record = consort_node::engine::JoinRecord {
         initial_voters: vec![primary.raft_id().get()],
         peers: vec![],

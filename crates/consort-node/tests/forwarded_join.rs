@@ -68,12 +68,14 @@ fn forwarded_joins_from_untrusted_nodes_or_for_another_key_are_refused_and_recor
     let (_dir, node) = service();
     let engine = node.engine();
     let key = SigningKey::generate(Curve::P384);
-    let joiner_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
+    let joiner_id: consort_node::engine::NodeId = consort_crypto::key_id(&key.verifying_key().to_spki_der())
+        .parse()
+        .unwrap();
     let before = engine.store().current_version();
 
     // From a node the nodes table does not list as Trusted (a stranger, or a Pending or Retired node).
-    let stranger = "ab".repeat(32);
-    let answer = execute_forwarded(&node, &stranger, &forwarded_join(&key, Some(&joiner_id)));
+    let stranger: consort_node::engine::NodeId = "ab".repeat(32).parse().unwrap();
+    let answer = execute_forwarded(&node, &stranger, &forwarded_join(&key, Some(joiner_id.as_str())));
     assert_eq!(answer.status, 403, "{}", String::from_utf8_lossy(&answer.body));
 
     // From a Trusted node (this one), but vouching for another key than the request names, or for none.
@@ -97,7 +99,7 @@ fn forwarded_joins_from_untrusted_nodes_or_for_another_key_are_refused_and_recor
     assert!(node_records(engine).iter().all(|r| r.node_id != joiner_id));
 
     // The same join vouched for by a Trusted node is judged on its merits: here its code is not in the policy.
-    let answer = execute_forwarded(&node, &own, &forwarded_join(&key, Some(&joiner_id)));
+    let answer = execute_forwarded(&node, &own, &forwarded_join(&key, Some(joiner_id.as_str())));
     assert_eq!(answer.status, 403, "{}", String::from_utf8_lossy(&answer.body));
     assert!(String::from_utf8_lossy(&answer.body).contains("JoinPolicyRefused"));
     assert!(node_records(engine).iter().all(|r| r.node_id != joiner_id));

@@ -76,12 +76,7 @@ fn a_join_record_naming_the_node_in_the_first_membership_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ids = identity(dir.path());
     let record = JoinRecord {
-        initial_voters: vec![ids
-            .node_id
-            .parse::<consort_node::engine::NodeId>()
-            .unwrap()
-            .raft_id()
-            .get()],
+        initial_voters: vec![ids.node_id.raft_id().get()],
         peers: vec![],
     };
     record.save(&config(dir.path()), None).unwrap();

@@ -4,7 +4,7 @@
 
 use super::{error_response, json_response, raw_response, ApiError, Resp};
 use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
-use crate::engine::{Engine, TxId, WriteError};
+use crate::engine::{Engine, NodeId, TxId, WriteError};
 use crate::net::client::Reply;
 use crate::net::forwarding::{ForwardError, ForwardedRequest, ForwardedResponse, Outgoing};
 use crate::node::Node;
@@ -201,7 +201,7 @@ pub(super) async fn forward(
         content_type,
         body,
     };
-    node.forwarder().forward(channels, primary.as_str(), request).await
+    node.forwarder().forward(channels, &primary, request).await
 }
 
 /// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).
@@ -215,7 +215,7 @@ pub(super) fn forwarded_response(node: &Node, reply: Result<Reply, ForwardError>
 /// On the primary: runs a request that node `from` forwarded over the channel (see [`crate::net::forwarding`]).
 /// The caller it names is believed only from a Trusted node, and only if registered; a node that is not the
 /// primary (any more) answers 503 rather than forwarding again.
-pub fn execute_forwarded(node: &Node, from: &str, req: &ForwardedRequest) -> ForwardedResponse {
+pub fn execute_forwarded(node: &Node, from: &NodeId, req: &ForwardedRequest) -> ForwardedResponse {
     let engine = node.engine();
     let answer = |status: u16, txid: Option<TxId>, content_type: &str, body: Vec<u8>| ForwardedResponse {
         id: req.id,
@@ -285,7 +285,7 @@ pub fn execute_forwarded(node: &Node, from: &str, req: &ForwardedRequest) -> For
 
 /// A join a backup forwarded: believed only from a Trusted node, which vouches that the joiner proved possession
 /// of the key the request names (the forwarded caller is that key's node id).
-fn forwarded_join(engine: &Engine, from: &str, req: &ForwardedRequest) -> Result<serde_json::Value, ApiError> {
+fn forwarded_join(engine: &Engine, from: &NodeId, req: &ForwardedRequest) -> Result<serde_json::Value, ApiError> {
     if !engine.is_trusted_node(from) {
         return Err(ApiError::new(
             403,
@@ -294,7 +294,9 @@ fn forwarded_join(engine: &Engine, from: &str, req: &ForwardedRequest) -> Result
         ));
     }
     let join = super::join::parse_join(&req.body)?;
-    if req.caller.as_deref() != Some(join.node_id.as_str()) {
+    // The forwarded caller of a join is the joiner's node id, as text in the frame.
+    let vouched_for = req.caller.as_deref().and_then(|c| c.parse::<NodeId>().ok());
+    if vouched_for.as_ref() != Some(&join.node_id) {
         return Err(ApiError::new(
             401,
             "InvalidAuthenticationInfo",

@@ -1,6 +1,7 @@
 //! The primary's side of forwarding: a request a backup forwarded over the node-to-node channel is decoded, run
 //! like a request from a client (off the async workers), and answered over the channel.
 
+use crate::engine::NodeId;
 use crate::net::channels::FrameKind;
 use crate::net::forwarding::{ForwardedRequest, ForwardedResponse};
 use crate::node::Node;
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 /// On the primary: executes a request forwarded by node `from` and sends the answer back over the channel.
-pub async fn serve(node: Arc<Node>, from: String, frame: Bytes) {
+pub async fn serve(node: Arc<Node>, from: NodeId, frame: Bytes) {
     let req = match ForwardedRequest::decode(&frame) {
         Ok(r) => r,
         Err(e) => {

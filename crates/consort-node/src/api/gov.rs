@@ -75,7 +75,9 @@ fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), 
                 node_id,
                 validity_period_days,
                 ..
-            } => super::join::endorse_node(svc, tx, node_id, *validity_period_days)
+            } => crate::identity::parse_node_id(node_id)
+                .map_err(|e| e.to_string())
+                .and_then(|id| super::join::endorse_node(svc, tx, &id, *validity_period_days))
                 .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             HostAction::TriggerLedgerChunk => svc.request_chunk_end(),
             HostAction::TriggerSnapshot => svc.request_snapshot(),

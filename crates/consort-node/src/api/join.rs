@@ -26,7 +26,7 @@ pub fn primary_rpc_address(svc: &Engine) -> Option<String> {
     let primary = svc.node_id_of(svc.leader()?)?;
     node_records(svc)
         .into_iter()
-        .find(|r| r.node_id == primary.as_str())
+        .find(|r| r.node_id == primary)
         .and_then(|r| r.rpc_address)
 }
 
@@ -101,11 +101,11 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
 /// backup forwards the request to the primary over the node-to-node channel, vouching for that proof.
 pub async fn handle_join(
     node: Arc<Node>,
-    client_key_id: Option<&str>,
+    client_key_id: Option<&NodeId>,
     body: Vec<u8>,
 ) -> Result<serde_json::Value, ApiError> {
     let join = parse_join(&body)?;
-    if client_key_id != Some(join.node_id.as_str()) {
+    if client_key_id != Some(&join.node_id) {
         return Err(ApiError::new(
             401,
             "InvalidAuthenticationInfo",
@@ -145,9 +145,7 @@ pub async fn handle_join(
 /// the snapshot to start from. The caller has checked that the joiner holds the key.
 pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Value, ApiError> {
     let claims = super::join_policy::check_attestation(svc, join)?;
-    let existing = node_records(svc)
-        .into_iter()
-        .find(|r| r.node_id == join.node_id.as_str());
+    let existing = node_records(svc).into_iter().find(|r| r.node_id == join.node_id);
     let record = match existing {
         Some(r) => r,
         None => record_joiner(svc, join, &claims)?,
@@ -221,11 +219,11 @@ pub fn issue_node_cert(
 pub fn endorse_node(
     svc: &Engine,
     tx: &mut consort_kv::Tx<'_>,
-    node_id: &str,
+    node_id: &NodeId,
     validity_period_days: Option<u64>,
 ) -> Result<(), String> {
     let raw = tx
-        .get(NODES_INFO_TABLE, node_id.as_bytes())
+        .get(NODES_INFO_TABLE, node_id.as_str().as_bytes())
         .ok_or_else(|| format!("node {node_id} does not exist"))?;
     let info: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
     let key_pem = info["public_key"].as_str().ok_or("node has no public_key")?;
@@ -237,7 +235,7 @@ pub fn endorse_node(
         .unwrap_or(u64::from(crate::identity::CERT_VALIDITY_DAYS))
         .clamp(1, u64::from(crate::identity::CERT_VALIDITY_DAYS)) as u32;
     let pem = issue_node_cert(svc, &key, rpc, days)?;
-    tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), pem.as_bytes());
+    tx.put(ENDORSED_CERTS_TABLE, node_id.as_str().as_bytes(), pem.as_bytes());
     Ok(())
 }
 
@@ -245,7 +243,7 @@ pub fn endorse_node(
 /// Opening) gets a service-endorsed certificate now; a Pending node gets one only when members trust it
 /// (`transition_node_to_trusted`, see [`endorse_node`]), so a certificate never vouches for a node nobody admitted.
 fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claims) -> Result<NodeRecord, ApiError> {
-    let (req, key, node_id) = (&join.request, &join.key, join.node_id.as_str());
+    let (req, key, node_id) = (&join.request, &join.key, &join.node_id);
     // While the service is Opening, CCF trusts joiners at once. Only hardware evidence earns that here: virtual
     // evidence is made by whoever holds a key (anyone on the network can write it), so a virtual joiner always
     // waits, Pending, for members to trust it.
@@ -280,15 +278,19 @@ fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claim
         "retired_committed": false,
     });
     let outcome = svc.execute_write(|tx, _| -> Result<(), ApiError> {
-        tx.put(NODES_INFO_TABLE, node_id.as_bytes(), info.to_string().as_bytes());
+        tx.put(
+            NODES_INFO_TABLE,
+            node_id.as_str().as_bytes(),
+            info.to_string().as_bytes(),
+        );
         if let Some(pem) = &cert_pem {
-            tx.put(ENDORSED_CERTS_TABLE, node_id.as_bytes(), pem.as_bytes());
+            tx.put(ENDORSED_CERTS_TABLE, node_id.as_str().as_bytes(), pem.as_bytes());
         }
         Ok(())
     });
     match outcome {
         Ok(_) => Ok(NodeRecord {
-            node_id: node_id.to_string(),
+            node_id: node_id.clone(),
             status: status.to_string(),
             rpc_address: Some(req.rpc_address.clone()),
             node_to_node_address: Some(req.node_to_node_address.clone()),

@@ -46,8 +46,9 @@ pub(super) async fn route(
         },
         ("GET", "/node/network") => json_response(200, &network_info(node), current),
         ("POST", "/node/join") => {
-            let key_id = client.and_then(|c| c.key_id.as_deref());
-            match super::join::handle_join(node.clone(), key_id, body.to_vec()).await {
+            // The key id of the client's certificate, if it is a node id (the joiner's own).
+            let key_id: Option<NodeId> = client.and_then(|c| c.key_id.as_deref()).and_then(|k| k.parse().ok());
+            match super::join::handle_join(node.clone(), key_id.as_ref(), body.to_vec()).await {
                 Ok(v) => json_response(200, &v, current),
                 Err(e) => error_response(&e, current),
             }
@@ -75,7 +76,7 @@ pub(super) async fn route(
         ),
         ("GET", "/node/quotes/self") => match node.attestation() {
             Some(a) => {
-                let quote = NodeQuote::new(&engine.identities().node_id, &a.evidence, Some(&a.claims));
+                let quote = NodeQuote::new(engine.identities().node_id.as_str(), &a.evidence, Some(&a.claims));
                 match serde_json::to_value(quote) {
                     Ok(v) => json_response(200, &v, current),
                     Err(e) => error_response(&ApiError::internal(e.to_string()), current),
@@ -194,7 +195,7 @@ fn nodes_info(node: &Node) -> serde_json::Value {
             serde_json::json!({
                 "node_id": r.node_id,
                 "status": r.status,
-                "primary": primary.as_ref().map(NodeId::as_str) == Some(r.node_id.as_str()),
+                "primary": primary.as_ref() == Some(&r.node_id),
                 "rpc_interfaces": {"primary_rpc_interface": {"bind_address": r.rpc_address}},
                 "node_to_node_address": r.node_to_node_address,
             })

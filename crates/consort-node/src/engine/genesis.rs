@@ -137,12 +137,12 @@ impl Engine {
             }
             tx.put(
                 NODES_INFO_TABLE,
-                self.ids.node_id.as_bytes(),
+                self.ids.node_id.as_str().as_bytes(),
                 node_info.to_string().as_bytes(),
             );
             tx.put(
                 ENDORSED_CERTS_TABLE,
-                self.ids.node_id.as_bytes(),
+                self.ids.node_id.as_str().as_bytes(),
                 self.ids.node_cert_pem.as_bytes(),
             );
             consort_gov::genesis(tx, &members, &users, &constitution, start.recovery_threshold)

@@ -7,6 +7,7 @@
 use super::persist::{read_optional, write_atomic};
 use super::{Engine, EngineError, PEERS_FILE};
 use crate::config::NodeConfig;
+use consort_consensus::NodeId;
 use std::collections::BTreeMap;
 
 /// The join record's file in the secrets directory.
@@ -25,8 +26,8 @@ pub struct JoinStart {
 /// A node the primary named in its answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeedPeer {
-    /// Its node id.
-    pub node_id: String,
+    /// Its node id (serialized as the bare text).
+    pub node_id: NodeId,
     /// Its service-endorsed certificate, PEM.
     pub cert: String,
     /// Where it accepts node-to-node channels.
@@ -60,11 +61,7 @@ impl JoinRecord {
                 _ => {}
             },
         }
-        let certs: BTreeMap<&str, &str> = self
-            .peers
-            .iter()
-            .map(|p| (p.node_id.as_str(), p.cert.as_str()))
-            .collect();
+        let certs: BTreeMap<&NodeId, &str> = self.peers.iter().map(|p| (&p.node_id, p.cert.as_str())).collect();
         let peers_path = dir.join(PEERS_FILE);
         let bytes = serde_json::to_vec_pretty(&certs).map_err(EngineError::PeersFile)?;
         write_atomic(&peers_path, &bytes).map_err(|e| EngineError::io(&peers_path, e))?;
@@ -108,7 +105,7 @@ mod tests {
         let record = JoinRecord {
             initial_voters: vec![7],
             peers: vec![SeedPeer {
-                node_id: "ab".into(),
+                node_id: "ab".repeat(32).parse().unwrap(),
                 cert: "PEM".into(),
                 node_to_node_address: Some("127.0.0.1:1".into()),
                 status: "Trusted".into(),

@@ -17,10 +17,10 @@ impl Engine {
             return id;
         }
         let mut certs = self.peer_certs.lock().unwrap_or_else(|e| e.into_inner());
-        if certs.get(node_id.as_str()).map(String::as_str) == Some(cert_pem) {
+        if certs.get(node_id).map(String::as_str) == Some(cert_pem) {
             return id;
         }
-        certs.insert(node_id.to_string(), cert_pem.to_string());
+        certs.insert(node_id.clone(), cert_pem.to_string());
         let bytes = serde_json::to_vec_pretty(&*certs).unwrap_or_default();
         if let Err(e) = write_atomic(&self.cfg.storage.secrets_dir.join(PEERS_FILE), &bytes) {
             fatal("peers file write", e);
@@ -187,10 +187,10 @@ impl Engine {
     }
 
     /// Whether `node_id` is a Trusted node of this service (per the nodes table).
-    pub fn is_trusted_node(&self, node_id: &str) -> bool {
+    pub fn is_trusted_node(&self, node_id: &NodeId) -> bool {
         node_records(self)
             .into_iter()
-            .any(|r| r.node_id == node_id && r.status == "Trusted")
+            .any(|r| r.node_id == *node_id && r.status == "Trusted")
     }
 }
 
@@ -198,7 +198,7 @@ impl Engine {
 #[derive(Debug, Clone)]
 pub struct NodeRecord {
     /// The node's id (hex SHA-256 of its public key).
-    pub node_id: String,
+    pub node_id: NodeId,
     /// `Pending`, `Trusted` or `Retired`.
     pub status: String,
     /// Where it serves clients.
@@ -215,7 +215,16 @@ pub fn node_records(engine: &Engine) -> Vec<NodeRecord> {
     let tx = store.read_only();
     let mut out = vec![];
     tx.foreach(NODES_INFO_TABLE, |k, v| {
-        let node_id = String::from_utf8_lossy(k).to_string();
+        // The table's keys are written by this node's join and genesis code, from node ids; a key that is not one
+        // names no node that could connect or sign, so it is left out (and logged).
+        let key = String::from_utf8_lossy(k);
+        let node_id = match key.parse::<NodeId>() {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::warn!(%error, "nodes table key is not a node id");
+                return true;
+            }
+        };
         let info: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
         out.push(NodeRecord {
             status: info["status"].as_str().unwrap_or("").to_string(),
@@ -230,7 +239,7 @@ pub fn node_records(engine: &Engine) -> Vec<NodeRecord> {
     });
     for r in out.iter_mut() {
         r.cert_pem = tx
-            .get(ENDORSED_CERTS_TABLE, r.node_id.as_bytes())
+            .get(ENDORSED_CERTS_TABLE, r.node_id.as_str().as_bytes())
             .map(|c| String::from_utf8_lossy(&c).to_string());
     }
     out

@@ -85,12 +85,12 @@ pub struct GenesisAttestation {
 }
 
 /// What the engine calls with the node id of a new primary.
-pub type PrimaryChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+pub type PrimaryChangeHook = Box<dyn Fn(&NodeId) + Send + Sync>;
 
 /// Where the engine's Raft messages go: the node-to-node channels in a running node, nothing in a test engine.
 pub trait RaftTransport: Send + Sync {
     /// Queues `message` for the node `node_id`; dropping it is allowed (Raft retransmits).
-    fn send_raft(&self, node_id: &str, message: Bytes);
+    fn send_raft(&self, node_id: &NodeId, message: Bytes);
 }
 
 /// Errors while starting or running the engine; each keeps its cause.
@@ -139,9 +139,6 @@ pub enum EngineError {
     /// Genesis could not complete.
     #[error("genesis: {0}")]
     Genesis(#[from] GenesisError),
-    /// The node's own id (from its identity) is not a node id.
-    #[error("node identity: {0}")]
-    NodeId(String),
 }
 
 impl EngineError {
@@ -154,7 +151,7 @@ impl EngineError {
 }
 
 /// The peers file, read: certificate by node id (as saved), and the well-formed node ids by Raft id.
-type SavedPeers = (BTreeMap<String, String>, BTreeMap<RaftId, NodeId>);
+type SavedPeers = (BTreeMap<NodeId, String>, BTreeMap<RaftId, NodeId>);
 
 /// State changed only under the engine mutex.
 struct Locked {
@@ -228,7 +225,7 @@ pub struct Engine {
     /// Node id of every peer by Raft id.
     peers: RwLock<BTreeMap<RaftId, NodeId>>,
     /// Certificate of every peer by node id, as saved in [`PEERS_FILE`].
-    peer_certs: Mutex<BTreeMap<String, String>>,
+    peer_certs: Mutex<BTreeMap<NodeId, String>>,
     /// For a joined node, the nodes its join answer named (see [`Engine::join_seed`]).
     join_seed: Vec<SeedPeer>,
     started: Instant,
@@ -253,19 +250,20 @@ fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<SavedPeers, EngineE
     };
     let saved: BTreeMap<String, String> = serde_json::from_slice(&raw).map_err(EngineError::PeersFile)?;
     let service_key = ids.service_key.verifying_key();
-    let mut peers = BTreeMap::new();
-    for (node_id, cert) in &saved {
-        let endorsed = consort_crypto::ParsedCert::from_pem(cert)
-            .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && &c.key_id() == node_id);
+    let (mut certs, mut peers) = (BTreeMap::new(), BTreeMap::new());
+    for (node_id, cert) in saved {
+        let endorsed = consort_crypto::ParsedCert::from_pem(&cert)
+            .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && c.key_id() == node_id);
         // Endorsed for the key its node id names, so a well-formed node id.
         let Some(id) = node_id.parse::<NodeId>().ok().filter(|_| endorsed) else {
             return Err(EngineError::Refused(format!(
                 "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
             )));
         };
-        peers.insert(id.raft_id(), id);
+        peers.insert(id.raft_id(), id.clone());
+        certs.insert(id, cert);
     }
-    Ok((saved, peers))
+    Ok((certs, peers))
 }
 
 /// Whether the node may start as `start` with what it found (`empty`: no ledger, Raft state or snapshot), and
@@ -284,7 +282,7 @@ fn may_start(
             cfg.storage.ledger_dir.display()
         )))
     };
-    let raft_id = ids.node_id.parse::<NodeId>().map_err(EngineError::NodeId)?.raft_id();
+    let raft_id = ids.node_id.raft_id();
     if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id.get())) {
         return refuse("the join record names this node in the service's first membership, which no joiner is in");
     }
@@ -381,12 +379,12 @@ impl Engine {
         let syncs = SyncQueue::default();
         let storage = FsStorage::with_sync_queue(&cfg.storage.ledger_dir, syncs.clone())
             .map_err(|e| EngineError::io(&cfg.storage.ledger_dir, e))?;
-        let node_id: NodeId = ids.node_id.parse().map_err(EngineError::NodeId)?;
+        let node_id = ids.node_id.clone();
         let raft_id = node_id.raft_id();
         trusted.insert(raft_id, ids.node_cert_pem.clone());
         let (known_peers, peers) = saved_peers(&cfg, &ids)?;
         for (id, node_id) in &peers {
-            trusted.extend(known_peers.get(node_id.as_str()).map(|cert| (*id, cert.clone())));
+            trusted.extend(known_peers.get(node_id).map(|cert| (*id, cert.clone())));
         }
         let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
@@ -415,7 +413,7 @@ impl Engine {
         let identity = NodeIdentity {
             key: ids.node_key.clone(),
             cert_pem: ids.node_cert_pem.clone(),
-            node_id: ids.node_id.clone(),
+            node_id: ids.node_id.to_string(),
         };
         let mut rc = Self::replica_config(&cfg, raft_id);
         rc.sign_on_election = !fresh;
@@ -601,7 +599,7 @@ impl Engine {
                     // waiting, up to the forwarding timeout.
                     if let Some(primary) = leader.and_then(|l| self.node_id_of(l)) {
                         if let Some(notify) = self.on_primary_change.get() {
-                            notify(primary.as_str());
+                            notify(&primary);
                         }
                     }
                 }
@@ -626,7 +624,7 @@ impl Engine {
         let node = self.peers.read().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
         match node {
             Some(node_id) => {
-                transport.send_raft(node_id.as_str(), Bytes::from(message));
+                transport.send_raft(&node_id, Bytes::from(message));
             }
             None => tracing::debug!(to = to.get(), "no channel to raft peer"),
         }

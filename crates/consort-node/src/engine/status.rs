@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConsensusState {
     /// This node's id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// This node's Raft id.
     pub raft_id: RaftId,
     /// `Primary`, `Backup`, `Learner` or `Candidate`.

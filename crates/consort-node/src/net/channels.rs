@@ -18,6 +18,8 @@
 mod admission;
 mod outgoing;
 
+use crate::engine::NodeId;
+use crate::identity::cert_node_id;
 use crate::metrics::PeerCounters;
 use admission::{Admission, AdmittingClientVerifier, AdmittingServerVerifier};
 use bytes::Bytes;
@@ -81,7 +83,7 @@ impl FrameKind {
 /// A received frame and the node id (hex SHA-256 of its public key) of the sender, taken from its certificate.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub from: String,
+    pub from: NodeId,
     pub kind: FrameKind,
     pub frame: Bytes,
 }
@@ -92,6 +94,9 @@ pub enum ChannelError {
     /// This node's certificate cannot be parsed.
     #[error("node channels: this node's certificate: {0}")]
     NodeCertificate(#[source] consort_crypto::CryptoError),
+    /// This node's certificate does not name a node id.
+    #[error("node channels: this node's certificate: {0}")]
+    NodeId(#[source] crate::identity::NotANodeId),
     /// The service certificate (PEM) cannot be parsed.
     #[error("node channels: the service certificate: {0}")]
     ServiceCertificate(#[source] consort_crypto::CryptoError),
@@ -110,10 +115,10 @@ struct Peer {
 
 /// The node's channels to and from its peers.
 pub struct Channels {
-    node_id: String,
+    node_id: NodeId,
     client_tls: Arc<rustls::ClientConfig>,
     server_tls: Arc<rustls::ServerConfig>,
-    peers: Mutex<HashMap<String, Peer>>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
     incoming: mpsc::Sender<Incoming>,
     admission: Arc<Admission>,
     /// The runtime the connection tasks run on (the one current when the channels were made).
@@ -141,9 +146,8 @@ impl Channels {
         cert_der: &[u8],
         service_cert_pem: &str,
     ) -> Result<(Arc<Self>, mpsc::Receiver<Incoming>), ChannelError> {
-        let node_id = ParsedCert::from_der(cert_der)
-            .map_err(ChannelError::NodeCertificate)?
-            .key_id();
+        let cert = ParsedCert::from_der(cert_der).map_err(ChannelError::NodeCertificate)?;
+        let node_id = cert_node_id(&cert).map_err(ChannelError::NodeId)?;
         let mut roots = rustls::RootCertStore::empty();
         for c in ParsedCert::all_from_pem(service_cert_pem).map_err(ChannelError::ServiceCertificate)? {
             roots.add(CertificateDer::from(c.der))?;
@@ -184,7 +188,7 @@ impl Channels {
     }
 
     /// This node's id.
-    pub fn node_id(&self) -> &str {
+    pub fn node_id(&self) -> &NodeId {
         &self.node_id
     }
 
@@ -195,7 +199,7 @@ impl Channels {
 
     /// Replaces the set of node ids admitted to the channels. Peers outside it are forgotten and their connections
     /// closed (outgoing ones when their queue closes, incoming ones at once).
-    pub fn set_admitted(&self, admitted: HashSet<String>) {
+    pub fn set_admitted(&self, admitted: HashSet<NodeId>) {
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -210,13 +214,13 @@ impl Channels {
     }
 
     /// Whether `node_id` is admitted to the channels now.
-    pub fn is_admitted(&self, node_id: &str) -> bool {
+    pub fn is_admitted(&self, node_id: &NodeId) -> bool {
         self.admission.admits(node_id)
     }
 
     /// Registers (or re-addresses) a peer; a task keeps a connection to it and writes its queued frames. A node
     /// outside the admitted set is not registered.
-    pub fn set_peer(self: &Arc<Self>, node_id: &str, address: &str) {
+    pub fn set_peer(self: &Arc<Self>, node_id: &NodeId, address: &str) {
         if !self.admission.admits(node_id) {
             tracing::debug!(%node_id, "not connecting to a node that is not admitted");
             return;
@@ -227,14 +231,14 @@ impl Channels {
         }
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE_FRAMES);
         peers.insert(
-            node_id.to_string(),
+            node_id.clone(),
             Peer {
                 address: address.to_string(),
                 queue: tx,
             },
         );
         let link = outgoing::Link {
-            peer: node_id.to_string(),
+            peer: node_id.clone(),
             address: address.to_string(),
             tls: self.client_tls.clone(),
             admission: self.admission.clone(),
@@ -243,13 +247,13 @@ impl Channels {
     }
 
     /// Forgets a peer; its connection task ends.
-    pub fn remove_peer(&self, node_id: &str) {
+    pub fn remove_peer(&self, node_id: &NodeId) {
         self.peers.lock().unwrap_or_else(|e| e.into_inner()).remove(node_id);
     }
 
     /// Queues a frame for `to`. Returns false (frame dropped) if the peer is unknown, its queue is full, or the
     /// frame exceeds [`MAX_FRAME_BYTES`].
-    pub fn send(&self, to: &str, kind: FrameKind, frame: Bytes) -> bool {
+    pub fn send(&self, to: &NodeId, kind: FrameKind, frame: Bytes) -> bool {
         if frame.len() + 1 > MAX_FRAME_BYTES {
             return false;
         }
@@ -280,7 +284,7 @@ impl Channels {
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .and_then(|c| ParsedCert::from_der(c).ok())
-                    .map(|c| c.key_id())
+                    .and_then(|c| cert_node_id(&c).ok())
                 else {
                     return;
                 };
@@ -300,7 +304,7 @@ impl Channels {
 /// framing. Never cancelled in the middle of a frame except to close the connection.
 async fn read_frames(
     tls: &mut tokio_rustls::server::TlsStream<TcpStream>,
-    from: &str,
+    from: &NodeId,
     incoming: &mpsc::Sender<Incoming>,
 ) {
     loop {
@@ -323,7 +327,7 @@ async fn read_frames(
             continue;
         };
         let frame = Incoming {
-            from: from.to_string(),
+            from: from.clone(),
             kind,
             frame: Bytes::from(frame),
         };
@@ -364,8 +368,8 @@ mod tests {
     }
 
     fn admit_each_other(a: &Channels, b: &Channels) {
-        a.set_admitted(HashSet::from([b.node_id().to_string()]));
-        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        a.set_admitted(HashSet::from([b.node_id().clone()]));
+        b.set_admitted(HashSet::from([a.node_id().clone()]));
     }
 
     #[tokio::test]
@@ -380,7 +384,7 @@ mod tests {
         let (addr_a, _stop) = listening(&a).await;
 
         // b holds a certificate endorsed by the service, but a has not admitted it: nothing is delivered.
-        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_admitted(HashSet::from([a.node_id().clone()]));
         b.set_peer(a.node_id(), &addr_a);
         for _ in 0..5 {
             b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"not a member"));
@@ -390,7 +394,7 @@ mod tests {
         assert!(counters.refused_handshakes.get() > 0);
 
         // Once admitted, b's frames flow.
-        a.set_admitted(HashSet::from([b.node_id().to_string()]));
+        a.set_admitted(HashSet::from([b.node_id().clone()]));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"member"));
@@ -424,9 +428,9 @@ mod tests {
         // certificate must name an admitted node. (c admits b, so only b's check can stop them.)
         let (kc, cc) = node(&skey, &sder);
         let (c, mut c_in) = Channels::new(&kc, &cc, &spem).unwrap();
-        c.set_admitted(HashSet::from([b.node_id().to_string()]));
+        c.set_admitted(HashSet::from([b.node_id().clone()]));
         let (addr_c, _stop_c) = listening(&c).await;
-        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_admitted(HashSet::from([a.node_id().clone()]));
         b.set_peer(a.node_id(), &addr_c);
         for _ in 0..5 {
             b.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"misdirected"));
@@ -448,7 +452,7 @@ mod tests {
         let (addr_a, _stop) = listening(&a).await;
         // a does not admit b (it retired b); b still counts a as its peer and always has a frame for it. b's TLS 1.3
         // handshakes complete before a refuses b's certificate.
-        b.set_admitted(HashSet::from([a.node_id().to_string()]));
+        b.set_admitted(HashSet::from([a.node_id().clone()]));
         b.set_peer(a.node_id(), &addr_a);
         let window = Duration::from_secs(3);
         let started = tokio::time::Instant::now();
@@ -491,17 +495,18 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(got.from, b.node_id());
+            assert_eq!(&got.from, b.node_id());
             assert_eq!(got.frame.as_ref(), i.to_le_bytes());
             assert_eq!(got.kind == FrameKind::Raft, i % 2 == 0);
         }
-        assert!(!b.send("unknown-peer", FrameKind::Raft, Bytes::from_static(b"x")));
+        let unknown_peer: NodeId = "ee".repeat(32).parse().unwrap();
+        assert!(!b.send(&unknown_peer, FrameKind::Raft, Bytes::from_static(b"x")));
 
         // A node endorsed by another service cannot deliver frames.
         let (okey, opem, oder) = service();
         let (kc, cc) = node(&okey, &oder);
         let (c, _c_in) = Channels::new(&kc, &cc, &opem).unwrap();
-        c.set_admitted(HashSet::from([a.node_id().to_string()]));
+        c.set_admitted(HashSet::from([a.node_id().clone()]));
         c.set_peer(a.node_id(), &addr_a);
         assert!(c.send(a.node_id(), FrameKind::Raft, Bytes::from_static(b"intruder")));
         let r = tokio::time::timeout(Duration::from_millis(500), a_in.recv()).await;

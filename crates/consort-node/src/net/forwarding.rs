@@ -10,6 +10,7 @@
 
 use super::channels::{Channels, FrameKind};
 use super::client::Reply;
+use crate::engine::NodeId;
 use bytes::Bytes;
 use ciborium::Value;
 use std::collections::HashMap;
@@ -218,13 +219,13 @@ pub enum ForwardError {
     #[error("the primary {primary} did not answer within {FORWARD_TIMEOUT:?}")]
     Timeout {
         /// Node id of the primary.
-        primary: String,
+        primary: NodeId,
     },
 }
 
 /// A request waiting for its answer: where it went and who waits.
 struct Waiting {
-    to: String,
+    to: NodeId,
     reply: oneshot::Sender<ForwardedResponse>,
 }
 
@@ -250,7 +251,7 @@ impl Forwarder {
     pub async fn forward(
         &self,
         channels: &Channels,
-        primary: &str,
+        primary: &NodeId,
         request: Outgoing<'_>,
     ) -> Result<Reply, ForwardError> {
         let Outgoing {
@@ -260,7 +261,7 @@ impl Forwarder {
             content_type,
             body,
         } = request;
-        let primary = primary.to_string();
+        let primary = primary.clone();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -305,11 +306,11 @@ impl Forwarder {
     /// Another node became primary (`None`: forget every primary): every request still waiting on another node is
     /// answered at once with 503, instead of waiting out [`FORWARD_TIMEOUT`] on a primary that is gone. Such a request may or may not
     /// have executed; the caller can retry (or check the status of the transaction it would have been).
-    pub fn abandon_all_but(&self, primary: Option<&str>) {
+    pub fn abandon_all_but(&self, primary: Option<&NodeId>) {
         let mut waiting = self.waiting();
         let gone: Vec<u64> = waiting
             .iter()
-            .filter(|(_, w)| Some(w.to.as_str()) != primary)
+            .filter(|(_, w)| Some(&w.to) != primary)
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -330,21 +331,21 @@ impl Forwarder {
     }
 
     /// An answer arrived from node `from`: hands it to the request waiting for it (if it went to that node).
-    pub fn complete(&self, from: &str, frame: &[u8]) {
+    pub fn complete(&self, from: &NodeId, frame: &[u8]) {
         let resp = match ForwardedResponse::decode(frame) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(from, "malformed forwarded response dropped: {e}");
+                tracing::warn!(%from, "malformed forwarded response dropped: {e}");
                 return;
             }
         };
         let mut waiting = self.waiting();
-        if waiting.get(&resp.id).is_some_and(|w| w.to == from) {
+        if waiting.get(&resp.id).is_some_and(|w| w.to == *from) {
             if let Some(w) = waiting.remove(&resp.id) {
                 let _ = w.reply.send(resp);
             }
         } else {
-            tracing::debug!(from, id = resp.id, "unexpected forwarded response dropped");
+            tracing::debug!(%from, id = resp.id, "unexpected forwarded response dropped");
         }
     }
 }
@@ -352,6 +353,11 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node id standing for the node called `name` in a test.
+    fn node(name: &str) -> NodeId {
+        hex::encode(consort_crypto::sha256(name.as_bytes())).parse().unwrap()
+    }
 
     #[test]
     fn requests_and_responses_round_trip_and_garbage_is_refused() {
@@ -405,7 +411,7 @@ mod tests {
         f.waiting().insert(
             3,
             Waiting {
-                to: "primary".into(),
+                to: node("primary"),
                 reply: tx,
             },
         );
@@ -416,10 +422,10 @@ mod tests {
             content_type: "application/json".into(),
             body: vec![],
         };
-        f.complete("someone-else", &resp.encode());
+        f.complete(&node("someone-else"), &resp.encode());
         assert!(rx.try_recv().is_err(), "an answer from another node is ignored");
-        f.complete("primary", b"not cbor");
-        f.complete("primary", &resp.encode());
+        f.complete(&node("primary"), b"not cbor");
+        f.complete(&node("primary"), &resp.encode());
         assert_eq!(rx.try_recv().unwrap(), resp);
         assert!(f.waiting().is_empty());
     }
@@ -433,13 +439,13 @@ mod tests {
             f.waiting().insert(
                 id,
                 Waiting {
-                    to: to.into(),
+                    to: node(to),
                     reply: tx,
                 },
             );
             receivers.push(rx);
         }
-        f.abandon_all_but(Some("new"));
+        f.abandon_all_but(Some(&node("new")));
         for (i, rx) in receivers.iter_mut().enumerate() {
             match rx.try_recv() {
                 Ok(r) => {

@@ -1,6 +1,8 @@
 //! Admission to the node-to-node channels: the set of node ids admitted now, and the TLS certificate verifiers
 //! (either side of a handshake) that refuse a peer outside it after checking its service-endorsed chain.
 
+use crate::engine::NodeId;
+use crate::identity::cert_node_id;
 use crate::metrics::PeerCounters;
 use consort_crypto::ParsedCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -40,12 +42,12 @@ impl Throttle {
 /// and the connection tasks (which watch it to drop a peer that leaves it).
 #[derive(Debug)]
 pub(super) struct Admission {
-    pub(super) set: tokio::sync::watch::Sender<Arc<HashSet<String>>>,
+    pub(super) set: tokio::sync::watch::Sender<Arc<HashSet<NodeId>>>,
     /// Where refusals are counted, once the node attached its metrics.
     pub(super) counters: OnceLock<PeerCounters>,
     /// Refused handshakes are logged once per node per [`super::RECONNECT_MAX`] (the longest back-off period of a
     /// peer that retries), not once per attempt.
-    refusal_logs: Mutex<HashMap<String, Throttle>>,
+    refusal_logs: Mutex<HashMap<NodeId, Throttle>>,
 }
 
 impl Admission {
@@ -57,7 +59,7 @@ impl Admission {
         }
     }
 
-    pub(super) fn admits(&self, node_id: &str) -> bool {
+    pub(super) fn admits(&self, node_id: &NodeId) -> bool {
         self.set.borrow().contains(node_id)
     }
 
@@ -70,8 +72,9 @@ impl Admission {
     /// Checks that the certificate (already verified to chain to the service) names an admitted node.
     pub(super) fn check(&self, end_entity: &CertificateDer<'_>, side: &'static str) -> Result<(), rustls::Error> {
         let node_id = ParsedCert::from_der(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?
-            .key_id();
+            .ok()
+            .and_then(|c| cert_node_id(&c).ok())
+            .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
         if self.admits(&node_id) {
             return Ok(());
         }
@@ -96,7 +99,7 @@ impl Admission {
     }
 
     /// Resolves once `node_id` is no longer admitted.
-    pub(super) async fn evicted(&self, node_id: &str) {
+    pub(super) async fn evicted(&self, node_id: &NodeId) {
         let mut watch = self.set.subscribe();
         loop {
             if !watch.borrow_and_update().contains(node_id) {

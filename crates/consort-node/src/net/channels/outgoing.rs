@@ -106,7 +106,7 @@ impl Backoff {
 /// What the sending task of one peer needs; it holds no reference to the [`super::Channels`], so that dropping
 /// them (or forgetting the peer) closes its queue and ends the task.
 pub(super) struct Link {
-    pub(super) peer: String,
+    pub(super) peer: crate::engine::NodeId,
     pub(super) address: String,
     pub(super) tls: Arc<rustls::ClientConfig>,
     pub(super) admission: Arc<Admission>,

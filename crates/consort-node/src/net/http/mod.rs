@@ -200,7 +200,11 @@ fn client_of(svc: &Engine, cert: Option<&ClientCert>) -> Client {
     let id = cert.cert_id.as_bytes();
     let known = tx.has(consort_gov::tables::MEMBERS_CERTS, id)
         || tx.has(consort_gov::tables::USERS_CERTS, id)
-        || cert.key_id.as_deref().is_some_and(|k| svc.is_trusted_node(k));
+        || cert
+            .key_id
+            .as_deref()
+            .and_then(|k| k.parse::<crate::engine::NodeId>().ok())
+            .is_some_and(|k| svc.is_trusted_node(&k));
     if known {
         Client::Known
     } else {
