@@ -32,7 +32,7 @@ fn main() {
         store.apply(version, &ws).expect("apply");
     }
     store.set_committed(version);
-    let secret = LedgerSecret::generate();
+    let secret = consort_ledger::LedgerSecrets::new(LedgerSecret::generate());
     let signature_entry = vec![0u8; 600];
     println!("store: {keys} keys in {version} versions");
     for _ in 0..runs {

@@ -43,7 +43,7 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         } else {
             PrivateDomain::Skip
         };
-        let decoded = decode(&self.log.secret, &bytes, view, seqno, private)?;
+        let decoded = decode(self.log.secrets.for_seqno(seqno), &bytes, view, seqno, private)?;
         self.accept_decoded(view, seqno, &bytes, decoded, Origin::Raft, Commitment::Uncommitted)
     }
 

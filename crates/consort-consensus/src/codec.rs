@@ -251,9 +251,10 @@ pub fn ledger_bytes(e: &Entry) -> &[u8] {
     }
 }
 
-/// Fills in the canonical CCF bytes of entries Raft created with no data, and checks every other entry: its CCF
-/// bytes parse as the entry at its term and index, and a conf change entry's protobuf matches its table write.
-pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusError> {
+/// Checks an entry received from a peer: its CCF bytes parse as the entry at its term and index, and a conf change
+/// entry's protobuf matches its table write. Entries Raft created with no data are left empty here and get their
+/// canonical bytes from [`fill_empty`] when appended in order (a rekey before one may change its secret).
+pub fn normalise(e: &mut Entry) -> Result<(), ConsensusError> {
     let (view, seqno) = (e.term, e.index);
     match e.get_entry_type() {
         EntryType::EntryNormal if !e.data.is_empty() => {
@@ -272,8 +273,12 @@ pub fn normalise(secret: &LedgerSecret, e: &mut Entry) -> Result<(), ConsensusEr
                 _ => Err(ConsensusError::entry(seqno, EntryFault::ConfChangeDisagrees)),
             }
         }
-        // Raft's own entries without CCF bytes, and v1 conf changes (refused there).
-        _ => fill_empty(secret, e),
+        EntryType::EntryConfChange => Err(ConsensusError::entry(seqno, EntryFault::ConfChangeV1)),
+        EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data)
+            .map(|_| ())
+            .map_err(|err| ConsensusError::entry(seqno, EntryFault::ConfChangeProtobuf(err.into()))),
+        // Raft's own empty entries.
+        EntryType::EntryNormal => Ok(()),
     }
 }
 
@@ -330,18 +335,18 @@ mod tests {
             index: 9,
             ..Default::default()
         };
-        normalise(&secret(), &mut e).unwrap();
+        // A peer's empty entry stays empty until it is appended in order.
+        normalise(&mut e).unwrap();
+        assert!(e.data.is_empty());
+        fill_empty(&secret(), &mut e).unwrap();
         assert_eq!(&e.data[..], &empty_entry(&secret(), 4, 9).unwrap()[..]);
         let info = inspect(&e.data, 4, 9).unwrap();
         assert!(info.public.is_empty() && !info.is_signature && info.conf_change.is_none());
         assert!(full_write_set(&secret(), &e.data, &info).unwrap().is_empty());
         // Checked again as a peer's entry: fine; at the wrong index: refused.
-        normalise(&secret(), &mut e).unwrap();
+        normalise(&mut e).unwrap();
         e.index = 10;
-        assert!(matches!(
-            normalise(&secret(), &mut e),
-            Err(ConsensusError::InvalidEntry { .. })
-        ));
+        assert!(matches!(normalise(&mut e), Err(ConsensusError::InvalidEntry { .. })));
     }
 
     #[test]
@@ -355,14 +360,16 @@ mod tests {
         let info = inspect(&bytes, 2, 5).unwrap();
         assert_eq!(info.conf_change.as_ref(), Some(&cc));
         let mut e = raft_entry(2, 5, bytes, Some(&cc));
-        normalise(&secret(), &mut e).unwrap();
+        normalise(&mut e).unwrap();
         let mut other = cc.clone();
         other.mut_changes()[0].node_id = 5;
         e.data = Bytes::from(other.write_to_bytes().unwrap());
-        assert!(normalise(&secret(), &mut e).is_err());
-        // Empty context: derived from the protobuf.
+        assert!(normalise(&mut e).is_err());
+        // Empty context: checked as a protobuf when received, derived from it when appended.
         let mut e = raft_entry(2, 5, Vec::new(), Some(&cc));
-        normalise(&secret(), &mut e).unwrap();
+        normalise(&mut e).unwrap();
+        assert!(e.context.is_empty());
+        fill_empty(&secret(), &mut e).unwrap();
         assert_eq!(inspect(ledger_bytes(&e), 2, 5).unwrap().conf_change, Some(cc));
     }
 
@@ -375,9 +382,9 @@ mod tests {
                 data: Bytes::copy_from_slice(data),
                 ..Default::default()
             };
-            assert!(normalise(&secret(), &mut e).is_err());
+            assert!(normalise(&mut e).is_err());
             e.set_entry_type(EntryType::EntryConfChangeV2);
-            assert!(normalise(&secret(), &mut e).is_err());
+            assert!(normalise(&mut e).is_err());
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::history::ViewHistory;
 use crate::snapshot;
 use crate::vocab::TxId;
 use consort_kv::Store;
-use consort_ledger::{Ledger, LedgerSecret, LedgerStorage};
+use consort_ledger::{Ledger, LedgerSecrets, LedgerStorage};
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use std::collections::BTreeMap;
@@ -28,7 +28,8 @@ pub(crate) struct Log<S: LedgerStorage> {
     /// The membership at `base_index`, and after each applied change: (seqno, membership).
     pub conf_history: Vec<(u64, ConfState)>,
     pub store: Arc<Store>,
-    pub secret: LedgerSecret,
+    /// The ledger secrets by the seqno they start at; rekeys add to it, rollbacks take their secrets out again.
+    pub secrets: LedgerSecrets,
     pub views: ViewHistory,
     /// CCF commit point: the last committed signature transaction.
     pub commit: TxId,
@@ -135,7 +136,7 @@ impl<S: LedgerStorage> Log<S> {
     ) -> Result<Vec<u8>, crate::ConsensusError> {
         snapshot::build(
             &self.store,
-            &self.secret,
+            &self.secrets,
             sig_entry,
             view,
             seqno,

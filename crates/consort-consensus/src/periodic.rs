@@ -68,7 +68,7 @@ impl Snapshots {
     ) -> Result<(), ConsensusError> {
         self.generation += 1;
         let history = log.view_history_at(view, seqno);
-        let build = SnapshotBuild::start(store, &log.secret, sig_entry, view, seqno, history, self.generation)?;
+        let build = SnapshotBuild::start(store, &log.secrets, sig_entry, view, seqno, history, self.generation)?;
         self.building.insert(seqno, self.generation);
         // A build the node never reports back (it could not start a thread) must not be waited for forever.
         while self.building.len() > MAX_PENDING_SNAPSHOTS {

@@ -9,7 +9,7 @@ use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
 use crate::vocab::RaftId;
 use consort_kv::Commitment;
-use consort_ledger::{parse_entry, ChunkEntries, LedgerSecret, LedgerStorage, MerkleTree};
+use consort_ledger::{parse_entry, ChunkEntries, LedgerSecrets, LedgerStorage, MerkleTree};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A second core lent to replay by the node. This crate starts no threads (it is sans-IO, like time and
@@ -30,11 +30,16 @@ pub(crate) struct DecodedChunk {
     pub entries: Vec<(u64, u64, DecodedEntry)>,
     /// Decoding stopped at this error (reported once the entries before it are applied).
     pub error: Option<ConsensusError>,
+    /// The first seqno decoded.
+    pub from: u64,
+    /// How many ledger secrets the keyring held when the chunk was decoded: a rekey applied since (replay learns
+    /// rekeys in order) means the entries after it must be decoded again.
+    pub secrets_known: usize,
 }
 
 impl DecodedChunk {
     /// Decodes every entry of `chunk` from seqno `from` on. Pure: safe to run on another thread.
-    pub(crate) fn decode(secret: &LedgerSecret, chunk: ChunkEntries, from: u64) -> Self {
+    pub(crate) fn decode(secrets: &LedgerSecrets, chunk: ChunkEntries, from: u64) -> Self {
         let mut entries = Vec::with_capacity(chunk.len());
         let mut error = None;
         for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from) {
@@ -43,7 +48,13 @@ impl DecodedChunk {
                 .and_then(|(entry, _)| {
                     Ok((
                         entry.view,
-                        decode(secret, bytes, entry.view, seqno, PrivateDomain::Decrypt)?,
+                        decode(
+                            secrets.for_seqno(seqno),
+                            bytes,
+                            entry.view,
+                            seqno,
+                            PrivateDomain::Decrypt,
+                        )?,
                     ))
                 });
             match decoded {
@@ -54,7 +65,13 @@ impl DecodedChunk {
                 }
             }
         }
-        DecodedChunk { chunk, entries, error }
+        DecodedChunk {
+            chunk,
+            entries,
+            error,
+            from,
+            secrets_known: secrets.len(),
+        }
     }
 
     /// The highest signature transaction in this chunk at or below `raft_commit`: every entry up to it is
@@ -103,8 +120,8 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
         if from > last {
             return Ok(());
         }
-        let secret = self.log.secret.clone();
-        let mut current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(from)?, from);
+        // Decoding ahead uses the keyring of the moment; `apply_chunk` decodes again after a rekey it applies.
+        let mut current = DecodedChunk::decode(&self.log.secrets, self.log.ledger.read_chunk_of(from)?, from);
         loop {
             let next_from = current.chunk.last_seqno() + 1;
             let Some(offload) = offload.filter(|_| next_from <= last) else {
@@ -112,15 +129,16 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
                 if next_from > last {
                     return Ok(());
                 }
-                current = DecodedChunk::decode(&secret, self.log.ledger.read_chunk_of(next_from)?, next_from);
+                current = DecodedChunk::decode(&self.log.secrets, self.log.ledger.read_chunk_of(next_from)?, next_from);
                 continue;
             };
             let next_chunk = self.log.ledger.read_chunk_of(next_from)?;
+            let secrets = self.log.secrets.clone();
             let mut next = None;
             let mut applied = Ok(());
             let mut current_slot = Some(current);
             offload.run_beside(
-                Box::new(|| next = Some(DecodedChunk::decode(&secret, next_chunk, next_from))),
+                Box::new(|| next = Some(DecodedChunk::decode(&secrets, next_chunk, next_from))),
                 &mut || {
                     if let Some(c) = current_slot.take() {
                         applied = self.apply_chunk(c, raft_commit);
@@ -132,29 +150,49 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
         }
     }
 
-    pub(crate) fn apply_chunk(&mut self, decoded: DecodedChunk, raft_commit: u64) -> Result<(), ConsensusError> {
-        let committed_through = decoded.committed_through(raft_commit).unwrap_or(0);
-        for (seqno, view, entry) in decoded.entries {
-            let is_signature = entry.info.is_signature;
-            let bytes = decoded
-                .chunk
-                .entry(seqno)
-                .ok_or(Inconsistency::EntryNotInChunk { seqno })?;
-            let commitment = if seqno <= committed_through {
-                Commitment::Committed
-            } else {
-                Commitment::Uncommitted
-            };
-            self.as_ref()
-                .accept_decoded(view, seqno, bytes, entry, Origin::Ledger, commitment)?;
-            if is_signature && seqno <= raft_commit {
-                // Entries of earlier chunks that this signature covers still had undo records.
-                self.log.store.set_committed(seqno);
-            }
+    /// Takes a decoded chunk's entries in order. After an entry that adds a ledger secret (a rekey), the rest of the
+    /// chunk is decoded again with the grown keyring: it was decoded ahead without that secret.
+    pub(crate) fn apply_chunk(&mut self, mut decoded: DecodedChunk, raft_commit: u64) -> Result<(), ConsensusError> {
+        if self.log.secrets.len() != decoded.secrets_known {
+            // Decoded ahead, on another core, while the previous chunk applied a rekey.
+            decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, decoded.from);
         }
-        match decoded.error {
-            Some(e) => Err(e),
-            None => Ok(()),
+        loop {
+            let committed_through = decoded.committed_through(raft_commit).unwrap_or(0);
+            let mut rekeyed_after = None;
+            for (seqno, view, entry) in std::mem::take(&mut decoded.entries) {
+                let is_signature = entry.info.is_signature;
+                let bytes = decoded
+                    .chunk
+                    .entry(seqno)
+                    .ok_or(Inconsistency::EntryNotInChunk { seqno })?;
+                let commitment = if seqno <= committed_through {
+                    Commitment::Committed
+                } else {
+                    Commitment::Uncommitted
+                };
+                self.as_ref()
+                    .accept_decoded(view, seqno, bytes, entry, Origin::Ledger, commitment)?;
+                if is_signature && seqno <= raft_commit {
+                    // Entries of earlier chunks that this signature covers still had undo records.
+                    self.log.store.set_committed(seqno);
+                }
+                if self.log.secrets.len() != decoded.secrets_known {
+                    rekeyed_after = Some(seqno);
+                    break;
+                }
+            }
+            match rekeyed_after {
+                Some(seqno) if seqno < decoded.chunk.last_seqno() => {
+                    decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, seqno + 1);
+                }
+                _ => {
+                    return match decoded.error {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    }
+                }
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{ConsensusError, SnapshotError};
 use consort_crypto::sha256;
 use consort_kv::{SnapshotHeader, Store};
 use consort_ledger::{
-    parse_entry, try_encode_snapshot, verify_root, LedgerSecret, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
+    parse_entry, try_encode_snapshot, verify_root, LedgerSecrets, MerkleTree, PrimarySignature, SIGNATURES_TABLE,
     SINGLETON_KEY, TREE_TABLE,
 };
 use raft::eraftpb::SnapshotMetadata;
@@ -79,14 +79,14 @@ pub struct VerifiedSnapshot {
 /// Builds the bundle at `seqno`, which must be a signature transaction at or above the store's committed version.
 pub fn build(
     store: &Store,
-    secret: &LedgerSecret,
+    secrets: &LedgerSecrets,
     signature_entry: &[u8],
     view: u64,
     seqno: u64,
     view_history: Vec<u64>,
 ) -> Result<Vec<u8>, ConsensusError> {
     let (public, private) = store.try_snapshot(&header(signature_entry, seqno, view_history))?;
-    bundle(secret, signature_entry, view, seqno, &public, &private)
+    bundle(secrets, signature_entry, view, seqno, &public, &private)
 }
 
 fn header(signature_entry: &[u8], seqno: u64, view_history: Vec<u64>) -> SnapshotHeader {
@@ -99,14 +99,14 @@ fn header(signature_entry: &[u8], seqno: u64, view_history: Vec<u64>) -> Snapsho
 
 /// The bundle of a signature entry and the store's snapshot domains at its seqno.
 fn bundle(
-    secret: &LedgerSecret,
+    secrets: &LedgerSecrets,
     signature_entry: &[u8],
     view: u64,
     seqno: u64,
     public: &[u8],
     private: &[u8],
 ) -> Result<Vec<u8>, ConsensusError> {
-    let snapshot_entry = try_encode_snapshot(secret, view, seqno, public, private)?;
+    let snapshot_entry = try_encode_snapshot(secrets.for_seqno(seqno), view, seqno, public, private)?;
     let mut out = Vec::with_capacity(12 + signature_entry.len() + snapshot_entry.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&(signature_entry.len() as u64).to_le_bytes());
@@ -150,7 +150,7 @@ pub struct SnapshotBuild {
     pub(crate) view: u64,
     pub(crate) generation: u64,
     job: consort_kv::SnapshotJob,
-    secret: LedgerSecret,
+    secrets: LedgerSecrets,
     signature_entry: Vec<u8>,
     error: Option<ConsensusError>,
 }
@@ -185,7 +185,7 @@ impl SnapshotBuild {
     /// applied) for a build.
     pub(crate) fn start(
         store: &std::sync::Arc<Store>,
-        secret: &LedgerSecret,
+        secrets: &LedgerSecrets,
         signature_entry: Vec<u8>,
         view: u64,
         seqno: u64,
@@ -198,7 +198,7 @@ impl SnapshotBuild {
             view,
             generation,
             job,
-            secret: secret.clone(),
+            secrets: secrets.clone(),
             signature_entry,
             error: None,
         })
@@ -231,7 +231,7 @@ impl SnapshotBuild {
             view,
             generation,
             job,
-            secret,
+            secrets,
             signature_entry,
             error,
         } = self;
@@ -240,7 +240,7 @@ impl SnapshotBuild {
             None => job
                 .run()
                 .map_err(ConsensusError::from)
-                .and_then(|(public, private)| bundle(&secret, &signature_entry, view, seqno, &public, &private))
+                .and_then(|(public, private)| bundle(&secrets, &signature_entry, view, seqno, &public, &private))
                 .map(|data| {
                     let digest = sha256(&data);
                     (data, digest)
@@ -268,7 +268,7 @@ pub(crate) fn check_metadata(meta: &SnapshotMetadata, v: &VerifiedSnapshot) -> R
 /// Checks a bundle and rebuilds the state it carries. `trusted` says whether a node certificate (PEM) may sign.
 pub fn open(
     data: &[u8],
-    secret: &LedgerSecret,
+    secrets: &LedgerSecrets,
     trusted: impl Fn(&str) -> bool,
 ) -> Result<VerifiedSnapshot, ConsensusError> {
     if data.len() > MAX_SNAPSHOT_SIZE {
@@ -299,7 +299,7 @@ pub fn open(
         }
         .into());
     }
-    let ws = full_write_set(secret, sig_bytes, &info)?;
+    let ws = full_write_set(secrets.for_seqno(seqno), sig_bytes, &info)?;
     let value = |table: &'static str| match ws.maps.get(table).and_then(|m| m.writes.get(&SINGLETON_KEY[..])) {
         Some(Some(v)) => Ok(v.clone()),
         _ => Err(SnapshotError::MissingTable { table }),
@@ -334,7 +334,9 @@ pub fn open(
     if used != snap_bytes.len() || !snap.is_snapshot || snap.seqno != seqno || snap.view != view {
         return Err(SnapshotError::EntryMismatch.into());
     }
-    let private = snap.decrypt_private(secret).map_err(SnapshotError::Decrypt)?;
+    let private = snap
+        .decrypt_private(secrets.for_seqno(seqno))
+        .map_err(SnapshotError::Decrypt)?;
     let (store, header) = Store::from_snapshot(snap.public_domain, &private).map_err(SnapshotError::State)?;
     if header.version != seqno || header.hash_at_snapshot != sha256(sig_bytes) {
         return Err(SnapshotError::HeaderMismatch.into());

@@ -112,7 +112,15 @@ mod tests {
         }
         let sig = b.entries().last().unwrap();
         assert!(sig.is_signature);
-        let bundle = crate::snapshot::build(&store, secret, &sig.bytes, sig.view, sig.seqno, vec![]).unwrap();
+        let bundle = crate::snapshot::build(
+            &store,
+            &consort_ledger::LedgerSecrets::new(secret.clone()),
+            &sig.bytes,
+            sig.view,
+            sig.seqno,
+            vec![],
+        )
+        .unwrap();
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = sig.seqno;
         snap.mut_metadata().term = sig.view;

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod merkle;
 mod reader;
 pub mod receipt;
+pub mod secrets;
 pub mod segvec;
 pub mod signature;
 pub mod storage;
@@ -49,6 +50,7 @@ pub use ledger::{ChunkEntries, EntryKind, EntrySource, Ledger, SettledEntry, Tor
 pub use limits::*;
 pub use merkle::{fold_proof, MerkleTree, ProofStep};
 pub use receipt::{receipt_json, signature_receipt_json, LeafComponents};
+pub use secrets::{KeyringError, LedgerSecrets};
 pub use segvec::SegVec;
 pub use signature::{
     sign_root, verify_root, PrimarySignature, ENDORSED_CERTS_TABLE, MEMBERS_CERTS_TABLE, NODES_INFO_TABLE,

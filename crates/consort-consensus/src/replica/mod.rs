@@ -191,9 +191,8 @@ impl<S: LedgerStorage> Replica<S> {
                 limit: MAX_ENTRIES_PER_MESSAGE as u64,
             });
         }
-        let secret = self.node.store().secret.clone();
         for e in m.mut_entries().iter_mut() {
-            normalise(&secret, e)?;
+            normalise(e)?;
         }
         let log = &self.node.raft.raft_log;
         let conf = self.conf_state();
@@ -224,7 +223,7 @@ impl<S: LedgerStorage> Replica<S> {
             return Ok(());
         }
         let trusted = &self.trusted;
-        let v = snapshot::open(&snap.data, &self.node.store().secret, |pem| {
+        let v = snapshot::open(&snap.data, &self.node.store().secrets, |pem| {
             trusted.values().any(|c| c == pem)
         })?;
         Ok(snapshot::check_metadata(meta, &v)?)
@@ -253,8 +252,8 @@ impl<S: LedgerStorage> Replica<S> {
             });
         }
         let view = self.view();
-        let bytes =
-            encode_write_set_entry(&self.node.store().secret, view.get(), version, ws).map_err(ProposeError::Encode)?;
+        let bytes = encode_write_set_entry(self.node.store().secrets.for_seqno(version), view.get(), version, ws)
+            .map_err(ProposeError::Encode)?;
         self.node.propose(Vec::new(), bytes)?;
         if self.node.raft.raft_log.last_index() != version {
             return Err(ProposeError::NotAppended);
@@ -266,8 +265,8 @@ impl<S: LedgerStorage> Replica<S> {
         let version = self.last_seqno().next().get();
         self.check_can_propose(version)?;
         let view = self.view();
-        let bytes =
-            conf_change_entry(&self.node.store().secret, view.get(), version, &cc).map_err(ProposeError::Encode)?;
+        let bytes = conf_change_entry(self.node.store().secrets.for_seqno(version), view.get(), version, &cc)
+            .map_err(ProposeError::Encode)?;
         self.node.propose_conf_change(bytes, cc)?;
         if self.node.raft.raft_log.last_index() != version || self.node.raft.pending_conf_index != version {
             // Raft appended an empty entry instead (another change is pending or the change is invalid now).
@@ -323,8 +322,13 @@ impl<S: LedgerStorage> Replica<S> {
         } else {
             0
         };
-        let bytes =
-            crate::codec::encode_write_set_entry_with_flags(&self.node.store().secret, view, seqno, flags, &ws)?;
+        let bytes = crate::codec::encode_write_set_entry_with_flags(
+            self.node.store().secrets.for_seqno(seqno),
+            view,
+            seqno,
+            flags,
+            &ws,
+        )?;
         let sig_entry = if snapshot_due { Some(bytes.clone()) } else { None };
         if !self.append_own(seqno, &ws, bytes)? {
             return Ok(());
@@ -365,7 +369,12 @@ impl<S: LedgerStorage> Replica<S> {
         // The store refuses the evidence if it is not at the log's end (`append_own` applies it as the next version).
         let evidence = self.last_seqno().next().get();
         let ws = snapshot::evidence_write_set(&digest, seqno);
-        let bytes = encode_write_set_entry(&self.node.store().secret, self.view().get(), evidence, &ws)?;
+        let bytes = encode_write_set_entry(
+            self.node.store().secrets.for_seqno(evidence),
+            self.view().get(),
+            evidence,
+            &ws,
+        )?;
         if !self.append_own(evidence, &ws, bytes)? {
             self.snapshots.keep_built(seqno, data, digest);
             return Ok(());
@@ -535,12 +544,13 @@ impl<S: LedgerStorage> Replica<S> {
         if first <= self.last_seqno().get() {
             self.truncate(first - 1, out)?;
         }
-        let secret = self.node.store().secret.clone();
         let before = self.store().current_version();
         for e in entries {
             // Entries from peers were checked by `normalise` when received, and this replica's own proposals are
             // well formed; `accept` parses each one again in any case. Only Raft's empty entries need bytes here.
             let mut e = e.clone();
+            // Filled here, in order, not when received: a rekey just before it may have changed its secret.
+            let secret = self.node.store().secrets.for_seqno(e.index).clone();
             crate::codec::fill_empty(&secret, &mut e)?;
             let bytes = crate::codec::ledger_bytes(&e).to_vec();
             self.with_partial(|p| p.accept(e.term, e.index, bytes))?;
@@ -598,8 +608,8 @@ impl<S: LedgerStorage> Replica<S> {
         out: &mut Vec<Action>,
     ) -> Result<(), ConsensusError> {
         let trusted = &self.trusted;
-        let secret = self.node.store().secret.clone();
-        let v = snapshot::open(&snap.data, &secret, |pem| trusted.values().any(|c| c == pem))?;
+        let secrets = self.node.store().secrets.clone();
+        let v = snapshot::open(&snap.data, &secrets, |pem| trusted.values().any(|c| c == pem))?;
         let meta = snap.get_metadata();
         snapshot::check_metadata(meta, &v)?;
         let base = TxId::new(View(v.view), Seqno(v.seqno));

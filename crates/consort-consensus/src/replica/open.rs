@@ -18,7 +18,7 @@ use crate::replay::{Offload, PartialReplica};
 use crate::snapshot;
 use crate::vocab::{RaftId, Seqno, TxId, View};
 use consort_kv::Store;
-use consort_ledger::{Ledger, LedgerSecret, LedgerStorage, MerkleTree};
+use consort_ledger::{Ledger, LedgerSecrets, LedgerStorage, MerkleTree};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Snapshot};
 use raft::RawNode;
@@ -33,11 +33,11 @@ impl<S: LedgerStorage> Replica<S> {
         cfg: ReplicaConfig,
         identity: NodeIdentity,
         trusted: BTreeMap<RaftId, String>,
-        secret: LedgerSecret,
+        secrets: impl Into<LedgerSecrets>,
         storage: S,
         persisted: PersistedState,
     ) -> Result<Self, ConsensusError> {
-        Self::open_with_offload(cfg, identity, trusted, secret, storage, persisted, None)
+        Self::open_with_offload(cfg, identity, trusted, secrets, storage, persisted, None)
     }
 
     /// [`Replica::open`], decoding (parse, decrypt, hash) the next ledger chunk on the core `offload` lends while
@@ -46,11 +46,12 @@ impl<S: LedgerStorage> Replica<S> {
         cfg: ReplicaConfig,
         identity: NodeIdentity,
         trusted: BTreeMap<RaftId, String>,
-        secret: LedgerSecret,
+        secrets: impl Into<LedgerSecrets>,
         storage: S,
         persisted: PersistedState,
         offload: Option<&dyn Offload>,
     ) -> Result<Self, ConsensusError> {
+        let secrets = secrets.into();
         let mut ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
         let Start {
             store,
@@ -60,7 +61,7 @@ impl<S: LedgerStorage> Replica<S> {
             bundle,
             tree,
             signatures,
-        } = Start::from_persisted(&persisted, &secret, &trusted)?;
+        } = Start::from_persisted(&persisted, &secrets, &trusted)?;
         if persisted.snapshot.is_some() && left_over_from_install(&ledger, base)? {
             ledger.clear()?;
         }
@@ -83,7 +84,7 @@ impl<S: LedgerStorage> Replica<S> {
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
             conf_history: vec![(base_seqno, conf)],
             store: Arc::new(store),
-            secret,
+            secrets,
             views,
             commit: base,
         };
@@ -174,7 +175,7 @@ impl Start {
     /// state with the first membership.
     fn from_persisted(
         persisted: &PersistedState,
-        secret: &LedgerSecret,
+        secrets: &LedgerSecrets,
         trusted: &BTreeMap<RaftId, String>,
     ) -> Result<Self, ConsensusError> {
         let Some(bytes) = &persisted.snapshot else {
@@ -192,7 +193,7 @@ impl Start {
             });
         };
         let snap = Snapshot::parse_from_bytes(bytes).map_err(|e| SnapshotError::Protobuf(e.into()))?;
-        let v = snapshot::open(&snap.data, secret, |pem: &str| trusted.values().any(|c| c == pem))?;
+        let v = snapshot::open(&snap.data, secrets, |pem: &str| trusted.values().any(|c| c == pem))?;
         let meta = snap.get_metadata();
         snapshot::check_metadata(meta, &v)?;
         Ok(Start {

@@ -156,7 +156,7 @@ impl Cluster {
             n.config.clone(),
             n.identity.clone(),
             n.trusted.clone(),
-            self.secret.clone(),
+            consort_ledger::LedgerSecrets::new(self.secret.clone()),
             n.disk.clone(),
             n.persisted.clone(),
         )?;

@@ -201,9 +201,15 @@ mod tests {
             store.apply(e.seqno, &ws.unwrap()).unwrap();
         }
         let at = ledger.entries().last().unwrap();
-        let bundle =
-            consort_consensus::snapshot::build(&store, &ledger.service.secret, &at.bytes, at.view, at.seqno, vec![])
-                .unwrap();
+        let bundle = consort_consensus::snapshot::build(
+            &store,
+            &ledger.service.secret.clone().into(),
+            &at.bytes,
+            at.view,
+            at.seqno,
+            vec![],
+        )
+        .unwrap();
         let mut snap = consort_consensus::eraftpb::Snapshot::default();
         snap.mut_metadata().index = at.seqno;
         snap.mut_metadata().term = at.view;
