@@ -83,6 +83,12 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
                 self.claim_snapshot(seqno, claimed);
             }
             let marked = info.is_signature && snapshot::is_marked_for_snapshot(&info.public, seqno);
+            crate::rekey::learn(
+                &mut self.log.secrets,
+                self.log.secret_opener.as_deref(),
+                seqno,
+                &info.public,
+            )?;
             let mut batch = WriteBatch::from(info.public);
             batch.maps.extend(private.maps);
             store.apply_batch(seqno, batch, commitment)?;

@@ -1,11 +1,14 @@
 //! Configuration of one replica: its tunables ([`ReplicaConfig`]) and its signing identity ([`NodeIdentity`]).
 
 use crate::limits::{DEFAULT_MAX_APPEND_BYTES, DEFAULT_MAX_INFLIGHT_APPENDS};
+use crate::rekey::SecretOpener;
 use crate::vocab::RaftId;
 use consort_crypto::SigningKey;
+use std::sync::Arc;
 
-/// This node's signing identity: signature transactions carry its certificate and node id.
-#[derive(Debug, Clone)]
+/// This node's signing identity: signature transactions carry its certificate and node id; its secret opener
+/// takes the new ledger secrets that rekeys encrypt to it.
+#[derive(Clone)]
 pub struct NodeIdentity {
     /// Key the node signs signature transactions with.
     pub key: SigningKey,
@@ -13,6 +16,17 @@ pub struct NodeIdentity {
     pub cert_pem: String,
     /// CCF node id (hex SHA-256 of the public key DER).
     pub node_id: String,
+    /// Opens this node's copy of a rekey's new secret; `None` (tests, tools) does not follow rekeys.
+    pub secret_opener: Option<Arc<dyn SecretOpener>>,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("node_id", &self.node_id)
+            .field("follows_rekeys", &self.secret_opener.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Tunables of one replica. Time is in ticks: the node decides how long a tick is.

@@ -76,6 +76,15 @@ pub enum ConsensusError {
     /// The key-value store refused a write set or a rollback.
     #[error("kv: {0}")]
     Kv(#[from] KvError),
+    /// A rekey transaction's new ledger secret could not be taken.
+    #[error("rekey at seqno {seqno}: {source}")]
+    Rekey {
+        /// The rekey transaction.
+        seqno: u64,
+        /// What was wrong (boxed: rare, and it keeps this error small).
+        #[source]
+        source: Box<crate::rekey::RekeyFault>,
+    },
 }
 
 impl ConsensusError {

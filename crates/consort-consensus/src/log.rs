@@ -30,6 +30,8 @@ pub(crate) struct Log<S: LedgerStorage> {
     pub store: Arc<Store>,
     /// The ledger secrets by the seqno they start at; rekeys add to it, rollbacks take their secrets out again.
     pub secrets: LedgerSecrets,
+    /// Opens this node's copy of a rekey's secret ([`crate::rekey::learn`]).
+    pub secret_opener: Option<Arc<dyn crate::rekey::SecretOpener>>,
     pub views: ViewHistory,
     /// CCF commit point: the last committed signature transaction.
     pub commit: TxId,

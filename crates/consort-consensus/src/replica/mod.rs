@@ -104,6 +104,13 @@ impl<S: LedgerStorage> Replica<S> {
                 Ok(tx) => {
                     self.txs_since_signature += 1;
                     out.push(Action::Proposed(tx));
+                    // The next transaction is written under a secret this one introduces. The entry is in the log
+                    // already: a secret the primary cannot take back from its own rekey stops it.
+                    let log = self.node.mut_store();
+                    let opener = log.secret_opener.clone();
+                    if let Err(e) = crate::rekey::learn(&mut log.secrets, opener.as_deref(), version, &write_set) {
+                        self.halt(e, &mut out);
+                    }
                 }
                 Err(error) => self.reject_client_proposal(version, error, &mut out),
             },
@@ -574,6 +581,7 @@ impl<S: LedgerStorage> Replica<S> {
         let log = self.node.mut_store();
         log.ledger.truncate(to)?;
         log.store.rollback(to)?;
+        log.secrets.truncate(to);
         log.terms.truncate((to - log.base_index) as usize);
         log.views.truncate(to);
         log.conf_changes.split_off(&(to + 1));

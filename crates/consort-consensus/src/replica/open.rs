@@ -85,6 +85,7 @@ impl<S: LedgerStorage> Replica<S> {
             conf_history: vec![(base_seqno, conf)],
             store: Arc::new(store),
             secrets,
+            secret_opener: identity.secret_opener.clone(),
             views,
             commit: base,
         };

@@ -99,6 +99,12 @@ impl<S: LedgerStorage> Replica<S> {
         self.halted.as_ref()
     }
 
+    /// The ledger secrets this replica reads and writes with: the first one, and those rekeys in its log gave it.
+    /// The node keeps a sealed copy and derives commit evidence from the secret of each seqno.
+    pub fn ledger_secrets(&self) -> &consort_ledger::LedgerSecrets {
+        &self.node.store().secrets
+    }
+
     /// Membership currently in force.
     pub fn conf_state(&self) -> ConfState {
         self.node.raft.prs().conf().to_conf_state()

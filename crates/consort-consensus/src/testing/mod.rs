@@ -148,6 +148,7 @@ pub fn fixture_identities() -> Vec<NodeIdentity> {
                 key,
                 cert_pem: block[at..].to_string(),
                 node_id,
+                secret_opener: None,
             }
         })
         .collect()

@@ -6,4 +6,11 @@
 
 pub mod keyring;
 
+/// Where a rekey writes the new ledger secret, encrypted to each trusted node (CCF's table name; JSON at the
+/// singleton key).
+pub const ENCRYPTED_LEDGER_SECRETS_TABLE: &str = "public:ccf.internal.encrypted_ledger_secrets";
+/// Where a rekey writes the previous ledger secret encrypted under the new one, so that the latest secret unlocks
+/// all of history (CCF's table name; JSON at the singleton key).
+pub const HISTORICAL_ENCRYPTED_LEDGER_SECRET_TABLE: &str = "public:ccf.internal.historical_encrypted_ledger_secret";
+
 pub use keyring::{KeyringError, LedgerSecrets};

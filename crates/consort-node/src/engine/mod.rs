@@ -414,6 +414,7 @@ impl Engine {
             key: ids.node_key.clone(),
             cert_pem: ids.node_cert_pem.clone(),
             node_id: ids.node_id.to_string(),
+            secret_opener: None,
         };
         let mut rc = Self::replica_config(&cfg, raft_id);
         rc.sign_on_election = !fresh;
