@@ -60,7 +60,8 @@ pub(crate) fn learn(
     if secrets.iter().any(|(v, s)| v == version && s.raw() == secret.raw()) {
         return Ok(false);
     }
-    secrets.truncate(seqno);
+    // What a rekey at or after this seqno introduced is replaced by what the ledger says here.
+    secrets.truncate(seqno - 1);
     secrets.insert(version, secret).map_err(|e| fault(e.into()))?;
     Ok(true)
 }
