@@ -61,7 +61,7 @@ pub(crate) fn learn(
         return Ok(false);
     }
     // What a rekey at or after this seqno introduced is replaced by what the ledger says here.
-    secrets.truncate(seqno - 1);
+    secrets.truncate(seqno.saturating_sub(1));
     secrets.insert(version, secret).map_err(|e| fault(e.into()))?;
     Ok(true)
 }
