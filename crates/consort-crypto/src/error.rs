@@ -1,5 +1,5 @@
-//! Typed errors of the crypto crate, each keeping the dependency's error (pem, pkcs8, spki, sec1, ecdsa, rsa,
-//! x509-parser, rcgen, UTF-8) as its source, and [`SharedError`], which lets such an error sit in a `Clone` enum.
+//! Typed errors of the crypto crate, each keeping the dependency's error (pem, pkcs8, pkcs1, spki, sec1, ecdsa,
+//! rsa, x509-parser, rcgen, UTF-8) as its source, and [`SharedError`], which lets such an error sit in a `Clone` enum.
 
 use std::sync::Arc;
 
@@ -45,6 +45,15 @@ pub enum CryptoError {
     /// RSA key generation failed.
     #[error("malformed or unsupported key: {0}")]
     Rsa(#[source] SharedError<rsa::Error>),
+    /// A PKCS#1 (`RSA PUBLIC KEY` or `RSA PRIVATE KEY`) key that does not parse.
+    #[error("malformed or unsupported key: {0}")]
+    Pkcs1Key(#[source] SharedError<rsa::pkcs1::Error>),
+    /// RSA-OAEP encryption refused the plaintext (longer than the key allows) or the key.
+    #[error("RSA-OAEP encryption failed: {0}")]
+    OaepEncrypt(#[source] SharedError<rsa::Error>),
+    /// RSA-OAEP decryption failed: a wrong key, or a truncated or altered ciphertext (OAEP does not say which).
+    #[error("RSA-OAEP decryption failed: {0}")]
+    OaepDecrypt(#[source] SharedError<rsa::Error>),
     /// Signature bytes that are not a well-formed signature (bad DER, wrong length, zero or out-of-range scalars).
     #[error("malformed signature: {0}")]
     SignatureFormat(#[source] SharedError<p256::ecdsa::Error>),

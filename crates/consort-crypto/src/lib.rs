@@ -1,8 +1,9 @@
-//! Consort's cryptographic toolbox: hashes, ECDSA, AES-GCM, X.509 and identities behind a byte-level API.
+//! Consort's cryptographic toolbox: hashes, ECDSA, AES-GCM, RSA-OAEP, Shamir sharing, X.509 and identities behind a
+//! byte-level API.
 //!
 //! Every other crate reaches cryptography through this one, so there is one line of RustCrypto versions in the
 //! workspace and one place to audit. Nothing here is hand-written cryptography: it wraps RustCrypto (sha2, hmac,
-//! p256, p384, ecdsa, aes-gcm, rsa), rcgen and x509-parser.
+//! p256, p384, ecdsa, aes-gcm, rsa), vsss-rs (Shamir over GF(256)), rcgen and x509-parser.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
@@ -10,12 +11,15 @@ pub mod aead;
 pub mod ecdsa;
 mod error;
 pub mod hash;
+pub mod oaep;
+pub mod shamir;
 pub mod x509;
 
 pub use aead::{AeadError, Aes256GcmKey, GCM_IV_SIZE, GCM_TAG_SIZE};
 pub use ecdsa::{low_s_raw, malleate_raw, s_form_raw, Curve, HashAlg, SForm, SigningKey, VerifyingKey};
 pub use error::{CryptoError, SharedError, X509ParseError};
 pub use hash::{hmac_sha256, sha256, sha384, Sha256Hasher, SHA256_SIZE};
+pub use shamir::{ShamirError, Share, SharingFault};
 pub use x509::{CertParams, ParsedCert};
 
 /// Fills a fresh buffer with `n` bytes from the operating system's CSPRNG.
