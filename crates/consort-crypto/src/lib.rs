@@ -19,6 +19,8 @@ pub use aead::{AeadError, Aes256GcmKey, GCM_IV_SIZE, GCM_TAG_SIZE};
 pub use ecdsa::{low_s_raw, malleate_raw, s_form_raw, Curve, HashAlg, SForm, SigningKey, VerifyingKey};
 pub use error::{CryptoError, SharedError, X509ParseError};
 pub use hash::{hmac_sha256, sha256, sha384, Sha256Hasher, SHA256_SIZE};
+/// The RNG trait (rand_core 0.6) the crate's randomised functions take, so callers need not name rand_core.
+pub use rand_core::CryptoRngCore;
 pub use shamir::{ShamirError, Share, SharingFault};
 pub use x509::{CertParams, ParsedCert};
 

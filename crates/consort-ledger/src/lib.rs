@@ -14,7 +14,8 @@
 //! Modules: [`entry`] frames one transaction; [`merkle`], [`signature`] and [`receipt`] are the tree, the signed
 //! roots and the receipts over them; [`chunk`] names chunk files and checks their bytes; [`storage`] is the disk
 //! the ledger sees; [`ledger`] appends, closes, commits, reads and truncates chunks over it; [`audit`] verifies a
-//! ledger offline. `testing` (feature `testing`) holds the storage conformance suite and ledger builders.
+//! ledger offline; [`secrets`] holds the recovery shares of the ledger secret. `testing` (feature `testing`)
+//! holds the storage conformance suite and ledger builders.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 

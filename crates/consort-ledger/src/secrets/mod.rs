@@ -5,6 +5,7 @@
 //! seqno `r` adds a secret at version `r + 1`, so the rekey transaction itself is still written under the old one.
 
 pub mod keyring;
+pub mod shares;
 
 /// Where a rekey writes the new ledger secret, encrypted to each trusted node (CCF's table name; JSON at the
 /// singleton key).
