@@ -333,6 +333,14 @@ async fn three_node_service(net: &mut Net) {
         }
     })
     .await;
+    // Two rekeys before anyone joins: the joiners replicate from seqno 1 with the keyring their join answer
+    // carries, through entries under each of the three secrets.
+    net.wait_for("node 0 to be primary", async || net.primary(&[0]).await == Some(0))
+        .await;
+    for _ in 0..2 {
+        net.pass_proposal(&[0], serde_json::json!([{"name": "trigger_ledger_rekey"}]), false)
+            .await;
+    }
     let target = net.nodes[0].address.clone();
     for i in 1..3 {
         net.configure(i, Some(&target));
@@ -396,6 +404,11 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     // Half the writes spread over all three nodes (backups forward to the primary).
     let (mut acked, _) = write_range(&net, &[0, 1, 2], 0..WRITES / 2).await;
     assert_eq!(acked.len() as u64, WRITES / 2);
+
+    // A rekey with all three trusted: each gets the new secret encrypted to its own key through the ledger. The
+    // node killed next learns it again from its ledger when it restarts.
+    net.pass_proposal(&[0, 1, 2], serde_json::json!([{"name": "trigger_ledger_rekey"}]), false)
+        .await;
 
     // SIGKILL the primary; the rest of the writes go to the survivors.
     let old = net.primary(&[0, 1, 2]).await.expect("a primary");
@@ -611,6 +624,24 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
                 n.dir.display(),
                 &text[text.len().saturating_sub(3000)..]
             );
+            if full {
+                // CCF's secrets chain check: each rekey records the secret it replaced, from where it started.
+                let out = Command::new(venv.join("bin/verify_ledger_secrets_chain.py"))
+                    .arg(&ledger)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    out.status.success(),
+                    "verify_ledger_secrets_chain.py on {}:\n{text}",
+                    n.dir.display()
+                );
+                assert_eq!(
+                    text.matches("previous_ledger_secret").count(),
+                    3,
+                    "three rekeys in the chain:\n{text}"
+                );
+            }
         }
     }
 }

@@ -50,7 +50,14 @@ fn join_body_measured(key: &SigningKey, measurement: [u8; 32]) -> serde_json::Va
         "node_to_node_address": "127.0.0.1:1",
         "rpc_address": "127.0.0.1:2",
         "quote_info": evidence.to_json_value(),
+        "encryption_public_key": encryption_key(),
     })
+}
+
+/// One RSA encryption public key for the test joiners (generating one per request would only cost time).
+fn encryption_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| consort_crypto::rsa_keys::generate_pem(2048).unwrap().1)
 }
 
 /// A join request naming `public_key_pem`, with evidence for a key the caller does not hold.
@@ -91,6 +98,40 @@ async fn an_outsider_naming_a_trusted_nodes_key_gets_nothing() {
     let reply = post_join(&node, Some(&other), &join_body(&trusted_key)).await;
     assert_eq!(reply.status, 401, "{}", String::from_utf8_lossy(&reply.body));
     assert_no_secrets(&reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_without_a_usable_encryption_key_is_refused_and_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_service(dir.path()).await;
+    let key = SigningKey::generate(Curve::P384);
+    let small = consort_crypto::rsa_keys::generate_pem(1024).unwrap().1;
+    let mut cases = vec![];
+    for value in [
+        serde_json::Value::Null,
+        serde_json::json!("not a key"),
+        serde_json::json!(small),
+    ] {
+        let mut body = join_body_measured(&key, consort_measurement());
+        match value {
+            serde_json::Value::Null => {
+                body.as_object_mut().unwrap().remove("encryption_public_key");
+            }
+            v => body["encryption_public_key"] = v,
+        }
+        let reply = post_join(&node, Some(&key), &body).await;
+        assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&reply.body));
+        let message = reply.json().unwrap()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("encryption_public_key"), "{message}");
+        assert_no_secrets(&reply);
+        cases.push(message);
+    }
+    assert!(cases[2].contains("too small"), "{}", cases[2]);
+    // None of them was recorded: the node is unknown to the service.
+    let node_id = consort_crypto::key_id(&key.verifying_key().to_spki_der());
+    let conn = node.connect(false).await;
+    let nodes = conn.get("/node/network/nodes").await.unwrap();
+    assert!(!String::from_utf8_lossy(&nodes.body).contains(&node_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

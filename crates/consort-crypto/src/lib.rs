@@ -65,8 +65,22 @@ pub mod rsa_keys {
         Ok((private.to_string(), public))
     }
 
+    /// The SubjectPublicKeyInfo PEM of the RSA private key in `private_pem` (PKCS#8).
+    pub fn public_pem(private_pem: &str) -> Result<String, crate::CryptoError> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)?;
+        Ok(key.to_public_key().to_public_key_pem(LineEnding::LF)?)
+    }
+
     #[cfg(test)]
     mod tests {
+        #[test]
+        fn public_pem_matches_the_generated_one() {
+            let (private, public) = super::generate_pem(1024).unwrap();
+            assert_eq!(super::public_pem(&private).unwrap(), public);
+            assert!(super::public_pem("not a key").is_err());
+        }
+
         #[test]
         fn generates_parseable_pems() {
             let (private, public) = super::generate_pem(1024).unwrap();

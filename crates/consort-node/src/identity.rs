@@ -10,7 +10,7 @@ use consort_attest::Platform;
 use consort_consensus::NodeId;
 use consort_crypto::x509::{self, CertParams};
 use consort_crypto::{Curve, ParsedCert, SigningKey};
-use consort_ledger::LedgerSecret;
+use consort_ledger::{LedgerSecret, LedgerSecrets};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,12 @@ pub const NODE_KEY_FILE: &str = "node_privk.pem";
 pub const NODE_CERT_FILE: &str = "node_cert.pem";
 pub const SERVICE_KEY_FILE: &str = "service_privk.pem";
 pub const SERVICE_CERT_FILE: &str = "service_cert.pem";
+/// The ledger secrets, one `<version> <hex>` line each (a lone hex line is version 1), sealed.
 pub const LEDGER_SECRET_FILE: &str = "ledger_secret";
+/// The node's RSA key that rekeys encrypt the new ledger secret to (PKCS#8 PEM), sealed.
+pub const NODE_ENC_KEY_FILE: &str = "node_enc_privk.pem";
+/// Size of a node's encryption key.
+pub const NODE_ENC_KEY_BITS: usize = 2048;
 
 /// Validity of generated service and node certificates.
 pub const CERT_VALIDITY_DAYS: u32 = 365;
@@ -34,7 +39,11 @@ pub struct Identities {
     pub node_id: NodeId,
     pub service_key: SigningKey,
     pub service_cert_pem: String,
-    pub ledger_secret: LedgerSecret,
+    /// The ledger secrets as of loading (the engine's replica holds the live keyring).
+    pub ledger_secrets: LedgerSecrets,
+    /// The node's RSA encryption key (PKCS#8 PEM) and its public key (SPKI PEM, recorded in the nodes table).
+    pub node_enc_key_pem: String,
+    pub node_enc_public_pem: String,
 }
 
 impl std::fmt::Debug for Identities {
@@ -162,6 +171,7 @@ impl Identities {
             SERVICE_KEY_FILE,
             SERVICE_CERT_FILE,
             LEDGER_SECRET_FILE,
+            NODE_ENC_KEY_FILE,
         ]
         .iter()
         .all(|f| dir.join(f).exists())
@@ -181,7 +191,7 @@ impl Identities {
         np.subject_alt_names = subject_alt_names.to_vec();
         np.validity_days = CERT_VALIDITY_DAYS;
         let node = x509::issue(&node_key.verifying_key(), &np, &service_key, &service.der).map_err(|e| ierr(dir, e))?;
-        let ledger_secret = LedgerSecret::generate();
+        let ledger_secrets = LedgerSecrets::new(LedgerSecret::generate());
 
         write_sealed(
             platform,
@@ -189,31 +199,33 @@ impl Identities {
             service_key.to_pkcs8_pem().as_bytes(),
         )?;
         write_sealed(platform, &dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_sealed(
-            platform,
-            &dir.join(LEDGER_SECRET_FILE),
-            hex::encode(ledger_secret.raw()).as_bytes(),
-        )?;
+        save_ledger_secrets(platform, dir, &ledger_secrets)?;
+        let (enc_key, _) = new_encryption_key(dir)?;
+        write_sealed(platform, &dir.join(NODE_ENC_KEY_FILE), enc_key.as_bytes())?;
         write_public(&dir.join(SERVICE_CERT_FILE), service.pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node.pem.as_bytes())?;
         Self::load(platform, dir)
     }
 
     /// Stores the identity a joining node received from the primary (its own key, its certificate issued by the
-    /// service, and the service's key, certificate and ledger secret), then loads it back.
+    /// service, and the service's key, certificate and ledger secrets) with its own encryption key (whose public
+    /// half went with its join request), then loads it back.
+    #[allow(clippy::too_many_arguments)] // reason: the parts of one identity, each a distinct file.
     pub fn save_joined(
         platform: &dyn Platform,
         dir: &Path,
         node_key: &SigningKey,
+        node_enc_key_pem: &str,
         node_cert_pem: &str,
         service_key_pem: &str,
         service_cert_pem: &str,
-        ledger_secret_hex: &str,
+        ledger_secrets: &LedgerSecrets,
     ) -> Result<Self, IdentityError> {
         std::fs::create_dir_all(dir).map_err(|e| ierr(dir, e))?;
         write_sealed(platform, &dir.join(SERVICE_KEY_FILE), service_key_pem.as_bytes())?;
         write_sealed(platform, &dir.join(NODE_KEY_FILE), node_key.to_pkcs8_pem().as_bytes())?;
-        write_sealed(platform, &dir.join(LEDGER_SECRET_FILE), ledger_secret_hex.as_bytes())?;
+        write_sealed(platform, &dir.join(NODE_ENC_KEY_FILE), node_enc_key_pem.as_bytes())?;
+        save_ledger_secrets(platform, dir, ledger_secrets)?;
         write_public(&dir.join(SERVICE_CERT_FILE), service_cert_pem.as_bytes())?;
         write_public(&dir.join(NODE_CERT_FILE), node_cert_pem.as_bytes())?;
         Self::load(platform, dir)
@@ -249,11 +261,12 @@ impl Identities {
         node_cert
             .verify_signed_by(&service_key.verifying_key())
             .map_err(|e| ierr(&p(NODE_CERT_FILE), IdentityFault::NotEndorsed(e)))?;
-        let secret_hex = read_sealed_text(platform, &p(LEDGER_SECRET_FILE))?;
-        let raw: [u8; 32] = hex::decode(secret_hex.trim())
-            .ok()
-            .and_then(|v| v.try_into().ok())
+        let secrets_text = read_sealed_text(platform, &p(LEDGER_SECRET_FILE))?;
+        let ledger_secrets = parse_ledger_secrets(&secrets_text)
             .ok_or_else(|| ierr(&p(LEDGER_SECRET_FILE), IdentityFault::LedgerSecretFormat))?;
+        let node_enc_key_pem = read_sealed_text(platform, &p(NODE_ENC_KEY_FILE))?;
+        let node_enc_public_pem =
+            consort_crypto::rsa_keys::public_pem(&node_enc_key_pem).map_err(|e| ierr(&p(NODE_ENC_KEY_FILE), e))?;
         let node_id = cert_node_id(&node_cert).map_err(|e| ierr(&p(NODE_CERT_FILE), e))?;
         Ok(Identities {
             node_id,
@@ -262,9 +275,40 @@ impl Identities {
             node_cert_pem,
             service_key,
             service_cert_pem,
-            ledger_secret: LedgerSecret::from_bytes(raw),
+            ledger_secrets,
+            node_enc_key_pem,
+            node_enc_public_pem,
         })
     }
+}
+
+/// A fresh RSA encryption key for a node: (PKCS#8 private PEM, SPKI public PEM).
+pub fn new_encryption_key(dir: &Path) -> Result<(String, String), IdentityError> {
+    consort_crypto::rsa_keys::generate_pem(NODE_ENC_KEY_BITS).map_err(|e| ierr(&dir.join(NODE_ENC_KEY_FILE), e))
+}
+
+/// Writes the ledger secrets, sealed, replacing the file atomically (a rekey rewrites it while the node runs).
+pub fn save_ledger_secrets(platform: &dyn Platform, dir: &Path, secrets: &LedgerSecrets) -> Result<(), IdentityError> {
+    let text: String = secrets
+        .iter()
+        .map(|(version, s)| format!("{version} {}\n", hex::encode(s.raw())))
+        .collect();
+    write_sealed(platform, &dir.join(LEDGER_SECRET_FILE), text.as_bytes())
+}
+
+/// The keyring in a ledger secrets file; `None` if a line is not `<version> <64 hex digits>` (or a lone hex line,
+/// the single-secret format, read as version 1), or the file holds none.
+fn parse_ledger_secrets(text: &str) -> Option<LedgerSecrets> {
+    let mut pairs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (version, hex_text) = match line.split_once(' ') {
+            Some((v, h)) => (v.parse::<u64>().ok()?, h.trim()),
+            None => (1, line),
+        };
+        let raw: [u8; 32] = hex::decode(hex_text).ok()?.try_into().ok()?;
+        pairs.push((version, LedgerSecret::from_bytes(raw)));
+    }
+    LedgerSecrets::from_versions(pairs)
 }
 
 #[cfg(test)]
@@ -284,7 +328,7 @@ mod tests {
         assert!(Identities::exist(dir.path()));
         let b = Identities::load(&virt(), dir.path()).unwrap();
         assert_eq!(a.node_id, b.node_id);
-        assert_eq!(a.ledger_secret.raw(), b.ledger_secret.raw());
+        assert_eq!(a.ledger_secrets.latest().1.raw(), b.ledger_secrets.latest().1.raw());
         for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
@@ -353,12 +397,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let platform = KeyedPlatform(consort_crypto::Aes256GcmKey::generate());
         let ids = Identities::generate(&platform, dir.path(), &[]).unwrap();
-        for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE] {
+        for f in [NODE_KEY_FILE, SERVICE_KEY_FILE, LEDGER_SECRET_FILE, NODE_ENC_KEY_FILE] {
             let raw = std::fs::read(dir.path().join(f)).unwrap();
             let text = String::from_utf8_lossy(&raw);
             assert!(!text.contains("PRIVATE KEY"), "{f} holds a key in clear");
             assert!(
-                !text.contains(&hex::encode(ids.ledger_secret.raw())),
+                !text.contains(&hex::encode(ids.ledger_secrets.latest().1.raw())),
                 "{f} holds the ledger secret in clear"
             );
         }
@@ -373,5 +417,31 @@ mod tests {
         );
         let again = Identities::load(&platform, dir.path()).unwrap();
         assert_eq!(again.node_id, ids.node_id);
+    }
+
+    #[test]
+    fn the_keyring_file_round_trips_and_reads_the_single_secret_format() {
+        let mut k = LedgerSecrets::new(LedgerSecret::from_bytes([1; 32]));
+        k.insert(40, LedgerSecret::from_bytes([2; 32])).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        save_ledger_secrets(&virt(), dir.path(), &k).unwrap();
+        let text = read_sealed_text(&virt(), &dir.path().join(LEDGER_SECRET_FILE)).unwrap();
+        let back = parse_ledger_secrets(&text).unwrap();
+        assert_eq!(
+            back.iter().map(|(v, s)| (v, *s.raw())).collect::<Vec<_>>(),
+            vec![(1, [1; 32]), (40, [2; 32])]
+        );
+        // The format before rekeys: one hex line, version 1.
+        let old = parse_ledger_secrets(&format!("{}\n", hex::encode([5u8; 32]))).unwrap();
+        assert_eq!(old.latest().0, 1);
+        for bad in [
+            "",
+            "zz",
+            "x 0101",
+            "3 abcd",
+            "0 0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(parse_ledger_secrets(bad).is_none(), "{bad:?}");
+        }
     }
 }

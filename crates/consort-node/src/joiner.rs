@@ -49,13 +49,15 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let node_key = SigningKey::generate(Curve::P384);
     // The evidence binds the node key to the code this process runs; the primary checks it against the join policy.
     // The platform seals this node's secrets too.
-    let platform = crate::platform::open(&cfg.attestation)?;
+    let platform: Arc<dyn consort_attest::Platform> = Arc::from(crate::platform::open(&cfg.attestation)?);
     let attestation = crate::launch::attest_on(platform.as_ref(), &node_key)?;
+    let (enc_key_pem, enc_public_pem) = crate::identity::new_encryption_key(&dir)?;
     let req = JoinRequest {
         public_key: node_key.verifying_key().to_pem(),
         node_to_node_address: n2n,
         rpc_address: cfg.network.rpc_address.clone(),
         quote_info: attestation.evidence.to_json_value(),
+        encryption_public_key: Some(enc_public_pem),
     };
     let body = serde_json::to_vec(&req).map_err(|e| io(e.to_string()))?;
     // The node id is public (a digest of the public key); members need it to trust this node, so it is written
@@ -72,13 +74,14 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let key_pem = node_key.to_pkcs8_pem();
     let tls = crate::net::tls::client_config(&service_cert, Some((&own_cert.pem, &key_pem)))?;
     let answer = ask_until_trusted(&target, tls, body).await?;
-    let ids = save_answer(&cfg, platform.as_ref(), &node_key, &answer)?;
+    let ids = save_answer(&cfg, platform.as_ref(), (&node_key, &enc_key_pem), &answer)?;
     let engine = Engine::open_with(
         cfg,
         ids,
         OpenOptions {
             start: Start::Joined,
             attestation: None,
+            platform: Some(platform),
         },
     )?;
     // A joined node serves exactly the applications a genesis node serves.
@@ -93,7 +96,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
 fn save_answer(
     cfg: &NodeConfig,
     platform: &dyn consort_attest::Platform,
-    node_key: &SigningKey,
+    (node_key, enc_key_pem): (&SigningKey, &str),
     answer: &serde_json::Value,
 ) -> Result<Identities, NodeError> {
     let io = NodeError::Join;
@@ -122,15 +125,18 @@ fn save_answer(
             "join answer names neither a snapshot nor the first membership".into()
         ));
     }
+    let secrets =
+        answer_secrets(answer).ok_or_else(|| io("join answer: ledger_secrets are missing or malformed".into()))?;
     record.save(cfg, snapshot.as_deref())?;
     let ids = Identities::save_joined(
         platform,
         &cfg.storage.secrets_dir,
         node_key,
+        enc_key_pem,
         &field("node_cert")?,
         &field("service_key")?,
         &field("service_cert")?,
-        &field("ledger_secret")?,
+        &secrets,
     )?;
     tracing::info!(
         from_snapshot = snapshot.is_some(),
@@ -142,6 +148,17 @@ fn save_answer(
         }
     );
     Ok(ids)
+}
+
+/// The keyring in a join answer: `ledger_secrets`, a list of `{version, secret (hex)}`.
+fn answer_secrets(answer: &serde_json::Value) -> Option<consort_ledger::LedgerSecrets> {
+    let mut pairs = Vec::new();
+    for item in answer["ledger_secrets"].as_array()? {
+        let version = item["version"].as_u64()?;
+        let raw: [u8; 32] = hex::decode(item["secret"].as_str()?).ok()?.try_into().ok()?;
+        pairs.push((version, consort_ledger::LedgerSecret::from_bytes(raw)));
+    }
+    consort_ledger::LedgerSecrets::from_versions(pairs)
 }
 
 /// Asks the service at `target` to admit this node (`body`, over `tls` with the node's own certificate) until it

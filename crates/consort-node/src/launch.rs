@@ -32,7 +32,7 @@ fn subject_alt_names(cfg: &NodeConfig) -> Vec<String> {
 /// Loads (restart) or creates (genesis) the node's identity and opens its service engine.
 pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     // The platform first: a node that cannot attest refuses to start before it writes anything.
-    let platform = crate::platform::open(&cfg.attestation)?;
+    let platform: Arc<dyn consort_attest::Platform> = Arc::from(crate::platform::open(&cfg.attestation)?);
     let dir = cfg.storage.secrets_dir.clone();
     // An identity on disk means a restart, never a new service (see `Start`).
     let (ids, start) = if Identities::exist(&dir) {
@@ -63,6 +63,7 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     let options = OpenOptions {
         start,
         attestation: Some(attestation.genesis()),
+        platform: Some(platform.clone()),
     };
     let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
     node.attach_attestation(attestation);

@@ -98,7 +98,7 @@ fn child_process_entry() {
     };
     let options = OpenOptions {
         start,
-        attestation: None,
+        ..OpenOptions::default()
     };
     let engine = Engine::open_with(cfg, ids, options).unwrap();
     let stopping = Arc::new(AtomicBool::new(false));
@@ -212,6 +212,7 @@ fn check_restart(dir: &Path, what: &str) -> Result<(), String> {
     let options = OpenOptions {
         start: Start::Restart,
         attestation: None,
+        ..OpenOptions::default()
     };
     let engine = Engine::open_with(cfg, ids, options).map_err(|e| e.to_string())?;
     let store = engine.store();
@@ -369,15 +370,19 @@ fn join_child(dir: &Path) {
         &platform(),
         &cfg.storage.secrets_dir,
         &node_key,
+        &consort_node::identity::new_encryption_key(&cfg.storage.secrets_dir)
+            .unwrap()
+            .0,
         &node_cert.pem,
         &service.service_key.to_pkcs8_pem(),
         &service.service_cert_pem,
-        &hex::encode(service.ledger_secret.raw()),
+        &service.ledger_secrets,
     )
     .unwrap();
     let options = OpenOptions {
         start: Start::Joined,
         attestation: None,
+        ..OpenOptions::default()
     };
     Engine::open_with(cfg, ids, options).unwrap();
 }

@@ -64,6 +64,7 @@ fn genesis_with(dir: &std::path::Path, claims: Claims) -> Arc<Engine> {
     let options = OpenOptions {
         start: Start::Genesis,
         attestation: Some(attestation),
+        ..OpenOptions::default()
     };
     Engine::open_with(cfg, ids, options).unwrap()
 }

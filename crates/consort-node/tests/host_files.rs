@@ -83,6 +83,7 @@ fn a_join_record_naming_the_node_in_the_first_membership_is_refused() {
     let options = OpenOptions {
         start: Start::Joined,
         attestation: None,
+        ..OpenOptions::default()
     };
     let err = refused(Engine::open_with(config(dir.path()), ids, options));
     assert!(err.contains("first membership"), "{err}");
@@ -100,6 +101,7 @@ fn a_join_record_that_does_not_parse_stops_the_node_naming_the_file() {
     let options = OpenOptions {
         start: Start::Joined,
         attestation: None,
+        ..OpenOptions::default()
     };
     match Engine::open_with(config(dir.path()), ids, options) {
         Err(e @ EngineError::JoinRecord { .. }) => {
@@ -134,6 +136,7 @@ fn a_node_whose_raft_state_was_deleted_but_whose_ledger_remains_refuses_to_start
     let options = OpenOptions {
         start: Start::Restart,
         attestation: None,
+        ..OpenOptions::default()
     };
     let err = refused(Engine::open_with(config(dir.path()), ids, options));
     assert!(
@@ -185,6 +188,7 @@ fn a_changed_byte_inside_an_encrypted_entry_stops_the_node_naming_the_chunk_file
     let options = OpenOptions {
         start: Start::Restart,
         attestation: None,
+        ..OpenOptions::default()
     };
     match Engine::open_with(config(dir.path()), ids, options) {
         Err(e @ EngineError::DamagedEntry { .. }) => {

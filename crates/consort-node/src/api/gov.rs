@@ -68,9 +68,22 @@ fn now_seconds() -> i64 {
 
 /// Performs the constitution's recorded node actions inside the proposal's transaction.
 fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), GovError> {
+    // The newest secret as of this transaction: a rekey earlier in the same proposal replaces it. A transaction
+    // rekeys at most once (its write set holds one new secret, used from the next seqno on).
+    let (version, mut latest) = {
+        let secrets = svc.ledger_secrets();
+        let (v, s) = secrets.latest();
+        (v, s.clone())
+    };
+    let mut rekeyed = false;
+    let shares_failed =
+        |e: consort_ledger::secrets::shares::SharesError| GovError::ProposalFailed(format!("recovery shares: {e}"));
     for a in actions {
         match a {
-            HostAction::TransitionServiceToOpen { .. } => consort_gov::open_service(tx)?,
+            HostAction::TransitionServiceToOpen { .. } => {
+                consort_gov::open_service(tx)?;
+                crate::engine::secrets::issue_recovery_shares(tx, &latest).map_err(shares_failed)?;
+            }
             HostAction::EndorseNodeCertificate {
                 node_id,
                 validity_period_days,
@@ -81,8 +94,16 @@ fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), 
                 .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             HostAction::TriggerLedgerChunk => svc.request_chunk_end(),
             HostAction::TriggerSnapshot => svc.request_snapshot(),
-            other => {
-                tracing::info!(action = ?other, "governance action recorded; its machinery arrives with a later issue")
+            HostAction::TriggerLedgerRekey if rekeyed => {}
+            HostAction::TriggerLedgerRekey => {
+                let new = crate::engine::secrets::write_rekey(tx, (version, &latest))
+                    .map_err(|e| GovError::ProposalFailed(format!("ledger rekey: {e}")))?;
+                crate::engine::secrets::issue_recovery_shares(tx, &new).map_err(shares_failed)?;
+                latest = new;
+                rekeyed = true;
+            }
+            HostAction::TriggerRecoverySharesRefresh => {
+                crate::engine::secrets::issue_recovery_shares(tx, &latest).map_err(shares_failed)?;
             }
         }
     }
@@ -307,7 +328,8 @@ fn endpoint_method(parts: &[&str]) -> Option<&'static str> {
         | ["members", "proposals", _]
         | ["members", "proposals", _, "actions"]
         | ["members", "proposals", _, "ballots", _]
-        | ["service", "info" | "members" | "nodes" | "constitution" | "join-policy"] => Some("GET"),
+        | ["service", "info" | "members" | "nodes" | "constitution" | "join-policy"]
+        | ["recovery", "encrypted-shares", _] => Some("GET"),
         _ => None,
     }
 }
@@ -415,6 +437,17 @@ pub fn route(svc: &Engine, method: &str, path: &str, query: &str, body: &[u8]) -
             Err(e) => err(&e),
         },
         ("GET", ["service", "join-policy"]) => json(200, join_policy_json(svc), None),
+        ("GET", ["recovery", "encrypted-shares", m]) => {
+            let store = svc.store();
+            match crate::engine::secrets::encrypted_share(&store.read_only(), m) {
+                Some(share) => json(200, serde_json::json!({ "encryptedShare": share }), None),
+                None => json(
+                    404,
+                    serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Recovery share not found for member {m}.")}}),
+                    None,
+                ),
+            }
+        }
         _ => json(
             404,
             serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Unknown path: {path} for {method}.")}}),

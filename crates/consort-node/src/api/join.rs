@@ -41,6 +41,10 @@ pub struct JoinRequest {
     pub rpc_address: String,
     /// Its attestation evidence, CCF's `QuoteInfo` (`format`, `quote`, `endorsements`), binding `public_key`.
     pub quote_info: serde_json::Value,
+    /// Its RSA encryption public key (SPKI PEM, at least 2048 bits): rekeys encrypt new ledger secrets to it.
+    /// Required; optional in the type only so that a request without it gets a clear refusal.
+    #[serde(default)]
+    pub encryption_public_key: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -87,12 +91,31 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
         .map_err(|e: String| ApiError::new(500, "InternalError", e))?;
     let evidence =
         consort_attest::Evidence::from_json_value(&request.quote_info).map_err(|e| bad(format!("quote_info: {e}")))?;
+    check_encryption_key(request.encryption_public_key.as_deref())?;
     Ok(ParsedJoin {
         request,
         key,
         node_id,
         evidence,
     })
+}
+
+/// Smallest RSA modulus accepted for a node's encryption key, in bytes.
+const MIN_ENCRYPTION_KEY_BYTES: usize = 256;
+
+/// A joiner's encryption key must be an RSA public key of at least 2048 bits that encrypts a ledger secret.
+fn check_encryption_key(pem: Option<&str>) -> Result<(), ApiError> {
+    let pem = pem.ok_or_else(|| bad("encryption_public_key is required"))?;
+    let probe = consort_crypto::oaep::encrypt(pem, &[0u8; 32], &mut rand_core::OsRng)
+        .map_err(|e| bad(format!("encryption_public_key: {e}")))?;
+    if probe.len() < MIN_ENCRYPTION_KEY_BYTES {
+        return Err(bad(format!(
+            "encryption_public_key: an RSA key of {} bits is too small (at least {})",
+            probe.len() * 8,
+            MIN_ENCRYPTION_KEY_BYTES * 8
+        )));
+    }
+    Ok(())
 }
 
 /// Handles `POST /node/join` (see the module documentation). `client_key_id` is the key id (hex SHA-256 of the
@@ -186,11 +209,22 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
         "node_cert": record.cert_pem,
         "service_cert": ids.service_cert_pem,
         "service_key": ids.service_key.to_pkcs8_pem(),
-        "ledger_secret": hex::encode(ids.ledger_secret.raw()),
+        "ledger_secrets": committed_secrets(svc),
         "peers": peers,
         "snapshot": start.snapshot.map(|s| base64::engine::general_purpose::STANDARD.encode(s)),
         "initial_voters": start.initial_voters,
     }))
+}
+
+/// The ledger secrets a joiner gets: every one whose rekey is committed (a rekey still in flight may be rolled
+/// back; the joiner learns it from the ledger, encrypted to it, once it is trusted), as `{version, secret}`.
+fn committed_secrets(svc: &Engine) -> Vec<serde_json::Value> {
+    let committed = svc.committed_txid().seqno.get();
+    svc.ledger_secrets()
+        .iter()
+        .filter(|(version, _)| *version <= committed + 1)
+        .map(|(version, s)| serde_json::json!({"version": version, "secret": hex::encode(s.raw())}))
+        .collect()
 }
 
 /// Issues a node certificate for `key` signed by the service key, valid `validity_days`, naming the host of
@@ -274,6 +308,7 @@ fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claim
         "node_to_node_address": req.node_to_node_address,
         "node_data": null,
         "quote_info": req.quote_info,
+        "encryption_pub_key": req.encryption_public_key,
         "ledger_secret_seqno": 0,
         "retired_committed": false,
     });

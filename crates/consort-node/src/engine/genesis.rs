@@ -128,6 +128,7 @@ impl Engine {
                 "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
                 "node_to_node_address": self.cfg.network.node_to_node_address,
                 "node_data": null,
+                "encryption_pub_key": self.ids.node_enc_public_pem,
                 "ledger_secret_seqno": 0,
                 "retired_committed": false,
                 "quote_info": attestation.map(|a| a.quote_info.clone()),

@@ -15,6 +15,7 @@ mod genesis;
 mod join_record;
 mod membership;
 mod persist;
+pub mod secrets;
 mod snapshots;
 mod status;
 mod ticker;
@@ -51,13 +52,26 @@ use storage::{FsStorage, SyncQueue};
 pub use consort_consensus::{NodeId, RaftId, Seqno, TxId, TxStatus, View};
 
 /// How [`Engine::open_with`] opens the engine, beyond the configuration and identities.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct OpenOptions {
     /// How this node comes up; see [`Start`].
     pub start: Start,
     /// For a genesis node: its own attestation, recorded in the nodes table, and its code id, added to the join
     /// policy (as CCF 6 does, so that nodes running the same code can join).
     pub attestation: Option<GenesisAttestation>,
+    /// The platform that seals the node's files: the keyring file is written again, sealed, when a rekey changes
+    /// it. Without one (tests) the new keyring is kept in memory only.
+    pub platform: Option<Arc<dyn consort_attest::Platform>>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("start", &self.start)
+            .field("attestation", &self.attestation)
+            .field("platform", &self.platform.as_ref().map(|p| p.kind()))
+            .finish()
+    }
 }
 
 /// How a node comes up. Which one is never inferred from what happens to be on disk: a host that deletes a node's
@@ -161,6 +175,13 @@ struct Locked {
     member_since: BTreeMap<u64, u64>,
     /// The hard state last written to disk, and when.
     durable_hard_state: Option<(HardState, Instant)>,
+    /// The keyring as last mirrored and saved: its size and newest version.
+    secrets_saved: (usize, u64),
+}
+
+fn replica_secrets_mark(replica: &Replica<FsStorage>) -> (usize, u64) {
+    let s = replica.ledger_secrets();
+    (s.len(), s.latest().0)
 }
 
 /// Holding the engine lock longer than this is logged (with where it was taken): every transaction on the node
@@ -209,6 +230,10 @@ pub struct Engine {
     committed_view: AtomicU64,
     /// Mirror of the replica's view, so that stamping a response with a TxID does not take the engine lock.
     view: AtomicU64,
+    /// Mirror of the replica's ledger secrets (commit evidence, join answers), replaced when a rekey changes them.
+    secrets: RwLock<consort_ledger::LedgerSecrets>,
+    /// Seals the keyring file (see [`OpenOptions::platform`]).
+    platform: Option<Arc<dyn consort_attest::Platform>>,
     /// Raft id of the primary as last seen (0: unknown).
     leader: AtomicU64,
     node_id: NodeId,
@@ -362,7 +387,7 @@ impl Engine {
             ids,
             OpenOptions {
                 start: Start::Genesis,
-                attestation: None,
+                ..OpenOptions::default()
             },
         )
     }
@@ -370,7 +395,11 @@ impl Engine {
     /// [`Engine::open`] with, for a genesis node, its attestation. A node that joined a service (it holds a
     /// [`JoinRecord`]) starts from what the record names, and never runs genesis.
     pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
-        let OpenOptions { start, attestation } = options;
+        let OpenOptions {
+            start,
+            attestation,
+            platform,
+        } = options;
         let mut trusted = BTreeMap::new();
         let join_record = JoinRecord::load(&cfg.storage.secrets_dir)?;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
@@ -414,14 +443,14 @@ impl Engine {
             key: ids.node_key.clone(),
             cert_pem: ids.node_cert_pem.clone(),
             node_id: ids.node_id.to_string(),
-            secret_opener: None,
+            secret_opener: Some(Arc::new(secrets::NodeSecretOpener::new(&ids))),
         };
         let mut rc = Self::replica_config(&cfg, raft_id);
         rc.sign_on_election = !fresh;
         // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
         let offload = offload::ThreadOffload;
-        let secret = ids.ledger_secret.clone();
-        let replica = Replica::open_with_offload(rc, identity, trusted, secret, storage, persisted, Some(&offload))
+        let secrets = ids.ledger_secrets.clone();
+        let replica = Replica::open_with_offload(rc, identity, trusted, secrets, storage, persisted, Some(&offload))
             .map_err(|e| name_damaged_chunk(&cfg.storage.ledger_dir, e))?;
         if let Some(torn) = replica.ledger().torn_tail() {
             // A crash cut an append short: the ledger left those bytes out (its files are cut at the first write).
@@ -430,6 +459,8 @@ impl Engine {
         let store = replica.store().clone();
         let commit = replica.commit_point();
         let view = replica.view();
+        let secrets_now = replica.ledger_secrets().clone();
+        let secrets_saved = replica_secrets_mark(&replica);
         let svc = Arc::new(Engine {
             cfg,
             ids,
@@ -438,12 +469,15 @@ impl Engine {
                 replica,
                 pending: None,
                 member_since: BTreeMap::new(),
+                secrets_saved,
                 durable_hard_state,
             }),
             store: RwLock::new(store),
             committed_seqno: AtomicU64::new(commit.seqno.get()),
             committed_view: AtomicU64::new(commit.view.get()),
             view: AtomicU64::new(view.get()),
+            secrets: RwLock::new(secrets_now),
+            platform,
             leader: AtomicU64::new(0),
             node_id,
             raft_id,
@@ -612,6 +646,7 @@ impl Engine {
             }
         }
         self.view.store(e.replica.view().get(), Ordering::Release);
+        self.keep_secrets(e);
         if wake {
             let (flag, cv) = &self.wake;
             *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;

@@ -194,7 +194,10 @@ impl Engine {
             signature,
             proof,
             write_set_digest: sha256(&entry),
-            commit_evidence: self.ids.ledger_secret.commit_evidence(id.view.get(), id.seqno.get()),
+            commit_evidence: self
+                .ledger_secrets()
+                .for_seqno(id.seqno.get())
+                .commit_evidence(id.view.get(), id.seqno.get()),
         })
     }
 
