@@ -246,3 +246,30 @@ fn we_decrypt_what_openssl_encrypts_with_the_same_padding() {
     let private = std::fs::read_to_string(&private_path).unwrap();
     assert_eq!(oaep::decrypt(&private, &out.stdout).unwrap(), b"a share from openssl");
 }
+
+mod random_input {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn private_key() -> &'static str {
+        static KEY: OnceLock<String> = OnceLock::new();
+        KEY.get_or_init(|| rsa_keys::generate_pem(1024).unwrap().0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_ciphertexts_are_refused(ciphertext in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let err = oaep::decrypt(private_key(), &ciphertext).unwrap_err();
+            prop_assert!(matches!(err, CryptoError::OaepDecrypt(_)), "{:?}", err);
+        }
+
+        #[test]
+        fn random_pem_text_is_an_error_not_a_panic(text in "(-----BEGIN (RSA )?(PUBLIC|PRIVATE) KEY-----\n)?[A-Za-z0-9+/=\n]{0,200}(-----END (RSA )?(PUBLIC|PRIVATE) KEY-----\n)?") {
+            prop_assert!(oaep::encrypt(&text, b"x", &mut rng()).is_err());
+            prop_assert!(oaep::decrypt(&text, &[0u8; 128]).is_err());
+        }
+    }
+}

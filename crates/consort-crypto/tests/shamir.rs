@@ -159,3 +159,24 @@ proptest! {
         prop_assert_ne!(shamir::combine(&chosen).unwrap(), secret);
     }
 }
+
+proptest! {
+    #[test]
+    fn share_bytes_of_any_length_parse_only_at_33_with_a_nonzero_identifier(
+        bytes in proptest::collection::vec(any::<u8>(), 0..70)
+    ) {
+        match Share::from_bytes(&bytes) {
+            Ok(share) => {
+                prop_assert_eq!(bytes.len(), SHARE_SIZE_BYTES);
+                prop_assert_ne!(bytes[0], 0);
+                prop_assert_eq!(share.to_bytes(), bytes);
+            }
+            Err(ShamirError::IdentifierZero) => prop_assert!(bytes.len() == SHARE_SIZE_BYTES && bytes[0] == 0),
+            Err(ShamirError::ShareLength { found }) => {
+                prop_assert_eq!(found, bytes.len());
+                prop_assert_ne!(found, SHARE_SIZE_BYTES);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {:?}", other),
+        }
+    }
+}

@@ -181,6 +181,11 @@ fn an_altered_record_gives_an_error_never_a_wrong_secret() {
             found: WRAPPED_SECRET_SIZE_BYTES - 1
         })
     );
+    let flood = vec![decrypted[0].clone(); 256];
+    assert_eq!(
+        shares::restore(&info, &flood, 2).unwrap_err(),
+        SharesError::TooManyShares { submitted: 256 }
+    );
     // The same share twice does not make two.
     assert!(matches!(
         shares::restore(&info, &[decrypted[0].clone(), decrypted[0].clone()], 2),

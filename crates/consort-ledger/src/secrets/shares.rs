@@ -119,6 +119,12 @@ pub enum SharesError {
         /// The recovery threshold.
         threshold: usize,
     },
+    /// More shares submitted than a split can make: some must be duplicates.
+    #[error("recovery: {submitted} shares submitted, at most {MAX_SHARES} can be distinct")]
+    TooManyShares {
+        /// Shares submitted.
+        submitted: usize,
+    },
     /// A submitted share (by its position) that does not parse as a share.
     #[error("recovery: share {index} is malformed: {source}")]
     MalformedShare {
@@ -264,14 +270,19 @@ pub fn check_share(info: &RecoverySharesInfo, member_id: &str, share: &[u8]) -> 
 }
 
 /// Restores the latest ledger secret from `shares` (decrypted shares, each checked with [`check_share`] when it
-/// was submitted), given the service's recovery `threshold`. Refuses fewer shares than the threshold, a share
-/// not issued with this record and duplicates; a wrapping key that does not unwrap the secret is an error, never
+/// was submitted), given the service's recovery `threshold`. Refuses fewer shares than the threshold, more than
+/// 255, a share not issued with this record and duplicates; a wrapping key that does not unwrap the secret is an error, never
 /// a wrong secret.
 pub fn restore(info: &RecoverySharesInfo, shares: &[Vec<u8>], threshold: usize) -> Result<LedgerSecret, SharesError> {
     if shares.len() < threshold.max(1) {
         return Err(SharesError::NotEnoughShares {
             submitted: shares.len(),
             threshold,
+        });
+    }
+    if shares.len() > MAX_SHARES {
+        return Err(SharesError::TooManyShares {
+            submitted: shares.len(),
         });
     }
     let mut parsed = Vec::with_capacity(shares.len());
