@@ -343,7 +343,7 @@ fn prune(mut configs: Vec<Config>) -> Vec<Config> {
     configs.sort();
     configs.dedup();
     // Most carried operations first, so a dominating configuration is kept before the ones it dominates.
-    configs.sort_by(|a, b| (b.optional.len(), b.unobserved_writes).cmp(&(a.optional.len(), a.unobserved_writes)));
+    configs.sort_by_key(|c| std::cmp::Reverse((c.optional.len(), c.unobserved_writes)));
     let mut kept: Vec<Config> = vec![];
     for c in configs {
         if !kept.iter().any(|k| k.dominates(&c)) {
