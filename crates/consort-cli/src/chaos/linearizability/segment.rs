@@ -211,20 +211,26 @@ impl<'a> Run<'a> {
         self.ops[self.local[i]]
     }
 
-    /// The moves from a state: each pending operation invoked no later than the earliest response of a pending one,
-    /// and a token if one is left and the register is not already unobserved.
+    /// The moves from a state: each pending known operation invoked no later than the earliest response of a pending
+    /// one; each such unknown operation, and a token, only where it can matter (see [`useful`]).
     fn moves(&self, reg: &Reg, tokens: usize) -> Vec<Move> {
-        let mut out = vec![];
+        let mut candidates = vec![];
         let mut min_ret = u64::MAX;
         for i in self.pending.iter() {
             let op = self.op(i);
             if op.invoke > min_ret {
                 break;
             }
-            out.push(Move::Op(i));
+            candidates.push(i);
             min_ret = min_ret.min(ret_time(op));
         }
-        if tokens > 0 && *reg != Reg::Unobserved {
+        let next: Vec<&Op> = candidates.iter().map(|&i| self.op(i)).collect();
+        let mut out: Vec<Move> = candidates
+            .iter()
+            .filter(|&&i| self.op(i).outcome != Outcome::Unknown || useful(self.op(i), reg, &next))
+            .map(|&i| Move::Op(i))
+            .collect();
+        if tokens > 0 && destroyer_needed(reg, &next) {
             out.push(Move::Unobserve);
         }
         out
@@ -332,6 +338,32 @@ impl<'a> Run<'a> {
             unobserved_writes: tokens,
         }
     }
+}
+
+/// Whether a known failed compare-and-swap among `next` expects the register's current value: only an unknown
+/// write (or a token) placed first can explain it.
+fn destroyer_needed(reg: &Reg, next: &[&Op]) -> bool {
+    next.iter().any(|op| {
+        matches!((&op.call, &op.outcome), (Call::Cas { expected, .. }, Outcome::Cas(false)) if *reg == Reg::Val(expected.clone()))
+    })
+}
+
+/// Whether placing the unknown operation `op` now can matter: it changes the register, and a candidate in `next`
+/// looks at the new value or needs the current one gone. Otherwise it can be moved past the next operation without
+/// changing anything, or dropped (left pending, which covers more), so the search need not place it here: a
+/// partial-order reduction that keeps the set of end configurations the same up to domination.
+fn useful(op: &Op, reg: &Reg, next: &[&Op]) -> bool {
+    let new = match &op.call {
+        Call::Write(v) => v,
+        Call::Cas { expected, new } if *reg == Reg::Val(expected.clone()) => new,
+        _ => return false,
+    };
+    let looks_at = |o: &&&Op| match (&o.call, &o.outcome) {
+        (Call::Read, Outcome::Read(Some(seen))) => seen == new,
+        (Call::Cas { expected: Some(e), .. }, _) => e == new,
+        _ => false,
+    };
+    destroyer_needed(reg, next) || next.iter().any(|o| looks_at(&o))
 }
 
 /// Says where the search got furthest.
