@@ -266,7 +266,8 @@ fn check_key(key: &str, ops: &[&Op], max_states: usize) -> KeyReport {
     };
     let mut configs = vec![Config::start()];
     for (s, members) in segs.members.iter().enumerate() {
-        let searched = segment::search(ops, members, &configs, &zobrist, max_states);
+        let watched = |v: &str| uses.observed.get(&Some(v.to_string())).is_some_and(|&last| last >= s);
+        let searched = segment::search(ops, members, &configs, &zobrist, &watched, max_states);
         report.states += searched.states;
         let ends = match searched.result {
             Ok(ends) => ends,

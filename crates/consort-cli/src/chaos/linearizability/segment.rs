@@ -80,14 +80,22 @@ pub fn step(state: &Reg, op: &Op) -> Option<Reg> {
 }
 
 /// Searches the segment made of `members` (indices into `ops`) from each of `starts`.
-pub fn search(ops: &[&Op], members: &[usize], starts: &[Config], zobrist: &[u128], max_states: usize) -> Searched {
+/// `watched` says whether an operation of this segment or a later one looks at a value.
+pub fn search(
+    ops: &[&Op],
+    members: &[usize],
+    starts: &[Config],
+    zobrist: &[u128],
+    watched: &dyn Fn(&str) -> bool,
+    max_states: usize,
+) -> Searched {
     let mut ends: HashSet<Config> = HashSet::new();
     let mut states = 0;
     let mut deepest = Deepest::default();
     for start in starts {
         let mut local: Vec<usize> = start.optional.iter().chain(members).copied().collect();
         local.sort_by_key(|&g| (ops[g].invoke, ret_time(ops[g]), g));
-        let mut run = Run::new(ops, local, zobrist);
+        let mut run = Run::new(ops, local, zobrist, watched);
         let outcome = run.explore(start, max_states.saturating_sub(states), &mut ends);
         states += run.seen.len();
         if run.deepest.linearized > deepest.linearized || deepest.reg.is_none() {
@@ -184,6 +192,7 @@ struct Run<'a> {
     /// Local index to index into `ops`, sorted by invocation.
     local: Vec<usize>,
     zobrist: &'a [u128],
+    watched: &'a dyn Fn(&str) -> bool,
     pending: Pending,
     bits: u128,
     /// Known operations not yet linearized: the segment ends when none is left.
@@ -193,13 +202,14 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(ops: &'a [&'a Op], local: Vec<usize>, zobrist: &'a [u128]) -> Self {
+    fn new(ops: &'a [&'a Op], local: Vec<usize>, zobrist: &'a [u128], watched: &'a dyn Fn(&str) -> bool) -> Self {
         let known_left = local.iter().filter(|&&g| ops[g].outcome != Outcome::Unknown).count();
         Run {
             pending: Pending::new(local.len()),
             ops,
             local,
             zobrist,
+            watched,
             bits: 0,
             known_left,
             seen: HashSet::new(),
@@ -225,13 +235,25 @@ impl<'a> Run<'a> {
             min_ret = min_ret.min(ret_time(op));
         }
         let next: Vec<&Op> = candidates.iter().map(|&i| self.op(i)).collect();
-        let mut out: Vec<Move> = candidates
-            .iter()
-            .filter(|&&i| self.op(i).outcome != Outcome::Unknown || useful(self.op(i), reg, &next))
-            .map(|&i| Move::Op(i))
-            .collect();
+        let mut out = vec![];
+        // Unknown writes whose value nobody looks at any more are interchangeable when all they do is clear the
+        // register (and a token is one of them): offering one of them is enough.
+        let mut interchangeable_offered = false;
         if tokens > 0 && destroyer_needed(reg, &next) {
             out.push(Move::Unobserve);
+            interchangeable_offered = true;
+        }
+        for &i in &candidates {
+            let op = self.op(i);
+            let offer = match (op.outcome == Outcome::Unknown).then(|| useful(op, reg, &next)) {
+                None | Some(Use::Observed) => true,
+                Some(Use::None) => false,
+                Some(Use::Clears(new)) if (self.watched)(new) => true,
+                Some(Use::Clears(_)) => !std::mem::replace(&mut interchangeable_offered, true),
+            };
+            if offer {
+                out.push(Move::Op(i));
+            }
         }
         out
     }
@@ -352,18 +374,32 @@ fn destroyer_needed(reg: &Reg, next: &[&Op]) -> bool {
 /// looks at the new value or needs the current one gone. Otherwise it can be moved past the next operation without
 /// changing anything, or dropped (left pending, which covers more), so the search need not place it here: a
 /// partial-order reduction that keeps the set of end configurations the same up to domination.
-fn useful(op: &Op, reg: &Reg, next: &[&Op]) -> bool {
+fn useful<'o>(op: &'o Op, reg: &Reg, next: &[&Op]) -> Use<'o> {
     let new = match &op.call {
         Call::Write(v) => v,
         Call::Cas { expected, new } if *reg == Reg::Val(expected.clone()) => new,
-        _ => return false,
+        _ => return Use::None,
     };
     let looks_at = |o: &&&Op| match (&o.call, &o.outcome) {
         (Call::Read, Outcome::Read(Some(seen))) => seen == new,
         (Call::Cas { expected: Some(e), .. }, _) => e == new,
         _ => false,
     };
-    destroyer_needed(reg, next) || next.iter().any(|o| looks_at(&o))
+    if next.iter().any(|o| looks_at(&o)) {
+        Use::Observed
+    } else if destroyer_needed(reg, next) {
+        Use::Clears(new)
+    } else {
+        Use::None
+    }
+}
+
+/// What placing an unknown operation now can do: give a candidate the value it looks at, clear the register (setting
+/// it to this new value) for a failed compare-and-swap, or nothing.
+enum Use<'o> {
+    Observed,
+    Clears(&'o str),
+    None,
 }
 
 /// Says where the search got furthest.
