@@ -235,17 +235,19 @@ impl<'a> Run<'a> {
             min_ret = min_ret.min(ret_time(op));
         }
         let next: Vec<&Op> = candidates.iter().map(|&i| self.op(i)).collect();
+        let clears = destroyer_needed(reg, &next);
+        let looked_at: HashSet<&str> = next.iter().filter_map(|o| looks_at(o)).collect();
         let mut out = vec![];
         // Unknown writes whose value nobody looks at any more are interchangeable when all they do is clear the
         // register (and a token is one of them): offering one of them is enough.
         let mut interchangeable_offered = false;
-        if tokens > 0 && destroyer_needed(reg, &next) {
+        if tokens > 0 && clears {
             out.push(Move::Unobserve);
             interchangeable_offered = true;
         }
         for &i in &candidates {
             let op = self.op(i);
-            let offer = match (op.outcome == Outcome::Unknown).then(|| useful(op, reg, &next)) {
+            let offer = match (op.outcome == Outcome::Unknown).then(|| useful(op, reg, clears, &looked_at)) {
                 None | Some(Use::Observed) => true,
                 Some(Use::None) => false,
                 Some(Use::Clears(new)) if (self.watched)(new) => true,
@@ -374,23 +376,27 @@ fn destroyer_needed(reg: &Reg, next: &[&Op]) -> bool {
 /// looks at the new value or needs the current one gone. Otherwise it can be moved past the next operation without
 /// changing anything, or dropped (left pending, which covers more), so the search need not place it here: a
 /// partial-order reduction that keeps the set of end configurations the same up to domination.
-fn useful<'o>(op: &'o Op, reg: &Reg, next: &[&Op]) -> Use<'o> {
+fn useful<'o>(op: &'o Op, reg: &Reg, clears: bool, looked_at: &HashSet<&str>) -> Use<'o> {
     let new = match &op.call {
         Call::Write(v) => v,
         Call::Cas { expected, new } if *reg == Reg::Val(expected.clone()) => new,
         _ => return Use::None,
     };
-    let looks_at = |o: &&&Op| match (&o.call, &o.outcome) {
-        (Call::Read, Outcome::Read(Some(seen))) => seen == new,
-        (Call::Cas { expected: Some(e), .. }, _) => e == new,
-        _ => false,
-    };
-    if next.iter().any(|o| looks_at(&o)) {
+    if looked_at.contains(new.as_str()) {
         Use::Observed
-    } else if destroyer_needed(reg, next) {
+    } else if clears {
         Use::Clears(new)
     } else {
         Use::None
+    }
+}
+
+/// The value an operation looks at: what a read returned, what a compare-and-swap expects.
+fn looks_at(op: &Op) -> Option<&str> {
+    match (&op.call, &op.outcome) {
+        (Call::Read, Outcome::Read(Some(seen))) => Some(seen),
+        (Call::Cas { expected: Some(e), .. }, _) => Some(e),
+        _ => None,
     }
 }
 

@@ -486,3 +486,32 @@ fn the_cut_search_agrees_with_a_brute_force_search() {
         "{good} good, {bad} bad, {cut_histories} cut"
     );
 }
+
+/// Requests refused during a fault (5xx) are unknown writes that never took effect and that nobody reads; with a
+/// slow operation holding the segment open, failed swaps that overlap a write could each be explained by any of
+/// them, which must not multiply the search by their number.
+#[test]
+fn many_refused_writes_in_one_segment_stay_cheap() {
+    let mut h: Vec<Op> = (0..200).map(|i| unknown(w(&format!("refused{i}"), i, i + 1))).collect();
+    h.push(cas(Some("never"), "z", false, 300, 100_000)); // slow: spans the whole segment
+    let mut prev = None::<String>;
+    for n in 0..50u64 {
+        let t = 1000 + n * 900;
+        let x = format!("x{n}");
+        // The write takes effect first, so the overlapping swap from the old value fails.
+        h.push(w(&x, t, t + 50));
+        h.push(cas(prev.as_deref(), &format!("y{n}"), false, t + 10, t + 60));
+        h.push(r(Some(&x), t + 100, t + 110));
+        prev = Some(x);
+    }
+    let report = check(&h, CAMPAIGN_BUDGET);
+    let k = &report.keys[0];
+    assert!(report.is_linearizable(), "{report}");
+    assert_eq!(k.segments, 1, "{k}");
+    assert!(k.states < 200_000, "{k}");
+    // A refused write may still have taken effect late, but then the value before it cannot come back.
+    h.push(r(Some("refused7"), 95_000, 95_010));
+    assert!(check(&h, CAMPAIGN_BUDGET).is_linearizable());
+    h.push(r(Some("x49"), 96_000, 96_010));
+    assert!(is_bad(&verdict(&h, CAMPAIGN_BUDGET)));
+}
