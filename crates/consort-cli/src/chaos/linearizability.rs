@@ -26,7 +26,11 @@
 //! - a register value no later operation reads or expects becomes [`Reg::Unobserved`];
 //!
 //! and a configuration is dropped when another has the same value, a superset of its carried operations and at least
-//! as many tokens (whatever the first can do later, the second can too).
+//! as many tokens (whatever the first can do later, the second can too). Inside a segment, an unknown operation (or a
+//! token) is placed only where an operation that may come next looks at its value or is a failed compare-and-swap
+//! that needs the current value gone, and of several interchangeable ones (values nobody looks at any more) only one
+//! is offered: anywhere else it could be moved later or left pending, which leads to a configuration that covers the
+//! first (see `segment::useful`).
 
 mod segment;
 #[cfg(test)]
