@@ -1,16 +1,49 @@
 //! A linearizability checker for a history of per-key registers with compare-and-swap, including operations whose
-//! outcome is unknown (Wing and Gong's search with Lowe's memo of visited states, as Porcupine does).
+//! outcome is unknown (Wing and Gong's search with Lowe's memo of visited states, as Porcupine does), that checks a
+//! long history in pieces cut at quiescent points and carries the set of possible states across each cut.
 //!
 //! Keys are independent registers, so the history is split by key and each part is checked alone (a history is
 //! linearizable iff each key's part is). An operation whose outcome is unknown (the client never learned whether it
-//! happened) gets an infinite response time and may return anything: it can then be linearized after everything
-//! else, which is the same as not having happened, or at any point after its invocation. An unknown read tells
+//! happened) gets an infinite response time and may return anything: it may take effect at any point after its
+//! invocation, however much later, or never (the same as taking effect after everything else). An unknown read tells
 //! nothing and is dropped.
+//!
+//! **Cutting a key's history.** A cut goes between two operations with known outcomes where every such operation
+//! invoked before the cut has returned before every one invoked after it; unknown operations never block a cut
+//! (their response is at infinity). Between cuts lies a segment. Each segment is searched *exhaustively* from every
+//! configuration the previous segment can end in, and yields every configuration it can end in; the history is
+//! linearizable iff some configuration survives the last segment. A configuration is the register's value, the
+//! unknown operations invoked so far and not yet linearized (carried into the next segment as optional operations
+//! that may be linearized anywhere in it, or later, or never) and a count of "unobserved writes" (below). Nothing is
+//! forgotten at a cut, so the answer is the same as one search over the whole history: sound (a history that is not
+//! linearizable is reported as such) and complete. Three rules keep the carried sets small, each exact:
+//!
+//! - a carried unknown write whose value no later operation reads or expects (in a compare-and-swap) can only make
+//!   the register hold a value nobody looks at; it becomes one "unobserved write" token, which the search may spend
+//!   at any step to set the register to [`Reg::Unobserved`] (a value equal to none);
+//! - a carried unknown compare-and-swap whose expected value the register can never hold again (not its current
+//!   value, written by no later operation and no carried one) can never take effect, and is dropped;
+//! - a register value no later operation reads or expects becomes [`Reg::Unobserved`];
+//!
+//! and a configuration is dropped when another has the same value, a superset of its carried operations and at least
+//! as many tokens (whatever the first can do later, the second can too). Inside a segment, an unknown operation (or a
+//! token) is placed only where an operation that may come next looks at its value or is a failed compare-and-swap
+//! that needs the current value gone, and of several interchangeable ones (values nobody looks at any more) only one
+//! is offered: anywhere else it could be moved later or left pending, which leads to a configuration that covers the
+//! first (see `segment::useful`).
 
-use std::collections::HashSet;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use segment::{Config, Reg, SegmentError};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A register's value; `None` is an absent key.
 pub type Value = Option<String>;
+
+/// Most configurations carried across one cut before the key is reported inconclusive.
+pub const MAX_CONFIGS: usize = 10_000;
 
 /// What the client asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,63 +76,95 @@ pub struct Op {
     pub ret: u64,
 }
 
-/// The checker's answer for a whole history.
+/// The checker's answer for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Linearizable {
-        keys: usize,
-        ops: usize,
-    },
-    /// No order of `key`'s operations explains what the clients saw; `detail` says where the search got stuck.
+pub enum KeyVerdict {
+    Linearizable,
+    /// No order of the key's operations explains what the clients saw; `detail` says where the search got stuck.
     NotLinearizable {
-        key: String,
+        segment: usize,
         detail: String,
     },
-    /// The search visited more than the budget of states for `key` without an answer.
+    /// A segment's search visited more than the budget of states, or too many configurations crossed a cut.
     Inconclusive {
-        key: String,
-        states: usize,
+        segment: usize,
+        reason: String,
     },
 }
 
-impl Verdict {
+/// One key's figures and verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyReport {
+    pub key: String,
+    /// Operations checked (unknown reads are not).
+    pub ops: usize,
+    pub segments: usize,
+    /// Operations invoked in the largest segment.
+    pub largest_segment: usize,
+    /// States visited by the searches of all segments.
+    pub states: usize,
+    /// Most configurations that crossed one cut.
+    pub max_configs: usize,
+    pub verdict: KeyVerdict,
+}
+
+/// The checker's answer for a whole history: one report per key, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub keys: Vec<KeyReport>,
+}
+
+impl Report {
     pub fn is_linearizable(&self) -> bool {
-        matches!(self, Verdict::Linearizable { .. })
+        self.keys.iter().all(|k| k.verdict == KeyVerdict::Linearizable)
+    }
+
+    /// The first key that is not linearizable, else the first inconclusive one.
+    fn worst(&self) -> Option<&KeyReport> {
+        let bad = |k: &&KeyReport| matches!(k.verdict, KeyVerdict::NotLinearizable { .. });
+        let open = |k: &&KeyReport| k.verdict != KeyVerdict::Linearizable;
+        self.keys.iter().find(bad).or_else(|| self.keys.iter().find(open))
     }
 }
 
-impl std::fmt::Display for Verdict {
+impl std::fmt::Display for KeyVerdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verdict::Linearizable { keys, ops } => write!(f, "linearizable ({ops} operations on {keys} keys)"),
-            Verdict::NotLinearizable { key, detail } => write!(f, "NOT linearizable on key {key}: {detail}"),
-            Verdict::Inconclusive { key, states } => {
-                write!(
-                    f,
-                    "inconclusive on key {key}: search budget of {states} states exhausted"
-                )
+            KeyVerdict::Linearizable => write!(f, "linearizable"),
+            KeyVerdict::NotLinearizable { segment, detail } => {
+                write!(f, "NOT linearizable in segment {segment}: {detail}")
             }
+            KeyVerdict::Inconclusive { segment, reason } => write!(f, "inconclusive in segment {segment}: {reason}"),
         }
     }
 }
 
-/// The register model: the state after `op` runs on `state`, or None if `op`'s outcome is impossible there.
-fn step(state: &Value, op: &Op) -> Option<Value> {
-    match (&op.call, &op.outcome) {
-        (Call::Write(v), Outcome::Written | Outcome::Unknown) => Some(Some(v.clone())),
-        (Call::Read, Outcome::Read(seen)) => (seen == state).then(|| state.clone()),
-        (Call::Read, Outcome::Unknown) => Some(state.clone()),
-        (Call::Cas { expected, new }, Outcome::Cas(true)) => (expected == state).then(|| Some(new.clone())),
-        (Call::Cas { expected, .. }, Outcome::Cas(false)) => (expected != state).then(|| state.clone()),
-        (Call::Cas { expected, new }, Outcome::Unknown) => Some(if expected == state {
-            Some(new.clone())
-        } else {
-            state.clone()
-        }),
-        _ => None,
+impl std::fmt::Display for KeyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "key {}: {} ops, {} segments, largest {} ops, {} states explored, at most {} configurations at a cut: {}",
+            self.key, self.ops, self.segments, self.largest_segment, self.states, self.max_configs, self.verdict
+        )
     }
 }
 
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.worst() {
+            None => {
+                let ops: usize = self.keys.iter().map(|k| k.ops).sum();
+                write!(f, "linearizable ({ops} operations on {} keys)", self.keys.len())
+            }
+            Some(k) => match &k.verdict {
+                KeyVerdict::NotLinearizable { .. } => write!(f, "NOT linearizable on key {}: {}", k.key, k.verdict),
+                _ => write!(f, "inconclusive on key {}: {}", k.key, k.verdict),
+            },
+        }
+    }
+}
+
+/// The response time the search uses: infinity for an unknown outcome.
 fn ret_time(op: &Op) -> u64 {
     match op.outcome {
         Outcome::Unknown => u64::MAX,
@@ -107,365 +172,188 @@ fn ret_time(op: &Op) -> u64 {
     }
 }
 
-/// Checks `history` (any order); each key's search may visit at most `max_states` states.
-pub fn check(history: &[Op], max_states: usize) -> Verdict {
-    let mut by_key: std::collections::BTreeMap<&str, Vec<&Op>> = Default::default();
+/// Checks `history` (any order); each segment's search may visit at most `max_states` states.
+pub fn check(history: &[Op], max_states: usize) -> Report {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in history {
         if op.call == Call::Read && op.outcome == Outcome::Unknown {
             continue;
         }
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
-    let (keys, mut ops) = (by_key.len(), 0);
-    for (key, mut part) in by_key {
-        part.sort_by_key(|op| (op.invoke, ret_time(op)));
-        ops += part.len();
-        if let Err(v) = check_key(key, &part, max_states) {
-            return v;
-        }
-    }
-    Verdict::Linearizable { keys, ops }
-}
-
-/// One level of the search: the candidates for the next linearized operation, and the state before it.
-struct Frame {
-    candidates: Vec<usize>,
-    next: usize,
-    state: Value,
-}
-
-/// The operations not yet linearized, in invocation order, as a doubly linked list over indices: unlinking and
-/// relinking in reverse order is O(1), so the search never rescans the operations it already placed.
-struct Pending {
-    next: Vec<usize>,
-    prev: Vec<usize>,
-}
-
-/// End of the list; index `n` is its head.
-const END: usize = usize::MAX;
-
-impl Pending {
-    fn new(n: usize) -> Self {
-        let mut next = vec![END; n + 1];
-        for (i, slot) in next.iter_mut().enumerate().take(n.saturating_sub(1)) {
-            *slot = i + 1;
-        }
-        if n > 0 {
-            next[n] = 0;
-        }
-        let prev = (0..n).map(|i| if i == 0 { n } else { i - 1 }).collect();
-        Pending { next, prev }
-    }
-
-    fn unlink(&mut self, i: usize) {
-        let (p, nx) = (self.prev[i], self.next[i]);
-        self.next[p] = nx;
-        if nx != END {
-            self.prev[nx] = p;
-        }
-    }
-    /// Undoes the latest [`Pending::unlink`] of `i` (unlinks must be undone in reverse order).
-    fn relink(&mut self, i: usize) {
-        let (p, nx) = (self.prev[i], self.next[i]);
-        self.next[p] = i;
-        if nx != END {
-            self.prev[nx] = i;
-        }
-    }
-    /// The operations that may be linearized next: pending and invoked no later than the earliest response of any
-    /// pending operation. `ops` is sorted by invocation, so the walk stops at the first one invoked after it.
-    fn candidates(&self, ops: &[&Op]) -> Vec<usize> {
-        let mut out = vec![];
-        let mut min_ret = u64::MAX;
-        let mut i = self.next[ops.len()];
-        while i != END {
-            if ops[i].invoke > min_ret {
-                break;
-            }
-            out.push(i);
-            min_ret = min_ret.min(ret_time(ops[i]));
-            i = self.next[i];
-        }
-        out
-    }
-}
-
-/// Where the search got furthest, for the report.
-struct Deepest {
-    linearized: usize,
-    state: Value,
-    stuck: Vec<usize>,
-}
-
-fn check_key(key: &str, ops: &[&Op], max_states: usize) -> Result<(), Verdict> {
-    let n = ops.len();
-    let mut pending = Pending::new(n);
-    // The memo keys a linearized set by its Zobrist hash (a random 128-bit word per operation, XORed in and out):
-    // O(1) per step and 16 bytes per state, where the set itself would take n bits per state (gigabytes on a long
-    // campaign's history). A collision, which could only hide a path, has probability about states^2 / 2^129.
-    let zobrist: Vec<u128> = {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
-        (0..n).map(|_| rng.gen()).collect()
-    };
-    let mut bits = 0u128;
-    let mut seen: HashSet<(u128, Value)> = HashSet::new();
-    let mut stack: Vec<Frame> = vec![];
-    let (mut linearized, mut state) = (0usize, None);
-    let mut deepest = Deepest {
-        linearized: 0,
-        state: None,
-        stuck: vec![],
-    };
-    loop {
-        if linearized == n {
-            return Ok(());
-        }
-        let frame = Frame {
-            candidates: pending.candidates(ops),
-            next: 0,
-            state: state.clone(),
-        };
-        if linearized >= deepest.linearized {
-            deepest = Deepest {
-                linearized,
-                state: state.clone(),
-                stuck: frame.candidates.clone(),
-            };
-        }
-        stack.push(frame);
-        // Try the top frame's remaining candidates; backtrack while a frame has none left.
-        loop {
-            let Some(top) = stack.last_mut() else {
-                return Err(not_linearizable(key, ops, &deepest));
-            };
-            let mut advanced = false;
-            while top.next < top.candidates.len() {
-                let i = top.candidates[top.next];
-                top.next += 1;
-                let Some(next_state) = step(&top.state, ops[i]) else {
-                    continue;
-                };
-                bits ^= zobrist[i];
-                if seen.insert((bits, next_state.clone())) {
-                    pending.unlink(i);
-                    linearized += 1;
-                    state = next_state;
-                    advanced = true;
-                    break;
-                }
-                bits ^= zobrist[i];
-            }
-            if advanced {
-                break;
-            }
-            if seen.len() > max_states {
-                return Err(Verdict::Inconclusive {
-                    key: key.to_string(),
-                    states: max_states,
-                });
-            }
-            stack.pop();
-            if let Some(parent) = stack.last() {
-                let i = parent.candidates[parent.next - 1];
-                pending.relink(i);
-                bits ^= zobrist[i];
-                linearized -= 1;
-            }
-        }
-    }
-}
-
-fn not_linearizable(key: &str, ops: &[&Op], deepest: &Deepest) -> Verdict {
-    let stuck: Vec<String> = deepest
-        .stuck
-        .iter()
-        .take(8)
-        .map(|&i| {
-            format!(
-                "{:?} -> {:?} [{}..{}]",
-                ops[i].call, ops[i].outcome, ops[i].invoke, ops[i].ret
-            )
+    let keys = by_key
+        .into_iter()
+        .map(|(key, mut part)| {
+            part.sort_by_key(|op| (op.invoke, ret_time(op)));
+            check_key(key, &part, max_states)
         })
         .collect();
-    Verdict::NotLinearizable {
-        key: key.to_string(),
-        detail: format!(
-            "{} of {} operations linearize at most; then the value is {:?} and none of these can come next: {}",
-            deepest.linearized,
-            ops.len(),
-            deepest.state,
-            stuck.join("; ")
-        ),
+    Report { keys }
+}
+
+/// A key's operations cut into segments: `of[i]` is operation i's segment.
+struct Segments {
+    of: Vec<usize>,
+    members: Vec<Vec<usize>>,
+}
+
+/// Cuts `ops` (sorted by invocation) where every known operation invoked before has returned; an unknown operation
+/// belongs to the segment in which it was invoked.
+fn cut(ops: &[&Op]) -> Segments {
+    let mut of = vec![0; ops.len()];
+    let mut members: Vec<Vec<usize>> = vec![];
+    let mut max_ret: Option<u64> = None;
+    for (i, op) in ops.iter().enumerate() {
+        let known = op.outcome != Outcome::Unknown;
+        let starts = members.is_empty() || (known && max_ret.is_some_and(|r| op.invoke > r));
+        if starts {
+            members.push(vec![]);
+        }
+        if known {
+            max_ret = Some(max_ret.map_or(op.ret, |r| r.max(op.ret)));
+        }
+        let s = members.len() - 1;
+        of[i] = s;
+        members[s].push(i);
+    }
+    Segments { of, members }
+}
+
+/// For each value, the last segment in which an operation looks at it (reads it, or expects it in a
+/// compare-and-swap) and the last in which one writes it.
+struct LastUse {
+    observed: HashMap<Value, usize>,
+    written: HashMap<Value, usize>,
+}
+
+impl LastUse {
+    fn new(ops: &[&Op], segs: &Segments) -> Self {
+        let (mut observed, mut written) = (HashMap::new(), HashMap::new());
+        for (i, op) in ops.iter().enumerate() {
+            let s = segs.of[i];
+            let note = |map: &mut HashMap<Value, usize>, v: &Value| {
+                let e = map.entry(v.clone()).or_insert(s);
+                *e = (*e).max(s);
+            };
+            match (&op.call, &op.outcome) {
+                (Call::Read, Outcome::Read(v)) => note(&mut observed, v),
+                (Call::Write(v), _) => note(&mut written, &Some(v.clone())),
+                (Call::Cas { expected, new }, _) => {
+                    note(&mut observed, expected);
+                    note(&mut written, &Some(new.clone()));
+                }
+                _ => {}
+            }
+        }
+        LastUse { observed, written }
+    }
+    fn observed_after(&self, v: &Value, s: usize) -> bool {
+        self.observed.get(v).is_some_and(|&last| last > s)
+    }
+    fn written_after(&self, v: &Value, s: usize) -> bool {
+        self.written.get(v).is_some_and(|&last| last > s)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BUDGET: usize = 100_000;
-
-    fn op(key: &str, call: Call, outcome: Outcome, invoke: u64, ret: u64) -> Op {
-        Op {
-            key: key.into(),
-            call,
-            outcome,
-            invoke,
-            ret,
-        }
-    }
-    fn w(v: &str, invoke: u64, ret: u64) -> Op {
-        op("k", Call::Write(v.into()), Outcome::Written, invoke, ret)
-    }
-    fn r(v: Option<&str>, invoke: u64, ret: u64) -> Op {
-        op("k", Call::Read, Outcome::Read(v.map(String::from)), invoke, ret)
-    }
-    fn cas(expected: Option<&str>, new: &str, swapped: bool, invoke: u64, ret: u64) -> Op {
-        let call = Call::Cas {
-            expected: expected.map(String::from),
-            new: new.into(),
+fn check_key(key: &str, ops: &[&Op], max_states: usize) -> KeyReport {
+    let segs = cut(ops);
+    let uses = LastUse::new(ops, &segs);
+    let zobrist = segment::zobrist(ops.len());
+    let mut report = KeyReport {
+        key: key.to_string(),
+        ops: ops.len(),
+        segments: segs.members.len(),
+        largest_segment: segs.members.iter().map(Vec::len).max().unwrap_or(0),
+        states: 0,
+        max_configs: 1,
+        verdict: KeyVerdict::Linearizable,
+    };
+    let mut configs = vec![Config::start()];
+    for (s, members) in segs.members.iter().enumerate() {
+        let watched = |v: &str| uses.observed.get(&Some(v.to_string())).is_some_and(|&last| last >= s);
+        let searched = segment::search(ops, members, &configs, &zobrist, &watched, max_states);
+        report.states += searched.states;
+        let ends = match searched.result {
+            Ok(ends) => ends,
+            Err(SegmentError::Stuck(detail)) => {
+                report.verdict = KeyVerdict::NotLinearizable { segment: s, detail };
+                return report;
+            }
+            Err(SegmentError::Budget) => {
+                report.verdict = KeyVerdict::Inconclusive {
+                    segment: s,
+                    reason: format!("search budget of {max_states} states exhausted"),
+                };
+                return report;
+            }
         };
-        op("k", call, Outcome::Cas(swapped), invoke, ret)
-    }
-    fn unknown(mut o: Op) -> Op {
-        o.outcome = Outcome::Unknown;
-        o
-    }
-
-    #[test]
-    fn sequential_and_concurrent_good_histories_are_linearizable() {
-        let sequential = [
-            r(None, 0, 1),
-            w("a", 2, 3),
-            r(Some("a"), 4, 5),
-            cas(Some("a"), "b", true, 6, 7),
-        ];
-        assert!(check(&sequential, BUDGET).is_linearizable());
-        // Two overlapping writes: a read after both may see either, but then the order is fixed.
-        let overlapping = [w("a", 0, 10), w("b", 1, 9), r(Some("a"), 11, 12), r(Some("a"), 13, 14)];
-        assert!(check(&overlapping, BUDGET).is_linearizable());
-        // A read overlapping a write may see the old or the new value.
-        let read_during_write = [w("a", 0, 1), w("b", 2, 10), r(Some("a"), 3, 4), r(Some("b"), 5, 6)];
-        assert!(check(&read_during_write, BUDGET).is_linearizable());
-        let failed_cas = [w("a", 0, 1), cas(Some("x"), "y", false, 2, 3), r(Some("a"), 4, 5)];
-        assert!(check(&failed_cas, BUDGET).is_linearizable());
-    }
-
-    #[test]
-    fn a_stale_read_is_caught() {
-        let h = [w("a", 0, 1), w("b", 2, 3), r(Some("a"), 4, 5)];
-        let v = check(&h, BUDGET);
-        assert!(matches!(&v, Verdict::NotLinearizable { key, .. } if key == "k"), "{v}");
-    }
-
-    #[test]
-    fn a_lost_write_is_caught() {
-        // "b" was acknowledged, yet a later read sees the value from before it.
-        let h = [w("a", 0, 1), w("b", 2, 3), r(Some("b"), 4, 5), r(Some("a"), 6, 7)];
-        assert!(!check(&h, BUDGET).is_linearizable());
-        let never_written = [w("a", 0, 1), r(Some("z"), 2, 3)];
-        assert!(!check(&never_written, BUDGET).is_linearizable());
-    }
-
-    #[test]
-    fn a_cas_violation_is_caught() {
-        // Two swaps from the same expected value cannot both succeed.
-        let h = [
-            w("a", 0, 1),
-            cas(Some("a"), "b", true, 2, 5),
-            cas(Some("a"), "c", true, 3, 6),
-        ];
-        assert!(!check(&h, BUDGET).is_linearizable());
-        // A swap that reports failure although the expected value was there.
-        let h = [w("a", 0, 1), cas(Some("a"), "b", false, 2, 3)];
-        assert!(!check(&h, BUDGET).is_linearizable());
-    }
-
-    #[test]
-    fn unknown_outcomes_may_or_may_not_have_happened() {
-        let happened = [unknown(w("a", 0, 1)), r(Some("a"), 5, 6)];
-        assert!(check(&happened, BUDGET).is_linearizable());
-        let did_not = [unknown(w("a", 0, 1)), r(None, 5, 6)];
-        assert!(check(&did_not, BUDGET).is_linearizable());
-        // It cannot have happened before it was invoked.
-        let too_early = [r(Some("a"), 0, 1), unknown(w("a", 5, 6))];
-        assert!(!check(&too_early, BUDGET).is_linearizable());
-        let cas_then_read = [
-            w("a", 0, 1),
-            unknown(cas(Some("a"), "b", true, 2, 3)),
-            r(Some("b"), 7, 8),
-        ];
-        assert!(check(&cas_then_read, BUDGET).is_linearizable());
-        // Once seen, an unknown write's value cannot disappear and come back... unless written twice.
-        let flip = [
-            unknown(w("a", 0, 1)),
-            w("b", 2, 3),
-            r(Some("a"), 4, 5),
-            r(Some("b"), 6, 7),
-        ];
-        assert!(!check(&flip, BUDGET).is_linearizable());
-        let unknown_read = [w("a", 0, 1), unknown(r(Some("zzz"), 2, 3))];
-        assert!(check(&unknown_read, BUDGET).is_linearizable());
-    }
-
-    #[test]
-    fn keys_are_independent_and_budget_is_reported() {
-        let mut h = vec![w("a", 0, 1)];
-        h.push(op("other", Call::Write("x".into()), Outcome::Written, 2, 3));
-        h.push(r(Some("a"), 4, 5));
-        assert_eq!(check(&h, BUDGET), Verdict::Linearizable { keys: 2, ops: 3 });
-        // Many concurrent unknown writes and a read of none of them: the search gives up within its budget.
-        let mut wide: Vec<Op> = (0..24).map(|i| unknown(w(&format!("v{i}"), 0, 1))).collect();
-        wide.push(r(Some("never"), 2, 3));
-        assert!(matches!(check(&wide, 1000), Verdict::Inconclusive { .. }));
-    }
-
-    /// A long history made by a real register with overlapping operations (each takes effect at a point inside its
-    /// interval, some outcomes unknown) is linearizable; the same history with one read of a value never written is
-    /// not.
-    #[test]
-    fn a_long_simulated_history_checks_and_a_corrupted_one_does_not() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut state: Value = None;
-        let mut history = vec![];
-        for n in 0..3000u64 {
-            let point = n * 10;
-            let (invoke, ret) = (point - rng.gen_range(0..=point.min(40)), point + rng.gen_range(1..40));
-            let o = match rng.gen_range(0..3) {
-                0 => {
-                    state = Some(format!("v{n}"));
-                    w(&format!("v{n}"), invoke, ret)
-                }
-                1 => r(state.as_deref(), invoke, ret),
-                _ => {
-                    let expected = if rng.gen_bool(0.5) {
-                        state.clone()
-                    } else {
-                        Some("x".into())
-                    };
-                    let swapped = expected == state;
-                    if swapped {
-                        state = Some(format!("v{n}"));
-                    }
-                    cas(expected.as_deref(), &format!("v{n}"), swapped, invoke, ret)
-                }
+        configs = prune(ends.into_iter().map(|c| at_cut(c, ops, &uses, s)).collect());
+        report.max_configs = report.max_configs.max(configs.len());
+        if configs.len() > MAX_CONFIGS {
+            report.verdict = KeyVerdict::Inconclusive {
+                segment: s,
+                reason: format!("{} configurations at its end, over {MAX_CONFIGS}", configs.len()),
             };
-            history.push(if rng.gen_ratio(1, 300) && o.call != Call::Read {
-                unknown(o)
-            } else {
-                o
-            });
+            return report;
         }
-        // Proving that no order exists visits every reachable (linearized set, value): more than the small budget.
-        let budget = 5_000_000;
-        assert!(check(&history, budget).is_linearizable());
-        let read = history
-            .iter()
-            .rposition(|o| o.call == Call::Read && o.outcome != Outcome::Unknown);
-        history[read.expect("a read")].outcome = Outcome::Read(Some("bogus".into()));
-        let v = check(&history, budget);
-        assert!(matches!(v, Verdict::NotLinearizable { .. }), "{v}");
     }
+    report
+}
+
+/// Applies the three exact rules of the module's documentation to a configuration at the cut after segment `s`.
+fn at_cut(mut c: Config, ops: &[&Op], uses: &LastUse, s: usize) -> Config {
+    let carried_values: HashSet<Value> = c.optional.iter().map(|&g| Some(written_value(ops[g]))).collect();
+    let reg_value = match &c.reg {
+        Reg::Val(v) => Some(v.clone()),
+        Reg::Unobserved => None,
+    };
+    c.optional.retain(|&g| match &ops[g].call {
+        Call::Cas { expected, .. } => {
+            reg_value.as_ref() == Some(expected) || uses.written_after(expected, s) || carried_values.contains(expected)
+        }
+        _ => true,
+    });
+    let expected_by_carried: HashSet<Value> = c
+        .optional
+        .iter()
+        .filter_map(|&g| match &ops[g].call {
+            Call::Cas { expected, .. } => Some(expected.clone()),
+            _ => None,
+        })
+        .collect();
+    let looked_at = |v: &Value| uses.observed_after(v, s) || expected_by_carried.contains(v);
+    let before = c.optional.len();
+    c.optional
+        .retain(|&g| !matches!(&ops[g].call, Call::Write(v) if !looked_at(&Some(v.clone()))));
+    c.unobserved_writes += before - c.optional.len();
+    if let Some(v) = reg_value {
+        if !looked_at(&v) {
+            c.reg = Reg::Unobserved;
+        }
+    }
+    c
+}
+
+/// The value an operation writes if it takes effect (a compare-and-swap's new value).
+fn written_value(op: &Op) -> String {
+    match &op.call {
+        Call::Write(v) | Call::Cas { new: v, .. } => v.clone(),
+        Call::Read => String::new(),
+    }
+}
+
+/// Removes duplicates and every configuration another one dominates (same value, a superset of carried operations,
+/// at least as many tokens).
+fn prune(mut configs: Vec<Config>) -> Vec<Config> {
+    configs.sort();
+    configs.dedup();
+    // Most carried operations first, so a dominating configuration is kept before the ones it dominates.
+    configs.sort_by_key(|c| std::cmp::Reverse((c.optional.len(), c.unobserved_writes)));
+    let mut kept: Vec<Config> = vec![];
+    for c in configs {
+        if !kept.iter().any(|k| k.dominates(&c)) {
+            kept.push(c);
+        }
+    }
+    kept
 }

@@ -26,7 +26,7 @@ use workload::{Answer, RawOp};
 pub const EXIT_UNAVAILABLE: u8 = 77;
 /// Exit status when the campaign found a violation or could not run to the end.
 pub const EXIT_VIOLATION: u8 = 1;
-/// States the linearizability search may visit per key before it answers "inconclusive".
+/// States the linearizability search may visit per segment of a key's history before it answers "inconclusive".
 const CHECKER_MAX_STATES: usize = 5_000_000;
 /// How long the service has to recover after each round before the round counts as a defect.
 const ROUND_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,9 +291,15 @@ async fn finish(
     checks::compare_chunks(cluster, &mut found);
     checks::read_ledger_py(cluster, &mut found);
     let history = checks::history(&ops, &states);
+    // The whole report, figures included, prints once the checker has answered.
+    let checking = Instant::now();
     let verdict = tokio::task::spawn_blocking(move || linearizability::check(&history, CHECKER_MAX_STATES))
         .await
         .map_err(|e| ChaosError::Setup(format!("checker: {e}")))?;
+    found.lines.push(format!(
+        "linearizability checker ran {:.1} s",
+        checking.elapsed().as_secs_f64()
+    ));
     let counts = checks::write_counts(&ops, &states);
     print_report(args, seed, started, &ops, &tally, &found, &counts, &verdict);
     Ok(tally.defects.is_empty() && found.violations.is_empty() && verdict.is_linearizable())
@@ -352,7 +358,7 @@ fn print_report(
     tally: &Tally,
     found: &checks::Findings,
     counts: &BTreeMap<&'static str, usize>,
-    verdict: &linearizability::Verdict,
+    verdict: &linearizability::Report,
 ) {
     println!("\n== consort chaos report ==");
     println!(
@@ -395,6 +401,9 @@ fn print_report(
         println!("check: {line}");
     }
     println!("linearizability: {verdict}");
+    for key in &verdict.keys {
+        println!("  {key}");
+    }
     for d in &tally.tolerated {
         println!("KNOWN DEFECT (tolerated): {d}");
     }
