@@ -340,6 +340,8 @@ async fn three_node_service(net: &mut Net) {
     for _ in 0..2 {
         net.pass_proposal(&[0], serde_json::json!([{"name": "trigger_ledger_rekey"}]), false)
             .await;
+        // The same proposal again within a second would be refused as a replay (same created_at and content).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let target = net.nodes[0].address.clone();
     for i in 1..3 {

@@ -8,12 +8,13 @@
 //! the envelope must carry CBOR tag 18 (COSE_Sign1), as CCF requires.
 
 use coset::cbor::value::Value;
-use coset::iana::{self, EnumI64};
+use coset::iana;
 use coset::TaggedCborSerializable;
 use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, Label, RegisteredLabelWithPrivate};
 
 use consort_crypto::{Curve, HashAlg, ParsedCert, SigningKey, VerifyingKey};
 
+use crate::error::{AlgorithmFault, CoseFault, CreatedAtFault, HeaderFault, SignatureRejected};
 use crate::kv::KvRead;
 use crate::limits::{MAX_CREATED_AT_FUTURE_SKEW_SECONDS, MAX_CREATED_AT_SECONDS, MAX_GOV_REQUEST_SIZE_BYTES};
 use crate::model::{member_info, MemberStatus};
@@ -139,27 +140,31 @@ pub fn verify_gov_request(
             limit: MAX_GOV_REQUEST_SIZE_BYTES,
         });
     }
-    let sign1 = CoseSign1::from_tagged_slice(body).map_err(|e| GovError::MalformedCose(e.to_string()))?;
+    let sign1 = CoseSign1::from_tagged_slice(body).map_err(|e| GovError::MalformedCose(e.into()))?;
     let headers = SignedHeaders::read(&sign1.protected.header)?;
     let payload = sign1
         .payload
         .clone()
-        .ok_or_else(|| GovError::MalformedCose("detached payloads are not accepted".into()))?;
+        .ok_or(GovError::MalformedCose(CoseFault::DetachedPayload))?;
 
     // Authenticate before judging the content, so unauthenticated callers learn nothing about it.
     let key = member_key(kv, &headers.kid)?;
     let (expected_alg, hash) = alg_for_curve(key.curve());
     if headers.alg != expected_alg {
-        return Err(GovError::UnsupportedAlgorithm(format!(
-            "alg {} does not match the member's key (expected {})",
-            headers.alg.to_i64(),
-            expected_alg.to_i64()
-        )));
+        return Err(GovError::UnsupportedAlgorithm(AlgorithmFault::KeyMismatch {
+            signed: headers.alg,
+            expected: expected_alg,
+        }));
     }
     let signed = sign1.tbs_data(b"");
     let signature = key
         .verify_raw_canonical(&signed, hash, &sign1.signature)
-        .map_err(|_| GovError::InvalidSignature(headers.kid.clone()))?;
+        .map_err(|source| {
+            GovError::InvalidSignature(SignatureRejected {
+                member_id: headers.kid.clone(),
+                source,
+            })
+        })?;
 
     headers.check(expected_type, expected_proposal_id, now_seconds)?;
     if expected_type.needs_active_member() {
@@ -194,42 +199,35 @@ impl SignedHeaders {
     /// Reads `kid`, `alg` and the `ccf.gov.msg.*` headers, refusing missing ones and ones of the wrong type.
     fn read(header: &coset::Header) -> Result<Self, GovError> {
         let kid = std::str::from_utf8(&header.key_id)
-            .map_err(|_| GovError::InvalidHeader("kid is not a UTF-8 member id".into()))?
+            .map_err(|e| GovError::InvalidHeader(HeaderFault::KidNotUtf8(e)))?
             .to_owned();
         if kid.is_empty() {
-            return Err(GovError::InvalidHeader("missing kid".into()));
+            return Err(GovError::InvalidHeader(HeaderFault::Missing("kid")));
         }
         let alg = match &header.alg {
             Some(RegisteredLabelWithPrivate::Assigned(a)) => *a,
-            Some(other) => return Err(GovError::UnsupportedAlgorithm(format!("{other:?}"))),
-            None => return Err(GovError::InvalidHeader("missing alg".into())),
+            Some(other) => {
+                return Err(GovError::UnsupportedAlgorithm(AlgorithmFault::Unregistered(
+                    other.clone(),
+                )))
+            }
+            None => return Err(GovError::InvalidHeader(HeaderFault::Missing("alg"))),
         };
         let msg_type = match text_header(&header.rest, HEADER_MSG_TYPE) {
             Some(Value::Text(t)) => t.clone(),
-            Some(_) => {
-                return Err(GovError::InvalidHeader(format!(
-                    "{HEADER_MSG_TYPE} is not a text string"
-                )))
-            }
-            None => return Err(GovError::InvalidHeader(format!("missing {HEADER_MSG_TYPE}"))),
+            Some(_) => return Err(GovError::InvalidHeader(HeaderFault::NotText(HEADER_MSG_TYPE))),
+            None => return Err(GovError::InvalidHeader(HeaderFault::Missing(HEADER_MSG_TYPE))),
         };
         let created_at = match text_header(&header.rest, HEADER_CREATED_AT) {
-            Some(Value::Integer(i)) => i64::try_from(i128::from(*i))
-                .map_err(|_| GovError::InvalidCreatedAt(format!("{HEADER_CREATED_AT} is out of range")))?,
-            Some(_) => {
-                return Err(GovError::InvalidHeader(format!(
-                    "{HEADER_CREATED_AT} is not an integer"
-                )))
+            Some(Value::Integer(i)) => {
+                i64::try_from(i128::from(*i)).map_err(|e| GovError::InvalidCreatedAt(CreatedAtFault::NotI64(e)))?
             }
-            None => return Err(GovError::InvalidHeader(format!("missing {HEADER_CREATED_AT}"))),
+            Some(_) => return Err(GovError::InvalidHeader(HeaderFault::NotInteger(HEADER_CREATED_AT))),
+            None => return Err(GovError::InvalidHeader(HeaderFault::Missing(HEADER_CREATED_AT))),
         };
         let proposal_id = match text_header(&header.rest, HEADER_PROPOSAL_ID) {
             Some(Value::Text(t)) => Some(t.clone()),
-            Some(_) => {
-                return Err(GovError::InvalidHeader(format!(
-                    "{HEADER_PROPOSAL_ID} is not a text string"
-                )))
-            }
+            Some(_) => return Err(GovError::InvalidHeader(HeaderFault::NotText(HEADER_PROPOSAL_ID))),
             None => None,
         };
         Ok(SignedHeaders {
@@ -258,7 +256,7 @@ impl SignedHeaders {
         }
         if expected_type.needs_proposal_id() {
             let Some(signed) = &self.proposal_id else {
-                return Err(GovError::InvalidHeader(format!("missing {HEADER_PROPOSAL_ID}")));
+                return Err(GovError::InvalidHeader(HeaderFault::Missing(HEADER_PROPOSAL_ID)));
             };
             if expected_proposal_id.is_some_and(|p| p != signed) {
                 return Err(GovError::InvalidResourceName(
@@ -268,14 +266,14 @@ impl SignedHeaders {
         }
         let created_at = self.created_at;
         if !(0..=MAX_CREATED_AT_SECONDS).contains(&created_at) {
-            return Err(GovError::InvalidCreatedAt(format!(
-                "created_at {created_at} is out of range"
-            )));
+            return Err(GovError::InvalidCreatedAt(CreatedAtFault::OutOfRange(created_at)));
         }
         if created_at > now_seconds.saturating_add(MAX_CREATED_AT_FUTURE_SKEW_SECONDS) {
-            return Err(GovError::InvalidCreatedAt(format!(
-                "created_at {created_at} is more than {MAX_CREATED_AT_FUTURE_SKEW_SECONDS} s in the future (now {now_seconds})"
-            )));
+            return Err(GovError::InvalidCreatedAt(CreatedAtFault::InFuture {
+                created_at,
+                max_skew_seconds: MAX_CREATED_AT_FUTURE_SKEW_SECONDS,
+                now_seconds,
+            }));
         }
         Ok(())
     }

@@ -79,7 +79,10 @@ mod proposals;
 pub mod tables;
 
 pub use cose::{sign_gov_request, verify_gov_request, MsgType, VerifiedRequest};
-pub use error::GovError;
+pub use error::{
+    AlgorithmFault, CoseFault, CreatedAtFault, GovError, HeaderFault, InputFault, InternalFault, MemberCertFault,
+    SignatureRejected,
+};
 pub use js::{GovEnv, HostAction, TIMEOUT_REASON};
 pub use kv::KvRead;
 pub use members::{

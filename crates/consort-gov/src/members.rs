@@ -7,6 +7,7 @@ use consort_crypto::ParsedCert;
 use consort_kv::Tx;
 
 use crate::cose::{MsgType, VerifiedRequest};
+use crate::error::{InputFault, InternalFault, MemberCertFault};
 use crate::kv::KvRead;
 use crate::model::{is_hex_id, member_info, parse_json, to_json_bytes, MemberAck, MemberInfo, MemberStatus, UserInfo};
 use crate::{tables, GovError};
@@ -68,8 +69,7 @@ pub fn update_state_digest(
         });
     }
     check_member_path(request, member_id)?;
-    let root = current_root_hex
-        .ok_or_else(|| GovError::Internal("service has no signatures to ack yet - try again soon".into()))?;
+    let root = current_root_hex.ok_or(GovError::Internal(InternalFault::NoSignatureYet))?;
     let mut ack = read_ack(tx, member_id)?.unwrap_or_default();
     ack.state_digest = root.into();
     tx.put(tables::MEMBERS_ACKS, member_id.as_bytes(), &to_json_bytes(&ack));
@@ -96,11 +96,7 @@ pub fn ack_state_digest(tx: &mut Tx<'_>, request: &VerifiedRequest, member_id: &
     let received = serde_json::from_slice::<serde_json::Value>(&request.payload)
         .ok()
         .and_then(|v| v.get("stateDigest").and_then(|d| d.as_str()).map(str::to_owned))
-        .ok_or_else(|| {
-            GovError::InvalidInput(
-                "signed request body is not a JSON object containing required string field \"stateDigest\"".into(),
-            )
-        })?;
+        .ok_or(GovError::InvalidInput(InputFault::MissingField("stateDigest")))?;
     if received != ack.state_digest {
         return Err(GovError::StateDigestMismatch {
             expected: ack.state_digest,
@@ -169,12 +165,16 @@ pub fn genesis(
     recovery_threshold: u32,
 ) -> Result<Vec<String>, GovError> {
     if members.is_empty() {
-        return Err(GovError::InvalidInput("genesis needs at least one member".into()));
+        return Err(GovError::InvalidInput(InputFault::NoGenesisMember));
     }
     let mut ids = Vec::new();
     for m in members {
-        let cert = ParsedCert::from_pem(&m.cert_pem)
-            .map_err(|e| GovError::InvalidInput(format!("member certificate does not parse: {e}")))?;
+        let cert = ParsedCert::from_pem(&m.cert_pem).map_err(|source| {
+            GovError::InvalidInput(InputFault::Certificate {
+                whose: "member",
+                source,
+            })
+        })?;
         let id = cert.cert_id();
         tx.put(tables::MEMBERS_CERTS, id.as_bytes(), m.cert_pem.as_bytes());
         let recovery_role = match &m.encryption_public_key_pem {
@@ -199,7 +199,7 @@ pub fn genesis(
     }
     for u in users {
         let cert = ParsedCert::from_pem(&u.cert_pem)
-            .map_err(|e| GovError::InvalidInput(format!("user certificate does not parse: {e}")))?;
+            .map_err(|source| GovError::InvalidInput(InputFault::Certificate { whose: "user", source }))?;
         let id = cert.cert_id();
         tx.put(tables::USERS_CERTS, id.as_bytes(), u.cert_pem.as_bytes());
         if u.user_data.is_some() {
@@ -222,7 +222,7 @@ pub fn genesis(
         });
         tx.put(tables::SERVICE_CONFIG, &tables::SINGLETON_KEY, &to_json_bytes(&config));
     }
-    check_member_certs(tx).map_err(GovError::InvalidInput)?;
+    check_member_certs(tx).map_err(|e| GovError::InvalidInput(e.into()))?;
     Ok(ids)
 }
 
@@ -231,7 +231,7 @@ pub fn genesis(
 /// proposal's apply, whatever the constitution: a key that signs for two member ids would vote twice, and a
 /// certificate re-encoded (other PEM wrapping, whitespace, line endings, or a DER variant a lenient parser
 /// accepts) or re-issued for the same key is how such a twin would be added.
-pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), String> {
+pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), MemberCertFault> {
     let written: Vec<(Vec<u8>, Vec<u8>)> = tx
         .write_set()
         .maps
@@ -245,15 +245,19 @@ pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), String> {
         .unwrap_or_default();
     for (id, pem) in written {
         let id = String::from_utf8_lossy(&id).into_owned();
-        let cert = std::str::from_utf8(&pem)
-            .map_err(|e| e.to_string())
-            .and_then(|text| ParsedCert::from_pem(text).map_err(|e| e.to_string()))
-            .map_err(|e| format!("the certificate of member {id} does not parse: {e}"))?;
+        let text = std::str::from_utf8(&pem).map_err(|source| MemberCertFault::NotUtf8 {
+            member_id: id.clone(),
+            source,
+        })?;
+        let cert = ParsedCert::from_pem(text).map_err(|source| MemberCertFault::Unparsable {
+            member_id: id.clone(),
+            source,
+        })?;
         if cert.cert_id() != id {
-            return Err(format!(
-                "member id {id} is not the id of its certificate ({}): a member id is SHA-256 of the certificate's DER",
-                cert.cert_id()
-            ));
+            return Err(MemberCertFault::NotCertId {
+                member_id: id,
+                cert_id: cert.cert_id(),
+            });
         }
         let key = cert.key_id();
         let mut twin = None;
@@ -269,10 +273,7 @@ pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), String> {
             !same_key
         });
         if let Some(other) = twin {
-            return Err(format!(
-                "member {id} would hold the same public key as member {other}: a key belongs to one member only \
-                 (the certificate is a re-encoding or a re-issue of member {other}'s)"
-            ));
+            return Err(MemberCertFault::SharedKey { member_id: id, other });
         }
     }
     Ok(())
@@ -283,10 +284,10 @@ pub(crate) fn check_member_certs(tx: &mut Tx<'_>) -> Result<(), String> {
 pub fn open_service(tx: &mut Tx<'_>) -> Result<(), GovError> {
     let raw = tx
         .get(tables::SERVICE_INFO, &tables::SINGLETON_KEY)
-        .ok_or_else(|| GovError::Internal("service information could not be found".into()))?;
+        .ok_or(GovError::Internal(InternalFault::NoServiceInfo))?;
     let mut info: serde_json::Value = parse_json(tables::SERVICE_INFO, "0", &raw)?;
     let serde_json::Value::Object(fields) = &mut info else {
-        return Err(GovError::Internal("service information is not a JSON object".into()));
+        return Err(GovError::Internal(InternalFault::ServiceInfoNotObject));
     };
     fields.insert("status".into(), serde_json::Value::String("Open".into()));
     tx.put(tables::SERVICE_INFO, &tables::SINGLETON_KEY, &to_json_bytes(&info));

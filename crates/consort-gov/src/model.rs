@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InternalFault;
 use crate::kv::KvRead;
 use crate::{tables, GovError};
 
@@ -164,7 +165,7 @@ pub fn proposal_info(kv: &mut dyn KvRead, proposal_id: &str) -> Result<Option<Pr
 pub fn constitution(kv: &mut dyn KvRead) -> Result<String, GovError> {
     let raw = kv
         .read(tables::CONSTITUTION, &tables::SINGLETON_KEY)
-        .ok_or_else(|| GovError::Internal("no constitution is set: proposals cannot be evaluated".into()))?;
+        .ok_or(GovError::Internal(InternalFault::NoConstitution))?;
     parse_json(tables::CONSTITUTION, "0", &raw)
 }
 

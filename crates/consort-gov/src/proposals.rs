@@ -12,6 +12,7 @@ use serde_json::json;
 use consort_kv::Tx;
 
 use crate::cose::{MsgType, VerifiedRequest};
+use crate::error::{InputFault, InternalFault};
 use crate::js::{self, Access, GovEnv, HostAction, JsCall};
 use crate::kv::{entries, KvRead};
 use crate::limits::{DEFAULT_RECENT_COSE_PROPOSALS_WINDOW_SIZE, MAX_BALLOT_SIZE_BYTES, MAX_PROPOSAL_SIZE_BYTES};
@@ -133,7 +134,7 @@ fn check_and_record_submission(tx: &mut Tx<'_>, req: &VerifiedRequest, proposal_
 }
 
 fn proposal_text(bytes: &[u8]) -> Result<&str, GovError> {
-    std::str::from_utf8(bytes).map_err(|_| GovError::InvalidInput("proposal is not UTF-8".into()))
+    std::str::from_utf8(bytes).map_err(|e| GovError::InvalidInput(InputFault::ProposalNotUtf8(e)))
 }
 
 /// `POST /gov/members/proposals:create`. `request` must come from [`crate::verify_gov_request`] with
@@ -189,7 +190,7 @@ pub fn create_proposal(
     }
 
     if tx.has(tables::PROPOSALS, id.as_bytes()) {
-        return Err(GovError::Internal("proposal id collision".into()));
+        return Err(GovError::Internal(InternalFault::ProposalIdCollision));
     }
     tx.put(tables::PROPOSALS, id.as_bytes(), &request.payload);
     let mut info = ProposalInfo {
@@ -247,11 +248,7 @@ pub fn submit_ballot(
     let ballot = serde_json::from_slice::<serde_json::Value>(&request.payload)
         .ok()
         .and_then(|v| v.get("ballot").and_then(|b| b.as_str()).map(str::to_owned))
-        .ok_or_else(|| {
-            GovError::InvalidInput(
-                "signed request body is not a JSON object containing required string field \"ballot\"".into(),
-            )
-        })?;
+        .ok_or(GovError::InvalidInput(InputFault::MissingField("ballot")))?;
     if ballot.len() > MAX_BALLOT_SIZE_BYTES {
         return Err(GovError::TooLarge {
             what: "ballot",
@@ -458,7 +455,10 @@ fn resolve(
             // The member-certificate invariant holds whatever the constitution wrote.
             let applied = js::run(tx, &call, env).and_then(|out| match crate::members::check_member_certs(tx) {
                 Ok(()) => Ok(out),
-                Err(reason) => Err(Failure { reason, trace: None }),
+                Err(fault) => Err(Failure {
+                    reason: fault.to_string(),
+                    trace: None,
+                }),
             });
             match applied {
                 Ok(out) => {

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
+mod fault;
 mod key;
 mod snapshot;
 mod state;
@@ -25,11 +26,12 @@ mod tx;
 mod wire;
 mod write_set;
 
+pub use fault::WireFault;
 pub use snapshot::{SnapshotHeader, SnapshotJob, SNAPSHOT_BATCH};
 pub use store::{Commitment, Store};
 pub use tx::{CommitOutcome, ExecuteError, ReadTx, Tx};
 pub use write_set::{
-    BatchWrites, DomainHeader, MapWrites, WriteBatch, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET,
+    BatchWrites, Domain, DomainHeader, MapWrites, WriteBatch, WriteSet, ENTRY_TYPE_SNAPSHOT, ENTRY_TYPE_WRITE_SET,
     ENTRY_TYPE_WRITE_SET_WITH_CE, ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS, ENTRY_TYPE_WRITE_SET_WITH_CLAIMS,
 };
 
@@ -51,13 +53,14 @@ pub fn is_public_map(name: &str) -> bool {
     name.starts_with(PUBLIC_MAP_PREFIX)
 }
 
-/// Errors from this crate. Malformed bytes from peers or disk are `Malformed`; the rest are conditions the
+/// Errors from this crate. Malformed bytes from peers or disk are `Malformed` (with a [`WireFault`] saying what is
+/// wrong); the rest are conditions the
 /// caller handles (retry on `Conflict`, resynchronise on `VersionMismatch`, ...).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum KvError {
     /// Bytes from a peer or the disk that are not a valid write set, batch or snapshot; says what is wrong.
     #[error("malformed serialised data: {0}")]
-    Malformed(String),
+    Malformed(#[from] WireFault),
     /// Optimistic concurrency control: the transaction read something that has changed since; re-execute it.
     #[error("transaction conflict: a key or map it read has changed since")]
     Conflict,

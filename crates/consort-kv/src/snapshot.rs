@@ -12,7 +12,7 @@ use crate::state::{merge_by_key, Entry, MapState, State};
 use crate::store::Store;
 use crate::wire::{Reader, Writer};
 use crate::write_set::{check_domain, read_version, Domain};
-use crate::{is_public_map, KvError, Version, ENTRY_TYPE_SNAPSHOT};
+use crate::{is_public_map, KvError, Version, WireFault, ENTRY_TYPE_SNAPSHOT};
 
 /// Size of the version that prefixes each value in a snapshot.
 const VERSION_SIZE: usize = 8;
@@ -76,14 +76,14 @@ impl Store {
         let mut r = Reader::new(public);
         let entry_type = r.u8("entry type")?;
         if entry_type != ENTRY_TYPE_SNAPSHOT {
-            return Err(KvError::Malformed(format!("entry type {entry_type} is not a snapshot")));
+            return Err(WireFault::NotSnapshot(entry_type).into());
         }
         let version = read_version(&mut r, "snapshot version")?;
         let _max_conflict_version = r.i64("max conflict version")?;
         let hash_at_snapshot = r.sized("hash at snapshot")?.to_vec();
         let view_history_bytes = r.sized("view history")?;
         if view_history_bytes.len() % 8 != 0 {
-            return Err(KvError::Malformed("view history is not a whole number of u64s".into()));
+            return Err(WireFault::ViewHistoryLength.into());
         }
         let view_history = view_history_bytes
             .chunks_exact(8)
@@ -395,13 +395,15 @@ fn read_maps(
         let name = r.map_name()?;
         check_domain(&name, domain)?;
         if maps.contains_key(&name) {
-            return Err(KvError::Malformed(format!("map {name:?} appears twice")));
+            return Err(WireFault::MapTwice(name).into());
         }
         let map_version = r.u64("map version")?;
         if map_version > snapshot_version {
-            return Err(KvError::Malformed(format!(
-                "map {name:?} version {map_version} is after the snapshot"
-            )));
+            return Err(WireFault::MapVersionAfterSnapshot {
+                map: name,
+                version: map_version,
+            }
+            .into());
         }
         let map_size = r.len("map size")?;
         let mut m = Reader::new(r.take(map_size, "map entries")?);
@@ -415,28 +417,30 @@ fn read_maps(
             m.skip_pad8(key_len, "key padding")?;
             let size = m.len("value size")?;
             if size < VERSION_SIZE {
-                return Err(KvError::Malformed(format!("versioned value of {size} bytes")));
+                return Err(WireFault::VersionedValueTooShort(size).into());
             }
             let version = m.u64("value version")?;
             let value = m.take(size - VERSION_SIZE, "value")?;
             m.skip_pad8(size, "value padding")?;
             if version & TOMBSTONE_BIT != 0 {
                 if !value.is_empty() {
-                    return Err(KvError::Malformed("tombstone with a value".into()));
+                    return Err(WireFault::TombstoneWithValue.into());
                 }
                 continue; // a deleted key: absent from the restored state
             }
             if version == 0 || version > snapshot_version {
-                return Err(KvError::Malformed(format!(
-                    "key version {version} outside 1..={snapshot_version}"
-                )));
+                return Err(WireFault::KeyVersionOutOfRange {
+                    version,
+                    snapshot: snapshot_version,
+                }
+                .into());
             }
             let entry = Entry {
                 version,
                 value: Some(value.to_vec()),
             };
             if map.entries.insert(StoredKey::from(key), entry).is_some() {
-                return Err(KvError::Malformed(format!("map {name:?}: key appears twice")));
+                return Err(WireFault::SnapshotKeyTwice(name).into());
             }
             map.live += 1;
             map.version = map.version.max(version);

@@ -1,6 +1,6 @@
 //! Little-endian byte writer and bounds-checked reader shared by the write-set and snapshot codecs.
 
-use crate::KvError;
+use crate::{KvError, WireFault};
 
 /// Appends CCF's little-endian primitives to a growing buffer.
 #[derive(Default)]
@@ -75,71 +75,77 @@ impl<'a> Reader<'a> {
         self.remaining() == 0
     }
 
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], KvError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], KvError> {
         if n > self.remaining() {
-            return Err(KvError::Malformed(format!(
-                "{what}: need {n} bytes at offset {}, only {} left",
-                self.pos,
-                self.remaining()
-            )));
+            return Err(WireFault::Truncated {
+                what,
+                need: n,
+                offset: self.pos,
+                left: self.remaining(),
+            }
+            .into());
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], KvError> {
+    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], KvError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, KvError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, KvError> {
         Ok(self.array::<1>(what)?[0])
     }
 
-    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, KvError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, KvError> {
         Ok(u64::from_le_bytes(self.array::<8>(what)?))
     }
 
-    pub(crate) fn i64(&mut self, what: &str) -> Result<i64, KvError> {
+    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, KvError> {
         Ok(i64::from_le_bytes(self.array::<8>(what)?))
     }
 
     /// A u64 length checked to fit in the remaining bytes (so it is safe to use as an allocation size).
-    pub(crate) fn len(&mut self, what: &str) -> Result<usize, KvError> {
+    pub(crate) fn len(&mut self, what: &'static str) -> Result<usize, KvError> {
         let len = self.u64(what)?;
         match usize::try_from(len) {
             Ok(n) if n <= self.remaining() => Ok(n),
-            _ => Err(KvError::Malformed(format!(
-                "{what}: length {len} at offset {} exceeds the {} bytes left",
-                self.pos - 8,
-                self.remaining()
-            ))),
+            _ => Err(WireFault::LengthTooLong {
+                what,
+                len,
+                offset: self.pos - 8,
+                left: self.remaining(),
+            }
+            .into()),
         }
     }
 
     /// `u64 len ‖ bytes`.
-    pub(crate) fn sized(&mut self, what: &str) -> Result<&'a [u8], KvError> {
+    pub(crate) fn sized(&mut self, what: &'static str) -> Result<&'a [u8], KvError> {
         let n = self.len(what)?;
         self.take(n, what)
     }
 
     /// A count of items each at least `min_item_bytes` long, checked against the remaining bytes.
-    pub(crate) fn count(&mut self, min_item_bytes: usize, what: &str) -> Result<usize, KvError> {
+    pub(crate) fn count(&mut self, min_item_bytes: usize, what: &'static str) -> Result<usize, KvError> {
         let count = self.u64(what)?;
         let max = (self.remaining() / min_item_bytes.max(1)) as u64;
         if count > max {
-            return Err(KvError::Malformed(format!(
-                "{what}: count {count} cannot fit in the {} bytes left",
-                self.remaining()
-            )));
+            return Err(WireFault::CountTooLarge {
+                what,
+                count,
+                left: self.remaining(),
+            }
+            .into());
         }
         Ok(count as usize)
     }
 
     /// Skips the zero padding after an item of `len` bytes (its values are not checked: CCF never reads them).
-    pub(crate) fn skip_pad8(&mut self, len: usize, what: &str) -> Result<(), KvError> {
+    pub(crate) fn skip_pad8(&mut self, len: usize, what: &'static str) -> Result<(), KvError> {
         let padding = (8 - len % 8) % 8;
         self.take(padding, what).map(|_| ())
     }
@@ -150,7 +156,7 @@ impl<'a> Reader<'a> {
         let raw = self.sized("map name")?;
         match std::str::from_utf8(raw) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(KvError::Malformed("map name is not UTF-8".into())),
+            Err(e) => Err(WireFault::MapNameNotUtf8(e).into()),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::wire::{Reader, Writer};
-use crate::{is_public_map, Key, KvError, Value, Version};
+use crate::{is_public_map, Key, KvError, Value, Version, WireFault};
 
 /// Entry type of a current CCF write set: commit evidence digest and claims digest both present.
 pub const ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS: u8 = 4;
@@ -268,14 +268,16 @@ impl WriteBatch {
             let name = r.map_name()?;
             check_domain(&name, Domain::Private)?;
             if batch.maps.iter().any(|(n, _)| *n == name) {
-                return Err(KvError::Malformed(format!("map {name:?} appears twice")));
+                return Err(WireFault::MapTwice(name).into());
             }
             let _read_version = r.u64("read version")?;
             let read_count = r.u64("read count")?;
             if read_count != 0 {
-                return Err(KvError::Malformed(format!(
-                    "map {name:?}: unexpected read count {read_count}"
-                )));
+                return Err(WireFault::ReadCount {
+                    map: name,
+                    count: read_count,
+                }
+                .into());
             }
             let write_count = r.count(MIN_WRITE_BYTES, "write count")?;
             let mut writes = Vec::with_capacity(write_count);
@@ -292,9 +294,7 @@ impl WriteBatch {
             if writes.len() > 1 {
                 writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 if writes.windows(2).any(|w| w[0].0 == w[1].0) {
-                    return Err(KvError::Malformed(format!(
-                        "map {name:?}: a key is written or removed twice"
-                    )));
+                    return Err(WireFault::KeyInBatchTwice(name).into());
                 }
             }
             batch.maps.push((name, writes));
@@ -335,11 +335,9 @@ fn read_header(r: &mut Reader<'_>) -> Result<DomainHeader, KvError> {
         | ENTRY_TYPE_WRITE_SET_WITH_CE
         | ENTRY_TYPE_WRITE_SET_WITH_CE_AND_CLAIMS => {}
         ENTRY_TYPE_SNAPSHOT => {
-            return Err(KvError::Malformed(
-                "snapshot public domain where a write set was expected".into(),
-            ))
+            return Err(WireFault::SnapshotNotWriteSet.into());
         }
-        other => return Err(KvError::Malformed(format!("unknown entry type {other}"))),
+        other => return Err(WireFault::UnknownEntryType(other).into()),
     }
     let version = read_version(r, "version")?;
     let claims_digest = if entry_type_has_claims(entry_type) {
@@ -363,15 +361,17 @@ fn read_header(r: &mut Reader<'_>) -> Result<DomainHeader, KvError> {
 }
 
 /// An i64 version that must not be negative.
-pub(crate) fn read_version(r: &mut Reader<'_>, what: &str) -> Result<Version, KvError> {
-    let v = r.i64(what)?;
-    u64::try_from(v).map_err(|_| KvError::Malformed(format!("negative {what} {v}")))
+pub(crate) fn read_version(r: &mut Reader<'_>, what: &'static str) -> Result<Version, KvError> {
+    let value = r.i64(what)?;
+    u64::try_from(value).map_err(|_| WireFault::NegativeVersion { what, value }.into())
 }
 
 /// The two halves of a ledger entry or snapshot: `public:` maps in the clear, all other maps encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Domain {
+pub enum Domain {
+    /// The `public:` maps, in the clear.
     Public,
+    /// All other maps, encrypted in the ledger.
     Private,
 }
 
@@ -381,25 +381,29 @@ impl Domain {
         is_public_map(name) == (self == Domain::Public)
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Domain::Public => "public",
             Domain::Private => "private",
+        }
+    }
+
+    /// The other half.
+    pub(crate) fn other(self) -> Domain {
+        match self {
+            Domain::Public => Domain::Private,
+            Domain::Private => Domain::Public,
         }
     }
 }
 
 pub(crate) fn check_domain(name: &str, domain: Domain) -> Result<(), KvError> {
     if !domain.holds(name) {
-        let other = match domain {
-            Domain::Public => Domain::Private,
-            Domain::Private => Domain::Public,
-        };
-        return Err(KvError::Malformed(format!(
-            "{} map {name:?} in the {} domain",
-            other.name(),
-            domain.name()
-        )));
+        return Err(WireFault::WrongDomain {
+            map: name.to_owned(),
+            domain,
+        }
+        .into());
     }
     Ok(())
 }
@@ -410,14 +414,16 @@ fn read_maps(r: &mut Reader<'_>, domain: Domain) -> Result<WriteSet, KvError> {
         let name = r.map_name()?;
         check_domain(&name, domain)?;
         if ws.maps.contains_key(&name) {
-            return Err(KvError::Malformed(format!("map {name:?} appears twice")));
+            return Err(WireFault::MapTwice(name).into());
         }
         let read_version = r.u64("read version")?;
         let read_count = r.u64("read count")?;
         if read_count != 0 {
-            return Err(KvError::Malformed(format!(
-                "map {name:?}: unexpected read count {read_count}"
-            )));
+            return Err(WireFault::ReadCount {
+                map: name,
+                count: read_count,
+            }
+            .into());
         }
         let mut writes = BTreeMap::new();
         let write_count = r.count(MIN_WRITE_BYTES, "write count")?;
@@ -425,16 +431,14 @@ fn read_maps(r: &mut Reader<'_>, domain: Domain) -> Result<WriteSet, KvError> {
             let k = r.sized("key")?;
             let v = r.sized("value")?;
             if writes.insert(k.to_vec(), Some(v.to_vec())).is_some() {
-                return Err(KvError::Malformed(format!("map {name:?}: key written twice")));
+                return Err(WireFault::KeyWrittenTwice(name).into());
             }
         }
         let remove_count = r.count(MIN_REMOVE_BYTES, "remove count")?;
         for _ in 0..remove_count {
             let k = r.sized("removed key")?;
             if writes.insert(k.to_vec(), None).is_some() {
-                return Err(KvError::Malformed(format!(
-                    "map {name:?}: key both written and removed, or removed twice"
-                )));
+                return Err(WireFault::KeyRemovedTwice(name).into());
             }
         }
         ws.maps.insert(name, MapWrites { read_version, writes });

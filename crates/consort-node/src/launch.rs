@@ -3,7 +3,7 @@
 //! cleanly on SIGINT or SIGTERM.
 
 use crate::config::NodeConfig;
-use crate::engine::{node_records, Engine, OpenOptions, Start};
+use crate::engine::{node_records, Engine, OpenOptions, Start, StartRefusal};
 use crate::identity::Identities;
 use crate::net::channels::{Channels, FrameKind};
 use crate::node::{Node, SelfAttestation};
@@ -42,17 +42,13 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if dir.join(crate::engine::JOIN_FILE).exists() {
-            return Err(NodeError::Refused(format!(
-                "{} holds a join record but no identity (a join was interrupted): run `join` again, not `start`",
-                dir.display()
-            )));
+            return Err(NodeError::Refused(StartRefusal::InterruptedJoin { secrets_dir: dir }));
         }
         if ledger_has_files {
-            return Err(NodeError::Refused(format!(
-                "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
-                cfg.storage.ledger_dir.display(),
-                dir.display()
-            )));
+            return Err(NodeError::Refused(StartRefusal::LedgerWithoutIdentity {
+                ledger_dir: cfg.storage.ledger_dir.clone(),
+                secrets_dir: dir,
+            }));
         }
         (
             Identities::generate(platform.as_ref(), &dir, &subject_alt_names(&cfg))?,

@@ -37,8 +37,8 @@ pub enum NodeError {
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
     /// The node refuses to start in this state (the reason says why and what to change).
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(#[from] engine::StartRefusal),
     /// A listening socket could not be bound.
     #[error("bind {address}: {source}")]
     Bind {
@@ -68,5 +68,5 @@ pub enum NodeError {
     Attest(#[from] consort_attest::AttestError),
     /// Joining the service failed.
     #[error("join: {0}")]
-    Join(String),
+    Join(#[from] joiner::JoinError),
 }

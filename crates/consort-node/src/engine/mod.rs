@@ -15,6 +15,7 @@ mod genesis;
 mod join_record;
 mod membership;
 mod persist;
+mod refusal;
 pub mod secrets;
 mod snapshots;
 mod status;
@@ -30,6 +31,8 @@ pub use genesis::GenesisError;
 pub use join_record::{JoinRecord, JoinStart, SeedPeer, JOIN_FILE};
 pub use membership::{node_records, NodeRecord, PEERS_FILE};
 pub use persist::{write_atomic, HARD_STATE_COMMIT_INTERVAL, HARD_STATE_FILE, SNAPSHOT_FILE};
+use refusal::endorsed_peer;
+pub use refusal::{NodeDirs, PeerCertFault, StartRefusal};
 pub use status::{ConsensusState, PeerState, ReceiptError, ReceiptParts};
 pub use ticker::TICK_MS;
 
@@ -124,7 +127,7 @@ pub enum EngineError {
     PeersFile(#[source] serde_json::Error),
     /// The node must not start from what it found (see [`Start`]).
     #[error("refusing to start: {0}")]
-    Refused(String),
+    Refused(#[source] StartRefusal),
     /// The join record does not parse.
     #[error("{}: {source}", path.display())]
     JoinRecord {
@@ -277,14 +280,8 @@ fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<SavedPeers, EngineE
     let service_key = ids.service_key.verifying_key();
     let (mut certs, mut peers) = (BTreeMap::new(), BTreeMap::new());
     for (node_id, cert) in saved {
-        let endorsed = consort_crypto::ParsedCert::from_pem(&cert)
-            .is_ok_and(|c| c.verify_signed_by(&service_key).is_ok() && c.key_id() == node_id);
-        // Endorsed for the key its node id names, so a well-formed node id.
-        let Some(id) = node_id.parse::<NodeId>().ok().filter(|_| endorsed) else {
-            return Err(EngineError::Refused(format!(
-                "{PEERS_FILE} names node {node_id} with a certificate the service did not endorse for it"
-            )));
-        };
+        let id = endorsed_peer(&node_id, &cert, &service_key)
+            .map_err(|cause| EngineError::Refused(StartRefusal::UnendorsedPeer { node_id, cause }))?;
         peers.insert(id.raft_id(), id.clone());
         certs.insert(id, cert);
     }
@@ -300,28 +297,23 @@ fn may_start(
     empty: bool,
     join_record: Option<&JoinRecord>,
 ) -> Result<bool, EngineError> {
-    let refuse = |reason: &str| {
-        Err(EngineError::Refused(format!(
-            "{reason} (secrets in {}, ledger in {})",
-            cfg.storage.secrets_dir.display(),
-            cfg.storage.ledger_dir.display()
-        )))
+    let dirs = || NodeDirs {
+        secrets: cfg.storage.secrets_dir.clone(),
+        ledger: cfg.storage.ledger_dir.clone(),
     };
     let raft_id = ids.node_id.raft_id();
-    if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id.get())) {
-        return refuse("the join record names this node in the service's first membership, which no joiner is in");
-    }
-    match (start, empty) {
-        (Start::Genesis, true) => Ok(true),
-        (Start::Genesis, false) => refuse("genesis refused: the node already holds a ledger or Raft state"),
-        (Start::Joined, _) if join_record.is_none() => refuse("started as joined but holds no join record"),
-        (Start::Joined, _) | (Start::Restart, false) => Ok(false),
-        (Start::Restart, true) => refuse(
-            "this node holds an identity but its ledger, Raft state and snapshot are gone: it may have voted and \
-             acknowledged entries it no longer has, so it refuses to start (start a new node and join it; if it \
-             crashed while it started a new service, before writing anything, start that service afresh)",
-        ),
-    }
+    let refusal = if join_record.is_some_and(|r| r.initial_voters.contains(&raft_id.get())) {
+        StartRefusal::JoinerInFirstMembership { dirs: dirs() }
+    } else {
+        match (start, empty) {
+            (Start::Genesis, true) => return Ok(true),
+            (Start::Genesis, false) => StartRefusal::GenesisOverState { dirs: dirs() },
+            (Start::Joined, _) if join_record.is_none() => StartRefusal::JoinedWithoutRecord { dirs: dirs() },
+            (Start::Joined, _) | (Start::Restart, false) => return Ok(false),
+            (Start::Restart, true) => StartRefusal::StateGone { dirs: dirs() },
+        }
+    };
+    Err(EngineError::Refused(refusal))
 }
 
 /// The Raft state of a node that has none on disk yet, made durable before the node writes its first ledger entry:
@@ -336,13 +328,10 @@ fn first_hard_state(cfg: &NodeConfig) -> Result<HardState, EngineError> {
         .any(|f| f.metadata().is_ok_and(|m| m.len() > 0));
     let path = Engine::hard_state_path(cfg);
     if holds_entries {
-        return Err(EngineError::Refused(format!(
-            "{} is missing but the ledger in {} holds entries: this node may have voted or acknowledged entries \
-             that its Raft state no longer records, so it refuses to start (restore the file, or start a new node \
-             and join it)",
-            path.display(),
-            ledger.display()
-        )));
+        return Err(EngineError::Refused(StartRefusal::HardStateMissing {
+            hard_state: path,
+            ledger_dir: ledger.clone(),
+        }));
     }
     let hs = HardState::default();
     write_atomic(&path, &consort_consensus::encode_hard_state(&hs)).map_err(|e| EngineError::io(&path, e))?;
