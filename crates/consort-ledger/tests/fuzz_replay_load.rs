@@ -1,8 +1,9 @@
 //! Replays the `ledger_load` fuzz target's seeds (`fuzz/seeds/ledger_load/`) in every test run, laid out as chunk
 //! files and loaded exactly as the target does (`fuzz/src/ledger_load.rs`, included below): each seed is a valid
 //! ledger directory, so each must load with every property the target checks, its entries must parse whole with
-//! consecutive seqnos, and its chunks must pass the offline audit. Inputs kept in `fuzz/regressions/ledger_load/`
-//! (inputs that once failed the target) must keep every property.
+//! consecutive seqnos, and its chunks must pass the offline audit. The inputs of `fuzz/minimised/ledger_load/` (the
+//! minimised corpus of the recorded runs) and of `fuzz/regressions/ledger_load/` (inputs that once failed the
+//! target) must keep every property.
 
 use std::path::{Path, PathBuf};
 
@@ -89,10 +90,19 @@ fn ledger_load_seeds_load_with_every_property() {
         "the open chunk alone holds entries the whole ledger does not end with"
     );
     assert!(open.len() < whole.len());
-    // Inputs that once failed the target, refused or loaded: `check` panics if a property breaks.
-    for (_, bytes) in inputs("regressions", true) {
-        let _ = ledger_load::check(&bytes);
+}
+
+/// The minimised corpus of the recorded runs (most inputs refused, some loaded) and the inputs that once failed the
+/// target keep every property: `check` panics if one breaks.
+#[test]
+fn ledger_load_corpus_keeps_every_property() {
+    let minimised = inputs("minimised", false);
+    assert!(!minimised.is_empty(), "fuzz/minimised/ledger_load/ is empty");
+    let mut refused = 0;
+    for (_, bytes) in minimised.iter().chain(&inputs("regressions", true)) {
+        refused += usize::from(matches!(ledger_load::check(bytes), Outcome::Refused { .. }));
     }
+    assert!(refused > 0, "the minimised corpus holds no refused input");
 }
 
 /// The seed ledger is genuine, not just well framed: its chunks audit clean, signatures included.
