@@ -3,9 +3,10 @@
 //! (forwarded frames decode and re-encode to the same bytes; Raft messages between members reach raft-rs in a
 //! replica of a three-replica cluster), `fuzz/seeds/join_request/` (bodies parse as `POST /node/join` parses
 //! them, for the key they carry) and `fuzz/seeds/snapshot_file/` (committed snapshot files read and verify as the
-//! node reads the ones it hands to joiners). A missing or empty seed directory fails; inputs kept in
-//! `fuzz/regressions/<target>/` (inputs that once failed the target) are replayed too where the target's property
-//! needs no fixture from `fuzz/src/lib.rs`.
+//! node reads the ones it hands to joiners). A missing or empty seed directory fails. The minimised corpora of the
+//! recorded runs (`fuzz/minimised/<target>/`, which must be there) and the inputs kept in `fuzz/regressions/<target>/`
+//! (inputs that once failed the target) must keep the targets' properties; for `node_frames`'s Raft half, without
+//! the target's running cluster (`fuzz/src/lib.rs`), that no replica halts in a fresh one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,14 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let seeds = inputs("seeds", target, false);
     assert!(!seeds.is_empty(), "fuzz/seeds/{target}/ is empty");
     seeds
+}
+
+/// The minimised corpus of `target`'s recorded runs, which must be there, then the inputs that once failed it.
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut all = inputs("minimised", target, false);
+    assert!(!all.is_empty(), "fuzz/minimised/{target}/ is empty");
+    all.extend(inputs("regressions", target, true));
+    all
 }
 
 /// Replicas in `node_frames`'s cluster (Raft ids 1 to 3; `REPLICAS` in `fuzz/src/lib.rs`).
@@ -125,8 +134,9 @@ fn node_frames_forwarded_seeds_decode_and_re_encode_to_the_same_bytes() {
         requests >= 1 && responses >= 1,
         "{requests} request and {responses} response seeds"
     );
-    // Inputs that once failed the target: whatever decodes re-decodes to the same frame from its encoding.
-    for (name, bytes) in inputs("regressions", "node_frames", true) {
+    // The minimised corpus and the inputs that once failed the target: whatever decodes re-decodes to the same
+    // frame from its encoding.
+    for (name, bytes) in corpus("node_frames") {
         if let Ok(request) = ForwardedRequest::decode(&bytes) {
             assert_eq!(
                 ForwardedRequest::decode(&request.encode()).as_ref(),
@@ -221,7 +231,7 @@ fn join_request_seeds_parse_as_the_join_endpoint_parses_them() {
         formats.contains(&PlatformKind::Virtual) && formats.contains(&PlatformKind::Snp),
         "{formats:?}"
     );
-    for (name, bytes) in inputs("regressions", "join_request", true) {
+    for (name, bytes) in corpus("join_request") {
         if let Err(e) = parse_join(&bytes) {
             assert!(
                 (400..500).contains(&e.status),
@@ -300,8 +310,9 @@ fn snapshot_file_seeds_read_and_verify_as_the_node_reads_them() {
             "{name} verifies against another digest"
         );
     }
-    // Inputs that once failed the target: what `split_snapshot_file` accepts parses whole at the seqno it names.
-    for (name, bytes) in inputs("regressions", "snapshot_file", true) {
+    // The minimised corpus and the inputs that once failed the target: what `split_snapshot_file` accepts parses
+    // whole at the seqno it names.
+    for (name, bytes) in corpus("snapshot_file") {
         if let Ok(parts) = split_snapshot_file(&bytes) {
             for entry in [&parts.signature_entry, &parts.snapshot_entry] {
                 let parsed = consort_ledger::parse_entry(entry).map(|(e, used)| (used, e.seqno));
@@ -309,4 +320,34 @@ fn snapshot_file_seeds_read_and_verify_as_the_node_reads_them() {
             }
         }
     }
+}
+
+/// The Raft half of `node_frames` over its minimised corpus and regressions: delivered as the target delivers them
+/// (to a fresh cluster once one was stepped), no input halts a replica.
+#[test]
+fn node_frames_corpus_halts_no_replica() {
+    let mut fresh = cluster();
+    let mut dropped = 0;
+    for (name, bytes) in corpus("node_frames") {
+        let Some((from, to, message)) = raft_split(&bytes) else {
+            continue;
+        };
+        let actions = fresh.step(
+            to,
+            Event::Receive {
+                from: RaftId(from),
+                message: message.to_vec(),
+            },
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Halted { .. })),
+            "{name}: {actions:?}"
+        );
+        if actions.iter().any(|a| matches!(a, Action::Dropped { .. })) && fresh.net.is_empty() {
+            dropped += 1;
+        } else {
+            fresh = cluster();
+        }
+    }
+    assert!(dropped > 0, "the minimised corpus holds no refused Raft message");
 }
