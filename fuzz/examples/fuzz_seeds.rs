@@ -9,7 +9,8 @@
 //! Run: `cd fuzz && cargo run --example fuzz_seeds` (rewrites those directories). `consort-gov`'s
 //! `fuzz_replay_gov_request` test checks in every test run that the `gov_request` seeds still verify;
 //! `consort-ledger`'s and `consort-kv`'s `fuzz_replay` tests check the `merkle_tree`, `signature_record` and
-//! `kv_snapshot` seeds.
+//! `kv_snapshot` seeds, `consort-ledger`'s `fuzz_replay_load` the `ledger_load` seeds, and `consort-node`'s
+//! `fuzz_replay` the `node_frames`, `join_request` and `snapshot_file` seeds.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -160,7 +161,8 @@ fn ledger_load_seeds(out: &Path) -> std::io::Result<()> {
     b.log_tx(101, "tail");
     let (mut l, _) = Ledger::open(MemStorage::new(), 1).map_err(std::io::Error::other)?;
     for e in b.entries() {
-        l.append(e.seqno, &e.bytes, e.is_signature).map_err(std::io::Error::other)?;
+        l.append(e.seqno, &e.bytes, e.is_signature)
+            .map_err(std::io::Error::other)?;
     }
     l.commit(6).map_err(std::io::Error::other)?;
     l.settle().map_err(std::io::Error::other)?;

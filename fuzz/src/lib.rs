@@ -4,9 +4,12 @@
 //! seeds are replayed in the main workspace's tests (which include them with `#[path]`).
 
 pub mod kv_snapshot;
+pub mod ledger_load;
 pub mod merkle_tree;
 pub mod signature_record;
 pub mod signature_replica;
+
+pub use ledger_load::{ledger_dir_files, ledger_dir_input, LEDGER_LOAD_MAX_FILES};
 
 use consort_consensus::testing::{fixture_identities, Cluster, Message as Sent};
 use consort_consensus::{Action, Event, PersistedState, RaftId, ReplicaConfig};
@@ -194,48 +197,4 @@ fn persist_all(cluster: &mut Cluster, i: usize, keep: &mut impl FnMut(Vec<Action
         }
     }
     cluster.nodes[i].builds.clear();
-}
-
-/// Most chunk files one `ledger_load` input describes.
-pub const LEDGER_LOAD_MAX_FILES: usize = 6;
-
-/// How `ledger_load` reads its input: a directory of chunk files, as records `kind ‖ start ‖ end ‖ u16 length
-/// (little-endian) ‖ bytes`. `kind % 3` picks the name (`ledger_<start>`, `ledger_<start>-<end>`,
-/// `ledger_<start>-<end>.committed`); start and end are single bytes, so gaps, overlaps and wrong ranges are
-/// reached too. A record cut short takes the bytes that are there.
-pub fn ledger_dir_files(mut data: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    while files.len() < LEDGER_LOAD_MAX_FILES && data.len() >= 5 {
-        let (kind, start, end) = (data[0], u64::from(data[1]), u64::from(data[2]));
-        let len = usize::from(u16::from_le_bytes([data[3], data[4]])).min(data.len() - 5);
-        let name = match kind % 3 {
-            0 => format!("ledger_{start}"),
-            1 => format!("ledger_{start}-{end}"),
-            _ => format!("ledger_{start}-{end}.committed"),
-        };
-        files.push((name, data[5..5 + len].to_vec()));
-        data = &data[5 + len..];
-    }
-    files
-}
-
-/// The input [`ledger_dir_files`] reads as `files` (chunk names as the ledger writes them, seqnos below 256, files
-/// below 64 KiB); None for a file it cannot describe.
-pub fn ledger_dir_input(files: &[(String, Vec<u8>)]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for (name, bytes) in files {
-        let rest = name.strip_prefix("ledger_")?;
-        let (rest, committed) = match rest.strip_suffix(".committed") {
-            Some(r) => (r, true),
-            None => (rest, false),
-        };
-        let (start, end, kind) = match rest.split_once('-') {
-            Some((s, e)) => (s.parse::<u8>().ok()?, e.parse::<u8>().ok()?, if committed { 2 } else { 1 }),
-            None => (rest.parse::<u8>().ok()?, 0, 0),
-        };
-        out.extend_from_slice(&[kind, start, end]);
-        out.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(bytes);
-    }
-    Some(out)
 }
