@@ -46,6 +46,8 @@ fn join_seeds(out: &Path) -> std::io::Result<()> {
         quote: hex::decode(report.trim()).map_err(std::io::Error::other)?,
         endorsements: std::fs::read(attest_data.join("vcek_milan.der"))?,
     };
+    // The node's RSA encryption key that rekeys encrypt new ledger secrets to (required in a join).
+    let (_, enc_public) = consort_crypto::rsa_keys::generate_pem(2048).map_err(std::io::Error::other)?;
     for (name, evidence, n2n, rpc) in [
         ("virtual.json", &virtual_evidence, "127.0.0.1:8081", "127.0.0.1:8080"),
         ("snp_ipv6.json", &snp_evidence, "[::1]:9001", "[::1]:9000"),
@@ -55,6 +57,7 @@ fn join_seeds(out: &Path) -> std::io::Result<()> {
             node_to_node_address: n2n.into(),
             rpc_address: rpc.into(),
             quote_info: evidence.to_json_value(),
+            encryption_public_key: Some(enc_public.clone()),
         };
         let body = serde_json::to_vec_pretty(&request).map_err(std::io::Error::other)?;
         consort_node::api::join::parse_join(&body).map_err(|e| std::io::Error::other(e.message))?;
