@@ -437,21 +437,24 @@ pub fn route(svc: &Engine, method: &str, path: &str, query: &str, body: &[u8]) -
             Err(e) => err(&e),
         },
         ("GET", ["service", "join-policy"]) => json(200, join_policy_json(svc), None),
-        ("GET", ["recovery", "encrypted-shares", m]) => {
-            let store = svc.store();
-            match crate::engine::secrets::encrypted_share(&store.read_only(), m) {
-                Some(share) => json(200, serde_json::json!({ "encryptedShare": share }), None),
-                None => json(
-                    404,
-                    serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Recovery share not found for member {m}.")}}),
-                    None,
-                ),
-            }
-        }
-        _ => json(
-            404,
-            serde_json::json!({"error": {"code": "ResourceNotFound", "message": format!("Unknown path: {path} for {method}.")}}),
-            None,
-        ),
+        ("GET", ["recovery", "encrypted-shares", m]) => encrypted_share(svc, m),
+        _ => not_found(format!("Unknown path: {path} for {method}.")),
     }
+}
+
+/// `GET /gov/recovery/encrypted-shares/{memberId}`: the member's encrypted recovery share, or 404.
+fn encrypted_share(svc: &Engine, member_id: &str) -> GovReply {
+    let store = svc.store();
+    match crate::engine::secrets::encrypted_share(&store.read_only(), member_id) {
+        Some(share) => json(200, serde_json::json!({ "encryptedShare": share }), None),
+        None => not_found(format!("Recovery share not found for member {member_id}.")),
+    }
+}
+
+fn not_found(message: String) -> GovReply {
+    json(
+        404,
+        serde_json::json!({"error": {"code": "ResourceNotFound", "message": message}}),
+        None,
+    )
 }

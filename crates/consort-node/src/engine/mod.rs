@@ -182,6 +182,16 @@ struct Locked {
     secrets_saved: (usize, u64),
 }
 
+/// The replica's signing identity, and its opener of rekeys' secrets, from the node's identities.
+fn replica_identity(ids: &Identities) -> NodeIdentity {
+    NodeIdentity {
+        key: ids.node_key.clone(),
+        cert_pem: ids.node_cert_pem.clone(),
+        node_id: ids.node_id.to_string(),
+        secret_opener: Some(Arc::new(secrets::NodeSecretOpener::new(ids))),
+    }
+}
+
 fn replica_secrets_mark(replica: &Replica<FsStorage>) -> (usize, u64) {
     let s = replica.ledger_secrets();
     (s.len(), s.latest().0)
@@ -384,11 +394,6 @@ impl Engine {
     /// [`Engine::open`] with, for a genesis node, its attestation. A node that joined a service (it holds a
     /// [`JoinRecord`]) starts from what the record names, and never runs genesis.
     pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
-        let OpenOptions {
-            start,
-            attestation,
-            platform,
-        } = options;
         let mut trusted = BTreeMap::new();
         let join_record = JoinRecord::load(&cfg.storage.secrets_dir)?;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
@@ -413,7 +418,7 @@ impl Engine {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(true)
         };
-        let fresh = may_start(&cfg, &ids, start, empty, join_record.as_ref())?;
+        let fresh = may_start(&cfg, &ids, options.start, empty, join_record.as_ref())?;
         let hard_state = match hard_state {
             Some(hs) => Some(hs),
             None => Some(first_hard_state(&cfg)?),
@@ -428,12 +433,7 @@ impl Engine {
                 None => vec![raft_id.get()],
             },
         };
-        let identity = NodeIdentity {
-            key: ids.node_key.clone(),
-            cert_pem: ids.node_cert_pem.clone(),
-            node_id: ids.node_id.to_string(),
-            secret_opener: Some(Arc::new(secrets::NodeSecretOpener::new(&ids))),
-        };
+        let identity = replica_identity(&ids);
         let mut rc = Self::replica_config(&cfg, raft_id);
         rc.sign_on_election = !fresh;
         // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
@@ -466,7 +466,7 @@ impl Engine {
             committed_view: AtomicU64::new(commit.view.get()),
             view: AtomicU64::new(view.get()),
             secrets: RwLock::new(secrets_now),
-            platform,
+            platform: options.platform,
             leader: AtomicU64::new(0),
             node_id,
             raft_id,
@@ -486,7 +486,7 @@ impl Engine {
         // The only voter need not wait for an election timeout.
         svc.campaign_if_alone();
         if fresh {
-            svc.genesis(attestation.as_ref())?;
+            svc.genesis(options.attestation.as_ref())?;
             svc.lock().replica.set_sign_on_election(true);
         }
         Ok(svc)
