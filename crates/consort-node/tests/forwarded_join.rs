@@ -42,6 +42,12 @@ fn service() -> (tempfile::TempDir, Arc<Node>) {
     (dir, node)
 }
 
+/// One RSA encryption public key for the test joiners.
+fn encryption_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| consort_crypto::rsa_keys::generate_pem(2048).unwrap().1)
+}
+
 /// A forwarded join for `key`, with virtual evidence for it, vouched for as `caller`.
 fn forwarded_join(key: &SigningKey, caller: Option<&str>) -> ForwardedRequest {
     let evidence = consort_attest::VirtualPlatform::new([1u8; 32])
@@ -52,6 +58,7 @@ fn forwarded_join(key: &SigningKey, caller: Option<&str>) -> ForwardedRequest {
         "node_to_node_address": "127.0.0.1:1",
         "rpc_address": "127.0.0.1:2",
         "quote_info": evidence.to_json_value(),
+        "encryption_public_key": encryption_key(),
     });
     ForwardedRequest {
         id: 7,
