@@ -80,6 +80,9 @@ pub enum FrameDecodeError {
     /// The status is not an HTTP status code.
     #[error("status {0} out of range")]
     Status(u64),
+    /// Bytes follow the frame's CBOR array.
+    #[error("{0} bytes after the frame")]
+    TrailingBytes(usize),
 }
 
 /// Errors compare by what they say: the source of a CBOR error (an `io::Error`) has no equality of its own, and
@@ -91,7 +94,12 @@ impl PartialEq for FrameDecodeError {
 }
 
 fn decode_array<const N: usize>(bytes: &[u8]) -> Result<[Value; N], FrameDecodeError> {
-    let v: Value = ciborium::from_reader(bytes)?;
+    let mut rest = bytes;
+    let v: Value = ciborium::from_reader(&mut rest)?;
+    if !rest.is_empty() {
+        // One frame is one CBOR item: bytes after it would be ignored, so a frame with them is not well formed.
+        return Err(FrameDecodeError::TrailingBytes(rest.len()));
+    }
     match v {
         Value::Array(a) => a.try_into().map_err(|_| FrameDecodeError::NotAnArray(N)),
         _ => Err(FrameDecodeError::NotAnArray(N)),
@@ -352,6 +360,25 @@ impl Forwarder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_after_a_frame_are_refused() {
+        let request = super::ForwardedRequest {
+            id: 1,
+            method: "POST".into(),
+            target: "/app/log/private".into(),
+            caller: None,
+            content_type: "application/json".into(),
+            body: b"{}".to_vec(),
+        };
+        let mut bytes = request.encode().to_vec();
+        assert_eq!(super::ForwardedRequest::decode(&bytes).unwrap().id, 1);
+        bytes.push(0);
+        assert!(matches!(
+            super::ForwardedRequest::decode(&bytes),
+            Err(super::FrameDecodeError::TrailingBytes(1))
+        ));
+    }
+
     use super::*;
 
     /// A node id standing for the node called `name` in a test.
