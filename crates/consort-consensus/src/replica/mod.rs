@@ -557,8 +557,7 @@ impl<S: LedgerStorage> Replica<S> {
             // well formed; `accept` parses each one again in any case. Only Raft's empty entries need bytes here.
             let mut e = e.clone();
             // Filled here, in order, not when received: a rekey just before it may have changed its secret.
-            let secret = self.node.store().secrets.for_seqno(e.index).clone();
-            crate::codec::fill_empty(&secret, &mut e)?;
+            crate::codec::fill_empty(self.node.store().secrets.for_seqno(e.index), &mut e)?;
             let bytes = crate::codec::ledger_bytes(&e).to_vec();
             self.with_partial(|p| p.accept(e.term, e.index, bytes))?;
         }
