@@ -135,6 +135,46 @@ async fn a_join_without_a_usable_encryption_key_is_refused_and_not_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_shares_are_answered_only_for_recovery_members_and_reading_them_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_service(dir.path()).await;
+    let conn = node.connect(false).await;
+    // The commit point once it has settled (the service's own signatures after opening).
+    let commit = async || conn.get("/node/commit").await.unwrap().json().unwrap()["transaction_id"].clone();
+    let mut before = commit().await;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = commit().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    // An outsider asking for a member that does not exist, a malformed id, or a path that tries to climb out.
+    for id in [
+        "ab".repeat(32),
+        "not-a-member".into(),
+        "..%2F..%2Fservice_privk.pem".into(),
+    ] {
+        let r = conn.get(&format!("/gov/recovery/encrypted-shares/{id}")).await.unwrap();
+        assert_eq!(r.status, 404, "{id}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json().unwrap()["error"]["code"], "ResourceNotFound");
+        assert_no_secrets(&r);
+    }
+    // Writes are refused on this read-only path.
+    let r = conn
+        .request(
+            "POST",
+            &format!("/gov/recovery/encrypted-shares/{}", "ab".repeat(32)),
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(r.status >= 400 && r.status < 500, "{}", r.status);
+    assert_eq!(before, commit().await, "reading shares wrote a transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_joiner_holds_its_key_but_gets_no_endorsed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let node = open_service(dir.path()).await;
