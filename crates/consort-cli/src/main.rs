@@ -96,6 +96,13 @@ enum NodeCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Recover a service whose nodes are all lost: start a new service on a copy of an old ledger directory (the
+    /// configuration's ledger directory, from seqno 1) and wait in `Recovering` for the members (or restart a node
+    /// that recovered before).
+    Recover {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,6 +197,12 @@ fn run(cmd: Command) -> Result<(), CliError> {
         Command::Node {
             cmd: NodeCmd::Join { config },
         } => node_join(&config),
+        Command::Node {
+            cmd: NodeCmd::Recover { config },
+        } => {
+            let cfg = consort_node::config::NodeConfig::load(&config)?;
+            Ok(runtime().block_on(consort_node::launch::recover(cfg))?)
+        }
         Command::Ledger {
             cmd: LedgerCmd::Audit { snapshot, paths },
         } => ledger_audit(&paths, snapshot.as_deref()),

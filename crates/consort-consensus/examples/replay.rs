@@ -171,6 +171,7 @@ fn open(dir: &Path, offload: Option<&dyn Offload>) -> Replica<DirStorage> {
         hard_state,
         snapshot: None,
         voters: vec![1],
+        recovery: None,
     };
     let secret = LedgerSecret::from_bytes([7u8; 32]);
     let storage = DirStorage::new(&dir.join("ledger"));

@@ -6,20 +6,21 @@ use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::{ConsensusError, EntryFault, Inconsistency, SignatureFault};
 use crate::log::Log;
 use crate::periodic::Snapshots;
+use crate::recovery::Trust;
 use crate::snapshot;
-use crate::vocab::{RaftId, Seqno, TxId, View};
+use crate::vocab::{Seqno, TxId, View};
 use consort_kv::{Commitment, WriteBatch, WriteSet};
 use consort_ledger::{
     verify_root, EntryKind, LedgerStorage, MerkleTree, PrimarySignature, SIGNATURES_TABLE, SINGLETON_KEY,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Borrowed view of the state one entry changes.
 pub(crate) struct PartialReplicaRef<'a, S: LedgerStorage> {
     pub(crate) log: &'a mut Log<S>,
     pub(crate) tree: &'a mut MerkleTree,
     pub(crate) signatures: &'a mut BTreeSet<u64>,
-    pub(crate) trusted: &'a BTreeMap<RaftId, String>,
+    pub(crate) trusted: Trust<'a>,
     /// Where periodic snapshots are started and claimed (none while replaying the ledger at start-up).
     pub(crate) snapshots: Option<&'a mut Snapshots>,
 }
@@ -74,7 +75,12 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
         let DecodedEntry { info, private } = decoded;
         let store = self.log.store.clone();
         if seqno > store.current_version() {
-            let private = private.ok_or(Inconsistency::NotDecrypted { seqno })?;
+            // The old part of a recovered ledger before its secrets are restored: public maps only.
+            let private = match private {
+                Some(private) => private,
+                None if !self.log.secrets.covers(seqno) => WriteBatch::default(),
+                None => return Err(Inconsistency::NotDecrypted { seqno }.into()),
+            };
             if info.is_signature {
                 // The signatures table is public: the public maps are all the check needs.
                 self.verify_signature(view, seqno, &info.public)?;
@@ -152,9 +158,10 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             return Err(bad(SignatureFault::RootMismatch {
                 signed: sig.root.clone(),
                 root: hex::encode(root),
+                first_covered: self.signatures.range(..seqno).next_back().map_or(1, |s| s + 1),
             }));
         }
-        if !self.trusted.values().any(|c| *c == sig.cert) {
+        if !self.trusted.trusts(&self.log.store, &sig.node, &sig.cert) {
             return Err(bad(SignatureFault::UntrustedSigner { node: sig.node.clone() }));
         }
         let der = sig.sig_bytes().map_err(|e| bad(SignatureFault::Record(e)))?;

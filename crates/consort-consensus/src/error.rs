@@ -85,6 +85,9 @@ pub enum ConsensusError {
         #[source]
         source: Box<crate::rekey::RekeyFault>,
     },
+    /// Recovering a service from an old ledger failed (boxed: rare).
+    #[error("recovery: {0}")]
+    Recovery(#[source] Box<crate::recovery::RecoveryFault>),
 }
 
 impl ConsensusError {
@@ -196,12 +199,17 @@ pub enum SignatureFault {
     #[error("{0}")]
     Root(#[source] LedgerError),
     /// The signed root is not the root of this replica's Merkle tree.
-    #[error("signed root {signed} is not the Merkle root {root}")]
+    #[error(
+        "signed root {signed} is not the Merkle root {root}: an entry from seqno {first_covered} on differs from what \
+         was signed"
+    )]
     RootMismatch {
         /// The signed root, hex.
         signed: String,
         /// This replica's root, hex.
         root: String,
+        /// The first seqno this signature covers that no earlier one did: the changed entry is in between.
+        first_covered: u64,
     },
     /// The signer is not a node this replica trusts.
     #[error("signer {node} is not a trusted node")]

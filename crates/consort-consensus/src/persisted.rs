@@ -15,6 +15,9 @@ pub struct PersistedState {
     pub snapshot: Option<Vec<u8>>,
     /// The first membership of the service (used only when there is no snapshot).
     pub voters: Vec<u64>,
+    /// For a service recovered from an old ledger: where its ledger continues the old one (used only when there
+    /// is no snapshot; see [`crate::RecoveryBase`]).
+    pub recovery: Option<crate::RecoveryBase>,
 }
 
 /// Encodes a hard state for the node's disk.

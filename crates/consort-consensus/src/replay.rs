@@ -7,10 +7,10 @@ use crate::accept::PartialReplicaRef;
 use crate::codec::{decode, DecodedEntry, PrivateDomain};
 use crate::error::{ConsensusError, Inconsistency};
 use crate::log::Log;
-use crate::vocab::RaftId;
+use crate::recovery::Trust;
 use consort_kv::Commitment;
 use consort_ledger::{parse_entry, ChunkEntries, LedgerSecrets, LedgerStorage, MerkleTree};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// A second core lent to replay by the node. This crate starts no threads (it is sans-IO, like time and
 /// randomness, concurrency is injected): a node that wants [`crate::Replica::open_with_offload`] to parse, decrypt
@@ -32,29 +32,32 @@ pub(crate) struct DecodedChunk {
     pub error: Option<ConsensusError>,
     /// The first seqno decoded.
     pub from: u64,
+    /// The last seqno to decode (entries after it in the chunk are left alone).
+    pub through: u64,
     /// How many ledger secrets the keyring held when the chunk was decoded: a rekey applied since (replay learns
     /// rekeys in order) means the entries after it must be decoded again.
     pub secrets_known: usize,
 }
 
 impl DecodedChunk {
-    /// Decodes every entry of `chunk` from seqno `from` on. Pure: safe to run on another thread.
-    pub(crate) fn decode(secrets: &LedgerSecrets, chunk: ChunkEntries, from: u64) -> Self {
+    /// Decodes every entry of `chunk` from seqno `from` to `through`. Pure: safe to run on another thread. Entries
+    /// the keyring does not cover (the old part of a recovered ledger before its secrets are restored) keep their
+    /// private domain encrypted.
+    pub(crate) fn decode(secrets: &LedgerSecrets, chunk: ChunkEntries, from: u64, through: u64) -> Self {
         let mut entries = Vec::with_capacity(chunk.len());
         let mut error = None;
-        for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from) {
+        for (seqno, bytes) in chunk.iter().filter(|(s, _)| *s >= from && *s <= through) {
+            let private = if secrets.covers(seqno) {
+                PrivateDomain::Decrypt
+            } else {
+                PrivateDomain::Skip
+            };
             let decoded = parse_entry(bytes)
                 .map_err(|e| ConsensusError::entry(seqno, e))
                 .and_then(|(entry, _)| {
                     Ok((
                         entry.view,
-                        decode(
-                            secrets.for_seqno(seqno),
-                            bytes,
-                            entry.view,
-                            seqno,
-                            PrivateDomain::Decrypt,
-                        )?,
+                        decode(secrets.for_seqno(seqno), bytes, entry.view, seqno, private)?,
                     ))
                 });
             match decoded {
@@ -70,6 +73,7 @@ impl DecodedChunk {
             entries,
             error,
             from,
+            through,
             secrets_known: secrets.len(),
         }
     }
@@ -90,7 +94,7 @@ pub(crate) struct PartialReplica<'a, S: LedgerStorage> {
     pub(crate) log: Log<S>,
     pub(crate) tree: MerkleTree,
     pub(crate) signatures: BTreeSet<u64>,
-    pub(crate) trusted: &'a BTreeMap<RaftId, String>,
+    pub(crate) trusted: Trust<'a>,
 }
 
 impl<S: LedgerStorage> PartialReplica<'_, S> {
@@ -104,7 +108,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
         }
     }
 
-    /// Replays the ledger from seqno `from` on, streaming it one chunk at a time, so memory holds at most two
+    /// Replays the ledger from seqno `from` to `through` (at most its last entry), streaming it one chunk at a time, so memory holds at most two
     /// chunks besides the store and the tree. Each chunk is decoded (parsed, decrypted, hashed) in one pass, on
     /// `offload`'s core while this one applies the previous chunk if there is one; entries are then taken in
     /// order exactly as [`PartialReplicaRef::accept`] would, signatures verified against the recomputed root.
@@ -113,23 +117,25 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
     pub(crate) fn replay(
         &mut self,
         from: u64,
+        through: u64,
         raft_commit: u64,
         offload: Option<&dyn Offload>,
     ) -> Result<(), ConsensusError> {
-        let last = self.log.ledger.last_seqno();
+        let last = self.log.ledger.last_seqno().min(through);
         if from > last {
             return Ok(());
         }
         // Decoding ahead uses the keyring of the moment; `apply_chunk` decodes again after a rekey it applies.
-        let mut current = DecodedChunk::decode(&self.log.secrets, self.log.ledger.read_chunk_of(from)?, from);
+        let mut current = DecodedChunk::decode(&self.log.secrets, self.log.ledger.read_chunk_of(from)?, from, last);
         loop {
-            let next_from = current.chunk.last_seqno() + 1;
+            let next_from = current.chunk.last_seqno().min(last) + 1;
             let Some(offload) = offload.filter(|_| next_from <= last) else {
                 self.apply_chunk(current, raft_commit)?;
                 if next_from > last {
                     return Ok(());
                 }
-                current = DecodedChunk::decode(&self.log.secrets, self.log.ledger.read_chunk_of(next_from)?, next_from);
+                let chunk = self.log.ledger.read_chunk_of(next_from)?;
+                current = DecodedChunk::decode(&self.log.secrets, chunk, next_from, last);
                 continue;
             };
             let next_chunk = self.log.ledger.read_chunk_of(next_from)?;
@@ -138,7 +144,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
             let mut applied = Ok(());
             let mut current_slot = Some(current);
             offload.run_beside(
-                Box::new(|| next = Some(DecodedChunk::decode(&secrets, next_chunk, next_from))),
+                Box::new(|| next = Some(DecodedChunk::decode(&secrets, next_chunk, next_from, last))),
                 &mut || {
                     if let Some(c) = current_slot.take() {
                         applied = self.apply_chunk(c, raft_commit);
@@ -155,7 +161,7 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
     pub(crate) fn apply_chunk(&mut self, mut decoded: DecodedChunk, raft_commit: u64) -> Result<(), ConsensusError> {
         if self.log.secrets.len() != decoded.secrets_known {
             // Decoded ahead, on another core, while the previous chunk applied a rekey.
-            decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, decoded.from);
+            decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, decoded.from, decoded.through);
         }
         loop {
             let committed_through = decoded.committed_through(raft_commit).unwrap_or(0);
@@ -183,8 +189,9 @@ impl<S: LedgerStorage> PartialReplica<'_, S> {
                 }
             }
             match rekeyed_after {
-                Some(seqno) if seqno < decoded.chunk.last_seqno() => {
-                    decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, seqno + 1);
+                Some(seqno) if seqno < decoded.chunk.last_seqno().min(decoded.through) => {
+                    let through = decoded.through;
+                    decoded = DecodedChunk::decode(&self.log.secrets, decoded.chunk, seqno + 1, through);
                 }
                 _ => {
                     return match decoded.error {

@@ -32,6 +32,7 @@ fn running_cluster_trusting(trusted: usize) -> (Cluster, Vec<Sent>) {
         cfg.signature_interval_tx = 2;
         let persisted = PersistedState {
             voters: vec![1, 2, 3],
+            recovery: None,
             ..Default::default()
         };
         let i = c.add_node(cfg, ids[id as usize - 1].clone(), trusted.clone(), persisted);

@@ -51,6 +51,7 @@ impl T {
         for id in 1..=3u64 {
             let persisted = PersistedState {
                 voters: vec![1, 2, 3],
+                recovery: None,
                 ..Default::default()
             };
             let i = h.add_node(config(id), ids[id as usize - 1].clone(), all_trusted(), persisted);
@@ -176,6 +177,7 @@ impl T {
             hard_state: Some(hs),
             snapshot: Some(snapshot),
             voters: vec![1, 2, 3],
+            recovery: None,
         };
         self.h.crash(i, |_| 0);
         let n = &mut self.h.nodes[i];

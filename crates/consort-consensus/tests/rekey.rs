@@ -2,8 +2,7 @@
 //! later entry use it; backups and a restarted replica take it in log order and read everything; a node left out
 //! of the rekey stops at the first entry it cannot read instead of applying anything wrong.
 
-use consort_consensus::{ConsensusError, Event, SecretOpener};
-use consort_kv::CommitOutcome;
+use consort_consensus::{ConsensusError, SecretOpener};
 use consort_ledger::secrets::ENCRYPTED_LEDGER_SECRETS_TABLE;
 use consort_ledger::{parse_entry, Ledger, LedgerSecret, SINGLETON_KEY};
 use std::collections::BTreeMap;
@@ -39,22 +38,6 @@ fn cluster() -> Cluster {
         c.restart(i, disk, persisted);
     }
     c
-}
-
-fn propose(c: &mut Cluster, i: usize, puts: &[(&str, Vec<u8>, Vec<u8>)]) -> u64 {
-    let store = c.replica(i).store().clone();
-    let mut tx = store.begin();
-    for (map, k, v) in puts {
-        tx.put(map, k, v);
-    }
-    let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
-        Ok(CommitOutcome::Committed { result, .. }) => result,
-        other => panic!("{other:?}"),
-    };
-    c.step(i, Event::Propose { version, write_set });
-    c.deliver_all();
-    c.settle(1);
-    version
 }
 
 fn rekey(c: &mut Cluster, new: &LedgerSecret, to: &[usize]) -> u64 {

@@ -29,6 +29,7 @@ fn open(disk: FaultyDisk, hard_state: Option<HardState>, offload: Option<&dyn Of
         hard_state,
         snapshot: None,
         voters: vec![1],
+        recovery: None,
     };
     let secret = LedgerSecret::from_bytes([5u8; 32]);
     Replica::open_with_offload(config(), id, trusted, secret, disk, persisted, offload)
@@ -153,6 +154,7 @@ fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
             hard_state: node.hard_state.clone(),
             snapshot: None,
             voters: vec![1],
+            recovery: None,
         };
         let secret = LedgerSecret::from_bytes([5u8; 32]);
         let opened = Replica::open_with_offload(

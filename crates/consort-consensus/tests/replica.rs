@@ -241,6 +241,7 @@ fn a_fresh_learner_gets_a_raft_snapshot_from_a_primary_that_started_from_one() {
         hard_state: Some(hs),
         snapshot: Some(snapshot),
         voters: vec![1],
+        recovery: None,
     };
     c.restart(0, ledger.into_storage(), persisted);
     assert_eq!(c.replica(0).base_seqno(), s);

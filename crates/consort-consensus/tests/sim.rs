@@ -106,6 +106,7 @@ impl Sim {
         for id in 1..=total as u64 {
             let persisted = PersistedState {
                 voters: voter_ids.clone(),
+                recovery: None,
                 ..Default::default()
             };
             cluster.add_node(

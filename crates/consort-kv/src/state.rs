@@ -102,6 +102,23 @@ impl State {
         self.maps.get(map).map_or(0, |m| m.version)
     }
 
+    /// Adds `older`'s live entries to map `name` where the map has no entry for the key (see
+    /// [`crate::Store::merge_older`]); returns how many were added.
+    pub(crate) fn merge_older_map(&mut self, name: String, older: MapState) -> usize {
+        let map = self.maps.entry(name).or_default();
+        map.version = map.version.max(older.version);
+        let mut added = 0;
+        for (key, entry) in older.entries {
+            if entry.value.is_none() || map.entries.contains_key(key.as_slice()) {
+                continue;
+            }
+            map.entries.insert(key, entry);
+            map.live += 1;
+            added += 1;
+        }
+        added
+    }
+
     /// True if every read in `reads` still sees the version it saw.
     pub(crate) fn validate(&self, reads: &ReadSet) -> bool {
         reads.maps.iter().all(|(name, r)| {

@@ -334,6 +334,30 @@ impl Store {
         self.rollbacks.load(Ordering::Acquire)
     }
 
+    /// Adds what `older` holds in the maps `take` selects, where this store has no entry for the key: `older` is
+    /// a store replayed separately over versions this store already committed (disaster recovery replays the
+    /// private maps of the ledger's old part once the ledger secrets are restored, while the store kept the
+    /// public ones and went on). Keys this store has (written or removed since) keep their newer state. `older`
+    /// must lie entirely at or below this store's committed version (else [`KvError::VersionUnavailable`]), so no
+    /// rollback can reach what is added. Returns the number of keys added.
+    pub fn merge_older(&self, older: Store, take: impl Fn(&str) -> bool) -> Result<usize, KvError> {
+        let older = older.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let _commits = self.lock_commits();
+        let mut state = self.write_state();
+        if older.version > state.committed {
+            return Err(KvError::VersionUnavailable {
+                requested: older.version,
+                committed: state.committed,
+                current: state.version,
+            });
+        }
+        let mut added = 0;
+        for (name, map) in older.maps.into_iter().filter(|(n, _)| take(n)) {
+            added += state.merge_older_map(name, map);
+        }
+        Ok(added)
+    }
+
     /// Names of the maps that hold at least one key, in order.
     pub fn map_names(&self) -> Vec<String> {
         self.read_state()

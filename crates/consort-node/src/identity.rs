@@ -149,14 +149,14 @@ fn read_text(path: &Path) -> Result<String, IdentityError> {
 /// Seals `secret` through the node's platform into `path` (on SEV-SNP under a key the firmware derives from the chip
 /// and this guest's measurement; the virtual platform's stand-in only marks the file): mode 0600, written to a
 /// temporary file, synced and renamed, so a crash leaves the old or the new file.
-fn write_sealed(platform: &dyn Platform, path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_sealed(platform: &dyn Platform, path: &Path, secret: &[u8]) -> Result<(), IdentityError> {
     fail::fail_point!("identity::write");
     let sealed = platform.seal(secret).map_err(|e| ierr(path, e))?;
     crate::platform::write_secret_file(path, &sealed).map_err(|e| ierr(path, e))
 }
 
 /// Reads and unseals a secret written by [`write_sealed`]; refuses unsealed files and other platforms' seals.
-fn read_sealed_text(platform: &dyn Platform, path: &Path) -> Result<String, IdentityError> {
+pub(crate) fn read_sealed_text(platform: &dyn Platform, path: &Path) -> Result<String, IdentityError> {
     let sealed = crate::platform::read_secret_file(path).map_err(|e| ierr(path, e))?;
     let plain = platform.unseal(&sealed).map_err(|e| ierr(path, e))?;
     String::from_utf8(plain).map_err(|e| ierr(path, e))

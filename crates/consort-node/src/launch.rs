@@ -66,6 +66,46 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     Ok(node)
 }
 
+/// Starts a new service on a copy of an old service's ledger (`consort node recover`): the ledger directory of
+/// `cfg` holds the copy (from seqno 1); the secrets directory must be empty. A node that recovered before (its
+/// identity and recovery record exist) restarts as [`open_node`] does.
+pub fn recover_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
+    use crate::engine::recovery;
+    let platform: Arc<dyn consort_attest::Platform> = Arc::from(crate::platform::open(&cfg.attestation)?);
+    let dir = cfg.storage.secrets_dir.clone();
+    if Identities::exist(&dir) {
+        if dir.join(recovery::RECOVERY_RECORD_FILE).exists() {
+            return open_node(cfg);
+        }
+        return Err(NodeError::Refused(StartRefusal::RecoverOverIdentity {
+            secrets_dir: dir,
+        }));
+    }
+    let base = recovery::prepare_old_ledger(&cfg.storage.ledger_dir, cfg.ledger.chunk_threshold_bytes)
+        .map_err(crate::engine::EngineError::from)?;
+    tracing::info!(base, "recovery: the old ledger ends at this signature transaction");
+    let mut ids = Identities::generate(platform.as_ref(), &dir, &subject_alt_names(&cfg))?;
+    // The new service's secret encrypts what follows the old ledger.
+    ids.ledger_secrets = recovery::recovered_keyring(base, &ids.ledger_secrets);
+    crate::identity::save_ledger_secrets(platform.as_ref(), &dir, &ids.ledger_secrets)?;
+    recovery::save_record(platform.as_ref(), &dir, &recovery::RecoveryRecord { base_seqno: base })
+        .map_err(crate::engine::EngineError::from)?;
+    let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
+    let options = OpenOptions {
+        start: Start::Recover,
+        attestation: Some(attestation.genesis()),
+        platform: Some(platform.clone()),
+    };
+    let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
+    node.attach_attestation(attestation);
+    Ok(node)
+}
+
+/// Recovers a service (see [`recover_node`]) and runs until SIGINT or SIGTERM.
+pub async fn recover(cfg: NodeConfig) -> Result<(), NodeError> {
+    serve_node(recover_node(cfg)?).await
+}
+
 /// This node's attestation: evidence for `node_key` on the platform its configuration opened (virtual: SHA-256 of
 /// the running executable; SEV-SNP: a fresh report from the guest device), checked by the same verifier peers run;
 /// a platform without a hardware guarantee says so in the log here.

@@ -89,6 +89,7 @@ fn cluster() -> Cluster {
         cfg.signature_interval_tx = 2;
         let persisted = PersistedState {
             voters: (1..=REPLICAS).collect(),
+            recovery: None,
             ..Default::default()
         };
         let i = cluster.add_node(cfg, ids[id as usize - 1].clone(), trusted.clone(), persisted);

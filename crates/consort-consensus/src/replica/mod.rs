@@ -3,6 +3,7 @@
 
 mod open;
 mod queries;
+mod restore;
 
 use crate::accept::PartialReplicaRef;
 use crate::codec::{conf_change_entry, encode_write_set_entry, normalise};
@@ -319,8 +320,10 @@ impl<S: LedgerStorage> Replica<S> {
             &self.tree.serialise_flushed_to(commit.seqno.get()),
         );
         let interval = self.cfg.snapshot_interval_tx;
-        let snapshot_due =
-            self.snapshots.asap || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval));
+        // No snapshot while a recovered service's old private state is unread: it would lack it.
+        let snapshot_due = (self.snapshots.asap
+            || (interval > 0 && seqno >= self.snapshots.last.saturating_add(interval)))
+            && self.private_pending_through().is_none();
         if snapshot_due {
             snapshot::mark_for_snapshot(&mut ws, seqno);
         }
@@ -664,7 +667,7 @@ impl<S: LedgerStorage> Replica<S> {
             log: self.node.mut_store(),
             tree: &mut self.tree,
             signatures: &mut self.signatures,
-            trusted: &self.trusted,
+            trusted: crate::recovery::Trust::Certs(&self.trusted),
             snapshots: Some(&mut self.snapshots),
         };
         f(&mut p)

@@ -14,6 +14,7 @@ use crate::history::ViewHistory;
 use crate::log::{Log, Terms};
 use crate::periodic::Snapshots;
 use crate::persisted::PersistedState;
+use crate::recovery::{RecoveryBase, RecoveryFault, Trust};
 use crate::replay::{Offload, PartialReplica};
 use crate::snapshot;
 use crate::vocab::{RaftId, Seqno, TxId, View};
@@ -53,6 +54,15 @@ impl<S: LedgerStorage> Replica<S> {
     ) -> Result<Self, ConsensusError> {
         let secrets = secrets.into();
         let mut ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
+        let start = match (&persisted.snapshot, persisted.recovery) {
+            (None, Some(base)) => {
+                let opener = identity.secret_opener.clone();
+                let (start, back) = Start::from_old_ledger(ledger, base, &secrets, opener, &persisted.voters, offload)?;
+                ledger = back;
+                start
+            }
+            _ => Start::from_persisted(&persisted, &secrets, &trusted)?,
+        };
         let Start {
             store,
             base,
@@ -61,7 +71,7 @@ impl<S: LedgerStorage> Replica<S> {
             bundle,
             tree,
             signatures,
-        } = Start::from_persisted(&persisted, &secrets, &trusted)?;
+        } = start;
         if persisted.snapshot.is_some() && left_over_from_install(&ledger, base)? {
             ledger.clear()?;
         }
@@ -83,7 +93,7 @@ impl<S: LedgerStorage> Replica<S> {
             conf_changes: BTreeMap::new(),
             hard_state: persisted.hard_state.clone().unwrap_or_default(),
             conf_history: vec![(base_seqno, conf)],
-            store: Arc::new(store),
+            store,
             secrets,
             secret_opener: identity.secret_opener.clone(),
             views,
@@ -94,10 +104,10 @@ impl<S: LedgerStorage> Replica<S> {
             log,
             tree,
             signatures,
-            trusted: &trusted,
+            trusted: Trust::Certs(&trusted),
         };
         let raft_commit = persisted.hard_state.as_ref().map_or(0, |hs| hs.commit);
-        replica.replay(first.max(base_seqno + 1), raft_commit, offload)?;
+        replica.replay(first.max(base_seqno + 1), u64::MAX, raft_commit, offload)?;
         let PartialReplica {
             mut log,
             tree,
@@ -159,7 +169,7 @@ impl<S: LedgerStorage> Replica<S> {
 
 /// The state a replica starts from before replaying its ledger: the persisted snapshot's, or an empty one.
 struct Start {
-    store: Store,
+    store: Arc<Store>,
     /// The snapshot's transaction id (0.0 without one): the ledger continues after it.
     base: TxId,
     views: ViewHistory,
@@ -181,7 +191,7 @@ impl Start {
     ) -> Result<Self, ConsensusError> {
         let Some(bytes) = &persisted.snapshot else {
             return Ok(Start {
-                store: Store::new(),
+                store: Arc::new(Store::new()),
                 base: TxId::default(),
                 views: ViewHistory::default(),
                 conf: ConfState {
@@ -198,7 +208,7 @@ impl Start {
         let meta = snap.get_metadata();
         snapshot::check_metadata(meta, &v)?;
         Ok(Start {
-            store: v.store,
+            store: Arc::new(v.store),
             base: TxId::new(View(v.view), Seqno(v.seqno)),
             views: v.view_history,
             conf: meta.get_conf_state().clone(),
@@ -206,6 +216,75 @@ impl Start {
             tree: v.tree,
             signatures: [v.seqno].into(),
         })
+    }
+}
+
+impl Start {
+    /// The state at a recovered ledger's base: the old part (seqnos 1 to `base`) replayed as the ledger holds it,
+    /// signatures checked against the certificates its own tables endorse ([`Trust::LedgerTables`]), private
+    /// domains read only if `secrets` covers them (after the old secrets were restored), everything committed.
+    /// Raft then starts from the base as from a snapshot, with `voters` (the recovered service's first node) as
+    /// its membership. Hands the ledger back.
+    fn from_old_ledger<S: LedgerStorage>(
+        ledger: Ledger<S>,
+        base: RecoveryBase,
+        secrets: &LedgerSecrets,
+        secret_opener: Option<Arc<dyn crate::SecretOpener>>,
+        voters: &[u64],
+        offload: Option<&dyn Offload>,
+    ) -> Result<(Self, Ledger<S>), ConsensusError> {
+        let last = ledger.last_seqno();
+        if last < base.seqno {
+            return Err(RecoveryFault::LedgerTooShort { base: base.seqno, last }.into());
+        }
+        let log = Log {
+            ledger,
+            base_index: 0,
+            base_term: 0,
+            base_bundle: None,
+            terms: Terms::default(),
+            conf_changes: BTreeMap::new(),
+            hard_state: raft::eraftpb::HardState::default(),
+            conf_history: vec![(0, ConfState::default())],
+            store: Arc::new(Store::new()),
+            secrets: secrets.clone(),
+            secret_opener,
+            views: ViewHistory::default(),
+            commit: TxId::default(),
+        };
+        let mut old = PartialReplica {
+            log,
+            tree: MerkleTree::new(),
+            signatures: BTreeSet::new(),
+            trusted: Trust::LedgerTables,
+        };
+        old.replay(1, base.seqno, base.seqno, offload)?;
+        let PartialReplica {
+            log, tree, signatures, ..
+        } = old;
+        let found = signatures.last().copied();
+        if found != Some(base.seqno) {
+            return Err(RecoveryFault::BaseNotASignature {
+                base: base.seqno,
+                found,
+            }
+            .into());
+        }
+        log.store.set_committed(base.seqno);
+        let view = log.views.view_of(base.seqno).unwrap_or(0);
+        let start = Start {
+            store: log.store,
+            base: TxId::new(View(view), Seqno(base.seqno)),
+            views: log.views,
+            conf: ConfState {
+                voters: voters.to_vec(),
+                ..Default::default()
+            },
+            bundle: None,
+            tree,
+            signatures,
+        };
+        Ok((start, log.ledger))
     }
 }
 

@@ -234,6 +234,9 @@ impl<S: LedgerStorage> Replica<S> {
 
     /// A snapshot at the commit point (an encoded Raft `Snapshot`), for the snapshots directory and for joiners.
     pub fn snapshot(&self) -> Result<Vec<u8>, ConsensusError> {
+        if let Some(through) = self.private_pending_through() {
+            return Err(crate::recovery::RecoveryFault::PrivatePending { through }.into());
+        }
         let snap = self.node.store().snapshot_at_commit()?;
         Ok(crate::persisted::encode_protobuf(&snap))
     }

@@ -66,6 +66,8 @@ pub struct Node {
     pub identity: NodeIdentity,
     /// Certificates of the nodes whose signatures the replica accepts, by Raft id.
     pub trusted: BTreeMap<RaftId, String>,
+    /// The keyring the replica opens with; `None`: the cluster's shared secret alone.
+    pub secrets: Option<consort_ledger::LedgerSecrets>,
     /// Persists handed out and not yet carried out, oldest first.
     pub pending: VecDeque<PendingPersist>,
     /// Snapshot builds handed out and not yet finished.
@@ -143,6 +145,7 @@ impl Cluster {
             config,
             identity,
             trusted,
+            secrets: None,
             pending: VecDeque::new(),
             builds: Vec::new(),
         });
@@ -156,7 +159,9 @@ impl Cluster {
             n.config.clone(),
             n.identity.clone(),
             n.trusted.clone(),
-            consort_ledger::LedgerSecrets::new(self.secret.clone()),
+            n.secrets
+                .clone()
+                .unwrap_or_else(|| consort_ledger::LedgerSecrets::new(self.secret.clone())),
             n.disk.clone(),
             n.persisted.clone(),
         )?;

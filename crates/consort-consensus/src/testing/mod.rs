@@ -50,6 +50,27 @@ impl FaultyDisk {
         }
     }
 
+    /// A disk of its own holding a copy of this one's files as they are now (an operator copying a ledger
+    /// directory).
+    pub fn deep_copy(&self) -> Self {
+        FaultyDisk {
+            files: Rc::new(RefCell::new(self.files.borrow().clone())),
+        }
+    }
+
+    /// Flips bit `mask` of byte `offset` in file `name` (damage on the host's disk); false if there is no such
+    /// byte.
+    pub fn flip(&self, name: &str, offset: usize, mask: u8) -> bool {
+        let mut files = self.files.borrow_mut();
+        let Some(f) = files.get_mut(name) else { return false };
+        let Some(b) = f.data.get_mut(offset) else { return false };
+        *b ^= mask;
+        if let Some(d) = f.durable.as_mut().and_then(|d| d.get_mut(offset)) {
+            *d ^= mask;
+        }
+        true
+    }
+
     /// Total bytes written but not yet synced, over all files.
     pub fn unsynced_bytes(&self) -> usize {
         self.files

@@ -67,6 +67,7 @@ impl Cluster {
         for id in 1..=n {
             let persisted = PersistedState {
                 voters: (1..=n).collect(),
+                recovery: None,
                 ..Default::default()
             };
             let cfg = config(id, snapshot_interval, on_backups);
@@ -211,6 +212,24 @@ impl Cluster {
         };
         self.step(i, Event::Propose { version, write_set })
     }
+}
+
+/// Commits `puts` on replica `i`'s store, proposes the write set, delivers everything and ticks once; returns the
+/// version.
+pub fn propose(c: &mut Cluster, i: usize, puts: &[(&str, Vec<u8>, Vec<u8>)]) -> u64 {
+    let store = c.replica(i).store().clone();
+    let mut tx = store.begin();
+    for (map, k, v) in puts {
+        tx.put(map, k, v);
+    }
+    let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+        Ok(CommitOutcome::Committed { result, .. }) => result,
+        other => panic!("{other:?}"),
+    };
+    c.step(i, Event::Propose { version, write_set });
+    c.deliver_all();
+    c.settle(1);
+    version
 }
 
 pub fn all_trusted(_: u64) -> BTreeMap<RaftId, String> {

@@ -439,3 +439,52 @@ fn apply_committed_matches_apply_then_set_committed() {
         Err(KvError::VersionMismatch { expected: 7, got: 9 })
     );
 }
+
+#[test]
+fn merge_older_adds_the_selected_maps_where_the_store_has_no_newer_entry() {
+    // The older store: private maps replayed over versions 1..=3.
+    let older = Store::new();
+    put(&older, "priv", b"a", b"old-a");
+    put(&older, "priv", b"b", b"old-b");
+    put(&older, "public:x", b"p", b"ignored");
+    // The live store went on: it has versions 1..=5, wrote "b" and removed "c" since, all committed.
+    let live = Store::new();
+    put(&live, "public:x", b"p", b"live");
+    put(&live, "public:y", b"q", b"1");
+    put(&live, "priv", b"b", b"new-b");
+    put(&live, "priv", b"c", b"new-c");
+    let mut tx = live.begin();
+    tx.remove("priv", b"c");
+    live.commit(tx, |_, _| ()).unwrap();
+    live.set_committed(5);
+    let added = live.merge_older(older, |name| !name.starts_with("public:")).unwrap();
+    assert_eq!(added, 1);
+    let read = live.read_only();
+    assert_eq!(read.get("priv", b"a"), Some(b"old-a".to_vec()));
+    assert_eq!(read.get("priv", b"b"), Some(b"new-b".to_vec()));
+    assert_eq!(read.get("priv", b"c"), None);
+    assert_eq!(read.get("public:x", b"p"), Some(b"live".to_vec()));
+    assert_eq!(live.current_version(), 5);
+    let mut seen = 0;
+    read.foreach("priv", |_, _| {
+        seen += 1;
+        true
+    });
+    assert_eq!(seen, 2);
+}
+
+#[test]
+fn merge_older_refuses_a_store_beyond_the_committed_version() {
+    let older = Store::new();
+    put(&older, "priv", b"a", b"1");
+    put(&older, "priv", b"a", b"2");
+    let live = Store::new();
+    put(&live, "public:x", b"p", b"1");
+    put(&live, "public:x", b"p", b"2");
+    live.set_committed(1);
+    assert!(matches!(
+        live.merge_older(older, |_| true),
+        Err(KvError::VersionUnavailable { requested: 2, .. })
+    ));
+    assert_eq!(live.read_only().get("priv", b"a"), None);
+}

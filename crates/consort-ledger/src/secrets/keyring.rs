@@ -16,6 +16,14 @@ pub enum KeyringError {
     /// The keyring starts later (it was restored from that point): an older secret cannot be slotted in.
     #[error("ledger secret version {0} is before the oldest known one, {1}")]
     BeforeOldest(u64, u64),
+    /// Secrets to add before the oldest one reach up to or past it.
+    #[error("restored ledger secret version {older} is not before the oldest known one, {first}")]
+    OlderNotBefore {
+        /// The newest version among the secrets to add.
+        older: u64,
+        /// The keyring's oldest version.
+        first: u64,
+    },
 }
 
 /// The ledger secrets by version (the first seqno each encrypts). Never empty: the oldest secret is held apart from
@@ -99,6 +107,32 @@ impl LedgerSecrets {
         if self.later.range(cut..).next().is_some() {
             Arc::make_mut(&mut self.later).split_off(&cut);
         }
+    }
+
+    /// The version of the oldest secret: seqnos before it cannot be read with this keyring.
+    pub fn first_version(&self) -> u64 {
+        self.first_version
+    }
+
+    /// Whether this keyring holds the secret of `seqno` (it does not for seqnos before its oldest version: a
+    /// recovered service's keyring before the old secrets are restored).
+    pub fn covers(&self, seqno: u64) -> bool {
+        seqno >= self.first_version
+    }
+
+    /// This keyring with `older`'s secrets added before its oldest one: every version of `older` must be below
+    /// [`Self::first_version`] (disaster recovery restores the old service's secrets under the recovered service's
+    /// newer ones).
+    pub fn with_older(&self, older: &LedgerSecrets) -> Result<LedgerSecrets, KeyringError> {
+        let (newest_older, _) = older.latest();
+        if newest_older >= self.first_version {
+            return Err(KeyringError::OlderNotBefore {
+                older: newest_older,
+                first: self.first_version,
+            });
+        }
+        let pairs = older.iter().chain(self.iter()).map(|(v, s)| (v, s.clone()));
+        LedgerSecrets::from_versions(pairs).ok_or(KeyringError::VersionZero)
     }
 
     /// Every (version, secret), oldest first.
@@ -203,5 +237,23 @@ mod tests {
         assert!(LedgerSecrets::from_versions([(0, s(1))]).is_none());
         assert!(LedgerSecrets::from_versions([(3, s(1)), (3, s(2))]).is_none());
         assert_eq!(LedgerSecrets::from_versions([(3, s(1)), (3, s(1))]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn older_secrets_go_before_the_oldest_and_only_there() {
+        let recovered = LedgerSecrets::from_versions([(101, s(9))]).unwrap();
+        assert!(!recovered.covers(100) && recovered.covers(101));
+        let old = LedgerSecrets::from_versions([(1, s(1)), (40, s(2))]).unwrap();
+        let all = recovered.with_older(&old).unwrap();
+        assert_eq!(all.first_version(), 1);
+        assert!(all.covers(1));
+        assert_eq!(all.for_seqno(39).raw(), &[1; 32]);
+        assert_eq!(all.for_seqno(100).raw(), &[2; 32]);
+        assert_eq!(all.for_seqno(101).raw(), &[9; 32]);
+        let overlapping = LedgerSecrets::from_versions([(1, s(1)), (101, s(3))]).unwrap();
+        assert_eq!(
+            recovered.with_older(&overlapping).unwrap_err(),
+            KeyringError::OlderNotBefore { older: 101, first: 101 }
+        );
     }
 }

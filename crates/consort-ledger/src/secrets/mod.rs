@@ -4,6 +4,7 @@
 //! A secret's *version* is the first seqno it encrypts. The service starts with one secret at version 1; a rekey at
 //! seqno `r` adds a secret at version `r + 1`, so the rekey transaction itself is still written under the old one.
 
+pub mod chain;
 pub mod keyring;
 pub mod shares;
 

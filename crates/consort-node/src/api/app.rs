@@ -154,6 +154,15 @@ pub(super) async fn route(
             return error_response(&e, txid);
         }
     };
+    if engine.private_pending() {
+        // The old private state is not back yet: answers would be wrong and writes could be lost under it.
+        let e = ApiError::new(
+            503,
+            "ServiceRecovering",
+            "the service is recovering; retry once it is open",
+        );
+        return error_response(&e, Some(engine.current_txid()));
+    }
     if !info.read_only && !engine.is_primary() {
         let Caller::User(user) = &caller else {
             return error_response(&ApiError::new(401, "InvalidAuthenticationInfo", "no caller"), None);

@@ -46,7 +46,7 @@ pub(super) async fn serve(
     raw_response(r.status, r.content_type, Bytes::from(r.body), Some(txid.to_string()))
 }
 
-fn json(status: u16, v: serde_json::Value, txid: Option<TxId>) -> GovReply {
+pub(super) fn json(status: u16, v: serde_json::Value, txid: Option<TxId>) -> GovReply {
     GovReply {
         status,
         body: v.to_string().into_bytes(),
@@ -80,6 +80,15 @@ fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), 
         |e: consort_ledger::secrets::shares::SharesError| GovError::ProposalFailed(format!("recovery shares: {e}"));
     for a in actions {
         match a {
+            HostAction::TransitionServiceToOpen {
+                previous_service_identity,
+                next_service_identity,
+            } if svc.private_pending() => super::recovery::await_shares(
+                svc,
+                tx,
+                previous_service_identity.as_deref(),
+                next_service_identity.as_deref(),
+            )?,
             HostAction::TransitionServiceToOpen { .. } => {
                 consort_gov::open_service(tx)?;
                 crate::engine::secrets::issue_recovery_shares(tx, &latest).map_err(shares_failed)?;
@@ -320,6 +329,7 @@ fn percent_decode(path: &str) -> String {
 fn endpoint_method(parts: &[&str]) -> Option<&'static str> {
     match parts {
         ["members", "proposals:create"] => Some("POST"),
+        ["recovery", "members", m] if m.ends_with(":recover") => Some("POST"),
         ["members", "proposals", _, "ballots", m] if m.ends_with(":submit") => Some("POST"),
         ["members", "proposals", p] if p.ends_with(":withdraw") => Some("POST"),
         ["members", "state-digests", m] if m.ends_with(":update") || m.ends_with(":ack") => Some("POST"),
@@ -438,6 +448,9 @@ pub fn route(svc: &Engine, method: &str, path: &str, query: &str, body: &[u8]) -
         },
         ("GET", ["service", "join-policy"]) => json(200, join_policy_json(svc), None),
         ("GET", ["recovery", "encrypted-shares", m]) => encrypted_share(svc, m),
+        ("POST", ["recovery", "members", m]) if m.ends_with(":recover") => {
+            super::recovery::submit(svc, m.trim_end_matches(":recover"), body, now_seconds())
+        }
         _ => not_found(format!("Unknown path: {path} for {method}.")),
     }
 }

@@ -136,6 +136,13 @@ pub async fn handle_join(
         ));
     }
     let engine = node.engine().clone();
+    if engine.private_pending() {
+        return Err(ApiError::new(
+            503,
+            "ServiceRecovering",
+            "the service is recovering: nodes can join once it is open",
+        ));
+    }
     if !engine.is_primary() {
         let reply = super::app::forward(
             &node,

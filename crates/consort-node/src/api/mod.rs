@@ -10,6 +10,7 @@ pub mod join;
 pub mod join_policy;
 pub mod node;
 pub mod openapi;
+mod recovery;
 
 pub use error::ApiError;
 

@@ -39,7 +39,7 @@ pub(super) async fn route(
         },
         ("GET", "/app/receipt") | ("GET", "/node/receipt") => match txid_param(node, query) {
             Ok(id) => match receipt(node, id).await {
-                Ok(parts) => json_response(200, &receipt_json(&parts), Some(id)),
+                Ok(parts) => json_response(200, &receipt_json(&parts, &endorsements(engine, id)), Some(id)),
                 Err(e) => error_response(&e, current),
             },
             Err(e) => error_response(&e, None),
@@ -62,9 +62,11 @@ pub(super) async fn route(
             200,
             &serde_json::json!({
                 "node_id": engine.identities().node_id,
-                "state": "PartOfNetwork",
+                // CCF's names: a recovered node serves the public part only until the members' shares are in.
+                "state": if engine.private_pending() { "PartOfPublicNetwork" } else { "PartOfNetwork" },
                 "last_signed_seqno": engine.last_signature_seqno(),
                 "startup_seqno": 0,
+                "recovery": engine.recovery_state(),
             }),
             current,
         ),
@@ -120,6 +122,13 @@ async fn receipt(node: &Arc<Node>, id: TxId) -> Result<ReceiptParts, ApiError> {
         ));
     };
     let engine = node.engine().clone();
+    if !engine.ledger_secrets().covers(id.seqno.get()) {
+        return Err(ApiError::new(
+            503,
+            "ServiceRecovering",
+            "the service is recovering: receipts of the old ledger's transactions are available once it opens",
+        ));
+    }
     let built = tokio::task::spawn_blocking(move || {
         let parts = engine.receipt(id);
         drop(turn);
@@ -130,8 +139,16 @@ async fn receipt(node: &Arc<Node>, id: TxId) -> Result<ReceiptParts, ApiError> {
     built.map_err(ApiError::from)
 }
 
+/// The certificates that chain the service identity a transaction was signed under to the current one (empty for a
+/// transaction of the current service; see `engine::recovery::PreviousIdentity`).
+fn endorsements(engine: &Engine, id: TxId) -> Vec<String> {
+    let store = engine.store();
+    let previous = crate::engine::recovery::previous_identities(&store.read_only());
+    crate::engine::recovery::endorsements_for(&previous, id.seqno.get())
+}
+
 /// CCF's JSON receipt for a transaction that is not a signature transaction.
-fn receipt_json(parts: &ReceiptParts) -> serde_json::Value {
+fn receipt_json(parts: &ReceiptParts, service_endorsements: &[String]) -> serde_json::Value {
     let proof: Vec<serde_json::Value> = parts
         .proof
         .iter()
@@ -151,7 +168,7 @@ fn receipt_json(parts: &ReceiptParts) -> serde_json::Value {
             "claims_digest": hex::encode([0u8; 32]),
         },
         "proof": proof,
-        "service_endorsements": [],
+        "service_endorsements": service_endorsements,
     })
 }
 

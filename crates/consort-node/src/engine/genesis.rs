@@ -165,7 +165,7 @@ impl Engine {
     }
 
     /// Drives the replica on the calling thread until everything proposed so far is committed (bounded).
-    fn wait_committed_inline(&self, max_ticks: usize) {
+    pub(super) fn wait_committed_inline(&self, max_ticks: usize) {
         let mut e = self.lock();
         for _ in 0..max_ticks {
             e = self.persist_pending(e);

@@ -15,6 +15,7 @@ mod genesis;
 mod join_record;
 mod membership;
 mod persist;
+pub mod recovery;
 mod refusal;
 pub mod secrets;
 mod snapshots;
@@ -89,6 +90,9 @@ pub enum Start {
     Genesis,
     /// Right after a join: starts from the join record, waiting for the primary to replicate.
     Joined,
+    /// A new service on a copy of an old ledger (`consort node recover`): the identity was created just now and
+    /// the recovery record names the old ledger's base; writes the recovery transaction.
+    Recover,
 }
 
 /// The genesis node's attestation.
@@ -156,6 +160,9 @@ pub enum EngineError {
     /// Genesis could not complete.
     #[error("genesis: {0}")]
     Genesis(#[from] GenesisError),
+    /// A recovery could not start or go on.
+    #[error("recovery: {0}")]
+    Recovery(#[from] recovery::RecoveryError),
 }
 
 impl EngineError {
@@ -269,6 +276,8 @@ pub struct Engine {
     started: Instant,
     /// This engine, for the threads it starts (snapshot builds) to report back to.
     me: OnceLock<Weak<Engine>>,
+    /// For a recovered service: the recovery base and where the recovery stands.
+    recovery: Mutex<Option<(u64, recovery::RecoveryStage)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -319,7 +328,7 @@ fn may_start(
             (Start::Genesis, true) => return Ok(true),
             (Start::Genesis, false) => StartRefusal::GenesisOverState { dirs: dirs() },
             (Start::Joined, _) if join_record.is_none() => StartRefusal::JoinedWithoutRecord { dirs: dirs() },
-            (Start::Joined, _) | (Start::Restart, false) => return Ok(false),
+            (Start::Joined, _) | (Start::Restart, false) | (Start::Recover, _) => return Ok(false),
             (Start::Restart, true) => StartRefusal::StateGone { dirs: dirs() },
         }
     };
@@ -419,8 +428,20 @@ impl Engine {
                 .unwrap_or(true)
         };
         let fresh = may_start(&cfg, &ids, options.start, empty, join_record.as_ref())?;
+        let record = match &options.platform {
+            Some(platform) => recovery::load_record(platform.as_ref(), &cfg.storage.secrets_dir)?,
+            None => None,
+        };
         let hard_state = match hard_state {
             Some(hs) => Some(hs),
+            // A recovered node starts Raft afresh over the old ledger (its old part is the base).
+            None if options.start == Start::Recover => {
+                let path = Self::hard_state_path(&cfg);
+                let hs = HardState::default();
+                write_atomic(&path, &consort_consensus::encode_hard_state(&hs))
+                    .map_err(|e| EngineError::io(&path, e))?;
+                Some(hs)
+            }
             None => Some(first_hard_state(&cfg)?),
         };
         let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
@@ -432,6 +453,7 @@ impl Engine {
                 Some(record) => record.initial_voters.clone(),
                 None => vec![raft_id.get()],
             },
+            recovery: recovery::base_of(record),
         };
         let identity = replica_identity(&ids);
         let mut rc = Self::replica_config(&cfg, raft_id);
@@ -480,6 +502,7 @@ impl Engine {
             join_seed: join_record.map(|r| r.peers).unwrap_or_default(),
             started: Instant::now(),
             me: OnceLock::new(),
+            recovery: Mutex::new(record.map(|r| (r.base_seqno, recovery::RecoveryStage::WaitingForShares))),
         });
         let _ = svc.me.set(Arc::downgrade(&svc));
         svc.metrics.committed_seqno.set(commit.seqno.get() as i64);
@@ -489,6 +512,11 @@ impl Engine {
             svc.genesis(options.attestation.as_ref())?;
             svc.lock().replica.set_sign_on_election(true);
         }
+        if let (Start::Recover, Some(r)) = (options.start, record) {
+            svc.write_recovery_tx(r.base_seqno)?;
+            svc.wait_committed_inline(genesis::MAX_GENESIS_TICKS);
+        }
+        svc.resume_recovery();
         Ok(svc)
     }
 
@@ -716,6 +744,11 @@ impl Engine {
     /// Seconds since the service object was created.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// This engine as shared (for work that outlives the caller's borrow, such as a recovery's private replay).
+    pub fn shared(&self) -> Option<Arc<Engine>> {
+        self.me.get().and_then(Weak::upgrade)
     }
 
     /// The view (Raft term) as of the last step.

@@ -40,6 +40,15 @@ pub enum StartRefusal {
         /// The secrets directory.
         secrets_dir: PathBuf,
     },
+    /// `recover` on a node that has an identity but never recovered: it would replace a running service's node.
+    #[error(
+        "{} holds the identity of a node that did not recover a service: `recover` needs an empty secrets directory",
+        .secrets_dir.display()
+    )]
+    RecoverOverIdentity {
+        /// The secrets directory.
+        secrets_dir: PathBuf,
+    },
     /// A ledger without an identity: starting would found a new service over another's ledger.
     #[error(
         "{} holds a ledger but {} holds no identity: refusing to start a new service over it",
