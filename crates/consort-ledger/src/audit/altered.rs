@@ -41,8 +41,8 @@ impl Validator {
         }
     }
 
-    /// The first transaction since the last verified signature whose leaf differs from the leaf in the tree table
-    /// of the signature at `seqno`, with its leaf as read and as signed. Only a Consort-format tree whose root is
+    /// The first transaction read from a chunk since the last verified signature whose leaf differs from the leaf
+    /// in the tree table of the signature at `seqno`, with its leaf as read and as signed. Only a Consort-format tree whose root is
     /// the signed `root` is believed (the signature vouches for its leaves then); otherwise there is no culprit.
     fn altered_entry(&self, ws: &WriteSet, seqno: u64, root: &[u8; 32]) -> Option<(u64, [u8; 32], [u8; 32])> {
         let bytes = singleton(ws, TREE_TABLE).filter(|b| b.starts_with(b"CMT1"))?;
@@ -50,7 +50,10 @@ impl Validator {
         if signed.len() != seqno || signed.try_root_at(seqno).ok()? != *root {
             return None;
         }
-        let from = self.last_verified.1.max(signed.first_retained());
+        // The entry at a snapshot the audit started from came with the snapshot, not from a chunk: if it differs,
+        // the chunks do not continue that snapshot, which the caller says.
+        let after_snapshot = self.snapshot.as_ref().map_or(0, |(origin, _)| origin.seqno + 1);
+        let from = self.last_verified.1.max(signed.first_retained()).max(after_snapshot);
         (from..seqno).find_map(|i| {
             let (read, recorded) = (self.tree.leaf(i)?, signed.leaf(i)?);
             (read != recorded).then_some((i, read, recorded))
