@@ -2,7 +2,7 @@
 //! renders it once, on stderr, and exits with 1 (as every failure always has; clap's usage errors exit with 2).
 
 use crate::bench::BenchError;
-use crate::sandbox::{MAX_SANDBOX_NODES, OPEN_TIMEOUT};
+use crate::sandbox::{MAX_SANDBOX_NODES, MAX_SANDBOX_RECOVERY_MEMBERS, OPEN_TIMEOUT};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
@@ -59,6 +59,11 @@ pub enum CliError {
     #[error("attestation INVALID: {0}")]
     AttestationInvalid(#[source] consort_attest::AttestError),
 
+    /// A step of `consort gov recovery-share` failed (the node's refusal, a key that does not decrypt, ...).
+    #[error(transparent)]
+    RecoveryShare(#[from] consort_cli::recovery_share::RecoveryShareError),
+    #[error("no member encryption key: give --member-enc-privk (the certificate {} is not named <name>_cert.pem)", .0.display())]
+    NoEncryptionKey(PathBuf),
     #[error("member key does not match member certificate")]
     MemberKeyMismatch,
     #[error("sandbox.json has no nodes")]
@@ -71,6 +76,11 @@ pub enum CliError {
 
     #[error("--nodes must be between 1 and {MAX_SANDBOX_NODES}")]
     SandboxSize,
+    #[error(
+        "--recovery-members {members} --recovery-threshold {threshold}: need 1 <= threshold <= members <= \
+         {MAX_SANDBOX_RECOVERY_MEMBERS}"
+    )]
+    SandboxRecovery { members: usize, threshold: usize },
     #[error("clearing {path}: {source}")]
     ClearWorkspace {
         path: PathBuf,

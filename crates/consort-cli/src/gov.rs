@@ -53,6 +53,17 @@ pub enum GovCmd {
     Show { proposal_id: String },
     /// Acknowledge the current state digest (activates an Accepted member).
     Ack,
+    /// Disaster recovery, member side: fetch your encrypted recovery share, decrypt it with your RSA encryption
+    /// key, sign it and submit it to the recovering node.
+    RecoveryShare {
+        /// Your RSA encryption private key (PEM). Defaults to `<name>_enc_privk.pem` beside the member
+        /// certificate `<name>_cert.pem`.
+        #[arg(long, value_name = "FILE")]
+        member_enc_privk: Option<PathBuf>,
+        /// Only fetch and decrypt the share (check that your key opens it); submit nothing.
+        #[arg(long)]
+        check_only: bool,
+    },
 }
 
 /// The ballot that votes for any proposal.
@@ -162,10 +173,56 @@ fn address(args: &GovArgs) -> Result<String, CliError> {
         .to_string())
 }
 
+/// The member's encryption key file: `--member-enc-privk`, or `<name>_enc_privk.pem` beside `<name>_cert.pem`.
+fn encryption_key_path(given: Option<PathBuf>, cert: &Path) -> Result<PathBuf, CliError> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let name = cert.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match name.strip_suffix("_cert.pem") {
+        Some(stem) if !stem.is_empty() => Ok(cert.with_file_name(format!("{stem}_enc_privk.pem"))),
+        _ => Err(CliError::NoEncryptionKey(cert.to_path_buf())),
+    }
+}
+
+/// `consort gov recovery-share`: fetch, decrypt, and (unless `check_only`) sign and submit; prints the node's
+/// answer.
+async fn recovery_share(
+    conn: &Connection,
+    member: &Member,
+    enc_key_path: &Path,
+    check_only: bool,
+) -> Result<(), CliError> {
+    use consort_cli::recovery_share as rs;
+    let enc_key = read(enc_key_path)?;
+    let share = rs::fetch_and_decrypt(conn, &member.id, &enc_key).await?;
+    if check_only {
+        println!(
+            "the recovery share of member {} decrypts with {} ({} bytes); nothing submitted",
+            member.id,
+            enc_key_path.display(),
+            share.len()
+        );
+        return Ok(());
+    }
+    let signed = rs::sign_share(&member.key, &member.id, &share, now());
+    let reply = rs::submit_share(conn, &member.id, signed).await?;
+    match reply
+        .json()
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+    {
+        Some(message) => println!("{message}"),
+        None => print(&reply)?,
+    }
+    Ok(())
+}
+
 pub async fn run(args: GovArgs) -> Result<(), CliError> {
     let ws = &args.workspace;
     let service_cert = read(&args.service_cert.clone().unwrap_or_else(|| ws.join("service_cert.pem")))?;
-    let cert = read(&args.cert.clone().unwrap_or_else(|| ws.join("member0_cert.pem")))?;
+    let cert_path = args.cert.clone().unwrap_or_else(|| ws.join("member0_cert.pem"));
+    let cert = read(&cert_path)?;
     let key = read(&args.key.clone().unwrap_or_else(|| ws.join("member0_privk.pem")))?;
     let address = address(&args)?;
     let member = Member::load(&cert, &key)?;
@@ -213,6 +270,13 @@ pub async fn run(args: GovArgs) -> Result<(), CliError> {
             let body = member.sign(MsgType::Ack, None, &r.body);
             print(&post_cose(&conn, &format!("/gov/members/state-digests/{}:ack", member.id), body).await?)
         }
+        GovCmd::RecoveryShare {
+            member_enc_privk,
+            check_only,
+        } => {
+            let enc_key = encryption_key_path(member_enc_privk, &cert_path)?;
+            recovery_share(&conn, &member, &enc_key, check_only).await
+        }
     }
 }
 
@@ -233,5 +297,21 @@ mod tests {
         assert_eq!(none.to_string(), "give --accept, --reject or --ballot FILE");
         assert!(Ballot::Accept.script().unwrap().contains("return true"));
         assert!(Ballot::Reject.script().unwrap().contains("return false"));
+    }
+
+    #[test]
+    fn the_encryption_key_defaults_to_the_one_beside_the_member_certificate() {
+        let ws = PathBuf::from("/ws");
+        assert_eq!(
+            encryption_key_path(None, &ws.join("member2_cert.pem")).unwrap(),
+            ws.join("member2_enc_privk.pem")
+        );
+        let given = PathBuf::from("/keys/mine.pem");
+        assert_eq!(
+            encryption_key_path(Some(given.clone()), &ws.join("member2_cert.pem")).unwrap(),
+            given
+        );
+        let err = encryption_key_path(None, &ws.join("alice.pem")).unwrap_err();
+        assert!(err.to_string().contains("--member-enc-privk"), "{err}");
     }
 }

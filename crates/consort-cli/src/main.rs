@@ -52,7 +52,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a local network on 127.0.0.1 with one member and one user, open it, and run until Ctrl-C.
+    /// Start a local network on 127.0.0.1 with its members (recovery members, 1 by default) and one user, open
+    /// it, and run until Ctrl-C.
     Sandbox(sandbox::SandboxArgs),
     /// Run a single node.
     Node {

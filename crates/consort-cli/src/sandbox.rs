@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest network the sandbox starts.
 pub const MAX_SANDBOX_NODES: usize = 7;
+/// Most recovery members the sandbox makes: each gets an RSA-2048 key generated at start (about a second each in
+/// a debug build), and a majority of them must vote for each of the sandbox's proposals.
+pub const MAX_SANDBOX_RECOVERY_MEMBERS: usize = 16;
 /// Node i's node-to-node channel listens on port P + NODE_TO_NODE_PORT_OFFSET + i.
 pub const NODE_TO_NODE_PORT_OFFSET: usize = 100;
 
@@ -40,6 +43,30 @@ pub struct SandboxArgs {
     /// Exit once the service is open, leaving the nodes running (for scripts and tests).
     #[arg(long)]
     pub detach: bool,
+    /// Number of members, member0 to member<N-1>, each with a signing key and an RSA encryption key, so each is
+    /// a recovery member and gets a recovery share when the service opens (1 to 16).
+    #[arg(long, default_value_t = 1)]
+    pub recovery_members: usize,
+    /// Number of recovery shares needed to recover the service (1 to --recovery-members).
+    #[arg(long, default_value_t = 1)]
+    pub recovery_threshold: usize,
+}
+
+impl SandboxArgs {
+    /// Refuses sizes the sandbox does not make: 1 <= nodes <= 7, 1 <= threshold <= recovery members <= 16.
+    fn validate(&self) -> Result<(), CliError> {
+        if self.nodes == 0 || self.nodes > MAX_SANDBOX_NODES {
+            return Err(CliError::SandboxSize);
+        }
+        let (n, k) = (self.recovery_members, self.recovery_threshold);
+        if n == 0 || n > MAX_SANDBOX_RECOVERY_MEMBERS || k == 0 || k > n {
+            return Err(CliError::SandboxRecovery {
+                members: n,
+                threshold: k,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
@@ -113,10 +140,8 @@ impl Drop for Children {
 }
 
 pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
-    if args.nodes == 0 || args.nodes > MAX_SANDBOX_NODES {
-        return Err(CliError::SandboxSize);
-    }
-    let ws = prepare_workspace(&args.workspace)?;
+    args.validate()?;
+    let ws = prepare_workspace(&args.workspace, args.recovery_members)?;
     let sandbox = Sandbox {
         exe: std::env::current_exe()?,
         node0: ws.join("nodes/0"),
@@ -156,6 +181,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
     let address = &sandbox.address;
     println!("Service is open. Primary: https://{address}");
     println!("Workspace: {}", ws.display());
+    print_members(ws, sandbox.args.recovery_members, sandbox.args.recovery_threshold);
     println!(
         "Try: curl --cacert {0}/service_cert.pem --cert {0}/user0_cert.pem --key {0}/user0_privk.pem https://{address}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'",
         ws.display()
@@ -171,8 +197,22 @@ pub async fn run(args: SandboxArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Clears an earlier sandbox from `dir` and writes the identities: member0 (signing and recovery encryption
-/// keys) and user0. Returns the workspace's absolute path.
+/// Says where the members' keys are and how a member submits a recovery share.
+fn print_members(ws: &Path, members: usize, threshold: usize) {
+    let last = members - 1;
+    println!(
+        "Members: member0..member{last}, all recovery members, {threshold} of {members} shares recover the service. \
+         In {}: member<i>_cert.pem and member<i>_privk.pem (signing), member<i>_enc_pubk.pem and \
+         member<i>_enc_privk.pem (recovery share encryption).",
+        ws.display()
+    );
+    println!(
+        "Check member{last}'s share: consort gov --workspace {0} --cert {0}/member{last}_cert.pem --key \
+         {0}/member{last}_privk.pem recovery-share --check-only",
+        ws.display()
+    );
+}
+
 /// The id of the joiner whose secrets directory is `dir` (its `joining_node_id` file), if `/node/network/nodes`
 /// (`nodes`) lists it as Pending: a joiner members still have to trust.
 pub(crate) fn pending_joiner(dir: &Path, nodes: &serde_json::Value) -> Option<String> {
@@ -186,7 +226,10 @@ pub(crate) fn pending_joiner(dir: &Path, nodes: &serde_json::Value) -> Option<St
     pending.then(|| id.to_string())
 }
 
-pub(crate) fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
+/// Clears an earlier sandbox from `dir` and writes the identities: `members` members (member0, member1, ...: each
+/// a signing key and certificate, and a recovery encryption key pair) and user0. Returns the workspace's absolute
+/// path.
+pub(crate) fn prepare_workspace(dir: &Path, members: usize) -> Result<PathBuf, CliError> {
     if dir.join("sandbox.json").exists() {
         std::fs::remove_dir_all(dir).map_err(|source| CliError::ClearWorkspace {
             path: dir.to_path_buf(),
@@ -195,11 +238,13 @@ pub(crate) fn prepare_workspace(dir: &Path) -> Result<PathBuf, CliError> {
     }
     std::fs::create_dir_all(dir).map_err(CliError::file(dir))?;
     let ws = std::fs::canonicalize(dir).map_err(CliError::file(dir))?;
-    keygen(&ws, "member0")?;
-    let (enc_priv, enc_pub) =
-        consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)?;
-    identity_write(&ws.join("member0_enc_privk.pem"), &enc_priv)?;
-    write(&ws.join("member0_enc_pubk.pem"), &enc_pub)?;
+    for i in 0..members {
+        keygen(&ws, &format!("member{i}"))?;
+        let (enc_priv, enc_pub) =
+            consort_crypto::rsa_keys::generate_pem(consort_crypto::rsa_keys::MEMBER_ENCRYPTION_KEY_BITS)?;
+        identity_write(&ws.join(format!("member{i}_enc_privk.pem")), &enc_priv)?;
+        write(&ws.join(format!("member{i}_enc_pubk.pem")), &enc_pub)?;
+    }
     keygen(&ws, "user0")?;
     Ok(ws)
 }
@@ -220,8 +265,8 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    /// Node `i`'s configuration: ports P+i and P+offset+i, the sandbox's ledger settings, member0 as the
-    /// founding member, and for a joiner node 0 as its target.
+    /// Node `i`'s configuration: ports P+i and P+offset+i, the sandbox's ledger settings, the members (with their
+    /// encryption keys) and the recovery threshold, and for a joiner node 0 as its target.
     fn node_config(&self, i: usize, launch: Launch) -> NodeConfig {
         let (args, ws) = (&self.args, &self.ws);
         let mut cfg = NodeConfig::default();
@@ -233,11 +278,15 @@ impl Sandbox {
         cfg.ledger.signature_interval_tx = args.signature_interval_tx;
         cfg.ledger.signature_interval_ms = args.signature_interval_ms;
         cfg.ledger.snapshot_tx_interval = args.snapshot_interval_tx;
-        cfg.start.members = vec![IdentityConfig {
-            cert: ws.join("member0_cert.pem"),
-            encryption_public_key: Some(ws.join("member0_enc_pubk.pem")),
-            data: None,
-        }];
+        cfg.start.members = (0..args.recovery_members)
+            .map(|m| IdentityConfig {
+                cert: ws.join(format!("member{m}_cert.pem")),
+                encryption_public_key: Some(ws.join(format!("member{m}_enc_pubk.pem"))),
+                data: None,
+            })
+            .collect();
+        // Validated: at most MAX_SANDBOX_RECOVERY_MEMBERS.
+        cfg.start.recovery_threshold = u32::try_from(args.recovery_threshold).unwrap_or(u32::MAX);
         if launch == Launch::Join {
             cfg.join.target = Some(self.address.clone());
             cfg.join.service_cert = Some(ws.join("service_cert.pem"));
@@ -294,8 +343,8 @@ impl Sandbox {
         }
     }
 
-    /// Waits for every node to be a voter, then member0 proposes to add user0 and open the service (one member:
-    /// the proposal is accepted at once), and waits until it is Open. Returns the service certificate.
+    /// Waits for every node to be a voter, then member0 proposes to add user0 and open the service (the members
+    /// vote for it until a majority has), and waits until it is Open. Returns the service certificate.
     async fn wait_until_open(&self, children: &mut Children) -> Result<String, CliError> {
         loop {
             if Instant::now() > self.deadline {
@@ -337,7 +386,7 @@ impl Sandbox {
                 let actions = serde_json::json!([
                     {"name": "transition_node_to_trusted", "args": {"node_id": id}},
                 ]);
-                if let Err(e) = pass_as_member0(&conn, &self.ws, actions).await {
+                if let Err(e) = pass_as_members(&conn, &self.ws, actions).await {
                     eprintln!("trusting node {i}: {e}");
                 }
             }
@@ -392,15 +441,16 @@ async fn open_by_proposal(conn: &Connection, ws: &Path, service_cert: &str) -> R
         {"name": "set_user", "args": {"cert": read("user0_cert.pem")?}},
         {"name": "transition_service_to_open", "args": {"next_service_identity": service_cert}},
     ]);
-    pass_as_member0(conn, ws, actions).await
+    pass_as_members(conn, ws, actions).await
 }
 
-/// member0 proposes `actions` and votes for them (one member: accepted at once).
-pub(crate) async fn pass_as_member0(conn: &Connection, ws: &Path, actions: serde_json::Value) -> Result<(), CliError> {
+/// member0 proposes `actions`, and the workspace's members (member0, member1, ... while their files exist) vote
+/// for them in turn until the proposal is accepted (by the default constitution, once a majority has voted).
+pub(crate) async fn pass_as_members(conn: &Connection, ws: &Path, actions: serde_json::Value) -> Result<(), CliError> {
     let read = |f: &str| std::fs::read_to_string(ws.join(f)).map_err(CliError::file(ws.join(f)));
-    let member = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
+    let member0 = crate::gov::Member::load(&read("member0_cert.pem")?, &read("member0_privk.pem")?)?;
     let proposal = serde_json::json!({ "actions": actions });
-    let body = member.sign(consort_gov::MsgType::Proposal, None, proposal.to_string().as_bytes());
+    let body = member0.sign(consort_gov::MsgType::Proposal, None, proposal.to_string().as_bytes());
     let r = crate::gov::post_cose(conn, "/gov/members/proposals:create", body).await?;
     let mut v = r.json()?;
     if r.status != 200 {
@@ -409,13 +459,17 @@ pub(crate) async fn pass_as_member0(conn: &Connection, ws: &Path, actions: serde
             body: v,
         });
     }
-    if v["proposalState"] == "Open" {
-        let id = v["proposalId"].as_str().ok_or(CliError::NoProposalId)?.to_string();
+    let id = v["proposalId"].as_str().ok_or(CliError::NoProposalId)?.to_string();
+    let mut voter = 0;
+    while v["proposalState"] == "Open" && ws.join(format!("member{voter}_cert.pem")).exists() {
+        let cert = read(&format!("member{voter}_cert.pem"))?;
+        let member = crate::gov::Member::load(&cert, &read(&format!("member{voter}_privk.pem"))?)?;
         let ballot = serde_json::json!({"ballot": crate::gov::ACCEPT_BALLOT});
         let body = member.sign(consort_gov::MsgType::Ballot, Some(&id), ballot.to_string().as_bytes());
         let path = format!("/gov/members/proposals/{id}/ballots/{}:submit", member.id);
         let r = crate::gov::post_cose(conn, &path, body).await?;
         v = r.json()?;
+        voter += 1;
     }
     if v["proposalState"] != "Accepted" {
         return Err(CliError::ProposalNotAccepted(v));

@@ -192,15 +192,16 @@ fn tampering_is_detected_and_named() {
         }
     }
     assert!(checked > 500);
-    // A flip in a private domain is caught by the next signature, which the error names.
+    // A flip in a private domain is caught by the next signature, whose signed tree names the altered entry.
     let (fi, entry_pos) = locate(&files, 5);
     let mut bad = files.clone();
     let last = entry_pos + b.entries()[4].bytes.len() - 1;
     bad[fi].1[last] ^= 1;
     let err = audit_chunks(&bad).unwrap_err();
-    assert_eq!((err.view, err.seqno), (Some(2), Some(6)), "{err}");
-    assert!(err.to_string().starts_with("transaction 2.6 in "), "{err}");
-    assert!(err.reason.contains("merkle root mismatch"), "{err}");
+    assert_eq!((err.view, err.seqno), (Some(2), Some(5)), "{err}");
+    assert_eq!(err.file.as_deref(), Some(files[fi].0.as_str()), "{err}");
+    assert!(err.to_string().starts_with("transaction 2.5 in "), "{err}");
+    assert!(err.reason.contains("merkle root mismatch at signature 2.6"), "{err}");
 }
 
 /// (file index, offset) of the entry at `seqno`.

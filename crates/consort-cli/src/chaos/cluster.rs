@@ -66,7 +66,7 @@ impl Cluster {
         if ws.join("chaos.json").exists() {
             std::fs::remove_dir_all(ws).map_err(|e| ChaosError::io(ws, e))?;
         }
-        let ws = crate::sandbox::prepare_workspace(ws).map_err(|e| ChaosError::Setup(e.to_string()))?;
+        let ws = crate::sandbox::prepare_workspace(ws, 1).map_err(|e| ChaosError::Setup(e.to_string()))?;
         let marker = serde_json::json!({"run": net.run, "nodes": nodes});
         write(&ws.join("chaos.json"), &marker.to_string())?;
         let mut cluster = Cluster {
@@ -288,7 +288,7 @@ impl Cluster {
         for node in &self.nodes[1..] {
             if let Some(id) = crate::sandbox::pending_joiner(&node.dir, &nodes) {
                 let actions = serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": id}}]);
-                let pass = crate::sandbox::pass_as_member0(&conn, &self.ws, actions);
+                let pass = crate::sandbox::pass_as_members(&conn, &self.ws, actions);
                 if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, pass).await {
                     eprintln!("trusting {}: {e}", node.dir.display());
                 }

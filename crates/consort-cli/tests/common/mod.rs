@@ -315,3 +315,196 @@ pub fn read_ledger_py(venv: &Path, dir: &Path) -> (bool, String) {
         ),
     )
 }
+
+/// A client port P for a sandbox of `nodes` nodes: ports P..P+nodes and P+100..P+100+nodes (the node-to-node
+/// ports) were free a moment ago.
+pub fn sandbox_port(nodes: usize) -> u16 {
+    let free = |p: usize| u16::try_from(p).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    for _ in 0..1000 {
+        let p = free_port() as usize;
+        if (0..nodes).all(|i| free(p + i) && free(p + 100 + i)) {
+            return u16::try_from(p).unwrap();
+        }
+    }
+    panic!("no free port range for a sandbox of {nodes} nodes")
+}
+
+/// Whether process `pid` (not a child of ours) still runs: it exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A network started by `consort sandbox --detach`: its workspace and the node processes it left running, which
+/// are stopped on [`DetachedSandbox::stop`] and killed on drop.
+pub struct DetachedSandbox {
+    pub ws: PathBuf,
+    /// What the sandbox printed.
+    pub output: String,
+    /// `sandbox.json`.
+    pub info: serde_json::Value,
+    pids: Vec<i32>,
+}
+
+impl DetachedSandbox {
+    /// Runs `consort sandbox --detach --nodes N --port P --workspace WS EXTRA...` (bounded) with `env` set, and
+    /// returns once the service is open; panics with the sandbox's output if it fails.
+    pub fn start(ws: &Path, nodes: usize, extra: &[&str], env: &[(&str, &str)]) -> DetachedSandbox {
+        let port = sandbox_port(nodes).to_string();
+        let mut cmd = Command::new(consort_bin());
+        cmd.args([
+            "sandbox",
+            "--detach",
+            "--nodes",
+            &nodes.to_string(),
+            "--port",
+            &port,
+            "--workspace",
+        ])
+        .arg(ws)
+        .args(extra)
+        .envs(env.iter().copied());
+        let out = run_bounded(cmd, TOOL_TIMEOUT);
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value = std::fs::read(ws.join("sandbox.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let pids = info["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["pid"].as_i64())
+            .map(|p| i32::try_from(p).unwrap())
+            .collect();
+        let sandbox = DetachedSandbox {
+            ws: ws.to_path_buf(),
+            output,
+            info,
+            pids,
+        };
+        assert!(out.status.success(), "the sandbox failed: {}", sandbox.output);
+        assert_eq!(sandbox.pids.len(), nodes, "{}", sandbox.output);
+        sandbox
+    }
+
+    /// Node `i`'s client address.
+    pub fn address(&self, i: usize) -> String {
+        self.info["nodes"][i]["rpc_address"].as_str().unwrap().to_string()
+    }
+
+    /// Node `i`'s directory.
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.ws.join("nodes").join(i.to_string())
+    }
+
+    pub fn service_cert(&self) -> String {
+        std::fs::read_to_string(self.ws.join("service_cert.pem")).unwrap()
+    }
+
+    /// A connection to node `i`, as user0 or anonymous.
+    pub async fn connect(&self, i: usize, as_user: bool) -> Connection {
+        let read = |f: &str| std::fs::read_to_string(self.ws.join(f)).unwrap();
+        let (cert, key) = (read("user0_cert.pem"), read("user0_privk.pem"));
+        let tls =
+            consort_node::net::tls::client_config(&self.service_cert(), as_user.then_some((&*cert, &*key))).unwrap();
+        Connection::connect(&self.address(i), tls, Protocol::Http1)
+            .await
+            .unwrap()
+    }
+
+    /// Stops every node gracefully (SIGTERM), waiting at most 10 s for each, then SIGKILL.
+    pub fn stop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        for &pid in &self.pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.pids.iter().any(|&p| process_alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// Kills every node (SIGKILL).
+    pub fn kill(&mut self) {
+        for pid in self.pids.drain(..) {
+            if process_alive(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for DetachedSandbox {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One ledger entry as it lies in a chunk file.
+pub struct EntryAt {
+    pub file: PathBuf,
+    /// Where the entry starts in the file, and its length.
+    pub offset: usize,
+    pub len: usize,
+    pub view: u64,
+    pub seqno: u64,
+    /// Where its private domain (encrypted) lies in the file; empty if it wrote no private map.
+    pub private: std::ops::Range<usize>,
+    /// Its public domain (a CCF write set).
+    pub public_domain: Vec<u8>,
+}
+
+/// Every entry of the chunk files in a ledger directory, in seqno order. Read as a running node may have them:
+/// an open chunk is read up to its last whole entry.
+pub fn ledger_entries(dir: &Path) -> Vec<EntryAt> {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name()?.to_str()?.to_string();
+            consort_ledger::parse_chunk_name(&name).map(|c| (c.start, path))
+        })
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for (_, file) in files {
+        let bytes = std::fs::read(&file).unwrap();
+        let table_at = bytes
+            .get(..8)
+            .map_or(0, |h| u64::from_le_bytes(h.try_into().unwrap()) as usize);
+        let limit = if table_at == 0 || table_at > bytes.len() {
+            bytes.len()
+        } else {
+            table_at
+        };
+        let mut pos = 8;
+        while pos < limit {
+            let Ok((e, used)) = consort_ledger::parse_entry(&bytes[pos..limit]) else {
+                break;
+            };
+            out.push(EntryAt {
+                file: file.clone(),
+                offset: pos,
+                len: used,
+                view: e.view,
+                seqno: e.seqno,
+                private: pos + used - e.encrypted_private.len()..pos + used,
+                public_domain: e.public_domain.to_vec(),
+            });
+            pos += used;
+        }
+    }
+    out
+}

@@ -18,6 +18,8 @@ use consort_crypto::{sha256, CryptoError, ParsedCert};
 use consort_kv::{DomainHeader, Key, KvError, Store, Value, WriteSet};
 use std::collections::BTreeMap;
 
+mod altered;
+
 /// What a successful audit saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
@@ -151,6 +153,9 @@ impl AuditError {
 struct Finding {
     reason: String,
     source: Option<AuditCause>,
+    /// The transaction at fault when it is not the one being checked: an entry altered after it was written
+    /// shows only at the next signature, whose signed tree says which leaf differs.
+    culprit: Option<u64>,
 }
 
 impl Finding {
@@ -160,6 +165,7 @@ impl Finding {
         Finding {
             reason,
             source: Some(source.into()),
+            culprit: None,
         }
     }
 
@@ -169,13 +175,18 @@ impl Finding {
         Finding {
             reason: source.to_string(),
             source: Some(source),
+            culprit: None,
         }
     }
 }
 
 impl From<String> for Finding {
     fn from(reason: String) -> Self {
-        Finding { reason, source: None }
+        Finding {
+            reason,
+            source: None,
+            culprit: None,
+        }
     }
 }
 
@@ -218,6 +229,9 @@ struct Validator {
     last_view: u64,
     /// The snapshot the replay started from, with its digest and the evidence found for it so far.
     snapshot: Option<(SnapshotOrigin, Option<[u8; 32]>)>,
+    /// (seqno, view) of the transactions no verified signature covers yet (from the last one's own entry on), to
+    /// name the one a later signature shows was altered.
+    unverified: Vec<(u64, u64)>,
 }
 
 fn json_value(bytes: &[u8], what: &str) -> Result<serde_json::Value, Finding> {
@@ -262,6 +276,7 @@ impl Validator {
             last_verified: (0, 0),
             last_view: 0,
             snapshot: None,
+            unverified: Vec::new(),
         }
     }
 
@@ -293,6 +308,7 @@ impl Validator {
             }
             self.signatures += 1;
             self.last_verified = (view, seqno);
+            self.unverified.clear();
         }
         if table(ws, SERVICE_INFO_TABLE).is_some() {
             // ledger.py parses the value at the well-known key whenever the table is written.
@@ -313,6 +329,7 @@ impl Validator {
             (Some(_), None) => return Err("claims digest without commit evidence".into()),
         };
         self.tree.append(leaf);
+        self.unverified.push((seqno, view));
         Ok(())
     }
 
@@ -437,11 +454,7 @@ impl Validator {
         // 4. The signed root is the root of every transaction before this one.
         let computed = self.tree.root();
         if computed != root {
-            return Err(format!(
-                "merkle root mismatch: computed {}, signed {root_hex}",
-                hex::encode(computed)
-            )
-            .into());
+            return Err(self.root_mismatch(ws, (view, seqno), &computed, &root));
         }
         // A Consort-format tree in the tree table must agree too (CCF's own format is not checked).
         if let Some(tree_bytes) = singleton(ws, TREE_TABLE) {
@@ -543,6 +556,15 @@ fn audit_from(mut validator: Validator, first: u64, chunks: &[(String, Vec<u8>)]
     named.sort_by_key(|(c, _, _)| c.start);
     let mut expected_seqno = first;
     let count = named.len();
+    let starts: Vec<(u64, String)> = named.iter().map(|(c, name, _)| (c.start, name.to_string())).collect();
+    // The chunk holding `seqno` (an earlier one than the current when a signature finds an altered entry).
+    let file_of = |seqno: u64| {
+        starts
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= seqno)
+            .map(|(_, n)| n.clone())
+    };
     for (i, (cname, name, bytes)) in named.into_iter().enumerate() {
         if cname.start != expected_seqno {
             return Err(file_error(name, discontinuity(cname.start, expected_seqno, &validator)));
@@ -566,9 +588,19 @@ fn audit_from(mut validator: Validator, first: u64, chunks: &[(String, Vec<u8>)]
             }
             let (hdr, ws) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| at(view, Finding::of(e)))?;
             let first_signature = validator.signatures == 0 && table(&ws, SIGNATURES_TABLE).is_some();
-            validator
-                .add(entry.view, seqno, entry.write_set_digest(), &hdr, &ws)
-                .map_err(|f| at(view, validator.after_snapshot(first_signature, f)))?;
+            if let Err(f) = validator.add(entry.view, seqno, entry.write_set_digest(), &hdr, &ws) {
+                let finding = validator.after_snapshot(first_signature, f);
+                return Err(match finding.culprit {
+                    Some(c) => AuditError {
+                        seqno: Some(c),
+                        view: validator.view_of(c),
+                        file: file_of(c).or_else(|| Some(name.to_string())),
+                        reason: finding.reason,
+                        source: finding.source.map(Box::new),
+                    },
+                    None => at(view, finding),
+                });
+            }
         }
         expected_seqno = cname.start + offsets.len() as u64;
     }
@@ -719,36 +751,4 @@ fn open_chunk_entries(name: &str, bytes: &[u8], start: u64) -> Result<(Vec<u64>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::sample_ledger;
-    use std::error::Error;
-
-    #[test]
-    fn a_finding_from_another_layer_keeps_its_error_as_source() {
-        let b = sample_ledger(1, 2);
-        let mut files = b.committed_chunk_files(1);
-        assert!(audit_chunks(&files).is_ok());
-        // An entry header claiming a version Consort does not read: the parser's error is the cause.
-        let (_, bytes) = &mut files[0];
-        bytes[CHUNK_HEADER_SIZE as usize] = 7;
-        let err = audit_chunks(&files).unwrap_err();
-        assert_eq!(
-            err.source.as_deref(),
-            Some(&AuditCause::Ledger(LedgerError::UnsupportedVersion(7))),
-            "{err}"
-        );
-        assert!(err.source().is_some_and(|s| s.to_string() == err.reason), "{err}");
-    }
-
-    #[test]
-    fn a_finding_of_the_validator_alone_has_no_source() {
-        let mut b = sample_ledger(1, 1);
-        let mut ws = WriteSet::default();
-        ws.remove(NODES_INFO_TABLE, b"a-node-that-never-was");
-        b.tx(&ws);
-        b.signature();
-        let err = audit_chunks(&b.committed_chunk_files(1)).unwrap_err();
-        assert!(err.source.is_none() && err.source().is_none(), "{err}");
-    }
-}
+mod tests;
