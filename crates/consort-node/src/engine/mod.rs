@@ -457,7 +457,9 @@ impl Engine {
         };
         let identity = replica_identity(&ids);
         let mut rc = Self::replica_config(&cfg, raft_id);
-        rc.sign_on_election = !fresh;
+        // A new service's first node signs only after the transaction that records it (genesis, or the recovery
+        // transaction): a ledger reader must know the signer's certificate before its first signature.
+        rc.sign_on_election = !fresh && options.start != Start::Recover;
         // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
         let offload = offload::ThreadOffload;
         let secrets = ids.ledger_secrets.clone();
@@ -514,6 +516,7 @@ impl Engine {
         }
         if let (Start::Recover, Some(r)) = (options.start, record) {
             svc.write_recovery_tx(r.base_seqno)?;
+            svc.lock().replica.set_sign_on_election(true);
             svc.wait_committed_inline(genesis::MAX_GENESIS_TICKS);
         }
         svc.resume_recovery();
