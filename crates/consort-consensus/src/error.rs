@@ -124,6 +124,9 @@ pub enum EntryFault {
     /// The public domain's version is not the entry's seqno.
     #[error("public domain version {0} is not the seqno")]
     VersionNotSeqno(u64),
+    /// The entry header sets flag bits that no writer sets (the header is not covered by the AES-GCM tag).
+    #[error("unknown header flags {0:#04x}")]
+    UnknownFlags(u8),
     /// The membership change the entry records does not parse.
     #[error("{0}")]
     ConfChange(#[from] ConfChangeFault),

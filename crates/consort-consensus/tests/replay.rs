@@ -1,11 +1,13 @@
 //! Recovery replay over a multi-chunk ledger: a replica reopened on its disk equals the original (store digest,
 //! Merkle root, commit point, statuses), with or without a second core for decoding, and a damaged entry in a
-//! committed chunk still stops the replay.
+//! committed chunk still stops the replay, even in a chunk older than the snapshot the replica starts from (which
+//! replay does not read).
 
 use consort_consensus::eraftpb::HardState;
 use consort_consensus::testing::{FaultyDisk, ScopedThreadOffload};
 use consort_consensus::{
-    Action, Event, NodeIdentity, Offload, PersistedState, RaftId, Replica, ReplicaConfig, Seqno, TxStatus,
+    Action, ConsensusError, Event, NodeIdentity, Offload, PersistedState, RaftId, Replica, ReplicaConfig, Seqno,
+    TxStatus,
 };
 use consort_kv::CommitOutcome;
 use consort_ledger::{parse_chunk_name, LedgerSecret, LedgerStorage};
@@ -129,6 +131,66 @@ fn a_reopened_replica_equals_the_original() {
     }
 }
 
+/// A copy of `disk` (clones of a FaultyDisk share their files).
+fn copy_of(disk: &FaultyDisk) -> FaultyDisk {
+    let mut copy = FaultyDisk::new();
+    for n in disk.list().unwrap() {
+        copy.append(&n, &disk.read(&n).unwrap()).unwrap();
+        copy.sync(&n).unwrap();
+    }
+    copy
+}
+
+/// The chaos campaign's round 35: a node restarting from a snapshot ran with a flipped byte in a committed chunk
+/// older than the snapshot, because replay starts after the snapshot and never read that chunk. Such a replica must
+/// refuse to open, naming an entry of that chunk; the same ledger undamaged opens from the same snapshot.
+#[test]
+fn a_damaged_entry_in_a_committed_chunk_before_the_snapshot_refuses_the_open() {
+    let (node, disk) = build();
+    let snapshot = node.replica.snapshot().expect("snapshot");
+    let base = node.replica.commit_point().seqno.get();
+    let open_from_snapshot = |disk: FaultyDisk| {
+        let id = identity();
+        let trusted = BTreeMap::from([(RaftId(1), id.cert_pem.clone())]);
+        let persisted = PersistedState {
+            hard_state: node.hard_state.clone(),
+            snapshot: Some(snapshot.clone()),
+            voters: vec![1],
+        };
+        let secret = LedgerSecret::from_bytes([5u8; 32]);
+        Replica::open(config(), id, trusted, secret, disk, persisted)
+    };
+    let again = open_from_snapshot(copy_of(&disk)).unwrap_or_else(|e| panic!("undamaged: {e}"));
+    assert_eq!(again.base_seqno().get(), base);
+    assert_eq!(again.merkle_root(), node.replica.merkle_root());
+    let older: Vec<String> = disk
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| parse_chunk_name(n).is_some_and(|c| c.committed && c.end.is_some_and(|e| e < base)))
+        .collect();
+    assert!(
+        older.len() >= 3,
+        "committed chunks before the snapshot at {base}: {older:?}"
+    );
+    for name in [&older[0], &older[older.len() / 2], &older[older.len() - 1]] {
+        let range = parse_chunk_name(name).unwrap();
+        let bytes = disk.read(name).unwrap();
+        for at in [bytes.len() / 3, bytes.len() / 2, 2 * bytes.len() / 3] {
+            let mut copy = copy_of(&disk);
+            copy.write_at(name, at as u64, &[bytes[at] ^ 0xff]).unwrap();
+            match open_from_snapshot(copy) {
+                Ok(_) => panic!("byte {at} of {name} flipped, and the replica opened from the snapshot at {base}"),
+                Err(ConsensusError::InvalidEntry { seqno, .. }) => assert!(
+                    range.start <= seqno && range.end.is_some_and(|e| seqno <= e),
+                    "byte {at} of {name}: the entry named, {seqno}, is not in that chunk"
+                ),
+                Err(e) => assert!(e.to_string().contains(name.as_str()), "byte {at} of {name}: {e}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
     let (node, disk) = build();
@@ -167,5 +229,88 @@ fn a_damaged_entry_in_a_committed_chunk_stops_the_replay() {
             Some(&ScopedThreadOffload),
         );
         assert!(opened.is_err(), "a flipped byte at {at} of {name} went unnoticed");
+    }
+}
+
+/// Start-up cost of opening from a snapshot over a ledger kept whole (the check of the chunks before the snapshot
+/// included): `cargo test --release -p consort-consensus --test replay -- --ignored --nocapture open_cost`.
+#[test]
+#[ignore = "a measurement, not a check: run it in release"]
+fn open_cost_from_a_snapshot_over_a_long_ledger() {
+    let disk = FaultyDisk::new();
+    let mut cfg = config();
+    cfg.signature_interval_tx = 100;
+    cfg.chunk_threshold_bytes = 1 << 20;
+    let id = identity();
+    let trusted = BTreeMap::from([(RaftId(1), id.cert_pem.clone())]);
+    let secret = LedgerSecret::from_bytes([5u8; 32]);
+    let fresh = PersistedState {
+        hard_state: None,
+        snapshot: None,
+        voters: vec![1],
+    };
+    let replica = Replica::open(
+        cfg.clone(),
+        id.clone(),
+        trusted.clone(),
+        secret.clone(),
+        disk.clone(),
+        fresh,
+    )
+    .expect("open");
+    let mut node = Node {
+        replica,
+        hard_state: None,
+    };
+    node.step(Event::Campaign);
+    let value = vec![7u8; 1000];
+    for i in 0..50_000u64 {
+        let store = node.replica.store().clone();
+        let mut tx = store.begin();
+        tx.put("records", &(i % 1000).to_le_bytes(), &value);
+        tx.put("public:records", &(i % 100).to_le_bytes(), b"public");
+        let (version, write_set) = match store.commit(tx, |v, ws| (v, ws.clone())) {
+            Ok(CommitOutcome::Committed { result, .. }) => result,
+            other => panic!("{other:?}"),
+        };
+        node.step(Event::Propose { version, write_set });
+        if i % 100 == 0 {
+            node.step(Event::Tick);
+        }
+    }
+    for _ in 0..10 {
+        node.step(Event::Tick);
+    }
+    let snapshot = node.replica.snapshot().expect("snapshot");
+    // The ledger continues after the snapshot (a ledger that ends at it is what an install left over: cleared).
+    for i in 100..105 {
+        node.write(i);
+    }
+    let bytes: usize = disk.list().unwrap().iter().map(|n| disk.read(n).unwrap().len()).sum();
+    let persisted = PersistedState {
+        hard_state: node.hard_state.clone(),
+        snapshot: Some(snapshot),
+        voters: vec![1],
+    };
+    for _ in 0..3 {
+        let copy = copy_of(&disk);
+        let started = std::time::Instant::now();
+        let r = Replica::open(
+            cfg.clone(),
+            id.clone(),
+            trusted.clone(),
+            secret.clone(),
+            copy,
+            persisted.clone(),
+        )
+        .expect("open");
+        assert!(r.base_seqno().get() > 50_000 && r.last_seqno() > r.base_seqno());
+        println!(
+            "open from the snapshot at {} over {} entries ({} MB of chunks): {:?}",
+            r.base_seqno(),
+            r.last_seqno(),
+            bytes / 1_000_000,
+            started.elapsed()
+        );
     }
 }

@@ -41,7 +41,7 @@ pub use audit::{
 pub use chunk::{chunk_name_committed, chunk_name_complete, chunk_name_open, parse_chunk_name, ChunkName};
 pub use entry::{
     encode_entry, leaf_digest, parse_entry, try_encode_entry, try_encode_snapshot, EntryView, LedgerSecret,
-    ENTRY_HEADER_SIZE,
+    ENTRY_HEADER_SIZE, FLAG_FORCE_CHUNK_AFTER, FLAG_FORCE_CHUNK_BEFORE,
 };
 pub use error::{
     ChunkDamage, ChunkFault, EntryFraming, HeaderDamage, IoError, JsonError, LedgerError, MerkleFault,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How long the service has, once healed, to agree on a primary and a commit.
+/// How long the service has, once healed and the workload stopped, to agree on a primary and a commit.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(90);
 /// TxID status requests in flight at once.
 const STATUS_CONCURRENCY: usize = 64;
@@ -33,32 +33,6 @@ pub struct Findings {
     pub lost: usize,
     pub lines: Vec<String>,
     pub violations: Vec<String>,
-}
-
-/// Waits until every node answers, names the same primary and reports the same commit; the commit TxID.
-pub async fn wait_converged(cluster: &Cluster, timeout: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let mut views = vec![];
-        for i in 0..cluster.nodes.len() {
-            let net = cluster.get_json(i, "/node/network").await;
-            let commit = cluster.get_json(i, "/node/commit").await;
-            views.push((
-                net.and_then(|v| v["primary_id"].as_str().map(String::from)),
-                commit.and_then(|v| v["transaction_id"].as_str().map(String::from)),
-            ));
-        }
-        let first = views[0].clone();
-        if first.0.is_some() && first.1.is_some() && views.iter().all(|v| *v == first) {
-            return Ok(first.1.unwrap_or_default());
-        }
-        last = format!("{views:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(format!(
-        "nodes did not converge within {timeout:?}: (primary, commit) per node {last}"
-    ))
 }
 
 async fn status_on(conn: &Connection, txid: &str) -> Option<String> {

@@ -46,6 +46,10 @@ impl NodeProc {
     pub fn err_log(&self) -> PathBuf {
         self.dir.join("err.log")
     }
+
+    pub fn out_log(&self) -> PathBuf {
+        self.dir.join("out.log")
+    }
 }
 
 /// The nodes of one campaign. Dropping it kills every node (the network is dropped after it).

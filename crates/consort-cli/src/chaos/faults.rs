@@ -8,6 +8,7 @@ use super::ChaosError;
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 /// The kinds of fault, in the order the report lists them.
@@ -68,8 +69,11 @@ const DISK_SLACK_BYTES: u64 = 96 * 1024;
 const DISK_ENLARGED: &str = "size=1g";
 /// How long a flip-byte round waits for its node to have a committed chunk.
 const CHUNK_WAIT: Duration = Duration::from_secs(30);
-/// How long a node with a damaged chunk has to refuse to start.
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node with a damaged chunk has to refuse to start or come into service. It replays its whole ledger
+/// first, so this is no short bound: a 178,000-entry ledger (53 MB) took 14 s to refuse a damaged entry near its end
+/// on this idle 2-core machine, and the long 5-node run of an earlier version reported a node "running" with a
+/// damaged chunk after 30 s when it was still replaying toward it under load.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The schedule of `rounds` faults for `seed` over `nodes` nodes, drawn from `kinds`.
 pub fn schedule(seed: u64, rounds: usize, nodes: usize, kinds: &[FaultKind]) -> Vec<Fault> {
@@ -339,14 +343,16 @@ async fn flip_byte(cluster: &mut Cluster, target: usize, pick: u64, log: &mut Ro
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let log_from = file_len(&cluster.nodes[target].err_log());
+    let out_from = file_len(&cluster.nodes[target].out_log());
     cluster.start(target)?;
     let started = Instant::now();
-    match cluster.wait_exit(target, REFUSE_TIMEOUT).await {
-        Some(status) => {
+    match wait_refused(cluster, target, out_from).await {
+        Ok(status) => {
             let why = last_lines(&cluster.nodes[target].err_log(), log_from, 3);
             if why.contains(&name) {
                 log.notes.push(format!(
-                    "node {target} refused to start with byte {offset} of {name} flipped ({status}): {}",
+                    "node {target} refused to start with byte {offset} of {name} flipped ({status}, after {:.1} s): {}",
+                    started.elapsed().as_secs_f64(),
                     why.lines().last().unwrap_or_default()
                 ));
             } else {
@@ -360,10 +366,18 @@ async fn flip_byte(cluster: &mut Cluster, target: usize, pick: u64, log: &mut Ro
                 }
             }
         }
-        None => {
+        Err(Starting::InService) => {
             log.defects.push(format!(
-                "node {target} started and ran for {:?} with byte {offset} of its committed chunk {name} flipped",
-                started.elapsed()
+                "node {target} came into service {:.1} s after its start with byte {offset} of its committed chunk \
+                 {name} flipped",
+                started.elapsed().as_secs_f64()
+            ));
+            cluster.kill(target);
+        }
+        Err(Starting::StillStarting) => {
+            log.defects.push(format!(
+                "node {target} neither refused to start nor came into service within {REFUSE_TIMEOUT:?} with byte \
+                 {offset} of its committed chunk {name} flipped"
             ));
             cluster.kill(target);
         }
@@ -371,6 +385,34 @@ async fn flip_byte(cluster: &mut Cluster, target: usize, pick: u64, log: &mut Ro
     let repaired = repair_chunk(cluster, target, &chunk, &name, &original)?;
     log.notes.push(repaired);
     cluster.start(target)
+}
+
+/// Why a node with a damaged chunk did not refuse to start.
+enum Starting {
+    /// It reported listening (its replay is over): it took the damaged chunk.
+    InService,
+    /// Neither that nor an exit within [`REFUSE_TIMEOUT`].
+    StillStarting,
+}
+
+/// Waits until node `target` exits (it refused to start: its status) or says it listens in its out.log after byte
+/// `out_from` (it opened its ledger, damage included), for up to [`REFUSE_TIMEOUT`].
+async fn wait_refused(cluster: &mut Cluster, target: usize, out_from: u64) -> Result<ExitStatus, Starting> {
+    let deadline = Instant::now() + REFUSE_TIMEOUT;
+    let out_log = cluster.nodes[target].out_log();
+    while Instant::now() < deadline {
+        if let Some(status) = cluster.wait_exit(target, Duration::from_millis(250)).await {
+            return Ok(status);
+        }
+        if last_lines(&out_log, out_from, 5).contains("listening on") {
+            // A node that refuses does so before it listens; give an exit racing this read a moment.
+            return match cluster.wait_exit(target, Duration::from_millis(500)).await {
+                Some(status) => Ok(status),
+                None => Err(Starting::InService),
+            };
+        }
+    }
+    Err(Starting::StillStarting)
 }
 
 /// Replaces node `target`'s damaged chunk with a peer's copy of the same name (committed chunks are byte-identical

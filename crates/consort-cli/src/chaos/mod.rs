@@ -7,6 +7,7 @@
 
 mod checks;
 mod cluster;
+mod converge;
 mod faults;
 pub mod linearizability;
 mod netns;
@@ -208,9 +209,14 @@ async fn campaign(args: &ChaosArgs, seed: u64) -> Result<bool, ChaosError> {
         let target = faults::run_fault(&mut cluster, fault, &mut log).await?;
         *tally.faults.entry(fault.kind).or_insert(0) += 1;
         restart_exited(&mut cluster, &mut log)?;
-        let recovered = checks::wait_converged(&cluster, ROUND_RECOVERY_TIMEOUT).await;
-        if let Err(e) = &recovered {
-            log.defects.push(format!("service did not recover: {e}"));
+        let recovered = converge::wait(&cluster, converge::Criterion::CaughtUp, ROUND_RECOVERY_TIMEOUT).await;
+        match &recovered {
+            Ok(o) => log.notes.push(o.summary()),
+            Err(o) => log.defects.push(format!(
+                "service did not recover within {ROUND_RECOVERY_TIMEOUT:?}: {}; last poll: {}",
+                o.summary(),
+                o.per_node()
+            )),
         }
         println!(
             "round {round}: {fault} (node {target}){}{}",
@@ -276,15 +282,23 @@ async fn finish(
         }
     }
     let mut found = checks::Findings::default();
-    if let Err(e) = checks::wait_converged(cluster, checks::RECOVERY_TIMEOUT).await {
-        found.violations.push(e);
+    let same = |o: &converge::Outcome| {
+        format!(
+            "nodes not all at the same commit within {:?}: {}",
+            checks::RECOVERY_TIMEOUT,
+            o.per_node()
+        )
+    };
+    if let Err(o) = converge::wait(cluster, converge::Criterion::SameCommit, checks::RECOVERY_TIMEOUT).await {
+        found.violations.push(same(&o));
     }
     let finals = final_reads(cluster, &mut ops, started).await;
-    match checks::wait_converged(cluster, checks::RECOVERY_TIMEOUT).await {
-        Ok(commit) => found
-            .lines
-            .push(format!("every node back in service, all at commit {commit}")),
-        Err(e) => found.violations.push(e),
+    match converge::wait(cluster, converge::Criterion::SameCommit, checks::RECOVERY_TIMEOUT).await {
+        Ok(o) => found.lines.push(format!(
+            "every node back in service, all at commit {}",
+            o.last.first().and_then(|v| v.commit.clone()).unwrap_or_default()
+        )),
+        Err(o) => found.violations.push(same(&o)),
     }
     let states = checks::resolve(cluster, &ops, &mut found).await;
     checks::compare_values(cluster, &finals, &mut found).await;

@@ -6,10 +6,16 @@
 //! `Replica::install_snapshot` for every crash point). Such leftover chunks end at or before the snapshot, or
 //! disagree with it at its seqno: they are removed here, and the ledger continues after the snapshot. A ledger
 //! that starts after the snapshot's next seqno is still refused (entries are missing).
+//!
+//! The chunks a replica keeps from before its snapshot are not replayed, so a byte changed inside one of their
+//! entries would go unnoticed (framing damage is found by the ledger's load): each such entry is checked here as
+//! replay would check it, short of applying it (its header, its place, and its AES-GCM tag, which covers the IV,
+//! the public domain and the private domain), so that the node refuses to start rather than keep a damaged
+//! committed chunk it would later serve.
 
 use super::Replica;
 use crate::config::{NodeIdentity, ReplicaConfig};
-use crate::error::{ConsensusError, Inconsistency, SnapshotError};
+use crate::error::{ConsensusError, EntryFault, Inconsistency, SnapshotError};
 use crate::history::ViewHistory;
 use crate::log::{Log, Terms};
 use crate::periodic::Snapshots;
@@ -19,7 +25,10 @@ use crate::replay::{Offload, PartialReplica};
 use crate::snapshot;
 use crate::vocab::{RaftId, Seqno, TxId, View};
 use consort_kv::Store;
-use consort_ledger::{Ledger, LedgerSecrets, LedgerStorage, MerkleTree};
+use consort_ledger::{
+    parse_entry, Ledger, LedgerSecret, LedgerSecrets, LedgerStorage, MerkleTree, FLAG_FORCE_CHUNK_AFTER,
+    FLAG_FORCE_CHUNK_BEFORE,
+};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Snapshot};
 use raft::RawNode;
@@ -76,6 +85,7 @@ impl<S: LedgerStorage> Replica<S> {
             ledger.clear()?;
         }
         let base_seqno = base.seqno.get();
+        check_kept_entries(&ledger, &secrets, base_seqno)?;
         let first = ledger.first_seqno().unwrap_or(base_seqno + 1);
         if first > base_seqno + 1 {
             return Err(Inconsistency::LedgerAfterSnapshot {
@@ -302,6 +312,52 @@ fn left_over_from_install<S: LedgerStorage>(ledger: &Ledger<S>, base: TxId) -> R
             crate::codec::inspect(&bytes, base.view.get(), base.seqno.get()).is_err()
         }
     })
+}
+
+/// Checks every entry of `ledger` at or before `through` (the snapshot's seqno: replay starts after it), one chunk
+/// at a time: see the module documentation. Entries older than the oldest ledger secret held (a keyring restored
+/// from a later point) are checked short of their tag.
+fn check_kept_entries<S: LedgerStorage>(
+    ledger: &Ledger<S>,
+    secrets: &LedgerSecrets,
+    through: u64,
+) -> Result<(), ConsensusError> {
+    let Some(mut seqno) = ledger.first_seqno() else {
+        return Ok(());
+    };
+    let oldest_secret = secrets.iter().next().map_or(1, |(version, _)| version);
+    while seqno <= through && seqno <= ledger.last_seqno() {
+        let chunk = ledger.read_chunk_of(seqno)?;
+        for (s, bytes) in chunk.iter().filter(|(s, _)| *s <= through) {
+            check_kept_entry(bytes, s, (s >= oldest_secret).then(|| secrets.for_seqno(s)))?;
+        }
+        seqno = chunk.last_seqno() + 1;
+    }
+    Ok(())
+}
+
+/// One entry kept from before the snapshot: a transaction at `seqno`, with known header flags and, given its
+/// ledger secret, an AES-GCM tag that checks out.
+fn check_kept_entry(bytes: &[u8], seqno: u64, secret: Option<&LedgerSecret>) -> Result<(), ConsensusError> {
+    let bad = |r: EntryFault| ConsensusError::entry(seqno, r);
+    let (entry, used) = parse_entry(bytes).map_err(|e| bad(e.into()))?;
+    if used != bytes.len() {
+        return Err(bad(EntryFault::TrailingBytes(bytes.len() - used)));
+    }
+    if entry.is_snapshot || entry.seqno != seqno {
+        return Err(bad(EntryFault::NotAtItsPlace {
+            entry: TxId::new(View(entry.view), Seqno(entry.seqno)),
+            is_snapshot: entry.is_snapshot,
+            raft: TxId::new(View(entry.view), Seqno(seqno)),
+        }));
+    }
+    if entry.flags & !(FLAG_FORCE_CHUNK_AFTER | FLAG_FORCE_CHUNK_BEFORE) != 0 {
+        return Err(bad(EntryFault::UnknownFlags(entry.flags)));
+    }
+    if let Some(secret) = secret {
+        entry.decrypt_private(secret).map_err(|e| bad(e.into()))?;
+    }
+    Ok(())
 }
 
 /// After replay: checks the persisted hard state against the ledger and sets the CCF commit point to the last
