@@ -345,6 +345,12 @@ async fn a_service_whose_node_is_lost_is_recovered_from_a_ledger_copy_with_two_o
         from <= target && target <= at,
         "damage at {target} reported as {from}..{at}: {text}"
     );
+    // The audit of the chunk files names the damaged transaction itself.
+    assert!(text.contains("the old ledger is damaged: transaction"), "{text}");
+    assert!(
+        text.contains(&format!(".{target} in ledger_")),
+        "the damaged transaction {target} is named: {text}"
+    );
 
     // The recovered service, on a clean copy.
     let mut new = Proc::configure(root, "new", &members);

@@ -156,6 +156,7 @@ fn a_damaged_entry_in_a_committed_chunk_before_the_snapshot_refuses_the_open() {
             hard_state: node.hard_state.clone(),
             snapshot: Some(snapshot.clone()),
             voters: vec![1],
+            recovery: None,
         };
         let secret = LedgerSecret::from_bytes([5u8; 32]);
         Replica::open(config(), id, trusted, secret, disk, persisted)
@@ -248,6 +249,7 @@ fn open_cost_from_a_snapshot_over_a_long_ledger() {
         hard_state: None,
         snapshot: None,
         voters: vec![1],
+        recovery: None,
     };
     let replica = Replica::open(
         cfg.clone(),
@@ -291,6 +293,7 @@ fn open_cost_from_a_snapshot_over_a_long_ledger() {
         hard_state: node.hard_state.clone(),
         snapshot: Some(snapshot),
         voters: vec![1],
+        recovery: None,
     };
     for _ in 0..3 {
         let copy = copy_of(&disk);

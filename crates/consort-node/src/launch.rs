@@ -96,7 +96,9 @@ pub fn recover_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         attestation: Some(attestation.genesis()),
         platform: Some(platform.clone()),
     };
-    let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
+    let ledger_dir = cfg.storage.ledger_dir.clone();
+    let engine = Engine::open_with(cfg, ids, options).map_err(|e| recovery::explain_replay_failure(&ledger_dir, e))?;
+    let node = Node::new(engine, Box::new(apps::Apps::builtin()));
     node.attach_attestation(attestation);
     Ok(node)
 }

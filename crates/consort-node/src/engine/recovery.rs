@@ -113,6 +113,46 @@ pub enum RecoveryError {
     /// The old service's tables are not what a recovery needs.
     #[error("the old service's {0}")]
     OldService(String),
+    /// Replaying the old ledger failed, and an audit of its chunk files names the damaged transaction.
+    #[error("the old ledger is damaged: {finding} (replay stopped with: {source})")]
+    Damaged {
+        /// The audit's finding: the transaction, its chunk file and what is wrong.
+        finding: String,
+        /// What replay found.
+        #[source]
+        source: Box<EngineError>,
+    },
+}
+
+/// Explains a failed start over an old ledger: a signature that no longer matches (an entry changed after it was
+/// signed, for instance a flipped byte in a private domain the recovering node cannot read) names only the
+/// signature; the audit of the chunk files names the changed transaction itself. Other errors pass through.
+pub fn explain_replay_failure(ledger_dir: &Path, error: EngineError) -> EngineError {
+    use consort_consensus::ConsensusError::BadSignature;
+    let replay: &consort_consensus::ConsensusError = match &error {
+        EngineError::Consensus(e) => e,
+        EngineError::DamagedEntry { source, .. } => source,
+        _ => return error,
+    };
+    if !matches!(replay, BadSignature { .. }) {
+        return error;
+    }
+    let mut chunks = Vec::new();
+    for entry in std::fs::read_dir(ledger_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if consort_ledger::parse_chunk_name(&name).is_some() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                chunks.push((name, bytes));
+            }
+        }
+    }
+    match consort_ledger::audit_chunks(&chunks) {
+        Err(finding) => EngineError::Recovery(RecoveryError::Damaged {
+            finding: finding.to_string(),
+            source: Box::new(error),
+        }),
+        Ok(_) => error,
+    }
 }
 
 /// Finds the last signature transaction of the ledger in `dir` (which must start at seqno 1) and removes the
