@@ -357,6 +357,10 @@ async fn a_service_whose_node_is_lost_is_recovered_from_a_ledger_copy_with_two_o
     copy_dir(&old.dir.join("ledger"), &new.dir.join("ledger"));
     new.child = Some(spawn_node(&new.dir, "recover", &new.config));
     new.wait_status(root, "Recovering").await;
+    // A restart (as `node start`) continues the recovery from the sealed record.
+    kill_child(&mut new.child);
+    new.child = Some(spawn_node(&new.dir, "start", &new.config));
+    new.wait_status(root, "Recovering").await;
     let state = new.get_json(root, "/node/state").await.unwrap();
     assert_eq!(state["state"], "PartOfPublicNetwork", "{state}");
     assert_eq!(state["recovery"]["stage"]["stage"], "WaitingForShares", "{state}");
@@ -364,6 +368,12 @@ async fn a_service_whose_node_is_lost_is_recovered_from_a_ledger_copy_with_two_o
     let r = user.get("/app/log/private?id=1").await.unwrap();
     assert_eq!(r.status, 503, "the app waits for the old private state");
 
+    // The old service's recovery-shares record must stay as it is until the private state is back.
+    let rekey = new.try_pass(root, serde_json::json!([{"name": "trigger_ledger_rekey"}]));
+    assert!(
+        matches!(&rekey, Err(out) if out.contains("while the service recovers")),
+        "{rekey:?}"
+    );
     // Opening needs the identity the old ledger was signed under.
     let next = std::fs::read_to_string(new.cert()).unwrap();
     let wrong = new.try_pass(

@@ -84,6 +84,17 @@ impl<S: LedgerStorage> PartialReplicaRef<'_, S> {
             if info.is_signature {
                 // The signatures table is public: the public maps are all the check needs.
                 self.verify_signature(view, seqno, &info.public)?;
+                if let crate::recovery::Trust::LedgerTables = self.trusted {
+                    let extra = crate::recovery::extra_signature_write(&info.public)
+                        .map(str::to_owned)
+                        .or_else(|| private.maps.first().map(|(name, _)| name.clone()));
+                    if let Some(table) = extra {
+                        return Err(ConsensusError::BadSignature {
+                            seqno,
+                            reason: SignatureFault::WritesMore { table },
+                        });
+                    }
+                }
             }
             if let Some(claimed) = snapshot::evidence_in(&info.public) {
                 self.claim_snapshot(seqno, claimed);

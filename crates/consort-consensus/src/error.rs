@@ -189,6 +189,13 @@ pub enum ConfChangeFault {
 /// Why a signature transaction does not verify (see [`ConsensusError::BadSignature`]).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SignatureFault {
+    /// In a recovered ledger's old part, a signature transaction that also writes another table (it could change
+    /// the service certificate or the nodes table that the next signatures are trusted by).
+    #[error("a signature transaction of the old ledger also writes {table}")]
+    WritesMore {
+        /// The table it should not write.
+        table: String,
+    },
     /// The signatures table has no value at the singleton key.
     #[error("no signature at the singleton key")]
     NoSignature,

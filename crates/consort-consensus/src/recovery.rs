@@ -45,6 +45,24 @@ pub(crate) enum Trust<'a> {
     LedgerTables,
 }
 
+/// The tables a signature transaction writes: the signature, the Merkle tree, CCF's COSE signature and Consort's
+/// snapshot marker. Under [`Trust::LedgerTables`] a signature transaction that writes anything else is refused.
+const SIGNATURE_TABLES: [&str; 4] = [
+    consort_ledger::SIGNATURES_TABLE,
+    consort_ledger::TREE_TABLE,
+    consort_ledger::signature::COSE_SIGNATURES_TABLE,
+    crate::snapshot::SNAPSHOT_MARKER_TABLE,
+];
+
+/// Under [`Trust::LedgerTables`], the first table a signature transaction's public write set `ws` writes besides
+/// [`SIGNATURE_TABLES`] (its private domain must be empty too: checked by the caller), if any.
+pub(crate) fn extra_signature_write(ws: &consort_kv::WriteSet) -> Option<&str> {
+    ws.maps
+        .keys()
+        .map(String::as_str)
+        .find(|t| !SIGNATURE_TABLES.contains(t))
+}
+
 impl Trust<'_> {
     /// Whether `cert` (PEM), signing as `node`, is trusted before the entry applied to `store`.
     pub(crate) fn trusts(&self, store: &Store, node: &str, cert: &str) -> bool {
@@ -114,6 +132,12 @@ pub enum RecoveryFault {
         /// The recovery base.
         through: u64,
     },
+    /// The entries the restore read are not the ones the public replay verified (the ledger changed meanwhile).
+    #[error("the old entries read for the restore are not the ones verified at start (seqnos 1 to {through})")]
+    NotTheVerifiedLedger {
+        /// The recovery base.
+        through: u64,
+    },
     /// The restored secrets do not fit under the recovered service's.
     #[error("restored ledger secrets: {0}")]
     Keyring(#[source] KeyringError),
@@ -140,6 +164,9 @@ pub struct PrivateRestore {
     through: u64,
     next: u64,
     store: Store,
+    /// The leaves of the entries read: they must be the entries the public replay verified (a host could swap in
+    /// an entry of a rolled-back branch encrypted under the same secret between the two readings).
+    tree: consort_ledger::MerkleTree,
 }
 
 impl std::fmt::Debug for PrivateRestore {
@@ -159,6 +186,7 @@ impl PrivateRestore {
             through,
             next: 1,
             store: Store::new(),
+            tree: consort_ledger::MerkleTree::new(),
         }
     }
 
@@ -191,18 +219,23 @@ impl PrivateRestore {
             )?;
             let private = decoded.private.ok_or(Inconsistency::NotDecrypted { seqno })?;
             self.store.apply_batch(seqno, private, Commitment::Committed)?;
+            self.tree.append(decoded.info.leaf);
             self.next += 1;
         }
         Ok(())
     }
 
-    /// The restored secrets and private state, once every old entry has been read.
-    pub(crate) fn into_parts(self) -> Result<(LedgerSecrets, Store), RecoveryFault> {
+    /// The restored secrets and private state, once every old entry has been read, if the entries read are the
+    /// ones whose Merkle root (over seqnos 1 to the base) is `verified_root`.
+    pub(crate) fn into_parts(self, verified_root: [u8; 32]) -> Result<(LedgerSecrets, Store), RecoveryFault> {
         if self.next <= self.through {
             return Err(RecoveryFault::Incomplete {
                 next: self.next,
                 through: self.through,
             });
+        }
+        if self.tree.root() != verified_root {
+            return Err(RecoveryFault::NotTheVerifiedLedger { through: self.through });
         }
         Ok((self.secrets, self.store))
     }

@@ -19,6 +19,11 @@ const OLD_KEYS: u64 = 12;
 /// certificate too), with public and private records, everything committed and the ledger ending at a signature.
 /// Returns the service and that signature's seqno.
 fn old_service() -> (Cluster, u64) {
+    old_service_marked(b"first")
+}
+
+/// [`old_service`] whose first record after the tables holds `marker`.
+fn old_service_marked(marker: &[u8]) -> (Cluster, u64) {
     let mut c = Cluster::new(3, all_trusted);
     // The tables must come before the first signature, as genesis does on a node.
     for i in 0..3 {
@@ -40,6 +45,7 @@ fn old_service() -> (Cluster, u64) {
             ),
         ],
     );
+    propose(&mut c, 0, &[("marker", b"m".to_vec(), marker.to_vec())]);
     c.write_each(0, 0..OLD_KEYS);
     c.settle(50);
     let r = c.replica(0);
@@ -140,7 +146,7 @@ fn a_recovered_replica_replays_the_public_part_goes_on_and_restores_the_private_
     let old = LedgerSecrets::new(secret());
     let restore = restore_all(&c, i, old).unwrap();
     let restored = c.h.replica_mut(i).finish_private_restore(restore).unwrap();
-    assert_eq!(restored, OLD_KEYS as usize);
+    assert_eq!(restored, OLD_KEYS as usize + 1, "the records and the marker");
     assert_eq!(c.replica(i).private_pending_through(), None);
     for k in 0..OLD_KEYS {
         assert_eq!(private(&c, i, k), Some(b"private".to_vec()), "key {k}");
@@ -181,10 +187,18 @@ fn a_wrong_secret_stops_the_restore_and_a_flipped_private_byte_stops_the_recover
     // it fails, naming the range that holds it.
     let copy = c.h.nodes[0].disk.deep_copy();
     let ledger = Ledger::load(copy.clone(), 1 << 20).unwrap();
-    let target = base - 3;
+    // The last entry before the base with a private domain.
+    let target = (1..base)
+        .rev()
+        .find(|&s| {
+            !parse_entry(&ledger.read_entry(s).unwrap())
+                .unwrap()
+                .0
+                .encrypted_private
+                .is_empty()
+        })
+        .unwrap();
     let entry = ledger.read_entry(target).unwrap();
-    let (parsed, _) = parse_entry(&entry).unwrap();
-    assert!(!parsed.encrypted_private.is_empty(), "the target has a private domain");
     let (name, offset) = ledger
         .chunk_names()
         .into_iter()
@@ -245,4 +259,44 @@ fn the_base_must_be_a_signature_and_old_signers_must_be_endorsed_by_the_ledger()
     let disk = c.h.nodes[0].disk.deep_copy();
     let err = recover(&mut c, disk, base, secrets(base + 1)).unwrap_err();
     assert!(matches!(err, ConsensusError::BadSignature { .. }), "{err}");
+}
+
+#[test]
+fn a_restore_that_reads_other_entries_than_the_replay_verified_is_refused() {
+    let (mut c, base) = old_service();
+    let disk = c.h.nodes[0].disk.deep_copy();
+    recover(
+        &mut c,
+        disk,
+        base,
+        LedgerSecrets::from_versions([(base + 1, new_secret())]).unwrap(),
+    )
+    .unwrap();
+    // Another history under the same secret (a rolled-back branch, say): its entries decrypt, but they are not the
+    // ones the public replay verified.
+    let (other, other_base) = old_service_marked(b"second");
+    assert_eq!(other_base, base);
+    let mut restore = PrivateRestore::new(LedgerSecrets::new(secret()), base);
+    while let Some(next) = restore.next_seqno() {
+        let chunk = other.replica(0).read_chunk_of(next).unwrap();
+        restore.apply_chunk(&chunk).unwrap();
+    }
+    let err = c.h.replica_mut(3).finish_private_restore(restore).unwrap_err();
+    assert!(
+        matches!(err, ConsensusError::Recovery(ref f) if matches!(**f, RecoveryFault::NotTheVerifiedLedger { .. })),
+        "{err}"
+    );
+    assert_eq!(c.replica(3).private_pending_through(), Some(base));
+    assert_eq!(private(&c, 3, 0), None);
+}
+
+#[test]
+fn old_signature_transactions_may_write_only_the_signature_tables() {
+    use consort_consensus::testing::extra_signature_write_for_tests as extra;
+    let mut ws = consort_kv::WriteSet::default();
+    ws.put(consort_ledger::SIGNATURES_TABLE, &SINGLETON_KEY, b"{}");
+    ws.put(consort_ledger::TREE_TABLE, &SINGLETON_KEY, b"");
+    assert_eq!(extra(&ws), None);
+    ws.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, b"{}");
+    assert_eq!(extra(&ws).as_deref(), Some(SERVICE_INFO_TABLE));
 }

@@ -88,7 +88,7 @@ pub fn recover_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     // The new service's secret encrypts what follows the old ledger.
     ids.ledger_secrets = recovery::recovered_keyring(base, &ids.ledger_secrets);
     crate::identity::save_ledger_secrets(platform.as_ref(), &dir, &ids.ledger_secrets)?;
-    recovery::save_record(platform.as_ref(), &dir, &recovery::RecoveryRecord { base_seqno: base })
+    recovery::save_record(platform.as_ref(), &dir, &recovery::RecoveryRecord::new(base, &ids))
         .map_err(crate::engine::EngineError::from)?;
     let attestation = attest_on(platform.as_ref(), &ids.node_key)?;
     let options = OpenOptions {

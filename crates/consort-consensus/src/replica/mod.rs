@@ -51,6 +51,9 @@ pub struct Replica<S: LedgerStorage> {
     /// State of the election-timeout generator (splitmix64).
     random_state: u64,
     snapshots: Snapshots,
+    /// For a recovered ledger: the Merkle root over the old part (seqnos 1 to the base) as replay verified it, which
+    /// a private restore must read again exactly.
+    recovery_root: Option<[u8; 32]>,
 }
 
 impl<S: LedgerStorage> std::fmt::Debug for Replica<S> {

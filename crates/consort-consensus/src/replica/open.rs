@@ -62,16 +62,12 @@ impl<S: LedgerStorage> Replica<S> {
         offload: Option<&dyn Offload>,
     ) -> Result<Self, ConsensusError> {
         let secrets = secrets.into();
-        let mut ledger = Ledger::load(storage, cfg.chunk_threshold_bytes)?;
-        let start = match (&persisted.snapshot, persisted.recovery) {
-            (None, Some(base)) => {
-                let opener = identity.secret_opener.clone();
-                let (start, back) = Start::from_old_ledger(ledger, base, &secrets, opener, &persisted.voters, offload)?;
-                ledger = back;
-                start
-            }
-            _ => Start::from_persisted(&persisted, &secrets, &trusted)?,
-        };
+        let (ledger, opener) = (
+            Ledger::load(storage, cfg.chunk_threshold_bytes)?,
+            identity.secret_opener.clone(),
+        );
+        let (start, mut ledger, recovery_root) =
+            Start::choose(ledger, &persisted, &secrets, &trusted, opener, offload)?;
         let Start {
             store,
             base,
@@ -85,15 +81,7 @@ impl<S: LedgerStorage> Replica<S> {
             ledger.clear()?;
         }
         let base_seqno = base.seqno.get();
-        check_kept_entries(&ledger, &secrets, base_seqno)?;
-        let first = ledger.first_seqno().unwrap_or(base_seqno + 1);
-        if first > base_seqno + 1 {
-            return Err(Inconsistency::LedgerAfterSnapshot {
-                first,
-                snapshot: base_seqno,
-            }
-            .into());
-        }
+        let first = check_ledger_start(&ledger, &secrets, base_seqno)?;
         let log = Log {
             ledger,
             base_index: base_seqno,
@@ -152,6 +140,7 @@ impl<S: LedgerStorage> Replica<S> {
                 on_backups: snapshots_on_backups,
                 ..Default::default()
             },
+            recovery_root,
         };
         let commit = replica.commit_point().seqno;
         replica.tree.flush_to(commit.get());
@@ -230,6 +219,28 @@ impl Start {
 }
 
 impl Start {
+    /// Where a replica over `ledger` starts: the persisted snapshot, a recovered ledger's base (then also the Merkle
+    /// root over its old part, which a private restore must read again), or nothing. Hands the ledger back.
+    #[allow(clippy::type_complexity)] // reason: the three results of one choice, taken apart at once by the caller.
+    fn choose<S: LedgerStorage>(
+        ledger: Ledger<S>,
+        persisted: &PersistedState,
+        secrets: &LedgerSecrets,
+        trusted: &BTreeMap<RaftId, String>,
+        opener: Option<Arc<dyn crate::SecretOpener>>,
+        offload: Option<&dyn Offload>,
+    ) -> Result<(Self, Ledger<S>, Option<[u8; 32]>), ConsensusError> {
+        match (&persisted.snapshot, persisted.recovery) {
+            (None, Some(base)) => {
+                let (start, ledger) =
+                    Start::from_old_ledger(ledger, base, secrets, opener, &persisted.voters, offload)?;
+                let root = start.tree.root();
+                Ok((start, ledger, Some(root)))
+            }
+            _ => Ok((Start::from_persisted(persisted, secrets, trusted)?, ledger, None)),
+        }
+    }
+
     /// The state at a recovered ledger's base: the old part (seqnos 1 to `base`) replayed as the ledger holds it,
     /// signatures checked against the certificates its own tables endorse ([`Trust::LedgerTables`]), private
     /// domains read only if `secrets` covers them (after the old secrets were restored), everything committed.
@@ -296,6 +307,25 @@ impl Start {
         };
         Ok((start, log.ledger))
     }
+}
+
+/// Checks the entries the ledger keeps at or before the base and that it continues right after the base; returns
+/// its first seqno (the base's next one for an empty ledger).
+fn check_ledger_start<S: LedgerStorage>(
+    ledger: &Ledger<S>,
+    secrets: &LedgerSecrets,
+    base_seqno: u64,
+) -> Result<u64, ConsensusError> {
+    check_kept_entries(ledger, secrets, base_seqno)?;
+    let first = ledger.first_seqno().unwrap_or(base_seqno + 1);
+    if first > base_seqno + 1 {
+        return Err(Inconsistency::LedgerAfterSnapshot {
+            first,
+            snapshot: base_seqno,
+        }
+        .into());
+    }
+    Ok(first)
 }
 
 /// Whether `ledger` is what a snapshot install at `base` replaced and did not get to remove: it starts at or

@@ -33,7 +33,10 @@ impl<S: LedgerStorage> Replica<S> {
             }
             .into());
         }
-        let (old, private) = restore.into_parts()?;
+        let verified_root = self
+            .recovery_root
+            .ok_or(RecoveryFault::NotTheVerifiedLedger { through })?;
+        let (old, private) = restore.into_parts(verified_root)?;
         let log = self.node.mut_store();
         let secrets = log.secrets.with_older(&old).map_err(RecoveryFault::Keyring)?;
         let restored = log

@@ -154,6 +154,12 @@ impl LedgerStorage for FaultyDisk {
     }
 }
 
+/// The table a recovered ledger's old signature transaction must not write besides the signature tables, if any
+/// (the replica's check, for tests).
+pub fn extra_signature_write_for_tests(ws: &consort_kv::WriteSet) -> Option<String> {
+    crate::recovery::extra_signature_write(ws).map(str::to_owned)
+}
+
 /// The node identities of `tests/fixtures/identities.txt` (private key PEM followed by certificate PEM, blocks
 /// separated by `=====` lines), in file order: fixed so that simulations replay byte for byte.
 pub fn fixture_identities() -> Vec<NodeIdentity> {

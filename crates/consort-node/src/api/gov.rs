@@ -103,6 +103,12 @@ fn perform(svc: &Engine, tx: &mut Tx<'_>, actions: &[HostAction]) -> Result<(), 
                 .map_err(|e| GovError::ProposalFailed(format!("endorsing node {node_id}: {e}")))?,
             HostAction::TriggerLedgerChunk => svc.request_chunk_end(),
             HostAction::TriggerSnapshot => svc.request_snapshot(),
+            HostAction::TriggerLedgerRekey | HostAction::TriggerRecoverySharesRefresh if svc.private_pending() => {
+                // The recovery-shares record is the old service's until its private state is back.
+                return Err(GovError::ProposalFailed(
+                    "no rekey or recovery-shares refresh while the service recovers".into(),
+                ));
+            }
             HostAction::TriggerLedgerRekey if rekeyed => {}
             HostAction::TriggerLedgerRekey => {
                 let new = crate::engine::secrets::write_rekey(tx, (version, &latest))

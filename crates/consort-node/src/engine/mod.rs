@@ -278,6 +278,8 @@ pub struct Engine {
     me: OnceLock<Weak<Engine>>,
     /// For a recovered service: the recovery base and where the recovery stands.
     recovery: Mutex<Option<(u64, recovery::RecoveryStage)>>,
+    /// A private restore is running (one at a time).
+    restoring: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -305,6 +307,28 @@ fn saved_peers(cfg: &NodeConfig, ids: &Identities) -> Result<SavedPeers, EngineE
         certs.insert(id, cert);
     }
     Ok((certs, peers))
+}
+
+/// The nodes whose signatures this node accepts at start (itself, and the peers it saved, each believed only with
+/// a certificate the service endorsed), and the saved peers.
+fn trusted_signers(cfg: &NodeConfig, ids: &Identities) -> Result<(BTreeMap<RaftId, String>, SavedPeers), EngineError> {
+    let mut trusted = BTreeMap::from([(ids.node_id.raft_id(), ids.node_cert_pem.clone())]);
+    let (known_peers, peers) = saved_peers(cfg, ids)?;
+    for (id, node_id) in &peers {
+        trusted.extend(known_peers.get(node_id).map(|cert| (*id, cert.clone())));
+    }
+    Ok((trusted, (known_peers, peers)))
+}
+
+/// A crash cut an append short: the ledger left those bytes out (its files are cut at the first write).
+fn warn_torn_tail(replica: &Replica<FsStorage>) {
+    if let Some(torn) = replica.ledger().torn_tail() {
+        tracing::warn!("ledger: {torn}");
+    }
+}
+
+fn dir_is_empty(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
 /// Whether the node may start as `start` with what it found (`empty`: no ledger, Raft state or snapshot), and
@@ -339,13 +363,19 @@ fn may_start(
 /// from then on a ledger without `raft_hard_state` means the file was deleted (the node may have voted and forgot
 /// it), which [`may_start`]'s caller refuses. A node with no hard state may hold a join snapshot (it joined and
 /// had not started yet) but no ledger entry.
-fn first_hard_state(cfg: &NodeConfig) -> Result<HardState, EngineError> {
+fn first_hard_state(cfg: &NodeConfig, start: Start) -> Result<HardState, EngineError> {
     let ledger = &cfg.storage.ledger_dir;
+    let path = Engine::hard_state_path(cfg);
+    if start == Start::Recover {
+        // A recovered node starts Raft afresh over the old ledger (its old part is the base).
+        let hs = HardState::default();
+        write_atomic(&path, &consort_consensus::encode_hard_state(&hs)).map_err(|e| EngineError::io(&path, e))?;
+        return Ok(hs);
+    }
     let holds_entries = std::fs::read_dir(ledger)
         .map_err(|e| EngineError::io(ledger, e))?
         .flatten()
         .any(|f| f.metadata().is_ok_and(|m| m.len() > 0));
-    let path = Engine::hard_state_path(cfg);
     if holds_entries {
         return Err(EngineError::Refused(StartRefusal::HardStateMissing {
             hard_state: path,
@@ -403,7 +433,6 @@ impl Engine {
     /// [`Engine::open`] with, for a genesis node, its attestation. A node that joined a service (it holds a
     /// [`JoinRecord`]) starts from what the record names, and never runs genesis.
     pub fn open_with(cfg: NodeConfig, ids: Identities, options: OpenOptions) -> Result<Arc<Self>, EngineError> {
-        let mut trusted = BTreeMap::new();
         let join_record = JoinRecord::load(&cfg.storage.secrets_dir)?;
         for dir in [&cfg.storage.ledger_dir, &cfg.storage.snapshots_dir] {
             std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
@@ -413,36 +442,17 @@ impl Engine {
             .map_err(|e| EngineError::io(&cfg.storage.ledger_dir, e))?;
         let node_id = ids.node_id.clone();
         let raft_id = node_id.raft_id();
-        trusted.insert(raft_id, ids.node_cert_pem.clone());
-        let (known_peers, peers) = saved_peers(&cfg, &ids)?;
-        for (id, node_id) in &peers {
-            trusted.extend(known_peers.get(node_id).map(|cert| (*id, cert.clone())));
-        }
+        let (trusted, (known_peers, peers)) = trusted_signers(&cfg, &ids)?;
         let hard_state: Option<HardState> = read_optional(&Self::hard_state_path(&cfg))?
             .map(|b| consort_consensus::decode_hard_state(&b))
             .transpose()?;
         let snapshot = read_optional(&Self::snapshot_path(&cfg))?;
-        let empty = hard_state.is_none() && snapshot.is_none() && {
-            std::fs::read_dir(&cfg.storage.ledger_dir)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true)
-        };
+        let empty = hard_state.is_none() && snapshot.is_none() && dir_is_empty(&cfg.storage.ledger_dir);
         let fresh = may_start(&cfg, &ids, options.start, empty, join_record.as_ref())?;
-        let record = match &options.platform {
-            Some(platform) => recovery::load_record(platform.as_ref(), &cfg.storage.secrets_dir)?,
-            None => None,
-        };
+        let record = recovery::our_record(&cfg, &ids, options.platform.as_deref())?;
         let hard_state = match hard_state {
             Some(hs) => Some(hs),
-            // A recovered node starts Raft afresh over the old ledger (its old part is the base).
-            None if options.start == Start::Recover => {
-                let path = Self::hard_state_path(&cfg);
-                let hs = HardState::default();
-                write_atomic(&path, &consort_consensus::encode_hard_state(&hs))
-                    .map_err(|e| EngineError::io(&path, e))?;
-                Some(hs)
-            }
-            None => Some(first_hard_state(&cfg)?),
+            None => Some(first_hard_state(&cfg, options.start)?),
         };
         let durable_hard_state = hard_state.clone().map(|h| (h, Instant::now()));
         let persisted = PersistedState {
@@ -453,22 +463,19 @@ impl Engine {
                 Some(record) => record.initial_voters.clone(),
                 None => vec![raft_id.get()],
             },
-            recovery: recovery::base_of(record),
+            recovery: recovery::base_of(record.as_ref()),
         };
         let identity = replica_identity(&ids);
         let mut rc = Self::replica_config(&cfg, raft_id);
         // A new service's first node signs only after the transaction that records it (genesis, or the recovery
         // transaction): a ledger reader must know the signer's certificate before its first signature.
-        rc.sign_on_election = !fresh && options.start != Start::Recover;
+        rc.sign_on_election = !fresh && record.is_none();
         // Restart replay decodes the next ledger chunk on a second core while this one applies the current one.
         let offload = offload::ThreadOffload;
         let secrets = ids.ledger_secrets.clone();
         let replica = Replica::open_with_offload(rc, identity, trusted, secrets, storage, persisted, Some(&offload))
             .map_err(|e| name_damaged_chunk(&cfg.storage.ledger_dir, e))?;
-        if let Some(torn) = replica.ledger().torn_tail() {
-            // A crash cut an append short: the ledger left those bytes out (its files are cut at the first write).
-            tracing::warn!("ledger: {torn}");
-        }
+        warn_torn_tail(&replica);
         let store = replica.store().clone();
         let commit = replica.commit_point();
         let view = replica.view();
@@ -504,7 +511,12 @@ impl Engine {
             join_seed: join_record.map(|r| r.peers).unwrap_or_default(),
             started: Instant::now(),
             me: OnceLock::new(),
-            recovery: Mutex::new(record.map(|r| (r.base_seqno, recovery::RecoveryStage::WaitingForShares))),
+            recovery: Mutex::new(
+                record
+                    .as_ref()
+                    .map(|r| (r.base_seqno, recovery::RecoveryStage::WaitingForShares)),
+            ),
+            restoring: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = svc.me.set(Arc::downgrade(&svc));
         svc.metrics.committed_seqno.set(commit.seqno.get() as i64);
@@ -514,12 +526,9 @@ impl Engine {
             svc.genesis(options.attestation.as_ref())?;
             svc.lock().replica.set_sign_on_election(true);
         }
-        if let (Start::Recover, Some(r)) = (options.start, record) {
-            svc.write_recovery_tx(r.base_seqno)?;
-            svc.lock().replica.set_sign_on_election(true);
-            svc.wait_committed_inline(genesis::MAX_GENESIS_TICKS);
+        if let Some(r) = record {
+            svc.continue_recovery(&r)?;
         }
-        svc.resume_recovery();
         Ok(svc)
     }
 

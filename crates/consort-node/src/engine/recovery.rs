@@ -46,10 +46,35 @@ pub const SUBMITTED_SHARES_TABLE: &str = "ccf.internal.submitted_recovery_shares
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// What a recovered node keeps (sealed) to continue its recovery on every start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryRecord {
     /// The old ledger's last signature transaction.
     pub base_seqno: u64,
+    /// The node that recovered: a record copied onto another node (which would then start Raft alone from the
+    /// base, a fork) is refused.
+    pub node_id: String,
+    /// Hex SHA-256 of the recovered service's certificate (PEM text, trimmed).
+    pub service_cert_sha256: String,
+}
+
+impl RecoveryRecord {
+    /// The record of a recovery by the node with identities `ids` from `base_seqno`.
+    pub fn new(base_seqno: u64, ids: &crate::identity::Identities) -> Self {
+        RecoveryRecord {
+            base_seqno,
+            node_id: ids.node_id.to_string(),
+            service_cert_sha256: cert_digest(&ids.service_cert_pem),
+        }
+    }
+
+    /// Whether this record was written by the node with identities `ids`.
+    pub fn is_for(&self, ids: &crate::identity::Identities) -> bool {
+        self.node_id == ids.node_id.as_str() && self.service_cert_sha256 == cert_digest(&ids.service_cert_pem)
+    }
+}
+
+fn cert_digest(pem: &str) -> String {
+    hex::encode(consort_crypto::sha256(pem.trim().as_bytes()))
 }
 
 /// One previous identity of the service.
@@ -110,6 +135,13 @@ pub enum RecoveryError {
     /// The recovery record does not parse.
     #[error("recovery record: {0}")]
     RecordFormat(String),
+    /// The recovery record was written by another node or for another service: refused (it would make this node
+    /// start Raft alone from an old base).
+    #[error("recovery record {} was not written by this node for this service", path.display())]
+    RecordNotOurs {
+        /// The record.
+        path: std::path::PathBuf,
+    },
     /// The old service's tables are not what a recovery needs.
     #[error("the old service's {0}")]
     OldService(String),
@@ -222,6 +254,22 @@ pub fn load_record(platform: &dyn Platform, dir: &Path) -> Result<Option<Recover
         .map_err(|e| RecoveryError::RecordFormat(e.to_string()))
 }
 
+/// This node's recovery record, if it recovered a service; one another node wrote, or for another service, is
+/// refused. Without a platform (tests) there is none.
+pub(super) fn our_record(
+    cfg: &crate::config::NodeConfig,
+    ids: &crate::identity::Identities,
+    platform: Option<&dyn Platform>,
+) -> Result<Option<RecoveryRecord>, RecoveryError> {
+    let Some(platform) = platform else { return Ok(None) };
+    let record = load_record(platform, &cfg.storage.secrets_dir)?;
+    if record.as_ref().is_some_and(|r| !r.is_for(ids)) {
+        let path = cfg.storage.secrets_dir.join(RECOVERY_RECORD_FILE);
+        return Err(RecoveryError::RecordNotOurs { path });
+    }
+    Ok(record)
+}
+
 /// The keyring of a recovered service: its first secret, from the seqno after the base.
 pub fn recovered_keyring(base: u64, fresh: &LedgerSecrets) -> LedgerSecrets {
     let secret = fresh.latest().1.clone();
@@ -229,7 +277,7 @@ pub fn recovered_keyring(base: u64, fresh: &LedgerSecrets) -> LedgerSecrets {
 }
 
 /// The base the replica starts from, from the record.
-pub fn base_of(record: Option<RecoveryRecord>) -> Option<RecoveryBase> {
+pub fn base_of(record: Option<&RecoveryRecord>) -> Option<RecoveryBase> {
     record.map(|r| RecoveryBase { seqno: r.base_seqno })
 }
 
@@ -280,7 +328,7 @@ impl Engine {
                 &SINGLETON_KEY,
                 &serde_json::to_vec(&previous).unwrap_or_default(),
             );
-            let count = info["recovery_count"].as_u64().unwrap_or(0) + 1;
+            let count = info["recovery_count"].as_u64().unwrap_or(0).saturating_add(1);
             let next = self.current_txid();
             let service = serde_json::json!({
                 "cert": self.ids.service_cert_pem,
@@ -351,10 +399,39 @@ impl Engine {
         tx.put(ENDORSED_CERTS_TABLE, id, self.ids.node_cert_pem.as_bytes());
     }
 
+    /// After a recovered node opened: the recovery transaction (written once; a restart before it committed writes
+    /// it again), then signing, then whatever of the recovery a restart interrupted.
+    pub(super) fn continue_recovery(self: &Arc<Self>, record: &RecoveryRecord) -> Result<(), EngineError> {
+        if !self.service_table_names_us() {
+            self.write_recovery_tx(record.base_seqno)?;
+        }
+        self.lock().replica.set_sign_on_election(true);
+        self.wait_committed_inline(super::genesis::MAX_GENESIS_TICKS);
+        self.resume_recovery();
+        Ok(())
+    }
+
     /// A recovered node restarted while it had every share it needed (it stopped during the private replay):
     /// starts the replay again.
     pub(super) fn resume_recovery(self: &Arc<Self>) {
-        if !self.private_pending() || self.service_status().as_deref() != Some("WaitingForRecoveryShares") {
+        let Some(base) = self
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.0)
+        else {
+            return;
+        };
+        if self.service_status().as_deref() != Some("WaitingForRecoveryShares") {
+            return;
+        }
+        if !self.private_pending() {
+            // The old private state is back but the opening transaction was not written (a crash in between).
+            match self.open_recovered(base) {
+                Ok(()) => self.set_stage(RecoveryStage::Complete),
+                Err(error) => self.set_stage(RecoveryStage::Failed { error }),
+            }
             return;
         }
         let store = self.store();
@@ -367,6 +444,13 @@ impl Engine {
         if submitted >= threshold(&read) {
             self.start_private_restore();
         }
+    }
+
+    /// Whether the service table names this node's service certificate (false before the recovery transaction).
+    pub(super) fn service_table_names_us(&self) -> bool {
+        self.service_info()
+            .and_then(|i| i["cert"].as_str().map(|c| c.trim() == self.ids.service_cert_pem.trim()))
+            .unwrap_or(false)
     }
 
     /// Whether this node is a recovered one whose old private state is not restored yet.
@@ -403,20 +487,28 @@ impl Engine {
     /// on a thread of its own (the replay may be long; its progress is logged). A failure is logged and shown in
     /// `/node/state`; the service keeps waiting.
     pub fn start_private_restore(self: &Arc<Self>) {
+        // One restore at a time: every share submitted past the threshold asks again.
+        if self.restoring.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let engine = self.clone();
         let spawned = std::thread::Builder::new()
             .name("private-restore".into())
-            .spawn(move || match engine.restore_and_open() {
-                Ok(restored) => {
-                    tracing::info!(restored, "recovery: private state restored, service open");
-                    engine.set_stage(RecoveryStage::Complete);
+            .spawn(move || {
+                match engine.restore_and_open() {
+                    Ok(restored) => {
+                        tracing::info!(restored, "recovery: private state restored, service open");
+                        engine.set_stage(RecoveryStage::Complete);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "recovery: private restore failed");
+                        engine.set_stage(RecoveryStage::Failed { error });
+                    }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "recovery: private restore failed");
-                    engine.set_stage(RecoveryStage::Failed { error });
-                }
+                engine.restoring.store(false, std::sync::atomic::Ordering::Release);
             });
         if let Err(e) = spawned {
+            self.restoring.store(false, std::sync::atomic::Ordering::Release);
             self.set_stage(RecoveryStage::Failed { error: e.to_string() });
         }
     }
@@ -428,8 +520,8 @@ impl Engine {
             .private_pending_through()
             .ok_or("no restore is pending")?;
         self.set_stage(RecoveryStage::ReadingPrivateLedger { read_seqno: 0 });
-        let (old, latest) = self.restore_old_secrets(through)?;
-        let mut restore = PrivateRestore::new(old.clone(), through);
+        let old = self.restore_old_secrets(through)?;
+        let mut restore = PrivateRestore::new(old, through);
         while let Some(next) = restore.next_seqno() {
             let chunk = self.lock().replica.read_chunk_of(next).map_err(|e| e.to_string())?;
             restore.apply_chunk(&chunk).map_err(|e| e.to_string())?;
@@ -443,13 +535,13 @@ impl Engine {
             self.keep_secrets(&mut e);
             n
         };
-        self.open_recovered(through, latest)?;
+        self.open_recovered(through)?;
         Ok(restored)
     }
 
     /// The old service's secrets: the latest from the submitted shares, the older ones along the chain the old
-    /// ledger's historical table holds. Returns them and the latest (version, secret).
-    fn restore_old_secrets(&self, through: u64) -> Result<(LedgerSecrets, (u64, LedgerSecret)), String> {
+    /// ledger's historical table holds.
+    fn restore_old_secrets(&self, through: u64) -> Result<LedgerSecrets, String> {
         let store = self.store();
         let read = store.read_only();
         let info: RecoverySharesInfo = read
@@ -464,8 +556,7 @@ impl Engine {
         let latest = shares::restore(&info, &submitted, threshold(&read)).map_err(|e| e.to_string())?;
         let (last_rekey, historical) = self.scan_secret_history(through)?;
         let version = chain::latest_version(last_rekey, &historical);
-        let old = chain::restore_chain((version, latest.clone()), &historical).map_err(|e| e.to_string())?;
-        Ok((old, (version, latest)))
+        chain::restore_chain((version, latest), &historical).map_err(|e| e.to_string())
     }
 
     /// The old part's rekeys (the last one's seqno) and historical-table writes, from the public domains.
@@ -499,10 +590,16 @@ impl Engine {
 
     /// The transaction that ends a recovery: the old latest secret chained under the recovered service's first
     /// one, the submitted shares cleared, fresh shares of the latest secret issued, the service Open.
-    fn open_recovered(&self, base: u64, old_latest: (u64, LedgerSecret)) -> Result<(), String> {
+    fn open_recovered(&self, base: u64) -> Result<(), String> {
         let outcome = self.execute_write(|tx, _| -> Result<(), String> {
             let keyring = self.ledger_secrets();
             let (new_version, new) = keyring.latest();
+            let old_latest: (u64, LedgerSecret) = keyring
+                .iter()
+                .filter(|(v, _)| *v <= base)
+                .last()
+                .map(|(v, s)| (v, s.clone()))
+                .ok_or("the old secrets are not restored")?;
             let iv: [u8; consort_crypto::GCM_IV_SIZE] = consort_crypto::random_array();
             let historical = HistoricalLedgerSecret {
                 previous_ledger_secret: Some(PreviousLedgerSecret {
@@ -610,4 +707,41 @@ pub fn submit_share(
         .unwrap_or(1)
         .max(1) as usize;
     Ok((count, read_threshold))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identities;
+
+    #[test]
+    fn a_record_is_only_for_the_node_and_service_that_wrote_it() {
+        let platform = consort_attest::VirtualPlatform::new([0; 32]);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ids_a = Identities::generate(&platform, a.path(), &[]).unwrap();
+        let ids_b = Identities::generate(&platform, b.path(), &[]).unwrap();
+        let record = RecoveryRecord::new(42, &ids_a);
+        save_record(&platform, a.path(), &record).unwrap();
+        let loaded = load_record(&platform, a.path()).unwrap().unwrap();
+        assert_eq!(loaded, record);
+        assert!(loaded.is_for(&ids_a));
+        assert!(!loaded.is_for(&ids_b), "a record copied onto another node");
+        assert!(load_record(&platform, b.path()).unwrap().is_none());
+        // An unsealed or edited file does not load.
+        std::fs::write(a.path().join(RECOVERY_RECORD_FILE), br#"{"base_seqno": 1}"#).unwrap();
+        assert!(load_record(&platform, a.path()).is_err());
+    }
+
+    #[test]
+    fn endorsements_cover_the_transactions_of_each_previous_identity() {
+        let p = |n: &str, last| PreviousIdentity {
+            cert: format!("old {n}"),
+            endorsed_cert: format!("endorsed {n}"),
+            last_seqno: last,
+        };
+        let chain = [p("a", 10), p("b", 20)];
+        assert_eq!(endorsements_for(&chain, 5), ["endorsed a", "endorsed b"]);
+        assert_eq!(endorsements_for(&chain, 15), ["endorsed b"]);
+        assert!(endorsements_for(&chain, 21).is_empty());
+    }
 }
