@@ -37,6 +37,11 @@ impl Drop for Proc {
 
 impl Proc {
     fn configure(root: &Path, name: &str, members: &[IdentityConfig]) -> Proc {
+        Self::configure_joining(root, name, members, None)
+    }
+
+    /// A node that joins the service at `join` (address, service certificate) when started with `join`.
+    fn configure_joining(root: &Path, name: &str, members: &[IdentityConfig], join: Option<(&str, &Path)>) -> Proc {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut cfg = NodeConfig::default();
@@ -52,6 +57,10 @@ impl Proc {
         }];
         cfg.start.members = members.to_vec();
         cfg.start.recovery_threshold = 2;
+        if let Some((target, cert)) = join {
+            cfg.join.target = Some(target.to_string());
+            cfg.join.service_cert = Some(cert.to_path_buf());
+        }
         let config = dir.join("node.toml");
         std::fs::write(&config, cfg.to_toml()).unwrap();
         Proc {
@@ -438,6 +447,54 @@ async fn a_service_whose_node_is_lost_is_recovered_from_a_ledger_copy_with_two_o
     }
     let after = write(&user, "private", 1000).await;
     wait_committed(&user, &after).await;
+
+    // A node that joins the recovered service reads what was written under each old secret.
+    let mut joiner = Proc::configure_joining(root, "joiner", &members, Some((&new.address, &new.cert())));
+    joiner.child = Some(spawn_node(&joiner.dir, "join", &joiner.config));
+    let id_file = joiner.dir.join("joining_node_id");
+    let deadline = Instant::now() + WAIT;
+    let joiner_id = loop {
+        let id = std::fs::read_to_string(&id_file).unwrap_or_default();
+        let pending = new.get_json(root, "/node/network/nodes").await.is_some_and(|v| {
+            v["nodes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|n| n["node_id"] == id.as_str() && n["status"] == "Pending")
+            })
+        });
+        if !id.is_empty() && pending {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the joiner is not Pending: {}", joiner.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    new.pass(
+        root,
+        serde_json::json!([{"name": "transition_node_to_trusted", "args": {"node_id": joiner_id}}]),
+    );
+    for id in [0, PER_SECRET + 1, 2 * PER_SECRET + 2] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let body = match joiner.connect(root, true).await {
+                Some(c) => c
+                    .get(&format!("/app/log/private?id={id}"))
+                    .await
+                    .ok()
+                    .filter(|r| r.status == 200),
+                None => None,
+            };
+            if let Some(r) = body {
+                assert_eq!(r.json().unwrap()["msg"], format!("private message {id}"));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the joiner does not serve entry {id}: {}",
+                joiner.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    kill_child(&mut joiner.child);
 
     // An old transaction's receipt verifies against the new service certificate.
     let r = user

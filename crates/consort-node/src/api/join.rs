@@ -195,10 +195,20 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
     let Some(start) = svc.join_start_for(join.node_id.raft_id()) else {
         return Ok(serde_json::json!({"node_id": record.node_id, "node_status": "Joining"}));
     };
+    let service_key = svc.identities().service_key.verifying_key();
+    // A certificate this service endorsed: after a disaster recovery, the nodes of the previous service (Retired)
+    // hold certificates of the previous service key; what they signed lies before the recovered ledger's base,
+    // which no joiner replays, and a joiner refuses to start naming them.
+    let endorsed = |cert: &Option<String>| {
+        cert.as_deref()
+            .and_then(|c| consort_crypto::ParsedCert::from_pem(c).ok())
+            .is_some_and(|c| c.verify_signed_by(&service_key).is_ok())
+    };
     let peers: Vec<SeedPeer> = node_records(svc)
         .into_iter()
         // Retired nodes too: the joiner checks signature transactions they signed.
         .filter(|r| (r.status == "Trusted" || r.status == "Retired") && r.node_id != record.node_id)
+        .filter(|r| endorsed(&r.cert_pem))
         .filter_map(|r| {
             Some(SeedPeer {
                 cert: r.cert_pem?,
