@@ -546,3 +546,73 @@ async fn an_anonymous_flood_of_receipt_requests_is_bounded_and_the_node_keeps_se
     let r = user.request("POST", "/app/log/private", Some(body)).await.unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_share_submissions_to_an_open_service_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open_service(dir.path()).await;
+    let conn = node.connect(false).await;
+    let commit = async || conn.get("/node/commit").await.unwrap().json().unwrap()["transaction_id"].clone();
+    let mut before = commit().await;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = commit().await;
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let member_cert = std::fs::read_to_string(dir.path().join("member0_cert.pem")).unwrap();
+    let member_key =
+        SigningKey::from_pem(&std::fs::read_to_string(dir.path().join("member0_privk.pem")).unwrap()).unwrap();
+    let member_id = consort_crypto::ParsedCert::from_pem(&member_cert).unwrap().cert_id();
+    let outsider = SigningKey::generate(Curve::P384);
+    let outsider_id = consort_crypto::key_id(&outsider.verifying_key().to_spki_der());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let share = br#"{"share": "AAAA"}"#;
+    let sign = |key: &SigningKey, id: &str| {
+        consort_gov::sign_gov_request(key, id, consort_gov::MsgType::RecoveryShare, now, None, share)
+    };
+    // As on every signed /gov endpoint, a body that does not authenticate a member is 401.
+    let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
+        // Not COSE at all, and an empty body.
+        (
+            "garbage",
+            member_id.clone(),
+            b"not cose".to_vec(),
+            401,
+            "InvalidAuthenticationInfo",
+        ),
+        ("empty", member_id.clone(), Vec::new(), 401, "InvalidAuthenticationInfo"),
+        // Signed by a key no member holds.
+        (
+            "outsider",
+            outsider_id.clone(),
+            sign(&outsider, &outsider_id),
+            401,
+            "InvalidAuthenticationInfo",
+        ),
+        // A real member, but the service is open, not waiting for shares.
+        (
+            "member",
+            member_id.clone(),
+            sign(&member_key, &member_id),
+            403,
+            "ServiceNotWaitingForRecoveryShares",
+        ),
+    ];
+    for (what, id, body, want, code) in cases {
+        let path = format!("/gov/recovery/members/{id}:recover?api-version=2024-07-01");
+        let r = conn
+            .request_typed("POST", &path, Some(("application/cose", body)))
+            .await
+            .unwrap();
+        assert_eq!(r.status, want, "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json().unwrap()["error"]["code"], code, "{what}");
+        assert_no_secrets(&r);
+    }
+    assert_eq!(before, commit().await, "a refused share wrote a transaction");
+}

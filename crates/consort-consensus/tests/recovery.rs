@@ -4,7 +4,7 @@
 //! before and after the restore reads the same; damage and wrong secrets are refused naming the transaction.
 
 use consort_consensus::testing::FaultyDisk;
-use consort_consensus::{ConsensusError, Event, PersistedState, PrivateRestore, RecoveryBase, RecoveryFault};
+use consort_consensus::{ConsensusError, Event, PersistedState, PrivateRestore, RecoveryBase, RecoveryFault, Replica};
 use consort_ledger::{
     parse_entry, Ledger, LedgerSecret, LedgerSecrets, LedgerStorage, ENDORSED_CERTS_TABLE, SERVICE_INFO_TABLE,
     SINGLETON_KEY,
@@ -73,11 +73,19 @@ fn new_secret() -> LedgerSecret {
 }
 
 fn restore_all(c: &Cluster, i: usize, old: LedgerSecrets) -> Result<PrivateRestore, ConsensusError> {
-    let r = c.replica(i);
-    let through = r.private_pending_through().expect("a restore is pending");
+    let through = c.replica(i).private_pending_through().expect("a restore is pending");
+    restore_from(c.replica(i), through, old)
+}
+
+/// A restore of seqnos 1 to `through` reading the chunks of `source`'s ledger.
+fn restore_from(
+    source: &Replica<FaultyDisk>,
+    through: u64,
+    old: LedgerSecrets,
+) -> Result<PrivateRestore, ConsensusError> {
     let mut restore = PrivateRestore::new(old, through);
     while let Some(next) = restore.next_seqno() {
-        let chunk = r.read_chunk_of(next)?;
+        let chunk = source.read_chunk_of(next)?;
         restore.apply_chunk(&chunk)?;
     }
     Ok(restore)
@@ -276,11 +284,7 @@ fn a_restore_that_reads_other_entries_than_the_replay_verified_is_refused() {
     // ones the public replay verified.
     let (other, other_base) = old_service_marked(b"second");
     assert_eq!(other_base, base);
-    let mut restore = PrivateRestore::new(LedgerSecrets::new(secret()), base);
-    while let Some(next) = restore.next_seqno() {
-        let chunk = other.replica(0).read_chunk_of(next).unwrap();
-        restore.apply_chunk(&chunk).unwrap();
-    }
+    let restore = restore_from(other.replica(0), base, LedgerSecrets::new(secret())).unwrap();
     let err = c.h.replica_mut(3).finish_private_restore(restore).unwrap_err();
     assert!(
         matches!(err, ConsensusError::Recovery(ref f) if matches!(**f, RecoveryFault::NotTheVerifiedLedger { .. })),

@@ -122,30 +122,10 @@ impl Engine {
                 "current_service_create_txid": next.to_string(),
             });
             tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service_info.to_string().as_bytes());
-            let node_info = serde_json::json!({
-                "status": "Trusted",
-                "public_key": self.ids.node_key.verifying_key().to_pem(),
-                "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
-                "node_to_node_address": self.cfg.network.node_to_node_address,
-                "node_data": null,
-                "encryption_pub_key": self.ids.node_enc_public_pem,
-                "ledger_secret_seqno": 0,
-                "retired_committed": false,
-                "quote_info": attestation.map(|a| a.quote_info.clone()),
-            });
             for (table, key, value) in attestation.iter().flat_map(|a| &a.join_policy) {
                 tx.put(table, key.as_bytes(), value);
             }
-            tx.put(
-                NODES_INFO_TABLE,
-                self.ids.node_id.as_str().as_bytes(),
-                node_info.to_string().as_bytes(),
-            );
-            tx.put(
-                ENDORSED_CERTS_TABLE,
-                self.ids.node_id.as_str().as_bytes(),
-                self.ids.node_cert_pem.as_bytes(),
-            );
+            self.record_self_as_trusted(tx, attestation.map(|a| a.quote_info.clone()));
             consort_gov::genesis(tx, &members, &users, &constitution, start.recovery_threshold)
                 .map(|_| ())
                 .map_err(EngineError::Gov)
@@ -162,6 +142,25 @@ impl Engine {
         }
         self.wait_committed_inline(MAX_GENESIS_TICKS);
         Ok(())
+    }
+
+    /// Records this node as Trusted, with its endorsed certificate, in the nodes tables: the first node of a new
+    /// service (genesis, or a recovery), which no join recorded. `quote_info` is its attestation, if recorded.
+    pub(super) fn record_self_as_trusted(&self, tx: &mut consort_kv::Tx<'_>, quote_info: Option<serde_json::Value>) {
+        let node_info = serde_json::json!({
+            "status": "Trusted",
+            "public_key": self.ids.node_key.verifying_key().to_pem(),
+            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
+            "node_to_node_address": self.cfg.network.node_to_node_address,
+            "node_data": null,
+            "encryption_pub_key": self.ids.node_enc_public_pem,
+            "ledger_secret_seqno": 0,
+            "retired_committed": false,
+            "quote_info": quote_info,
+        });
+        let id = self.ids.node_id.as_str().as_bytes();
+        tx.put(NODES_INFO_TABLE, id, node_info.to_string().as_bytes());
+        tx.put(ENDORSED_CERTS_TABLE, id, self.ids.node_cert_pem.as_bytes());
     }
 
     /// Drives the replica on the calling thread until everything proposed so far is committed (bounded).

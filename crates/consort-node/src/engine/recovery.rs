@@ -28,8 +28,8 @@ use consort_ledger::secrets::{
     HISTORICAL_ENCRYPTED_LEDGER_SECRET_TABLE,
 };
 use consort_ledger::{
-    parse_entry, Ledger, LedgerSecret, LedgerSecrets, ENDORSED_CERTS_TABLE, NODES_INFO_TABLE, SERVICE_INFO_TABLE,
-    SIGNATURES_TABLE, SINGLETON_KEY,
+    parse_entry, Ledger, LedgerSecret, LedgerSecrets, NODES_INFO_TABLE, SERVICE_INFO_TABLE, SIGNATURES_TABLE,
+    SINGLETON_KEY,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -339,7 +339,7 @@ impl Engine {
             });
             tx.put(SERVICE_INFO_TABLE, &SINGLETON_KEY, service.to_string().as_bytes());
             self.retire_old_nodes(tx);
-            self.add_self_as_trusted(tx);
+            self.record_self_as_trusted(tx, None);
             Ok(())
         });
         match outcome {
@@ -383,22 +383,6 @@ impl Engine {
         }
     }
 
-    fn add_self_as_trusted(&self, tx: &mut Tx<'_>) {
-        let node_info = serde_json::json!({
-            "status": "Trusted",
-            "public_key": self.ids.node_key.verifying_key().to_pem(),
-            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
-            "node_to_node_address": self.cfg.network.node_to_node_address,
-            "node_data": null,
-            "encryption_pub_key": self.ids.node_enc_public_pem,
-            "ledger_secret_seqno": 0,
-            "retired_committed": false,
-        });
-        let id = self.ids.node_id.as_str().as_bytes();
-        tx.put(NODES_INFO_TABLE, id, node_info.to_string().as_bytes());
-        tx.put(ENDORSED_CERTS_TABLE, id, self.ids.node_cert_pem.as_bytes());
-    }
-
     /// After a recovered node opened: the recovery transaction (written once; a restart before it committed writes
     /// it again), then signing, then whatever of the recovery a restart interrupted.
     pub(super) fn continue_recovery(self: &Arc<Self>, record: &RecoveryRecord) -> Result<(), EngineError> {
@@ -436,11 +420,7 @@ impl Engine {
         }
         let store = self.store();
         let read = store.read_only();
-        let mut submitted = 0;
-        read.foreach(SUBMITTED_SHARES_TABLE, |_, _| {
-            submitted += 1;
-            true
-        });
+        let submitted = submitted_count(&read);
         if submitted >= threshold(&read) {
             self.start_private_restore();
         }
@@ -455,7 +435,8 @@ impl Engine {
 
     /// Whether this node is a recovered one whose old private state is not restored yet.
     pub fn private_pending(&self) -> bool {
-        !self.ledger_secrets().covers(1)
+        // Asked by every application request: reads the mirror in place, no copy of the keyring.
+        !self.secrets.read().unwrap_or_else(|e| e.into_inner()).covers(1)
     }
 
     /// `/node/state`'s view of the recovery, if this node recovered a service.
@@ -464,11 +445,7 @@ impl Engine {
         let (base, stage) = progress.as_ref()?;
         let store = self.store();
         let read = store.read_only();
-        let mut submitted = 0;
-        read.foreach(SUBMITTED_SHARES_TABLE, |_, _| {
-            submitted += 1;
-            true
-        });
+        let submitted = submitted_count(&read);
         Some(serde_json::json!({
             "base_seqno": base,
             "stage": stage,
@@ -631,6 +608,16 @@ impl Engine {
     }
 }
 
+/// How many recovery shares members have submitted.
+fn submitted_count(read: &consort_kv::ReadTx<'_>) -> usize {
+    let mut count = 0;
+    read.foreach(SUBMITTED_SHARES_TABLE, |_, _| {
+        count += 1;
+        true
+    });
+    count
+}
+
 /// The recovery threshold in the service configuration (at least 1).
 fn threshold(read: &consort_kv::ReadTx<'_>) -> usize {
     read.get(SERVICE_CONFIG, &SINGLETON_KEY)
@@ -653,7 +640,7 @@ pub fn submit_share(
     now_seconds: i64,
 ) -> Result<(usize, usize), ShareError> {
     let req = consort_gov::verify_gov_request(tx, body, MsgType::RecoveryShare, None, now_seconds)
-        .map_err(|e: GovError| (e.http_status(), "InvalidRequest", e.to_string()))?;
+        .map_err(|e: GovError| (e.http_status(), e.code(), e.to_string()))?;
     if req.member_id != member_id {
         return Err((
             400,
