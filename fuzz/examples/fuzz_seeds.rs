@@ -125,6 +125,7 @@ fn frame_seeds(out: &Path) -> std::io::Result<()> {
         caller: Some("ab".repeat(32)),
         content_type: "application/json".into(),
         body: br#"{"id": 1, "msg": "hello"}"#.to_vec(),
+        headers: vec![("authorization".into(), "Bearer e30.e30.sig".into())],
     };
     let response = ForwardedResponse {
         id: 7,
@@ -132,6 +133,7 @@ fn frame_seeds(out: &Path) -> std::io::Result<()> {
         txid: Some("2.10".into()),
         content_type: "application/json".into(),
         body: b"{}".to_vec(),
+        headers: vec![("x-app".into(), "1".into())],
     };
     std::fs::write(out.join("forwarded_request.cbor"), request.encode())?;
     std::fs::write(out.join("forwarded_response.cbor"), response.encode())?;

@@ -215,6 +215,8 @@ mod tests {
             status,
             txid: None,
             body: body.as_bytes().to_vec().into(),
+            content_type: "application/json".into(),
+            headers: vec![],
         }
     }
 

@@ -106,9 +106,10 @@ impl Store {
     /// versions, so bodies must not rely on cross-key invariants for anything but their writes.
     pub fn begin(&self) -> Tx<'_> {
         // Read before any read of the state, so a rollback in between makes the transaction conflict.
-        let rollbacks = self.rollbacks.load(Ordering::Acquire);
+        let rollbacks = self.rollback_count();
         Tx::new(self, self.current_version(), rollbacks)
     }
+
 
     /// A read-only view: each call reads the latest committed state, records nothing and never conflicts.
     /// (A [`Tx`] with no writes also works read-only: committing it yields [`CommitOutcome::ReadOnly`].)

@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::state::merge_by_key;
 use crate::store::Store;
+use std::sync::Arc;
 use crate::{KvError, Value, Version, WriteSet};
 
 /// What one transaction read from one map, with the versions it saw (0: never written).
@@ -101,7 +102,7 @@ impl<E: std::error::Error + 'static> std::error::Error for ExecuteError<E> {
 /// [`Store::commit`]; dropping it discards the writes.
 #[derive(Debug)]
 pub struct Tx<'s> {
-    store: &'s Store,
+    store: StoreRef<'s>,
     start_version: Version,
     /// The store's rollback count when the transaction began (see [`Store::commit`]).
     rollbacks: u64,
@@ -109,8 +110,39 @@ pub struct Tx<'s> {
     writes: WriteSet,
 }
 
+/// How a [`Tx`] holds its store: borrowed (the usual case), or shared through an `Arc` so that the transaction is
+/// `'static` and can move into callbacks that must own what they use (the JavaScript runtime's host functions).
+#[derive(Debug, Clone)]
+enum StoreRef<'s> {
+    Borrowed(&'s Store),
+    Shared(Arc<Store>),
+}
+
+impl std::ops::Deref for StoreRef<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        match self {
+            StoreRef::Borrowed(s) => s,
+            StoreRef::Shared(s) => s,
+        }
+    }
+}
+
+impl Tx<'static> {
+    /// A transaction that holds its store through `store` (see [`Store::begin`] for what reads see).
+    pub fn shared(store: Arc<Store>) -> Self {
+        let rollbacks = store.rollback_count();
+        let start_version = store.current_version();
+        Tx::with_ref(StoreRef::Shared(store), start_version, rollbacks)
+    }
+}
+
 impl<'s> Tx<'s> {
     pub(crate) fn new(store: &'s Store, start_version: Version, rollbacks: u64) -> Self {
+        Tx::with_ref(StoreRef::Borrowed(store), start_version, rollbacks)
+    }
+
+    fn with_ref(store: StoreRef<'s>, start_version: Version, rollbacks: u64) -> Self {
         Tx {
             store,
             start_version,
@@ -120,8 +152,15 @@ impl<'s> Tx<'s> {
         }
     }
 
-    pub(crate) fn store(&self) -> &'s Store {
-        self.store
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Takes this transaction's reads and writes out, leaving in their place an empty transaction on the same
+    /// store that began at the same moment. Put the taken one back with `*tx = taken` before committing `tx`.
+    pub fn take(&mut self) -> Tx<'s> {
+        let empty = Tx::with_ref(self.store.clone(), self.start_version, self.rollbacks);
+        std::mem::replace(self, empty)
     }
 
     pub(crate) fn into_parts(self) -> (u64, ReadSet, WriteSet) {

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod identity;

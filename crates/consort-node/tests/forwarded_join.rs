@@ -67,6 +67,7 @@ fn forwarded_join(key: &SigningKey, caller: Option<&str>) -> ForwardedRequest {
         caller: caller.map(str::to_string),
         content_type: "application/json".into(),
         body: body.to_string().into_bytes(),
+        headers: vec![],
     }
 }
 

@@ -2,7 +2,7 @@
 //! refused with 403 and leaves no trace in the store or the ledger.
 
 use consort_kv::Tx;
-use consort_node::apps::{App, AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
+use consort_node::apps::{App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, Mode};
 use consort_node::config::NodeConfig;
 use consort_node::identity::Identities;
 use consort_node::node::Node;
@@ -39,11 +39,11 @@ struct MapWriter;
 impl App for MapWriter {
     fn endpoint(&self, _method: &str, _path: &str) -> Option<EndpointInfo> {
         Some(EndpointInfo {
-            auth: AuthPolicy::NoAuth,
-            read_only: false,
+            auth: AuthPolicies::only(AuthPolicy::NoAuth),
+            mode: Mode::ReadWrite,
         })
     }
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         tx.put(req.path.trim_start_matches('/'), b"key", req.body);
         AppResponse::ok(serde_json::Value::Bool(true))
     }
@@ -67,8 +67,10 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
             method: "POST",
             path: &path,
             query: "",
+            headers: &[],
             body: b"evil",
             caller: &Caller::Anonymous,
+            historical: None,
         };
         let (resp, _) = svc.execute_app(&req, false);
         assert_eq!(resp.status, 403, "{map}");
@@ -85,8 +87,10 @@ fn app_writes_to_reserved_maps_are_refused_and_leave_no_trace() {
         method: "POST",
         path: "/public:app.data",
         query: "",
+        headers: &[],
         body: b"ok",
         caller: &Caller::Anonymous,
+        historical: None,
     };
     let (resp, txid) = svc.execute_app(&req, false);
     assert_eq!(resp.status, 200);
@@ -99,11 +103,11 @@ struct SneakyReader;
 impl App for SneakyReader {
     fn endpoint(&self, _method: &str, _path: &str) -> Option<EndpointInfo> {
         Some(EndpointInfo {
-            auth: AuthPolicy::NoAuth,
-            read_only: true,
+            auth: AuthPolicies::only(AuthPolicy::NoAuth),
+            mode: Mode::ReadOnly,
         })
     }
-    fn handle(&self, _req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, _req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         tx.put("public:app.data", b"key", b"sneaky");
         AppResponse::ok(serde_json::Value::Bool(true))
     }
@@ -120,8 +124,10 @@ fn a_read_only_endpoint_cannot_write_around_consensus() {
         method: "GET",
         path: "/x",
         query: "",
+        headers: &[],
         body: b"",
         caller: &Caller::Anonymous,
+        historical: None,
     };
     let (resp, _) = svc.execute_app(&req, true);
     assert_eq!(resp.status, 500);

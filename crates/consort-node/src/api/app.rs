@@ -1,13 +1,16 @@
-//! `/app/*` requests: authentication by policy, then the application runs in a KV transaction on this node (reads,
-//! and writes on the primary) or the write is forwarded to the primary; and, on the primary, requests that backups
-//! forwarded.
+//! `/app/*` requests: authentication by the endpoint's policies, then the application runs in a KV transaction on
+//! this node (reads, and writes on the primary) or the write is forwarded to the primary; and, on the primary,
+//! requests that backups forwarded.
 
-use super::{error_response, json_response, raw_response, ApiError, Resp};
-use crate::apps::{AppRequest, AppResponse, AuthPolicy, Caller, EndpointInfo};
+use super::{error_response, raw_response, ApiError, Resp};
+use crate::apps::{AppRequest, AppResponse, Caller, EndpointInfo, Mode};
+use crate::auth::{authenticate, Credentials};
 use crate::engine::{Engine, NodeId, TxId, WriteError};
 use crate::net::client::Reply;
 use crate::net::forwarding::{ForwardError, ForwardedRequest, ForwardedResponse, Outgoing};
 use crate::node::Node;
+use bytes::Bytes;
+use consort_kv::Tx;
 
 /// Users' certificates (user id -> PEM).
 pub const USERS_CERTS_TABLE: &str = consort_gov::tables::USERS_CERTS;
@@ -51,7 +54,7 @@ impl Node {
         let engine = self.engine();
         for _ in 0..engine.config().limits.max_occ_attempts {
             let store = engine.store();
-            let mut tx = store.begin();
+            let mut tx = Tx::shared(store.clone());
             let resp = self.app().handle(req, &mut tx);
             if tx.has_writes() {
                 // A read-only endpoint must not write: its writes would bypass consensus.
@@ -72,14 +75,6 @@ impl Node {
         )
     }
 
-    /// The identity of a caller whose TLS certificate has id `cert_id`, per `public:ccf.gov.users.certs`.
-    pub fn caller_of(&self, cert_id: Option<&str>) -> Caller {
-        match cert_id {
-            Some(id) if self.is_user(id) => Caller::User(id.to_string()),
-            _ => Caller::Anonymous,
-        }
-    }
-
     /// Whether `user_id` is a registered user.
     pub fn is_user(&self, user_id: &str) -> bool {
         self.engine()
@@ -89,34 +84,46 @@ impl Node {
     }
 }
 
-/// The app endpoint `method` `/app{sub}`, if `caller` may call it: 404 for an unknown one, 401 (with
-/// `no_user_msg`) for one that needs a user the caller is not.
-fn app_endpoint(
+/// Seconds since the Unix epoch (token expiry is checked against the node's clock).
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The app endpoint `method` `/app{sub}` and its caller: 404 for an unknown endpoint, 401 when none of its
+/// policies authenticates the request.
+pub(super) fn app_endpoint(
     node: &Node,
-    method: &str,
-    sub: &str,
-    caller: &Caller,
-    no_user_msg: &str,
-) -> Result<EndpointInfo, ApiError> {
-    let Some(info) = node.app().endpoint(method, sub) else {
+    call: &AppCall<'_>,
+    cert_id: Option<&str>,
+) -> Result<(EndpointInfo, Caller), ApiError> {
+    let Some(info) = node.app().endpoint(call.method, call.sub) else {
         return Err(ApiError::new(
             404,
             "ResourceNotFound",
-            format!("Unknown path: /app{sub} for {method}."),
+            format!("Unknown path: /app{} for {}.", call.sub, call.method),
         ));
     };
-    if info.auth == AuthPolicy::UserCert && !matches!(caller, Caller::User(_)) {
-        return Err(ApiError::new(401, "InvalidAuthenticationInfo", no_user_msg));
+    let cred = Credentials {
+        cert_id,
+        headers: call.headers,
+        body: call.body,
+        now_unix: now_unix(),
+    };
+    match authenticate(&node.engine().store(), info.auth, &cred) {
+        Ok(caller) => Ok((info, caller)),
+        Err(why) => Err(ApiError::new(401, "InvalidAuthenticationInfo", why.to_string())),
     }
-    Ok(info)
 }
 
 /// What a request to the app asks for.
-struct AppCall<'a> {
-    method: &'a str,
-    sub: &'a str,
-    query: &'a str,
-    body: &'a [u8],
+pub(super) struct AppCall<'a> {
+    pub(super) method: &'a str,
+    pub(super) sub: &'a str,
+    pub(super) query: &'a str,
+    pub(super) headers: &'a [(String, String)],
+    pub(super) body: &'a [u8],
 }
 
 /// Runs an app request for `caller` on this node (the checks of [`app_endpoint`] passed).
@@ -125,31 +132,52 @@ fn run_app(node: &Node, info: &EndpointInfo, call: &AppCall<'_>, caller: &Caller
         method: call.method,
         path: call.sub,
         query: call.query,
+        headers: call.headers,
         body: call.body,
         caller,
+        historical: None,
     };
-    node.execute_app(&req, info.read_only)
+    node.execute_app(&req, info.read_only())
 }
 
-/// Serves `method /app{sub}` for the client whose certificate id is `peer_cert`.
-pub(super) async fn route(
-    node: &Node,
-    peer_cert: Option<&str>,
-    method: &str,
-    sub: &str,
-    query: &str,
-    body: &[u8],
-) -> Resp {
-    let engine = node.engine();
-    let caller = node.caller_of(peer_cert);
-    let no_user_msg = if peer_cert.is_some() {
-        "Could not find matching user certificate"
-    } else {
-        "Missing client certificate: this endpoint requires a user TLS certificate"
+/// The HTTP response for what the app answered.
+pub(super) fn app_response(resp: &AppResponse, txid: Option<TxId>) -> Resp {
+    let (content_type, body) = match &resp.raw {
+        Some(raw) => (raw.content_type.as_str(), Bytes::from(raw.bytes.clone())),
+        None => ("application/json", Bytes::from(resp.body.to_string())),
     };
-    let info = match app_endpoint(node, method, sub, &caller, no_user_msg) {
-        Ok(info) => info,
+    with_headers(
+        raw_response(resp.status, content_type, body, txid.map(|t| t.to_string())),
+        &resp.headers,
+    )
+}
+
+/// `resp` with the app's own headers added (names or values HTTP does not allow are left out).
+fn with_headers(mut resp: Resp, headers: &[(String, String)]) -> Resp {
+    for (name, value) in headers {
+        let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) else {
+            continue;
+        };
+        if n == hyper::header::CONTENT_TYPE || n == hyper::header::CONTENT_LENGTH {
+            continue;
+        }
+        resp.headers_mut().append(n, v);
+    }
+    resp
+}
+
+/// Serves `call` for the client whose TLS certificate has id `cert_id`.
+pub(super) async fn route(node: &Node, cert_id: Option<&str>, call: &AppCall<'_>) -> Resp {
+    let engine = node.engine();
+    let (info, caller) = match app_endpoint(node, call, cert_id) {
+        Ok(found) => found,
         Err(e) => {
+            if e.status == 401 {
+                engine.metrics().rejected_requests.inc();
+            }
             let txid = (e.status != 404).then(|| engine.current_txid());
             return error_response(&e, txid);
         }
@@ -163,37 +191,30 @@ pub(super) async fn route(
         );
         return error_response(&e, Some(engine.current_txid()));
     }
-    if !info.read_only && !engine.is_primary() {
-        let Caller::User(user) = &caller else {
-            return error_response(&ApiError::new(401, "InvalidAuthenticationInfo", "no caller"), None);
-        };
-        let target = if query.is_empty() {
-            format!("/app{sub}")
+    if info.mode == Mode::ReadWrite && !engine.is_primary() {
+        let target = if call.query.is_empty() {
+            format!("/app{}", call.sub)
         } else {
-            format!("/app{sub}?{query}")
+            format!("/app{}?{}", call.sub, call.query)
         };
-        let reply = forward(node, method, &target, Some(user), "application/json", body).await;
+        let content_type = crate::auth::header(call.headers, "content-type").unwrap_or("application/json");
+        let request = Outgoing {
+            method: call.method,
+            target: &target,
+            caller: cert_id,
+            content_type,
+            body: call.body,
+            headers: call.headers,
+        };
+        let reply = forward(node, request).await;
         return forwarded_response(node, reply);
     }
-    let call = AppCall {
-        method,
-        sub,
-        query,
-        body,
-    };
-    let (resp, txid) = run_app(node, &info, &call, &caller);
-    json_response(resp.status, &resp.body, Some(txid))
+    let (resp, txid) = run_app(node, &info, call, &caller);
+    app_response(&resp, Some(txid))
 }
 
 /// Forwards a request this node cannot execute to the primary over the node-to-node channel.
-pub(super) async fn forward(
-    node: &Node,
-    method: &str,
-    target: &str,
-    caller: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> Result<Reply, ForwardError> {
+pub(super) async fn forward(node: &Node, request: Outgoing<'_>) -> Result<Reply, ForwardError> {
     let engine = node.engine();
     let primary = engine
         .leader()
@@ -203,27 +224,21 @@ pub(super) async fn forward(
     let channels = node
         .channels()
         .ok_or(ForwardError::NoPrimary("this node has no channel to other nodes"))?;
-    let request = Outgoing {
-        method,
-        target,
-        caller,
-        content_type,
-        body,
-    };
     node.forwarder().forward(channels, &primary, request).await
 }
 
 /// The primary's answer to a forwarded request, passed back to the caller (or the forwarding error).
 pub(super) fn forwarded_response(node: &Node, reply: Result<Reply, ForwardError>) -> Resp {
     match reply {
-        Ok(r) => raw_response(r.status, "application/json", r.body, r.txid),
+        Ok(r) => with_headers(raw_response(r.status, &r.content_type, r.body, r.txid), &r.headers),
         Err(e) => error_response(&ApiError::from(e), Some(node.engine().current_txid())),
     }
 }
 
 /// On the primary: runs a request that node `from` forwarded over the channel (see [`crate::net::forwarding`]).
-/// The caller it names is believed only from a Trusted node, and only if registered; a node that is not the
-/// primary (any more) answers 503 rather than forwarding again.
+/// The client certificate it names is believed only from a Trusted node (which checked the TLS handshake); the
+/// endpoint's policies then authenticate the request here again. A node that is not the primary (any more)
+/// answers 503 rather than forwarding again.
 pub fn execute_forwarded(node: &Node, from: &NodeId, req: &ForwardedRequest) -> ForwardedResponse {
     let engine = node.engine();
     let answer = |status: u16, txid: Option<TxId>, content_type: &str, body: Vec<u8>| ForwardedResponse {
@@ -232,6 +247,7 @@ pub fn execute_forwarded(node: &Node, from: &NodeId, req: &ForwardedRequest) -> 
         txid: txid.map(|t| t.to_string()),
         content_type: content_type.to_string(),
         body,
+        headers: vec![],
     };
     let error = |e: ApiError| {
         let body = e.body().to_string().into_bytes();
@@ -246,28 +262,26 @@ pub fn execute_forwarded(node: &Node, from: &NodeId, req: &ForwardedRequest) -> 
         ));
     }
     if let Some(sub) = path.strip_prefix("/app") {
-        let caller = match &req.caller {
-            Some(user) if engine.is_trusted_node(from) && node.is_user(user) => Caller::User(user.clone()),
-            _ => Caller::Anonymous,
-        };
-        let no_user_msg = "Could not find matching user certificate";
-        let info = match app_endpoint(node, &req.method, sub, &caller, no_user_msg) {
-            Ok(info) => info,
-            Err(e) => return error(e),
-        };
+        let cert_id = req.caller.as_deref().filter(|_| engine.is_trusted_node(from));
         let call = AppCall {
             method: &req.method,
             sub,
             query,
+            headers: &req.headers,
             body: &req.body,
         };
+        let (info, caller) = match app_endpoint(node, &call, cert_id) {
+            Ok(found) => found,
+            Err(e) => return error(e),
+        };
         let (resp, txid) = run_app(node, &info, &call, &caller);
-        return answer(
-            resp.status,
-            Some(txid),
-            "application/json",
-            resp.body.to_string().into_bytes(),
-        );
+        let (content_type, body) = match resp.raw {
+            Some(raw) => (raw.content_type, raw.bytes),
+            None => ("application/json".to_string(), resp.body.to_string().into_bytes()),
+        };
+        let mut out = answer(resp.status, Some(txid), &content_type, body);
+        out.headers = resp.headers;
+        return out;
     }
     if path == "/node/join" && req.method == "POST" {
         return match forwarded_join(engine, from, req) {

@@ -34,6 +34,7 @@ pub async fn serve(node: Arc<Node>, from: NodeId, frame: Bytes) {
             body: serde_json::json!({"error": {"code": "InternalError", "message": e.to_string()}})
                 .to_string()
                 .into_bytes(),
+            headers: vec![],
         },
     };
     if let Some(ch) = node.channels() {

@@ -38,7 +38,15 @@ pub(super) async fn serve(
         } else {
             format!("{path}?{query}")
         };
-        let reply = super::app::forward(node, method, &target, None, content_type, body).await;
+        let request = crate::net::forwarding::Outgoing {
+            method,
+            target: &target,
+            caller: None,
+            content_type,
+            body,
+            headers: &[],
+        };
+        let reply = super::app::forward(node, request).await;
         return super::app::forwarded_response(node, reply);
     }
     let r = route(engine, method, path, query, body);

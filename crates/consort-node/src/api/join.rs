@@ -144,15 +144,16 @@ pub async fn handle_join(
         ));
     }
     if !engine.is_primary() {
-        let reply = super::app::forward(
-            &node,
-            "POST",
-            "/node/join",
-            Some(join.node_id.as_str()),
-            "application/json",
-            &body,
-        )
-        .await
+        let request = crate::net::forwarding::Outgoing {
+            method: "POST",
+            target: "/node/join",
+            caller: Some(join.node_id.as_str()),
+            content_type: "application/json",
+            body: &body,
+            headers: &[],
+        };
+        let reply = super::app::forward(&node, request)
+            .await
         .map_err(ApiError::from)?;
         let v: serde_json::Value = serde_json::from_slice(&reply.body)
             .map_err(|e| ApiError::new(502, "ForwardingFailed", format!("primary's answer: {e}")))?;

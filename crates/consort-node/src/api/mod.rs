@@ -14,7 +14,7 @@ mod recovery;
 
 pub use error::ApiError;
 
-use crate::apps::{AuthPolicy, Caller};
+use crate::apps::AuthPolicy;
 use crate::engine::TxId;
 use crate::metrics::RequestLabels;
 use crate::net::http::{ClientCert, RequestContext};
@@ -174,26 +174,29 @@ async fn collect_body(mut body: Limited<Incoming>, ctx: Option<&RequestContext>)
     })
 }
 
-/// Refuses, before its body is read, an `/app` request to an endpoint that needs a user certificate the client
-/// does not hold: such a body could only be thrown away, so it is not worth receiving. The answer is the one
-/// `app::route` would give after reading it (same status, code and message).
+/// Refuses, before its body is read, an `/app` request to an endpoint that accepts only certificate policies
+/// (`user_cert`, `member_cert`, `any_cert`) none of which the client's certificate satisfies: such a body could only
+/// be thrown away, so it is not worth receiving. The answer is the one `app::route` would give after reading it
+/// (same status, code and message).
 fn preauthorize(node: &Node, client: Option<&ClientCert>, method: &str, path: &str) -> Option<Resp> {
     let sub = path.strip_prefix("/app").filter(|s| s.starts_with('/'))?;
     let info = node.app().endpoint(method, sub)?;
-    if info.auth != AuthPolicy::UserCert {
+    let cert_only = info
+        .auth
+        .iter()
+        .all(|p| matches!(p, AuthPolicy::UserCert | AuthPolicy::MemberCert | AuthPolicy::AnyCert));
+    if !cert_only {
         return None;
     }
-    let peer_cert = client.map(|c| c.cert_id.as_str());
-    if matches!(node.caller_of(peer_cert), Caller::User(_)) {
-        return None;
-    }
-    node.engine().metrics().rejected_requests.inc();
-    let msg = if peer_cert.is_some() {
-        "Could not find matching user certificate"
-    } else {
-        "Missing client certificate: this endpoint requires a user TLS certificate"
+    let cred = crate::auth::Credentials {
+        cert_id: client.map(|c| c.cert_id.as_str()),
+        headers: &[],
+        body: &[],
+        now_unix: 0,
     };
-    let e = ApiError::new(401, "InvalidAuthenticationInfo", msg);
+    let why = crate::auth::authenticate(&node.engine().store(), info.auth, &cred).err()?;
+    node.engine().metrics().rejected_requests.inc();
+    let e = ApiError::new(401, "InvalidAuthenticationInfo", why.to_string());
     Some(error_response(&e, Some(node.engine().current_txid())))
 }
 
@@ -230,7 +233,21 @@ struct Parts {
     path: String,
     query: String,
     content_type: String,
+    headers: Vec<(String, String)>,
     body: Bytes,
+}
+
+/// Most request headers an app sees (the rest are dropped).
+pub const MAX_APP_HEADERS: usize = crate::net::forwarding::MAX_FORWARDED_HEADERS;
+
+/// The request's headers for the app, names in lower case (at most [`MAX_APP_HEADERS`]; values that are not
+/// text are left out).
+fn app_headers(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .take(MAX_APP_HEADERS)
+        .collect()
 }
 
 async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incoming>) -> Resp {
@@ -244,6 +261,11 @@ async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incom
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    let headers = if path.starts_with("/app/") {
+        app_headers(&req)
+    } else {
+        vec![]
+    };
     if let Some(refused) = preauthorize(node, client, &method, &path) {
         discard_body(node, req).await;
         return refused;
@@ -257,6 +279,7 @@ async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incom
         path,
         query,
         content_type,
+        headers,
         body,
     };
     let current = node.engine().current_txid();
@@ -265,7 +288,14 @@ async fn route(node: &Arc<Node>, client: Option<&ClientCert>, req: Request<Incom
         return resp;
     }
     if let Some(sub) = p.strip_prefix("/app/").map(|_| &p[4..]) {
-        return app::route(node, peer_cert, &parts.method, sub, &parts.query, &parts.body).await;
+        let call = app::AppCall {
+            method: &parts.method,
+            sub,
+            query: &parts.query,
+            headers: &parts.headers,
+            body: &parts.body,
+        };
+        return app::route(node, peer_cert, &call).await;
     }
     if p.starts_with("/gov/") {
         return gov::serve(node, &parts.method, p, &parts.query, &parts.content_type, &parts.body).await;

@@ -7,7 +7,7 @@
 //! Committed or Invalid; the node discards the writes of non-success answers, so a failed swap answers 200 with
 //! `"swapped": false`.
 
-use super::{App, AppRequest, AppResponse, AuthPolicy, EndpointInfo};
+use super::{App, AppRequest, AppResponse, EndpointInfo, Mode};
 use consort_kv::Tx;
 use serde::Deserialize;
 
@@ -134,13 +134,10 @@ impl App for KvApp {
             ("PUT", Target::Value(_)) | ("POST", Target::Cas(_)) | ("POST", Target::OrderedRead(_)) => false,
             _ => return None,
         };
-        Some(EndpointInfo {
-            auth: AuthPolicy::UserCert,
-            read_only,
-        })
+        Some(EndpointInfo::user(if read_only { Mode::ReadOnly } else { Mode::ReadWrite }))
     }
 
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         let answer = match (req.method, parse_target(req.path)) {
             ("GET", Some(Target::Value(key))) => Ok(local_get(tx, key)),
             ("PUT", Some(Target::Value(key))) => put(tx, key, req.body),
@@ -181,14 +178,16 @@ mod tests {
     use super::*;
     use crate::apps::Caller;
 
-    fn call(store: &consort_kv::Store, method: &str, path: &str, body: &str) -> (AppResponse, bool) {
-        let mut tx = store.begin();
+    fn call(store: &std::sync::Arc<consort_kv::Store>, method: &str, path: &str, body: &str) -> (AppResponse, bool) {
+        let mut tx = consort_kv::Tx::shared(store.clone());
         let req = AppRequest {
             method,
             path,
             query: "",
+            headers: &[],
             body: body.as_bytes(),
             caller: &Caller::User("u".into()),
+            historical: None,
         };
         let resp = KvApp.handle(&req, &mut tx);
         let wrote = tx.has_writes();
@@ -200,7 +199,7 @@ mod tests {
 
     #[test]
     fn put_get_cas_and_ordered_read() {
-        let store = consort_kv::Store::new();
+        let store = std::sync::Arc::new(consort_kv::Store::new());
         assert_eq!(call(&store, "GET", "/kv/a", "").0.status, 404);
         let (r, _) = call(&store, "POST", "/kv/a/read", "");
         assert_eq!(r.body, serde_json::json!({"value": null}));
@@ -224,7 +223,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_keys_bodies_and_methods() {
-        let store = consort_kv::Store::new();
+        let store = std::sync::Arc::new(consort_kv::Store::new());
         assert_eq!(call(&store, "PUT", "/kv/a", r#"{"value": 1}"#).0.status, 400);
         assert_eq!(call(&store, "PUT", "/kv/a", r#"{"value": "1", "x": 2}"#).0.status, 400);
         assert_eq!(call(&store, "POST", "/kv/a/cas", r#"{"new": 1}"#).0.status, 400);
@@ -248,10 +247,10 @@ mod tests {
             assert_eq!(call(&store, method, path, "{}").0.status, 404, "{method} {path}");
         }
         let get = KvApp.endpoint("GET", "/kv/a").expect("GET endpoint");
-        assert!(get.read_only && get.auth == AuthPolicy::UserCert);
+        assert!(get.read_only() && get == EndpointInfo::user(Mode::ReadOnly));
         let read = KvApp.endpoint("POST", "/kv/a/read").expect("ordered read endpoint");
         assert!(
-            !read.read_only,
+            !read.read_only(),
             "the ordered read runs as a write transaction on the primary"
         );
     }

@@ -1,6 +1,6 @@
 //! CCF's logging sample app: private and public messages keyed by a u64 id (`/app/log/private|public`).
 
-use super::{App, AppRequest, AppResponse, AuthPolicy, EndpointInfo};
+use super::{App, AppRequest, AppResponse, EndpointInfo, Mode};
 use consort_kv::Tx;
 use serde::Deserialize;
 
@@ -34,19 +34,13 @@ impl App for LoggingApp {
     fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo> {
         map_for(path)?;
         match method {
-            "POST" => Some(EndpointInfo {
-                auth: AuthPolicy::UserCert,
-                read_only: false,
-            }),
-            "GET" => Some(EndpointInfo {
-                auth: AuthPolicy::UserCert,
-                read_only: true,
-            }),
+            "POST" => Some(EndpointInfo::user(Mode::ReadWrite)),
+            "GET" => Some(EndpointInfo::user(Mode::ReadOnly)),
             _ => None,
         }
     }
 
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         let Some(map) = map_for(req.path) else {
             return AppResponse::error(404, "ResourceNotFound", format!("unknown path /app{}", req.path));
         };

@@ -9,20 +9,171 @@ pub mod smallbank;
 
 use consort_kv::Tx;
 
-/// Who is calling, as established by the node from the TLS client certificate and the KV tables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is calling, as established by the node's authentication policies (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
-    /// No client certificate, or one that is not registered.
+    /// `no_auth`: nobody in particular.
     Anonymous,
-    /// A registered user (id = hex SHA-256 of the certificate DER).
+    /// `user_cert`: a registered user (id = hex SHA-256 of the certificate DER).
     User(String),
+    /// `member_cert`: a registered member (id as for users).
+    Member(String),
+    /// `any_cert`: any TLS client certificate, registered or not (its id).
+    AnyCert(String),
+    /// `jwt`: a bearer token validated against a governed issuer's keys.
+    Jwt(Box<JwtCaller>),
+    /// `user_cose_sign1`: a request body signed by a registered user as COSE Sign1.
+    UserCose(Box<CoseCaller>),
 }
 
-/// Authentication an endpoint requires; the node enforces it before calling the app.
+impl Caller {
+    /// The policy that produced this caller.
+    pub fn policy(&self) -> AuthPolicy {
+        match self {
+            Caller::Anonymous => AuthPolicy::NoAuth,
+            Caller::User(_) => AuthPolicy::UserCert,
+            Caller::Member(_) => AuthPolicy::MemberCert,
+            Caller::AnyCert(_) => AuthPolicy::AnyCert,
+            Caller::Jwt(_) => AuthPolicy::Jwt,
+            Caller::UserCose(_) => AuthPolicy::UserCoseSign1,
+        }
+    }
+
+    /// The user id, for callers that are registered users (by certificate or by COSE signature).
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Caller::User(id) => Some(id),
+            Caller::UserCose(c) => Some(&c.user_id),
+            _ => None,
+        }
+    }
+}
+
+/// A caller authenticated by a JSON Web Token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtCaller {
+    /// The governed issuer whose key verified the token (`public:ccf.gov.jwt.issuers` key).
+    pub key_issuer: String,
+    /// The token's JOSE header.
+    pub header: serde_json::Value,
+    /// The token's claims.
+    pub payload: serde_json::Value,
+}
+
+/// A caller authenticated by a COSE Sign1 request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoseCaller {
+    /// The signing user's id.
+    pub user_id: String,
+    /// The signed payload (what the app should treat as the request body).
+    pub content: Vec<u8>,
+    /// The protected header parameters, as JSON (CCF's `ccf.gov.msg.*` and others by name).
+    pub protected: serde_json::Value,
+}
+
+/// CCF's authentication policies, by the names bundles and OpenAPI use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPolicy {
     NoAuth,
     UserCert,
+    MemberCert,
+    AnyCert,
+    Jwt,
+    UserCoseSign1,
+}
+
+impl AuthPolicy {
+    /// Every policy, in the order the node tries them when an endpoint accepts several.
+    pub const ALL: [AuthPolicy; 6] = [
+        AuthPolicy::UserCert,
+        AuthPolicy::MemberCert,
+        AuthPolicy::AnyCert,
+        AuthPolicy::UserCoseSign1,
+        AuthPolicy::Jwt,
+        AuthPolicy::NoAuth,
+    ];
+
+    /// CCF's name of the policy (`user_cert`, `jwt`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthPolicy::NoAuth => "no_auth",
+            AuthPolicy::UserCert => "user_cert",
+            AuthPolicy::MemberCert => "member_cert",
+            AuthPolicy::AnyCert => "any_cert",
+            AuthPolicy::Jwt => "jwt",
+            AuthPolicy::UserCoseSign1 => "user_cose_sign1",
+        }
+    }
+
+    /// The policy of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        AuthPolicy::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The set of policies an endpoint accepts: a request is served if any one of them authenticates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthPolicies(u8);
+
+impl AuthPolicies {
+    /// No policy: nobody can call (an endpoint must name at least one; `no_auth` lets everyone in).
+    pub const NONE: AuthPolicies = AuthPolicies(0);
+
+    /// Just `policy`.
+    pub const fn only(policy: AuthPolicy) -> Self {
+        AuthPolicies(1 << (policy as u8))
+    }
+
+    /// These policies plus `policy`.
+    pub fn with(self, policy: AuthPolicy) -> Self {
+        AuthPolicies(self.0 | policy.bit())
+    }
+
+    /// Whether `policy` is accepted.
+    pub fn contains(self, policy: AuthPolicy) -> bool {
+        self.0 & policy.bit() != 0
+    }
+
+    /// Whether no policy is accepted.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The accepted policies, in the order the node tries them.
+    pub fn iter(self) -> impl Iterator<Item = AuthPolicy> {
+        AuthPolicy::ALL.into_iter().filter(move |p| self.contains(*p))
+    }
+}
+
+impl FromIterator<AuthPolicy> for AuthPolicies {
+    fn from_iter<I: IntoIterator<Item = AuthPolicy>>(iter: I) -> Self {
+        iter.into_iter().fold(AuthPolicies::NONE, AuthPolicies::with)
+    }
+}
+
+/// How an endpoint runs (CCF's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A write transaction on the primary (backups forward it).
+    ReadWrite,
+    /// A read on the node that receives the request; never writes.
+    ReadOnly,
+    /// A read of the state as of a past transaction (named by the request), answered with that transaction's
+    /// receipt once the node has fetched and verified it.
+    Historical,
+}
+
+/// The past transaction a historical request reads, once the node has fetched and verified it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoricalContext {
+    /// The transaction, `view.seqno`.
+    pub transaction_id: String,
+    /// Its receipt (CCF's JSON shape, as `/app/receipt` gives it).
+    pub receipt: serde_json::Value,
 }
 
 /// An HTTP request as the app sees it; `path` is relative to `/app` (e.g. `/log/private`).
@@ -31,26 +182,50 @@ pub struct AppRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
+    /// Request headers, names in lower case.
+    pub headers: &'a [(String, String)],
     pub body: &'a [u8],
     pub caller: &'a Caller,
+    /// For historical endpoints: the transaction whose state the request's transaction reads.
+    pub historical: Option<&'a HistoricalContext>,
 }
 
-/// The app's answer: a status and a JSON body. Errors use the node's error shape via [`AppResponse::error`].
+/// A body that is not JSON (JavaScript apps may answer text or bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBody {
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The app's answer: a status and a JSON body (or a raw one), and extra headers. Errors use the node's error shape
+/// via [`AppResponse::error`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppResponse {
     pub status: u16,
     pub body: serde_json::Value,
+    /// When set, sent instead of `body`.
+    pub raw: Option<RawBody>,
+    /// Extra response headers the app set.
+    pub headers: Vec<(String, String)>,
 }
 
 impl AppResponse {
     pub fn ok(body: serde_json::Value) -> Self {
-        Self { status: 200, body }
+        Self::json(200, body)
     }
-    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
         Self {
             status,
-            body: serde_json::json!({"error": {"code": code, "message": message.into()}}),
+            body,
+            raw: None,
+            headers: vec![],
         }
+    }
+    pub fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self::json(
+            status,
+            serde_json::json!({"error": {"code": code, "message": message.into()}}),
+        )
     }
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -60,18 +235,34 @@ impl AppResponse {
 /// What an endpoint lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointInfo {
-    pub auth: AuthPolicy,
-    /// Read-only endpoints never write; the node runs them without committing.
-    pub read_only: bool,
+    /// The policies that may authenticate a caller; the node enforces them before calling the app.
+    pub auth: AuthPolicies,
+    pub mode: Mode,
 }
 
-/// A built-in application.
+impl EndpointInfo {
+    /// An endpoint that only registered users (by TLS certificate) may call.
+    pub fn user(mode: Mode) -> Self {
+        EndpointInfo {
+            auth: AuthPolicies::only(AuthPolicy::UserCert),
+            mode,
+        }
+    }
+
+    /// Whether the endpoint never writes (read-only and historical endpoints).
+    pub fn read_only(&self) -> bool {
+        self.mode != Mode::ReadWrite
+    }
+}
+
+/// An application: built in (Rust) or deployed by governance (JavaScript).
 pub trait App: Send + Sync {
     /// Endpoint metadata for (method, path), or None if the app has no such endpoint.
     fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo>;
-    /// Runs the request inside `tx`. The node commits the transaction if the response is a success and the
-    /// transaction wrote something; otherwise the writes are discarded.
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse;
+    /// Runs the request inside `tx` (a `'static` transaction, so that a runtime whose callbacks must own what they
+    /// use can take it for the call: see [`Tx::take`]). The node commits the transaction if the response is a
+    /// success and the transaction wrote something; otherwise the writes are discarded.
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse;
     /// OpenAPI `paths` object for `/app/api`.
     fn openapi_paths(&self) -> serde_json::Value;
 }
@@ -138,7 +329,7 @@ impl App for Apps {
         self.route(path)?.endpoint(method, path)
     }
 
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         match self.route(req.path) {
             Some(app) => app.handle(req, tx),
             None => AppResponse::error(404, "ResourceNotFound", format!("unknown path /app{}", req.path)),
@@ -176,9 +367,11 @@ mod tests {
             method: "POST",
             path: "/nowhere",
             query: "",
+            headers: &[],
             body: b"",
             caller: &Caller::Anonymous,
+            historical: None,
         };
-        assert_eq!(apps.handle(&req, &mut store.begin()).status, 404);
+        assert_eq!(apps.handle(&req, &mut Tx::shared(store.into())).status, 404);
     }
 }

@@ -5,7 +5,7 @@
 //! transaction that would overdraw returns 400 `InsufficientFunds` and writes nothing (the node discards the
 //! writes of every non-success response). All three maps are private: encrypted in the ledger.
 
-use super::{App, AppRequest, AppResponse, AuthPolicy, EndpointInfo};
+use super::{App, AppRequest, AppResponse, EndpointInfo, Mode};
 use consort_kv::Tx;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -290,13 +290,10 @@ impl App for SmallBankApp {
             (_, "POST") => false,
             _ => return None,
         };
-        Some(EndpointInfo {
-            auth: AuthPolicy::UserCert,
-            read_only,
-        })
+        Some(EndpointInfo::user(if read_only { Mode::ReadOnly } else { Mode::ReadWrite }))
     }
 
-    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'_>) -> AppResponse {
+    fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         let Some(op) = Op::from_path(req.path) else {
             return AppResponse::error(404, "ResourceNotFound", format!("unknown path /app{}", req.path));
         };
@@ -337,16 +334,18 @@ mod tests {
     const USER: Caller = Caller::Anonymous;
 
     /// Runs one request in its own transaction and commits it if it succeeded (as the node does).
-    fn call(store: &Store, method: &str, path: &str, body: serde_json::Value) -> AppResponse {
+    fn call(store: &std::sync::Arc<Store>, method: &str, path: &str, body: serde_json::Value) -> AppResponse {
         let body = body.to_string();
         let req = AppRequest {
             method,
             path,
             query: "",
+            headers: &[],
             body: body.as_bytes(),
             caller: &USER,
+            historical: None,
         };
-        let mut tx = store.begin();
+        let mut tx = consort_kv::Tx::shared(store.clone());
         let resp = SmallBankApp.handle(&req, &mut tx);
         if resp.is_success() {
             store
@@ -356,11 +355,11 @@ mod tests {
         resp
     }
 
-    fn post(store: &Store, op: &str, body: serde_json::Value) -> AppResponse {
+    fn post(store: &std::sync::Arc<Store>, op: &str, body: serde_json::Value) -> AppResponse {
         call(store, "POST", &format!("/smallbank/{op}"), body)
     }
 
-    fn create(store: &Store, id: u64, checking: i64, savings: i64) {
+    fn create(store: &std::sync::Arc<Store>, id: u64, checking: i64, savings: i64) {
         let r = post(
             store,
             "account",
@@ -369,7 +368,7 @@ mod tests {
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
 
-    fn balance(store: &Store, id: u64) -> (i64, i64) {
+    fn balance(store: &std::sync::Arc<Store>, id: u64) -> (i64, i64) {
         let r = post(store, "balance", serde_json::json!({"id": id}));
         assert_eq!(r.status, 200, "{:?}", r.body);
         (
@@ -378,7 +377,7 @@ mod tests {
         )
     }
 
-    fn total(store: &Store, ids: &[u64]) -> i64 {
+    fn total(store: &std::sync::Arc<Store>, ids: &[u64]) -> i64 {
         ids.iter().map(|&id| balance(store, id)).map(|(c, s)| c + s).sum()
     }
 
@@ -388,7 +387,7 @@ mod tests {
 
     #[test]
     fn create_and_balance() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 100, 50);
         assert_eq!(balance(&store, 1), (100, 50));
         let v = store.current_version();
@@ -410,22 +409,24 @@ mod tests {
             method: "GET",
             path: "/smallbank/balance",
             query: "id=1",
+            headers: &[],
             body: b"",
             caller: &USER,
+            historical: None,
         };
-        let mut tx = store.begin();
+        let mut tx = consort_kv::Tx::shared(store.clone());
         let r = SmallBankApp.handle(&req, &mut tx);
         assert_eq!(r.body["total"], 150);
         assert!(!tx.has_writes());
         assert!(SmallBankApp
             .endpoint("GET", "/smallbank/balance")
-            .is_some_and(|e| e.read_only));
+            .is_some_and(|e| e.read_only()));
         assert!(SmallBankApp
             .endpoint("POST", "/smallbank/balance")
-            .is_some_and(|e| e.read_only));
+            .is_some_and(|e| e.read_only()));
         assert!(SmallBankApp
             .endpoint("POST", "/smallbank/amalgamate")
-            .is_some_and(|e| !e.read_only));
+            .is_some_and(|e| !e.read_only()));
         assert!(SmallBankApp.endpoint("GET", "/smallbank/amalgamate").is_none());
         let r = post(&store, "balance", serde_json::json!({"id": 9}));
         assert_eq!((r.status, code(&r)), (404, "AccountNotFound"));
@@ -433,7 +434,7 @@ mod tests {
 
     #[test]
     fn deposit_checking_adds_and_rejects_non_positive() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 10, 0);
         assert_eq!(
             post(&store, "deposit_checking", serde_json::json!({"id": 1, "amount": 5})).status,
@@ -461,7 +462,7 @@ mod tests {
 
     #[test]
     fn transact_savings_never_goes_negative() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 0, 30);
         assert_eq!(
             post(&store, "transact_savings", serde_json::json!({"id": 1, "amount": -30})).status,
@@ -481,7 +482,7 @@ mod tests {
 
     #[test]
     fn amalgamate_moves_everything_and_conserves_money() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 70, 30);
         create(&store, 2, 5, 6);
         let before = total(&store, &[1, 2]);
@@ -505,7 +506,7 @@ mod tests {
 
     #[test]
     fn write_check_is_covered_by_both_balances() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 10, 20);
         assert_eq!(
             post(&store, "write_check", serde_json::json!({"id": 1, "amount": 25})).status,
@@ -529,7 +530,7 @@ mod tests {
 
     #[test]
     fn send_payment_conserves_money_and_refuses_overdraft() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 50, 1000);
         create(&store, 2, 0, 0);
         let before = total(&store, &[1, 2]);
@@ -576,7 +577,7 @@ mod tests {
     /// it by exactly their acknowledged amounts; refused operations change nothing.
     #[test]
     fn random_mix_conserves_total_given_acknowledged_flows() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         let ids: Vec<u64> = (0..8).collect();
         for &id in &ids {
             create(&store, id, 100, 100);
@@ -631,7 +632,7 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused() {
-        let store = Store::new();
+        let store = std::sync::Arc::new(Store::new());
         create(&store, 1, 1, 1);
         for (op, body) in [
             ("account", serde_json::json!({"id": 3})),
@@ -654,10 +655,12 @@ mod tests {
             method: "POST",
             path: "/smallbank/balance",
             query: "",
+            headers: &[],
             body: b"\xff{",
             caller: &USER,
+            historical: None,
         };
-        assert_eq!(SmallBankApp.handle(&req, &mut store.begin()).status, 400);
+        assert_eq!(SmallBankApp.handle(&req, &mut consort_kv::Tx::shared(store.clone())).status, 400);
         assert!(matches!(
             store.commit(store.begin(), |_, _| ()),
             Ok(CommitOutcome::ReadOnly)

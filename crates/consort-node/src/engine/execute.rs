@@ -26,7 +26,7 @@ impl Engine {
     /// demand: governance needs it for proposal ids, application writes do not). An Err drops the writes.
     pub fn execute_write<T, E>(
         &self,
-        mut body: impl FnMut(&mut Tx<'_>, &dyn Fn() -> [u8; 32]) -> Result<T, E>,
+        mut body: impl FnMut(&mut Tx<'static>, &dyn Fn() -> [u8; 32]) -> Result<T, E>,
     ) -> Result<(T, TxId), WriteError<E>> {
         let root = || self.lock().replica.merkle_root();
         for _ in 0..self.cfg.limits.max_occ_attempts {
@@ -37,7 +37,7 @@ impl Engine {
                 }
                 e.replica.store().clone()
             };
-            let mut tx = store.begin();
+            let mut tx = Tx::shared(store.clone());
             let value = body(&mut tx, &root).map_err(WriteError::Body)?;
             let mut e = self.lock();
             if !Arc::ptr_eq(&store, e.replica.store()) {

@@ -80,6 +80,10 @@ pub struct Reply {
     pub status: u16,
     pub txid: Option<String>,
     pub body: Bytes,
+    /// The body's content type (`application/json` when the response named none).
+    pub content_type: String,
+    /// Other headers worth passing on (an app's own response headers, for forwarded requests).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -206,8 +210,20 @@ impl Connection {
             .get(TXID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, txid, body })
+        Ok(Reply {
+            status,
+            txid,
+            body,
+            content_type,
+            headers: vec![],
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {

@@ -33,10 +33,15 @@ pub struct ForwardedRequest {
     pub method: String,
     /// Path and query, e.g. `/app/log/private?x=1`.
     pub target: String,
-    /// User id of the caller (app requests); none for governance requests, which carry their signature.
+    /// App requests: the id of the TLS client certificate the caller proved to the forwarding node (the primary
+    /// authenticates it again against the endpoint's policies); joins: the joiner's node id; none for governance
+    /// requests, which carry their signature.
     pub caller: Option<String>,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Request headers the app may read or authenticate with (names in lower case), at most
+    /// [`MAX_FORWARDED_HEADERS`].
+    pub headers: Vec<(String, String)>,
 }
 
 /// The primary's answer.
@@ -47,6 +52,43 @@ pub struct ForwardedResponse {
     pub txid: Option<String>,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Extra response headers the app set, at most [`MAX_FORWARDED_HEADERS`].
+    pub headers: Vec<(String, String)>,
+}
+
+/// Most headers one forwarded request or response frame carries.
+pub const MAX_FORWARDED_HEADERS: usize = 64;
+
+fn encode_headers(headers: &[(String, String)]) -> Value {
+    Value::Array(
+        headers
+            .iter()
+            .map(|(n, v)| Value::Array(vec![Value::Text(n.clone()), Value::Text(v.clone())]))
+            .collect(),
+    )
+}
+
+fn as_headers(v: Value) -> Result<Vec<(String, String)>, FrameDecodeError> {
+    let wrong = || FrameDecodeError::WrongType {
+        field: "headers",
+        expected: "an array of [name, value] text pairs",
+    };
+    let Value::Array(items) = v else {
+        return Err(wrong());
+    };
+    if items.len() > MAX_FORWARDED_HEADERS {
+        return Err(FrameDecodeError::TooLong("headers"));
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Array(pair) => {
+                let [name, value]: [Value; 2] = pair.try_into().map_err(|_| wrong())?;
+                Ok((as_text(name, "header name")?, as_text(value, "header value")?))
+            }
+            _ => Err(wrong()),
+        })
+        .collect()
 }
 
 fn encode(v: Value) -> Bytes {
@@ -152,11 +194,12 @@ impl ForwardedRequest {
             opt_text(&self.caller),
             Value::Text(self.content_type.clone()),
             Value::Bytes(self.body.clone()),
+            encode_headers(&self.headers),
         ]))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameDecodeError> {
-        let [id, method, target, caller, content_type, body] = decode_array(bytes)?;
+        let [id, method, target, caller, content_type, body, headers] = decode_array(bytes)?;
         Ok(ForwardedRequest {
             id: as_u64(&id, "id")?,
             method: as_text(method, "method")?,
@@ -164,6 +207,7 @@ impl ForwardedRequest {
             caller: as_opt_text(caller, "caller")?,
             content_type: as_text(content_type, "content type")?,
             body: as_bytes(body, "body")?,
+            headers: as_headers(headers)?,
         })
     }
 }
@@ -176,11 +220,12 @@ impl ForwardedResponse {
             opt_text(&self.txid),
             Value::Text(self.content_type.clone()),
             Value::Bytes(self.body.clone()),
+            encode_headers(&self.headers),
         ]))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameDecodeError> {
-        let [id, status, txid, content_type, body] = decode_array(bytes)?;
+        let [id, status, txid, content_type, body, headers] = decode_array(bytes)?;
         let status = as_u64(&status, "status")?;
         Ok(ForwardedResponse {
             id: as_u64(&id, "id")?,
@@ -188,6 +233,7 @@ impl ForwardedResponse {
             txid: as_opt_text(txid, "txid")?,
             content_type: as_text(content_type, "content type")?,
             body: as_bytes(body, "body")?,
+            headers: as_headers(headers)?,
         })
     }
 }
@@ -206,6 +252,8 @@ pub struct Outgoing<'a> {
     pub content_type: &'a str,
     /// The body.
     pub body: &'a [u8],
+    /// Headers to pass on (app requests).
+    pub headers: &'a [(String, String)],
 }
 
 /// Why a forwarded request got no answer from the primary.
@@ -268,6 +316,7 @@ impl Forwarder {
             caller,
             content_type,
             body,
+            headers,
         } = request;
         let primary = primary.clone();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +341,7 @@ impl Forwarder {
             caller: caller.map(str::to_string),
             content_type: content_type.to_string(),
             body: body.to_vec(),
+            headers: headers.iter().take(MAX_FORWARDED_HEADERS).cloned().collect(),
         };
         if !channels.send(&primary, FrameKind::ForwardedRequest, req.encode()) {
             self.waiting().remove(&id);
@@ -302,6 +352,8 @@ impl Forwarder {
                 status: r.status,
                 txid: r.txid,
                 body: Bytes::from(r.body),
+                content_type: r.content_type,
+                headers: r.headers,
             }),
             Ok(Err(_)) => Err(ForwardError::Dropped),
             Err(_) => {
@@ -333,6 +385,7 @@ impl Forwarder {
                     txid: None,
                     content_type: "application/json".into(),
                     body: body.to_string().into_bytes(),
+                    headers: vec![],
                 });
             }
         }
@@ -369,6 +422,7 @@ mod tests {
             caller: None,
             content_type: "application/json".into(),
             body: b"{}".to_vec(),
+            headers: vec![],
         };
         let mut bytes = request.encode().to_vec();
         assert_eq!(super::ForwardedRequest::decode(&bytes).unwrap().id, 1);
@@ -395,6 +449,7 @@ mod tests {
             caller: Some("abc".into()),
             content_type: "application/json".into(),
             body: b"{\"id\":1}".to_vec(),
+            headers: vec![],
         };
         assert_eq!(ForwardedRequest::decode(&req.encode()).unwrap(), req);
         let anon = ForwardedRequest {
@@ -408,6 +463,7 @@ mod tests {
             txid: Some("2.10".into()),
             content_type: "application/json".into(),
             body: b"true".to_vec(),
+            headers: vec![],
         };
         assert_eq!(ForwardedResponse::decode(&resp.encode()).unwrap(), resp);
         assert!(ForwardedRequest::decode(&resp.encode()).is_err());
@@ -448,6 +504,7 @@ mod tests {
             txid: None,
             content_type: "application/json".into(),
             body: vec![],
+            headers: vec![],
         };
         f.complete(&node("someone-else"), &resp.encode());
         assert!(rx.try_recv().is_err(), "an answer from another node is ignored");
