@@ -209,6 +209,20 @@ impl<'s> Tx<'s> {
         present
     }
 
+    /// The version that last wrote `key` before this transaction (ignoring the transaction's own writes), or
+    /// `None` if no committed value is there; recorded in the read set like [`Tx::get`].
+    pub fn version_of(&mut self, map: &str, key: &[u8]) -> Option<Version> {
+        let (version, present) = {
+            let state = self.store.read_state();
+            match state.maps.get(map).and_then(|m| m.entries.get(key)) {
+                Some(e) => (e.version, e.value.is_some()),
+                None => (0, false),
+            }
+        };
+        self.reads.record_key(map, key, version);
+        present.then_some(version)
+    }
+
     /// Buffers a write of `value` at `key` in `map`; visible to this transaction's reads at once.
     pub fn put(&mut self, map: &str, key: &[u8], value: &[u8]) {
         let start_version = self.start_version;

@@ -1,0 +1,313 @@
+//! One QuickJS interpreter with the app's modules loaded: runs an endpoint's function on a request inside the
+//! request's KV transaction, under the runtime options' heap, stack and time limits.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use consort_kv::Tx;
+use rquickjs::loader::{Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::convert::List;
+use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Persistent, Runtime};
+
+use crate::host::{self, HostState};
+use crate::options::RuntimeOptions;
+
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// Whether a call may write the KV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvAccess {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// What the node tells the app of consensus (`ccf.consensus`).
+pub trait NodeView {
+    /// The last committed transaction, `(view, seqno)`.
+    fn last_committed(&self) -> (u64, u64);
+    /// CCF's status of a transaction: "Unknown", "Pending", "Committed" or "Invalid".
+    fn status(&self, view: u64, seqno: u64) -> String;
+    /// The view in which `seqno` was written, if known.
+    fn view_of(&self, seqno: u64) -> Option<u64>;
+}
+
+/// One call of an endpoint function.
+#[derive(Debug)]
+pub struct CallInput<'a> {
+    /// Module name as stored (leading `/`), and the exported function.
+    pub module: &'a str,
+    pub function: &'a str,
+    /// The request object without its body, as JSON (`method`, `url`, `route`, `path`, `query`, `params`,
+    /// `headers`, `caller`, `hostname`).
+    pub request_json: String,
+    pub body: &'a [u8],
+    pub access: KvAccess,
+    /// For historical endpoints: `{"transactionId", "receipt"}` as JSON.
+    pub historical_json: Option<String>,
+}
+
+/// The body of an app's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    None,
+    /// A JSON value (serialised).
+    Json(String),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// What a successful call returned and asked for.
+#[derive(Debug)]
+pub struct CallOutput {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: ResponseBody,
+    /// `ccf.rpc.setApplyWrites`: whether writes should be kept even if the status is not a success.
+    pub apply_writes: Option<bool>,
+    /// `ccf.rpc.setClaimsDigest`: the digest to bind into the transaction's receipt.
+    pub claims_digest: Option<[u8; 32]>,
+    pub logs: Vec<String>,
+}
+
+/// Why a call failed. The transaction's writes must be dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsError {
+    #[error("{message}")]
+    Exception { message: String, stack: Option<String> },
+    #[error("Operation took too long to complete.")]
+    Timeout,
+    #[error("out of memory: the call exceeded the heap limit")]
+    OutOfMemory,
+    #[error("stack overflow: the call exceeded the stack limit")]
+    StackOverflow,
+    #[error("the app's response is malformed: {0}")]
+    BadResponse(String),
+    #[error("cannot run the app: {0}")]
+    Setup(String),
+}
+
+impl JsError {
+    /// Whether the interpreter must be thrown away after this error (its state may be half-changed).
+    pub fn poisons_interpreter(&self) -> bool {
+        !matches!(self, JsError::Exception { .. } | JsError::BadResponse(_))
+    }
+}
+
+/// Resolves module specifiers against the importing module's path (`./x.js`, `../y.js`, `/abs.js`).
+struct AppResolver;
+
+impl Resolver for AppResolver {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        Ok(resolve_path(base, name))
+    }
+}
+
+pub(crate) fn resolve_path(base: &str, name: &str) -> String {
+    if !name.starts_with('.') {
+        return if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("/{name}")
+        };
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|s| !s.is_empty()).collect();
+    parts.pop(); // the importing module's own file name
+    for seg in name.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Loads modules from the deployed bundle.
+struct AppLoader {
+    modules: Arc<BTreeMap<String, String>>,
+}
+
+impl Loader for AppLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<rquickjs::loader::ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let source = self
+            .modules
+            .get(name)
+            .ok_or_else(|| rquickjs::Error::new_loading_message(name, "no such module in the app bundle"))?;
+        Module::declare(ctx.clone(), name, source.as_str())
+    }
+}
+
+/// A QuickJS runtime and context with the app's modules available and the `ccf` global installed.
+pub struct Interpreter {
+    state: Rc<HostState>,
+    helper: Persistent<Function<'static>>,
+    context: Context,
+    runtime: Runtime,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter").finish_non_exhaustive()
+    }
+}
+
+fn describe(e: CaughtError<'_>) -> JsError {
+    match e {
+        CaughtError::Exception(ex) => {
+            let message = ex.message().unwrap_or_else(|| "exception without a message".into());
+            let stack = ex.stack().filter(|s| !s.is_empty());
+            if message.contains("out of memory") {
+                JsError::OutOfMemory
+            } else if message.contains("stack overflow") || message.contains("call stack size") {
+                JsError::StackOverflow
+            } else {
+                JsError::Exception { message, stack }
+            }
+        }
+        CaughtError::Value(v) => {
+            let text = v
+                .as_string()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| format!("{:?}", v.type_of()));
+            JsError::Exception {
+                message: format!("uncaught value: {text}"),
+                stack: None,
+            }
+        }
+        CaughtError::Error(rquickjs::Error::Allocation) => JsError::OutOfMemory,
+        CaughtError::Error(e) => JsError::Exception {
+            message: e.to_string(),
+            stack: None,
+        },
+    }
+}
+
+impl Interpreter {
+    /// A fresh interpreter for the bundle's `modules` under `options`.
+    pub fn new(modules: Arc<BTreeMap<String, String>>, options: &RuntimeOptions) -> Result<Self, JsError> {
+        let runtime = Runtime::new().map_err(|e| JsError::Setup(e.to_string()))?;
+        runtime.set_memory_limit(options.max_heap_bytes);
+        runtime.set_max_stack_size(options.max_stack_bytes);
+        runtime.set_loader(AppResolver, AppLoader { modules });
+        let state = Rc::new(HostState::new());
+        {
+            let state = state.clone();
+            runtime.set_interrupt_handler(Some(Box::new(move || {
+                let stop = state.interrupt.borrow_mut().as_mut().is_some_and(|f| f());
+                if stop {
+                    state.interrupted.set(true);
+                }
+                stop
+            })));
+        }
+        let context = Context::full(&runtime).map_err(|e| JsError::Setup(e.to_string()))?;
+        let helper = context.with(|ctx| -> Result<Persistent<Function<'static>>, JsError> {
+            let host_obj: Object<'_> = host::install(&ctx, &state).catch(&ctx).map_err(describe)?;
+            let prelude: Function<'_> = ctx.eval(PRELUDE).catch(&ctx).map_err(describe)?;
+            let helper: Function<'_> = prelude.call((host_obj,)).catch(&ctx).map_err(describe)?;
+            Ok(Persistent::save(&ctx, helper))
+        })?;
+        Ok(Interpreter {
+            state,
+            helper,
+            context,
+            runtime,
+        })
+    }
+
+    /// Runs `input` inside `tx` and gives the transaction back with the outcome. `interrupt` is polled while
+    /// JavaScript runs; when it returns true the call stops with [`JsError::Timeout`].
+    pub fn call(
+        &mut self,
+        tx: Tx<'static>,
+        node: Box<dyn NodeView>,
+        interrupt: Box<dyn FnMut() -> bool>,
+        input: &CallInput<'_>,
+    ) -> (Tx<'static>, Result<CallOutput, JsError>) {
+        let st = &self.state;
+        *st.tx.borrow_mut() = Some(tx);
+        *st.node.borrow_mut() = Some(node);
+        *st.interrupt.borrow_mut() = Some(interrupt);
+        st.interrupted.set(false);
+        st.access.set(input.access);
+        st.apply_writes.set(false);
+        st.claims_digest.set(None);
+        st.logs.borrow_mut().clear();
+        let applied = std::cell::Cell::new(None);
+        let result = self.context.with(|ctx| {
+            let helper = self.helper.clone().restore(&ctx).map_err(|e| JsError::Setup(e.to_string()))?;
+            let run = || -> rquickjs::Result<List<(i32, String, String, String)>> {
+                let ns: Object<'_> = Module::import(&ctx, input.module)?.finish()?;
+                let f: Function<'_> = ns.get(input.function)?;
+                let historical = input.historical_json.clone().unwrap_or_default();
+                helper.call((f, input.request_json.as_str(), host::to_bin(input.body), historical))
+            };
+            let out = run().catch(&ctx).map_err(describe);
+            applied.set(Some(st.apply_writes.get()));
+            out
+        });
+        let result = if st.interrupted.get() {
+            Err(JsError::Timeout)
+        } else {
+            result.and_then(|List((status, headers, kind, payload))| {
+                output(status, &headers, &kind, payload, applied.get(), st)
+            })
+        };
+        *st.interrupt.borrow_mut() = None;
+        *st.node.borrow_mut() = None;
+        let tx = st.tx.borrow_mut().take();
+        // invariant: the transaction was put in above and only this function takes it out.
+        #[allow(clippy::expect_used)] // reason: see the invariant on the line above
+        let tx = tx.expect("the call's transaction is still in the host");
+        if result.as_ref().is_err_and(JsError::poisons_interpreter) {
+            self.runtime.run_gc();
+        }
+        (tx, result)
+    }
+}
+
+fn output(
+    status: i32,
+    headers: &str,
+    kind: &str,
+    payload: String,
+    apply_writes: Option<bool>,
+    st: &HostState,
+) -> Result<CallOutput, JsError> {
+    let status = u16::try_from(status)
+        .ok()
+        .filter(|s| (100..600).contains(s))
+        .ok_or_else(|| JsError::BadResponse(format!("statusCode {status} is not an HTTP status")))?;
+    let headers: BTreeMap<String, String> =
+        serde_json::from_str(headers).map_err(|e| JsError::BadResponse(format!("headers: {e}")))?;
+    let body = match kind {
+        "none" => ResponseBody::None,
+        "text" => ResponseBody::Text(payload),
+        "json" => ResponseBody::Json(payload),
+        "bytes" => ResponseBody::Bytes(host::bin(&payload).map_err(JsError::BadResponse)?),
+        other => return Err(JsError::BadResponse(format!("body kind {other}"))),
+    };
+    Ok(CallOutput {
+        status,
+        headers: headers.into_iter().collect(),
+        body,
+        apply_writes: apply_writes.filter(|&a| a),
+        claims_digest: st.claims_digest.get(),
+        logs: st.logs.borrow().clone(),
+    })
+}
