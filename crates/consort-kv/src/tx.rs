@@ -322,6 +322,12 @@ impl<'s> ReadTx<'s> {
         e.value.clone().map(|v| (e.version, v))
     }
 
+    /// The version of the last commit that changed `map` (0 if it never was written): a cheap way to tell whether
+    /// a cache built from the map is still current.
+    pub fn map_version(&self, map: &str) -> Version {
+        self.store.read_state().maps.get(map).map_or(0, |m| m.version)
+    }
+
     /// Calls `f(key, value)` for every key of `map` in key order until it returns false. The store's read lock is
     /// held meanwhile, so `f` must not use this store.
     pub fn foreach(&self, map: &str, mut f: impl FnMut(&[u8], &[u8]) -> bool) {

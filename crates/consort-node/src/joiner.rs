@@ -152,7 +152,7 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         },
     )?;
     // A joined node serves exactly the applications a genesis node serves.
-    let node = Node::new(engine, Box::new(crate::apps::Apps::builtin()));
+    let node = Node::new(engine.clone(), Box::new(crate::apps::Apps::standard(engine)));
     node.attach_attestation(attestation);
     Ok(node)
 }

@@ -61,7 +61,8 @@ pub fn open_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         attestation: Some(attestation.genesis()),
         platform: Some(platform.clone()),
     };
-    let node = Node::new(Engine::open_with(cfg, ids, options)?, Box::new(apps::Apps::builtin()));
+    let engine = Engine::open_with(cfg, ids, options)?;
+    let node = Node::new(engine.clone(), Box::new(apps::Apps::standard(engine)));
     node.attach_attestation(attestation);
     Ok(node)
 }
@@ -98,7 +99,7 @@ pub fn recover_node(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
     };
     let ledger_dir = cfg.storage.ledger_dir.clone();
     let engine = Engine::open_with(cfg, ids, options).map_err(|e| recovery::explain_replay_failure(&ledger_dir, e))?;
-    let node = Node::new(engine, Box::new(apps::Apps::builtin()));
+    let node = Node::new(engine.clone(), Box::new(apps::Apps::standard(engine)));
     node.attach_attestation(attestation);
     Ok(node)
 }

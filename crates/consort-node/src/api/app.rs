@@ -26,7 +26,7 @@ impl Node {
         }
         let outcome = engine.execute_write(|tx, _| {
             let resp = self.app().handle(req, tx);
-            if !resp.is_success() {
+            if !resp.keeps_writes() {
                 return Err(resp);
             }
             if let Some(bad) = tx.write_set().maps.keys().find(|m| m.starts_with(RESERVED_MAP_PREFIX)) {

@@ -3,6 +3,7 @@
 //! Later app kinds (JavaScript bundles, the EVM app) plug in here; the node owns authentication, transactions,
 //! commit and the ledger, the app owns its endpoints and maps. [`Apps`] composes several apps by path prefix.
 
+pub mod js;
 pub mod kv;
 pub mod logging;
 pub mod smallbank;
@@ -207,6 +208,11 @@ pub struct AppResponse {
     pub raw: Option<RawBody>,
     /// Extra response headers the app set.
     pub headers: Vec<(String, String)>,
+    /// The app's choice to keep (`Some(true)`) or drop (`Some(false)`) its writes whatever the status; `None`:
+    /// keep them on a success, drop them otherwise (CCF's `ccf.rpc.setApplyWrites`).
+    pub keep_writes: Option<bool>,
+    /// A digest of application claims to bind into the transaction's receipt (CCF's `setClaimsDigest`).
+    pub claims_digest: Option<[u8; 32]>,
 }
 
 impl AppResponse {
@@ -219,6 +225,8 @@ impl AppResponse {
             body,
             raw: None,
             headers: vec![],
+            keep_writes: None,
+            claims_digest: None,
         }
     }
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
@@ -229,6 +237,10 @@ impl AppResponse {
     }
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+    /// Whether the node commits the transaction's writes with this answer.
+    pub fn keeps_writes(&self) -> bool {
+        self.keep_writes.unwrap_or(self.is_success())
     }
 }
 
@@ -279,6 +291,8 @@ pub fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 /// A request goes to the app whose prefix is the path's first segment; the app sees the full path.
 pub struct Apps {
     routes: Vec<(&'static str, Box<dyn App>)>,
+    /// Serves paths no prefix claims (the governed JavaScript app).
+    fallback: Option<Box<dyn App>>,
 }
 
 impl std::fmt::Debug for Apps {
@@ -290,7 +304,21 @@ impl std::fmt::Debug for Apps {
 impl Apps {
     /// No apps yet: every path is unknown.
     pub fn new() -> Self {
-        Apps { routes: vec![] }
+        Apps {
+            routes: vec![],
+            fallback: None,
+        }
+    }
+
+    /// The built-in apps, then the JavaScript app governance deploys for every other path.
+    pub fn standard(engine: std::sync::Arc<crate::engine::Engine>) -> Self {
+        Apps::builtin().with_fallback(Box::new(js::JsApp::new(engine)))
+    }
+
+    /// Routes every path no prefix claims to `app`.
+    pub fn with_fallback(mut self, app: Box<dyn App>) -> Self {
+        self.fallback = Some(app);
+        self
     }
 
     /// Routes `prefix` (e.g. `/log`, no trailing slash) and everything under it to `app`.
@@ -315,6 +343,7 @@ impl Apps {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
             .map(|(_, app)| app.as_ref())
+            .or(self.fallback.as_deref())
     }
 }
 
@@ -338,7 +367,7 @@ impl App for Apps {
 
     fn openapi_paths(&self) -> serde_json::Value {
         let mut all = serde_json::Map::new();
-        for (_, app) in &self.routes {
+        for app in self.routes.iter().map(|(_, a)| a).chain(self.fallback.iter()) {
             if let serde_json::Value::Object(paths) = app.openapi_paths() {
                 all.extend(paths);
             }
