@@ -11,4 +11,9 @@ if ! "$VENV/bin/python" -c "import ccf" 2>/dev/null; then
   "$VENV/bin/pip" install --quiet "ccf==$CCF_VERSION"
 fi
 export CCF_VENV="$VENV"
+# The TypeScript example's toolchain (typescript, esbuild, @microsoft/ccf-app), pinned by its package-lock.json,
+# for tests/ts_example.rs; installed once, the test itself builds offline.
+if [[ ! -x examples/orderbook-ts/node_modules/.bin/esbuild ]]; then
+  (cd examples/orderbook-ts && npm ci --no-audit --no-fund --loglevel=error)
+fi
 cargo test --workspace "$@"

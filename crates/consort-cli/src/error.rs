@@ -38,6 +38,8 @@ pub enum CliError {
     Crypto(#[from] consort_crypto::CryptoError),
     #[error(transparent)]
     Bench(#[from] BenchError),
+    #[error(transparent)]
+    Bundle(#[from] consort_cli::js_bundle::BundleError),
 
     #[error("{} is not a ledger directory or chunk file", .0.display())]
     NotALedger(PathBuf),

@@ -53,6 +53,14 @@ pub enum GovCmd {
     Show { proposal_id: String },
     /// Acknowledge the current state digest (activates an Accepted member).
     Ack,
+    /// Offline: build the `set_js_app` proposal for the JavaScript app in DIR (`app.json` with its endpoints, and
+    /// the modules under `DIR/src`) and write it to OUT (default: stdout). Submit it with `propose`.
+    JsAppProposal {
+        #[arg(long, value_name = "DIR")]
+        app_dir: PathBuf,
+        #[arg(long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
     /// Disaster recovery, member side: fetch your encrypted recovery share, decrypt it with your RSA encryption
     /// key, sign it and submit it to the recovering node.
     RecoveryShare {
@@ -219,6 +227,18 @@ async fn recovery_share(
 }
 
 pub async fn run(args: GovArgs) -> Result<(), CliError> {
+    if let GovCmd::JsAppProposal { app_dir, out } = &args.cmd {
+        let bundle = consort_cli::js_bundle::bundle_from_dir(app_dir)?;
+        let proposal = consort_cli::js_bundle::set_js_app_proposal(bundle).to_string();
+        match out {
+            Some(path) => std::fs::write(path, proposal).map_err(|source| CliError::File {
+                path: path.clone(),
+                source,
+            })?,
+            None => println!("{proposal}"),
+        }
+        return Ok(());
+    }
     let ws = &args.workspace;
     let service_cert = read(&args.service_cert.clone().unwrap_or_else(|| ws.join("service_cert.pem")))?;
     let cert_path = args.cert.clone().unwrap_or_else(|| ws.join("member0_cert.pem"));
@@ -270,6 +290,7 @@ pub async fn run(args: GovArgs) -> Result<(), CliError> {
             let body = member.sign(MsgType::Ack, None, &r.body);
             print(&post_cose(&conn, &format!("/gov/members/state-digests/{}:ack", member.id), body).await?)
         }
+        GovCmd::JsAppProposal { .. } => Ok(()),
         GovCmd::RecoveryShare {
             member_enc_privk,
             check_only,

@@ -241,7 +241,11 @@ fn build(n: u64, dir: &Path) {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => panic!("commit failed: {other:?}"),
         };
-        b.step(Event::Propose { version, write_set });
+        b.step(Event::Propose {
+            version,
+            write_set,
+            claims_digest: None,
+        });
         if (i + 1) % BUILD_BATCH == 0 {
             b.persist();
         }

@@ -57,8 +57,20 @@ pub fn encode_write_set_entry_with_flags(
     flags: u8,
     ws: &WriteSet,
 ) -> Result<Vec<u8>, ConsensusError> {
+    encode_claimed_entry(secret, (view, seqno), flags, ws, NO_CLAIMS)
+}
+
+/// As [`encode_write_set_entry_with_flags`], with the application's claims digest in the entry's header (it
+/// becomes part of the transaction's Merkle leaf, so a receipt binds the claims).
+pub fn encode_claimed_entry(
+    secret: &LedgerSecret,
+    (view, seqno): (u64, u64),
+    flags: u8,
+    ws: &WriteSet,
+    claims_digest: [u8; 32],
+) -> Result<Vec<u8>, ConsensusError> {
     let ce_digest = secret.commit_evidence_digest(view, seqno);
-    let header = DomainHeader::write_set(seqno, NO_CLAIMS, ce_digest, seqno as i64 - 1);
+    let header = DomainHeader::write_set(seqno, claims_digest, ce_digest, seqno as i64 - 1);
     let public = ws.serialise_public(&header);
     let private = ws.serialise_private();
     Ok(try_encode_entry(secret, view, seqno, flags, &public, &private)?)
@@ -191,6 +203,14 @@ pub fn inspect(bytes: &[u8], view: u64, seqno: u64) -> Result<EntryInfo, Consens
         leaf: leaf_digest(&sha256(bytes), &ce, &claims),
         public,
     })
+}
+
+/// The application claims digest an entry's header records (zeros: no claims).
+pub fn claims_digest_of(bytes: &[u8], seqno: u64) -> Result<[u8; 32], ConsensusError> {
+    let bad = |r: EntryFault| ConsensusError::entry(seqno, r);
+    let (entry, _) = parse_entry(bytes).map_err(|e| bad(e.into()))?;
+    let (header, _) = WriteSet::deserialise_public(entry.public_domain).map_err(|e| bad(e.into()))?;
+    Ok(header.claims_digest.unwrap_or(NO_CLAIMS))
 }
 
 /// Decrypts the private domain and returns the whole write set of an entry [`inspect`] accepted.

@@ -26,6 +26,8 @@ pub enum Event {
         version: Version,
         /// Its write set.
         write_set: WriteSet,
+        /// The application's claims digest for the transaction's receipt (`None`: no claims).
+        claims_digest: Option<[u8; 32]>,
     },
     /// Change the membership (add a learner, promote it to voter, remove a node).
     ProposeConfChange {

@@ -103,7 +103,16 @@ fn write(c: &mut Cluster, key: u64, seen: &mut Vec<Sent>) {
         Ok(CommitOutcome::Committed { result, .. }) => result,
         other => panic!("{other:?}"),
     };
-    step(c, 0, Event::Propose { version, write_set }, seen);
+    step(
+        c,
+        0,
+        Event::Propose {
+            version,
+            write_set,
+            claims_digest: None,
+        },
+        seen,
+    );
 }
 
 fn encode(m: &Message) -> Vec<u8> {
@@ -466,7 +475,7 @@ proptest! {
         if let Ok(CommitOutcome::Committed { result: (version, write_set), .. }) =
             store.commit(tx, |v, ws| (v, ws.clone()))
         {
-            step(&mut c, leader, Event::Propose { version, write_set }, &mut seen);
+            step(&mut c, leader, Event::Propose { version, write_set, claims_digest: None }, &mut seen);
         }
         settle(&mut c, 10, &mut seen);
         prop_assert!(c.replica(leader).commit_point().seqno > before.seqno, "commits stopped after the noise");

@@ -143,7 +143,14 @@ impl T {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => panic!("{other:?}"),
         };
-        let actions = self.step(i, Event::Propose { version, write_set });
+        let actions = self.step(
+            i,
+            Event::Propose {
+                version,
+                write_set,
+                claims_digest: None,
+            },
+        );
         let tx = actions.iter().find_map(|a| match a {
             Action::Proposed(tx) => Some(*tx),
             _ => None,

@@ -77,7 +77,11 @@ impl Node {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => panic!("{other:?}"),
         };
-        self.step(Event::Propose { version, write_set });
+        self.step(Event::Propose {
+            version,
+            write_set,
+            claims_digest: None,
+        });
     }
 }
 
@@ -275,7 +279,11 @@ fn open_cost_from_a_snapshot_over_a_long_ledger() {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => panic!("{other:?}"),
         };
-        node.step(Event::Propose { version, write_set });
+        node.step(Event::Propose {
+            version,
+            write_set,
+            claims_digest: None,
+        });
         if i % 100 == 0 {
             node.step(Event::Tick);
         }

@@ -389,7 +389,14 @@ fn periodic_snapshots_are_identical_on_every_replica_and_a_learner_starts_from_o
                 Ok(CommitOutcome::Committed { result, .. }) => result,
                 other => panic!("{other:?}"),
             };
-            c.step(0, Event::Propose { version, write_set });
+            c.step(
+                0,
+                Event::Propose {
+                    version,
+                    write_set,
+                    claims_digest: None,
+                },
+            );
         }
         c.deliver_all();
         c.settle(1);

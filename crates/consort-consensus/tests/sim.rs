@@ -262,7 +262,14 @@ impl Sim {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => fail(format!("local commit failed: {other:?}")),
         };
-        let actions = self.cluster.step(i, Event::Propose { version, write_set: ws });
+        let actions = self.cluster.step(
+            i,
+            Event::Propose {
+                version,
+                write_set: ws,
+                claims_digest: None,
+            },
+        );
         for a in &actions {
             if let Action::Proposed(tx) = a {
                 self.proposals.push(*tx);

@@ -84,8 +84,12 @@ fn verify(algorithm: &str, key: &str, signature: &[u8], data: &[u8]) -> Result<b
                 return Ok(false);
             };
             Ok(match hash {
-                HashAlg::Sha256 => pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(k).verify(data, &sig).is_ok(),
-                HashAlg::Sha384 => pkcs1v15::VerifyingKey::<rsa::sha2::Sha384>::new(k).verify(data, &sig).is_ok(),
+                HashAlg::Sha256 => pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(k)
+                    .verify(data, &sig)
+                    .is_ok(),
+                HashAlg::Sha384 => pkcs1v15::VerifyingKey::<rsa::sha2::Sha384>::new(k)
+                    .verify(data, &sig)
+                    .is_ok(),
             })
         }
         ("RSA-PSS", PublicKey::Rsa(k)) => {
@@ -93,8 +97,12 @@ fn verify(algorithm: &str, key: &str, signature: &[u8], data: &[u8]) -> Result<b
                 return Ok(false);
             };
             Ok(match hash {
-                HashAlg::Sha256 => pss::VerifyingKey::<rsa::sha2::Sha256>::new(k).verify(data, &sig).is_ok(),
-                HashAlg::Sha384 => pss::VerifyingKey::<rsa::sha2::Sha384>::new(k).verify(data, &sig).is_ok(),
+                HashAlg::Sha256 => pss::VerifyingKey::<rsa::sha2::Sha256>::new(k)
+                    .verify(data, &sig)
+                    .is_ok(),
+                HashAlg::Sha384 => pss::VerifyingKey::<rsa::sha2::Sha384>::new(k)
+                    .verify(data, &sig)
+                    .is_ok(),
             })
         }
         (name, _) => Err(format!("algorithm {name} does not fit the key, or is not supported")),
@@ -113,18 +121,16 @@ fn sign(algorithm: &str, key: &str, data: &[u8]) -> Result<Vec<u8>, String> {
             let k = rsa::RsaPrivateKey::from_pkcs8_pem(key).map_err(|e| format!("not a PKCS#8 RSA key: {e}"))?;
             let mut rng = rand_core::OsRng;
             let sig = match (alg.name.as_str(), hash) {
-                ("RSA-PSS", HashAlg::Sha256) => pss::SigningKey::<rsa::sha2::Sha256>::new_with_salt_len(
-                    k,
-                    alg.salt_length.unwrap_or(32),
-                )
-                .sign_with_rng(&mut rng, data)
-                .to_vec(),
-                ("RSA-PSS", HashAlg::Sha384) => pss::SigningKey::<rsa::sha2::Sha384>::new_with_salt_len(
-                    k,
-                    alg.salt_length.unwrap_or(48),
-                )
-                .sign_with_rng(&mut rng, data)
-                .to_vec(),
+                ("RSA-PSS", HashAlg::Sha256) => {
+                    pss::SigningKey::<rsa::sha2::Sha256>::new_with_salt_len(k, alg.salt_length.unwrap_or(32))
+                        .sign_with_rng(&mut rng, data)
+                        .to_vec()
+                }
+                ("RSA-PSS", HashAlg::Sha384) => {
+                    pss::SigningKey::<rsa::sha2::Sha384>::new_with_salt_len(k, alg.salt_length.unwrap_or(48))
+                        .sign_with_rng(&mut rng, data)
+                        .to_vec()
+                }
                 (_, HashAlg::Sha256) => pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(k)
                     .sign_with_rng(&mut rng, data)
                     .to_vec(),
@@ -166,7 +172,9 @@ fn wrap_algorithm(params: &str) -> Result<(), String> {
     let alg: Algorithm = serde_json::from_str(params).map_err(|e| format!("bad wrapping parameters: {e}"))?;
     match alg.name.as_str() {
         "RSA-OAEP" => Ok(()),
-        other => Err(format!("unsupported wrapping algorithm {other} (RSA-OAEP is supported)")),
+        other => Err(format!(
+            "unsupported wrapping algorithm {other} (RSA-OAEP is supported)"
+        )),
     }
 }
 
@@ -188,7 +196,9 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, obj: &Object<'js>) -> rquickjs::Resul
     };
     obj.set("verifySignature", Function::new(ctx.clone(), f)?)?;
     let f = |ctx: Ctx<'js>, alg: String, key: String, data: String| -> rquickjs::Result<Value<'js>> {
-        let out = bin(&data).and_then(|d| sign(&alg, &key, &d)).map_err(|e| throw(&ctx, &e))?;
+        let out = bin(&data)
+            .and_then(|d| sign(&alg, &key, &d))
+            .map_err(|e| throw(&ctx, &e))?;
         buffer(&ctx, out)
     };
     obj.set("sign", Function::new(ctx.clone(), f)?)?;

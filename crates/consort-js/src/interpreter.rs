@@ -6,9 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use consort_kv::Tx;
+use rquickjs::convert::List;
 use rquickjs::loader::{Loader, Resolver};
 use rquickjs::module::Declared;
-use rquickjs::convert::List;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Persistent, Runtime};
 
 use crate::host::{self, HostState};
@@ -250,7 +250,11 @@ impl Interpreter {
         st.logs.borrow_mut().clear();
         let applied = std::cell::Cell::new(None);
         let result = self.context.with(|ctx| {
-            let helper = self.helper.clone().restore(&ctx).map_err(|e| JsError::Setup(e.to_string()))?;
+            let helper = self
+                .helper
+                .clone()
+                .restore(&ctx)
+                .map_err(|e| JsError::Setup(e.to_string()))?;
             let run = || -> rquickjs::Result<List<(i32, String, String, String)>> {
                 let ns: Object<'_> = Module::import(&ctx, input.module)?.finish()?;
                 let f: Function<'_> = ns.get(input.function)?;

@@ -101,8 +101,17 @@
       getStatusForTxId: (view, seqno) => host.txStatus(Number(view), Number(seqno)),
       getViewForSeqno: (seqno) => host.viewOf(Number(seqno)),
     },
+    // Ranges of historical state are served by historical endpoints (mode "historical", ccf.historicalState);
+    // fetching them from inside another endpoint is not supported.
+    historical: {
+      getStateRange: () => {
+        throw new Error("ccf.historical.getStateRange is not supported: use an endpoint with mode historical");
+      },
+      dropCachedStates: () => false,
+    },
     historicalState: undefined,
   };
+  Object.freeze(ccf.historical);
   Object.freeze(ccf.crypto);
   Object.freeze(ccf.rpc);
   Object.freeze(ccf.consensus);

@@ -117,13 +117,19 @@ fn endpoints_read_and_write_the_transaction_through_ccf_kv() {
     assert_eq!(out.expect("get").body, ResponseBody::Json(r#"{"msg":"hello"}"#.into()));
     let (_, out) = call(&mut js, &store, "get", "8", "", KvAccess::ReadOnly);
     let out = out.expect("get missing");
-    assert_eq!((out.status, out.body), (404, ResponseBody::Text("no such record".into())));
+    assert_eq!(
+        (out.status, out.body),
+        (404, ResponseBody::Text("no such record".into()))
+    );
     let (_, out) = call(&mut js, &store, "count", "", "", KvAccess::ReadOnly);
     let body = match out.expect("count").body {
         ResponseBody::Json(j) => serde_json::from_str::<serde_json::Value>(&j).expect("json"),
         other => panic!("{other:?}"),
     };
-    assert_eq!(body, serde_json::json!({"n": 1, "size": 1, "committed": {"view": 2, "seqno": 41}}));
+    assert_eq!(
+        body,
+        serde_json::json!({"n": 1, "size": 1, "committed": {"view": 2, "seqno": 41}})
+    );
 }
 
 #[test]
@@ -137,7 +143,9 @@ fn read_only_endpoints_and_reserved_maps_refuse_writes_and_internal_maps_are_unr
     }
     assert!(!tx.has_writes());
     let (tx, out) = call(&mut js, &store, "reserved", "", "", KvAccess::ReadWrite);
-    assert!(matches!(out, Err(JsError::Exception { ref message, .. }) if message.contains("read-only for applications")));
+    assert!(
+        matches!(out, Err(JsError::Exception { ref message, .. }) if message.contains("read-only for applications"))
+    );
     assert!(!tx.has_writes());
     let (_, out) = call(&mut js, &store, "internal", "", "", KvAccess::ReadOnly);
     assert!(matches!(out, Err(JsError::Exception { ref message, .. }) if message.contains("not readable")));

@@ -110,7 +110,6 @@ impl Store {
         Tx::new(self, self.current_version(), rollbacks)
     }
 
-
     /// A read-only view: each call reads the latest committed state, records nothing and never conflicts.
     /// (A [`Tx`] with no writes also works read-only: committing it yields [`CommitOutcome::ReadOnly`].)
     pub fn read_only(&self) -> ReadTx<'_> {

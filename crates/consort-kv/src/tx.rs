@@ -6,8 +6,8 @@ use std::fmt;
 
 use crate::state::merge_by_key;
 use crate::store::Store;
-use std::sync::Arc;
 use crate::{KvError, Value, Version, WriteSet};
+use std::sync::Arc;
 
 /// What one transaction read from one map, with the versions it saw (0: never written).
 #[derive(Debug, Default)]

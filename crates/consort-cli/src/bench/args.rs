@@ -55,6 +55,9 @@ pub enum Workload {
     Mixed,
     /// SmallBank: creates --accounts accounts, then the standard transaction mix; checks money is conserved.
     Smallbank,
+    /// The JavaScript logging app of examples/logging-js (deployed by governance first): private writes to
+    /// `POST /app/js/log/private`, the same requests as `private`.
+    Js,
 }
 
 impl Workload {
@@ -64,6 +67,7 @@ impl Workload {
             Workload::Public => "public",
             Workload::Mixed => "mixed",
             Workload::Smallbank => "smallbank",
+            Workload::Js => "js",
         }
     }
 }

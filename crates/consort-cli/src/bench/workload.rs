@@ -155,7 +155,7 @@ pub(super) fn setup_generator(args: &BenchArgs, account_base: u64) -> Option<(&'
                 }),
             ))
         }
-        Workload::Private | Workload::Public => None,
+        Workload::Private | Workload::Public | Workload::Js => None,
     }
 }
 
@@ -163,11 +163,11 @@ pub(super) fn setup_generator(args: &BenchArgs, account_base: u64) -> Option<(&'
 pub(super) fn load_generator(args: &BenchArgs, account_base: u64) -> Arc<Generator> {
     let (keys, reads, accounts) = (args.keys.max(1), u64::from(args.read_percent), args.accounts);
     match args.workload {
-        Workload::Private | Workload::Public => {
-            let path = if args.workload == Workload::Private {
-                "/app/log/private"
-            } else {
-                "/app/log/public"
+        Workload::Private | Workload::Public | Workload::Js => {
+            let path = match args.workload {
+                Workload::Private => "/app/log/private",
+                Workload::Public => "/app/log/public",
+                _ => "/app/js/log/private",
             };
             Arc::new(move |i, _| {
                 let body = serde_json::json!({"id": i, "msg": format!("bench message {i}")});

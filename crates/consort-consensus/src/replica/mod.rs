@@ -104,7 +104,11 @@ impl<S: LedgerStorage> Replica<S> {
                     });
                 }
             }
-            Event::Propose { version, write_set } => match self.propose(version, &write_set) {
+            Event::Propose {
+                version,
+                write_set,
+                claims_digest,
+            } => match self.propose(version, &write_set, claims_digest) {
                 Ok(tx) => {
                     self.txs_since_signature += 1;
                     out.push(Action::Proposed(tx));
@@ -253,7 +257,7 @@ impl<S: LedgerStorage> Replica<S> {
         Ok(())
     }
 
-    fn propose(&mut self, version: Version, ws: &WriteSet) -> Result<TxId, ProposeError> {
+    fn propose(&mut self, version: Version, ws: &WriteSet, claims: Option<[u8; 32]>) -> Result<TxId, ProposeError> {
         self.check_can_propose(version)?;
         let current = self.store().current_version();
         if current != version {
@@ -263,8 +267,10 @@ impl<S: LedgerStorage> Replica<S> {
             });
         }
         let view = self.view();
-        let bytes = encode_write_set_entry(self.node.store().secrets.for_seqno(version), view.get(), version, ws)
-            .map_err(ProposeError::Encode)?;
+        let secret = self.node.store().secrets.for_seqno(version);
+        let bytes =
+            crate::codec::encode_claimed_entry(secret, (view.get(), version), 0, ws, claims.unwrap_or_default())
+                .map_err(ProposeError::Encode)?;
         self.node.propose(Vec::new(), bytes)?;
         if self.node.raft.raft_log.last_index() != version {
             return Err(ProposeError::NotAppended);

@@ -210,7 +210,14 @@ impl Cluster {
             Ok(CommitOutcome::Committed { result, .. }) => result,
             other => panic!("{other:?}"),
         };
-        self.step(i, Event::Propose { version, write_set })
+        self.step(
+            i,
+            Event::Propose {
+                version,
+                write_set,
+                claims_digest: None,
+            },
+        )
     }
 }
 
@@ -226,7 +233,14 @@ pub fn propose(c: &mut Cluster, i: usize, puts: &[(&str, Vec<u8>, Vec<u8>)]) -> 
         Ok(CommitOutcome::Committed { result, .. }) => result,
         other => panic!("{other:?}"),
     };
-    c.step(i, Event::Propose { version, write_set });
+    c.step(
+        i,
+        Event::Propose {
+            version,
+            write_set,
+            claims_digest: None,
+        },
+    );
     c.deliver_all();
     c.settle(1);
     version

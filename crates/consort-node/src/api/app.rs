@@ -24,7 +24,7 @@ impl Node {
         if read_only {
             return self.execute_read(req);
         }
-        let outcome = engine.execute_write(|tx, _| {
+        let outcome = engine.execute_claimed_write(|tx, _| {
             let resp = self.app().handle(req, tx);
             if !resp.keeps_writes() {
                 return Err(resp);
@@ -36,7 +36,8 @@ impl Node {
                     format!("applications may not write the reserved map {bad}"),
                 ));
             }
-            Ok(resp)
+            let claims = resp.claims_digest;
+            Ok((resp, claims))
         });
         match outcome {
             Ok((resp, txid)) => (resp, txid),

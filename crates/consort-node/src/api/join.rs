@@ -152,9 +152,7 @@ pub async fn handle_join(
             body: &body,
             headers: &[],
         };
-        let reply = super::app::forward(&node, request)
-            .await
-        .map_err(ApiError::from)?;
+        let reply = super::app::forward(&node, request).await.map_err(ApiError::from)?;
         let v: serde_json::Value = serde_json::from_slice(&reply.body)
             .map_err(|e| ApiError::new(502, "ForwardingFailed", format!("primary's answer: {e}")))?;
         if reply.status != 200 {

@@ -165,7 +165,7 @@ fn receipt_json(parts: &ReceiptParts, service_endorsements: &[String]) -> serde_
         "leaf_components": {
             "write_set_digest": hex::encode(parts.write_set_digest),
             "commit_evidence": parts.commit_evidence,
-            "claims_digest": hex::encode([0u8; 32]),
+            "claims_digest": hex::encode(parts.claims_digest),
         },
         "proof": proof,
         "service_endorsements": service_endorsements,

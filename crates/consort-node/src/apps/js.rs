@@ -130,7 +130,9 @@ fn caller_json(engine: &Engine, caller: &Caller) -> serde_json::Value {
     let store = engine.store();
     let read = store.read_only();
     let described = |policy: &str, id: &str, certs: &str, info: &str| {
-        let cert = read.get(certs, id.as_bytes()).map(|c| String::from_utf8_lossy(&c).into_owned());
+        let cert = read
+            .get(certs, id.as_bytes())
+            .map(|c| String::from_utf8_lossy(&c).into_owned());
         let data = read
             .get(info, id.as_bytes())
             .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
@@ -296,9 +298,9 @@ impl App for JsApp {
         let Some((endpoint, params)) = loaded.endpoints.find(req.method, req.path) else {
             return AppResponse::error(404, "ResourceNotFound", format!("Unknown path: /app{}.", req.path));
         };
-        let historical_json = req.historical.map(|h| {
-            serde_json::json!({"transactionId": h.transaction_id, "receipt": h.receipt}).to_string()
-        });
+        let historical_json = req
+            .historical
+            .map(|h| serde_json::json!({"transactionId": h.transaction_id, "receipt": h.receipt}).to_string());
         let input = CallInput {
             module: &endpoint.js_module,
             function: &endpoint.js_function,

@@ -134,7 +134,11 @@ impl App for KvApp {
             ("PUT", Target::Value(_)) | ("POST", Target::Cas(_)) | ("POST", Target::OrderedRead(_)) => false,
             _ => return None,
         };
-        Some(EndpointInfo::user(if read_only { Mode::ReadOnly } else { Mode::ReadWrite }))
+        Some(EndpointInfo::user(if read_only {
+            Mode::ReadOnly
+        } else {
+            Mode::ReadWrite
+        }))
     }
 
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {

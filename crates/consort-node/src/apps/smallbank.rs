@@ -290,7 +290,11 @@ impl App for SmallBankApp {
             (_, "POST") => false,
             _ => return None,
         };
-        Some(EndpointInfo::user(if read_only { Mode::ReadOnly } else { Mode::ReadWrite }))
+        Some(EndpointInfo::user(if read_only {
+            Mode::ReadOnly
+        } else {
+            Mode::ReadWrite
+        }))
     }
 
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
@@ -660,7 +664,12 @@ mod tests {
             caller: &USER,
             historical: None,
         };
-        assert_eq!(SmallBankApp.handle(&req, &mut consort_kv::Tx::shared(store.clone())).status, 400);
+        assert_eq!(
+            SmallBankApp
+                .handle(&req, &mut consort_kv::Tx::shared(store.clone()))
+                .status,
+            400
+        );
         assert!(matches!(
             store.commit(store.begin(), |_, _| ()),
             Ok(CommitOutcome::ReadOnly)

@@ -28,6 +28,15 @@ impl Engine {
         &self,
         mut body: impl FnMut(&mut Tx<'static>, &dyn Fn() -> [u8; 32]) -> Result<T, E>,
     ) -> Result<(T, TxId), WriteError<E>> {
+        self.execute_claimed_write(|tx, root| body(tx, root).map(|v| (v, None)))
+    }
+
+    /// As [`Engine::execute_write`], for a body that also names an application claims digest to bind into the
+    /// transaction's receipt.
+    pub fn execute_claimed_write<T, E>(
+        &self,
+        mut body: impl FnMut(&mut Tx<'static>, &dyn Fn() -> [u8; 32]) -> Result<(T, Option<[u8; 32]>), E>,
+    ) -> Result<(T, TxId), WriteError<E>> {
         let root = || self.lock().replica.merkle_root();
         for _ in 0..self.cfg.limits.max_occ_attempts {
             let store = {
@@ -38,7 +47,7 @@ impl Engine {
                 e.replica.store().clone()
             };
             let mut tx = Tx::shared(store.clone());
-            let value = body(&mut tx, &root).map_err(WriteError::Body)?;
+            let (value, claims_digest) = body(&mut tx, &root).map_err(WriteError::Body)?;
             let mut e = self.lock();
             if !Arc::ptr_eq(&store, e.replica.store()) {
                 // A snapshot replaced the store meanwhile: run again on the new one.
@@ -52,7 +61,11 @@ impl Engine {
                     result: (version, write_set),
                     ..
                 }) => {
-                    let actions = e.replica.step(Event::Propose { version, write_set });
+                    let actions = e.replica.step(Event::Propose {
+                        version,
+                        write_set,
+                        claims_digest,
+                    });
                     match self.handle(&mut e, actions) {
                         Some(Ok(txid)) => {
                             self.metrics.transactions.inc();

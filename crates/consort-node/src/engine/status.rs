@@ -57,6 +57,8 @@ pub struct ReceiptParts {
     pub write_set_digest: [u8; 32],
     /// The transaction's commit evidence string.
     pub commit_evidence: String,
+    /// The application claims digest its entry records (zeros: none).
+    pub claims_digest: [u8; 32],
 }
 
 /// Why there is no receipt for a transaction.
@@ -190,9 +192,12 @@ impl Engine {
         let (signature, proof) = sources
             .finish(&signature_entry)
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
+        let claims_digest = consort_consensus::codec::claims_digest_of(&entry, id.seqno.get())
+            .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         Ok(ReceiptParts {
             signature,
             proof,
+            claims_digest,
             write_set_digest: sha256(&entry),
             commit_evidence: self
                 .ledger_secrets()
