@@ -20,6 +20,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("consort-ledger", ["consort-crypto", "consort-kv"].into());
     m.insert("consort-gov", ["consort-crypto", "consort-kv"].into());
     m.insert("consort-attest", ["consort-crypto"].into());
+    m.insert("consort-js", ["consort-crypto", "consort-kv"].into());
     m.insert(
         "consort-consensus",
         ["consort-crypto", "consort-kv", "consort-ledger"].into(),
@@ -32,6 +33,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "consort-gov",
         "consort-consensus",
         "consort-attest",
+        "consort-js",
     ];
     m.insert("consort-node", node.into());
     let cli = [

@@ -71,7 +71,14 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn parse(key: &[u8], value: &[u8]) -> Option<Endpoint> {
-        let key: Key = serde_json::from_slice(key).ok()?;
+        // Consort's constitution writes the key as JSON; CCF's own writes "VERB /path".
+        let key: Key = serde_json::from_slice(key).ok().or_else(|| {
+            let (verb, path) = std::str::from_utf8(key).ok()?.split_once(' ')?;
+            Some(Key {
+                uri_path: path.to_string(),
+                verb: verb.to_string(),
+            })
+        })?;
         let props: Properties = serde_json::from_slice(value).ok()?;
         let uri_path = if key.uri_path.starts_with('/') {
             key.uri_path
@@ -214,6 +221,13 @@ mod tests {
         assert!(eps.find("GET", "/records").is_none());
         assert!(eps.find("GET", "/records/1/more").is_none());
         assert!(eps.find("DELETE", "/records/1").is_none());
+        // CCF's constitution's key form.
+        let store = Store::new();
+        let mut tx = store.begin();
+        tx.put(ENDPOINTS_TABLE, b"PUT /jobs/{id}", props("put").to_string().as_bytes());
+        store.commit(tx, |_, _| ()).expect("commit");
+        let eps = Endpoints::read(&store.read_only());
+        assert_eq!(eps.find("PUT", "/jobs/3").expect("CCF key").0.js_function, "put");
         assert_eq!(
             eps.modules.get("/m.js").map(String::as_str),
             Some("export function f() {}")
@@ -224,7 +238,7 @@ mod tests {
     fn rows_that_do_not_parse_are_skipped() {
         let store = Store::new();
         let mut tx = store.begin();
-        tx.put(ENDPOINTS_TABLE, b"not json", b"{}");
+        tx.put(ENDPOINTS_TABLE, b"notjson", b"{}");
         tx.put(ENDPOINTS_TABLE, br#"{"uri_path":"/a","verb":"GET"}"#, b"[1]");
         store.commit(tx, |_, _| ()).expect("commit");
         assert!(Endpoints::read(&store.read_only()).is_empty());

@@ -5,6 +5,9 @@
 //! The crate does no IO: the node passes the transaction, the clock check for the time budget (an interrupt
 //! callback) and what it knows of consensus ([`NodeView`]), and caches [`Interpreter`]s per thread itself.
 
+#![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
+
 mod crypto;
 pub mod endpoints;
 mod host;

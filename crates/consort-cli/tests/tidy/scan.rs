@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The crates that do no IO (ARCHITECTURE.md: sans-IO cores).
-pub const CORES: [&str; 7] = [
+pub const CORES: [&str; 8] = [
     "consort-crypto",
     "consort-receipt",
     "consort-kv",
@@ -16,6 +16,7 @@ pub const CORES: [&str; 7] = [
     "consort-consensus",
     "consort-gov",
     "consort-attest",
+    "consort-js",
 ];
 
 /// One source line, split into its code and its comments.
