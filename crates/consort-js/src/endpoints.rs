@@ -229,10 +229,6 @@ mod tests {
         store.commit(tx, |_, _| ()).expect("commit");
         let eps = Endpoints::read(&store.read_only());
         assert_eq!(eps.find("PUT", "/jobs/3").expect("CCF key").0.js_function, "put");
-        assert_eq!(
-            eps.modules.get("/m.js").map(String::as_str),
-            Some("export function f() {}")
-        );
     }
 
     #[test]
