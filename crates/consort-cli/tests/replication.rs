@@ -502,6 +502,20 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
             .max()
             .unwrap_or(0)
     };
+    // A JavaScript app deployed by governance, with one record written through it, goes into the snapshot the
+    // joiner starts from.
+    let logging_js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/logging-js");
+    let bundle = consort_cli::js_bundle::bundle_from_dir(&logging_js).unwrap();
+    net.pass_proposal(
+        &[0, 1, 2],
+        serde_json::json!([{"name": "set_js_app", "args": {"bundle": bundle}}]),
+        false,
+    )
+    .await;
+    let js_record = serde_json::json!({"id": 77, "msg": "written through the JS app before the join"});
+    let conn = net.connect(primary_now).await.expect("the primary");
+    let r = conn.post_json("/app/js/log/private", &js_record).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let before = newest(primary_now);
     net.pass_proposal(&[0, 1, 2], serde_json::json!([{"name": "trigger_snapshot"}]), false)
         .await;
@@ -561,6 +575,13 @@ async fn three_nodes_failover_restart_and_a_fourth_joins_from_a_snapshot() {
     let joined_paths = paths(net.get_json(3, "/app/api").await);
     assert_eq!(joined_paths, paths(net.get_json(primary, "/app/api").await));
     assert!(joined_paths.to_string().contains("/smallbank/"), "{joined_paths}");
+    assert!(joined_paths.get("/app/js/log/private").is_some(), "{joined_paths}");
+    let read = net.get_json(3, "/app/js/log/private?id=77").await;
+    assert_eq!(
+        read.as_ref().map(|v| &v["msg"]),
+        Some(&js_record["msg"]),
+        "the joiner serves the JS app's record"
+    );
     let base = net.get_json(3, "/node/consensus").await.expect("consensus")["base_seqno"]
         .as_u64()
         .unwrap();

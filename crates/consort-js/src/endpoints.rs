@@ -221,7 +221,10 @@ mod tests {
         assert!(eps.find("GET", "/records").is_none());
         assert!(eps.find("GET", "/records/1/more").is_none());
         assert!(eps.find("DELETE", "/records/1").is_none());
-        assert_eq!(eps.modules.get("/m.js").map(String::as_str), Some("export function f() {}"));
+        assert_eq!(
+            eps.modules.get("/m.js").map(String::as_str),
+            Some("export function f() {}")
+        );
         // CCF's constitution's key form.
         let store = Store::new();
         let mut tx = store.begin();
