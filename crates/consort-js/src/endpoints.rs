@@ -15,8 +15,11 @@ pub const MODULES_TABLE: &str = "public:ccf.gov.modules";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointMode {
+    /// A write transaction on the primary.
     Readwrite,
+    /// A read on the node that receives the request.
     Readonly,
+    /// A read of the state of a past transaction.
     Historical,
 }
 
@@ -61,11 +64,15 @@ pub struct Endpoint {
     segments: Vec<Segment>,
     /// Module (as stored, with its leading `/`) and exported function that handle the request.
     pub js_module: String,
+    /// The exported function that handles the request.
     pub js_function: String,
+    /// How the endpoint runs.
     pub mode: EndpointMode,
     /// Policy names (CCF's); unknown names are kept so the node can refuse them.
     pub authn_policies: Vec<String>,
+    /// The OpenAPI operation object listed in `/app/api`.
     pub openapi: serde_json::Value,
+    /// Whether `/app/api` leaves the endpoint out.
     pub openapi_hidden: bool,
 }
 

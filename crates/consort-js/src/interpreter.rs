@@ -19,7 +19,9 @@ const PRELUDE: &str = include_str!("prelude.js");
 /// Whether a call may write the KV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvAccess {
+    /// Reads and writes (read-write endpoints).
     ReadWrite,
+    /// Reads only: a write throws (read-only and historical endpoints).
     ReadOnly,
 }
 
@@ -38,11 +40,14 @@ pub trait NodeView {
 pub struct CallInput<'a> {
     /// Module name as stored (leading `/`), and the exported function.
     pub module: &'a str,
+    /// The exported function to call.
     pub function: &'a str,
     /// The request object without its body, as JSON (`method`, `url`, `route`, `path`, `query`, `params`,
     /// `headers`, `caller`, `hostname`).
     pub request_json: String,
+    /// The request body.
     pub body: &'a [u8],
+    /// Whether the call may write.
     pub access: KvAccess,
     /// For historical endpoints: `{"transactionId", "receipt"}` as JSON.
     pub historical_json: Option<String>,
@@ -51,39 +56,57 @@ pub struct CallInput<'a> {
 /// The body of an app's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseBody {
+    /// No body.
     None,
     /// A JSON value (serialised).
     Json(String),
+    /// A string, sent as text.
     Text(String),
+    /// An ArrayBuffer or typed array, sent as bytes.
     Bytes(Vec<u8>),
 }
 
 /// What a successful call returned and asked for.
 #[derive(Debug)]
 pub struct CallOutput {
+    /// The HTTP status (`statusCode`, default 200).
     pub status: u16,
+    /// Response headers, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The response body.
     pub body: ResponseBody,
     /// `ccf.rpc.setApplyWrites`: whether writes should be kept even if the status is not a success.
     pub apply_writes: Option<bool>,
     /// `ccf.rpc.setClaimsDigest`: the digest to bind into the transaction's receipt.
     pub claims_digest: Option<[u8; 32]>,
+    /// What the call wrote with `console.log` (at most a bounded number of lines).
     pub logs: Vec<String>,
 }
 
 /// Why a call failed. The transaction's writes must be dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsError {
+    /// The app threw (or a native function threw for it).
     #[error("{message}")]
-    Exception { message: String, stack: Option<String> },
+    Exception {
+        /// The exception's message.
+        message: String,
+        /// Its stack trace, if it has one.
+        stack: Option<String>,
+    },
+    /// The call ran past `max_execution_time_ms`.
     #[error("Operation took too long to complete.")]
     Timeout,
+    /// The call allocated past `max_heap_bytes`.
     #[error("out of memory: the call exceeded the heap limit")]
     OutOfMemory,
+    /// The call recursed past `max_stack_bytes`.
     #[error("stack overflow: the call exceeded the stack limit")]
     StackOverflow,
+    /// The app returned something that is not a response.
     #[error("the app's response is malformed: {0}")]
     BadResponse(String),
+    /// The interpreter could not be made.
     #[error("cannot run the app: {0}")]
     Setup(String),
 }
