@@ -240,6 +240,10 @@ pub struct Metrics {
     pub dropped_inputs: Counter,
     pub snapshots: Counter,
     pub peers: PeerCounters,
+    /// JWT issuers whose signing keys a refresh round fetched (and wrote, when they changed).
+    pub jwt_key_refreshes: Counter,
+    /// JWT issuers whose key refresh failed (nothing written; see the node's log for why).
+    pub jwt_key_refresh_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -269,6 +273,8 @@ impl Metrics {
             dropped_inputs: Counter::default(),
             snapshots: Counter::default(),
             peers: PeerCounters::default(),
+            jwt_key_refreshes: Counter::default(),
+            jwt_key_refresh_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -319,6 +325,16 @@ impl Metrics {
             "http_bodies_refused",
             "Request bodies refused room in the buffered-body budget (answered 503), by reason",
             m.http.bodies_refused.clone(),
+        );
+        registry.register(
+            "jwt_key_refreshes",
+            "JWT issuers whose signing keys a refresh fetched",
+            m.jwt_key_refreshes.clone(),
+        );
+        registry.register(
+            "jwt_key_refresh_failures",
+            "JWT issuers whose signing-key refresh failed (nothing written)",
+            m.jwt_key_refresh_failures.clone(),
         );
         registry.register(
             "snapshots",
