@@ -21,6 +21,9 @@ const T = {
   serviceConfig: "public:ccf.gov.service.config",
   history: "public:ccf.gov.cose_history",
   signatures: "public:ccf.internal.signatures",
+  jsRuntimeOptions: "public:ccf.gov.js_runtime_options",
+  jwtIssuers: "public:ccf.gov.jwt.issuers",
+  caCertBundles: "public:ccf.gov.tls.ca_cert_bundles",
 };
 
 function fail(message) {
@@ -242,6 +245,50 @@ function removeTcbVersion() {
     validate: (args) => tcbCpuid(args),
     apply: (args) => ccf.kv[T.snpTcbVersions].delete(ccf.strToBuf(tcbCpuid(args))),
   };
+}
+
+// remove_js_app takes no arguments; CCF's tooling may send an empty object.
+function expectNothing(args) {
+  if (args === undefined || args === null) return;
+  if (typeof args === "object" && !Array.isArray(args) && Object.keys(args).length === 0) return;
+  fail("this action takes no arguments");
+}
+
+const JS_RUNTIME_OPTIONS = [
+  ["max_heap_bytes", "integer"],
+  ["max_stack_bytes", "integer"],
+  ["max_execution_time_ms", "integer"],
+  ["log_exception_details", "boolean?"],
+  ["return_exception_details", "boolean?"],
+  ["max_cached_interpreters", "integer?"],
+];
+
+function checkJsRuntimeOptions(args) {
+  expectType(args, "object", "args");
+  const known = JS_RUNTIME_OPTIONS.map(([name]) => name);
+  for (const key of Object.keys(args)) {
+    if (!known.includes(key)) fail(`${key} is not a JS runtime option (${known.join(", ")})`);
+  }
+  for (const [name, type] of JS_RUNTIME_OPTIONS) {
+    expectType(args[name], type, name);
+    if (args[name] !== undefined && args[name] !== null && args[name] < (type === "integer" ? 1 : 0)) {
+      fail(`${name} must not be ${type === "integer" ? "below 1" : "negative"}`);
+    }
+  }
+}
+
+function checkJwtIssuer(args) {
+  expectType(args, "object", "args");
+  expectType(args.issuer, "string", "issuer");
+  if (args.issuer.length === 0) fail("issuer must not be empty");
+  expectType(args.auto_refresh, "boolean?", "auto_refresh");
+  expectType(args.ca_cert_bundle_name, "string?", "ca_cert_bundle_name");
+  if (args.jwks !== undefined && args.jwks !== null) ccf.consort.checkJwks(args.issuer, args.jwks);
+  if (args.auto_refresh === true) {
+    if (!args.ca_cert_bundle_name) fail("auto_refresh needs a ca_cert_bundle_name");
+    const url = /^https:\/\/([^/?#]+)([^?#]*)$/.exec(args.issuer);
+    if (url === null) fail("with auto_refresh, issuer must be an https:// URL without query or fragment");
+  }
 }
 
 function nodeAction(validate, apply) {
@@ -522,4 +569,97 @@ const actions = new Map([
     },
   ],
   ["remove_snp_minimum_tcb_version", removeTcbVersion()],
+  // The application platform: JS apps and their runtime limits, JWT issuers and keys, CA certificate bundles.
+  // The bundle and key checks are the host's (ccf.consort.*), the same ones ccf.node.setJsApp and
+  // ccf.setJwtPublicSigningKeys repeat when they write.
+  [
+    "set_js_app",
+    {
+      validate: (args) => {
+        expectType(args, "object", "args");
+        ccf.consort.checkJsAppBundle(args.bundle);
+        expectType(args.disable_bytecode_cache, "boolean?", "disable_bytecode_cache");
+      },
+      apply: (args) => ccf.node.setJsApp(args.bundle, args.disable_bytecode_cache === true),
+    },
+  ],
+  ["remove_js_app", { validate: expectNothing, apply: () => ccf.node.removeJsApp() }],
+  [
+    "set_js_runtime_options",
+    {
+      validate: checkJsRuntimeOptions,
+      apply: (args) =>
+        setJson(T.jsRuntimeOptions, SINGLETON(), {
+          max_heap_bytes: args.max_heap_bytes,
+          max_stack_bytes: args.max_stack_bytes,
+          max_execution_time_ms: args.max_execution_time_ms,
+          log_exception_details: args.log_exception_details ?? false,
+          return_exception_details: args.return_exception_details ?? false,
+          max_cached_interpreters: args.max_cached_interpreters ?? 10,
+        }),
+    },
+  ],
+  [
+    "set_ca_cert_bundle",
+    {
+      validate: (args) => {
+        expectType(args, "object", "args");
+        expectType(args.name, "string", "name");
+        if (args.name.length === 0) fail("name must not be empty");
+        expectCerts(args.cert_bundle, "cert_bundle");
+      },
+      apply: (args) => ccf.kv[T.caCertBundles].set(ccf.strToBuf(args.name), ccf.strToBuf(args.cert_bundle)),
+    },
+  ],
+  [
+    "remove_ca_cert_bundle",
+    {
+      validate: (args) => expectType(args?.name, "string", "name"),
+      apply: (args) => ccf.kv[T.caCertBundles].delete(ccf.strToBuf(args.name)),
+    },
+  ],
+  [
+    "set_jwt_issuer",
+    {
+      validate: checkJwtIssuer,
+      apply: (args) => {
+        const bundle = args.ca_cert_bundle_name ?? null;
+        if (args.auto_refresh === true && !ccf.kv[T.caCertBundles].has(ccf.strToBuf(bundle))) {
+          fail(`no CA certificate bundle is named ${JSON.stringify(bundle)}`);
+        }
+        const metadata = { auto_refresh: args.auto_refresh === true, ca_cert_bundle_name: bundle };
+        if (args.jwks !== undefined && args.jwks !== null) {
+          ccf.setJwtPublicSigningKeys(args.issuer, metadata, args.jwks);
+        }
+        setJson(T.jwtIssuers, ccf.strToBuf(args.issuer), metadata);
+      },
+    },
+  ],
+  [
+    "remove_jwt_issuer",
+    {
+      validate: (args) => expectType(args?.issuer, "string", "issuer"),
+      apply: (args) => {
+        const key = ccf.strToBuf(args.issuer);
+        if (!ccf.kv[T.jwtIssuers].has(key)) return;
+        ccf.kv[T.jwtIssuers].delete(key);
+        ccf.removeJwtPublicSigningKeys(args.issuer);
+      },
+    },
+  ],
+  [
+    "set_jwt_public_signing_keys",
+    {
+      validate: (args) => {
+        expectType(args, "object", "args");
+        expectType(args.issuer, "string", "issuer");
+        ccf.consort.checkJwks(args.issuer, args.jwks);
+      },
+      apply: (args) => {
+        const metadata = getJson(T.jwtIssuers, ccf.strToBuf(args.issuer));
+        if (metadata === undefined) fail(`issuer ${JSON.stringify(args.issuer)} is not a known JWT issuer`);
+        ccf.setJwtPublicSigningKeys(args.issuer, metadata, args.jwks);
+      },
+    },
+  ],
 ]);

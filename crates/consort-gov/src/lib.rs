@@ -42,6 +42,20 @@
 //! `set_snp_minimum_tcb_version_hex` too) and their removals) only write their tables here, after checking
 //! their shape; the node's join path reads them.
 //!
+//! # The application platform's tables
+//!
+//! `set_js_app`, `remove_js_app`, `set_js_runtime_options`, `set_jwt_issuer`, `remove_jwt_issuer`,
+//! `set_jwt_public_signing_keys`, `set_ca_cert_bundle` and `remove_ca_cert_bundle` write the tables listed in
+//! [`tables`] (`MODULES`, `ENDPOINTS`, `JS_RUNTIME_OPTIONS`, `JWT_ISSUERS`, `JWT_PUBLIC_SIGNING_KEYS_METADATA`,
+//! `CA_CERT_BUNDLES`). The checks live in the host (`ccf.node.setJsApp`, `ccf.setJwtPublicSigningKeys`), so
+//! CCF's own constitution gets them too: a bad bundle or key set fails the proposal and writes nothing. CCF's
+//! constitution stores some rows in CCF's forms (an endpoint key `"GET /path"`, a CA bundle as a JSON string);
+//! [`endpoint_from_key`], [`ca_cert_bundle_pem`] and [`jwt_issuer`] read either form.
+//!
+//! Certificates signed with the service key (`ccf.network.generateEndorsedCertificate`,
+//! `generateNetworkCertificate`) come from the node through [`GovEnv::certificates`] ([`CertificateIssuer`]);
+//! the JS call is re-run with the answer, as it is when it first touches a map.
+//!
 //! Whatever the constitution, a proposal whose apply leaves a member certificate under an id that is not SHA-256
 //! of its DER, or a second member id for one public key, fails (`members::check_member_certs`).
 //!
@@ -68,6 +82,7 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
+mod app_tables;
 pub mod cose;
 mod error;
 mod js;
@@ -78,12 +93,17 @@ mod model;
 mod proposals;
 pub mod tables;
 
+pub use app_tables::{ca_cert_bundle_pem, endpoint_from_key, jwt_issuer, JwtIssuer};
+
 pub use cose::{sign_gov_request, verify_gov_request, MsgType, VerifiedRequest};
 pub use error::{
     AlgorithmFault, CoseFault, CreatedAtFault, GovError, HeaderFault, InputFault, InternalFault, MemberCertFault,
     SignatureRejected,
 };
-pub use js::{GovEnv, HostAction, TIMEOUT_REASON};
+pub use js::{
+    endpoint_key, stored_module_name, CertificateIssuer, GovEnv, HostAction, JwtSigningKey, AUTHN_POLICIES,
+    TIMEOUT_REASON,
+};
 pub use kv::KvRead;
 pub use members::{
     ack_state_digest, activate_member, active_members, genesis, get_state_digest, open_service, update_state_digest,

@@ -40,3 +40,18 @@ pub const MAX_JS_MAPS_PER_CALL: usize = 64;
 pub const MAX_JS_LOG_LINES: usize = 256;
 /// Longest `console.log` line kept, in bytes.
 pub const MAX_JS_LOG_LINE_BYTES: usize = 4096;
+
+/// Largest JavaScript application bundle `set_js_app` accepts: the bundle's JSON (module sources and endpoint
+/// metadata), in bytes. Below [`MAX_PROPOSAL_SIZE_BYTES`] so that the refusal names the bundle, not the request.
+pub const MAX_JS_APP_BUNDLE_BYTES: usize = 768 * 1024;
+/// Most modules one application bundle may hold.
+pub const MAX_JS_APP_MODULES: usize = 256;
+/// Most endpoints (path and method pairs) one application bundle may declare.
+pub const MAX_JS_APP_ENDPOINTS: usize = 1024;
+/// Most keys one JSON Web Key Set given to governance may hold.
+pub const MAX_JWKS_KEYS: usize = 64;
+/// Smallest RSA modulus accepted for a JWT signing key, in bits.
+pub const MIN_JWT_RSA_MODULUS_BITS: usize = 2048;
+/// Most certificates one JS call may ask the node to issue (`ccf.network.generate*Certificate`); each is answered
+/// by re-running the call, as a map load is.
+pub const MAX_JS_CERTIFICATES_PER_CALL: usize = 64;

@@ -146,7 +146,7 @@ pub fn create_proposal(
     tx: &mut Tx<'_>,
     request: &VerifiedRequest,
     state_root: &[u8; 32],
-    env: &GovEnv,
+    env: &GovEnv<'_>,
 ) -> Result<ProposalOutcome, GovError> {
     check_type(request, MsgType::Proposal)?;
     if request.payload.len() > MAX_PROPOSAL_SIZE_BYTES {
@@ -219,7 +219,7 @@ pub fn submit_ballot(
     request: &VerifiedRequest,
     proposal_id: &str,
     member_id: &str,
-    env: &GovEnv,
+    env: &GovEnv<'_>,
 ) -> Result<ProposalOutcome, GovError> {
     check_type(request, MsgType::Ballot)?;
     check_path_id(proposal_id, "proposal")?;
@@ -348,7 +348,7 @@ fn run_ballots(
     proposal_id: &str,
     proposal: &str,
     info: &ProposalInfo,
-    env: &GovEnv,
+    env: &GovEnv<'_>,
     logs: &mut Vec<String>,
 ) -> (BTreeMap<String, bool>, BTreeMap<String, Failure>) {
     let mut votes = BTreeMap::new();
@@ -384,7 +384,7 @@ fn run_resolve(
     info: &mut ProposalInfo,
     votes: &BTreeMap<String, bool>,
     constitution: &str,
-    env: &GovEnv,
+    env: &GovEnv<'_>,
 ) -> Vec<String> {
     let mut logs = Vec::new();
     let votes_arg: Vec<serde_json::Value> = votes.iter().map(|(m, v)| json!({"member_id": m, "vote": v})).collect();
@@ -431,7 +431,7 @@ fn resolve(
     proposal: &str,
     info: &mut ProposalInfo,
     constitution: &str,
-    env: &GovEnv,
+    env: &GovEnv<'_>,
 ) -> Result<ProposalOutcome, GovError> {
     let mut logs = Vec::new();
     let (votes, vote_failures) = run_ballots(tx, proposal_id, proposal, info, env, &mut logs);

@@ -54,3 +54,28 @@ pub const SINGLETON_KEY: [u8; 8] = [0u8; 8];
 
 /// Prefix of the maps a constitution's `apply` may write.
 pub const GOV_MAP_PREFIX: &str = "public:ccf.gov.";
+
+/// JS application modules: raw UTF-8 source keyed by the module name with a leading "/" (`"/endpoints/all.js"`).
+pub const MODULES: &str = "public:ccf.gov.modules";
+/// JS application endpoints: key JSON `{"uri_path": "/records/{id}", "verb": "GET"}` (see
+/// [`crate::endpoint_key`]), value JSON of CCF's endpoint properties (`js_module`, `js_function`, `mode`,
+/// `authn_policies`, `forwarding_required`, `openapi`, `openapi_hidden`, ...).
+pub const ENDPOINTS: &str = "public:ccf.gov.endpoints";
+/// CCF's compiled-module cache. Consort keeps none; governance clears it whenever the application changes.
+pub const MODULES_QUICKJS_BYTECODE: &str = "public:ccf.gov.modules_quickjs_bytecode";
+/// The QuickJS version CCF's bytecode cache was built with (singleton, JSON string).
+pub const MODULES_QUICKJS_VERSION: &str = "public:ccf.gov.modules_quickjs_version";
+/// JSON `true` at [`SINGLETON_KEY`] once the application changed: nodes drop cached interpreters.
+pub const INTERPRETER_FLUSH: &str = "public:ccf.gov.interpreter.flush";
+/// JS runtime limits of applications, JSON `{"max_heap_bytes", "max_stack_bytes", "max_execution_time_ms",
+/// "log_exception_details", "return_exception_details", "max_cached_interpreters"}` at [`SINGLETON_KEY`].
+pub const JS_RUNTIME_OPTIONS: &str = "public:ccf.gov.js_runtime_options";
+/// JWT issuers: key the issuer string, value JSON `{"auto_refresh": bool, "ca_cert_bundle_name": string|null}`
+/// (CCF's constitution may store other fields of the proposal beside these, and may leave `auto_refresh` out).
+pub const JWT_ISSUERS: &str = "public:ccf.gov.jwt.issuers";
+/// JWT signing keys: key the JWK `kid`, value JSON array of `{"issuer", "public_key" (PEM SubjectPublicKeyInfo),
+/// "constraint" (string or null)}`, one entry per issuer that published the kid.
+pub const JWT_PUBLIC_SIGNING_KEYS_METADATA: &str = "public:ccf.gov.jwt.public_signing_keys_metadata";
+/// CA certificate bundles: key the bundle name, value the PEM bundle (Consort's constitution stores it raw; CCF's
+/// stores it as a JSON string, see [`crate::ca_cert_bundle_pem`]).
+pub const CA_CERT_BUNDLES: &str = "public:ccf.gov.tls.ca_cert_bundles";

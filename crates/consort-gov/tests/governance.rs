@@ -297,14 +297,14 @@ export function resolve(proposal, proposerId, votes, proposalId) {{
     assert!(!has_user(&store, &user.id));
 }
 
-fn small_limits() -> GovEnv {
+fn small_limits() -> GovEnv<'static> {
     GovEnv {
         limits: limits::JsLimits {
             max_heap_bytes: 16 * 1024 * 1024,
             max_stack_bytes: 256 * 1024,
             max_interrupt_polls: 200,
         },
-        latest_ledger_secret_seqno: 0,
+        ..GovEnv::default()
     }
 }
 

@@ -59,11 +59,32 @@ impl HostAction {
     }
 }
 
+/// A certificate a JS call asked the node to issue (`ccf.network.generate*Certificate`). The call is answered by
+/// re-running it once the node issued the certificate (see [`super::CertificateIssuer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum CertRequest {
+    /// `generateEndorsedCertificate(csr, validFrom, validityPeriodDays)`.
+    Endorse {
+        csr: String,
+        valid_from: String,
+        validity_period_days: u64,
+    },
+    /// `generateNetworkCertificate(validFrom, validityPeriodDays)`.
+    Renew {
+        valid_from: String,
+        validity_period_days: u64,
+    },
+}
+
 pub(super) struct Host {
-    access: Access,
+    pub(super) access: Access,
     maps: HashMap<String, MapData>,
     /// The first map the call needed but was not loaded; the call is rerun once it is.
     pub(super) missing: Option<String>,
+    /// Certificates issued so far for this call, by request.
+    pub(super) certs: HashMap<CertRequest, Result<String, String>>,
+    /// The first certificate the call asked for that is not issued yet; the call is rerun once it is.
+    pub(super) missing_cert: Option<CertRequest>,
     pub(super) writes: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
     pub(super) actions: Vec<HostAction>,
     pub(super) logs: Vec<String>,
@@ -72,11 +93,19 @@ pub(super) struct Host {
 }
 
 impl Host {
-    pub(super) fn new(access: Access, maps: HashMap<String, MapData>, seed: u64, env: &GovEnv) -> Self {
+    pub(super) fn new(
+        access: Access,
+        maps: HashMap<String, MapData>,
+        certs: HashMap<CertRequest, Result<String, String>>,
+        seed: u64,
+        env: &GovEnv<'_>,
+    ) -> Self {
         Host {
             access,
             maps,
             missing: None,
+            certs,
+            missing_cert: None,
             writes: Vec::new(),
             actions: Vec::new(),
             logs: Vec::new(),
@@ -85,7 +114,46 @@ impl Host {
         }
     }
 
-    fn map(&mut self, name: &str) -> Result<&mut MapData, String> {
+    /// Why host calls are cut short now, if they are: the call waits for a map or a certificate and will rerun.
+    fn pending(&self) -> Option<String> {
+        if let Some(m) = &self.missing {
+            return Some(format!("map {m} is being loaded"));
+        }
+        self.missing_cert
+            .as_ref()
+            .map(|_| "a certificate is being issued".to_owned())
+    }
+
+    /// Writes (or with `None` removes) one entry of a writable map from the host side.
+    pub(super) fn put(&mut self, map: &str, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), String> {
+        let data = self.writable(map)?;
+        match &value {
+            Some(v) => data.insert(key.clone(), v.clone()),
+            None => data.remove(&key),
+        };
+        self.writes.push((map.to_owned(), key, value));
+        Ok(())
+    }
+
+    /// Removes every entry of a writable map.
+    pub(super) fn clear(&mut self, map: &str) -> Result<(), String> {
+        let keys: Vec<Vec<u8>> = std::mem::take(self.writable(map)?).into_keys().collect();
+        for key in keys {
+            self.writes.push((map.to_owned(), key, None));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the call is an `apply`.
+    pub(super) fn expect_apply(&self, what: &str) -> Result<(), String> {
+        if self.access == Access::Apply {
+            Ok(())
+        } else {
+            Err(format!("{what} is only available in apply"))
+        }
+    }
+
+    pub(super) fn map(&mut self, name: &str) -> Result<&mut MapData, String> {
         if !consort_kv::is_public_map(name) {
             return Err(format!(
                 "map {name} is not accessible to governance: only public maps are"
@@ -101,7 +169,7 @@ impl Host {
         Ok(self.maps.get_mut(name).expect("checked above"))
     }
 
-    fn writable(&mut self, name: &str) -> Result<&mut MapData, String> {
+    pub(super) fn writable(&mut self, name: &str) -> Result<&mut MapData, String> {
         if self.access != Access::Apply {
             return Err(format!("map {name} is read-only here: only apply may write"));
         }
@@ -124,29 +192,28 @@ impl Host {
     }
 }
 
-type Shared = Rc<RefCell<Host>>;
+pub(super) type Shared = Rc<RefCell<Host>>;
 
 /// Binary string (one char per byte, as the prelude's `toBin` makes) to bytes.
-fn bin(s: &str) -> Result<Vec<u8>, String> {
+pub(super) fn bin(s: &str) -> Result<Vec<u8>, String> {
     s.chars()
         .map(|c| u8::try_from(u32::from(c)).map_err(|_| "byte string holds a non-byte character".to_owned()))
         .collect()
 }
 
-fn throw(ctx: &Ctx<'_>, msg: &str) -> rquickjs::Error {
+pub(super) fn throw(ctx: &Ctx<'_>, msg: &str) -> rquickjs::Error {
     Exception::throw_type(ctx, msg)
 }
 
 /// Runs `f` on the host, unless an earlier host call asked for a map to be loaded: then the call is going to be
 /// rerun, and cutting it short now saves the work.
-fn with_host<'js, T>(
+pub(super) fn with_host<'js, T>(
     ctx: &Ctx<'js>,
     host: &Shared,
     f: impl FnOnce(&mut Host) -> Result<T, String>,
 ) -> rquickjs::Result<T> {
     let mut h = host.borrow_mut();
-    if let Some(m) = &h.missing {
-        let msg = format!("map {m} is being loaded");
+    if let Some(msg) = h.pending() {
         drop(h);
         return Err(throw(ctx, &msg));
     }
@@ -186,7 +253,7 @@ fn is_valid_cert_chain(chain: &str, trusted: &str) -> bool {
         .any(|t| t.public_key().is_ok_and(|k| last.verify_signed_by(&k).is_ok()))
 }
 
-fn pub_pem_to_jwk(pem: &str, kid: &str) -> Result<String, String> {
+pub(super) fn pub_pem_to_jwk(pem: &str, kid: &str) -> Result<String, String> {
     use base64::Engine;
     let key = consort_crypto::VerifyingKey::from_pem(pem).map_err(|e| e.to_string())?;
     let (crv, size) = match key.curve() {
@@ -218,6 +285,7 @@ pub(super) fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     install_kv(ctx, host, &obj)?;
     install_codecs(ctx, &obj)?;
     install_node(ctx, host, &obj)?;
+    super::effects::install(ctx, host, &obj)?;
     Ok(obj)
 }
 
@@ -281,13 +349,7 @@ fn install_kv<'js>(ctx: &Ctx<'js>, host: &Shared, obj: &Object<'js>) -> rquickjs
 
     let h = host.clone();
     let f = Function::new(ctx.clone(), move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<()> {
-        with_host(&ctx, &h, |host| {
-            let keys: Vec<Vec<u8>> = std::mem::take(host.writable(&map)?).into_keys().collect();
-            for key in keys {
-                host.writes.push((map.clone(), key, None));
-            }
-            Ok(())
-        })
+        with_host(&ctx, &h, |host| host.clear(&map))
     })?;
     obj.set("kvClear", f)?;
 
@@ -332,8 +394,9 @@ fn install_codecs<'js>(ctx: &Ctx<'js>, obj: &Object<'js>) -> rquickjs::Result<()
     let f = Function::new(
         ctx.clone(),
         move |ctx: Ctx<'js>, b: String| -> rquickjs::Result<String> {
+            // Bytes that are not UTF-8 (a digest, say) become U+FFFD, as in CCF, rather than failing the call.
             let bytes = bin(&b).map_err(|e| throw(&ctx, &e))?;
-            String::from_utf8(bytes).map_err(|_| throw(&ctx, "buffer is not valid UTF-8"))
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
         },
     )?;
     obj.set("bufToStr", f)?;

@@ -11,7 +11,10 @@
 //! `apply`, only to `public:ccf.gov.*` maps) are buffered and applied to the transaction when the call
 //! succeeds; a failed call writes nothing.
 
+mod bundle;
+mod effects;
 mod host;
+mod jwt;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -21,10 +24,14 @@ use consort_kv::Tx;
 use rquickjs::context::intrinsic;
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Module, Object, Runtime, Value};
 
-use crate::limits::{JsLimits, MAX_JS_MAPS_PER_CALL};
+use crate::limits::{JsLimits, MAX_JS_CERTIFICATES_PER_CALL, MAX_JS_MAPS_PER_CALL};
 use crate::model::Failure;
 
+pub use bundle::{endpoint_key, stored_module_name, AUTHN_POLICIES};
 pub use host::HostAction;
+pub use jwt::JwtSigningKey;
+
+use host::CertRequest;
 
 /// Reason CCF gives when a call exceeds its time budget.
 pub const TIMEOUT_REASON: &str = "Operation took too long to complete.";
@@ -58,29 +65,74 @@ pub(crate) struct JsOutput {
     pub logs: Vec<String>,
 }
 
+/// Certificates signed with the service key, which only the node holds. A constitution asks for them through
+/// `ccf.network.generateEndorsedCertificate` and `ccf.network.generateNetworkCertificate` (CCF's names); governance
+/// passes the request here and hands the PEM back to the JavaScript. Errors are messages for the proposal's
+/// failure reason.
+pub trait CertificateIssuer {
+    /// `generateEndorsedCertificate(csr, validFrom, validityPeriodDays)`: a certificate for the key and subject of
+    /// the PEM certificate signing request `csr`, issued by the service certificate, valid from `valid_from`
+    /// (CCF's time string, `"YYYYMMDDhhmmssZ"` or an ISO 8601 date) for `validity_period_days` days; PEM.
+    fn endorse_csr(&self, csr_pem: &str, valid_from: &str, validity_period_days: u64) -> Result<String, String>;
+    /// `generateNetworkCertificate(validFrom, validityPeriodDays)`: the service certificate re-issued over the
+    /// same service key with the given validity; PEM.
+    fn renew_service_certificate(&self, valid_from: &str, validity_period_days: u64) -> Result<String, String>;
+}
+
 /// What the node passes with every governance operation that runs JavaScript: the limits of each JS call and
-/// the host facts a constitution may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GovEnv {
+/// the host facts and services a constitution may ask for.
+#[derive(Clone, Copy)]
+pub struct GovEnv<'a> {
     /// Limits of each JS call (each ballot, validate, resolve and apply is one call).
     pub limits: JsLimits,
     /// Answer of `ccf.network.getLatestLedgerSecretSeqno()`.
     pub latest_ledger_secret_seqno: u64,
+    /// Who signs certificates with the service key; without one, `ccf.network.generate*Certificate` fail the
+    /// call with "this node cannot issue certificates".
+    pub certificates: Option<&'a dyn CertificateIssuer>,
 }
 
-impl Default for GovEnv {
+impl std::fmt::Debug for GovEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GovEnv")
+            .field("limits", &self.limits)
+            .field("latest_ledger_secret_seqno", &self.latest_ledger_secret_seqno)
+            .field("certificates", &self.certificates.is_some())
+            .finish()
+    }
+}
+
+impl Default for GovEnv<'_> {
     fn default() -> Self {
         GovEnv {
             limits: crate::limits::DEFAULT_JS_LIMITS,
             latest_ledger_secret_seqno: 0,
+            certificates: None,
         }
+    }
+}
+
+fn issue(env: &GovEnv<'_>, request: &CertRequest) -> Result<String, String> {
+    let Some(issuer) = env.certificates else {
+        return Err("this node cannot issue certificates".into());
+    };
+    match request {
+        CertRequest::Endorse {
+            csr,
+            valid_from,
+            validity_period_days,
+        } => issuer.endorse_csr(csr, valid_from, *validity_period_days),
+        CertRequest::Renew {
+            valid_from,
+            validity_period_days,
+        } => issuer.renew_service_certificate(valid_from, *validity_period_days),
     }
 }
 
 type MapData = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Runs `call` against `tx`; on success applies its buffered writes to `tx`.
-pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv) -> Result<JsOutput, Failure> {
+pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv<'_>) -> Result<JsOutput, Failure> {
     let args_json = serde_json::to_string(&call.args).map_err(|e| Failure {
         reason: format!("arguments do not serialise: {e}"),
         trace: None,
@@ -94,8 +146,15 @@ pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv) -> Result<Js
         u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) | 1
     };
     let mut loaded: HashMap<String, MapData> = HashMap::new();
-    for _ in 0..=MAX_JS_MAPS_PER_CALL {
-        let host = Rc::new(RefCell::new(host::Host::new(call.access, loaded.clone(), seed, env)));
+    let mut certs: HashMap<CertRequest, Result<String, String>> = HashMap::new();
+    for _ in 0..=MAX_JS_MAPS_PER_CALL + MAX_JS_CERTIFICATES_PER_CALL {
+        let host = Rc::new(RefCell::new(host::Host::new(
+            call.access,
+            loaded.clone(),
+            certs.clone(),
+            seed,
+            env,
+        )));
         let outcome = run_once(call, &args_json, &host, env);
         let mut host = Rc::try_unwrap(host).map(RefCell::into_inner).map_err(|_| Failure {
             reason: "internal error: JS runtime outlived its call".into(),
@@ -107,7 +166,20 @@ pub(crate) fn run(tx: &mut Tx<'_>, call: &JsCall<'_>, env: &GovEnv) -> Result<Js
                 data.insert(k.to_vec(), v.to_vec());
                 true
             });
+            if loaded.len() > MAX_JS_MAPS_PER_CALL {
+                break;
+            }
             loaded.insert(map, data);
+            continue;
+        }
+        if let Some(request) = host.missing_cert.take() {
+            if certs.len() >= MAX_JS_CERTIFICATES_PER_CALL {
+                return Err(failure(format!(
+                    "the call asked for more than {MAX_JS_CERTIFICATES_PER_CALL} certificates"
+                )));
+            }
+            let answer = issue(env, &request);
+            certs.insert(request, answer);
             continue;
         }
         let result = outcome?;
@@ -153,7 +225,7 @@ fn run_once(
     call: &JsCall<'_>,
     args_json: &str,
     host: &Rc<RefCell<host::Host>>,
-    env: &GovEnv,
+    env: &GovEnv<'_>,
 ) -> Result<Option<serde_json::Value>, Failure> {
     let runtime = Runtime::new().map_err(|e| failure(format!("cannot create a JS runtime: {e}")))?;
     runtime.set_memory_limit(env.limits.max_heap_bytes);

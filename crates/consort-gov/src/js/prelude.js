@@ -59,6 +59,10 @@
   const bufToStr = (buf) => host.bufToStr(toBin(buf));
   const strToBuf = (s) => host.strToBuf(String(s));
   const orNull = (v) => (v === undefined || v === null ? null : v);
+  const toJson = (v) => JSON.stringify(v === undefined ? null : v);
+  const unsupported = (name) => () => {
+    throw new Error(`${name} is not supported by Consort`);
+  };
   const ccf = {
     kv,
     strToBuf,
@@ -73,11 +77,25 @@
       isValidX509CertChain: (chain, trusted) => host.isValidX509CertChain(String(chain), String(trusted)),
       pubPemToJwk: (pem, kid) => JSON.parse(host.pubPemToJwk(String(pem), kid === undefined ? "" : String(kid))),
     },
+    // Effects of CCF's constitution beyond the KV.
+    refreshAppBytecodeCache: () => host.refreshAppBytecodeCache(),
+    setJwtPublicSigningKeys: (issuer, metadata, jwks) =>
+      host.setJwtPublicSigningKeys(String(issuer), toJson(metadata ?? {}), toJson(jwks)),
+    removeJwtPublicSigningKeys: (issuer) => host.removeJwtPublicSigningKeys(String(issuer)),
+    // Consort extensions: the checks behind setJsApp and setJwtPublicSigningKeys, for a constitution's validate.
+    consort: {
+      checkJsAppBundle: (bundle) => host.checkJsApp(toJson(bundle)),
+      checkJwks: (issuer, jwks) => host.checkJwks(String(issuer), toJson(jwks)),
+    },
     node: {
       triggerLedgerRekey: () => host.action("trigger_ledger_rekey", "null"),
       triggerRecoverySharesRefresh: () => host.action("trigger_recovery_shares_refresh", "null"),
       triggerSnapshot: () => host.action("trigger_snapshot", "null"),
       triggerLedgerChunk: () => host.action("trigger_ledger_chunk", "null"),
+      setJsApp: (bundle, disableBytecodeCache) => host.setJsApp(toJson(bundle), disableBytecodeCache === true),
+      removeJsApp: () => host.removeJsApp(),
+      triggerACMERefresh: unsupported("ccf.node.triggerACMERefresh (ACME certificates)"),
+      shuffleSealedShares: unsupported("ccf.node.shuffleSealedShares (sealed recovery shares)"),
       transitionServiceToOpen: (previous, next) =>
         host.action(
           "transition_service_to_open",
@@ -99,11 +117,16 @@
     },
     network: {
       getLatestLedgerSecretSeqno: () => host.latestLedgerSecretSeqno(),
+      generateEndorsedCertificate: (csr, validFrom, validityPeriodDays) =>
+        host.generateEndorsedCertificate(String(csr), String(validFrom), Number(validityPeriodDays)),
+      generateNetworkCertificate: (validFrom, validityPeriodDays) =>
+        host.generateNetworkCertificate(String(validFrom), Number(validityPeriodDays)),
     },
   };
   Object.freeze(ccf.crypto);
   Object.freeze(ccf.node);
   Object.freeze(ccf.network);
+  Object.freeze(ccf.consort);
   Object.freeze(ccf);
   globalThis.ccf = ccf;
   const show = (a) => {
