@@ -99,7 +99,10 @@ mod tests {
         let (private, public) = crate::rsa_keys::generate_pem(2048).unwrap();
         let sig = sign_rs256(&private, b"header.payload").unwrap();
         verify_rs256(&public, b"header.payload", &sig).unwrap();
-        assert_eq!(verify_rs256(&public, b"header.payloaX", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            verify_rs256(&public, b"header.payloaX", &sig),
+            Err(CryptoError::BadSignature)
+        );
         let (n, e) = rsa_components(&public).unwrap();
         assert_eq!(rsa_spki_pem(&n, &e).unwrap(), public);
         assert!(is_rsa_public_key(&public));

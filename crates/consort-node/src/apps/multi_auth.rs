@@ -65,7 +65,11 @@ impl App for MultiAuthApp {
                 AppResponse::ok(answer)
             }
             // The node authenticated by the endpoint's policy, so another caller here is a routing mistake.
-            _ => AppResponse::error(401, "InvalidAuthenticationInfo", "this endpoint accepts only bearer tokens"),
+            _ => AppResponse::error(
+                401,
+                "InvalidAuthenticationInfo",
+                "this endpoint accepts only bearer tokens",
+            ),
         }
     }
 

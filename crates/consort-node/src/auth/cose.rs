@@ -9,10 +9,10 @@
 
 use super::{Credentials, USERS_CERTS_TABLE};
 use crate::apps::CoseCaller;
-use coset::cbor::value::Value as Cbor;
-use coset::{iana, CborSerializable, CoseSign1, Label, RegisteredLabelWithPrivate, TaggedCborSerializable};
 use consort_crypto::{Curve, HashAlg, ParsedCert};
 use consort_kv::Store;
+use coset::cbor::value::Value as Cbor;
+use coset::{iana, CborSerializable, CoseSign1, Label, RegisteredLabelWithPrivate, TaggedCborSerializable};
 
 /// Protected header label of the message type (optional).
 pub const HEADER_MSG_TYPE: &str = "ccf.msg.type";
@@ -122,7 +122,9 @@ pub fn verify(store: &Store, body: &[u8], now: u64) -> Result<CoseCaller, CoseRe
         }
     }
     let created_at = match text_header(header, HEADER_CREATED_AT) {
-        Some(Cbor::Integer(i)) => u64::try_from(i128::from(*i)).map_err(|_| CoseRefusal::HeaderType(HEADER_CREATED_AT))?,
+        Some(Cbor::Integer(i)) => {
+            u64::try_from(i128::from(*i)).map_err(|_| CoseRefusal::HeaderType(HEADER_CREATED_AT))?
+        }
         Some(_) => return Err(CoseRefusal::HeaderType(HEADER_CREATED_AT)),
         None => return Err(CoseRefusal::MissingHeader(HEADER_CREATED_AT)),
     };

@@ -218,7 +218,8 @@ pub fn issuer_fits(iss: &str, constraint: &str, tid: Option<&str>) -> bool {
 /// A numeric date claim (seconds since the epoch; fractions are cut), if present and numeric.
 fn date_claim(payload: &Value, name: &str) -> Option<u64> {
     let v = payload.get(name)?;
-    v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 /// Checks the claims of a token whose signature verified under `key`.

@@ -46,14 +46,20 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn sign_token(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
     let sig = sign(input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
 
 fn rsa_signer() -> Signer {
     static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    let (private, public) = KEY.get_or_init(|| consort_crypto::rsa_keys::generate_pem(2048).unwrap()).clone();
+    let (private, public) = KEY
+        .get_or_init(|| consort_crypto::rsa_keys::generate_pem(2048).unwrap())
+        .clone();
     Signer::Rsa { private, public }
 }
 
@@ -148,8 +154,16 @@ fn issuer_and_audience_are_checked() {
 
 #[test]
 fn issuer_constraints_with_a_tenant() {
-    assert!(issuer_fits("https://a/t1/v2.0", "https://a/{tenantid}/v2.0", Some("t1")));
-    assert!(!issuer_fits("https://a/t1/v2.0", "https://a/{tenantid}/v2.0", Some("t2")));
+    assert!(issuer_fits(
+        "https://a/t1/v2.0",
+        "https://a/{tenantid}/v2.0",
+        Some("t1")
+    ));
+    assert!(!issuer_fits(
+        "https://a/t1/v2.0",
+        "https://a/{tenantid}/v2.0",
+        Some("t2")
+    ));
     assert!(!issuer_fits("https://a/t1/v2.0", "https://a/{tenantid}/v2.0", None));
     assert!(issuer_fits("https://a", "https://a", None));
 }
@@ -215,7 +229,11 @@ fn malformed_and_oversized_tokens_are_refused() {
         ("WzFd.e30.", "must be JSON objects"),
         ("e30.e30.", "no alg"),
     ] {
-        assert!(refusal(&store, token).contains(why), "{token}: {}", refusal(&store, token));
+        assert!(
+            refusal(&store, token).contains(why),
+            "{token}: {}",
+            refusal(&store, token)
+        );
     }
     let header = serde_json::json!({"alg": "ES256"});
     assert!(refusal(&store, &sign_token(&header, &claims(), |_| vec![])).contains("no kid"));

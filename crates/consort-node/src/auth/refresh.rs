@@ -58,7 +58,10 @@ fn split_https(url: &str) -> Option<(String, String)> {
     if authority.is_empty() || authority.contains('@') {
         return None;
     }
-    let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:443")
@@ -69,7 +72,10 @@ fn split_https(url: &str) -> Option<(String, String)> {
 /// GETs `url` over HTTPS with `tls`, bounded by [`JWT_FETCH_TIMEOUT`] and [`MAX_JWKS_RESPONSE_BYTES`].
 async fn fetch_json(url: &str, tls: crate::net::client::TlsConfig) -> Result<serde_json::Value, RefreshError> {
     let (addr, path) = split_https(url).ok_or_else(|| RefreshError::IssuerUrl(url.to_string()))?;
-    let fail = |why: String| RefreshError::Fetch { url: url.to_string(), why };
+    let fail = |why: String| RefreshError::Fetch {
+        url: url.to_string(),
+        why,
+    };
     let fetch = async {
         let stream = crate::net::client::connect_tls(&addr, tls, b"http/1.1")
             .await
@@ -89,12 +95,19 @@ async fn fetch_json(url: &str, tls: crate::net::client::TlsConfig) -> Result<ser
         let resp = sender.send_request(req).await.map_err(|e| fail(e.to_string()))?;
         let status = resp.status().as_u16();
         if status != 200 {
-            return Err(RefreshError::Status { url: url.to_string(), status });
+            return Err(RefreshError::Status {
+                url: url.to_string(),
+                status,
+            });
         }
         let body = Limited::new(resp.into_body(), MAX_JWKS_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| fail(format!("{e} (limit MAX_JWKS_RESPONSE_BYTES = {MAX_JWKS_RESPONSE_BYTES})")))?
+            .map_err(|e| {
+                fail(format!(
+                    "{e} (limit MAX_JWKS_RESPONSE_BYTES = {MAX_JWKS_RESPONSE_BYTES})"
+                ))
+            })?
             .to_bytes();
         serde_json::from_slice(&body).map_err(|e| RefreshError::Document {
             what: "the response",
@@ -107,19 +120,26 @@ async fn fetch_json(url: &str, tls: crate::net::client::TlsConfig) -> Result<ser
 }
 
 fn b64_field(jwk: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(jwk.get(name)?.as_str()?.trim_end_matches('=')).ok()
+    URL_SAFE_NO_PAD
+        .decode(jwk.get(name)?.as_str()?.trim_end_matches('='))
+        .ok()
 }
 
 /// The signing keys of a JWKS document, by kid, as SubjectPublicKeyInfo PEM. Keys marked for encryption, without a
 /// kid, or of a kind Consort does not verify are left out.
 pub fn jwks_keys(jwks: &serde_json::Value) -> Result<BTreeMap<String, String>, RefreshError> {
-    let keys = jwks.get("keys").and_then(|k| k.as_array()).ok_or(RefreshError::Document {
-        what: "the JWKS",
-        why: "no keys array".into(),
-    })?;
+    let keys = jwks
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or(RefreshError::Document {
+            what: "the JWKS",
+            why: "no keys array".into(),
+        })?;
     let mut out = BTreeMap::new();
     for jwk in keys.iter().take(MAX_JWKS_KEYS) {
-        let Some(kid) = jwk.get("kid").and_then(|k| k.as_str()) else { continue };
+        let Some(kid) = jwk.get("kid").and_then(|k| k.as_str()) else {
+            continue;
+        };
         if jwk.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
             continue;
         }
@@ -181,8 +201,15 @@ pub fn write_issuer_keys(engine: &Engine, issuer: &str, keys: &BTreeMap<String, 
             let mut next: Vec<KeyMetadata> = records.iter().filter(|r| r.issuer != issuer).cloned().collect();
             if let Some(pem) = keys.get(&kid_text) {
                 seen.insert(kid_text.clone());
-                let constraint = records.iter().find(|r| r.issuer == issuer).and_then(|r| r.constraint.clone());
-                next.push(KeyMetadata { issuer: issuer.to_string(), public_key: pem.clone(), constraint });
+                let constraint = records
+                    .iter()
+                    .find(|r| r.issuer == issuer)
+                    .and_then(|r| r.constraint.clone());
+                next.push(KeyMetadata {
+                    issuer: issuer.to_string(),
+                    public_key: pem.clone(),
+                    constraint,
+                });
             }
             if &next == records {
                 continue;
@@ -190,12 +217,24 @@ pub fn write_issuer_keys(engine: &Engine, issuer: &str, keys: &BTreeMap<String, 
             if next.is_empty() {
                 tx.remove(JWT_KEYS_TABLE, kid);
             } else {
-                tx.put(JWT_KEYS_TABLE, kid, serde_json::to_string(&next).unwrap_or_default().as_bytes());
+                tx.put(
+                    JWT_KEYS_TABLE,
+                    kid,
+                    serde_json::to_string(&next).unwrap_or_default().as_bytes(),
+                );
             }
         }
         for (kid, pem) in keys.iter().filter(|(k, _)| !seen.contains(*k)) {
-            let rec = vec![KeyMetadata { issuer: issuer.to_string(), public_key: pem.clone(), constraint: None }];
-            tx.put(JWT_KEYS_TABLE, kid.as_bytes(), serde_json::to_string(&rec).unwrap_or_default().as_bytes());
+            let rec = vec![KeyMetadata {
+                issuer: issuer.to_string(),
+                public_key: pem.clone(),
+                constraint: None,
+            }];
+            tx.put(
+                JWT_KEYS_TABLE,
+                kid.as_bytes(),
+                serde_json::to_string(&rec).unwrap_or_default().as_bytes(),
+            );
         }
         Ok::<bool, ()>(tx.has_writes())
     });
@@ -284,7 +323,10 @@ mod tests {
             split_https("https://127.0.0.1:4321/keys"),
             Some(("127.0.0.1:4321".into(), "/keys".into()))
         );
-        assert_eq!(split_https("https://idp.example"), Some(("idp.example:443".into(), "/".into())));
+        assert_eq!(
+            split_https("https://idp.example"),
+            Some(("idp.example:443".into(), "/".into()))
+        );
         assert_eq!(split_https("http://idp.example/x"), None);
         assert_eq!(split_https("https://user@idp.example/x"), None);
         assert_eq!(split_https("https:///x"), None);
@@ -305,7 +347,10 @@ mod tests {
         let keys = jwks_keys(&jwks).unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(keys["a"], ec.to_pem());
-        assert!(matches!(jwks_keys(&serde_json::json!({"keys": []})), Err(RefreshError::NoKeys)));
+        assert!(matches!(
+            jwks_keys(&serde_json::json!({"keys": []})),
+            Err(RefreshError::NoKeys)
+        ));
         assert!(jwks_keys(&serde_json::json!({})).is_err());
     }
 }
