@@ -259,6 +259,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The JWT key refresh counters (see `auth::refresh`).
+    fn register_jwt(&self, registry: &mut Registry) {
+        registry.register(
+            "jwt_key_refreshes",
+            "JWT issuers whose signing keys a refresh fetched",
+            self.jwt_key_refreshes.clone(),
+        );
+        registry.register(
+            "jwt_key_refresh_failures",
+            "JWT issuers whose signing-key refresh failed (nothing written)",
+            self.jwt_key_refresh_failures.clone(),
+        );
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("consort");
         let m = Metrics {
@@ -326,16 +340,7 @@ impl Metrics {
             "Request bodies refused room in the buffered-body budget (answered 503), by reason",
             m.http.bodies_refused.clone(),
         );
-        registry.register(
-            "jwt_key_refreshes",
-            "JWT issuers whose signing keys a refresh fetched",
-            m.jwt_key_refreshes.clone(),
-        );
-        registry.register(
-            "jwt_key_refresh_failures",
-            "JWT issuers whose signing-key refresh failed (nothing written)",
-            m.jwt_key_refresh_failures.clone(),
-        );
+        m.register_jwt(&mut registry);
         registry.register(
             "snapshots",
             "Periodic snapshots committed (and written to the snapshots directory)",
