@@ -11,6 +11,7 @@ pub mod aead;
 pub mod ecdsa;
 mod error;
 pub mod hash;
+pub mod jose;
 pub mod oaep;
 pub mod shamir;
 pub mod x509;

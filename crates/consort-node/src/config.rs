@@ -28,6 +28,26 @@ pub struct NodeConfig {
     /// How the node attests itself: its platform and, for SEV-SNP, the endorsements the host supplies.
     #[serde(default)]
     pub attestation: AttestationConfig,
+    /// JSON Web Token issuers' key refresh.
+    #[serde(default)]
+    pub jwt: JwtConfig,
+}
+
+/// `[jwt]`: how often the primary refreshes the signing keys of issuers configured with `auto_refresh` (CCF's
+/// `jwt.key_refresh_interval`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Seconds between refresh rounds (at least 1; default 1800).
+    pub key_refresh_interval_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            key_refresh_interval_s: 1800,
+        }
+    }
 }
 
 /// The attestation platform a node runs on (`[attestation] platform`).
@@ -425,6 +445,9 @@ impl NodeConfig {
             return Err("limits.max_open_connections and limits.max_occ_attempts must be at least 1".into());
         }
         self.limits.validate()?;
+        if self.jwt.key_refresh_interval_s == 0 {
+            return Err("jwt.key_refresh_interval_s must be at least 1".into());
+        }
         self.attestation.validate()
     }
 

@@ -198,6 +198,13 @@ async fn serve_node(node: Arc<Node>) -> Result<(), NodeError> {
         )?);
     }
 
+    // JWT issuers' signing keys (acts on the primary only).
+    let refresh_every = std::time::Duration::from_secs(engine.config().jwt.key_refresh_interval_s);
+    server_runtime.spawn(crate::auth::refresh::refresh_loop(
+        engine.clone(),
+        refresh_every,
+        stop_rx.clone(),
+    ));
     tracing::info!(node_id = %engine.identities().node_id, %addr, "node listening");
     println!("node {} listening on https://{addr}", engine.identities().node_id);
     let handler = {

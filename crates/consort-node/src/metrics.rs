@@ -240,6 +240,10 @@ pub struct Metrics {
     pub dropped_inputs: Counter,
     pub snapshots: Counter,
     pub peers: PeerCounters,
+    /// JWT issuers whose signing keys a refresh round fetched (and wrote, when they changed).
+    pub jwt_key_refreshes: Counter,
+    /// JWT issuers whose key refresh failed (nothing written; see the node's log for why).
+    pub jwt_key_refresh_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -255,6 +259,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The JWT key refresh counters (see `auth::refresh`).
+    fn register_jwt(&self, registry: &mut Registry) {
+        registry.register(
+            "jwt_key_refreshes",
+            "JWT issuers whose signing keys a refresh fetched",
+            self.jwt_key_refreshes.clone(),
+        );
+        registry.register(
+            "jwt_key_refresh_failures",
+            "JWT issuers whose signing-key refresh failed (nothing written)",
+            self.jwt_key_refresh_failures.clone(),
+        );
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("consort");
         let m = Metrics {
@@ -269,6 +287,8 @@ impl Metrics {
             dropped_inputs: Counter::default(),
             snapshots: Counter::default(),
             peers: PeerCounters::default(),
+            jwt_key_refreshes: Counter::default(),
+            jwt_key_refresh_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -320,6 +340,7 @@ impl Metrics {
             "Request bodies refused room in the buffered-body budget (answered 503), by reason",
             m.http.bodies_refused.clone(),
         );
+        m.register_jwt(&mut registry);
         registry.register(
             "snapshots",
             "Periodic snapshots committed (and written to the snapshots directory)",

@@ -6,6 +6,7 @@
 pub mod js;
 pub mod kv;
 pub mod logging;
+pub mod multi_auth;
 pub mod smallbank;
 
 use consort_kv::Tx;
@@ -333,6 +334,8 @@ impl Apps {
             .with("/log", Box::new(logging::LoggingApp))
             .with(smallbank::PREFIX, Box::new(smallbank::SmallBankApp))
             .with(kv::PREFIX, Box::new(kv::KvApp))
+            .with(multi_auth::MULTI_AUTH_PATH, Box::new(multi_auth::MultiAuthApp))
+            .with(multi_auth::JWT_PATH, Box::new(multi_auth::MultiAuthApp))
     }
 
     fn route(&self, path: &str) -> Option<&dyn App> {

@@ -7,6 +7,7 @@
 
 pub mod cose;
 pub mod jwt;
+pub mod refresh;
 
 use crate::apps::{AuthPolicies, AuthPolicy, Caller};
 use consort_kv::Store;
