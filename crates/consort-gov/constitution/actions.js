@@ -284,6 +284,10 @@ function checkJwtIssuer(args) {
   expectType(args.auto_refresh, "boolean?", "auto_refresh");
   expectType(args.ca_cert_bundle_name, "string?", "ca_cert_bundle_name");
   if (args.jwks !== undefined && args.jwks !== null) ccf.consort.checkJwks(args.issuer, args.jwks);
+  const aud = args.audience;
+  const okAudience =
+    aud === undefined || aud === null || typeof aud === "string" || (Array.isArray(aud) && aud.every((a) => typeof a === "string"));
+  if (!okAudience) fail("audience must be a string or an array of strings");
   if (args.auto_refresh === true) {
     if (!args.ca_cert_bundle_name) fail("auto_refresh needs a ca_cert_bundle_name");
     const url = /^https:\/\/([^/?#]+)([^?#]*)$/.exec(args.issuer);
@@ -628,6 +632,8 @@ const actions = new Map([
           fail(`no CA certificate bundle is named ${JSON.stringify(bundle)}`);
         }
         const metadata = { auto_refresh: args.auto_refresh === true, ca_cert_bundle_name: bundle };
+        // Consort extension: tokens must name this audience (a string or an array of accepted ones).
+        if (args.audience !== undefined && args.audience !== null) metadata.audience = args.audience;
         if (args.jwks !== undefined && args.jwks !== null) {
           ccf.setJwtPublicSigningKeys(args.issuer, metadata, args.jwks);
         }
