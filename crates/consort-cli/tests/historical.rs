@@ -47,13 +47,19 @@ async fn until_ready(conn: &Connection, path: &str, txid: Option<&str>) -> (Repl
         assert_eq!(header(&r, "retry-after"), Some("3"), "{:?}", r.headers);
         assert!(r.content_type.starts_with("text/plain"), "{}", r.content_type);
         accepted += 1;
-        assert!(Instant::now() < deadline, "{path} at {txid:?} still 202 after {FETCH_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{path} at {txid:?} still 202 after {FETCH_TIMEOUT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn error_code(r: &Reply) -> String {
-    r.json().unwrap()["error"]["code"].as_str().unwrap_or_default().to_string()
+    r.json().unwrap()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn seqno_of(txid: &str) -> u64 {
@@ -66,7 +72,17 @@ fn rekey(node: &TestNode) {
     std::fs::write(&file, r#"{"actions": [{"name": "trigger_ledger_rekey"}]}"#).unwrap();
     let p = |f: &str| node.dir.join(f).to_string_lossy().to_string();
     let (sc, mc, mk) = (p("service_cert.pem"), p("member0_cert.pem"), p("member0_privk.pem"));
-    let base = ["gov", "--address", &node.address, "--service-cert", &sc, "--cert", &mc, "--key", &mk];
+    let base = [
+        "gov",
+        "--address",
+        &node.address,
+        "--service-cert",
+        &sc,
+        "--cert",
+        &mc,
+        "--key",
+        &mk,
+    ];
     let (ok, out) = run_consort(&[&base[..], &["propose", file.to_str().unwrap()]].concat());
     assert!(ok, "propose: {out}");
     let v: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
@@ -128,8 +144,9 @@ async fn whole_range(conn: &Connection, first: &str) -> (Vec<(u64, String)>, usi
 async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let mut node = TestNode::configure(&tmp.path().join("n0"), |c| {
-        // Small enough that a range over the whole ledger takes several pages.
-        c.limits.historical_cache_size_bytes = 48 * 1024;
+        // Small enough that a range over the whole ledger takes several pages, big enough for the genesis
+        // transaction's state (it holds the constitution).
+        c.limits.historical_cache_size_bytes = 160 * 1024;
         c.ledger.chunk_threshold_bytes = 8 * 1024;
     });
     node.start().await;
@@ -144,8 +161,14 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     };
     let public = write(&user, "/app/log/public", 1, "public one").await;
     // Other writes between, so that the range has seqnos that did not write id 1.
-    for i in 0..40 {
-        write(&user, "/app/log/private", 2, &format!("filler {i}")).await;
+    for i in 0..100 {
+        write(
+            &user,
+            "/app/log/private",
+            2,
+            &format!("filler {i} {}", "f".repeat(1000)),
+        )
+        .await;
     }
     let last = write(&user, "/app/log/private", 2, "last filler").await;
     node.wait_committed(&user, &last).await;
@@ -168,7 +191,13 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
         let file = tmp.path().join("r.json");
         std::fs::write(&file, v["receipt"].to_string()).unwrap();
         let sc = node.dir.join("service_cert.pem");
-        run_consort(&["receipt", "verify", file.to_str().unwrap(), "--service-cert", sc.to_str().unwrap()])
+        run_consort(&[
+            "receipt",
+            "verify",
+            file.to_str().unwrap(),
+            "--service-cert",
+            sc.to_str().unwrap(),
+        ])
     };
     assert!(ok, "consort receipt verify: {out}");
     if let Some(venv) = ccf_venv() {
@@ -211,7 +240,10 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     let from = seqno_of(&t[0]);
     let (entries, pages) = whole_range(
         &user,
-        &format!("/app/log/private/historical/range?id=1&from_seqno={from}&to_seqno={}", seqno_of(&last)),
+        &format!(
+            "/app/log/private/historical/range?id=1&from_seqno={from}&to_seqno={}",
+            seqno_of(&last)
+        ),
     )
     .await;
     let expected: Vec<(u64, String)> = t
@@ -220,15 +252,25 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
         .map(|(t, m)| (seqno_of(t), m.to_string()))
         .collect();
     assert_eq!(entries, expected);
-    assert!(pages > 1, "the range should not fit one page of a 48 KiB cache");
+    assert!(pages > 1, "the range should not fit one page of a 160 KiB cache");
     let (entries, _) = whole_range(&user, "/app/log/public/historical/range?id=1").await;
     assert_eq!(entries, vec![(seqno_of(&public), "public one".to_string())]);
     let r = user
-        .get(&format!("/app/log/private/historical/range?id=1&from_seqno=5&to_seqno={}", seqno_of(&last) + 1_000_000))
+        .get(&format!(
+            "/app/log/private/historical/range?id=1&from_seqno=5&to_seqno={}",
+            seqno_of(&last) + 1_000_000
+        ))
         .await
         .unwrap();
-    assert_eq!((r.status, error_code(&r).as_str()), (400, "InvalidInput"), "an uncommitted end");
-    let r = user.get("/app/log/private/historical/range?id=1&from_seqno=9&to_seqno=3").await.unwrap();
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "InvalidInput"),
+        "an uncommitted end"
+    );
+    let r = user
+        .get("/app/log/private/historical/range?id=1&from_seqno=9&to_seqno=3")
+        .await
+        .unwrap();
     assert_eq!((r.status, error_code(&r).as_str()), (400, "InvalidInput"));
 
     // A rekey: values written under the old secret still read back (a TxID not fetched before), as do new ones.
@@ -245,7 +287,10 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     }
     let (entries, _) = whole_range(
         &user,
-        &format!("/app/log/private/historical/range?id=1&from_seqno={from}&to_seqno={}", seqno_of(&after)),
+        &format!(
+            "/app/log/private/historical/range?id=1&from_seqno={from}&to_seqno={}",
+            seqno_of(&after)
+        ),
     )
     .await;
     let msgs: Vec<&str> = entries.iter().map(|(_, m)| m.as_str()).collect();

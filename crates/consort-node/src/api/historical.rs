@@ -80,7 +80,8 @@ fn requested_txid(call: &AppCall<'_>) -> Result<TxId, ApiError> {
         return Err(ApiError::new(404, "TransactionInvalid", msg));
     };
     raw.trim().parse::<TxId>().map_err(|_| {
-        let msg = format!("The value '{raw}' in header '{HISTORICAL_TXID_HEADER}' could not be converted to a valid Tx ID.");
+        let msg =
+            format!("The value '{raw}' in header '{HISTORICAL_TXID_HEADER}' could not be converted to a valid Tx ID.");
         ApiError::new(404, "TransactionInvalid", msg)
     })
 }

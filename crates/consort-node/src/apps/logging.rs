@@ -140,9 +140,8 @@ impl App for LoggingApp {
 
 /// The `id` query parameter (400 if missing or not a u64).
 fn id_param(query: &str) -> Result<u64, AppResponse> {
-    u64_param(query, "id")?.ok_or_else(|| {
-        AppResponse::error(400, "InvalidQueryParameterValue", "query parameter id must be a u64")
-    })
+    u64_param(query, "id")?
+        .ok_or_else(|| AppResponse::error(400, "InvalidQueryParameterValue", "query parameter id must be a u64"))
 }
 
 /// An optional u64 query parameter (400 if present but not a u64).
@@ -150,7 +149,11 @@ fn u64_param(query: &str, name: &str) -> Result<Option<u64>, AppResponse> {
     match super::query_param(query, name) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
-            AppResponse::error(400, "InvalidQueryParameterValue", format!("query parameter {name} must be a u64"))
+            AppResponse::error(
+                400,
+                "InvalidQueryParameterValue",
+                format!("query parameter {name} must be a u64"),
+            )
         }),
     }
 }
@@ -169,7 +172,11 @@ fn no_content() -> AppResponse {
 /// TxID, fetched that store and made the receipt).
 fn historical(req: &AppRequest<'_>, tx: &mut Tx<'static>, map: &str, op: Op) -> AppResponse {
     let Some(ctx) = req.historical else {
-        return AppResponse::error(500, "InternalError", "a historical endpoint ran without its historical state");
+        return AppResponse::error(
+            500,
+            "InternalError",
+            "a historical endpoint ran without its historical state",
+        );
     };
     let id = match id_param(req.query) {
         Ok(id) => id,
@@ -191,7 +198,11 @@ impl LoggingApp {
     /// `{"entries": [{"seqno", "id", "msg"}], "@nextLink": ...}`, the link present while the range goes on.
     fn range(&self, req: &AppRequest<'_>, map: &str) -> AppResponse {
         let Some(history) = self.history.get() else {
-            return AppResponse::error(503, "HistoricalQueriesUnavailable", "this node serves no historical state");
+            return AppResponse::error(
+                503,
+                "HistoricalQueriesUnavailable",
+                "this node serves no historical state",
+            );
         };
         let params = id_param(req.query).and_then(|id| {
             let from = u64_param(req.query, "from_seqno")?.unwrap_or(1);
@@ -252,16 +263,25 @@ fn still_fetching(message: String) -> AppResponse {
 
 /// The historical endpoints under `/app/log/{private,public}`, for `/app/api`.
 const HISTORICAL_DOCS: &[(&str, &str)] = &[
-    ("/historical", "The message the transaction named by x-ms-ccf-transaction-id wrote for id (204 if none)"),
+    (
+        "/historical",
+        "The message the transaction named by x-ms-ccf-transaction-id wrote for id (204 if none)",
+    ),
     ("/historical_receipt", "The same, with the transaction's receipt"),
-    ("/historical/range", "Every write to id by the committed transactions from_seqno..=to_seqno, paged by @nextLink"),
+    (
+        "/historical/range",
+        "Every write to id by the committed transactions from_seqno..=to_seqno, paged by @nextLink",
+    ),
 ];
 
 fn historical_doc(kind: &str, summary: &str, range: bool) -> serde_json::Value {
-    let mut params = vec![serde_json::json!({"name": "id", "in": "query", "required": true, "schema": {"type": "integer"}})];
+    let mut params =
+        vec![serde_json::json!({"name": "id", "in": "query", "required": true, "schema": {"type": "integer"}})];
     if range {
         for name in ["from_seqno", "to_seqno"] {
-            params.push(serde_json::json!({"name": name, "in": "query", "required": false, "schema": {"type": "integer"}}));
+            params.push(
+                serde_json::json!({"name": name, "in": "query", "required": false, "schema": {"type": "integer"}}),
+            );
         }
     } else {
         params.push(serde_json::json!({"name": "x-ms-ccf-transaction-id", "in": "header", "required": true, "schema": {"type": "string"}}));

@@ -51,8 +51,9 @@ pub enum Lookup<V> {
     Failed(BuildError),
 }
 
-/// Bytes a failed build's entry is counted as (it holds only its error), so failures are evicted like values.
-const FAILED_ENTRY_BYTES: usize = 256;
+/// Failed builds remembered at once (each until it is reported, or until newer failures push it out); they hold
+/// only their error and do not count against `max_bytes`, so a failure never evicts a value.
+pub const MAX_FAILED_ENTRIES: usize = 1024;
 
 enum Slot<V> {
     Building,
@@ -62,8 +63,10 @@ enum Slot<V> {
 
 struct Inner<K, V> {
     slots: HashMap<K, Slot<V>>,
-    /// Bytes held by the ready and failed slots.
+    /// Bytes held by the ready slots.
     held_bytes: usize,
+    /// Failed slots.
+    failed: usize,
     in_flight: usize,
     /// A counter for least-recently-used order.
     clock: u64,
@@ -77,7 +80,9 @@ pub struct Cache<K, V> {
 
 impl<K, V> std::fmt::Debug for Cache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("bounds", &self.bounds).finish_non_exhaustive()
+        f.debug_struct("Cache")
+            .field("bounds", &self.bounds)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,6 +98,7 @@ where
             inner: Arc::new(Mutex::new(Inner {
                 slots: HashMap::new(),
                 held_bytes: 0,
+                failed: 0,
                 in_flight: 0,
                 clock: 0,
             })),
@@ -116,7 +122,7 @@ where
             Some(Slot::Building) => return Lookup::Pending,
             Some(Slot::Failed { .. }) => {
                 if let Some(Slot::Failed { error, .. }) = inner.slots.remove(key) {
-                    inner.held_bytes -= FAILED_ENTRY_BYTES;
+                    inner.failed -= 1;
                     return Lookup::Failed(error);
                 }
             }
@@ -133,7 +139,12 @@ where
             .name(thread_name.to_string())
             .spawn(move || finish(&shared, bounds, k, build()));
         if let Err(e) = started {
-            finish(&self.inner, self.bounds, key.clone(), Err(BuildError::NoThread(e.to_string())));
+            finish(
+                &self.inner,
+                self.bounds,
+                key.clone(),
+                Err(BuildError::NoThread(e.to_string())),
+            );
         }
         Lookup::Pending
     }
@@ -159,7 +170,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Stores what a build produced, evicting the least recently used entries until it fits.
+/// Stores what a build produced: a value evicts the least recently used values until it fits; a failure pushes
+/// out the oldest failure once [`MAX_FAILED_ENTRIES`] are remembered.
 fn finish<K: Hash + Eq + Clone, V>(
     shared: &Mutex<Inner<K, V>>,
     bounds: CacheBounds,
@@ -170,36 +182,50 @@ fn finish<K: Hash + Eq + Clone, V>(
     inner.in_flight -= 1;
     inner.clock += 1;
     let used = inner.clock;
-    let (slot, bytes) = match result {
-        Ok((_, bytes)) if bytes > bounds.max_bytes => {
-            let error = BuildError::TooLarge {
-                size: bytes,
-                limit: bounds.max_bytes,
-            };
-            (Slot::Failed { error, used }, FAILED_ENTRY_BYTES)
-        }
-        Ok((value, bytes)) => (Slot::Ready { value, bytes, used }, bytes),
-        Err(error) => (Slot::Failed { error, used }, FAILED_ENTRY_BYTES),
+    let result = match result {
+        Ok((_, bytes)) if bytes > bounds.max_bytes => Err(BuildError::TooLarge {
+            size: bytes,
+            limit: bounds.max_bytes,
+        }),
+        other => other,
     };
-    while inner.held_bytes + bytes > bounds.max_bytes {
-        let oldest = inner
-            .slots
-            .iter()
-            .filter_map(|(k, s)| match s {
-                Slot::Ready { used, .. } | Slot::Failed { used, .. } => Some((*used, k)),
-                Slot::Building => None,
-            })
-            .min_by_key(|(used, _)| *used)
-            .map(|(_, k)| k.clone());
-        let Some(oldest) = oldest else { break };
-        match inner.slots.remove(&oldest) {
-            Some(Slot::Ready { bytes, .. }) => inner.held_bytes -= bytes,
-            Some(Slot::Failed { .. }) => inner.held_bytes -= FAILED_ENTRY_BYTES,
-            _ => {}
+    match result {
+        Ok((value, bytes)) => {
+            while inner.held_bytes + bytes > bounds.max_bytes {
+                let Some(oldest) = oldest(&inner.slots, |s| matches!(s, Slot::Ready { .. })) else {
+                    break;
+                };
+                if let Some(Slot::Ready { bytes, .. }) = inner.slots.remove(&oldest) {
+                    inner.held_bytes -= bytes;
+                }
+            }
+            inner.held_bytes += bytes;
+            inner.slots.insert(key, Slot::Ready { value, bytes, used });
+        }
+        Err(error) => {
+            if inner.failed >= MAX_FAILED_ENTRIES {
+                if let Some(oldest) = oldest(&inner.slots, |s| matches!(s, Slot::Failed { .. })) {
+                    inner.slots.remove(&oldest);
+                    inner.failed -= 1;
+                }
+            }
+            inner.failed += 1;
+            inner.slots.insert(key, Slot::Failed { error, used });
         }
     }
-    inner.held_bytes += bytes;
-    inner.slots.insert(key, slot);
+}
+
+/// The least recently used key among the slots `which` selects.
+fn oldest<K: Clone, V>(slots: &HashMap<K, Slot<V>>, which: impl Fn(&Slot<V>) -> bool) -> Option<K> {
+    slots
+        .iter()
+        .filter(|(_, s)| which(s))
+        .filter_map(|(k, s)| match s {
+            Slot::Ready { used, .. } | Slot::Failed { used, .. } => Some((*used, k)),
+            Slot::Building => None,
+        })
+        .min_by_key(|(used, _)| *used)
+        .map(|(_, k)| k.clone())
 }
 
 #[cfg(test)]

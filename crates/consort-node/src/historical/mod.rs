@@ -61,7 +61,9 @@ pub struct HistoricalStates {
 
 impl std::fmt::Debug for HistoricalStates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistoricalStates").field("cache", &self.cache).finish_non_exhaustive()
+        f.debug_struct("HistoricalStates")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,9 +103,11 @@ impl HistoricalStates {
         let to = Seqno(to.get().min(from.get().saturating_add(MAX_RANGE_SEQNOS - 1)));
         let engine = self.engine.clone();
         let budget = self.max_bytes / RANGE_CACHE_SHARE;
-        let got = self.cache.get_or_start(&Key::Range(from, to), "historical-range", move || {
-            fetch::fetch_range(&engine, from, to, budget).map(|(r, bytes)| (Value::Range(r), bytes))
-        });
+        let got = self
+            .cache
+            .get_or_start(&Key::Range(from, to), "historical-range", move || {
+                fetch::fetch_range(&engine, from, to, budget).map(|(r, bytes)| (Value::Range(r), bytes))
+            });
         match got {
             Lookup::Ready(Value::Range(r)) => Lookup::Ready(r),
             Lookup::Ready(Value::State(_)) => Lookup::Failed(cache::BuildError::Failed("cache key mix-up".into())),
