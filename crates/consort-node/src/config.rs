@@ -272,6 +272,13 @@ pub struct Limits {
     pub h2_keep_alive_interval_ms: u64,
     /// An HTTP/2 client that does not answer a ping within this many milliseconds is disconnected.
     pub h2_keep_alive_timeout_ms: u64,
+    /// Bytes the historical state cache may hold (states of past transactions fetched from the ledger for
+    /// historical queries, counted as about twice their ledger entries); the least recently used are evicted
+    /// beyond it, and a range query's page ends once its states reach half of it.
+    pub historical_cache_size_bytes: usize,
+    /// Historical fetches (reading and decrypting past ledger entries, on threads of their own) running at once;
+    /// a historical request that would start another is answered `202` and asked to retry.
+    pub max_historical_fetches: usize,
 }
 
 impl Default for Limits {
@@ -298,6 +305,8 @@ impl Default for Limits {
             h2_max_pending_accept_reset_streams: 32,
             h2_keep_alive_interval_ms: 20_000,
             h2_keep_alive_timeout_ms: 10_000,
+            historical_cache_size_bytes: 64 * 1024 * 1024,
+            max_historical_fetches: 2,
         }
     }
 }
@@ -425,6 +434,9 @@ impl NodeConfig {
             .rpc_address
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("network.rpc_address {:?}: {e}", self.network.rpc_address))?;
+        if self.limits.max_historical_fetches == 0 {
+            return Err("limits.max_historical_fetches must be at least 1".into());
+        }
         if self.ledger.signature_interval_tx == 0 {
             return Err("ledger.signature_interval_tx must be at least 1".into());
         }

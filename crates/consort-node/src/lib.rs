@@ -11,6 +11,7 @@ pub mod apps;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod historical;
 pub mod identity;
 pub mod joiner;
 pub mod launch;

@@ -3,6 +3,7 @@
 
 use crate::apps::App;
 use crate::engine::{Engine, GenesisAttestation, NodeId, RaftTransport};
+use crate::historical::HistoricalStates;
 use crate::net::channels::{Channels, FrameKind};
 use crate::net::forwarding::Forwarder;
 use bytes::Bytes;
@@ -18,6 +19,8 @@ pub struct Node {
     attestation: OnceLock<SelfAttestation>,
     /// Receipts built at once (each may read and decode an old ledger chunk, off the engine lock).
     receipts: Arc<tokio::sync::Semaphore>,
+    /// Past states for historical queries, fetched from this node's ledger and cached.
+    historical: Arc<HistoricalStates>,
 }
 
 /// Receipts a node builds at the same time; more wait (up to [`RECEIPT_QUEUE_WAIT`]), so that anonymous callers
@@ -110,6 +113,8 @@ impl Node {
         let forwarder = Arc::new(Forwarder::default());
         let f = forwarder.clone();
         engine.on_primary_change(Box::new(move |primary| f.abandon_all_but(Some(primary))));
+        let historical = HistoricalStates::new(engine.clone());
+        app.attach_history(historical.clone());
         Arc::new(Node {
             engine,
             app,
@@ -117,6 +122,7 @@ impl Node {
             channels: OnceLock::new(),
             attestation: OnceLock::new(),
             receipts: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIPTS)),
+            historical,
         })
     }
 
@@ -132,6 +138,11 @@ impl Node {
     /// The transaction engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The historical state cache (see [`crate::historical`]).
+    pub fn historical(&self) -> &Arc<HistoricalStates> {
+        &self.historical
     }
 
     /// The application this node serves under `/app`.

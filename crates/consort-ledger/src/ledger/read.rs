@@ -180,12 +180,24 @@ impl SettledEntry {
     /// Reads the entry from `storage` (a handle on the same ledger directory), checked as
     /// [`Ledger::read_entry`] checks it.
     pub fn read(&self, storage: &impl LedgerStorage) -> Result<Vec<u8>, LedgerError> {
+        let bytes = storage.read(&self.chunk.name())?;
+        self.read_in(&bytes)
+    }
+
+    /// The name of the chunk file holding the entry: entries of one chunk can share one read of it (see
+    /// [`SettledEntry::read_in`]).
+    pub fn chunk_file(&self) -> String {
+        self.chunk.name()
+    }
+
+    /// The entry, taken from `chunk_bytes` (the contents of [`SettledEntry::chunk_file`]) and checked as
+    /// [`SettledEntry::read`] checks it.
+    pub fn read_in(&self, chunk_bytes: &[u8]) -> Result<Vec<u8>, LedgerError> {
         let name = self.chunk.name();
-        let bytes = storage.read(&name)?;
-        let offsets = settled_offsets(&self.chunk, &bytes)?.unwrap_or_else(|| self.chunk.offsets.clone());
+        let offsets = settled_offsets(&self.chunk, chunk_bytes)?.unwrap_or_else(|| self.chunk.offsets.clone());
         self.chunk
             .entry_range(&offsets, self.seqno)
-            .and_then(|(from, to)| bytes.get(from..to))
+            .and_then(|(from, to)| chunk_bytes.get(from..to))
             .filter(|entry| matches!(parse_entry(entry), Ok((e, used)) if used == entry.len() && e.seqno == self.seqno))
             .map(<[u8]>::to_vec)
             .ok_or_else(|| LedgerError::chunk(&name, ChunkFault::EntryNotAsIndexed(self.seqno)))

@@ -127,8 +127,12 @@ pub(super) struct AppCall<'a> {
     pub(super) body: &'a [u8],
 }
 
-/// Runs an app request for `caller` on this node (the checks of [`app_endpoint`] passed).
+/// Runs an app request for `caller` on this node (the checks of [`app_endpoint`] passed). Historical endpoints
+/// run over the state of the transaction the request names (`api::historical`).
 fn run_app(node: &Node, info: &EndpointInfo, call: &AppCall<'_>, caller: &Caller) -> (AppResponse, TxId) {
+    if info.mode == Mode::Historical {
+        return super::historical::run(node, call, caller);
+    }
     let req = AppRequest {
         method: call.method,
         path: call.sub,

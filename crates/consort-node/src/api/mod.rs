@@ -6,6 +6,7 @@ pub mod app;
 pub mod error;
 pub mod forwarded;
 pub mod gov;
+pub mod historical;
 pub mod join;
 pub mod join_policy;
 pub mod node;

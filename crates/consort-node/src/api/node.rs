@@ -141,14 +141,14 @@ async fn receipt(node: &Arc<Node>, id: TxId) -> Result<ReceiptParts, ApiError> {
 
 /// The certificates that chain the service identity a transaction was signed under to the current one (empty for a
 /// transaction of the current service; see `engine::recovery::PreviousIdentity`).
-fn endorsements(engine: &Engine, id: TxId) -> Vec<String> {
+pub(super) fn endorsements(engine: &Engine, id: TxId) -> Vec<String> {
     let store = engine.store();
     let previous = crate::engine::recovery::previous_identities(&store.read_only());
     crate::engine::recovery::endorsements_for(&previous, id.seqno.get())
 }
 
 /// CCF's JSON receipt for a transaction that is not a signature transaction.
-fn receipt_json(parts: &ReceiptParts, service_endorsements: &[String]) -> serde_json::Value {
+pub(super) fn receipt_json(parts: &ReceiptParts, service_endorsements: &[String]) -> serde_json::Value {
     let proof: Vec<serde_json::Value> = parts
         .proof
         .iter()

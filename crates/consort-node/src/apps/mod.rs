@@ -178,6 +178,39 @@ pub struct HistoricalContext {
     pub receipt: serde_json::Value,
 }
 
+/// Seconds a client is told to wait (`Retry-After`) before asking again for historical state the node is still
+/// fetching (CCF's historical adapter and logging sample answer 3).
+pub const HISTORICAL_RETRY_AFTER_S: u64 = 3;
+
+/// Committed past states, for endpoints that read many of them (range queries). The node hands it to its apps once
+/// ([`App::attach_history`]); each state is a store holding what one transaction wrote.
+pub trait History: Send + Sync {
+    /// Seqno of the latest committed transaction.
+    fn committed_seqno(&self) -> u64;
+    /// What the committed transactions `from..=to` wrote (a first part of them when the range is long: see
+    /// [`HistoryRange::Ready`]), or why not (yet).
+    fn range(&self, from: u64, to: u64) -> HistoryRange;
+}
+
+/// The answer of [`History::range`].
+#[derive(Debug)]
+pub enum HistoryRange {
+    /// (seqno, what it wrote) for each transaction `from..=through`, in order; `through` is the asked end, or
+    /// earlier when the range did not fit in one fetch (the rest is the next page's).
+    Ready {
+        /// The states, one per seqno.
+        states: Vec<(u64, std::sync::Arc<consort_kv::Store>)>,
+        /// The last seqno covered.
+        through: u64,
+    },
+    /// Being fetched (or the node is busy fetching others): ask again after [`HISTORICAL_RETRY_AFTER_S`].
+    Pending,
+    /// The end of the range is not committed; its status (`Pending`, `Unknown` or `Invalid`).
+    NotCommitted(&'static str),
+    /// The node could not produce it; why.
+    Failed(String),
+}
+
 /// An HTTP request as the app sees it; `path` is relative to `/app` (e.g. `/log/private`).
 #[derive(Debug)]
 pub struct AppRequest<'a> {
@@ -278,6 +311,9 @@ pub trait App: Send + Sync {
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse;
     /// OpenAPI `paths` object for `/app/api`.
     fn openapi_paths(&self) -> serde_json::Value;
+    /// Gives the app the node's past states (called once, when the node starts); apps without range queries
+    /// ignore it.
+    fn attach_history(&self, _history: std::sync::Arc<dyn History>) {}
 }
 
 /// Parses `name=value` from a query string (no percent-decoding needed for the numeric ids used here).
@@ -331,7 +367,7 @@ impl Apps {
     /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`, the kv register under `/kv`.
     pub fn builtin() -> Self {
         Apps::new()
-            .with("/log", Box::new(logging::LoggingApp))
+            .with("/log", Box::new(logging::LoggingApp::default()))
             .with(smallbank::PREFIX, Box::new(smallbank::SmallBankApp))
             .with(kv::PREFIX, Box::new(kv::KvApp))
             .with(multi_auth::MULTI_AUTH_PATH, Box::new(multi_auth::MultiAuthApp))
@@ -376,6 +412,12 @@ impl App for Apps {
             }
         }
         serde_json::Value::Object(all)
+    }
+
+    fn attach_history(&self, history: std::sync::Arc<dyn History>) {
+        for (_, app) in &self.routes {
+            app.attach_history(history.clone());
+        }
     }
 }
 

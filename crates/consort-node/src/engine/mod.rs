@@ -12,6 +12,7 @@
 
 mod execute;
 mod genesis;
+mod historical;
 mod join_record;
 mod membership;
 mod persist;
@@ -28,6 +29,7 @@ pub mod storage;
 
 pub use execute::WriteError;
 pub use genesis::GenesisError;
+pub use historical::{CommittedEntries, MAX_ENTRY_SOURCES_PER_HOLD};
 
 pub use join_record::{JoinRecord, JoinStart, SeedPeer, JOIN_FILE};
 pub use membership::{node_records, NodeRecord, PEERS_FILE};

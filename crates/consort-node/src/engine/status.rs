@@ -158,6 +158,11 @@ impl Engine {
     /// The parts of a receipt for a committed transaction (the covering signature, the Merkle path, the leaf's
     /// components), or why there is none.
     pub fn receipt(&self, id: TxId) -> Result<ReceiptParts, ReceiptError> {
+        self.receipt_with_entry(id).map(|(parts, _)| parts)
+    }
+
+    /// [`Engine::receipt`], with the transaction's ledger entry it read (historical queries decode it).
+    pub fn receipt_with_entry(&self, id: TxId) -> Result<(ReceiptParts, Vec<u8>), ReceiptError> {
         match self.tx_status(id) {
             TxStatus::Committed => {}
             TxStatus::Pending | TxStatus::Unknown => return Err(ReceiptError::NotCommitted(id)),
@@ -194,7 +199,7 @@ impl Engine {
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
         let claims_digest = consort_consensus::codec::claims_digest_of(&entry, id.seqno.get())
             .map_err(|err| ReceiptError::Internal(err.to_string()))?;
-        Ok(ReceiptParts {
+        let parts = ReceiptParts {
             signature,
             proof,
             claims_digest,
@@ -203,7 +208,8 @@ impl Engine {
                 .ledger_secrets()
                 .for_seqno(id.seqno.get())
                 .commit_evidence(id.view.get(), id.seqno.get()),
-        })
+        };
+        Ok((parts, entry))
     }
 
     /// Seqno of the latest signature transaction in the store (0 before the first).

@@ -82,7 +82,8 @@ pub struct Reply {
     pub body: Bytes,
     /// The body's content type (`application/json` when the response named none).
     pub content_type: String,
-    /// Other headers worth passing on (an app's own response headers, for forwarded requests).
+    /// Other headers worth passing on (an app's own response headers, for forwarded requests; every other
+    /// response header, for the client).
     pub headers: Vec<(String, String)>,
 }
 
@@ -216,13 +217,19 @@ impl Connection {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "content-type" | "content-length" | "date" | TXID_HEADER))
+            .filter_map(|(name, v)| Some((name.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Reply {
             status,
             txid,
             body,
             content_type,
-            headers: vec![],
+            headers,
         })
     }
 
