@@ -78,7 +78,7 @@ pub fn bundle_from_dir(dir: &Path) -> Result<Value, BundleError> {
     }
     let mut modules = Vec::new();
     for path in files {
-        let too_large = std::fs::metadata(&path).map_or(false, |m| m.len() > MAX_MODULE_BYTES);
+        let too_large = std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_MODULE_BYTES);
         if too_large {
             return Err(BundleError::TooLarge(path));
         }

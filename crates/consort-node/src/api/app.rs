@@ -36,7 +36,7 @@ impl Node {
                     format!("applications may not write the reserved map {bad}"),
                 ));
             }
-            let claims = resp.claims_digest;
+            let claims = resp.claims_digest.as_deref().copied();
             Ok((resp, claims))
         });
         match outcome {

@@ -93,10 +93,10 @@ fn error(e: &ApiError) -> AppResponse {
 /// `202 Accepted`, `Retry-After`, and CCF's sentence in plain text.
 fn accepted(id: TxId) -> AppResponse {
     let mut resp = AppResponse::json(202, serde_json::Value::Null);
-    resp.raw = Some(crate::apps::RawBody {
+    resp.raw = Some(Box::new(crate::apps::RawBody {
         content_type: "text/plain".into(),
         bytes: format!("Historical transaction {id} is not currently available.").into_bytes(),
-    });
+    }));
     resp.headers = vec![("retry-after".into(), HISTORICAL_RETRY_AFTER_S.to_string())];
     resp
 }

@@ -22,6 +22,9 @@ use crate::engine::{Engine, TxId};
 /// CCF's singleton key (8 zero bytes) under which the runtime options are recorded.
 const SINGLETON_KEY: [u8; 8] = [0; 8];
 
+/// Map versions of the endpoint, module and runtime-options tables.
+type TableVersions = (u64, u64, u64);
+
 /// The deployed bundle as of one version of its tables.
 #[derive(Debug)]
 struct Loaded {
@@ -45,7 +48,7 @@ impl std::fmt::Debug for JsApp {
 
 thread_local! {
     /// Interpreters this thread keeps, each for the bundle (table versions) it was made for.
-    static INTERPRETERS: RefCell<Vec<((u64, u64, u64), Interpreter)>> = const { RefCell::new(Vec::new()) };
+    static INTERPRETERS: RefCell<Vec<(TableVersions, Interpreter)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl JsApp {
@@ -218,24 +221,24 @@ fn error_response(e: &JsError, options: &RuntimeOptions) -> AppResponse {
 
 fn response_of(out: consort_js::CallOutput) -> AppResponse {
     let mut resp = AppResponse::json(out.status, serde_json::Value::Null);
-    resp.raw = match out.body {
-        ResponseBody::None => Some(RawBody {
+    resp.raw = Some(Box::new(match out.body {
+        ResponseBody::None => RawBody {
             content_type: "text/plain".into(),
             bytes: vec![],
-        }),
-        ResponseBody::Json(j) => Some(RawBody {
+        },
+        ResponseBody::Json(j) => RawBody {
             content_type: "application/json".into(),
             bytes: j.into_bytes(),
-        }),
-        ResponseBody::Text(t) => Some(RawBody {
+        },
+        ResponseBody::Text(t) => RawBody {
             content_type: "text/plain".into(),
             bytes: t.into_bytes(),
-        }),
-        ResponseBody::Bytes(b) => Some(RawBody {
+        },
+        ResponseBody::Bytes(b) => RawBody {
             content_type: "application/octet-stream".into(),
             bytes: b,
-        }),
-    };
+        },
+    }));
     if let Some(ct) = out.headers.iter().find(|(n, _)| n == "content-type") {
         if let Some(raw) = resp.raw.as_mut() {
             raw.content_type = ct.1.clone();
@@ -243,7 +246,7 @@ fn response_of(out: consort_js::CallOutput) -> AppResponse {
     }
     resp.headers = out.headers.into_iter().filter(|(n, _)| n != "content-type").collect();
     resp.keep_writes = out.apply_writes;
-    resp.claims_digest = out.claims_digest;
+    resp.claims_digest = out.claims_digest.map(Box::new);
     resp
 }
 

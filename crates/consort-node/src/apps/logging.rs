@@ -161,10 +161,10 @@ fn u64_param(query: &str, name: &str) -> Result<Option<u64>, AppResponse> {
 /// `204 No Content`: what CCF's sample answers when the transaction did not write the id.
 fn no_content() -> AppResponse {
     let mut resp = AppResponse::json(204, serde_json::Value::Null);
-    resp.raw = Some(RawBody {
+    resp.raw = Some(Box::new(RawBody {
         content_type: "text/plain".into(),
         bytes: vec![],
-    });
+    }));
     resp
 }
 
@@ -253,10 +253,10 @@ impl LoggingApp {
 /// `202 Accepted` with `Retry-After`, as CCF answers while it fetches historical state.
 fn still_fetching(message: String) -> AppResponse {
     let mut resp = AppResponse::json(202, serde_json::Value::Null);
-    resp.raw = Some(RawBody {
+    resp.raw = Some(Box::new(RawBody {
         content_type: "text/plain".into(),
         bytes: message.into_bytes(),
-    });
+    }));
     resp.headers = vec![("retry-after".into(), super::HISTORICAL_RETRY_AFTER_S.to_string())];
     resp
 }

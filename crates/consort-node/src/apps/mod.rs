@@ -239,14 +239,14 @@ pub struct AppResponse {
     pub status: u16,
     pub body: serde_json::Value,
     /// When set, sent instead of `body`.
-    pub raw: Option<RawBody>,
+    pub raw: Option<Box<RawBody>>,
     /// Extra response headers the app set.
     pub headers: Vec<(String, String)>,
     /// The app's choice to keep (`Some(true)`) or drop (`Some(false)`) its writes whatever the status; `None`:
     /// keep them on a success, drop them otherwise (CCF's `ccf.rpc.setApplyWrites`).
     pub keep_writes: Option<bool>,
     /// A digest of application claims to bind into the transaction's receipt (CCF's `setClaimsDigest`).
-    pub claims_digest: Option<[u8; 32]>,
+    pub claims_digest: Option<Box<[u8; 32]>>,
 }
 
 impl AppResponse {
