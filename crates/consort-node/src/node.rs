@@ -176,3 +176,21 @@ impl Node {
         let _ = self.channels.set(channels);
     }
 }
+
+/// The JavaScript app reaches the store and consensus through the engine.
+impl crate::apps::js::JsHost for Engine {
+    fn store(&self) -> Arc<consort_kv::Store> {
+        Engine::store(self)
+    }
+    fn last_committed(&self) -> (u64, u64) {
+        let t = self.committed_txid();
+        (t.view.get(), t.seqno.get())
+    }
+    fn status(&self, view: u64, seqno: u64) -> String {
+        let id = crate::engine::TxId::new(consort_consensus::View(view), consort_consensus::Seqno(seqno));
+        format!("{:?}", self.tx_status(id))
+    }
+    fn current_view(&self) -> u64 {
+        Engine::current_view(self).get()
+    }
+}

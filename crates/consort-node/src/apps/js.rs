@@ -17,7 +17,6 @@ use consort_js::{
 use consort_kv::Tx;
 
 use super::{App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, Mode, RawBody};
-use crate::engine::{Engine, TxId};
 
 /// CCF's singleton key (8 zero bytes) under which the runtime options are recorded.
 const SINGLETON_KEY: [u8; 8] = [0; 8];
@@ -34,9 +33,21 @@ struct Loaded {
     options: RuntimeOptions,
 }
 
+/// What the JavaScript app needs of its node: the current store, and what the node knows of consensus.
+pub trait JsHost: Send + Sync {
+    /// The store requests run against now.
+    fn store(&self) -> Arc<consort_kv::Store>;
+    /// The last committed transaction, `(view, seqno)`.
+    fn last_committed(&self) -> (u64, u64);
+    /// CCF's status name of a transaction ("Unknown", "Pending", "Committed", "Invalid").
+    fn status(&self, view: u64, seqno: u64) -> String;
+    /// The current view.
+    fn current_view(&self) -> u64;
+}
+
 /// The app serving the bundle governance deployed (none deployed: it has no endpoints).
 pub struct JsApp {
-    engine: Arc<Engine>,
+    engine: Arc<dyn JsHost>,
     loaded: Mutex<Option<Arc<Loaded>>>,
 }
 
@@ -53,7 +64,7 @@ thread_local! {
 
 impl JsApp {
     /// The JS app of the service `engine` runs.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<dyn JsHost>) -> Self {
         JsApp {
             engine,
             loaded: Mutex::new(None),
@@ -105,31 +116,25 @@ fn info_of(e: &Endpoint) -> EndpointInfo {
 }
 
 /// What the app sees of consensus.
-struct EngineView(Arc<Engine>);
+struct EngineView(Arc<dyn JsHost>);
 
 impl NodeView for EngineView {
     fn last_committed(&self) -> (u64, u64) {
-        let t = self.0.committed_txid();
-        (t.view.get(), t.seqno.get())
+        self.0.last_committed()
     }
     fn status(&self, view: u64, seqno: u64) -> String {
-        let id = TxId::new(consort_consensus::View(view), consort_consensus::Seqno(seqno));
-        format!("{:?}", self.0.tx_status(id))
+        self.0.status(view, seqno)
     }
     fn view_of(&self, seqno: u64) -> Option<u64> {
-        let current = self.0.current_view().get();
-        (1..=current).rev().find(|&v| {
-            let id = TxId::new(consort_consensus::View(v), consort_consensus::Seqno(seqno));
-            matches!(
-                self.0.tx_status(id),
-                consort_consensus::TxStatus::Committed | consort_consensus::TxStatus::Pending
-            )
-        })
+        let current = self.0.current_view();
+        (1..=current)
+            .rev()
+            .find(|&v| matches!(self.0.status(v, seqno).as_str(), "Committed" | "Pending"))
     }
 }
 
 /// CCF's `caller` object for the request.
-fn caller_json(engine: &Engine, caller: &Caller) -> serde_json::Value {
+fn caller_json(engine: &dyn JsHost, caller: &Caller) -> serde_json::Value {
     let store = engine.store();
     let read = store.read_only();
     let described = |policy: &str, id: &str, certs: &str, info: &str| {
@@ -174,7 +179,7 @@ fn caller_json(engine: &Engine, caller: &Caller) -> serde_json::Value {
 }
 
 fn request_json(
-    engine: &Engine,
+    engine: &dyn JsHost,
     req: &AppRequest<'_>,
     endpoint: &Endpoint,
     params: &BTreeMap<String, String>,
@@ -307,7 +312,7 @@ impl App for JsApp {
         let input = CallInput {
             module: &endpoint.js_module,
             function: &endpoint.js_function,
-            request_json: request_json(&self.engine, req, endpoint, &params),
+            request_json: request_json(self.engine.as_ref(), req, endpoint, &params),
             body: req.body,
             access: if endpoint.mode == EndpointMode::Readwrite {
                 KvAccess::ReadWrite

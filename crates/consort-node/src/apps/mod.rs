@@ -348,7 +348,7 @@ impl Apps {
     }
 
     /// The built-in apps, then the JavaScript app governance deploys for every other path.
-    pub fn standard(engine: std::sync::Arc<crate::engine::Engine>) -> Self {
+    pub fn standard(engine: std::sync::Arc<dyn js::JsHost>) -> Self {
         Apps::builtin().with_fallback(Box::new(js::JsApp::new(engine)))
     }
 
