@@ -9,8 +9,6 @@ mod common;
 
 use common::*;
 use consort_node::net::client::{Connection, Reply};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Longest a historical fetch may take before the test gives up on it.
@@ -93,34 +91,6 @@ fn rekey(node: &TestNode) {
     }
 }
 
-/// Checks `receipt` with CCF's Python package against the service certificate.
-fn ccf_verifies(venv: &Path, dir: &Path, receipt: &serde_json::Value, service_cert: &Path) {
-    let receipt_path = dir.join("historical_receipt.json");
-    std::fs::write(&receipt_path, receipt.to_string()).unwrap();
-    let script = r#"
-import json, sys, hashlib
-from cryptography.x509 import load_pem_x509_certificate
-import ccf.receipt
-r = json.load(open(sys.argv[1]))
-service = load_pem_x509_certificate(open(sys.argv[2], 'rb').read())
-lc = r["leaf_components"]
-leaf = hashlib.sha256(bytes.fromhex(lc["write_set_digest"]) + hashlib.sha256(lc["commit_evidence"].encode()).digest() + bytes.fromhex(lc["claims_digest"])).hexdigest()
-root = ccf.receipt.root(leaf, r["proof"])
-node_cert = load_pem_x509_certificate(r["cert"].encode())
-ccf.receipt.verify(root, r["signature"], node_cert)
-ccf.receipt.check_endorsements(node_cert, service, [load_pem_x509_certificate(e.encode()) for e in r.get("service_endorsements", [])])
-print("python receipt OK", root)
-"#;
-    let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.arg("-c").arg(script).arg(&receipt_path).arg(service_cert);
-    let out = run_bounded(cmd, TOOL_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "ccf.receipt rejected the historical receipt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Follows `@nextLink` from `first` to the end of the range; returns every (seqno, msg) and the pages it took.
 async fn whole_range(conn: &Connection, first: &str) -> (Vec<(u64, String)>, usize) {
     let mut link = Some(first.to_string());
@@ -201,7 +171,7 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     };
     assert!(ok, "consort receipt verify: {out}");
     if let Some(venv) = ccf_venv() {
-        ccf_verifies(&venv, tmp.path(), &v["receipt"], &node.dir.join("service_cert.pem"));
+        ccf_verifies_receipt(&venv, tmp.path(), &v["receipt"], &node.dir.join("service_cert.pem"));
     }
 
     // A transaction that did not write the id: 204, as CCF's sample; the public map through its own endpoint.
@@ -283,7 +253,7 @@ async fn historical_queries_answer_old_values_with_receipts_and_ccf_errors() {
     let v = r.json().unwrap();
     assert_eq!(v["msg"], "fourth");
     if let Some(venv) = ccf_venv() {
-        ccf_verifies(&venv, tmp.path(), &v["receipt"], &node.dir.join("service_cert.pem"));
+        ccf_verifies_receipt(&venv, tmp.path(), &v["receipt"], &node.dir.join("service_cert.pem"));
     }
     let (entries, _) = whole_range(
         &user,

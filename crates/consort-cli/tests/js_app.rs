@@ -12,7 +12,6 @@ use common::*;
 use consort_node::net::client::Connection;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Longest the test may wait for anything one step needs.
@@ -125,33 +124,6 @@ async fn wait_committed(conn: &Connection, txid: &str) {
     .await;
 }
 
-fn check_receipt(venv: &Path, dir: &Path, receipt: &Value, service_cert: &Path) {
-    let path = dir.join("js_receipt.json");
-    std::fs::write(&path, receipt.to_string()).unwrap();
-    let script = r#"
-import json, sys, hashlib
-from cryptography.x509 import load_pem_x509_certificate
-import ccf.receipt
-r = json.load(open(sys.argv[1]))
-service = load_pem_x509_certificate(open(sys.argv[2], 'rb').read())
-lc = r["leaf_components"]
-leaf = hashlib.sha256(bytes.fromhex(lc["write_set_digest"]) + hashlib.sha256(lc["commit_evidence"].encode()).digest() + bytes.fromhex(lc["claims_digest"])).hexdigest()
-root = ccf.receipt.root(leaf, r["proof"])
-node_cert = load_pem_x509_certificate(r["cert"].encode())
-ccf.receipt.verify(root, r["signature"], node_cert)
-ccf.receipt.check_endorsements(node_cert, service, [])
-print("receipt OK")
-"#;
-    let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.arg("-c").arg(script).arg(&path).arg(service_cert);
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "ccf.receipt: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn ledger_holds(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir.join("ledger")).unwrap().any(|f| {
         let data = std::fs::read(f.unwrap().path()).unwrap_or_default();
@@ -257,7 +229,7 @@ async fn a_js_app_deployed_by_proposal_serves_on_every_node_under_its_limits() {
     let want = hex::encode(consort_crypto::sha256(claim.as_bytes()));
     assert_eq!(receipt["leaf_components"]["claims_digest"], want.as_str(), "{receipt}");
     if let Some(venv) = ccf_venv() {
-        check_receipt(&venv, tmp.path(), &receipt, &ws.join("service_cert.pem"));
+        ccf_verifies_receipt(&venv, tmp.path(), &receipt, &ws.join("service_cert.pem"));
     }
 
     // A later set_js_app replaces the bundle; the records survive (they are KV state, not code).

@@ -508,3 +508,33 @@ pub fn ledger_entries(dir: &Path) -> Vec<EntryAt> {
     }
     out
 }
+
+/// Checks a JSON `receipt` with CCF's Python package (`ccf.receipt`): the leaf from its components (claims digest
+/// included), the root from its proof, the signature, and the node certificate's endorsement by `service_cert`
+/// (through `service_endorsements` when the receipt has them). Panics with Python's error if any check fails.
+pub fn ccf_verifies_receipt(venv: &Path, dir: &Path, receipt: &serde_json::Value, service_cert: &Path) {
+    let receipt_path = dir.join("receipt_for_ccf.json");
+    std::fs::write(&receipt_path, receipt.to_string()).unwrap();
+    let script = r#"
+import json, sys, hashlib
+from cryptography.x509 import load_pem_x509_certificate
+import ccf.receipt
+r = json.load(open(sys.argv[1]))
+service = load_pem_x509_certificate(open(sys.argv[2], 'rb').read())
+lc = r["leaf_components"]
+leaf = hashlib.sha256(bytes.fromhex(lc["write_set_digest"]) + hashlib.sha256(lc["commit_evidence"].encode()).digest() + bytes.fromhex(lc["claims_digest"])).hexdigest()
+root = ccf.receipt.root(leaf, r["proof"])
+node_cert = load_pem_x509_certificate(r["cert"].encode())
+ccf.receipt.verify(root, r["signature"], node_cert)
+ccf.receipt.check_endorsements(node_cert, service, [load_pem_x509_certificate(e.encode()) for e in r.get("service_endorsements", [])])
+print("receipt OK", root)
+"#;
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg("-c").arg(script).arg(&receipt_path).arg(service_cert);
+    let out = run_bounded(cmd, TOOL_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "ccf.receipt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
