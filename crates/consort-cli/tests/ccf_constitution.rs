@@ -81,7 +81,17 @@ fn pass(dir: &Path, address: &str, actions: Value) -> (String, String) {
         path("member0_privk.pem"),
     );
     let gov = |cmd: &[&str]| -> Result<Value, String> {
-        let mut args = vec!["gov", "--address", address, "--service-cert", &sc, "--cert", &mc, "--key", &mk];
+        let mut args = vec![
+            "gov",
+            "--address",
+            address,
+            "--service-cert",
+            &sc,
+            "--cert",
+            &mc,
+            "--key",
+            &mk,
+        ];
         args.extend_from_slice(cmd);
         let (ok, out) = run_consort(&args);
         if !ok {
@@ -133,8 +143,11 @@ async fn eventually(
     while Instant::now() < deadline {
         let id = identity.map(|(c, k)| (std::fs::read_to_string(c).unwrap(), std::fs::read_to_string(k).unwrap()));
         let tls = consort_node::net::tls::client_config(service_cert, id.as_ref().map(|(c, k)| (&**c, &**k))).unwrap();
-        if let Ok(Ok(conn)) =
-            tokio::time::timeout(Duration::from_secs(5), Connection::connect(address, tls, Protocol::Http1)).await
+        if let Ok(Ok(conn)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(address, tls, Protocol::Http1),
+        )
+        .await
         {
             if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), conn.get(path)).await {
                 last = (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null));
@@ -186,7 +199,11 @@ async fn scenario(constitution: &str) {
     let has = |needle: &[u8]| ledger.windows(needle.len()).any(|w| w == needle);
     assert!(has(b"certificate_signing_request") && has(b"BEGIN CERTIFICATE REQUEST"));
 
-    let (state, _) = pass(&dir, &address, json!([{"name": "set_constitution", "args": {"constitution": constitution}}]));
+    let (state, _) = pass(
+        &dir,
+        &address,
+        json!([{"name": "set_constitution", "args": {"constitution": constitution}}]),
+    );
     assert_eq!(state, "Accepted");
     let anon = connect(&address, &service_cert, None).await;
     let r = anon.get("/gov/service/constitution").await.unwrap();
@@ -206,17 +223,30 @@ async fn scenario(constitution: &str) {
     assert_eq!(status, 200);
 
     // set_js_app: the bundle serves.
-    let (state, _) = pass(&dir, &address, json!([{"name": "set_js_app", "args": {"bundle": hello_bundle()}}]));
+    let (state, _) = pass(
+        &dir,
+        &address,
+        json!([{"name": "set_js_app", "args": {"bundle": hello_bundle()}}]),
+    );
     assert_eq!(state, "Accepted");
-    eventually(&address, &service_cert, user, "/app/hello", |s, v| s == 200 && v["hello"] == "user_cert").await;
+    eventually(&address, &service_cert, user, "/app/hello", |s, v| {
+        s == 200 && v["hello"] == "user_cert"
+    })
+    .await;
 
     let joiner = trust_a_joiner(&tmp, &n0, user).await;
     renew_the_service_certificate(&n0, &joiner).await;
 
     // ACME is not supported: applying the proposal fails, and it stays open.
     let (state, id) = pass(&dir, &address, json!([{"name": "trigger_acme_refresh", "args": {}}]));
-    assert!(state.contains("triggerACMERefresh") && state.contains("not supported by Consort"), "{state}");
-    let r = anon.get(&format!("/gov/members/proposals/{id}?api-version=2024-07-01")).await.unwrap();
+    assert!(
+        state.contains("triggerACMERefresh") && state.contains("not supported by Consort"),
+        "{state}"
+    );
+    let r = anon
+        .get(&format!("/gov/members/proposals/{id}?api-version=2024-07-01"))
+        .await
+        .unwrap();
     assert_eq!(r.json().unwrap()["proposalState"], "Open");
 }
 
@@ -256,7 +286,11 @@ async fn trust_a_joiner(tmp: &tempfile::TempDir, n0: &TestNode, user: Option<(&P
 
     let valid_from = now_s() - 3_600;
     let args = json!({"node_id": node_id, "valid_from": ccf_time(valid_from), "validity_period_days": 30});
-    let (state, _) = pass(&n0.dir, &n0.address, json!([{"name": "transition_node_to_trusted", "args": args}]));
+    let (state, _) = pass(
+        &n0.dir,
+        &n0.address,
+        json!([{"name": "transition_node_to_trusted", "args": args}]),
+    );
     assert_eq!(state, "Accepted");
 
     // The endorsed certificate: the joiner's key, signed by the service key, with the validity asked.
@@ -267,7 +301,12 @@ async fn trust_a_joiner(tmp: &tempfile::TempDir, n0: &TestNode, user: Option<(&P
         })
     })
     .await;
-    let row = nodes["value"].as_array().unwrap().iter().find(|n| n["nodeId"] == node_id.as_str()).unwrap();
+    let row = nodes["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["nodeId"] == node_id.as_str())
+        .unwrap();
     let endorsed = ParsedCert::from_pem(row["certificate"].as_str().unwrap()).unwrap();
     let service = ParsedCert::from_pem(&service_cert).unwrap();
     assert_eq!(endorsed.key_id(), node_id);
@@ -284,7 +323,13 @@ async fn trust_a_joiner(tmp: &tempfile::TempDir, n0: &TestNode, user: Option<(&P
     let saved = std::fs::read_to_string(joiner.dir.join("node_cert.pem")).unwrap();
     assert_eq!(ParsedCert::from_pem(&saved).unwrap().der, endorsed.der);
     let through_joiner = connect(&joiner.address, &service_cert, user).await;
-    let (status, _) = call(&through_joiner, "POST", "/app/log/private", Some(json!({"id": 2, "msg": "via the joiner"}))).await;
+    let (status, _) = call(
+        &through_joiner,
+        "POST",
+        "/app/log/private",
+        Some(json!({"id": 2, "msg": "via the joiner"})),
+    )
+    .await;
     assert_eq!(status, 200, "a write sent to the joiner is forwarded to the primary");
     eventually(&joiner.address, &service_cert, user, "/app/hello", |s, _| s == 200).await;
     if let Some(Ok(Some(status))) = joiner.child.as_mut().map(|c| c.try_wait()) {
@@ -298,19 +343,28 @@ async fn renew_the_service_certificate(n0: &TestNode, joiner: &Joiner) {
     let service_cert = n0.service_cert();
     let valid_from = now_s() - 60;
     let args = json!({"valid_from": ccf_time(valid_from), "validity_period_days": 7});
-    let (state, _) = pass(&n0.dir, &n0.address, json!([{"name": "set_service_certificate_validity", "args": args}]));
+    let (state, _) = pass(
+        &n0.dir,
+        &n0.address,
+        json!([{"name": "set_service_certificate_validity", "args": args}]),
+    );
     assert_eq!(state, "Accepted");
     let old = ParsedCert::from_pem(&service_cert).unwrap();
     for address in [&n0.address, &joiner.address] {
         let v = eventually(address, &service_cert, None, "/node/network", |_, v| {
-            v["service_certificate"].as_str().is_some_and(|c| c.trim() != service_cert.trim())
+            v["service_certificate"]
+                .as_str()
+                .is_some_and(|c| c.trim() != service_cert.trim())
         })
         .await;
         let renewed = ParsedCert::from_pem(v["service_certificate"].as_str().unwrap()).unwrap();
         assert_eq!(renewed.spki_der, old.spki_der);
         assert_eq!(renewed.subject_cn, old.subject_cn);
         assert!(renewed.is_ca);
-        assert_eq!((renewed.not_before, renewed.not_after), (valid_from, valid_from + 7 * 86_400 - 1));
+        assert_eq!(
+            (renewed.not_before, renewed.not_after),
+            (valid_from, valid_from + 7 * 86_400 - 1)
+        );
         // Clients holding either certificate reach the node.
         let tls = consort_node::net::tls::client_config(&renewed.to_pem(), None).unwrap();
         let conn = Connection::connect(address, tls, Protocol::Http1).await.unwrap();
@@ -334,9 +388,13 @@ async fn post_join_with_csr(node: &TestNode, key: &consort_crypto::SigningKey, c
         "certificate_signing_request": csr,
     });
     let own = consort_crypto::x509::self_signed(key, &consort_crypto::CertParams::new("joiner")).unwrap();
-    let tls = consort_node::net::tls::client_config(&node.service_cert(), Some((&own.pem, &key.to_pkcs8_pem()))).unwrap();
+    let tls =
+        consort_node::net::tls::client_config(&node.service_cert(), Some((&own.pem, &key.to_pkcs8_pem()))).unwrap();
     let conn = Connection::connect(&node.address, tls, Protocol::Http1).await.unwrap();
-    let r = conn.request("POST", "/node/join", Some(body.to_string().into_bytes())).await.unwrap();
+    let r = conn
+        .request("POST", "/node/join", Some(body.to_string().into_bytes()))
+        .await
+        .unwrap();
     (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
 }
 
@@ -354,7 +412,10 @@ async fn a_join_whose_signing_request_is_not_for_its_key_is_refused_and_not_reco
     let foreign = consort_crypto::csr::signing_request(&other, &params).unwrap();
     let own = consort_crypto::csr::signing_request(&key, &params).unwrap();
     let garbled = own.replace("MI", "MJ");
-    for (csr, says) in [(foreign.as_str(), "is not for public_key"), (&garbled, "certificate_signing_request")] {
+    for (csr, says) in [
+        (foreign.as_str(), "is not for public_key"),
+        (&garbled, "certificate_signing_request"),
+    ] {
         let (status, v) = post_join_with_csr(&node, &key, csr).await;
         assert_eq!(status, 400, "{v}");
         let message = v["error"]["message"].as_str().unwrap_or_default();
@@ -370,7 +431,10 @@ async fn a_join_whose_signing_request_is_not_for_its_key_is_refused_and_not_reco
     let line = own.lines().nth(1).unwrap().as_bytes().to_vec();
     let deadline = Instant::now() + STEP_TIMEOUT;
     while !ledger_bytes(&node.ledger_dir()).windows(line.len()).any(|w| w == line) {
-        assert!(Instant::now() < deadline, "the joiner's signing request is not in the ledger");
+        assert!(
+            Instant::now() < deadline,
+            "the joiner's signing request is not in the ledger"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

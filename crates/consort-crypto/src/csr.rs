@@ -96,7 +96,8 @@ pub fn issue_for_request(
         return Err(CryptoError::IssuerKeyMismatch);
     }
     let issuer_kp = rcgen_key(issuer_key)?;
-    let issuer = rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into())?.self_signed(&issuer_kp)?;
+    let issuer =
+        rcgen::CertificateParams::from_ca_cert_der(&issuer_cert_der.to_vec().into())?.self_signed(&issuer_kp)?;
     params.params.is_ca = rcgen::IsCa::NoCa;
     validity.apply(&mut params.params)?;
     let cert = params.signed_by(&issuer, &issuer_kp)?;

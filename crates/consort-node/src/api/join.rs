@@ -98,7 +98,8 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
         consort_attest::Evidence::from_json_value(&request.quote_info).map_err(|e| bad(format!("quote_info: {e}")))?;
     check_encryption_key(request.encryption_public_key.as_deref())?;
     if let Some(csr) = &request.certificate_signing_request {
-        let csr_key = consort_crypto::csr::request_key(csr).map_err(|e| bad(format!("certificate_signing_request: {e}")))?;
+        let csr_key =
+            consort_crypto::csr::request_key(csr).map_err(|e| bad(format!("certificate_signing_request: {e}")))?;
         if csr_key != key {
             return Err(bad("certificate_signing_request is not for public_key"));
         }
