@@ -58,6 +58,9 @@ fn join_seeds(out: &Path) -> std::io::Result<()> {
             rpc_address: rpc.into(),
             quote_info: evidence.to_json_value(),
             encryption_public_key: Some(enc_public.clone()),
+            certificate_signing_request: Some(
+                consort_node::engine::certificates::node_signing_request(&key, rpc).map_err(std::io::Error::other)?,
+            ),
         };
         let body = serde_json::to_vec_pretty(&request).map_err(std::io::Error::other)?;
         consort_node::api::join::parse_join(&body).map_err(|e| std::io::Error::other(e.message))?;

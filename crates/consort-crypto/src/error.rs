@@ -79,6 +79,16 @@ pub enum CryptoError {
     /// the issuer but never verify against its key.
     #[error("certificate generation failed: the issuer key is not the key of the issuer certificate")]
     IssuerKeyMismatch,
+    /// A PKCS#10 certificate signing request that does not parse, whose signature does not verify, or that asks
+    /// for an extension Consort does not issue (anything but subject alternative names and key usages).
+    #[error("malformed certificate signing request: {0}")]
+    SigningRequest(#[source] SharedError<rcgen::Error>),
+    /// A certificate validity that starts before 1970 or ends past what a certificate can say.
+    #[error("certificate generation failed: validity out of range")]
+    ValidityOutOfRange,
+    /// The certificate issued for a signing request does not certify the key the request was signed with.
+    #[error("certificate generation failed: the issued certificate does not certify the request's key")]
+    SigningRequestKeyMismatch,
 }
 
 impl From<pem::PemError> for CryptoError {

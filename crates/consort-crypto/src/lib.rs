@@ -8,6 +8,7 @@
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod aead;
+pub mod csr;
 pub mod ecdsa;
 mod error;
 pub mod hash;

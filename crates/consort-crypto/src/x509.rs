@@ -28,11 +28,12 @@ impl CertParams {
     }
 }
 
-fn rcgen_key(key: &SigningKey) -> Result<rcgen::KeyPair, CryptoError> {
+pub(crate) fn rcgen_key(key: &SigningKey) -> Result<rcgen::KeyPair, CryptoError> {
     rcgen::KeyPair::from_pem(&key.to_pkcs8_pem()).map_err(CryptoError::from)
 }
 
-fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError> {
+/// The subject of `p` (common name, alternative names), with nothing else set: what a signing request carries.
+pub(crate) fn rcgen_subject(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError> {
     let mut params = rcgen::CertificateParams::default();
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, p.subject_cn.clone());
@@ -44,6 +45,11 @@ fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError>
         };
         params.subject_alt_names.push(name);
     }
+    Ok(params)
+}
+
+fn rcgen_params(p: &CertParams) -> Result<rcgen::CertificateParams, CryptoError> {
+    let mut params = rcgen_subject(p)?;
     if p.is_ca {
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     }

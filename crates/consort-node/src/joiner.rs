@@ -125,6 +125,10 @@ pub async fn join_service(cfg: NodeConfig) -> Result<Arc<Node>, NodeError> {
         rpc_address: cfg.network.rpc_address.clone(),
         quote_info: attestation.evidence.to_json_value(),
         encryption_public_key: Some(enc_public_pem),
+        certificate_signing_request: Some(
+            crate::engine::certificates::node_signing_request(&node_key, &cfg.network.rpc_address)
+                .map_err(JoinError::OwnCertificate)?,
+        ),
     };
     let body = serde_json::to_vec(&req).map_err(JoinError::Encode)?;
     // The node id is public (a digest of the public key); members need it to trust this node, so it is written

@@ -161,7 +161,14 @@ impl SignedOp<'_> {
 }
 
 fn signed(svc: &Engine, op: SignedOp<'_>, body: &[u8]) -> GovReply {
-    let env = GovEnv::default();
+    // The constitution may ask for certificates signed with the service key (CCF's `transition_node_to_trusted`
+    // endorses a joiner's signing request; `set_service_certificate_validity` renews the service certificate).
+    let issuer = crate::engine::certificates::ServiceIssuer::new(svc.identities());
+    let env = GovEnv {
+        latest_ledger_secret_seqno: svc.ledger_secrets().latest().0,
+        certificates: Some(&issuer),
+        ..GovEnv::default()
+    };
     let now = now_seconds();
     let signed_root = svc.last_signed_root();
     // The constitution's and ballots' console.log lines travel out with the answer, so that they are logged once,

@@ -45,6 +45,11 @@ pub struct JoinRequest {
     /// Required; optional in the type only so that a request without it gets a clear refusal.
     #[serde(default)]
     pub encryption_public_key: Option<String>,
+    /// A PEM certificate signing request for `public_key` (CCF's `certificate_signing_request`), recorded in the
+    /// nodes table so that CCF's `transition_node_to_trusted` can endorse the node from it. Optional: a node
+    /// without one is endorsed from its public key by Consort's constitution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_signing_request: Option<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -92,6 +97,13 @@ pub fn parse_join(body: &[u8]) -> Result<ParsedJoin, ApiError> {
     let evidence =
         consort_attest::Evidence::from_json_value(&request.quote_info).map_err(|e| bad(format!("quote_info: {e}")))?;
     check_encryption_key(request.encryption_public_key.as_deref())?;
+    if let Some(csr) = &request.certificate_signing_request {
+        let csr_key =
+            consort_crypto::csr::request_key(csr).map_err(|e| bad(format!("certificate_signing_request: {e}")))?;
+        if csr_key != key {
+            return Err(bad("certificate_signing_request is not for public_key"));
+        }
+    }
     Ok(ParsedJoin {
         request,
         key,
@@ -223,7 +235,7 @@ pub fn join_on_primary(svc: &Engine, join: &ParsedJoin) -> Result<serde_json::Va
         "node_id": record.node_id,
         "node_status": "Trusted",
         "node_cert": record.cert_pem,
-        "service_cert": ids.service_cert_pem,
+        "service_cert": svc.current_service_cert_pem(),
         "service_key": ids.service_key.to_pkcs8_pem(),
         "ledger_secrets": committed_secrets(svc),
         "peers": peers,
@@ -254,9 +266,7 @@ pub fn issue_node_cert(
     let service_der = ParsedCert::from_pem(&svc.identities().service_cert_pem)
         .map_err(|e| e.to_string())?
         .der;
-    let mut params = consort_crypto::CertParams::new("CCF Node");
-    let host = rpc_address.rsplit_once(':').map(|(h, _)| h.to_string());
-    params.subject_alt_names = host.into_iter().chain(["localhost".to_string()]).collect();
+    let mut params = crate::engine::certificates::node_cert_params(rpc_address);
     params.validity_days = validity_days;
     let cert = consort_crypto::x509::issue(key, &params, &svc.identities().service_key, &service_der)
         .map_err(|e| e.to_string())?;
@@ -317,7 +327,7 @@ fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claim
     } else {
         None
     };
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "status": status,
         "public_key": req.public_key,
         "rpc_interfaces": {"primary_rpc_interface": {"bind_address": req.rpc_address}},
@@ -328,6 +338,9 @@ fn record_joiner(svc: &Engine, join: &ParsedJoin, claims: &consort_attest::Claim
         "ledger_secret_seqno": 0,
         "retired_committed": false,
     });
+    if let (Some(csr), Some(row)) = (&req.certificate_signing_request, info.as_object_mut()) {
+        row.insert("certificate_signing_request".into(), csr.clone().into());
+    }
     let outcome = svc.execute_write(|tx, _| -> Result<(), ApiError> {
         tx.put(
             NODES_INFO_TABLE,

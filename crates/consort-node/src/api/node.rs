@@ -196,7 +196,7 @@ fn network_info(node: &Node) -> serde_json::Value {
     let engine = node.engine();
     serde_json::json!({
         "service_status": engine.service_status(),
-        "service_certificate": engine.identities().service_cert_pem,
+        "service_certificate": engine.current_service_cert_pem(),
         "current_view": engine.current_view(),
         "primary_id": engine.leader().and_then(|l| engine.node_id_of(l)),
         "current_service_create_txid": engine.service_info().map(|i| i["current_service_create_txid"].clone()),

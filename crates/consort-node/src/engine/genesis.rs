@@ -147,10 +147,16 @@ impl Engine {
     /// Records this node as Trusted, with its endorsed certificate, in the nodes tables: the first node of a new
     /// service (genesis, or a recovery), which no join recorded. `quote_info` is its attestation, if recorded.
     pub(super) fn record_self_as_trusted(&self, tx: &mut consort_kv::Tx<'_>, quote_info: Option<serde_json::Value>) {
-        let node_info = serde_json::json!({
+        let rpc_address = &self.cfg.network.rpc_address;
+        // CCF records every node's signing request, from which `transition_node_to_trusted` endorses it; signing one
+        // with the node's own key does not fail, and a row without one only loses that re-endorsement.
+        let csr = super::certificates::node_signing_request(&self.ids.node_key, rpc_address)
+            .inspect_err(|e| tracing::warn!("no certificate signing request for this node: {e}"))
+            .ok();
+        let mut node_info = serde_json::json!({
             "status": "Trusted",
             "public_key": self.ids.node_key.verifying_key().to_pem(),
-            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": self.cfg.network.rpc_address}},
+            "rpc_interfaces": {"primary_rpc_interface": {"bind_address": rpc_address}},
             "node_to_node_address": self.cfg.network.node_to_node_address,
             "node_data": null,
             "encryption_pub_key": self.ids.node_enc_public_pem,
@@ -158,6 +164,9 @@ impl Engine {
             "retired_committed": false,
             "quote_info": quote_info,
         });
+        if let (Some(csr), Some(row)) = (csr, node_info.as_object_mut()) {
+            row.insert("certificate_signing_request".into(), csr.into());
+        }
         let id = self.ids.node_id.as_str().as_bytes();
         tx.put(NODES_INFO_TABLE, id, node_info.to_string().as_bytes());
         tx.put(ENDORSED_CERTS_TABLE, id, self.ids.node_cert_pem.as_bytes());

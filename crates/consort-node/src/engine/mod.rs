@@ -10,6 +10,7 @@
 //! Merkle leaves are produced in the same order (version n is entry n is leaf n). A one-node service is a one-voter
 //! Raft: the same code path, with nobody to send to.
 
+pub mod certificates;
 mod execute;
 mod genesis;
 mod historical;
