@@ -37,6 +37,19 @@ export function hello() { return { body: "hello __VERSION__", headers: { "x-app"
 export function spin() { while (true) {} }
 export function hog() { const a = []; while (true) { a.push("x".repeat(1 << 20) + a.length); } }
 export function deep() { function f(n) { return f(n + 1) + 1; } return f(0); }
+export function range(request) {
+  const q = Object.fromEntries(request.query.split("&").map((kv) => kv.split("=")));
+  const states = ccf.historical.getStateRange(q.id, Number(q.from), Number(q.to), 1800);
+  if (states === null) return { statusCode: 202, headers: { "retry-after": "1" } };
+  const entries = [];
+  for (const s of states) {
+    const v = s.kv["records"].get(key(q.id));
+    if (v !== undefined) entries.push({ txid: s.transactionId, msg: ccf.bufToStr(v) });
+  }
+  let writeRefused = false;
+  try { states[0].kv["records"].set(key(q.id), ccf.strToBuf("rewritten")); } catch (e) { writeRefused = true; }
+  return { body: { count: states.length, entries, writeRefused } };
+}
 export function claimed(request) {
   const text = request.body.text();
   ccf.kv["claims"].set(key("last"), ccf.strToBuf(text));
@@ -61,7 +74,8 @@ fn bundle(version: &str) -> Value {
             "/spin": {"post": endpoint("spin", "readwrite", &["user_cert"])},
             "/hog": {"post": endpoint("hog", "readwrite", &["user_cert"])},
             "/deep": {"post": endpoint("deep", "readwrite", &["user_cert"])},
-            "/claimed": {"post": endpoint("claimed", "readwrite", &["user_cert"])}
+            "/claimed": {"post": endpoint("claimed", "readwrite", &["user_cert"])},
+            "/range": {"get": endpoint("range", "readonly", &["user_cert"])}
         }},
         "modules": [{"name": "records.js", "module": module}]
     })
@@ -129,6 +143,49 @@ fn ledger_holds(dir: &Path, needle: &[u8]) -> bool {
         let data = std::fs::read(f.unwrap().path()).unwrap_or_default();
         data.windows(needle.len()).any(|w| w == needle)
     })
+}
+
+/// `ccf.historical.getStateRange`: three writes to one record are read back from the states of their seqnos
+/// (with their TxIDs), after `null` (202) while the node fetches them; the states are read-only; a range past the
+/// commit or longer than the limit throws (500 with the reason).
+async fn state_ranges(primary: &Connection, backup: &Connection) {
+    let mut written = Vec::new();
+    for msg in ["first", "second", "third"] {
+        let body = json!({ "msg": msg }).to_string();
+        let (status, v, txid) = call(primary, "PUT", "/app/records/9", Some(&body)).await;
+        assert_eq!(status, 200, "{v}");
+        written.push((txid, msg));
+    }
+    wait_committed(primary, &written[2].0).await;
+    let seqno = |txid: &str| txid.split('.').nth(1).unwrap().parse::<u64>().unwrap();
+    let (from, to) = (seqno(&written[0].0), seqno(&written[2].0));
+    let path = format!("/app/range?id=9&from={from}&to={to}");
+    let v = eventually(backup, &path, |s, _| s != 202).await;
+    let want: Vec<Value> = written
+        .iter()
+        .map(|(txid, msg)| json!({"txid": txid, "msg": msg}))
+        .collect();
+    assert_eq!(v["entries"], json!(want), "{v}");
+    assert_eq!(v["count"], to - from + 1, "one state per seqno: {v}");
+    assert_eq!(v["writeRefused"], true, "{v}");
+    for (path, reason) in [
+        (
+            format!("/app/range?id=9&from={from}&to={}", to + 1_000),
+            "not committed",
+        ),
+        (format!("/app/range?id=9&from=1&to={}", 20_000), "at most 10000"),
+        ("/app/range?id=9&from=0&to=3".to_string(), "invalid seqno range"),
+    ] {
+        let (status, v, _) = call(backup, "GET", &path, None).await;
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(status == 500 && msg.contains(reason), "{path}: {status} {v}");
+    }
+    let (status, v, _) = call(primary, "GET", "/app/records/9", None).await;
+    assert_eq!(
+        (status, &v["msg"]),
+        (200, &json!("third")),
+        "the latest state is untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +267,8 @@ async fn a_js_app_deployed_by_proposal_serves_on_every_node_under_its_limits() {
         let (status, _, _) = call(&conns[primary], "GET", "/app/records/42", None).await;
         assert_eq!(status, 200, "still serving after {path}");
     }
+
+    state_ranges(&conns[primary], &conns[2]).await;
 
     // A claims digest set by the app is bound into the transaction's receipt.
     let claim = "order 17 shipped";

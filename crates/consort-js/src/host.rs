@@ -16,6 +16,10 @@ pub(crate) const INTERNAL_PREFIX: &str = "public:ccf.internal.";
 pub(crate) const RESERVED_PREFIX: &str = "public:ccf.";
 /// Most log lines one call keeps.
 pub(crate) const MAX_LOG_LINES: usize = 64;
+/// Most seqnos one `ccf.historical.getStateRange` call may ask for.
+pub const MAX_STATE_RANGE_SEQNOS: u64 = 10_000;
+/// The slot number JS passes for the request's own transaction (others index [`HostState::range`]).
+const REQUEST_SLOT: i32 = -1;
 
 /// What the host functions share with the interpreter for the call in progress.
 pub(crate) struct HostState {
@@ -27,6 +31,9 @@ pub(crate) struct HostState {
     pub(crate) interrupt: RefCell<Option<Box<dyn FnMut() -> bool>>>,
     pub(crate) interrupted: Cell<bool>,
     pub(crate) logs: RefCell<Vec<String>>,
+    /// Read-only transactions over the historical states `getStateRange` handed out during this call (the JS
+    /// side names them by index).
+    pub(crate) range: RefCell<Vec<Tx<'static>>>,
 }
 
 impl HostState {
@@ -40,6 +47,7 @@ impl HostState {
             interrupt: RefCell::new(None),
             interrupted: Cell::new(false),
             logs: RefCell::new(Vec::new()),
+            range: RefCell::new(Vec::new()),
         }
     }
 }
@@ -102,6 +110,25 @@ fn with_tx<'js, T>(
     r.map_err(|e| throw(ctx, &e))
 }
 
+/// Runs `f` on the transaction a read names: the request's ([`REQUEST_SLOT`]) or a historical state's.
+fn with_read<'js, T>(
+    ctx: &Ctx<'js>,
+    state: &Shared,
+    slot: i32,
+    f: impl FnOnce(&mut Tx<'static>) -> Result<T, String>,
+) -> rquickjs::Result<T> {
+    if slot == REQUEST_SLOT {
+        return with_tx(ctx, state, |_, tx| f(tx));
+    }
+    let mut range = state.range.borrow_mut();
+    let r = match usize::try_from(slot).ok().and_then(|i| range.get_mut(i)) {
+        Some(tx) => f(tx),
+        None => Err("this historical state is no longer available: states last for the call that fetched them".into()),
+    };
+    drop(range);
+    r.map_err(|e| throw(ctx, &e))
+}
+
 /// Installs the native functions on a fresh object and returns it.
 pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<Object<'js>> {
     let obj = Object::new(ctx.clone())?;
@@ -115,8 +142,8 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, state: &Shared) -> rquickjs::Result<O
 
 fn install_kv_reads<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> rquickjs::Result<()> {
     let s = state.clone();
-    let f = move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Value<'js>> {
-        let value = with_tx(&ctx, &s, |_, tx| {
+    let f = move |ctx: Ctx<'js>, slot: i32, map: String, key: String| -> rquickjs::Result<Value<'js>> {
+        let value = with_read(&ctx, &s, slot, |tx| {
             readable(&map)?;
             Ok(tx.get(&map, &bin(&key)?))
         })?;
@@ -128,8 +155,8 @@ fn install_kv_reads<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> r
     obj.set("kvGet", Function::new(ctx.clone(), f)?)?;
 
     let s = state.clone();
-    let f = move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<bool> {
-        with_tx(&ctx, &s, |_, tx| {
+    let f = move |ctx: Ctx<'js>, slot: i32, map: String, key: String| -> rquickjs::Result<bool> {
+        with_read(&ctx, &s, slot, |tx| {
             readable(&map)?;
             Ok(tx.has(&map, &bin(&key)?))
         })
@@ -137,8 +164,8 @@ fn install_kv_reads<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> r
     obj.set("kvHas", Function::new(ctx.clone(), f)?)?;
 
     let s = state.clone();
-    let f = move |ctx: Ctx<'js>, map: String, key: String| -> rquickjs::Result<Option<f64>> {
-        with_tx(&ctx, &s, |_, tx| {
+    let f = move |ctx: Ctx<'js>, slot: i32, map: String, key: String| -> rquickjs::Result<Option<f64>> {
+        with_read(&ctx, &s, slot, |tx| {
             readable(&map)?;
             // Versions are seqnos, far below 2^53.
             Ok(tx.version_of(&map, &bin(&key)?).map(|v| v as f64))
@@ -147,8 +174,8 @@ fn install_kv_reads<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> r
     obj.set("kvVersion", Function::new(ctx.clone(), f)?)?;
 
     let s = state.clone();
-    let f = move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<f64> {
-        with_tx(&ctx, &s, |_, tx| {
+    let f = move |ctx: Ctx<'js>, slot: i32, map: String| -> rquickjs::Result<f64> {
+        with_read(&ctx, &s, slot, |tx| {
             readable(&map)?;
             let mut n = 0u64;
             tx.foreach(&map, |_, _| {
@@ -161,9 +188,9 @@ fn install_kv_reads<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> r
     obj.set("kvSize", Function::new(ctx.clone(), f)?)?;
 
     let s = state.clone();
-    let f = move |ctx: Ctx<'js>, map: String| -> rquickjs::Result<Array<'js>> {
+    let f = move |ctx: Ctx<'js>, slot: i32, map: String| -> rquickjs::Result<Array<'js>> {
         let mut entries = Vec::new();
-        with_tx(&ctx, &s, |_, tx| {
+        with_read(&ctx, &s, slot, |tx| {
             readable(&map)?;
             tx.foreach(&map, |k, v| {
                 entries.push((k.to_vec(), v.to_vec()));
@@ -282,6 +309,8 @@ fn install_rpc<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> rquick
     };
     obj.set("viewOf", Function::new(ctx.clone(), f)?)?;
 
+    install_state_range(ctx, state, obj)?;
+
     let s = state.clone();
     let f = move |line: String| {
         let mut logs = s.logs.borrow_mut();
@@ -290,5 +319,41 @@ fn install_rpc<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> rquick
         }
     };
     obj.set("log", Function::new(ctx.clone(), f)?)?;
+    Ok(())
+}
+
+/// `stateRange(from, to)`: `null` while the states are being fetched, else a JSON array of `{view, seqno, slot}`,
+/// one per seqno, whose `slot` the KV reads then name.
+fn install_state_range<'js>(ctx: &Ctx<'js>, state: &Shared, obj: &Object<'js>) -> rquickjs::Result<()> {
+    let s = state.clone();
+    let f = move |ctx: Ctx<'js>, from: f64, to: f64| -> rquickjs::Result<Option<String>> {
+        let fail = |msg: String| throw(&ctx, &msg);
+        if !(from >= 1.0 && to >= from && to < 2f64.powi(53)) || from.fract() != 0.0 || to.fract() != 0.0 {
+            return Err(fail(format!("invalid seqno range {from}..{to}")));
+        }
+        let (from, to) = (from as u64, to as u64);
+        if to - from + 1 > MAX_STATE_RANGE_SEQNOS {
+            return Err(fail(format!(
+                "a state range holds at most {MAX_STATE_RANGE_SEQNOS} seqnos; {from}..{to} holds {}",
+                to - from + 1
+            )));
+        }
+        let node = s.node.borrow();
+        let node = node.as_ref().ok_or_else(|| throw(&ctx, "no node view"))?;
+        let states = match node.state_range(from, to) {
+            crate::StateRange::Ready(states) => states,
+            crate::StateRange::Pending => return Ok(None),
+            crate::StateRange::Failed(e) => return Err(fail(e)),
+        };
+        let mut range = s.range.borrow_mut();
+        let mut out = Vec::with_capacity(states.len());
+        for (seqno, store) in states {
+            let view = node.view_of(seqno).unwrap_or(0);
+            out.push(serde_json::json!({"view": view, "seqno": seqno, "slot": range.len()}));
+            range.push(Tx::shared(store));
+        }
+        Ok(Some(serde_json::Value::Array(out).to_string()))
+    };
+    obj.set("stateRange", Function::new(ctx.clone(), f)?)?;
     Ok(())
 }

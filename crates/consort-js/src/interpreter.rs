@@ -33,6 +33,21 @@ pub trait NodeView {
     fn status(&self, view: u64, seqno: u64) -> String;
     /// The view in which `seqno` was written, if known.
     fn view_of(&self, seqno: u64) -> Option<u64>;
+    /// `ccf.historical.getStateRange`: what each committed transaction `from..=to` wrote, one store per seqno.
+    fn state_range(&self, _from: u64, _to: u64) -> StateRange {
+        StateRange::Failed("this node keeps no historical states".into())
+    }
+}
+
+/// The answer of [`NodeView::state_range`].
+#[derive(Debug)]
+pub enum StateRange {
+    /// `(seqno, what it wrote)` for every seqno of the range, in order.
+    Ready(Vec<(u64, std::sync::Arc<consort_kv::Store>)>),
+    /// Still being fetched: `getStateRange` returns `null` and the app asks again later.
+    Pending,
+    /// Why the range cannot be served (not committed, too long, unreadable); `getStateRange` throws it.
+    Failed(String),
 }
 
 /// One call of an endpoint function.
@@ -271,6 +286,7 @@ impl Interpreter {
         st.apply_writes.set(false);
         st.claims_digest.set(None);
         st.logs.borrow_mut().clear();
+        st.range.borrow_mut().clear();
         let applied = std::cell::Cell::new(None);
         let result = self.context.with(|ctx| {
             let helper = self
@@ -297,6 +313,8 @@ impl Interpreter {
         };
         *st.interrupt.borrow_mut() = None;
         *st.node.borrow_mut() = None;
+        // Historical states fetched for this call are the cache's to keep, not the interpreter's.
+        st.range.borrow_mut().clear();
         let tx = st.tx.borrow_mut().take();
         // invariant: the transaction was put in above and only this function takes it out.
         #[allow(clippy::expect_used)] // reason: see the invariant on the line above

@@ -20,53 +20,75 @@
     }
     return s;
   }
+  // The request's own transaction; historical states from getStateRange have slots 0, 1, ...
+  const REQUEST_SLOT = -1;
   class KvMap {
-    constructor(name) {
+    constructor(name, slot) {
       this.name = name;
+      this.slot = slot;
+    }
+    writable() {
+      if (this.slot !== REQUEST_SLOT) throw new Error("a historical state is read-only");
     }
     get(key) {
-      return host.kvGet(this.name, toBin(key));
+      return host.kvGet(this.slot, this.name, toBin(key));
     }
     has(key) {
-      return host.kvHas(this.name, toBin(key));
+      return host.kvHas(this.slot, this.name, toBin(key));
     }
     set(key, value) {
+      this.writable();
       host.kvSet(this.name, toBin(key), toBin(value));
       return this;
     }
     delete(key) {
+      this.writable();
       return host.kvDelete(this.name, toBin(key));
     }
     clear() {
+      this.writable();
       host.kvClear(this.name);
     }
     get size() {
-      return host.kvSize(this.name);
+      return host.kvSize(this.slot, this.name);
     }
     forEach(callback) {
-      for (const entry of host.kvEntries(this.name)) {
+      for (const entry of host.kvEntries(this.slot, this.name)) {
         callback(entry[1], entry[0], this);
       }
     }
     getVersionOfPreviousWrite(key) {
-      return host.kvVersion(this.name, toBin(key));
+      return host.kvVersion(this.slot, this.name, toBin(key));
     }
   }
-  const maps = new Map();
-  const kv = new Proxy(
-    {},
-    {
-      get(_target, name) {
-        if (typeof name !== "string") return undefined;
-        let m = maps.get(name);
-        if (m === undefined) {
-          m = new KvMap(name);
-          maps.set(name, m);
-        }
-        return m;
+  function makeKv(slot) {
+    const maps = new Map();
+    return new Proxy(
+      {},
+      {
+        get(_target, name) {
+          if (typeof name !== "string") return undefined;
+          let m = maps.get(name);
+          if (m === undefined) {
+            m = new KvMap(name, slot);
+            maps.set(name, m);
+          }
+          return m;
+        },
       },
-    },
-  );
+    );
+  }
+  const kv = makeKv(REQUEST_SLOT);
+  // ccf.historical.getStateRange(handle, from, to, secondsUntilExpiry): the states, or null while the node
+  // fetches them (answer 202 and let the client retry). The node's cache is shared and bounded in bytes, so
+  // the handle and expiry are accepted and not used; range states carry no receipt.
+  function getStateRange(_handle, from, to, _secondsUntilExpiry) {
+    const got = host.stateRange(Number(from), Number(to));
+    if (got === null || got === undefined) return null;
+    return JSON.parse(got).map((s) =>
+      Object.freeze({ transactionId: `${s.view}.${s.seqno}`, receipt: undefined, kv: makeKv(s.slot) }),
+    );
+  }
   const bufToStr = (buf) => host.utf8Decode(toBin(buf));
   const strToBuf = (s) => host.utf8Encode(String(s));
   const json = (v) => (v === undefined ? "null" : JSON.stringify(v));
@@ -101,13 +123,10 @@
       getStatusForTxId: (view, seqno) => host.txStatus(Number(view), Number(seqno)),
       getViewForSeqno: (seqno) => host.viewOf(Number(seqno)),
     },
-    // Ranges of historical state are served by historical endpoints (mode "historical", ccf.historicalState);
-    // fetching them from inside another endpoint is not supported.
     historical: {
-      getStateRange: () => {
-        throw new Error("ccf.historical.getStateRange is not supported: use an endpoint with mode historical");
-      },
-      dropCachedStates: () => false,
+      getStateRange,
+      // The cache evicts by size on its own; there is nothing per handle to drop.
+      dropCachedStates: (_handle) => true,
     },
     historicalState: undefined,
   };

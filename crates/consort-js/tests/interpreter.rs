@@ -18,6 +18,24 @@ impl NodeView for Node {
     fn view_of(&self, seqno: u64) -> Option<u64> {
         (seqno <= 41).then_some(2)
     }
+    /// Committed seqnos are ready; even ones wrote `records["k"] = "v<seqno>"`; later ones are still "fetching".
+    fn state_range(&self, from: u64, to: u64) -> consort_js::StateRange {
+        if to > 41 {
+            return consort_js::StateRange::Pending;
+        }
+        let states = (from..=to)
+            .map(|seqno| {
+                let store = Arc::new(Store::new());
+                if seqno % 2 == 0 {
+                    let mut tx = Tx::shared(store.clone());
+                    tx.put("records", b"k", format!("v{seqno}").as_bytes());
+                    store.commit(tx, |_, _| ()).expect("commit");
+                }
+                (seqno, store)
+            })
+            .collect();
+        consort_js::StateRange::Ready(states)
+    }
 }
 
 const APP: &str = r#"
@@ -59,10 +77,26 @@ export function key(id) { return ccf.strToBuf(String(id)); }
 export function parse(buf) { return ccf.bufToJsonCompatible(buf); }
 "#;
 
+const RANGE: &str = r#"
+export function range(request) {
+  const [from, to] = request.params.id.split("-").map(Number);
+  const states = ccf.historical.getStateRange("h", from, to, 60);
+  if (states === null) return { statusCode: 202 };
+  const seen = states.map((s) => {
+    const v = s.kv["records"].get(ccf.strToBuf("k"));
+    return [s.transactionId, v === undefined ? null : ccf.bufToStr(v)];
+  });
+  let refused = "";
+  try { states[0].kv["records"].set(ccf.strToBuf("k"), ccf.strToBuf("x")); } catch (e) { refused = e.message; }
+  return { body: { seen, refused, live: ccf.kv["records"].size } };
+}
+"#;
+
 fn modules() -> Arc<BTreeMap<String, String>> {
     let mut m = BTreeMap::new();
     m.insert("/app.js".to_string(), APP.to_string());
     m.insert("/lib/util.js".to_string(), UTIL.to_string());
+    m.insert("/range.js".to_string(), RANGE.to_string());
     Arc::new(m)
 }
 
@@ -84,8 +118,9 @@ fn call(
     access: KvAccess,
 ) -> (Tx<'static>, Result<consort_js::CallOutput, JsError>) {
     let request = serde_json::json!({"method": "POST", "params": {"id": id}, "headers": {}, "query": ""});
+    let module = if function == "range" { "/range.js" } else { "/app.js" };
     let input = CallInput {
-        module: "/app.js",
+        module,
         function,
         request_json: request.to_string(),
         body: body.as_bytes(),
@@ -206,4 +241,30 @@ fn crypto_digests_signs_verifies_and_sets_the_claims_digest() {
     assert_eq!(out.claims_digest, Some(sha));
     let h: BTreeMap<_, _> = out.headers.into_iter().collect();
     assert_eq!((h["x-ok"].as_str(), h["x-bad"].as_str()), ("true", "false"));
+}
+
+#[test]
+fn get_state_range_gives_read_only_states_per_seqno_or_null_while_fetching() {
+    let store = Arc::new(Store::new());
+    let mut js = Interpreter::new(modules(), &options()).expect("interpreter");
+    let (_, out) = call(&mut js, &store, "range", "40-42", "", KvAccess::ReadOnly);
+    assert_eq!(out.expect("pending").status, 202, "null while the states are fetched");
+    let (_, out) = call(&mut js, &store, "range", "3-6", "", KvAccess::ReadOnly);
+    let body = match out.expect("range").body {
+        ResponseBody::Json(j) => serde_json::from_str::<serde_json::Value>(&j).expect("json"),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "seen": [["2.3", null], ["2.4", "v4"], ["2.5", null], ["2.6", "v6"]],
+            "refused": "a historical state is read-only",
+            "live": 0
+        })
+    );
+    for (range, reason) in [("0-3", "invalid seqno range"), ("1-20000", "at most 10000 seqnos")] {
+        let (_, out) = call(&mut js, &store, "range", range, "", KvAccess::ReadOnly);
+        let err = out.expect_err(range).to_string();
+        assert!(err.contains(reason), "{range}: {err}");
+    }
 }

@@ -7,16 +7,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use consort_js::{
     CallInput, Endpoint, EndpointMode, Endpoints, Interpreter, JsError, KvAccess, NodeView, ResponseBody,
-    RuntimeOptions, ENDPOINTS_TABLE, MODULES_TABLE, RUNTIME_OPTIONS_TABLE,
+    RuntimeOptions, StateRange, ENDPOINTS_TABLE, MODULES_TABLE, RUNTIME_OPTIONS_TABLE,
 };
 use consort_kv::Tx;
 
-use super::{App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, Mode, RawBody};
+use super::{
+    App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, History, HistoryRange, Mode, RawBody,
+};
 
 /// CCF's singleton key (8 zero bytes) under which the runtime options are recorded.
 const SINGLETON_KEY: [u8; 8] = [0; 8];
@@ -49,6 +51,8 @@ pub trait JsHost: Send + Sync {
 pub struct JsApp {
     engine: Arc<dyn JsHost>,
     loaded: Mutex<Option<Arc<Loaded>>>,
+    /// The node's past states, for `ccf.historical.getStateRange` (attached when the node starts).
+    history: OnceLock<Arc<dyn History>>,
 }
 
 impl std::fmt::Debug for JsApp {
@@ -68,6 +72,7 @@ impl JsApp {
         JsApp {
             engine,
             loaded: Mutex::new(None),
+            history: OnceLock::new(),
         }
     }
 
@@ -115,8 +120,8 @@ fn info_of(e: &Endpoint) -> EndpointInfo {
     }
 }
 
-/// What the app sees of consensus.
-struct EngineView(Arc<dyn JsHost>);
+/// What the app sees of consensus and of past states.
+struct EngineView(Arc<dyn JsHost>, Option<Arc<dyn History>>);
 
 impl NodeView for EngineView {
     fn last_committed(&self) -> (u64, u64) {
@@ -130,6 +135,31 @@ impl NodeView for EngineView {
         (1..=current)
             .rev()
             .find(|&v| matches!(self.0.status(v, seqno).as_str(), "Committed" | "Pending"))
+    }
+    fn state_range(&self, from: u64, to: u64) -> StateRange {
+        let Some(history) = &self.1 else {
+            return StateRange::Failed("this node keeps no historical states".into());
+        };
+        // The history hands long ranges out in pages; every page must be ready for the answer to be.
+        let mut states = Vec::new();
+        let mut next = from;
+        while next <= to {
+            match history.range(next, to) {
+                HistoryRange::Ready { states: page, through } => {
+                    states.extend(page);
+                    if through < next {
+                        return StateRange::Failed(format!("the history made no progress at seqno {next}"));
+                    }
+                    next = through + 1;
+                }
+                HistoryRange::Pending => return StateRange::Pending,
+                HistoryRange::NotCommitted(status) => {
+                    return StateRange::Failed(format!("seqno {to} is not committed (its status is {status})"))
+                }
+                HistoryRange::Failed(e) => return StateRange::Failed(e),
+            }
+        }
+        StateRange::Ready(states)
     }
 }
 
@@ -279,7 +309,7 @@ impl JsApp {
             return (tx, Err(JsError::Setup("no interpreter".into())));
         };
         let deadline = Instant::now() + Duration::from_millis(options.max_execution_time_ms);
-        let view = Box::new(EngineView(self.engine.clone()));
+        let view = Box::new(EngineView(self.engine.clone(), self.history.get().cloned()));
         let (tx, out) = interpreter.call(tx, view, Box::new(move || Instant::now() > deadline), input);
         let _ = endpoint;
         let poisoned = out.as_ref().is_err_and(JsError::poisons_interpreter);
@@ -296,6 +326,11 @@ impl JsApp {
 }
 
 impl App for JsApp {
+    fn attach_history(&self, history: Arc<dyn History>) {
+        // Attached once when the node starts; a second attach keeps the first.
+        let _ = self.history.set(history);
+    }
+
     fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo> {
         let loaded = self.current();
         loaded.endpoints.find(method, path).map(|(e, _)| info_of(e))

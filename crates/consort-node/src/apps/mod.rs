@@ -418,6 +418,9 @@ impl App for Apps {
         for (_, app) in &self.routes {
             app.attach_history(history.clone());
         }
+        if let Some(app) = &self.fallback {
+            app.attach_history(history);
+        }
     }
 }
 
