@@ -85,8 +85,8 @@ pub fn call(tx: &mut Tx<'_>, method: &str, p: &[Value], s: &Session<'_>, batch: 
             json!(qty(exec::estimate_gas(tx, cfg, s.codes, block_ctx(latest, s), &req)?))
         }
         SEND_RAW_TRANSACTION => send_raw(tx, p, s, batch)?,
-        "eth_getTransactionByHash" => by_hash(tx, p, s, |pos, rec| tx_json(pos, rec))?,
-        "eth_getTransactionReceipt" => by_hash(tx, p, s, |pos, rec| receipt_json(pos, rec))?,
+        "eth_getTransactionByHash" => by_hash(tx, p, s, tx_json)?,
+        "eth_getTransactionReceipt" => by_hash(tx, p, s, receipt_json)?,
         "eth_getBlockByNumber" => {
             let tag = p.first().ok_or_else(|| RpcError::params("missing block"))?;
             let full = p.get(1).and_then(Value::as_bool).unwrap_or(false);

@@ -81,3 +81,40 @@ impl App for EvmApp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_body_with_a_send_runs_as_a_write_and_only_users_are_served() {
+        let app = EvmApp::default();
+        let info = app.endpoint("POST", PREFIX).unwrap();
+        assert_eq!(info.mode, Mode::ReadWrite);
+        assert!(!info.auth.contains(AuthPolicy::NoAuth));
+        assert!(app.endpoint("GET", PREFIX).is_none());
+        let read = br#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{}]}"#;
+        let send = br#"[{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x00"]}]"#;
+        assert_eq!(app.request_mode("POST", PREFIX, read, Mode::ReadWrite), Mode::ReadOnly);
+        assert_eq!(app.request_mode("POST", PREFIX, send, Mode::ReadWrite), Mode::ReadWrite);
+
+        let store = std::sync::Arc::new(consort_kv::Store::new());
+        let mut tx = Tx::shared(store);
+        let mut req = AppRequest {
+            method: "POST",
+            path: PREFIX,
+            query: "",
+            headers: &[],
+            body: br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#,
+            caller: &Caller::Anonymous,
+            historical: None,
+        };
+        assert_eq!(app.handle(&req, &mut tx).status, 401);
+        let user = Caller::User("u".into());
+        req.caller = &user;
+        let resp = app.handle(&req, &mut tx);
+        let body: serde_json::Value = serde_json::from_slice(&resp.raw.unwrap().bytes).unwrap();
+        assert_eq!(body["result"], "0x4353");
+        assert_eq!(resp.claims_digest, None);
+    }
+}
