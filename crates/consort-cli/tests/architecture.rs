@@ -21,6 +21,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("consort-gov", ["consort-crypto", "consort-kv"].into());
     m.insert("consort-attest", ["consort-crypto"].into());
     m.insert("consort-js", ["consort-crypto", "consort-kv"].into());
+    m.insert("consort-evm", ["consort-crypto", "consort-kv"].into());
     m.insert(
         "consort-consensus",
         ["consort-crypto", "consort-kv", "consort-ledger"].into(),
@@ -34,6 +35,7 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "consort-consensus",
         "consort-attest",
         "consort-js",
+        "consort-evm",
     ];
     m.insert("consort-node", node.into());
     let cli = [

@@ -24,6 +24,7 @@ const T = {
   jsRuntimeOptions: "public:ccf.gov.js_runtime_options",
   jwtIssuers: "public:ccf.gov.jwt.issuers",
   caCertBundles: "public:ccf.gov.tls.ca_cert_bundles",
+  evmConfig: "public:ccf.gov.evm.config",
 };
 
 function fail(message) {
@@ -274,6 +275,46 @@ function checkJsRuntimeOptions(args) {
     if (args[name] !== undefined && args[name] !== null && args[name] < (type === "integer" ? 1 : 0)) {
       fail(`${name} must not be ${type === "integer" ? "below 1" : "negative"}`);
     }
+  }
+}
+
+// set_evm_config: the EVM app's chain id, base fee (wei), visibility policy and genesis balances {address: wei}
+// (consort-evm's config.rs reads it; a wei amount is a non-negative integer or a decimal or 0x-hex string).
+const EVM_MAX_GENESIS_ACCOUNTS = 10000;
+function expectWei(value, field) {
+  const ok =
+    (Number.isSafeInteger(value) && value >= 0) ||
+    (typeof value === "string" && (/^[0-9]{1,78}$/.test(value) || /^0x[0-9a-fA-F]{1,64}$/.test(value)));
+  if (!ok) fail(`${field} must be a non-negative integer or a decimal or 0x-hex string`);
+}
+function fitsU64(text) {
+  if (text.startsWith("0x")) return text.slice(2).replace(/^0+/, "").length <= 16;
+  const digits = text.replace(/^0+/, "");
+  return digits.length < 20 || (digits.length === 20 && digits <= "18446744073709551615");
+}
+function checkEvmConfig(args) {
+  expectType(args, "object", "args");
+  const known = ["chain_id", "base_fee", "visibility", "genesis"];
+  for (const key of Object.keys(args)) {
+    if (!known.includes(key)) fail(`${key} is not an EVM configuration field (${known.join(", ")})`);
+  }
+  expectType(args.chain_id, "integer?", "chain_id");
+  if (args.chain_id !== undefined && args.chain_id !== null && !(args.chain_id >= 1 && Number.isSafeInteger(args.chain_id))) {
+    fail("chain_id must be a positive integer");
+  }
+  if (args.base_fee !== undefined && args.base_fee !== null) {
+    expectWei(args.base_fee, "base_fee");
+    if (typeof args.base_fee === "string" && !fitsU64(args.base_fee)) fail("base_fee must fit in 64 bits");
+  }
+  if (args.visibility !== undefined && args.visibility !== null && !["own", "all"].includes(args.visibility)) {
+    fail('visibility must be "own" or "all"');
+  }
+  expectType(args.genesis, "object?", "genesis");
+  const genesis = Object.entries(args.genesis ?? {});
+  if (genesis.length > EVM_MAX_GENESIS_ACCOUNTS) fail(`genesis must credit at most ${EVM_MAX_GENESIS_ACCOUNTS} accounts`);
+  for (const [address, wei] of genesis) {
+    if (!/^0x[0-9a-fA-F]{40}$/.test(address)) fail(`genesis address ${address} must be 0x and 40 hex digits`);
+    expectWei(wei, `genesis balance of ${address}`);
   }
 }
 
@@ -601,6 +642,19 @@ const actions = new Map([
           return_exception_details: args.return_exception_details ?? false,
           max_cached_interpreters: args.max_cached_interpreters ?? 10,
         }),
+    },
+  ],
+  [
+    "set_evm_config",
+    {
+      validate: checkEvmConfig,
+      apply: (args) => {
+        const config = {};
+        for (const key of ["chain_id", "base_fee", "visibility", "genesis"]) {
+          if (args[key] !== undefined && args[key] !== null) config[key] = args[key];
+        }
+        setJson(T.evmConfig, SINGLETON(), config);
+      },
     },
   ],
   [

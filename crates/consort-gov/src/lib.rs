@@ -45,10 +45,10 @@
 //! # The application platform's tables
 //!
 //! `set_js_app`, `remove_js_app`, `set_js_runtime_options`, `set_jwt_issuer`, `remove_jwt_issuer`,
-//! `set_jwt_public_signing_keys`, `set_ca_cert_bundle` and `remove_ca_cert_bundle` write the tables listed in
-//! [`tables`] (`MODULES`, `ENDPOINTS`, `JS_RUNTIME_OPTIONS`, `JWT_ISSUERS`, `JWT_PUBLIC_SIGNING_KEYS_METADATA`,
-//! `CA_CERT_BUNDLES`). The checks live in the host (`ccf.node.setJsApp`, `ccf.setJwtPublicSigningKeys`), so
-//! CCF's own constitution gets them too: a bad bundle or key set fails the proposal and writes nothing. CCF's
+//! `set_jwt_public_signing_keys`, `set_ca_cert_bundle`, `remove_ca_cert_bundle` and `set_evm_config` write the
+//! tables listed in [`tables`] (`MODULES`, `ENDPOINTS`, `JS_RUNTIME_OPTIONS`, `JWT_ISSUERS`,
+//! `JWT_PUBLIC_SIGNING_KEYS_METADATA`, `CA_CERT_BUNDLES`, `EVM_CONFIG`). The checks live in the host
+//! (`ccf.node.setJsApp`, `ccf.setJwtPublicSigningKeys`), so CCF's own constitution gets them too: a bad bundle or key set fails the proposal and writes nothing. CCF's
 //! constitution stores some rows in CCF's forms (an endpoint key `"GET /path"`, a CA bundle as a JSON string);
 //! [`endpoint_from_key`], [`ca_cert_bundle_pem`] and [`jwt_issuer`] read either form.
 //!

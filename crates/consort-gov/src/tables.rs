@@ -70,6 +70,8 @@ pub const INTERPRETER_FLUSH: &str = "public:ccf.gov.interpreter.flush";
 /// JS runtime limits of applications, JSON `{"max_heap_bytes", "max_stack_bytes", "max_execution_time_ms",
 /// "log_exception_details", "return_exception_details", "max_cached_interpreters"}` at [`SINGLETON_KEY`].
 pub const JS_RUNTIME_OPTIONS: &str = "public:ccf.gov.js_runtime_options";
+/// The EVM app's configuration (`set_evm_config`; read by consort-evm), JSON at the singleton key.
+pub const EVM_CONFIG: &str = "public:ccf.gov.evm.config";
 /// JWT issuers: key the issuer string, value JSON `{"auto_refresh": bool, "ca_cert_bundle_name": string|null}`
 /// (CCF's constitution may store other fields of the proposal beside these, and may leave `auto_refresh` out).
 pub const JWT_ISSUERS: &str = "public:ccf.gov.jwt.issuers";

@@ -181,3 +181,26 @@ fn ca_cert_bundles_are_stored_as_pem_and_removed() {
     c.must_pass("remove_ca_cert_bundle", json!({"name": "idp"}));
     assert!(c.entries(tables::CA_CERT_BUNDLES).is_empty());
 }
+
+#[test]
+fn evm_config_is_stored_at_the_singleton_key_and_checked() {
+    let c = Consortium::new(DEFAULT_CONSTITUTION);
+    let config = json!({"chain_id": 1234, "base_fee": "1000000000", "visibility": "all",
+                        "genesis": {"0x00000000000000000000000000000000000000aa": "0xde0b6b3a7640000"}});
+    c.must_pass("set_evm_config", config.clone());
+    let stored = c.get(tables::EVM_CONFIG, &[0u8; 8]).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), config);
+    c.must_pass("set_evm_config", json!({}));
+    for bad in [
+        json!({"chain_id": 0}),
+        json!({"chain_id": "1"}),
+        json!({"base_fee": -1}),
+        json!({"base_fee": "18446744073709551616"}),
+        json!({"visibility": "some"}),
+        json!({"genesis": {"0x12": 1}}),
+        json!({"genesis": {"0x00000000000000000000000000000000000000aa": "ten"}}),
+        json!({"gas_limit": 1}),
+    ] {
+        c.must_fail("set_evm_config", bad);
+    }
+}

@@ -272,6 +272,24 @@ impl<'s> Tx<'s> {
         self.reads.record_map(map, map_version);
     }
 
+    /// Calls `f(version, key, value)` for every committed key of `map` (this transaction's own writes are not
+    /// seen), with the version that last wrote it, in key order, until `f` returns false. Records a map-level
+    /// read, like [`Tx::foreach`]; the same lock rule applies.
+    pub fn foreach_committed_versioned(&mut self, map: &str, mut f: impl FnMut(Version, &[u8], &[u8]) -> bool) {
+        let state = self.store.read_state();
+        let committed = state.maps.get(map);
+        let map_version = committed.map_or(0, |m| m.version);
+        for (k, e) in committed.into_iter().flat_map(|m| m.entries.iter()) {
+            if let Some(v) = e.value.as_deref() {
+                if !f(e.version, k.as_slice(), v) {
+                    break;
+                }
+            }
+        }
+        drop(state);
+        self.reads.record_map(map, map_version);
+    }
+
     /// The writes so far.
     pub fn write_set(&self) -> &WriteSet {
         &self.writes

@@ -278,3 +278,29 @@ fn commit_callbacks_readers_snapshots_and_set_committed_run_together() {
     assert_eq!(u64::from_le_bytes(n.try_into().unwrap()), total);
     assert_eq!(order.into_inner().unwrap(), (1..=total).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_versioned_scan_sees_committed_keys_with_their_versions_and_conflicts_on_map_writes() {
+    let store = std::sync::Arc::new(Store::new());
+    for (k, v) in [(b"a", b"1"), (b"b", b"2")] {
+        let mut tx = Tx::shared(store.clone());
+        tx.put("m", k, v);
+        store.commit(tx, |_, _| ()).unwrap();
+    }
+    let mut tx = Tx::shared(store.clone());
+    tx.put("m", b"c", b"own");
+    let mut seen = vec![];
+    tx.foreach_committed_versioned("m", |version, k, v| {
+        seen.push((version, k.to_vec(), v.to_vec()));
+        true
+    });
+    assert_eq!(
+        seen,
+        vec![(1, b"a".to_vec(), b"1".to_vec()), (2, b"b".to_vec(), b"2".to_vec())]
+    );
+    // The scan is a map-level read: a write to the map meanwhile makes the transaction conflict.
+    let mut other = Tx::shared(store.clone());
+    other.put("m", b"z", b"9");
+    store.commit(other, |_, _| ()).unwrap();
+    assert!(store.commit(tx, |_, _| ()).is_err());
+}

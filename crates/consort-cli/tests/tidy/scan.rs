@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The crates that do no IO (ARCHITECTURE.md: sans-IO cores).
-pub const CORES: [&str; 8] = [
+pub const CORES: [&str; 9] = [
     "consort-crypto",
     "consort-receipt",
     "consort-kv",
@@ -17,6 +17,7 @@ pub const CORES: [&str; 8] = [
     "consort-gov",
     "consort-attest",
     "consort-js",
+    "consort-evm",
 ];
 
 /// One source line, split into its code and its comments.

@@ -113,7 +113,12 @@ pub(super) fn app_endpoint(
         now_unix: now_unix(),
     };
     match authenticate(&node.engine().store(), info.auth, &cred) {
-        Ok(caller) => Ok((info, caller)),
+        Ok(caller) => {
+            let mode = node.app().request_mode(call.method, call.sub, call.body, info.mode);
+            // An app may lower a write to a read, never raise a read to a write.
+            let mode = if info.mode == Mode::ReadWrite { mode } else { info.mode };
+            Ok((EndpointInfo { mode, ..info }, caller))
+        }
         Err(why) => Err(ApiError::new(401, "InvalidAuthenticationInfo", why.to_string())),
     }
 }

@@ -3,6 +3,8 @@
 //! Later app kinds (JavaScript bundles, the EVM app) plug in here; the node owns authentication, transactions,
 //! commit and the ledger, the app owns its endpoints and maps. [`Apps`] composes several apps by path prefix.
 
+#[cfg(feature = "evm")]
+pub mod evm;
 pub mod js;
 pub mod kv;
 pub mod logging;
@@ -311,6 +313,12 @@ pub trait App: Send + Sync {
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse;
     /// OpenAPI `paths` object for `/app/api`.
     fn openapi_paths(&self) -> serde_json::Value;
+    /// How this request runs, given its body: `declared` (the endpoint's mode) unless the app knows the body
+    /// needs less (a read-only request to a read-write endpoint, as JSON-RPC puts the method in the body). An app
+    /// may only lower a write to a read: a read-only request that writes is refused by the node.
+    fn request_mode(&self, _method: &str, _path: &str, _body: &[u8], declared: Mode) -> Mode {
+        declared
+    }
     /// Gives the app the node's past states (called once, when the node starts); apps without range queries
     /// ignore it.
     fn attach_history(&self, _history: std::sync::Arc<dyn History>) {}
@@ -364,7 +372,8 @@ impl Apps {
         self
     }
 
-    /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`, the kv register under `/kv`.
+    /// The built-in apps: CCF's logging app under `/log`, SmallBank under `/smallbank`, the kv register under `/kv`,
+    /// and with the `evm` feature the EVM app under `/eth`.
     pub fn builtin() -> Self {
         Apps::new()
             .with("/log", Box::new(logging::LoggingApp::default()))
@@ -372,6 +381,15 @@ impl Apps {
             .with(kv::PREFIX, Box::new(kv::KvApp))
             .with(multi_auth::MULTI_AUTH_PATH, Box::new(multi_auth::MultiAuthApp))
             .with(multi_auth::JWT_PATH, Box::new(multi_auth::MultiAuthApp))
+            .with_evm()
+    }
+
+    /// Adds the EVM app under `/eth` (with the `evm` feature).
+    fn with_evm(self) -> Self {
+        #[cfg(feature = "evm")]
+        return self.with(evm::PREFIX, Box::new(evm::EvmApp::default()));
+        #[cfg(not(feature = "evm"))]
+        self
     }
 
     fn route(&self, path: &str) -> Option<&dyn App> {
@@ -395,6 +413,13 @@ impl Default for Apps {
 impl App for Apps {
     fn endpoint(&self, method: &str, path: &str) -> Option<EndpointInfo> {
         self.route(path)?.endpoint(method, path)
+    }
+
+    fn request_mode(&self, method: &str, path: &str, body: &[u8], declared: Mode) -> Mode {
+        match self.route(path) {
+            Some(app) => app.request_mode(method, path, body, declared),
+            None => declared,
+        }
     }
 
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
