@@ -53,7 +53,9 @@ function provider(url, tls) {
     request.getUrlFunc = ethers.FetchRequest.createGetUrlFunc({ agent: new https.Agent({ ...tls, keepAlive: true }) });
   }
   request.timeout = WAIT_MS;
-  const p = new ethers.JsonRpcProvider(request, undefined, { staticNetwork: true, batchMaxCount: 1 });
+  // cacheTimeout -1: no reuse of an identical answer for 250 ms (ethers' default), which would hand out a nonce
+  // again when a transaction is included within that time, as it is here.
+  const p = new ethers.JsonRpcProvider(request, undefined, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
   p.pollingInterval = 100;
   return p;
 }

@@ -123,6 +123,12 @@ def run(args):
             "accessList": [{"address": address, "storageKeys": []}],
         }
     )
+    # An access list costs 2,400 gas per address before execution (EIP-2930): an estimate must include it.
+    plain = via_backup.functions.transfer(recipient, second).estimate_gas({"from": deployer.address})
+    check(
+        tx["gas"] >= plain + 2400,
+        f"eth_estimateGas ignored the access list: {tx['gas']} with it, {plain} without (EIP-2930 adds 2400)",
+    )
     r2 = send(backup, deployer, tx)
     expect_equal(r2.status, 1, "second transfer's status (EIP-2930, sent to a backup)")
     expect_equal(int(backup.eth.get_transaction(r2.transactionHash)["type"]), 1, "second transaction's type")
