@@ -58,6 +58,9 @@ pub enum Workload {
     /// The JavaScript logging app of examples/logging-js (deployed by governance first): private writes to
     /// `POST /app/js/log/private`, the same requests as `private`.
     Js,
+    /// ERC-20 transfers through the EVM app's JSON-RPC (`POST /app/eth`): deploys examples/erc20's token, funds
+    /// --accounts accounts (at least connections x window), then signed transfers between them.
+    Erc20,
 }
 
 impl Workload {
@@ -68,6 +71,7 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Smallbank => "smallbank",
             Workload::Js => "js",
+            Workload::Erc20 => "erc20",
         }
     }
 }
@@ -122,7 +126,7 @@ pub struct BenchArgs {
     /// mixed: size of the key space (written once during setup, then read and overwritten).
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
-    /// smallbank: number of accounts.
+    /// smallbank, erc20: number of accounts.
     #[arg(long, default_value_t = 1000)]
     pub accounts: u64,
     /// smallbank: initial checking and (each) savings balance of every account.
@@ -178,6 +182,9 @@ impl BenchArgs {
             }
         } else if self.key_prefix.is_some() {
             return bad("--key-prefix applies only to --target etcd");
+        }
+        if self.workload == Workload::Erc20 && self.accounts < (self.connections * self.window) as u64 {
+            return bad("--workload erc20 needs --accounts >= connections x window (one sender per worker at least)");
         }
         if self.workload == Workload::Smallbank {
             if self.accounts < 2 {

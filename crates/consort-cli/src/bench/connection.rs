@@ -1,7 +1,7 @@
 //! The bench's TLS connections: opening them (bounded in time), sharing each between its workers, re-establishing
 //! it after a failure, and sending one request over it with its outcome classified.
 
-use super::workload::Call;
+use super::workload::{Call, Op};
 use super::{BenchError, CONNECT_TIMEOUT, RECONNECT_BACKOFF};
 use consort_node::engine::TxId;
 use consort_node::net::client::{Connection, Protocol, Reply, TlsConfig};
@@ -105,9 +105,14 @@ pub(super) async fn send(slot: &Slot, call: &Call, timeout: Duration) -> Outcome
     let (generation, conn) = slot.current().await;
     let request = conn.request(call.method, &call.path, call.body.clone());
     match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(reply)) if (200..300).contains(&reply.status) => {
-            Outcome::Ok(reply.txid.as_deref().and_then(|t| t.parse().ok()), reply)
-        }
+        Ok(Ok(reply)) if (200..300).contains(&reply.status) => match rpc_error(call, &reply) {
+            // A JSON-RPC error arrives with 200: the transaction was refused and wrote nothing.
+            Some(code) => Outcome::Error {
+                kind: format!("rpc_{code}"),
+                applied: Applied::No,
+            },
+            None => Outcome::Ok(reply.txid.as_deref().and_then(|t| t.parse().ok()), reply),
+        },
         Ok(Ok(reply)) => {
             let code = reply
                 .json()
@@ -139,6 +144,16 @@ pub(super) async fn send(slot: &Slot, call: &Call, timeout: Duration) -> Outcome
             applied: Applied::Unknown,
         },
     }
+}
+
+/// For a JSON-RPC call (the erc20 workload), the error code of an answer that carries an error.
+fn rpc_error(call: &Call, reply: &Reply) -> Option<i64> {
+    if call.op != Op::Erc20Transfer {
+        return None;
+    }
+    let v = reply.json().ok()?;
+    let error = v.get("error")?;
+    Some(error["code"].as_i64().unwrap_or(0))
 }
 
 /// The revision in an etcd gateway reply (`{"header": {"revision": "123", ...}}`; int64s are JSON strings).

@@ -14,6 +14,9 @@
 //! routes by content type: only `application/grpc` goes to gRPC), so the window means the same thing for both
 //! targets: HTTP/2 streams in flight on each TLS connection.
 //!
+//! The erc20 workload ([`erc20`]) drives the EVM app's JSON-RPC: its setup deploys a token and funds accounts, and
+//! its load sends pre-signed transfers, each worker from accounts of its own so that nonces arrive in order.
+//!
 //! The parts: [`args`] (what to run and where), [`workload`] (the requests), [`connection`] (shared TLS
 //! connections and one request's outcome), [`phase`] (the workers of a phase), [`commit`] (the commit poller) and
 //! [`report`]; this file holds the limits and runs the phases in order.
@@ -21,6 +24,7 @@
 mod args;
 mod commit;
 mod connection;
+mod erc20;
 mod phase;
 mod report;
 mod workload;
@@ -116,6 +120,8 @@ pub enum BenchError {
     BalanceUnreadable { id: u64 },
     #[error("money not conserved: expected a total of {expected}, the accounts hold {actual}")]
     Invariant { expected: i128, actual: i128 },
+    #[error("erc20 workload: {0}")]
+    Erc20(String),
     #[error("transaction {0} became Invalid")]
     Invalid(TxId),
     #[error("a worker task failed: {0}")]
@@ -147,8 +153,21 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         account_base,
     };
     bench.setup().await?;
-    let (stats, started, commits) = bench.load(rng.next_u64()).await?;
-    let invariant = bench.verify(&stats).await?;
+    let load_seed = rng.next_u64();
+    let erc20 = bench.erc20_setup(load_seed).await?;
+    let (stats, started, commits) = bench.load(load_seed, erc20.as_ref().map(|e| e.0.clone())).await?;
+    let invariant = match &erc20 {
+        Some((_, (token, owners))) => {
+            let (expected, actual) =
+                erc20::balances(&connect(&bench.address, &bench.tls).await?, *token, owners).await?;
+            Some(Invariant {
+                expected,
+                actual,
+                unknown_outcomes: 0,
+            })
+        }
+        None => bench.verify(&stats).await?,
+    };
     let invalid = commits.invalid;
     let report = report::to_json(
         &args,
@@ -177,6 +196,12 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         _ => Ok(()),
     }
 }
+
+/// The erc20 workload's load generator, and its token with the funded accounts (for the balance check).
+type Erc20Load = (
+    Arc<workload::Generator>,
+    (alloy_primitives::Address, Vec<alloy_primitives::Address>),
+);
 
 /// One run's settings and connections, shared by its phases.
 struct Bench<'a> {
@@ -231,9 +256,29 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// The erc20 workload's unmeasured setup (deploy, fund, pre-sign): its load generator, the token and the funded
+    /// accounts; None for the other workloads.
+    async fn erc20_setup(&self, seed: u64) -> Result<Option<Erc20Load>, BenchError> {
+        if self.args.workload != Workload::Erc20 {
+            return Ok(None);
+        }
+        let conn = connect(&self.address, &self.tls).await?;
+        let token = erc20::setup(&conn, self.args, seed).await?;
+        let book = token.book();
+        let workers = self.slots.len() * self.args.window;
+        let total = erc20::presign_count(self.args, DEFAULT_REQUESTS);
+        let generator = tokio::task::spawn_blocking(move || token.load_generator(workers, total, seed)).await??;
+        Ok(Some((generator, book)))
+    }
+
     /// The measured load phase, with the commit poller on its own connection (Consort; etcd acknowledges only
-    /// committed puts, so it needs none). Returns the stats, the start time and the commits found.
-    async fn load(&self, seed: u64) -> Result<(Stats, Instant, CommitReport), BenchError> {
+    /// committed puts, so it needs none); `generator` replaces the workload's own (erc20). Returns the stats, the
+    /// start time and the commits found.
+    async fn load(
+        &self,
+        seed: u64,
+        generator: Option<Arc<workload::Generator>>,
+    ) -> Result<(Stats, Instant, CommitReport), BenchError> {
         let args = self.args;
         let live = Arc::new(Live::default());
         let (sample_tx, sample_rx) = mpsc::unbounded_channel();
@@ -247,9 +292,10 @@ impl Bench<'_> {
             ))),
             Target::Etcd => None,
         };
-        let generator = match args.target {
-            Target::Consort => workload::load_generator(args, self.account_base),
-            Target::Etcd => {
+        let generator = match (args.target, generator) {
+            (Target::Consort, Some(g)) => g,
+            (Target::Consort, None) => workload::load_generator(args, self.account_base),
+            (Target::Etcd, _) => {
                 let seed = self.seed;
                 let prefix = args
                     .key_prefix

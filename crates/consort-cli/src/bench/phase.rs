@@ -127,6 +127,7 @@ impl Phase<'_> {
         for (c, slot) in self.slots.iter().enumerate() {
             for w in 0..self.window {
                 let worker = Worker {
+                    index: c * self.window + w,
                     slot: slot.clone(),
                     next: next.clone(),
                     writes: writes.clone(),
@@ -154,6 +155,8 @@ impl Phase<'_> {
 
 /// One of a phase's request loops: one request in flight at a time on its connection.
 struct Worker {
+    /// This worker's index among the phase's `connections × window`.
+    index: usize,
     slot: Arc<Slot>,
     /// The phase's next request number, shared by its workers.
     next: Arc<AtomicU64>,
@@ -189,7 +192,7 @@ impl Worker {
             if self.plan.until.is_some_and(|u| self.started.elapsed() >= u) {
                 break;
             }
-            let call = (self.generator)(i, &mut self.rng);
+            let call = (self.generator)(i, self.index, &mut self.rng);
             // Paced: latency counts from the scheduled time, so waiting for the window is not hidden.
             let t0 = due.unwrap_or_else(Instant::now);
             self.stats.sent += 1;

@@ -37,6 +37,7 @@ pub(super) enum Op {
     WriteCheck,
     SendPayment,
     EtcdPut,
+    Erc20Transfer,
 }
 
 impl Op {
@@ -52,6 +53,7 @@ impl Op {
             Op::WriteCheck => "write_check",
             Op::SendPayment => "send_payment",
             Op::EtcdPut => "etcd_put",
+            Op::Erc20Transfer => "erc20_transfer",
         }
     }
 }
@@ -110,6 +112,18 @@ impl Call {
         }
     }
 
+    /// A write whose body is already serialised (the erc20 workload's pre-signed JSON-RPC requests).
+    pub(super) fn post_raw(op: Op, path: &str, body: Vec<u8>) -> Call {
+        Call {
+            op,
+            method: "POST",
+            path: path.to_string(),
+            body: Some(body),
+            effect: Effect::Write,
+            flow: 0,
+        }
+    }
+
     pub(super) fn get(op: Op, path: String) -> Call {
         Call {
             op,
@@ -128,8 +142,8 @@ impl Call {
     }
 }
 
-/// Builds the `i`th request of a phase.
-pub(super) type Generator = dyn Fn(u64, &mut Rng) -> Call + Send + Sync;
+/// Builds the `i`th request of a phase, for the worker of the given index (`0..connections × window`).
+pub(super) type Generator = dyn Fn(u64, usize, &mut Rng) -> Call + Send + Sync;
 
 /// The unmeasured setup phase of a workload: what it is called, how many requests, and their generator. Mixed
 /// preloads the keys it reads; SmallBank creates its accounts from `account_base` on.
@@ -138,7 +152,7 @@ pub(super) fn setup_generator(args: &BenchArgs, account_base: u64) -> Option<(&'
         Workload::Mixed => Some((
             "preload keys",
             args.keys.max(1),
-            Arc::new(|i, _| {
+            Arc::new(|i, _, _| {
                 let body = serde_json::json!({"id": i, "msg": format!("bench message {i}")});
                 Call::post(Op::LogWrite, "/app/log/private", body, 0)
             }),
@@ -148,33 +162,34 @@ pub(super) fn setup_generator(args: &BenchArgs, account_base: u64) -> Option<(&'
             Some((
                 "create accounts",
                 args.accounts,
-                Arc::new(move |i, _| {
+                Arc::new(move |i, _, _| {
                     let id = account_base + i;
                     let body = serde_json::json!({"id": id, "name": format!("bench{id}"), "checking": balance, "savings": balance});
                     Call::post(Op::Create, "/app/smallbank/account", body, 0)
                 }),
             ))
         }
-        Workload::Private | Workload::Public | Workload::Js => None,
+        Workload::Private | Workload::Public | Workload::Js | Workload::Erc20 => None,
     }
 }
 
-/// The load phase's request generator for `args.workload`; `account_base` is the first SmallBank account id.
+/// The load phase's request generator for `args.workload`; `account_base` is the first SmallBank account id. (The
+/// erc20 workload's generator comes from its setup: [`super::erc20::Erc20::load_generator`].)
 pub(super) fn load_generator(args: &BenchArgs, account_base: u64) -> Arc<Generator> {
     let (keys, reads, accounts) = (args.keys.max(1), u64::from(args.read_percent), args.accounts);
     match args.workload {
-        Workload::Private | Workload::Public | Workload::Js => {
+        Workload::Private | Workload::Public | Workload::Js | Workload::Erc20 => {
             let path = match args.workload {
                 Workload::Private => "/app/log/private",
                 Workload::Public => "/app/log/public",
                 _ => "/app/js/log/private",
             };
-            Arc::new(move |i, _| {
+            Arc::new(move |i, _, _| {
                 let body = serde_json::json!({"id": i, "msg": format!("bench message {i}")});
                 Call::post(Op::LogWrite, path, body, 0)
             })
         }
-        Workload::Mixed => Arc::new(move |i, rng| {
+        Workload::Mixed => Arc::new(move |i, _, rng| {
             let id = rng.below(keys);
             if rng.below(100) < reads {
                 Call::get(Op::LogRead, format!("/app/log/private?id={id}"))
@@ -183,14 +198,14 @@ pub(super) fn load_generator(args: &BenchArgs, account_base: u64) -> Arc<Generat
                 Call::post(Op::LogWrite, "/app/log/private", body, 0)
             }
         }),
-        Workload::Smallbank => Arc::new(move |_, rng| smallbank_call(rng, account_base, accounts)),
+        Workload::Smallbank => Arc::new(move |_, _, rng| smallbank_call(rng, account_base, accounts)),
     }
 }
 
 /// The etcd load: the private-write workload's messages as puts to etcd at `address`, under `prefix`.
 pub(super) fn etcd_generator(address: &str, prefix: String) -> Arc<Generator> {
     let uri = format!("https://{address}{ETCD_PUT_PATH}");
-    Arc::new(move |i, _: &mut Rng| Call::etcd_put(&uri, &format!("{prefix}{i}"), &format!("bench message {i}")))
+    Arc::new(move |i, _, _: &mut Rng| Call::etcd_put(&uri, &format!("{prefix}{i}"), &format!("bench message {i}")))
 }
 
 /// One request of the standard SmallBank mix: amalgamate 15%, balance 15%, deposit checking 15%, send payment
