@@ -172,7 +172,47 @@ fn call_request(v: Option<&Value>) -> Result<CallRequest, RpcError> {
             .transpose()?
             .unwrap_or_default()
             .into(),
+        access_list: access_list(o.get("accessList"))?,
     })
+}
+
+/// A call object's `accessList`: `[{address, storageKeys: [slot, ...]}, ...]`, bounded like a log filter.
+fn access_list(v: Option<&Value>) -> Result<alloy_eips::eip2930::AccessList, RpcError> {
+    use alloy_eips::eip2930::{AccessList, AccessListItem};
+    let items = match v {
+        None | Some(Value::Null) => return Ok(AccessList::default()),
+        Some(Value::Array(items)) if items.len() <= MAX_FILTER_ITEMS => items,
+        Some(_) => {
+            return Err(RpcError::params(format!(
+                "accessList: an array of at most {MAX_FILTER_ITEMS} items"
+            )))
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let address = item
+            .get("address")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::params("accessList item: address"))?;
+        let keys = match item.get("storageKeys") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(k)) if k.len() <= MAX_FILTER_ITEMS => &k[..],
+            Some(_) => {
+                return Err(RpcError::params(format!(
+                    "storageKeys: an array of at most {MAX_FILTER_ITEMS} slots"
+                )))
+            }
+        };
+        let storage_keys = keys
+            .iter()
+            .map(|k| parse_b256(k.as_str().unwrap_or_default(), "storage key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(AccessListItem {
+            address: parse_address(address, "accessList address")?,
+            storage_keys,
+        });
+    }
+    Ok(AccessList(out))
 }
 
 fn send_raw(tx: &mut Tx<'_>, p: &[Value], s: &Session<'_>, batch: &mut Batch) -> Result<Value, RpcError> {

@@ -77,6 +77,22 @@ fn a_contract_stores_calldata_for_each_transaction_type() {
     );
     let gas = u64::from_str_radix(gas.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     assert!((21_000..100_000).contains(&gas), "{gas}");
+    // An access list costs what a sent EIP-2930 transaction pays for it (2,400 per address, 1,900 per slot, less
+    // the warm discount on the slot the call then touches), so an estimate that names one covers it.
+    let listed = chain.ok(
+        USER,
+        "eth_estimateGas",
+        json!([{"from": key.address.to_string(), "to": contract.to_string(), "data": hex0x(&word(5)),
+                "accessList": [{"address": key.address.to_string(), "storageKeys": []}]}]),
+    );
+    let listed = u64::from_str_radix(listed.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(listed, gas + 2_400, "one listed address");
+    let e = chain.rpc(
+        USER,
+        "eth_estimateGas",
+        json!([{"to": contract.to_string(), "accessList": 5}]),
+    );
+    assert_eq!(e["error"]["code"], -32602, "{e}");
 }
 
 #[test]
