@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use rand::RngCore;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Longest the test may run: its nodes are killed (on drop) when it expires.
@@ -17,24 +16,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Periodic snapshot interval of the test network (transactions).
 const SNAPSHOT_INTERVAL_TX: u64 = 10;
 const NODES: usize = 3;
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 fn marker(kind: &str) -> String {
     let mut bytes = [0u8; 16];

@@ -209,24 +209,6 @@ fn no_marker_in_ledgers_or_snapshots(
     assert!(public_in_snapshots >= 1, "user0's certificate is in no snapshot");
 }
 
-/// Every file under `dir`, recursively (none if it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Waits (bounded) until some node has a committed snapshot file at a seqno after `seqno`.
 async fn wait_for_snapshot_after(sandbox: &DetachedSandbox, seqno: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
