@@ -3,7 +3,7 @@
 
 use crate::config::EvmConfig;
 use crate::error::RpcError;
-use crate::limits::{BLOCK_GAS_LIMIT, MAX_RAW_TX_BYTES};
+use crate::limits::{BLOCK_GAS_LIMIT, MAX_CALL_GAS_PER_REQUEST, MAX_RAW_TX_BYTES};
 use crate::record::{TxRecord, OWNERS_MAP, TXS_MAP};
 use crate::state::{CodeCache, KvDb, StateError};
 use alloy_consensus::{Receipt, ReceiptEnvelope, Transaction, TxEnvelope, TxType};
@@ -37,7 +37,8 @@ pub fn decode_raw(raw: &[u8]) -> Result<Decoded, RpcError> {
             raw.len()
         )));
     }
-    let envelope = TxEnvelope::decode_2718(&mut &raw[..]).map_err(|e| RpcError::rejected(format!("rlp: {e}")))?;
+    // Exact: trailing bytes after the envelope would be stored with it without paying for them.
+    let envelope = TxEnvelope::decode_2718_exact(raw).map_err(|e| RpcError::rejected(format!("rlp: {e}")))?;
     match envelope.tx_type() {
         TxType::Legacy | TxType::Eip2930 | TxType::Eip1559 => {}
         _ => return Err(RpcError::rejected("transaction type not supported")),
@@ -330,7 +331,17 @@ pub fn call(
     codes: &CodeCache,
     block: BlockCtx,
     req: &CallRequest,
+    gas_left: &mut u64,
 ) -> Result<CallOutcome, RpcError> {
+    let limit = req.gas.unwrap_or(BLOCK_GAS_LIMIT).min(BLOCK_GAS_LIMIT);
+    if *gas_left < limit {
+        return Err(RpcError::new(
+            crate::error::LIMIT_EXCEEDED,
+            format!("request exceeds its call gas budget ({MAX_CALL_GAS_PER_REQUEST} gas for all its calls)"),
+        ));
+    }
+    // Charged the whole limit unless the call succeeds (then what it spent is refunded below).
+    *gas_left -= limit;
     let db = KvDb::new(tx, config, codes);
     let mut evm = build_evm(db, config, block, 0);
     evm.ctx.cfg.disable_nonce_check = true;
@@ -339,7 +350,7 @@ pub fn call(
         tx_type: if req.access_list.0.is_empty() { 0 } else { 1 },
         access_list: req.access_list.clone(),
         caller: req.from.unwrap_or(Address::ZERO),
-        gas_limit: req.gas.unwrap_or(BLOCK_GAS_LIMIT).min(BLOCK_GAS_LIMIT),
+        gas_limit: limit,
         gas_price: 0,
         kind: req.to.map_or(TxKind::Create, TxKind::Call),
         value: req.value,
@@ -360,11 +371,14 @@ pub fn call(
         other => RpcError::internal(other.to_string()),
     })?;
     match out.result {
-        ExecutionResult::Success { gas, output, .. } => Ok(CallOutcome {
-            output: output.into_data(),
-            gas_used: gas.tx_gas_used(),
-            gas_spent: gas.total_gas_spent(),
-        }),
+        ExecutionResult::Success { gas, output, .. } => {
+            *gas_left += limit.saturating_sub(gas.total_gas_spent());
+            Ok(CallOutcome {
+                output: output.into_data(),
+                gas_used: gas.tx_gas_used(),
+                gas_spent: gas.total_gas_spent(),
+            })
+        }
         ExecutionResult::Revert { output, .. } => Err(RpcError::reverted(&output)),
         ExecutionResult::Halt { reason, .. } => Err(RpcError::rejected(format!("execution halted: {reason:?}"))),
     }
@@ -377,51 +391,33 @@ pub fn estimate_gas(
     codes: &CodeCache,
     block: BlockCtx,
     req: &CallRequest,
+    gas_left: &mut u64,
 ) -> Result<u64, RpcError> {
     let cap = req.gas.unwrap_or(BLOCK_GAS_LIMIT).min(BLOCK_GAS_LIMIT);
-    let first = call(
-        tx,
-        config,
-        codes,
-        block,
-        &CallRequest {
-            gas: Some(cap),
+    let mut run = |tx: &mut Tx<'_>, gas: u64| {
+        let r = CallRequest {
+            gas: Some(gas),
             ..req.clone()
-        },
-    )?;
+        };
+        call(tx, config, codes, block, &r, gas_left)
+    };
+    let first = run(tx, cap)?;
+    // Whether `gas` suffices; a spent budget ends the search with its error rather than a wrong answer.
+    let mut fits = |tx: &mut Tx<'_>, gas: u64| match run(tx, gas) {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == crate::error::LIMIT_EXCEEDED => Err(e),
+        Err(_) => Ok(false),
+    };
     let mut lo = first.gas_used.saturating_sub(1);
     let mut hi = cap;
     // Most calls succeed with what they spent plus the 1/64 kept back by each nested call: try that first.
     let guess = first.gas_spent.max(first.gas_used).saturating_mul(64) / 63 + 2_300;
-    if guess < hi
-        && call(
-            tx,
-            config,
-            codes,
-            block,
-            &CallRequest {
-                gas: Some(guess),
-                ..req.clone()
-            },
-        )
-        .is_ok()
-    {
+    if guess < hi && fits(tx, guess)? {
         hi = guess;
     }
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        if call(
-            tx,
-            config,
-            codes,
-            block,
-            &CallRequest {
-                gas: Some(mid),
-                ..req.clone()
-            },
-        )
-        .is_ok()
-        {
+        if fits(tx, mid)? {
             hi = mid;
         } else {
             lo = mid;

@@ -19,3 +19,8 @@ pub const MAX_FEE_HISTORY_BLOCKS: u64 = 1_024;
 pub const MAX_GENESIS_ACCOUNTS: usize = 10_000;
 /// Most bytecodes kept analysed in a [`crate::CodeCache`].
 pub const MAX_CACHED_CODES: usize = 1_024;
+/// Most reward percentiles one `eth_feeHistory` asks for (geth's limit).
+pub const MAX_FEE_HISTORY_PERCENTILES: usize = 100;
+/// Gas one request's `eth_call`s and `eth_estimateGas` searches may spend together (a batch shares it): five
+/// calls at the block gas limit. A successful call is charged what it spent, a failed one its whole limit.
+pub const MAX_CALL_GAS_PER_REQUEST: u64 = 5 * BLOCK_GAS_LIMIT;

@@ -4,7 +4,7 @@ use crate::block::{block_json, block_number_of, BlockView};
 use crate::error::{RpcError, INVALID_REQUEST};
 use crate::exec::{self, BlockCtx, CallRequest, Included, SendCtx};
 use crate::hexfmt::{data, parse_address, parse_b256, parse_data, parse_u256, parse_u64, qty, qty_u256};
-use crate::limits::{MAX_FEE_HISTORY_BLOCKS, MAX_FILTER_ITEMS};
+use crate::limits::{BLOCK_GAS_LIMIT, MAX_FEE_HISTORY_BLOCKS, MAX_FEE_HISTORY_PERCENTILES, MAX_FILTER_ITEMS};
 use crate::query::{logs_matching, transactions_in, LogFilter};
 use crate::record::read_record;
 use crate::rpc::{not_found, Session, SEND_RAW_TRANSACTION};
@@ -22,6 +22,8 @@ pub struct Batch {
     /// Included transactions, in order.
     pub included: Vec<Included>,
     cumulative_gas: u64,
+    /// Gas the request's calls may still spend ([`crate::limits::MAX_CALL_GAS_PER_REQUEST`]).
+    call_gas_left: u64,
 }
 
 impl Batch {
@@ -31,6 +33,7 @@ impl Batch {
             writable,
             included: vec![],
             cumulative_gas: 0,
+            call_gas_left: crate::limits::MAX_CALL_GAS_PER_REQUEST,
         }
     }
 }
@@ -77,12 +80,19 @@ pub fn call(tx: &mut Tx<'_>, method: &str, p: &[Value], s: &Session<'_>, batch: 
         }
         "eth_call" => {
             let req = call_request(p.first())?;
-            let out = exec::call(tx, cfg, s.codes, block_ctx(latest, s), &req)?;
+            let out = exec::call(tx, cfg, s.codes, block_ctx(latest, s), &req, &mut batch.call_gas_left)?;
             json!(data(&out.output))
         }
         "eth_estimateGas" => {
             let req = call_request(p.first())?;
-            json!(qty(exec::estimate_gas(tx, cfg, s.codes, block_ctx(latest, s), &req)?))
+            json!(qty(exec::estimate_gas(
+                tx,
+                cfg,
+                s.codes,
+                block_ctx(latest, s),
+                &req,
+                &mut batch.call_gas_left
+            )?))
         }
         SEND_RAW_TRANSACTION => send_raw(tx, p, s, batch)?,
         "eth_getTransactionByHash" => by_hash(tx, p, s, tx_json)?,
@@ -221,6 +231,14 @@ fn send_raw(tx: &mut Tx<'_>, p: &[Value], s: &Session<'_>, batch: &mut Batch) ->
     }
     let raw = parse_data(str_param(p, 0, "raw transaction")?, "raw transaction")?;
     let decoded = exec::decode_raw(&raw)?;
+    // One request is one block: its transactions together stay within the block gas limit.
+    if batch
+        .cumulative_gas
+        .saturating_add(alloy_consensus::Transaction::gas_limit(&decoded.envelope))
+        > BLOCK_GAS_LIMIT
+    {
+        return Err(RpcError::rejected("exceeds block gas limit"));
+    }
     let ctx = SendCtx {
         user: s.user,
         block: block_ctx(tx.start_version(), s),
@@ -301,10 +319,35 @@ fn fee_history(p: &[Value], latest: u64, base_fee: u64) -> Result<Value, RpcErro
         "baseFeePerGas": vec![qty(base_fee); usize_count + 1],
         "gasUsedRatio": vec![0.0; usize_count],
     });
-    if let Some(Value::Array(percentiles)) = p.get(2) {
-        out["reward"] = json!(vec![vec!["0x0"; percentiles.len()]; usize_count]);
+    match p.get(2) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(percentiles)) => {
+            reward_percentiles(percentiles)?;
+            out["reward"] = json!(vec![vec!["0x0"; percentiles.len()]; usize_count]);
+        }
+        Some(_) => return Err(RpcError::params("rewardPercentiles: an array")),
     }
     Ok(out)
+}
+
+/// Checks `eth_feeHistory`'s reward percentiles as geth does: at most [`MAX_FEE_HISTORY_PERCENTILES`], each in
+/// 0..=100, non-decreasing (the answer is blocks × percentiles, so an unbounded list would be unbounded memory).
+fn reward_percentiles(percentiles: &[Value]) -> Result<(), RpcError> {
+    if percentiles.len() > MAX_FEE_HISTORY_PERCENTILES {
+        return Err(RpcError::params(format!(
+            "rewardPercentiles: at most {MAX_FEE_HISTORY_PERCENTILES}, got {}",
+            percentiles.len()
+        )));
+    }
+    let mut last = 0.0;
+    for p in percentiles {
+        let v = p
+            .as_f64()
+            .filter(|v| (0.0..=100.0).contains(v) && *v >= last)
+            .ok_or_else(|| RpcError::params("rewardPercentiles: numbers in 0..=100, non-decreasing"))?;
+        last = v;
+    }
+    Ok(())
 }
 
 fn get_logs(tx: &mut Tx<'_>, p: &[Value], s: &Session<'_>, latest: u64) -> Result<Value, RpcError> {

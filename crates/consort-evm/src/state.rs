@@ -169,6 +169,12 @@ impl<'a, 't> KvDb<'a, 't> {
             }
             let (before, credited) = self.loaded.get(&address).copied().unwrap_or((None, false));
             if account.is_selfdestructed() {
+                // A destroyed account's genesis credit is spent: record it, or a redeploy at the same address
+                // would collect it again.
+                if credited {
+                    self.tx
+                        .put(GENESIS_MAP, address.as_slice(), &self.config.version.to_be_bytes());
+                }
                 self.tx.remove(ACCOUNTS_MAP, address.as_slice());
                 for slot in account.storage.keys() {
                     self.tx.remove(STORAGE_MAP, &storage_key(&address, slot));

@@ -355,3 +355,64 @@ fn json_rpc_envelopes_batches_and_errors() {
         Value::Null
     );
 }
+
+#[test]
+fn requests_stay_within_their_limits() {
+    let mut chain = Chain::new();
+    let key = Key::new(9);
+    let (_, reverter) = deployed(&mut chain, &key, 0, &revert_runtime());
+    // eth_feeHistory's answer is blocks × percentiles: the percentiles are bounded and checked as geth does.
+    let many: Vec<u32> = vec![0; consort_evm::limits::MAX_FEE_HISTORY_PERCENTILES + 1];
+    for bad in [json!(many), json!([50, 10]), json!([101]), json!("x")] {
+        let e = chain.rpc(USER, "eth_feeHistory", json!([4, "latest", bad]));
+        assert_eq!(e["error"]["code"], -32602, "{e}");
+    }
+    let ok = chain.ok(USER, "eth_feeHistory", json!([1, "latest", [10, 50]]));
+    assert_eq!(ok["reward"], json!([["0x0", "0x0"]]));
+    // Bytes after a signed envelope are refused, not stored for free with it.
+    let mut raw = key.legacy(CHAIN, 1, Some(reverter), b"");
+    raw.push(0);
+    assert_rejected(&mut chain, &raw, -32000, "rlp");
+    // One request is one block: as in geth's block building, a send fits if its gas limit fits in what the
+    // request's earlier sends left of the block gas limit.
+    let limit = consort_evm::limits::BLOCK_GAS_LIMIT;
+    let to = Key::new(10).address;
+    let sends: Vec<Value> = [(1, 21_000), (2, limit - 21_000), (3, limit - 21_000 + 1)]
+        .iter()
+        .map(|&(n, gas)| {
+            let raw = key.legacy_gas(CHAIN, n, to, gas);
+            json!({"jsonrpc": "2.0", "id": n, "method": "eth_sendRawTransaction", "params": [hex0x(&raw)]})
+        })
+        .collect();
+    let (v, wrote, _) = chain.raw(USER, json!([sends[0], sends[2]]).to_string().as_bytes());
+    assert!(wrote);
+    assert!(v[0]["result"].is_string(), "{v}");
+    assert_eq!(v[1]["error"]["message"], "exceeds block gas limit", "{v}");
+    let (v, _, _) = chain.raw(USER, json!([sends[1]]).to_string().as_bytes());
+    assert!(
+        v[0]["result"].is_string(),
+        "a send at the limit in a request of its own fits: {v}"
+    );
+    // Calls share one gas budget per request: a failed call is charged its whole limit.
+    let calls: Vec<Value> = (0..6)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [{"to": reverter.to_string()}]}))
+        .collect();
+    let (v, _, _) = chain.raw(USER, json!(calls).to_string().as_bytes());
+    let codes: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"]["code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![3, 3, 3, 3, 3, -32005], "{v}");
+    // Successful calls are charged what they spent, so many of them fit.
+    let calls: Vec<Value> = (0..50)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getBalance", "params": [key.address.to_string()]}))
+        .chain((0..20).map(|i| {
+            json!({"jsonrpc": "2.0", "id": 100 + i, "method": "eth_estimateGas",
+                                       "params": [{"to": Key::new(10).address.to_string()}]})
+        }))
+        .collect();
+    let (v, _, _) = chain.raw(USER, json!(calls).to_string().as_bytes());
+    assert!(v.as_array().unwrap().iter().all(|a| a["result"].is_string()), "{v}");
+}

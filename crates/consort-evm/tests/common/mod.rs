@@ -142,6 +142,19 @@ impl Key {
         })
     }
 
+    /// A legacy transfer to `to` with the given gas limit.
+    pub fn legacy_gas(&self, chain_id: u64, nonce: u64, to: Address, gas_limit: u64) -> Vec<u8> {
+        self.sign(TxLegacy {
+            chain_id: Some(chain_id),
+            nonce,
+            gas_price: 0,
+            gas_limit,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            input: Bytes::new(),
+        })
+    }
+
     pub fn eip1559(
         &self,
         chain_id: u64,
