@@ -150,6 +150,27 @@ async fn tooling() {
     let markers = last_json(&run_ok(rejections, "rejections.py"), "rejections.py");
     eprintln!("refusals: {}", markers["messages"]);
 
+    // An outsider without a user certificate is refused before any JSON-RPC runs, on the primary and a backup,
+    // for a send (which a backup would forward) and for a read.
+    for node in [0, 1] {
+        let outsider = sandbox.connect(node, false).await;
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"eth_blockNumber"}"#,
+        ] {
+            let r = outsider
+                .request_typed("POST", "/app/eth", Some(("application/json", body.as_bytes().to_vec())))
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            assert_eq!(
+                (r.status, &v["error"]["code"]),
+                (401, &serde_json::json!("InvalidAuthenticationInfo")),
+                "node {node}: {v}"
+            );
+        }
+    }
+
     let commit = sandbox.connect(0, true).await.get("/app/commit").await.unwrap();
     let seqno: u64 = commit.json().unwrap()["transaction_id"]
         .as_str()
