@@ -50,18 +50,7 @@ impl Drop for Joiner {
 
 /// `unix_s` as CCF's constitutions pass `valid_from`: `YYYYMMDDhhmmssZ`.
 fn ccf_time(unix_s: i64) -> String {
-    let (days, secs) = (unix_s.div_euclid(86_400), unix_s.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01, by 400-year eras of 146097 days starting on March 1st.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (secs / 3_600, secs % 3_600 / 60, secs % 60);
+    let (year, month, day, h, m, s) = utc_civil(unix_s);
     format!("{year:04}{month:02}{day:02}{h:02}{m:02}{s:02}Z")
 }
 

@@ -39,23 +39,8 @@ fn now_seconds() -> i64 {
 
 /// `secs` since the epoch as the ISO 8601 UTC time `ccf_cose_sign1 --ccf-gov-msg-created_at` takes.
 fn iso_utc(secs: i64) -> String {
-    // Days to civil date (proleptic Gregorian), after Howard Hinnant's public-domain algorithm.
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (year, month, day, h, m, s) = utc_civil(secs);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}+00:00")
 }
 
 fn cert_id_of(cert_pem: &str) -> String {
