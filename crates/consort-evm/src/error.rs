@@ -16,6 +16,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const TX_REJECTED: i64 = -32000;
 /// A limit was exceeded (geth and providers use it for too-large log queries).
 pub const LIMIT_EXCEEDED: i64 = -32005;
+/// A response would exceed [`crate::limits::MAX_RESPONSE_BYTES`] (geth's code and message).
+pub const RESPONSE_TOO_LARGE: i64 = -32003;
 /// A call reverted (`data` holds the revert bytes).
 pub const EXECUTION_REVERTED: i64 = 3;
 

@@ -29,5 +29,5 @@ pub mod views;
 
 pub use config::{ConfigCache, EvmConfig, Visibility};
 pub use error::RpcError;
-pub use rpc::{handle, needs_write, Reply, Session};
+pub use rpc::{handle, needs_write, runs_long, Reply, Session};
 pub use state::CodeCache;

@@ -24,3 +24,7 @@ pub const MAX_FEE_HISTORY_PERCENTILES: usize = 100;
 /// Gas one request's `eth_call`s and `eth_estimateGas` searches may spend together (a batch shares it): five
 /// calls at the block gas limit. A successful call is charged what it spent, a failed one its whole limit.
 pub const MAX_CALL_GAS_PER_REQUEST: u64 = 5 * BLOCK_GAS_LIMIT;
+/// Largest JSON-RPC response body, in bytes (geth's default for batch responses). A batch answers -32003
+/// "response too large" for the request that would cross it and every request after it (those are not run), and
+/// `eth_getLogs` stops collecting with -32005 once its logs would.
+pub const MAX_RESPONSE_BYTES: usize = 25_000_000;

@@ -5,7 +5,7 @@
 //! most [`MAX_SCANNED_TRANSACTIONS`] entries.
 
 use crate::error::{RpcError, LIMIT_EXCEEDED};
-use crate::limits::{MAX_RETURNED_LOGS, MAX_SCANNED_TRANSACTIONS};
+use crate::limits::{MAX_RESPONSE_BYTES, MAX_RETURNED_LOGS, MAX_SCANNED_TRANSACTIONS};
 use crate::record::{TxRecord, TXS_MAP};
 use crate::views::{log_json, Position};
 use alloy_primitives::{Address, B256};
@@ -78,6 +78,7 @@ impl LogFilter {
 /// The logs matching `filter` among `txs` (already restricted to what the caller may see).
 pub fn logs_matching(txs: &[(Position, TxRecord)], filter: &LogFilter) -> Result<Vec<Value>, RpcError> {
     let mut out = vec![];
+    let mut bytes = 0usize;
     for (pos, rec) in txs {
         let Some(receipt) = rec.receipt_envelope() else {
             return Err(RpcError::internal("malformed stored receipt"));
@@ -90,9 +91,23 @@ pub fn logs_matching(txs: &[(Position, TxRecord)], filter: &LogFilter) -> Result
                         format!("query returned more than {MAX_RETURNED_LOGS} results"),
                     ));
                 }
+                bytes = bytes.saturating_add(log_json_size(log));
+                if bytes > MAX_RESPONSE_BYTES {
+                    return Err(RpcError::new(
+                        LIMIT_EXCEEDED,
+                        format!("query returned more than {MAX_RESPONSE_BYTES} bytes of logs"),
+                    ));
+                }
                 out.push(log_json(*pos, rec, i, log));
             }
         }
     }
     Ok(out)
+}
+
+/// About how many bytes a log takes in JSON: its hex data and topics, and the fixed fields around them.
+fn log_json_size(log: &alloy_primitives::Log) -> usize {
+    const FIXED: usize = 400;
+    const PER_TOPIC: usize = 69;
+    FIXED + PER_TOPIC * log.data.topics().len() + 2 * log.data.data.len()
 }

@@ -2,9 +2,9 @@
 //! claims digest of the EVM transactions a request included, and whether a body can need a write.
 
 use crate::config::EvmConfig;
-use crate::error::{RpcError, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
+use crate::error::{RpcError, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, RESPONSE_TOO_LARGE};
 use crate::exec::Included;
-use crate::limits::MAX_BATCH_REQUESTS;
+use crate::limits::{MAX_BATCH_REQUESTS, MAX_RESPONSE_BYTES};
 use crate::state::CodeCache;
 use consort_kv::Tx;
 use serde_json::{json, Value};
@@ -60,6 +60,24 @@ pub fn needs_write(body: &[u8]) -> bool {
     body.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Methods that may compute for long: calls and estimates at their gas budget
+/// ([`crate::limits::MAX_CALL_GAS_PER_REQUEST`]), and queries that scan stored transactions
+/// ([`crate::limits::MAX_SCANNED_TRANSACTIONS`]).
+const LONG_METHODS: [&str; 5] = [
+    "eth_call",
+    "eth_estimateGas",
+    "eth_getLogs",
+    "eth_getBlockByNumber",
+    "eth_getBlockByHash",
+];
+
+/// Whether `body` may compute for long: it names one of the calls, estimates or scans, or it holds a `\u` escape
+/// (which could spell one) (a host runs those off its request workers).
+pub fn runs_long(body: &[u8]) -> bool {
+    let names = |m: &[u8]| body.windows(m.len()).any(|w| w == m);
+    names(br"\u") || LONG_METHODS.iter().any(|m| names(m.as_bytes()))
+}
+
 /// Serves a JSON-RPC body in `tx`.
 pub fn handle(tx: &mut Tx<'_>, body: &[u8], s: &Session<'_>) -> Reply {
     let mut batch = crate::methods::Batch::new(needs_write(body));
@@ -87,21 +105,53 @@ pub fn handle(tx: &mut Tx<'_>, body: &[u8], s: &Session<'_>) -> Reply {
                 );
                 return single(error_response(Value::Null, &e));
             }
-            let answers: Vec<Value> = requests.iter().filter_map(|r| one(tx, r, s, &mut batch)).collect();
-            if answers.is_empty() {
+            let mut left = MAX_RESPONSE_BYTES;
+            let mut out = vec![b'['];
+            for r in &requests {
+                let answer = if left == 0 {
+                    // Over the budget already: the request is not run.
+                    r.get("id").map(|id| too_large(id.clone()))
+                } else {
+                    one(tx, r, s, &mut batch)
+                };
+                let Some(answer) = answer else { continue };
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                out.extend(within_budget(answer, &mut left));
+            }
+            if out.len() == 1 {
                 vec![]
             } else {
-                Value::Array(answers).to_string().into_bytes()
+                out.push(b']');
+                out
             }
         }
         other => one(tx, &other, s, &mut batch)
-            .map(|v| v.to_string().into_bytes())
+            .map(|v| within_budget(v, &mut { MAX_RESPONSE_BYTES }))
             .unwrap_or_default(),
     };
     Reply {
         body,
         included: batch.included,
     }
+}
+
+/// `answer` serialised, or the "response too large" error in its place when it does not fit in what is `left`
+/// of the response budget (which it then uses up).
+fn within_budget(answer: Value, left: &mut usize) -> Vec<u8> {
+    let bytes = answer.to_string().into_bytes();
+    if bytes.len() <= *left {
+        *left -= bytes.len();
+        return bytes;
+    }
+    *left = 0;
+    let id = answer.get("id").cloned().unwrap_or(Value::Null);
+    too_large(id).to_string().into_bytes()
+}
+
+fn too_large(id: Value) -> Value {
+    error_response(id, &RpcError::new(RESPONSE_TOO_LARGE, "response too large"))
 }
 
 fn single(v: Value) -> Reply {

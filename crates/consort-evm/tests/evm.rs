@@ -416,3 +416,54 @@ fn requests_stay_within_their_limits() {
     let (v, _, _) = chain.raw(USER, json!(calls).to_string().as_bytes());
     assert!(v.as_array().unwrap().iter().all(|a| a["result"].is_string()), "{v}");
 }
+
+#[test]
+fn responses_stay_within_the_response_byte_limit() {
+    let mut chain = Chain::new();
+    let key = Key::new(11);
+    // LOG0 over 2,000,000 bytes of (zero) memory: 4 MB of hex in the receipt, the log query and the batch.
+    let runtime = [0x62, 0x1e, 0x84, 0x80, 0x60, 0x00, 0xa0, 0x00];
+    let (_, big) = deployed(&mut chain, &key, 0, &runtime);
+    let hashes: Vec<Value> = (1..=7)
+        .map(|n| {
+            let (r, wrote) = chain.send(USER, &key.legacy_gas(CHAIN, n, big, 29_000_000));
+            assert!(wrote, "{r}");
+            r["result"].clone()
+        })
+        .collect();
+    let one = chain.receipt(USER, &hashes[0]);
+    assert_eq!(one["status"], "0x1", "{}", one["status"]);
+    assert_eq!(one["logs"][0]["data"].as_str().unwrap().len(), 2 + 4_000_000);
+
+    // Seven logs of 4 MB each cross the 25 MB budget: the query stops with -32005 instead of building them.
+    let e = chain.rpc(
+        USER,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "address": big.to_string()}]),
+    );
+    assert_eq!(e["error"]["code"], -32005, "{}", e["error"]);
+    assert!(e["error"]["message"].as_str().unwrap().contains("bytes of logs"));
+    let block = one["blockNumber"].clone();
+    let fits = chain.ok(USER, "eth_getLogs", json!([{"fromBlock": block, "toBlock": block}]));
+    assert_eq!(fits.as_array().unwrap().len(), 1);
+
+    // A batch answers -32003 for the receipt that would cross the budget and everything after it.
+    let mut batch: Vec<Value> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [h]}))
+        .collect();
+    batch.push(json!({"jsonrpc": "2.0", "id": "last", "method": "eth_chainId"}));
+    let (v, wrote, _) = chain.raw(USER, json!(batch).to_string().as_bytes());
+    assert!(!wrote);
+    let answers = v.as_array().unwrap();
+    assert_eq!(answers.len(), 8);
+    for a in &answers[..6] {
+        assert_eq!(a["result"]["status"], "0x1");
+    }
+    for (a, id) in answers[6..].iter().zip([json!(6), json!("last")]) {
+        assert_eq!(a["id"], id);
+        assert_eq!(a["error"]["code"], -32003, "{}", a["error"]);
+        assert_eq!(a["error"]["message"], "response too large");
+    }
+}

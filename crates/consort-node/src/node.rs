@@ -19,6 +19,8 @@ pub struct Node {
     attestation: OnceLock<SelfAttestation>,
     /// Receipts built at once (each may read and decode an old ledger chunk, off the engine lock).
     receipts: Arc<tokio::sync::Semaphore>,
+    /// App requests that may compute for long (see [`App::runs_long`]) running at once.
+    long_requests: Arc<tokio::sync::Semaphore>,
     /// Past states for historical queries, fetched from this node's ledger and cached.
     historical: Arc<HistoricalStates>,
 }
@@ -26,6 +28,9 @@ pub struct Node {
 /// Receipts a node builds at the same time; more wait (up to [`RECEIPT_QUEUE_WAIT`]), so that anonymous callers
 /// asking for many old receipts share at most this many threads' worth of disk reads and decoding.
 pub const MAX_CONCURRENT_RECEIPTS: usize = 2;
+/// App requests that may compute for long ([`App::runs_long`]: `eth_call`, `eth_estimateGas`, log and block
+/// scans) a node runs at once, each on a thread of its own rather than on the async workers; more wait their turn.
+pub const MAX_CONCURRENT_LONG_REQUESTS: usize = 2;
 /// How long a receipt request waits for a turn before it is answered 503.
 pub const RECEIPT_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -122,6 +127,7 @@ impl Node {
             channels: OnceLock::new(),
             attestation: OnceLock::new(),
             receipts: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_RECEIPTS)),
+            long_requests: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_LONG_REQUESTS)),
             historical,
         })
     }
@@ -133,6 +139,11 @@ impl Node {
             .await
             .ok()?
             .ok()
+    }
+
+    /// A turn to run a long app request (see [`MAX_CONCURRENT_LONG_REQUESTS`]); waits for one.
+    pub async fn long_request_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.long_requests.clone().acquire_owned().await.ok()
     }
 
     /// The transaction engine.

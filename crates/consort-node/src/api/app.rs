@@ -219,8 +219,22 @@ pub(super) async fn route(node: &Node, cert_id: Option<&str>, call: &AppCall<'_>
         let reply = forward(node, request).await;
         return forwarded_response(node, reply);
     }
-    let (resp, txid) = run_app(node, &info, call, &caller);
+    let (resp, txid) = if node.app().runs_long(call.method, call.sub, call.body) {
+        run_long(node, &info, call, &caller).await
+    } else {
+        run_app(node, &info, call, &caller)
+    };
     app_response(&resp, Some(txid))
+}
+
+/// Runs an app request that may compute for long on a thread of its own (the async worker hands its other tasks
+/// on), once one of the node's [`crate::node::MAX_CONCURRENT_LONG_REQUESTS`] turns is free.
+async fn run_long(node: &Node, info: &EndpointInfo, call: &AppCall<'_>, caller: &Caller) -> (AppResponse, TxId) {
+    let _turn = node.long_request_turn().await;
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| run_app(node, info, call, caller)),
+        _ => run_app(node, info, call, caller),
+    }
 }
 
 /// Forwards a request this node cannot execute to the primary over the node-to-node channel.

@@ -42,6 +42,10 @@ impl App for EvmApp {
         }
     }
 
+    fn runs_long(&self, _method: &str, _path: &str, body: &[u8]) -> bool {
+        consort_evm::runs_long(body)
+    }
+
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
         let Some(user) = req.caller.user_id() else {
             return AppResponse::error(
@@ -97,6 +101,8 @@ mod tests {
         let send = br#"[{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x00"]}]"#;
         assert_eq!(app.request_mode("POST", PREFIX, read, Mode::ReadWrite), Mode::ReadOnly);
         assert_eq!(app.request_mode("POST", PREFIX, send, Mode::ReadWrite), Mode::ReadWrite);
+        assert!(app.runs_long("POST", PREFIX, read));
+        assert!(!app.runs_long("POST", PREFIX, send));
 
         let store = std::sync::Arc::new(consort_kv::Store::new());
         let mut tx = Tx::shared(store);

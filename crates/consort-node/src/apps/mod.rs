@@ -319,6 +319,12 @@ pub trait App: Send + Sync {
     fn request_mode(&self, _method: &str, _path: &str, _body: &[u8], declared: Mode) -> Mode {
         declared
     }
+    /// Whether this request may compute for long (an EVM call at its gas budget, a scan of many stored
+    /// transactions): the node then runs it on a thread of its own, a bounded number at once
+    /// ([`crate::node::MAX_CONCURRENT_LONG_REQUESTS`]), so that it cannot hold up the async workers.
+    fn runs_long(&self, _method: &str, _path: &str, _body: &[u8]) -> bool {
+        false
+    }
     /// Gives the app the node's past states (called once, when the node starts); apps without range queries
     /// ignore it.
     fn attach_history(&self, _history: std::sync::Arc<dyn History>) {}
@@ -420,6 +426,10 @@ impl App for Apps {
             Some(app) => app.request_mode(method, path, body, declared),
             None => declared,
         }
+    }
+
+    fn runs_long(&self, method: &str, path: &str, body: &[u8]) -> bool {
+        self.route(path).is_some_and(|app| app.runs_long(method, path, body))
     }
 
     fn handle(&self, req: &AppRequest<'_>, tx: &mut Tx<'static>) -> AppResponse {
