@@ -17,8 +17,12 @@ pub const MAX_CONF_CHANGES: usize = 64;
 /// in the p99 commit latency; 256 KiB keeps the batches short while still amortising per-message costs.
 pub const DEFAULT_MAX_APPEND_BYTES: u64 = 256 * 1024;
 
-/// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`).
-pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 4;
+/// Default number of append messages in flight to one peer (raft-rs `max_inflight_msgs`). One: entries proposed
+/// while an append is unacknowledged go out together in the next, so each backup handles (decodes, persists with
+/// one fsync, acknowledges) fewer, larger messages. On the 2-core machine's 3-node sandbox, ERC-20 transfers went
+/// from about 4,600/s with 4 in flight to 5,150 with 2 and 5,730 with 1, and the ack latency fell; private logging
+/// was unchanged. Where the round trip to a backup is long, a node raises it (`consensus.max_inflight_appends`).
+pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 1;
 
 /// Snapshots built and not yet committed that a replica keeps (older ones are dropped: a newer one supersedes them).
 pub const MAX_PENDING_SNAPSHOTS: usize = 2;

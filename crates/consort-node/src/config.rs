@@ -129,6 +129,10 @@ pub struct JoinConfig {
     pub service_cert: Option<PathBuf>,
 }
 
+/// Most append messages in flight to one backup that `consensus.max_inflight_appends` may ask for (each holds up to
+/// `max_append_bytes` of entries in the primary's memory until it is acknowledged).
+pub const MAX_INFLIGHT_APPENDS: usize = 256;
+
 /// Raft timing. The node's clock ticks every [`crate::service::TICK_MS`] milliseconds; these are rounded up to
 /// whole ticks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +143,15 @@ pub struct ConsensusConfig {
     pub election_timeout_ms: u64,
     /// The primary sends heartbeats (empty appends) this often; must be well below the election timeout.
     pub heartbeat_ms: u64,
+    /// Append messages the primary keeps in flight to one backup (raft-rs `max_inflight_msgs`); entries proposed
+    /// meanwhile wait and go out together in the next message. See
+    /// [`consort_consensus::limits::DEFAULT_MAX_INFLIGHT_APPENDS`]; raise it where the round trip is long.
+    #[serde(default = "default_max_inflight_appends")]
+    pub max_inflight_appends: usize,
+}
+
+fn default_max_inflight_appends() -> usize {
+    consort_consensus::limits::DEFAULT_MAX_INFLIGHT_APPENDS
 }
 
 impl Default for ConsensusConfig {
@@ -146,6 +159,7 @@ impl Default for ConsensusConfig {
         Self {
             election_timeout_ms: 1_000,
             heartbeat_ms: 100,
+            max_inflight_appends: default_max_inflight_appends(),
         }
     }
 }
@@ -449,6 +463,11 @@ impl NodeConfig {
         }
         if self.consensus.heartbeat_ms == 0 || self.consensus.election_timeout_ms < 2 * self.consensus.heartbeat_ms {
             return Err("consensus.heartbeat_ms must be at least 1 and at most half of election_timeout_ms".into());
+        }
+        if !(1..=MAX_INFLIGHT_APPENDS).contains(&self.consensus.max_inflight_appends) {
+            return Err(format!(
+                "consensus.max_inflight_appends must be between 1 and {MAX_INFLIGHT_APPENDS}"
+            ));
         }
         if self.limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes must be at least 8192".into());

@@ -35,6 +35,7 @@ impl Engine {
         let mut rc = ReplicaConfig::new(raft_id);
         rc.election_ticks = ticks(cfg.consensus.election_timeout_ms);
         rc.heartbeat_ticks = ticks(cfg.consensus.heartbeat_ms);
+        rc.max_inflight_appends = cfg.consensus.max_inflight_appends;
         rc.signature_interval_tx = cfg.ledger.signature_interval_tx;
         rc.signature_interval_ticks = ticks(cfg.ledger.signature_interval_ms) as u64;
         rc.chunk_threshold_bytes = cfg.ledger.chunk_threshold_bytes;
