@@ -566,10 +566,29 @@ mod tests {
             "[limits]\nmax_buffered_body_bytes_per_connection = 1000\n",
             "[limits]\nsmall_body_reserve_bytes = 67108864\n",
             "[limits]\nsmall_body_max_bytes = 9000000\n",
+            "[consensus]\nelection_timeout_ms = 1000\nheartbeat_ms = 100\nmax_inflight_appends = 0\n",
+            "[consensus]\nelection_timeout_ms = 1000\nheartbeat_ms = 100\nmax_inflight_appends = 257\n",
         ] {
             std::fs::write(&path, bad).unwrap();
             assert!(NodeConfig::load(&path).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn appends_in_flight_default_to_one_and_reach_the_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "[consensus]\nelection_timeout_ms = 1000\nheartbeat_ms = 100\n").unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.consensus.max_inflight_appends, 1);
+        std::fs::write(
+            &path,
+            "[consensus]\nelection_timeout_ms = 1000\nheartbeat_ms = 100\nmax_inflight_appends = 8\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        let rc = crate::engine::Engine::replica_config(&cfg, consort_consensus::RaftId(1));
+        assert_eq!(rc.max_inflight_appends, 8);
     }
 
     #[test]
