@@ -281,11 +281,15 @@ function checkJsRuntimeOptions(args) {
 // set_evm_config: the EVM app's chain id, base fee (wei), visibility policy and genesis balances {address: wei}
 // (consort-evm's config.rs reads it; a wei amount is a non-negative integer or a decimal or 0x-hex string).
 const EVM_MAX_GENESIS_ACCOUNTS = 10000;
+const U256_MAX_DECIMAL = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
 function expectWei(value, field) {
   const ok =
     (Number.isSafeInteger(value) && value >= 0) ||
     (typeof value === "string" && (/^[0-9]{1,78}$/.test(value) || /^0x[0-9a-fA-F]{1,64}$/.test(value)));
   if (!ok) fail(`${field} must be a non-negative integer or a decimal or 0x-hex string`);
+  // 78 decimal digits reach past 2^256 - 1, which the node could not parse (every /app/eth call would fail).
+  const digits = typeof value === "string" && !value.startsWith("0x") ? value.replace(/^0+/, "") : "";
+  if (digits.length === 78 && digits > U256_MAX_DECIMAL) fail(`${field} must be at most 2^256 - 1 wei`);
 }
 function fitsU64(text) {
   if (text.startsWith("0x")) return text.slice(2).replace(/^0+/, "").length <= 16;

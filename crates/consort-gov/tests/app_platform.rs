@@ -191,6 +191,13 @@ fn evm_config_is_stored_at_the_singleton_key_and_checked() {
     let stored = c.get(tables::EVM_CONFIG, &[0u8; 8]).unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), config);
     c.must_pass("set_evm_config", json!({}));
+    // 2^256 - 1 wei is the most an account can hold; one more has as many digits and is refused.
+    const U256_MAX_PLUS_ONE: &str = "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+    let max = "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+    c.must_pass(
+        "set_evm_config",
+        json!({"genesis": {"0x00000000000000000000000000000000000000aa": max}}),
+    );
     for bad in [
         json!({"chain_id": 0}),
         json!({"chain_id": "1"}),
@@ -199,6 +206,7 @@ fn evm_config_is_stored_at_the_singleton_key_and_checked() {
         json!({"visibility": "some"}),
         json!({"genesis": {"0x12": 1}}),
         json!({"genesis": {"0x00000000000000000000000000000000000000aa": "ten"}}),
+        json!({"genesis": {"0x00000000000000000000000000000000000000aa": U256_MAX_PLUS_ONE}}),
         json!({"gas_limit": 1}),
     ] {
         c.must_fail("set_evm_config", bad);
