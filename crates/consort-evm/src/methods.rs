@@ -41,6 +41,7 @@ impl Batch {
 /// Runs `method`.
 pub fn call(tx: &mut Tx<'_>, method: &str, p: &[Value], s: &Session<'_>, batch: &mut Batch) -> Result<Value, RpcError> {
     let latest = tx.start_version();
+    let mined = mined(tx, s);
     let cfg = s.config;
     Ok(match method {
         "eth_chainId" => json!(qty(cfg.chain_id)),
@@ -49,10 +50,10 @@ pub fn call(tx: &mut Tx<'_>, method: &str, p: &[Value], s: &Session<'_>, batch: 
         "web3_clientVersion" => json!(concat!("Consort/v", env!("CARGO_PKG_VERSION"), "/revm")),
         "eth_syncing" => json!(false),
         "eth_accounts" => json!([]),
-        "eth_blockNumber" => json!(qty(latest)),
+        "eth_blockNumber" => json!(qty(mined)),
         "eth_gasPrice" => json!(qty(cfg.base_fee)),
         "eth_maxPriorityFeePerGas" => json!("0x0"),
-        "eth_feeHistory" => fee_history(p, latest, cfg.base_fee)?,
+        "eth_feeHistory" => fee_history(p, mined, cfg.base_fee)?,
         "eth_getBalance" => {
             let a = parse_address(str_param(p, 0, "address")?, "address")?;
             let acc = KvDb::new(tx, cfg, s.codes)
@@ -101,19 +102,19 @@ pub fn call(tx: &mut Tx<'_>, method: &str, p: &[Value], s: &Session<'_>, batch: 
             let tag = p.first().ok_or_else(|| RpcError::params("missing block"))?;
             let full = p.get(1).and_then(Value::as_bool).unwrap_or(false);
             match tag.as_str() {
-                Some("latest" | "pending" | "safe" | "finalized") => block(tx, s, latest, latest, full, false)?,
-                _ => block(tx, s, block_param(Some(tag), latest)?, latest, full, true)?,
+                Some("latest" | "pending" | "safe" | "finalized") => block(tx, s, mined, mined, full, false)?,
+                _ => block(tx, s, block_param(Some(tag), mined)?, mined, full, true)?,
             }
         }
         "eth_getBlockByHash" => {
             let h = parse_b256(str_param(p, 0, "block hash")?, "block hash")?;
             let full = p.get(1).and_then(Value::as_bool).unwrap_or(false);
             match block_number_of(&h) {
-                Some(n) => block(tx, s, n, latest, full, true)?,
+                Some(n) => block(tx, s, n, mined, full, true)?,
                 None => Value::Null,
             }
         }
-        "eth_getLogs" => get_logs(tx, p, s, latest)?,
+        "eth_getLogs" => get_logs(tx, p, s, mined)?,
         other => return Err(not_found(other)),
     })
 }
@@ -129,6 +130,13 @@ fn str_param<'p>(p: &'p [Value], i: usize, what: &str) -> Result<&'p str, RpcErr
     p.get(i)
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::params(format!("missing or non-string {what}")))
+}
+
+/// The last block clients see as mined: the state's version, or the host's committed seqno when it is lower
+/// ([`Session::committed`]), so that no receipt, log or block is shown before its transaction is committed.
+fn mined(tx: &Tx<'_>, s: &Session<'_>) -> u64 {
+    let latest = tx.start_version();
+    s.committed.map_or(latest, |c| c.min(latest))
 }
 
 /// A block parameter: a tag, a number, or an EIP-1898 object; tags name the latest block.
@@ -262,6 +270,10 @@ fn by_hash(
     let Some((block, rec)) = read_record(tx, &hash) else {
         return Ok(Value::Null);
     };
+    if block > mined(tx, s) {
+        // Executed, not committed yet: as a pending transaction, it has no receipt (and is not shown).
+        return Ok(Value::Null);
+    }
     let rec = rec.ok_or_else(|| RpcError::internal("malformed stored transaction"))?;
     if !visible(tx, s.config, s.user, &rec) {
         return Ok(Value::Null);
@@ -358,7 +370,7 @@ fn get_logs(tx: &mut Tx<'_>, p: &[Value], s: &Session<'_>, latest: u64) -> Resul
     let mut f = LogFilter::default();
     if let Some(Value::String(h)) = o.get("blockHash") {
         let n = block_number_of(&parse_b256(h, "blockHash")?).ok_or_else(|| RpcError::params("unknown block hash"))?;
-        (f.from, f.to) = (n, n);
+        (f.from, f.to) = (n, n.min(latest));
     } else {
         f.from = block_param(o.get("fromBlock"), latest)?;
         f.to = block_param(o.get("toBlock"), latest)?.min(latest);

@@ -24,6 +24,9 @@ pub struct Session<'a> {
     pub config: &'a EvmConfig,
     /// Analysed bytecode.
     pub codes: &'a CodeCache,
+    /// The host's committed seqno, when it has one: transactions stored above it are not shown as mined yet (no
+    /// receipt, no logs, not in a block, and `eth_blockNumber` is at most it). None: all stored ones are.
+    pub committed: Option<u64>,
 }
 
 /// The answer to a request body, and the EVM transactions it included, in order.

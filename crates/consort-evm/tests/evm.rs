@@ -467,3 +467,49 @@ fn responses_stay_within_the_response_byte_limit() {
         assert_eq!(a["error"]["message"], "response too large");
     }
 }
+
+#[test]
+fn transactions_above_the_committed_seqno_are_not_shown_as_mined() {
+    let mut chain = Chain::new();
+    let key = Key::new(12);
+    let named = Key::new(13);
+    let (_, contract) = deployed(&mut chain, &key, 0, &log_runtime(named.address));
+    let before = chain.store.current_version();
+    chain.committed = Some(before);
+    let (resp, wrote) = chain.send(USER, &key.legacy(CHAIN, 1, Some(contract), &word(7)));
+    assert!(wrote, "{resp}");
+    let hash = resp["result"].clone();
+    let block = chain.store.current_version();
+    assert!(block > before);
+    // Executed and stored, not committed: no receipt, no transaction, no log, no block, and the chain's height is
+    // the committed seqno. The state already has it (the nonce moved), as a pending transaction's sender sees.
+    assert_eq!(chain.receipt(USER, &hash), Value::Null);
+    assert_eq!(chain.ok(USER, "eth_getTransactionByHash", json!([hash])), Value::Null);
+    assert_eq!(
+        chain.ok(USER, "eth_blockNumber", json!([])),
+        json!(format!("{before:#x}"))
+    );
+    let logs = json!([{"fromBlock": "0x0", "toBlock": format!("{block:#x}"), "address": contract.to_string()}]);
+    assert_eq!(chain.ok(USER, "eth_getLogs", logs.clone()), json!([]));
+    let by_hash = json!([{"blockHash": consort_evm::block::block_hash(block).to_string()}]);
+    assert_eq!(chain.ok(USER, "eth_getLogs", by_hash.clone()), json!([]));
+    assert_eq!(
+        chain.ok(USER, "eth_getBlockByNumber", json!([format!("{block:#x}"), false])),
+        Value::Null
+    );
+    assert_eq!(
+        chain.ok(USER, "eth_getTransactionCount", json!([key.address.to_string()])),
+        "0x2"
+    );
+    // Once the host commits it, it is mined.
+    chain.committed = Some(block);
+    assert_eq!(chain.receipt(USER, &hash)["blockNumber"], json!(format!("{block:#x}")));
+    assert_eq!(
+        chain.ok(USER, "eth_blockNumber", json!([])),
+        json!(format!("{block:#x}"))
+    );
+    assert_eq!(chain.ok(USER, "eth_getLogs", logs).as_array().unwrap().len(), 1);
+    assert_eq!(chain.ok(USER, "eth_getLogs", by_hash).as_array().unwrap().len(), 1);
+    let blk = chain.ok(USER, "eth_getBlockByNumber", json!([format!("{block:#x}"), false]));
+    assert_eq!(blk["transactions"], json!([hash]));
+}

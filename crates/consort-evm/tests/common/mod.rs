@@ -18,6 +18,8 @@ pub struct Chain {
     pub store: Arc<Store>,
     pub codes: CodeCache,
     pub config: ConfigCache,
+    /// What the host says is committed (None: everything stored).
+    pub committed: Option<u64>,
     next_id: u64,
 }
 
@@ -27,6 +29,7 @@ impl Chain {
             store: Arc::new(Store::new()),
             codes: CodeCache::default(),
             config: ConfigCache::default(),
+            committed: None,
             next_id: 1,
         }
     }
@@ -40,6 +43,7 @@ impl Chain {
             now_s: 1_700_000_000,
             config: &config,
             codes: &self.codes,
+            committed: self.committed,
         };
         let reply = consort_evm::handle(&mut tx, body, &session);
         let wrote = tx.has_writes();

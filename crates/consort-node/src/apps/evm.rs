@@ -6,18 +6,27 @@
 //! `eth_call`, balances and receipts need neither consensus nor forwarding. Every request that includes EVM
 //! transactions sets the claims digest of `consort_evm::Reply::claims_digest` on its Consort transaction.
 
-use super::{App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, Mode, RawBody};
+use super::{App, AppRequest, AppResponse, AuthPolicies, AuthPolicy, Caller, EndpointInfo, History, Mode, RawBody};
 use consort_evm::{CodeCache, ConfigCache, Session};
 use consort_kv::Tx;
+use std::sync::{Arc, OnceLock};
 
 /// The path this app serves (relative to `/app`).
 pub const PREFIX: &str = "/eth";
 
-/// The EVM app: caches of analysed bytecode and of the parsed configuration, shared by all requests.
-#[derive(Debug, Default)]
+/// The EVM app: caches of analysed bytecode and of the parsed configuration, shared by all requests, and the
+/// node's history for its committed seqno (receipts, logs and blocks show committed transactions only).
+#[derive(Default)]
 pub struct EvmApp {
     codes: CodeCache,
     config: ConfigCache,
+    history: OnceLock<Arc<dyn History>>,
+}
+
+impl std::fmt::Debug for EvmApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvmApp").finish_non_exhaustive()
+    }
 }
 
 fn now_s() -> u64 {
@@ -67,6 +76,7 @@ impl App for EvmApp {
             now_s: now_s(),
             config: &config,
             codes: &self.codes,
+            committed: self.history.get().map(|h| h.committed_seqno()),
         };
         let reply = consort_evm::handle(tx, body, &session);
         let mut resp = AppResponse::ok(serde_json::Value::Null);
@@ -76,6 +86,10 @@ impl App for EvmApp {
             bytes: reply.body,
         }));
         resp
+    }
+
+    fn attach_history(&self, history: Arc<dyn History>) {
+        let _ = self.history.set(history);
     }
 
     fn openapi_paths(&self) -> serde_json::Value {
