@@ -390,7 +390,8 @@ fn check_kept_entry(bytes: &[u8], seqno: u64, secret: Option<&LedgerSecret>) -> 
     Ok(())
 }
 
-/// After replay: checks the persisted hard state against the ledger and sets the CCF commit point to the last
+/// After replay: checks the persisted hard state against the ledger (raising its term to the ledger's last view)
+/// and sets the CCF commit point to the last
 /// signature transaction at or below Raft's commit index (the snapshot's base at least).
 fn set_commit_point<S: LedgerStorage>(
     log: &mut Log<S>,
@@ -407,7 +408,15 @@ fn set_commit_point<S: LedgerStorage>(
         .into());
     }
     hs.commit = hs.commit.max(base.seqno.get());
-    hs.term = hs.term.max(base.view.get());
+    // A crash between the ledger's sync and the hard state's write leaves entries of a view the hard state has not
+    // reached. The term is raised to the last entry's view (and the snapshot's), as Raft requires: a replica whose
+    // term is below its log answers some messages with term 0, which raft-rs treats as fatal. No vote in that view
+    // was sent (votes are sent only once persisted), so the old view's vote is dropped.
+    let floor = log.terms.last().unwrap_or(0).max(base.view.get());
+    if hs.term < floor {
+        hs.term = floor;
+        hs.vote = 0;
+    }
     let commit_seqno = signatures
         .range(..=hs.commit)
         .next_back()
