@@ -296,7 +296,7 @@ fn block(tx: &mut Tx<'_>, s: &Session<'_>, n: u64, latest: u64, full: bool, list
         transactions: vec![],
     };
     if list {
-        for (pos, rec) in transactions_in(tx, n, n)? {
+        for (pos, rec) in transactions_in(tx, n, n, |_| true)? {
             if !visible(tx, s.config, s.user, &rec) {
                 continue;
             }
@@ -404,7 +404,7 @@ fn get_logs(tx: &mut Tx<'_>, p: &[Value], s: &Session<'_>, latest: u64) -> Resul
     if f.from > f.to {
         return Ok(json!([]));
     }
-    let mut txs = transactions_in(tx, f.from, f.to)?;
+    let mut txs = transactions_in(tx, f.from, f.to, |rec| f.matches_any(rec))?;
     txs.retain(|(_, rec)| visible(tx, s.config, s.user, rec));
     Ok(Value::Array(logs_matching(&txs, &f)?))
 }

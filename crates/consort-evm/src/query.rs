@@ -12,8 +12,14 @@ use alloy_primitives::{Address, B256};
 use consort_kv::Tx;
 use serde_json::Value;
 
-/// The stored transactions of blocks `from..=to`, ordered by block and index.
-pub fn transactions_in(tx: &mut Tx<'_>, from: u64, to: u64) -> Result<Vec<(Position, TxRecord)>, RpcError> {
+/// The stored transactions of blocks `from..=to` that `keep` accepts, ordered by block and index (only those are
+/// held in memory).
+pub fn transactions_in(
+    tx: &mut Tx<'_>,
+    from: u64,
+    to: u64,
+    keep: impl Fn(&TxRecord) -> bool,
+) -> Result<Vec<(Position, TxRecord)>, RpcError> {
     let mut found = vec![];
     let mut scanned = 0usize;
     let mut malformed = false;
@@ -24,6 +30,7 @@ pub fn transactions_in(tx: &mut Tx<'_>, from: u64, to: u64) -> Result<Vec<(Posit
         }
         if (from..=to).contains(&version) && key.len() == 32 {
             match TxRecord::decode(value) {
+                Some(rec) if !keep(&rec) => {}
                 Some(rec) => found.push((
                     Position {
                         block: version,
@@ -63,6 +70,12 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
+    /// Whether any log of `rec` matches (false for a malformed receipt, which the query then never sees).
+    pub fn matches_any(&self, rec: &TxRecord) -> bool {
+        rec.receipt_envelope()
+            .is_some_and(|r| r.logs().iter().any(|l| self.matches(l)))
+    }
+
     fn matches(&self, log: &alloy_primitives::Log) -> bool {
         if !self.addresses.is_empty() && !self.addresses.contains(&log.address) {
             return false;

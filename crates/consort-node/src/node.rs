@@ -31,6 +31,8 @@ pub const MAX_CONCURRENT_RECEIPTS: usize = 2;
 /// App requests that may compute for long ([`App::runs_long`]: `eth_call`, `eth_estimateGas`, log and block
 /// scans) a node runs at once, each on a thread of its own rather than on the async workers; more wait their turn.
 pub const MAX_CONCURRENT_LONG_REQUESTS: usize = 2;
+/// How long a long app request waits for a turn before it is answered 503.
+pub const LONG_REQUEST_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a receipt request waits for a turn before it is answered 503.
 pub const RECEIPT_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -141,9 +143,13 @@ impl Node {
             .ok()
     }
 
-    /// A turn to run a long app request (see [`MAX_CONCURRENT_LONG_REQUESTS`]); waits for one.
+    /// A turn to run a long app request (see [`MAX_CONCURRENT_LONG_REQUESTS`]), or `None` if none came within
+    /// [`LONG_REQUEST_QUEUE_WAIT`].
     pub async fn long_request_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.long_requests.clone().acquire_owned().await.ok()
+        tokio::time::timeout(LONG_REQUEST_QUEUE_WAIT, self.long_requests.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The transaction engine.

@@ -150,6 +150,15 @@ fn run_app(node: &Node, info: &EndpointInfo, call: &AppCall<'_>, caller: &Caller
     node.execute_app(&req, info.read_only())
 }
 
+/// The answer to a long request that found no turn.
+pub(super) fn busy() -> AppResponse {
+    AppResponse::error(
+        503,
+        "TooManyLongRequests",
+        "the node is running as many long requests as it allows; retry",
+    )
+}
+
 /// The HTTP response for what the app answered.
 pub(super) fn app_response(resp: &AppResponse, txid: Option<TxId>) -> Resp {
     let (content_type, body) = match &resp.raw {
@@ -228,9 +237,12 @@ pub(super) async fn route(node: &Node, cert_id: Option<&str>, call: &AppCall<'_>
 }
 
 /// Runs an app request that may compute for long on a thread of its own (the async worker hands its other tasks
-/// on), once one of the node's [`crate::node::MAX_CONCURRENT_LONG_REQUESTS`] turns is free.
+/// on), once one of the node's [`crate::node::MAX_CONCURRENT_LONG_REQUESTS`] turns is free; 503 when none came
+/// within [`crate::node::LONG_REQUEST_QUEUE_WAIT`].
 async fn run_long(node: &Node, info: &EndpointInfo, call: &AppCall<'_>, caller: &Caller) -> (AppResponse, TxId) {
-    let _turn = node.long_request_turn().await;
+    let Some(_turn) = node.long_request_turn().await else {
+        return (busy(), node.engine().current_txid());
+    };
     match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| run_app(node, info, call, caller)),
         _ => run_app(node, info, call, caller),
