@@ -152,22 +152,35 @@ async fn tooling() {
 
     // An outsider without a user certificate is refused before any JSON-RPC runs, on the primary and a backup,
     // for a send (which a backup would forward) and for a read.
+    // A member's certificate is not a user's: the EVM app serves users only.
+    let read = |f: &str| std::fs::read_to_string(sandbox.ws.join(f)).unwrap();
+    let (member_cert, member_key) = (read("member0_cert.pem"), read("member0_privk.pem"));
+    let member_tls =
+        consort_node::net::tls::client_config(&sandbox.service_cert(), Some((&*member_cert, &*member_key))).unwrap();
     for node in [0, 1] {
-        let outsider = sandbox.connect(node, false).await;
-        for body in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
-            r#"{"jsonrpc":"2.0","id":2,"method":"eth_blockNumber"}"#,
-        ] {
-            let r = outsider
-                .request_typed("POST", "/app/eth", Some(("application/json", body.as_bytes().to_vec())))
-                .await
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-            assert_eq!(
-                (r.status, &v["error"]["code"]),
-                (401, &serde_json::json!("InvalidAuthenticationInfo")),
-                "node {node}: {v}"
-            );
+        let member = consort_node::net::client::Connection::connect(
+            &sandbox.address(node),
+            member_tls.clone(),
+            consort_node::net::client::Protocol::Http1,
+        )
+        .await
+        .unwrap();
+        for outsider in [sandbox.connect(node, false).await, member] {
+            for body in [
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"eth_blockNumber"}"#,
+            ] {
+                let r = outsider
+                    .request_typed("POST", "/app/eth", Some(("application/json", body.as_bytes().to_vec())))
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                assert_eq!(
+                    (r.status, &v["error"]["code"]),
+                    (401, &serde_json::json!("InvalidAuthenticationInfo")),
+                    "node {node}: {v}"
+                );
+            }
         }
     }
 
