@@ -59,7 +59,11 @@ impl Reply {
 /// served read-only; one that names the method only through JSON escapes is refused (-32600) rather than
 /// written without consensus.
 pub fn needs_write(body: &[u8]) -> bool {
-    let needle = SEND_RAW_TRANSACTION.as_bytes();
+    names(body, SEND_RAW_TRANSACTION.as_bytes())
+}
+
+/// Whether `body` holds `needle` literally.
+fn names(body: &[u8], needle: &[u8]) -> bool {
     body.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -77,8 +81,7 @@ const LONG_METHODS: [&str; 5] = [
 /// Whether `body` may compute for long: it names one of the calls, estimates or scans, or it holds a `\u` escape
 /// (which could spell one) (a host runs those off its request workers).
 pub fn runs_long(body: &[u8]) -> bool {
-    let names = |m: &[u8]| body.windows(m.len()).any(|w| w == m);
-    names(br"\u") || LONG_METHODS.iter().any(|m| names(m.as_bytes()))
+    names(body, br"\u") || LONG_METHODS.iter().any(|m| names(body, m.as_bytes()))
 }
 
 /// Serves a JSON-RPC body in `tx`.

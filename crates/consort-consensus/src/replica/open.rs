@@ -391,8 +391,8 @@ fn check_kept_entry(bytes: &[u8], seqno: u64, secret: Option<&LedgerSecret>) -> 
 }
 
 /// After replay: checks the persisted hard state against the ledger (raising its term to the ledger's last view)
-/// and sets the CCF commit point to the last
-/// signature transaction at or below Raft's commit index (the snapshot's base at least).
+/// and sets the CCF commit point to the last signature transaction at or below Raft's commit index (the snapshot's
+/// base at least).
 fn set_commit_point<S: LedgerStorage>(
     log: &mut Log<S>,
     signatures: &BTreeSet<u64>,
